@@ -1,0 +1,29 @@
+# ddl: the two commands of the README, and the pieces they are made of.
+PYTHON ?= python3
+
+.PHONY: run test setup build sanitize bench clean
+
+## Set up (system packages + editable install) and run the main job.
+run: setup
+	$(PYTHON) examples/demo.py
+
+## Set up and run the test suite.
+test: setup
+	$(PYTHON) -m pytest -q
+
+setup:
+	PYTHON=$(PYTHON) scripts/setup.sh
+
+## Rebuild the extension in place after editing csrc/.
+build:
+	$(PYTHON) setup.py -q build_ext --inplace
+
+## The test suite against an ASan + UBSan build (build/sanitize/).
+sanitize:
+	PYTHON=$(PYTHON) scripts/sanitize.sh
+
+bench:
+	$(PYTHON) benchmarks/bench_ops.py
+
+clean:
+	rm -rf build ddl/_C*.so *.egg-info

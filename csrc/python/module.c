@@ -1,0 +1,118 @@
+/* module.c: the ddl._C module: exception table, type registration, runtime queries. */
+#include "pyddl.h"
+
+PyTypeObject *pyddl_tensor_class = &PyTensor_Type;
+
+/* One table from status to exception; the distributed ones are set by ddl.distributed. */
+static PyObject *exc_comm, *exc_timeout;
+
+PyObject *pyddl_raise(ddl_status st) {
+    PyObject *type;
+    switch (st) {
+    case DDL_E_VALUE: type = PyExc_ValueError; break;
+    case DDL_E_TYPE: type = PyExc_TypeError; break;
+    case DDL_E_INDEX: type = PyExc_IndexError; break;
+    case DDL_E_NOMEM: type = PyExc_MemoryError; break;
+    case DDL_E_COMM: type = exc_comm ? exc_comm : PyExc_RuntimeError; break;
+    case DDL_E_TIMEOUT: type = exc_timeout ? exc_timeout : PyExc_TimeoutError; break;
+    default: type = PyExc_RuntimeError; break;
+    }
+    const char *msg = ddl_last_error();
+    PyErr_SetString(type, msg[0] ? msg : ddl_status_name(st));
+    return NULL;
+}
+
+static PyObject *py_set_tensor_class(PyObject *self, PyObject *cls) {
+    (void)self;
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTensor_Type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a subclass of _C.TensorBase");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    pyddl_tensor_class = (PyTypeObject *)cls;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_error_types(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *comm, *timeout;
+    if (!PyArg_ParseTuple(args, "OO", &comm, &timeout)) return NULL;
+    Py_XSETREF(exc_comm, Py_NewRef(comm));
+    Py_XSETREF(exc_timeout, Py_NewRef(timeout));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
+    (void)self;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "set_num_threads: expected n >= 1, got %ld", n);
+        return NULL;
+    }
+    ddl_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return PyLong_FromLong(ddl_get_num_threads());
+}
+
+static PyObject *py_blas_info(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return Py_BuildValue("{ss,ss}", "corename", ddl_blas_corename(), "config",
+                         ddl_blas_version());
+}
+
+static PyObject *py_gloo_version(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return PyUnicode_FromString(ddl_gloo_version());
+}
+
+static PyObject *py_gloo_selftest(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    double r = 0;
+    ddl_status st;
+    Py_BEGIN_ALLOW_THREADS st = ddl_gloo_selftest(&r);
+    Py_END_ALLOW_THREADS
+    if (st) return pyddl_raise(st);
+    return PyFloat_FromDouble(r);
+}
+
+static PyMethodDef module_functions[] = {
+    {"_set_tensor_class", py_set_tensor_class, METH_O, "Register the class results are made of."},
+    {"_set_error_types", py_set_error_types, METH_VARARGS,
+     "Register (DistributedError, DistributedTimeoutError)."},
+    {"set_num_threads", py_set_num_threads, METH_O, "Threads for ddl kernels and OpenBLAS."},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "Current thread count."},
+    {"blas_info", py_blas_info, METH_NOARGS, "The OpenBLAS kernel and build config in use."},
+    {"gloo_version", py_gloo_version, METH_NOARGS, "Version of the Gloo headers ddl built with."},
+    {"gloo_selftest", py_gloo_selftest, METH_NOARGS,
+     "Allreduce between two in-process ranks over loopback TCP; returns 3.0."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int add_functions(PyObject *m, PyMethodDef *defs) {
+    return PyModule_AddFunctions(m, defs);
+}
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "ddl._C", "ddl's C core (tensors, ops, collectives).", -1, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__C(void) {
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    if (PyType_Ready(&PyTensor_Type) < 0) goto error;
+    if (PyModule_AddObjectRef(m, "TensorBase", (PyObject *)&PyTensor_Type) < 0) goto error;
+    if (add_functions(m, module_functions) < 0 || add_functions(m, pyddl_tensor_functions) < 0 ||
+        add_functions(m, pyddl_op_functions) < 0)
+        goto error;
+    if (PyModule_AddIntConstant(m, "MAX_DIMS", DDL_MAX_DIMS) < 0) goto error;
+    return m;
+error:
+    Py_DECREF(m);
+    return NULL;
+}

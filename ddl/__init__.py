@@ -1,0 +1,56 @@
+"""ddl: distributed deep learning on CPUs.
+
+A C core (tensors, ops, and in later releases autograd, layers and Gloo collectives) under a
+thin CPython extension, with PyTorch's names:
+
+    import ddl
+    x = ddl.randn(64, 784)
+    w = ddl.randn(784, 10) * 0.01
+    y = (x @ w).relu().sum(dim=1)
+"""
+
+
+def _preload_openblas():
+    # ddl._C links libscipy_openblas.so from the scipy-openblas32 wheel. Loading it by full
+    # path first lets the dynamic linker resolve it wherever pip put that wheel.
+    import ctypes
+    import os
+
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return
+    path = os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so")
+    if os.path.exists(path):
+        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+
+
+_preload_openblas()
+
+from . import _C  # noqa: E402
+from ._dtype import bool_ as bool  # noqa: E402,A001
+from ._dtype import dtype, float32, float64, int64  # noqa: E402
+from ._functions import *  # noqa: E402,F401,F403
+from ._functions import __all__ as _fn_all  # noqa: E402
+from ._tensor import Tensor  # noqa: E402
+
+float = float32  # noqa: A001
+double = float64
+long = int64
+
+set_num_threads = _C.set_num_threads
+get_num_threads = _C.get_num_threads
+
+__version__ = "0.1.0"
+__all__ = ["Tensor", "dtype", "float32", "float64", "int64", "bool", "float", "double", "long",
+           "set_num_threads", "get_num_threads", "blas_info", "gloo_version"] + list(_fn_all)
+
+
+def blas_info():
+    """{'corename': the OpenBLAS kernel running here, 'config': its build configuration}."""
+    return _C.blas_info()
+
+
+def gloo_version():
+    """The Gloo version ddl was built against."""
+    return _C.gloo_version()

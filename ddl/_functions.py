@@ -1,0 +1,327 @@
+"""Tensor creation, random numbers and the function forms of the ops (ddl.exp(t), ...)."""
+import builtins
+import numbers
+
+import numpy as np
+
+from . import _C
+from ._dtype import float32, from_numpy_dtype, int64, to_dtype
+from ._tensor import (ABS, ADD, DIV, EXP, LOG, MAXIMUM, MINIMUM, MUL, NEG, POW, RELU, SIGMOID,
+                      SIGN, SQRT, SUB, TANH, Tensor, _from_array_copy, _shape_args)
+
+__all__ = [
+    "tensor", "as_tensor", "from_numpy", "is_tensor", "empty", "zeros", "ones", "full",
+    "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "arange",
+    "linspace", "eye", "rand", "randn", "randint", "manual_seed", "seed", "initial_seed",
+    "get_rng_state", "set_rng_state", "cat", "concat", "stack", "where", "matmul", "add", "sub",
+    "mul", "div", "pow", "maximum", "minimum", "neg", "exp", "log", "sqrt", "abs", "tanh",
+    "sigmoid", "relu", "sign", "clamp", "clip", "sum", "mean", "prod", "max", "min", "argmax",
+    "argmin", "var", "std", "reshape", "transpose", "permute", "squeeze", "unsqueeze",
+    "flatten", "numel", "allclose",
+]
+
+
+# ---- creation -----------------------------------------------------------------------------
+
+
+def _default_dtype(a):
+    """PyTorch's inference for Python data: floats -> float32, ints -> int64, bools -> bool."""
+    return from_numpy_dtype(a.dtype) if a.dtype != np.float64 else float32
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """A new tensor holding a copy of `data` (nested lists, scalars, arrays or tensors).
+
+    Python floats become float32, ints int64, as in PyTorch; a NumPy array keeps its dtype.
+    """
+    if requires_grad:
+        raise NotImplementedError("requires_grad: autograd is not built yet (see docs/limits.md)")
+    if isinstance(data, Tensor):
+        t = data.clone()
+        return t if dtype is None else t.to(dtype)
+    if isinstance(data, np.ndarray):
+        a = data
+        dt = to_dtype(dtype) or from_numpy_dtype(a.dtype)
+    else:
+        try:
+            a = np.asarray(data)
+        except ValueError as e:
+            raise ValueError(f"tensor(): cannot build a tensor from this data: {e}") from None
+        if a.dtype == object:
+            raise TypeError("tensor(): data must be numbers or nested sequences of numbers of "
+                            f"equal lengths, got {type(data).__name__} holding objects")
+        dt = to_dtype(dtype) or _default_dtype(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"tensor(): unsupported data of dtype {a.dtype}")
+    return _from_array_copy(a.astype(dt.numpy, copy=False))
+
+
+def from_numpy(array):
+    """A tensor sharing memory with a NumPy array (float32/float64/int64/bool), zero-copy.
+
+    The array stays alive as long as the tensor (or any view of it) does.
+    """
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy(): expected a numpy.ndarray, got {type(array).__name__}")
+    return _C.from_buffer(array)
+
+
+def as_tensor(data, dtype=None):
+    """Share memory with `data` when it is a tensor or a supported array, else copy."""
+    dt = to_dtype(dtype)
+    if isinstance(data, Tensor):
+        return data if dt is None else data.to(dt)
+    if isinstance(data, np.ndarray) and data.dtype in (np.float32, np.float64, np.int64,
+                                                       np.bool_):
+        t = _C.from_buffer(data)
+        return t if dt is None else t.to(dt)
+    return tensor(data, dtype=dtype)
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def _dt(dtype, default=float32):
+    return (to_dtype(dtype) or default).code
+
+
+def empty(*shape, dtype=None):
+    return _C.full(_shape_args(shape), None, _dt(dtype))
+
+
+def zeros(*shape, dtype=None):
+    return _C.full(_shape_args(shape), 0.0, _dt(dtype))
+
+
+def ones(*shape, dtype=None):
+    return _C.full(_shape_args(shape), 1.0, _dt(dtype))
+
+
+def full(shape, fill_value, dtype=None):
+    if dtype is None:
+        dtype = (builtins.bool if isinstance(fill_value, builtins.bool)
+                 else int64 if isinstance(fill_value, numbers.Integral) else float32)
+    return _C.full(tuple(shape) if not isinstance(shape, int) else (shape,), fill_value,
+                   _dt(dtype))
+
+
+def empty_like(t, dtype=None):
+    return empty(t.shape, dtype=dtype or t.dtype)
+
+
+def zeros_like(t, dtype=None):
+    return zeros(t.shape, dtype=dtype or t.dtype)
+
+
+def ones_like(t, dtype=None):
+    return ones(t.shape, dtype=dtype or t.dtype)
+
+
+def full_like(t, fill_value, dtype=None):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype)
+
+
+def rand_like(t, dtype=None):
+    return rand(t.shape, dtype=dtype or t.dtype)
+
+
+def randn_like(t, dtype=None):
+    return randn(t.shape, dtype=dtype or t.dtype)
+
+
+def arange(start, end=None, step=1, dtype=None):
+    """Values start, start+step, ... < end; int64 when all arguments are ints, else float32."""
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        ints = builtins.all(isinstance(v, numbers.Integral) for v in (start, end, step))
+        dtype = int64 if ints else float32
+    return _C.arange(float(start), float(end), float(step), _dt(dtype))
+
+
+def linspace(start, end, steps, dtype=None):
+    return _C.linspace(float(start), float(end), int(steps), _dt(dtype))
+
+
+def eye(n, m=None, dtype=None):
+    return _C.eye(int(n), -1 if m is None else int(m), _dt(dtype))
+
+
+# ---- random numbers (counter-based Philox: same seed, same numbers, any machine) ----------
+
+
+def rand(*shape, dtype=None):
+    """Uniform on [0, 1)."""
+    return _C.random("u", _shape_args(shape), _dt(dtype))
+
+
+def randn(*shape, dtype=None):
+    """Standard normal."""
+    return _C.random("n", _shape_args(shape), _dt(dtype))
+
+
+def randint(low, high=None, size=(), dtype=None):
+    """int64 uniform on [low, high); randint(high, size) starts at 0, as in PyTorch."""
+    if high is None:
+        low, high = 0, low
+    t = _C.random("i", tuple(size), int64.code, int(low), int(high))
+    return t if dtype is None else t.to(dtype)
+
+
+def manual_seed(seed):
+    _C.manual_seed(int(seed))
+
+
+def seed():
+    """Seed from the OS's entropy; returns the seed."""
+    import os
+
+    s = int.from_bytes(os.urandom(8), "little")
+    _C.manual_seed(s)
+    return s
+
+
+def initial_seed():
+    return _C.initial_seed()
+
+
+def get_rng_state():
+    """The generator's state as a (seed, offset) tuple; set_rng_state restores it."""
+    return _C.rng_state()
+
+
+def set_rng_state(state):
+    _C.rng_state(int(state[0]), int(state[1]))
+
+
+# ---- ops as functions ---------------------------------------------------------------------
+
+
+def cat(tensors, dim=0):
+    return _C.join("cat", list(tensors), dim)
+
+
+concat = cat
+
+
+def stack(tensors, dim=0):
+    return _C.join("stack", list(tensors), dim)
+
+
+def where(condition, input, other):
+    cond = condition if isinstance(condition, Tensor) else as_tensor(condition, "bool")
+    a = input if not isinstance(input, numbers.Number) else full((), input)
+    b = other if not isinstance(other, numbers.Number) else full((), other)
+    if isinstance(input, float) and isinstance(b, Tensor):
+        a = full((), input, dtype=b.dtype if b.dtype.is_floating_point else float32)
+    if isinstance(other, float) and isinstance(a, Tensor):
+        b = full((), other, dtype=a.dtype if a.dtype.is_floating_point else float32)
+    return _C.where(cond.to("bool"), a, b)
+
+
+def matmul(a, b):
+    return _C.matmul(a, b)
+
+
+def _binary_fn(op):
+    def f(a, b):
+        return _C.binary(op, a, b)
+
+    return f
+
+
+def _unary_fn(op):
+    def f(a):
+        return _C.unary(op, a)
+
+    return f
+
+
+add, sub, mul, div, pow = (_binary_fn(o) for o in (ADD, SUB, MUL, DIV, POW))
+maximum, minimum = _binary_fn(MAXIMUM), _binary_fn(MINIMUM)
+neg, exp, log, sqrt, abs, tanh, sigmoid, relu, sign = (
+    _unary_fn(o) for o in (NEG, EXP, LOG, SQRT, ABS, TANH, SIGMOID, RELU, SIGN))
+for _name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "neg", "exp", "log",
+              "sqrt", "abs", "tanh", "sigmoid", "relu", "sign"):
+    globals()[_name].__name__ = _name
+    globals()[_name].__qualname__ = _name
+
+
+def _t(x):
+    return x if isinstance(x, Tensor) else as_tensor(x)
+
+
+def clamp(input, min=None, max=None):
+    return _t(input).clamp(min, max)
+
+
+clip = clamp
+
+
+def sum(input, dim=None, keepdim=False):
+    return _t(input).sum(dim, keepdim)
+
+
+def mean(input, dim=None, keepdim=False):
+    return _t(input).mean(dim, keepdim)
+
+
+def prod(input, dim=None, keepdim=False):
+    return _t(input).prod(dim, keepdim)
+
+
+def max(input, dim=None, keepdim=False):
+    return _t(input).max(dim, keepdim)
+
+
+def min(input, dim=None, keepdim=False):
+    return _t(input).min(dim, keepdim)
+
+
+def argmax(input, dim=None, keepdim=False):
+    return _t(input).argmax(dim, keepdim)
+
+
+def argmin(input, dim=None, keepdim=False):
+    return _t(input).argmin(dim, keepdim)
+
+
+def var(input, dim=None, keepdim=False, *, unbiased=None, correction=None):
+    return _t(input).var(dim, keepdim, unbiased=unbiased, correction=correction)
+
+
+def std(input, dim=None, keepdim=False, *, unbiased=None, correction=None):
+    return _t(input).std(dim, keepdim, unbiased=unbiased, correction=correction)
+
+
+def reshape(input, shape):
+    return _t(input).reshape(shape)
+
+
+def transpose(input, dim0, dim1):
+    return _t(input).transpose(dim0, dim1)
+
+
+def permute(input, dims):
+    return _t(input).permute(dims)
+
+
+def squeeze(input, dim=None):
+    return _t(input).squeeze(dim)
+
+
+def unsqueeze(input, dim):
+    return _t(input).unsqueeze(dim)
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    return _t(input).flatten(start_dim, end_dim)
+
+
+def numel(input):
+    return _t(input).numel()
+
+
+def allclose(a, b, rtol=1e-5, atol=1e-8):
+    return builtins.bool(np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol))

@@ -1,0 +1,603 @@
+"""ddl.Tensor: the Python face of the C tensor (operators, indexing, NumPy interop)."""
+import numpy as np
+
+from . import _C
+from ._dtype import BY_CODE, to_dtype
+
+# op codes: the order of ddl_binary_op / ddl_unary_op / ddl_reduce_op in csrc/ddl.h
+ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, EQ, NE, LT, LE, GT, GE = range(13)
+NEG, EXP, LOG, SQRT, ABS, TANH, SIGMOID, RELU, SIGN = range(9)
+R_SUM, R_MEAN, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN, R_VAR, R_STD, R_PROD = range(9)
+
+_binary = _C.binary
+_binary_ = _C.binary_
+_unary = _C.unary
+
+
+def _shape_args(shape):
+    """Accept f(2, 3), f((2, 3)) and f([2, 3])."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+        return tuple(shape[0])
+    return shape
+
+
+def _dims(dim, axis):
+    if dim is None:
+        dim = axis
+    if dim is None:
+        return None
+    if isinstance(dim, (int, np.integer)):
+        return (int(dim),)
+    return tuple(dim)
+
+
+class Tensor(_C.TensorBase):
+    """An n-dimensional array of float32, float64, int64 or bool, backed by ddl's C core.
+
+    Views (reshape, transpose, slicing) share memory with their base; `numpy()` and
+    `ddl.from_numpy()` share memory with NumPy.
+    """
+
+    __slots__ = ()
+    # NumPy defers to us in mixed expressions (ndarray + Tensor -> Tensor)
+    __array_priority__ = 1000
+
+    # ---- metadata -------------------------------------------------------------------------
+    @property
+    def dtype(self):
+        return BY_CODE[self._dtype_code]
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def stride(self, dim=None):
+        return self._strides if dim is None else self._strides[dim]
+
+    def dim(self):
+        return self.ndim
+
+    def element_size(self):
+        return self.dtype.itemsize
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def mT(self):
+        return self.transpose(-2, -1)
+
+    def is_floating_point(self):
+        return self.dtype.is_floating_point
+
+    # ---- NumPy interop ---------------------------------------------------------------------
+    def numpy(self):
+        """A NumPy array sharing this tensor's memory (it keeps the tensor alive)."""
+        return np.asarray(memoryview(self))
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(memoryview(self))
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError("a dtype conversion needs a copy")
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    @property
+    def __array_interface__(self):
+        return {
+            "version": 3,
+            "shape": self.shape,
+            "typestr": self.dtype.numpy.str,
+            "data": (self._data_ptr, False),
+            "strides": tuple(s * self.dtype.itemsize for s in self._strides),
+        }
+
+    _UFUNCS = {
+        np.add: ADD, np.subtract: SUB, np.multiply: MUL, np.true_divide: DIV, np.power: POW,
+        np.maximum: MAXIMUM, np.minimum: MINIMUM, np.equal: EQ, np.not_equal: NE,
+        np.less: LT, np.less_equal: LE, np.greater: GT, np.greater_equal: GE,
+    }
+    _UNARY_UFUNCS = {
+        np.negative: NEG, np.exp: EXP, np.log: LOG, np.sqrt: SQRT, np.absolute: ABS,
+        np.tanh: TANH, np.sign: SIGN,
+    }
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        # Elementwise ufuncs ddl implements return Tensors; anything else runs in NumPy.
+        if method == "__call__" and not kwargs:
+            if len(inputs) == 2 and ufunc in self._UFUNCS:
+                return _binary(self._UFUNCS[ufunc], inputs[0], inputs[1])
+            if len(inputs) == 1 and ufunc in self._UNARY_UFUNCS:
+                return _unary(self._UNARY_UFUNCS[ufunc], inputs[0])
+        args = [np.asarray(memoryview(x)) if isinstance(x, Tensor) else x for x in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(
+                np.asarray(memoryview(x)) if isinstance(x, Tensor) else x for x in kwargs["out"]
+            )
+        return getattr(ufunc, method)(*args, **kwargs)
+
+    # ---- conversion ------------------------------------------------------------------------
+    def item(self):
+        n = self.numel()
+        if n != 1:
+            raise ValueError(f"item(): a tensor with {n} elements cannot be converted to a scalar")
+        return _C.item(self, 0)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.is_floating_point or self.numel() != 1:
+            raise TypeError("only integer tensors of a single element can be used as an index")
+        return int(self.item())
+
+    def __bool__(self):
+        n = self.numel()
+        if n != 1:
+            raise ValueError(
+                f"the truth value of a tensor with {n} elements is ambiguous; use .any() or .all()"
+            )
+        return bool(self.item())
+
+    def to(self, dtype):
+        dt = to_dtype(dtype)
+        return self if dt is self.dtype else _C.copy("to", self, dt.code)
+
+    def type(self, dtype):
+        return self.to(dtype)
+
+    def float(self):
+        return self.to("float32")
+
+    def double(self):
+        return self.to("float64")
+
+    def long(self):
+        return self.to("int64")
+
+    def bool(self):
+        return self.to("bool")
+
+    def contiguous(self):
+        return _C.copy("contiguous", self)
+
+    def clone(self):
+        return _C.copy("clone", self)
+
+    def copy_(self, src):
+        return _C.copy_(self, src)
+
+    def fill_(self, value):
+        return _C.copy_(self, value)
+
+    def zero_(self):
+        return _C.zero_(self)
+
+    # ---- display and iteration -------------------------------------------------------------
+    def __repr__(self):
+        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        if self.dtype.name in ("float32", "int64") and self.numel() > 0:
+            return f"tensor({body})"
+        return f"tensor({body}, dtype={self.dtype!r})"
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        for i in range(self.shape[0]):
+            yield _C.dimop("select", self, 0, i)
+
+    __hash__ = object.__hash__
+
+    # ---- views -----------------------------------------------------------------------------
+    def view(self, *shape):
+        return _C.reshape("view", self, _shape_args(shape))
+
+    def reshape(self, *shape):
+        return _C.reshape("reshape", self, _shape_args(shape))
+
+    def expand(self, *shape):
+        shape = _shape_args(shape)
+        lead = len(shape) - self.ndim
+        shape = tuple(self.shape[i - lead] if s == -1 and i >= lead else s
+                      for i, s in enumerate(shape))
+        return _C.reshape("expand", self, shape)
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def view_as(self, other):
+        return self.view(other.shape)
+
+    def reshape_as(self, other):
+        return self.reshape(other.shape)
+
+    def permute(self, *dims):
+        return _C.permute(self, _shape_args(dims))
+
+    def transpose(self, dim0, dim1):
+        return _C.dimop("transpose", self, dim0, dim1)
+
+    def t(self):
+        if self.ndim > 2:
+            raise ValueError(f"t() expects a tensor of at most 2 dims, got {self.ndim}")
+        return self.transpose(0, -1) if self.ndim == 2 else self
+
+    def squeeze(self, dim=None):
+        return _C.dimop("squeeze", self, -1000 if dim is None else dim)
+
+    def unsqueeze(self, dim):
+        return _C.dimop("unsqueeze", self, dim)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _C.dimop("flatten", self, start_dim, end_dim)
+
+    # ---- indexing --------------------------------------------------------------------------
+    def _basic_index(self, key):
+        """A view for int/slice/None/Ellipsis keys; None when the key needs advanced indexing."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        n_real = 0
+        for k in key:
+            if k is None or k is Ellipsis:
+                continue
+            if isinstance(k, (slice, int, np.integer)) and not isinstance(k, bool):
+                n_real += 1
+            else:
+                return None
+        if n_real > self.ndim:
+            raise IndexError(
+                f"too many indices for a tensor of {self.ndim} dims: {n_real} were given"
+            )
+        if sum(k is Ellipsis for k in key) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        t, dim = self, 0
+        for k in key:
+            if k is Ellipsis:
+                dim += self.ndim - n_real
+            elif k is None:
+                t = _C.dimop("unsqueeze", t, dim)
+                dim += 1
+            elif isinstance(k, slice):
+                start, stop, step = k.indices(t.shape[dim])
+                if k.step is not None and k.step <= 0:
+                    raise ValueError("slice step must be positive (use flip on a copy)")
+                t = _C.slice(t, dim, start, stop, step)
+                dim += 1
+            else:
+                t = _C.dimop("select", t, dim, int(k))
+        return t
+
+    @staticmethod
+    def _numpy_key(key):
+        if isinstance(key, tuple):
+            return tuple(k.numpy() if isinstance(k, Tensor) else k for k in key)
+        return key.numpy() if isinstance(key, Tensor) else key
+
+    def __getitem__(self, key):
+        t = self._basic_index(key)
+        if t is not None:
+            return t
+        # advanced (integer-array or boolean-mask) indexing copies, as in NumPy and PyTorch
+        return _from_array_copy(self.numpy()[self._numpy_key(key)])
+
+    def __setitem__(self, key, value):
+        t = self._basic_index(key)
+        if t is not None:
+            _C.copy_(t, value)
+            return
+        if isinstance(value, Tensor):
+            value = value.numpy()
+        self.numpy()[self._numpy_key(key)] = value
+
+    # ---- arithmetic ------------------------------------------------------------------------
+    def __add__(self, o):
+        return _binary(ADD, self, o)
+
+    def __radd__(self, o):
+        return _binary(ADD, o, self)
+
+    def __sub__(self, o):
+        return _binary(SUB, self, o)
+
+    def __rsub__(self, o):
+        return _binary(SUB, o, self)
+
+    def __mul__(self, o):
+        return _binary(MUL, self, o)
+
+    def __rmul__(self, o):
+        return _binary(MUL, o, self)
+
+    def __truediv__(self, o):
+        return _binary(DIV, self, o)
+
+    def __rtruediv__(self, o):
+        return _binary(DIV, o, self)
+
+    def __pow__(self, o):
+        return _binary(POW, self, o)
+
+    def __rpow__(self, o):
+        return _binary(POW, o, self)
+
+    def __matmul__(self, o):
+        return _C.matmul(self, o)
+
+    def __rmatmul__(self, o):
+        return _C.matmul(o, self)
+
+    def __neg__(self):
+        return _unary(NEG, self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _unary(ABS, self)
+
+    def __eq__(self, o):
+        return _binary(EQ, self, o)
+
+    def __ne__(self, o):
+        return _binary(NE, self, o)
+
+    def __lt__(self, o):
+        return _binary(LT, self, o)
+
+    def __le__(self, o):
+        return _binary(LE, self, o)
+
+    def __gt__(self, o):
+        return _binary(GT, self, o)
+
+    def __ge__(self, o):
+        return _binary(GE, self, o)
+
+    def __iadd__(self, o):
+        return _binary_(ADD, self, o)
+
+    def __isub__(self, o):
+        return _binary_(SUB, self, o)
+
+    def __imul__(self, o):
+        return _binary_(MUL, self, o)
+
+    def __itruediv__(self, o):
+        return _binary_(DIV, self, o)
+
+    def __ipow__(self, o):
+        return _binary_(POW, self, o)
+
+    def add(self, o, alpha=1):
+        return _binary(ADD, self, o if alpha == 1 else _binary(MUL, o, alpha))
+
+    def sub(self, o, alpha=1):
+        return _binary(SUB, self, o if alpha == 1 else _binary(MUL, o, alpha))
+
+    def mul(self, o):
+        return _binary(MUL, self, o)
+
+    def div(self, o):
+        return _binary(DIV, self, o)
+
+    def pow(self, o):
+        return _binary(POW, self, o)
+
+    def matmul(self, o):
+        return _C.matmul(self, o)
+
+    def maximum(self, o):
+        return _binary(MAXIMUM, self, o)
+
+    def minimum(self, o):
+        return _binary(MINIMUM, self, o)
+
+    def add_(self, o, alpha=1):
+        return _binary_(ADD, self, o if alpha == 1 else _binary(MUL, o, alpha))
+
+    def sub_(self, o, alpha=1):
+        return _binary_(SUB, self, o if alpha == 1 else _binary(MUL, o, alpha))
+
+    def mul_(self, o):
+        return _binary_(MUL, self, o)
+
+    def div_(self, o):
+        return _binary_(DIV, self, o)
+
+    def pow_(self, o):
+        return _binary_(POW, self, o)
+
+    def eq(self, o):
+        return _binary(EQ, self, o)
+
+    def ne(self, o):
+        return _binary(NE, self, o)
+
+    def lt(self, o):
+        return _binary(LT, self, o)
+
+    def le(self, o):
+        return _binary(LE, self, o)
+
+    def gt(self, o):
+        return _binary(GT, self, o)
+
+    def ge(self, o):
+        return _binary(GE, self, o)
+
+    def neg(self):
+        return _unary(NEG, self)
+
+    def exp(self):
+        return _unary(EXP, self)
+
+    def log(self):
+        return _unary(LOG, self)
+
+    def sqrt(self):
+        return _unary(SQRT, self)
+
+    def abs(self):
+        return _unary(ABS, self)
+
+    def tanh(self):
+        return _unary(TANH, self)
+
+    def sigmoid(self):
+        return _unary(SIGMOID, self)
+
+    def relu(self):
+        return _unary(RELU, self)
+
+    def sign(self):
+        return _unary(SIGN, self)
+
+    def neg_(self):
+        return _unary(NEG, self, True)
+
+    def exp_(self):
+        return _unary(EXP, self, True)
+
+    def log_(self):
+        return _unary(LOG, self, True)
+
+    def sqrt_(self):
+        return _unary(SQRT, self, True)
+
+    def abs_(self):
+        return _unary(ABS, self, True)
+
+    def tanh_(self):
+        return _unary(TANH, self, True)
+
+    def sigmoid_(self):
+        return _unary(SIGMOID, self, True)
+
+    def relu_(self):
+        return _unary(RELU, self, True)
+
+    def clamp(self, min=None, max=None):
+        return _C.clamp(self, min, max)
+
+    clip = clamp
+
+    def clamp_(self, min=None, max=None):
+        return self.copy_(_C.clamp(self, min, max))
+
+    # ---- reductions (PyTorch names; NumPy's axis/keepdims/out accepted for np.sum(t)) -------
+    def _reduce(self, op, dim, keepdim, axis=None, keepdims=None, correction=0, out=None):
+        if out is not None:
+            raise TypeError("out= is not supported")
+        if keepdims is not None:
+            keepdim = keepdims
+        return _C.reduce(op, self, _dims(dim, axis), bool(keepdim), correction)
+
+    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None, out=None):
+        r = self._reduce(R_SUM, dim, keepdim, axis, keepdims, out=out)
+        return r if dtype is None else r.to(dtype)
+
+    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None, out=None):
+        r = self._reduce(R_MEAN, dim, keepdim, axis, keepdims, out=out)
+        return r if dtype is None else r.to(dtype)
+
+    def prod(self, dim=None, keepdim=False, *, axis=None, keepdims=None, out=None):
+        return self._reduce(R_PROD, dim, keepdim, axis, keepdims, out=out)
+
+    def _minmax(self, op, argop, dim, keepdim, axis, keepdims, out):
+        if dim is None and axis is None:
+            return self._reduce(op, None, keepdim, None, keepdims, out=out)
+        if axis is not None or isinstance(dim, (tuple, list)):
+            # NumPy style (np.max(t, axis=...)): values only
+            return self._reduce(op, dim, keepdim, axis, keepdims, out=out)
+        values = self._reduce(op, dim, keepdim, keepdims=keepdims, out=out)
+        indices = self._reduce(argop, dim, keepdim, keepdims=keepdims)
+        return MinMax(values, indices)
+
+    def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None, out=None):
+        """max() -> 0-d tensor; max(dim) -> (values, indices), as in PyTorch."""
+        if isinstance(dim, Tensor):
+            return self.maximum(dim)
+        return self._minmax(R_MAX, R_ARGMAX, dim, keepdim, axis, keepdims, out)
+
+    def min(self, dim=None, keepdim=False, *, axis=None, keepdims=None, out=None):
+        if isinstance(dim, Tensor):
+            return self.minimum(dim)
+        return self._minmax(R_MIN, R_ARGMIN, dim, keepdim, axis, keepdims, out)
+
+    def amax(self, dim=None, keepdim=False):
+        return self._reduce(R_MAX, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        return self._reduce(R_MIN, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False, *, axis=None, out=None):
+        return self._reduce(R_ARGMAX, dim, keepdim, axis, out=out)
+
+    def argmin(self, dim=None, keepdim=False, *, axis=None, out=None):
+        return self._reduce(R_ARGMIN, dim, keepdim, axis, out=out)
+
+    def var(self, dim=None, keepdim=False, *, unbiased=None, correction=None, axis=None,
+            ddof=None, keepdims=None, out=None):
+        """Variance; PyTorch's default correction=1 (unbiased). NumPy's ddof is accepted."""
+        c = _correction(unbiased, correction, ddof)
+        return self._reduce(R_VAR, dim, keepdim, axis, keepdims, c, out)
+
+    def std(self, dim=None, keepdim=False, *, unbiased=None, correction=None, axis=None,
+            ddof=None, keepdims=None, out=None):
+        c = _correction(unbiased, correction, ddof)
+        return self._reduce(R_STD, dim, keepdim, axis, keepdims, c, out)
+
+    def all(self, dim=None, keepdim=False):
+        return _binary(EQ, _binary(EQ, self, 0)._reduce(R_SUM, dim, keepdim), 0)
+
+    def any(self, dim=None, keepdim=False):
+        return _binary(GT, _binary(NE, self, 0)._reduce(R_SUM, dim, keepdim), 0)
+
+
+class MinMax(tuple):
+    """(values, indices), as returned by max(dim) / min(dim)."""
+
+    __slots__ = ()
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def _correction(unbiased, correction, ddof):
+    if correction is not None:
+        return int(correction)
+    if ddof is not None:
+        return int(ddof)
+    if unbiased is not None:
+        return 1 if unbiased else 0
+    return 1
+
+
+def _from_array_copy(a):
+    """A new tensor holding a copy of NumPy array a (converted to a ddl dtype)."""
+    from ._dtype import from_numpy_dtype
+
+    a = np.asarray(a)
+    dt = from_numpy_dtype(a.dtype)
+    a = np.asarray(a, dtype=dt.numpy, order="C")  # ascontiguousarray makes 0-d arrays 1-d
+    t = _C.full(a.shape, None, dt.code)
+    np.asarray(memoryview(t))[...] = a
+    return t
+
+
+_C._set_tensor_class(Tensor)
