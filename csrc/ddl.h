@@ -106,11 +106,13 @@ typedef struct ddl_tensor {
     int64_t strides[DDL_MAX_DIMS]; /* in elements */
     int64_t offset;                /* in elements, into storage */
     ddl_storage *storage;
-    /* autograd (unused until autograd lands; kept here so the layout is stable) */
+    /* autograd: see "autograd" below */
     int requires_grad;
-    struct ddl_tensor *grad;
-    struct ddl_node *grad_fn;
-    void *user; /* the binding's back-pointer (a borrowed PyObject*), or NULL */
+    struct ddl_tensor *grad;  /* accumulated gradient of a leaf, or NULL */
+    struct ddl_node *grad_fn; /* the node that made this tensor (NULL for leaves) */
+    ddl_status (*grad_hook)(struct ddl_tensor *leaf, void *ctx); /* see ddl_tensor_set_hook */
+    void *grad_hook_ctx;
+    int64_t grad_pending; /* engine scratch: contributions still to come in this pass */
 } ddl_tensor;
 
 void ddl_tensor_retain(ddl_tensor *t);
@@ -238,6 +240,49 @@ ddl_status ddl_rand(ddl_tensor **out, ddl_dtype dt, int ndim, const int64_t *sha
 ddl_status ddl_randn(ddl_tensor **out, ddl_dtype dt, int ndim, const int64_t *shape); /* N(0,1) */
 ddl_status ddl_randint(ddl_tensor **out, int64_t low, int64_t high, int ndim,
                        const int64_t *shape); /* int64 in [low, high) */
+
+/* ---- autograd (define by run) ------------------------------------------------------------
+ * The differentiable ops are the ddl_ag_* functions (csrc/grad_ops.c): each runs the plain op
+ * above and, when grad mode is on and an input requires grad, records a graph node on the
+ * output. The plain ops never record: backward passes and optimizers use them. */
+
+/* Grad mode is per thread, on by default. */
+void ddl_set_grad_enabled(int enabled);
+int ddl_is_grad_enabled(void);
+/* Mark a leaf as requiring grad (float dtypes only; non-leaves: DDL_E_VALUE). */
+ddl_status ddl_tensor_set_requires_grad(ddl_tensor *t, int requires_grad);
+/* A new header over t's storage, cut from the graph. */
+ddl_status ddl_tensor_detach(ddl_tensor **out, const ddl_tensor *t);
+/* Run backward from `root`: `grad` is d(something)/d(root), NULL meaning ones for a
+ * one-element root. Gradients accumulate into each reachable leaf's ->grad. Unless
+ * `retain_graph`, the saved tensors are freed and a second backward is an error. */
+ddl_status ddl_backward(ddl_tensor *root, const ddl_tensor *grad, int retain_graph);
+/* Call fn(leaf, ctx) during backward as soon as leaf's gradient for this pass is final (all
+ * contributions accumulated), as early as the graph allows. fn NULL removes the hook. An
+ * error from fn stops the backward pass and is returned by ddl_backward. */
+typedef ddl_status (*ddl_grad_hook_fn)(ddl_tensor *leaf, void *ctx);
+void ddl_tensor_set_hook(ddl_tensor *t, ddl_grad_hook_fn fn, void *ctx);
+/* Name of the node that made t ("MulBackward", ...), or NULL for leaves. */
+const char *ddl_tensor_grad_fn_name(const ddl_tensor *t);
+
+ddl_status ddl_ag_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
+                         const ddl_tensor *b);
+ddl_status ddl_ag_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a, double s,
+                                int scalar_is_float, int reverse);
+ddl_status ddl_ag_unary(ddl_tensor **out, ddl_unary_op op, const ddl_tensor *a);
+ddl_status ddl_ag_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, int ndims,
+                         const int *dims, int keepdim, int64_t correction);
+ddl_status ddl_ag_matmul(ddl_tensor **out, const ddl_tensor *a, const ddl_tensor *b);
+/* view / reshape / expand of t to (ndim, shape): kind 'v', 'r' or 'e' */
+ddl_status ddl_ag_reshape(ddl_tensor **out, char kind, const ddl_tensor *t, int ndim,
+                          const int64_t *shape);
+ddl_status ddl_ag_permute(ddl_tensor **out, const ddl_tensor *t, const int *dims);
+ddl_status ddl_ag_to(ddl_tensor **out, const ddl_tensor *t, ddl_dtype dt);
+ddl_status ddl_ag_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t start,
+                        int64_t stop, int64_t step);
+ddl_status ddl_ag_select(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t index);
+ddl_status ddl_ag_cat(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
+ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
 
 /* ---- threads, BLAS, communication backend ------------------------------------------ */
 

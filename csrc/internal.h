@@ -92,11 +92,22 @@ static inline void ddl_iter_next(ddl_iter *it) {
 /* Merge dims contiguous for all operands (byte strides); returns the new ndim. */
 int ddl_coalesce(int ndim, int64_t *shape, int nops, int64_t (*strides)[DDL_MAX_DIMS]);
 
+/* Whether a and b may share memory: the same storage and overlapping element spans
+ * (conservative: interleaved views count as overlapping). */
+int ddl_tensor_may_overlap(const ddl_tensor *a, const ddl_tensor *b);
+/* Whether a and b view the same elements in the same order (an in-place op may alias them). */
+int ddl_tensor_same_view(const ddl_tensor *a, const ddl_tensor *b);
+/* Whether two of t's elements share memory (a stride-0 dim of size > 1, as from expand). */
+int ddl_tensor_has_internal_overlap(const ddl_tensor *t);
+
 /* Allocate a tensor shaped like (ndim, shape) (contiguous). */
 static inline ddl_status ddl_new_like_shape(ddl_tensor **out, ddl_dtype dt, int ndim,
                                             const int64_t *shape) {
     return ddl_tensor_empty(out, dt, ndim, shape);
 }
+
+/* Drop a reference to an autograd node (autograd.c). */
+void ddl_node_release(struct ddl_node *n);
 
 /* Threads for ddl's own kernels (OpenBLAS keeps its own count, set together). */
 extern int ddl_num_threads;

@@ -176,8 +176,10 @@ ddl_status ddl_binary_(ddl_tensor *a, ddl_binary_op op, const ddl_tensor *b) {
     if ((unsigned)op >= DDL_NUM_BINARY_OPS) DDL_FAIL(DDL_E_VALUE, "unknown binary op %d", op);
     if (is_compare(op))
         DDL_FAIL(DDL_E_VALUE, "%s_: comparisons have no in-place form", binary_names[op]);
+    /* PyTorch's rule: the result may narrow within floats (float32 += float64), but never
+     * turn float into int or int into bool; the op then runs in a's dtype */
     ddl_dtype cdt = compute_dtype(op, a->dtype, b->dtype);
-    if (cdt != a->dtype)
+    if (cdt != a->dtype && !(ddl_dtype_is_float(cdt) && ddl_dtype_is_float(a->dtype)))
         DDL_FAIL(DDL_E_TYPE, "%s_: result type %s can't be cast to the %s tensor updated in place",
                  binary_names[op], ddl_dtype_name(cdt), ddl_dtype_name(a->dtype));
     int nd;
@@ -190,9 +192,18 @@ ddl_status ddl_binary_(ddl_tensor *a, ddl_binary_op op, const ddl_tensor *b) {
                  binary_names[op], ddl_shape_str(b1, sizeof b1, nd, shape),
                  ddl_shape_str(b2, sizeof b2, a->ndim, a->shape));
     }
+    if (ddl_tensor_has_internal_overlap(a))
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s_: elements of the tensor updated in place share memory (an expanded "
+                 "view); clone() it first",
+                 binary_names[op]);
     ddl_tensor *cb;
-    DDL_TRY(as_dtype(&cb, b, cdt));
-    run_binary(binary_kernels[op][kernel_slot(cdt)], a, a, cb);
+    /* b overlapping a in another layout (a += a.T) is read from a copy, as in NumPy */
+    if (b->dtype == a->dtype && ddl_tensor_may_overlap(a, b) && !ddl_tensor_same_view(a, b))
+        DDL_TRY(ddl_tensor_clone(&cb, b));
+    else
+        DDL_TRY(as_dtype(&cb, b, a->dtype));
+    run_binary(binary_kernels[op][kernel_slot(a->dtype)], a, a, cb);
     ddl_tensor_release(cb);
     return DDL_OK;
 }
@@ -324,6 +335,11 @@ ddl_status ddl_unary_(ddl_tensor *a, ddl_unary_op op) {
         DDL_FAIL(DDL_E_TYPE, "%s_: result type %s can't be cast to the %s tensor updated in place",
                  unary_names[op], ddl_dtype_name(unary_dtype(op, a->dtype)),
                  ddl_dtype_name(a->dtype));
+    if (ddl_tensor_has_internal_overlap(a))
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s_: elements of the tensor updated in place share memory (an expanded "
+                 "view); clone() it first",
+                 unary_names[op]);
     run_unary(unary_kernels[op][kernel_slot(a->dtype)], a, a);
     return DDL_OK;
 }
@@ -358,10 +374,10 @@ ddl_status ddl_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double l
 
 ddl_status ddl_where(ddl_tensor **out, const ddl_tensor *cond, const ddl_tensor *a,
                      const ddl_tensor *b) {
-    int nd;
-    int64_t shape[DDL_MAX_DIMS];
-    DDL_TRY(ddl_broadcast_shapes(&nd, shape, a->ndim, a->shape, b->ndim, b->shape, "where"));
-    DDL_TRY(ddl_broadcast_shapes(&nd, shape, cond->ndim, cond->shape, nd, shape, "where"));
+    int nab, nd;
+    int64_t ab[DDL_MAX_DIMS], shape[DDL_MAX_DIMS]; /* separate: out must not alias an input */
+    DDL_TRY(ddl_broadcast_shapes(&nab, ab, a->ndim, a->shape, b->ndim, b->shape, "where"));
+    DDL_TRY(ddl_broadcast_shapes(&nd, shape, cond->ndim, cond->shape, nab, ab, "where"));
     ddl_dtype dt = ddl_promote(a->dtype, b->dtype);
     ddl_tensor *c = NULL, *x = NULL, *y = NULL, *o = NULL;
     /* materialize the three operands at the output shape and dtype, then one flat loop */

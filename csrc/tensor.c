@@ -86,6 +86,7 @@ void ddl_tensor_release(ddl_tensor *t) {
     if (atomic_fetch_sub_explicit((_Atomic int64_t *)&t->refcount, 1, memory_order_acq_rel) != 1)
         return;
     ddl_tensor_release(t->grad);
+    ddl_node_release(t->grad_fn);
     ddl_storage_release(t->storage);
     free(t);
 }
@@ -97,12 +98,53 @@ int64_t ddl_tensor_numel(const ddl_tensor *t) {
 }
 
 int ddl_tensor_is_contiguous(const ddl_tensor *t) {
+    if (ddl_tensor_numel(t) == 0) return 1; /* no elements: any strides will do (PyTorch) */
     int64_t expect = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->strides[i] != expect) return 0;
         expect *= t->shape[i];
     }
     return 1;
+}
+
+/* The byte range [*lo, *hi) of t's elements in its storage; empty for an empty tensor. */
+static void byte_span(const ddl_tensor *t, int64_t *lo, int64_t *hi) {
+    int64_t a = t->offset, b = t->offset, es = (int64_t)ddl_dtype_size(t->dtype);
+    if (ddl_tensor_numel(t) == 0) {
+        *lo = *hi = 0;
+        return;
+    }
+    for (int i = 0; i < t->ndim; i++) {
+        int64_t ext = t->strides[i] * (t->shape[i] - 1);
+        if (ext < 0) a += ext;
+        else b += ext;
+    }
+    *lo = a * es;
+    *hi = (b + 1) * es;
+}
+
+int ddl_tensor_may_overlap(const ddl_tensor *a, const ddl_tensor *b) {
+    if (a->storage != b->storage) return 0;
+    int64_t alo, ahi, blo, bhi;
+    byte_span(a, &alo, &ahi);
+    byte_span(b, &blo, &bhi);
+    return alo < ahi && blo < bhi && alo < bhi && blo < ahi;
+}
+
+int ddl_tensor_same_view(const ddl_tensor *a, const ddl_tensor *b) {
+    if (a->storage != b->storage || a->dtype != b->dtype || a->offset != b->offset ||
+        a->ndim != b->ndim)
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i] || (a->shape[i] > 1 && a->strides[i] != b->strides[i]))
+            return 0;
+    return 1;
+}
+
+int ddl_tensor_has_internal_overlap(const ddl_tensor *t) {
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] > 1 && t->strides[i] == 0) return 1;
+    return 0;
 }
 
 void *ddl_tensor_data(const ddl_tensor *t) {
@@ -267,7 +309,7 @@ ddl_status ddl_tensor_linspace(ddl_tensor **out, ddl_dtype dt, double start, dou
     double d = steps > 1 ? (end - start) / (double)(steps - 1) : 0.0;
     for (int64_t i = 0; i < steps; i++) {
         /* the second half counts back from `end` so the last value is exact (as NumPy) */
-        double v = i < steps / 2 ? start + d * (double)i : end - d * (double)(steps - 1 - i);
+        double v = 2 * i < steps ? start + d * (double)i : end - d * (double)(steps - 1 - i);
         ddl_store(p + i * (int64_t)es, dt, v);
     }
     return DDL_OK;
@@ -565,7 +607,20 @@ int ddl_coalesce(int ndim, int64_t *shape, int nops, int64_t (*strides)[DDL_MAX_
     return n + 1;
 }
 
+static ddl_status copy_nonoverlapping(ddl_tensor *dst, const ddl_tensor *src);
+
 ddl_status ddl_copy_(ddl_tensor *dst, const ddl_tensor *src) {
+    if (!ddl_tensor_may_overlap(dst, src) || ddl_tensor_same_view(dst, src))
+        return copy_nonoverlapping(dst, src);
+    /* src shares memory with dst (t[1:] = t[:-1]): copy it out first, as NumPy does */
+    ddl_tensor *tmp;
+    DDL_TRY(ddl_tensor_clone(&tmp, src));
+    ddl_status st = copy_nonoverlapping(dst, tmp);
+    ddl_tensor_release(tmp);
+    return st;
+}
+
+static ddl_status copy_nonoverlapping(ddl_tensor *dst, const ddl_tensor *src) {
     ddl_tensor *bsrc;
     DDL_TRY(ddl_tensor_expand(&bsrc, src, dst->ndim, dst->shape));
     int64_t n = ddl_tensor_numel(dst);

@@ -33,6 +33,8 @@ from ._dtype import dtype, float32, float64, int64  # noqa: E402
 from ._functions import *  # noqa: E402,F401,F403
 from ._functions import __all__ as _fn_all  # noqa: E402
 from ._tensor import Tensor  # noqa: E402
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
+from . import nn  # noqa: E402,F401
 
 float = float32  # noqa: A001
 double = float64
@@ -43,7 +45,8 @@ get_num_threads = _C.get_num_threads
 
 __version__ = "0.1.0"
 __all__ = ["Tensor", "dtype", "float32", "float64", "int64", "bool", "float", "double", "long",
-           "set_num_threads", "get_num_threads", "blas_info", "gloo_version"] + list(_fn_all)
+           "set_num_threads", "get_num_threads", "no_grad", "enable_grad",
+           "set_grad_enabled", "is_grad_enabled", "blas_info", "gloo_version"] + list(_fn_all)
 
 
 def blas_info():

@@ -34,25 +34,30 @@ def tensor(data, dtype=None, requires_grad=False):
 
     Python floats become float32, ints int64, as in PyTorch; a NumPy array keeps its dtype.
     """
-    if requires_grad:
-        raise NotImplementedError("requires_grad: autograd is not built yet (see docs/limits.md)")
+    t = _tensor_copy(data, dtype)
+    return t.requires_grad_() if requires_grad else t
+
+
+def _tensor_copy(data, dtype):
     if isinstance(data, Tensor):
         t = data.clone()
         return t if dtype is None else t.to(dtype)
-    if isinstance(data, np.ndarray):
-        a = data
+    if isinstance(data, (np.ndarray, np.generic)):  # NumPy scalars keep their dtype too
+        a = np.asarray(data)
         dt = to_dtype(dtype) or from_numpy_dtype(a.dtype)
     else:
         try:
             a = np.asarray(data)
-        except ValueError as e:
-            raise ValueError(f"tensor(): cannot build a tensor from this data: {e}") from None
+        except ValueError as e:  # ragged nesting: not a sequence of numbers of equal lengths
+            raise TypeError(f"tensor(): cannot build a tensor from this data: {e}") from None
         if a.dtype == object:
             raise TypeError("tensor(): data must be numbers or nested sequences of numbers of "
                             f"equal lengths, got {type(data).__name__} holding objects")
         dt = to_dtype(dtype) or _default_dtype(a)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"tensor(): unsupported data of dtype {a.dtype}")
+    if a.dtype.kind == "u" and dt is int64 and a.size and a.max() > np.iinfo(np.int64).max:
+        raise OverflowError("tensor(): a value does not fit in int64")  # not a silent wrap
     return _from_array_copy(a.astype(dt.numpy, copy=False))
 
 

@@ -42,6 +42,55 @@ class Tensor(_C.TensorBase):
     # NumPy defers to us in mixed expressions (ndarray + Tensor -> Tensor)
     __array_priority__ = 1000
 
+    # ---- autograd -------------------------------------------------------------------------
+    @property
+    def requires_grad(self):
+        return _C.requires_grad(self)
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        _C.requires_grad(self, bool(flag))
+
+    def requires_grad_(self, requires_grad=True):
+        _C.requires_grad(self, bool(requires_grad))
+        return self
+
+    @property
+    def grad(self):
+        """The accumulated gradient of a leaf after backward(), or None."""
+        return _C.grad(self)
+
+    @grad.setter
+    def grad(self, g):
+        _C.grad(self, g)
+
+    @property
+    def grad_fn(self):
+        """Name of the graph node that made this tensor ('MulBackward', ...), None for leaves."""
+        return _C.grad_fn_name(self)
+
+    @property
+    def is_leaf(self):
+        return _C.grad_fn_name(self) is None
+
+    def backward(self, gradient=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad, in C with the GIL released."""
+        _C.backward(self, gradient, bool(retain_graph))
+
+    def detach(self):
+        """A tensor sharing this one's memory, cut from the graph."""
+        return _C.detach(self)
+
+    def detach_(self):
+        raise RuntimeError("detach_() is not supported; use t = t.detach()")
+
+    def register_hook(self, fn):
+        """fn(grad) runs as soon as this leaf's gradient for the pass is final; a tensor it
+        returns replaces the gradient. Returns a handle with .remove()."""
+        from .autograd import RemovableHandle
+
+        return RemovableHandle(_C.register_hook(self, fn), fn)
+
     # ---- metadata -------------------------------------------------------------------------
     @property
     def dtype(self):
@@ -110,6 +159,8 @@ class Tensor(_C.TensorBase):
                 return _binary(self._UFUNCS[ufunc], inputs[0], inputs[1])
             if len(inputs) == 1 and ufunc in self._UNARY_UFUNCS:
                 return _unary(self._UNARY_UFUNCS[ufunc], inputs[0])
+            if len(inputs) == 2 and ufunc is np.matmul:  # ndarray @ Tensor
+                return _C.matmul(inputs[0], inputs[1])
         args = [np.asarray(memoryview(x)) if isinstance(x, Tensor) else x for x in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(
@@ -290,6 +341,8 @@ class Tensor(_C.TensorBase):
     def __setitem__(self, key, value):
         t = self._basic_index(key)
         if t is not None:
+            if isinstance(value, (list, tuple)):  # t[0] = [1, 2, 3], as NumPy and PyTorch allow
+                value = np.asarray(value, dtype=self.dtype.numpy)
             _C.copy_(t, value)
             return
         if isinstance(value, Tensor):
@@ -483,12 +536,22 @@ class Tensor(_C.TensorBase):
     def relu_(self):
         return _unary(RELU, self, True)
 
+    def _clamp_input(self, min, max):
+        # float bounds promote an integer tensor to float32, as a float scalar does in add
+        if not self.dtype.is_floating_point and (isinstance(min, float) or
+                                                 isinstance(max, float)):
+            return self.float()
+        return self
+
     def clamp(self, min=None, max=None):
-        return _C.clamp(self, min, max)
+        return _C.clamp(self._clamp_input(min, max), min, max)
 
     clip = clamp
 
     def clamp_(self, min=None, max=None):
+        if self._clamp_input(min, max) is not self:
+            raise TypeError(f"clamp_: result type float32 can't be cast to the {self.dtype.name} "
+                            "tensor updated in place")
         return self.copy_(_C.clamp(self, min, max))
 
     # ---- reductions (PyTorch names; NumPy's axis/keepdims/out accepted for np.sum(t)) -------
@@ -544,15 +607,17 @@ class Tensor(_C.TensorBase):
         return self._reduce(R_ARGMIN, dim, keepdim, axis, out=out)
 
     def var(self, dim=None, keepdim=False, *, unbiased=None, correction=None, axis=None,
-            ddof=None, keepdims=None, out=None):
+            ddof=None, keepdims=None, dtype=None, out=None):
         """Variance; PyTorch's default correction=1 (unbiased). NumPy's ddof is accepted."""
         c = _correction(unbiased, correction, ddof)
-        return self._reduce(R_VAR, dim, keepdim, axis, keepdims, c, out)
+        r = self._reduce(R_VAR, dim, keepdim, axis, keepdims, c, out)
+        return r if dtype is None else r.to(dtype)
 
     def std(self, dim=None, keepdim=False, *, unbiased=None, correction=None, axis=None,
-            ddof=None, keepdims=None, out=None):
+            ddof=None, keepdims=None, dtype=None, out=None):
         c = _correction(unbiased, correction, ddof)
-        return self._reduce(R_STD, dim, keepdim, axis, keepdims, c, out)
+        r = self._reduce(R_STD, dim, keepdim, axis, keepdims, c, out)
+        return r if dtype is None else r.to(dtype)
 
     def all(self, dim=None, keepdim=False):
         return _binary(EQ, _binary(EQ, self, 0)._reduce(R_SUM, dim, keepdim), 0)
@@ -601,3 +666,5 @@ def _from_array_copy(a):
 
 
 _C._set_tensor_class(Tensor)
+# arrays of other dtypes (int32, float16, ...) mixed into ops are copied, converted
+_C._set_array_converter(_from_array_copy)

@@ -23,6 +23,14 @@ static int as_scalar(PyObject *o, double *v, int *is_float) {
     return 0;
 }
 
+/* An int scalar next to an int64 tensor as an exact 0-d tensor (a double loses integers above
+ * 2^53); *out stays NULL for other scalars. Returns -1 with an exception on error. */
+static int exact_scalar(PyObject *o, int is_float, const ddl_tensor *t, ddl_tensor **out) {
+    *out = NULL;
+    if (is_float || t->dtype != DDL_INT64) return 0;
+    return pyddl_int64_scalar(o, out);
+}
+
 /* _C.binary(op, a, b): tensors, arrays or a scalar on either side. */
 static PyObject *py_binary(PyObject *self, PyObject *args) {
     (void)self;
@@ -32,27 +40,33 @@ static PyObject *py_binary(PyObject *self, PyObject *args) {
     double s;
     int is_float, k;
     ddl_tensor *a = NULL, *b = NULL, *r = NULL;
-    ddl_status st;
+    ddl_status st = DDL_OK;
     if ((k = as_scalar(bo, &s, &is_float)) != 0) {
         if (k < 0 || pyddl_as_tensor(ao, &a, "binary op") < 0) return NULL;
-        PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
-                   ddl_binary_scalar(&r, (ddl_binary_op)op, a, s, is_float, 0));
+        if (exact_scalar(bo, is_float, a, &b) < 0) goto error;
+        if (!b)
+            PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
+                       ddl_ag_binary_scalar(&r, (ddl_binary_op)op, a, s, is_float, 0));
     } else if ((k = as_scalar(ao, &s, &is_float)) != 0) {
         if (k < 0 || pyddl_as_tensor(bo, &b, "binary op") < 0) return NULL;
-        PYDDL_CALL(st, nbytes_of(b) > PYDDL_NOGIL_BYTES,
-                   ddl_binary_scalar(&r, (ddl_binary_op)op, b, s, is_float, 1));
+        if (exact_scalar(ao, is_float, b, &a) < 0) goto error;
+        if (!a)
+            PYDDL_CALL(st, nbytes_of(b) > PYDDL_NOGIL_BYTES,
+                       ddl_ag_binary_scalar(&r, (ddl_binary_op)op, b, s, is_float, 1));
     } else {
         if (pyddl_as_tensor(ao, &a, "binary op") < 0) return NULL;
-        if (pyddl_as_tensor(bo, &b, "binary op") < 0) {
-            ddl_tensor_release(a);
-            return NULL;
-        }
-        PYDDL_CALL(st, nbytes_of(a) + nbytes_of(b) > PYDDL_NOGIL_BYTES,
-                   ddl_binary(&r, (ddl_binary_op)op, a, b));
+        if (pyddl_as_tensor(bo, &b, "binary op") < 0) goto error;
     }
+    if (a && b)
+        PYDDL_CALL(st, nbytes_of(a) + nbytes_of(b) > PYDDL_NOGIL_BYTES,
+                   ddl_ag_binary(&r, (ddl_binary_op)op, a, b));
     ddl_tensor_release(a);
     ddl_tensor_release(b);
     return st ? pyddl_raise(st) : pyddl_wrap(r);
+error:
+    ddl_tensor_release(a);
+    ddl_tensor_release(b);
+    return NULL;
 }
 
 /* _C.binary_(op, a, b): a op= b in place; returns a. */
@@ -62,6 +76,7 @@ static PyObject *py_binary_(PyObject *self, PyObject *args) {
     PyObject *ao, *bo;
     if (!PyArg_ParseTuple(args, "iO!O", &op, &PyTensor_Type, &ao, &bo)) return NULL;
     ddl_tensor *a = ((PyTensor *)ao)->t, *b = NULL;
+    if (pyddl_check_inplace(a, "in-place op") < 0) return NULL;
     double s;
     int is_float, k;
     ddl_status st;
@@ -74,8 +89,14 @@ static PyObject *py_binary_(PyObject *self, PyObject *args) {
                          ddl_dtype_name(a->dtype));
             return NULL;
         }
-        PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
-                   ddl_binary_scalar_(a, (ddl_binary_op)op, s));
+        if (exact_scalar(bo, is_float, a, &b) < 0) return NULL;
+        if (b) {
+            PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_binary_(a, (ddl_binary_op)op, b));
+            ddl_tensor_release(b);
+        } else {
+            PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
+                       ddl_binary_scalar_(a, (ddl_binary_op)op, s));
+        }
     } else {
         if (pyddl_as_tensor(bo, &b, "in-place op") < 0) return NULL;
         PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_binary_(a, (ddl_binary_op)op, b));
@@ -92,9 +113,13 @@ static PyObject *py_unary(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iO|p", &op, &ao, &inplace)) return NULL;
     ddl_tensor *a, *r = NULL;
     if (pyddl_as_tensor(ao, &a, "unary op") < 0) return NULL;
+    if (inplace && pyddl_check_inplace(a, "in-place op") < 0) {
+        ddl_tensor_release(a);
+        return NULL;
+    }
     ddl_status st;
     if (inplace) PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_unary_(a, (ddl_unary_op)op));
-    else PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_unary(&r, (ddl_unary_op)op, a));
+    else PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_ag_unary(&r, (ddl_unary_op)op, a));
     ddl_tensor_release(a);
     if (st) return pyddl_raise(st);
     return inplace ? Py_NewRef(ao) : pyddl_wrap(r);
@@ -152,7 +177,7 @@ static PyObject *py_reduce(PyObject *self, PyObject *args) {
     if (pyddl_as_tensor(ao, &a, "reduce") < 0) return NULL;
     ddl_status st;
     PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
-               ddl_reduce(&r, (ddl_reduce_op)op, a, nd, dims, keepdim, correction));
+               ddl_ag_reduce(&r, (ddl_reduce_op)op, a, nd, dims, keepdim, correction));
     ddl_tensor_release(a);
     return st ? pyddl_raise(st) : pyddl_wrap(r);
 }
@@ -168,7 +193,7 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
         return NULL;
     }
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_matmul(&r, a, b);
+    Py_BEGIN_ALLOW_THREADS st = ddl_ag_matmul(&r, a, b);
     Py_END_ALLOW_THREADS
     ddl_tensor_release(a);
     ddl_tensor_release(b);
@@ -203,8 +228,8 @@ static PyObject *py_join(PyObject *self, PyObject *args) {
     }
     ddl_status st;
     PYDDL_CALL(st, total > PYDDL_NOGIL_BYTES,
-               kind[0] == 's' ? ddl_stack(&r, (int)n, (const ddl_tensor *const *)ts, dim)
-                              : ddl_cat(&r, (int)n, (const ddl_tensor *const *)ts, dim));
+               kind[0] == 's' ? ddl_ag_stack(&r, (int)n, (const ddl_tensor *const *)ts, dim)
+                              : ddl_ag_cat(&r, (int)n, (const ddl_tensor *const *)ts, dim));
     ret = st ? pyddl_raise(st) : pyddl_wrap(r);
 done:
     for (Py_ssize_t i = 0; i < n; i++) ddl_tensor_release(ts[i]);

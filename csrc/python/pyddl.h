@@ -27,12 +27,18 @@ PyObject *pyddl_raise(ddl_status st);
 /* A new reference to the ddl_tensor behind o: a Tensor, or any buffer (NumPy array, zero-copy
  * when its dtype is supported). `who` names the caller in errors. */
 int pyddl_as_tensor(PyObject *o, ddl_tensor **out, const char *who);
+/* A 0-d int64 tensor holding the Python int o exactly (a double loses integers above 2^53). */
+int pyddl_int64_scalar(PyObject *o, ddl_tensor **out);
 /* A zero-copy tensor over o's buffer. */
 int pyddl_from_buffer(PyObject *o, ddl_tensor **out, int writable_required);
 /* Parse a sequence of ints into shape; returns ndim or -1 with an exception. */
 int pyddl_parse_shape(PyObject *seq, int64_t *shape, const char *who);
 /* Parse a dtype code (an int from ddl.dtype). */
 int pyddl_parse_dtype(PyObject *o, ddl_dtype *dt);
+
+/* -1 with a RuntimeError when t requires grad and grad mode is on (in-place would corrupt the
+ * autograd graph). */
+int pyddl_check_inplace(const ddl_tensor *t, const char *who);
 
 /* Work above this many bytes runs with the GIL released. */
 #define PYDDL_NOGIL_BYTES (16 * 1024)
@@ -50,5 +56,7 @@ int pyddl_parse_dtype(PyObject *o, ddl_dtype *dt);
 
 extern PyMethodDef pyddl_tensor_functions[];
 extern PyMethodDef pyddl_op_functions[];
+extern PyMethodDef pyddl_autograd_functions[];
+extern PyMethodDef pyddl_nn_functions[];
 
 #endif

@@ -293,6 +293,10 @@ fail:
     return -1;
 }
 
+/* Copies arrays of element types ddl does not hold (int32, float16, ...) into a new tensor; a
+ * Python callable registered by ddl._tensor, so the conversion rules live in one place. */
+static PyObject *array_converter;
+
 int pyddl_as_tensor(PyObject *o, ddl_tensor **out, const char *who) {
     if (PyTensor_Check(o)) {
         if (check((PyTensor *)o)) return -1;
@@ -300,7 +304,24 @@ int pyddl_as_tensor(PyObject *o, ddl_tensor **out, const char *who) {
         *out = ((PyTensor *)o)->t;
         return 0;
     }
-    if (PyObject_CheckBuffer(o)) return pyddl_from_buffer(o, out, 0);
+    if (PyObject_CheckBuffer(o)) {
+        if (pyddl_from_buffer(o, out, 0) == 0) return 0;
+        if (!array_converter || !PyErr_ExceptionMatches(PyExc_TypeError)) return -1;
+        PyErr_Clear();
+        PyObject *t = PyObject_CallOneArg(array_converter, o);
+        if (!t) return -1;
+        if (!PyTensor_Check(t) || check((PyTensor *)t)) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "%s: the array converter returned %s", who,
+                             Py_TYPE(t)->tp_name);
+            Py_DECREF(t);
+            return -1;
+        }
+        ddl_tensor_retain(((PyTensor *)t)->t);
+        *out = ((PyTensor *)t)->t;
+        Py_DECREF(t);
+        return 0;
+    }
     PyErr_Format(PyExc_TypeError, "%s: expected a Tensor or an array, got %s", who,
                  Py_TYPE(o)->tp_name);
     return -1;
@@ -345,7 +366,29 @@ int pyddl_parse_dtype(PyObject *o, ddl_dtype *dt) {
     return 0;
 }
 
+int pyddl_int64_scalar(PyObject *o, ddl_tensor **out) {
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    ddl_status st = ddl_tensor_empty(out, DDL_INT64, 0, NULL);
+    if (st) {
+        pyddl_raise(st);
+        return -1;
+    }
+    *(int64_t *)ddl_tensor_data(*out) = v;
+    return 0;
+}
+
 /* ---- module functions: creation, views, copies ------------------------------------------ */
+
+static PyObject *py_set_array_converter(PyObject *self, PyObject *fn) {
+    (void)self;
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "expected a callable");
+        return NULL;
+    }
+    Py_XSETREF(array_converter, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
 
 #define RETURN_TENSOR(st, t) return (st) ? pyddl_raise(st) : pyddl_wrap(t)
 
@@ -481,9 +524,7 @@ static PyObject *py_reshape(PyObject *self, PyObject *args) {
     if (nd < 0) return NULL;
     ddl_tensor *t = ((PyTensor *)to)->t, *r = NULL;
     ddl_status st;
-    if (kind[0] == 'v') st = ddl_tensor_view(&r, t, nd, shape);
-    else if (kind[0] == 'e') st = ddl_tensor_expand(&r, t, nd, shape);
-    else st = ddl_tensor_reshape(&r, t, nd, shape);
+    st = ddl_ag_reshape(&r, kind[0] == 'v' ? 'v' : kind[0] == 'e' ? 'e' : 'r', t, nd, shape);
     RETURN_TENSOR(st, r);
 }
 
@@ -502,7 +543,7 @@ static PyObject *py_permute(PyObject *self, PyObject *args) {
         return NULL;
     }
     for (int i = 0; i < nd; i++) dims[i] = (int)d64[i];
-    ddl_status st = ddl_tensor_permute(&r, t, dims);
+    ddl_status st = ddl_ag_permute(&r, t, dims);
     RETURN_TENSOR(st, r);
 }
 
@@ -520,10 +561,26 @@ static PyObject *py_dimop(PyObject *self, PyObject *args) {
     else if (!strcmp(kind, "squeeze")) st = ddl_tensor_squeeze(&r, t, (int)a);
     else if (!strcmp(kind, "unsqueeze")) st = ddl_tensor_unsqueeze(&r, t, (int)a);
     else if (!strcmp(kind, "flatten")) st = ddl_tensor_flatten(&r, t, (int)a, (int)b);
-    else if (!strcmp(kind, "select")) st = ddl_tensor_select(&r, t, (int)a, b);
+    else if (!strcmp(kind, "select")) st = ddl_ag_select(&r, t, (int)a, b);
     else {
         PyErr_Format(PyExc_ValueError, "unknown dim op %s", kind);
         return NULL;
+    }
+    if (!st && t->requires_grad && !r->requires_grad && ddl_is_grad_enabled()) {
+        /* a shape-only view: record it as one (transpose as the permutation it is) */
+        ddl_tensor *v = NULL;
+        if (!strcmp(kind, "transpose") && t->ndim > 0) {
+            int dims[DDL_MAX_DIMS], i0 = (int)(a < 0 ? a + t->ndim : a),
+                                    i1 = (int)(b < 0 ? b + t->ndim : b);
+            for (int i = 0; i < t->ndim; i++) dims[i] = i;
+            dims[i0] = i1;
+            dims[i1] = i0;
+            st = ddl_ag_permute(&v, t, dims);
+        } else {
+            st = ddl_ag_reshape(&v, 'r', t, r->ndim, r->shape);
+        }
+        ddl_tensor_release(r);
+        r = v;
     }
     RETURN_TENSOR(st, r);
 }
@@ -536,7 +593,7 @@ static PyObject *py_slice(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!iLLL", &PyTensor_Type, &to, &dim, &start, &stop, &step))
         return NULL;
     ddl_tensor *r = NULL;
-    ddl_status st = ddl_tensor_slice(&r, ((PyTensor *)to)->t, dim, start, stop, step);
+    ddl_status st = ddl_ag_slice(&r, ((PyTensor *)to)->t, dim, start, stop, step);
     RETURN_TENSOR(st, r);
 }
 
@@ -560,7 +617,7 @@ static PyObject *py_copy(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_TypeError, "invalid dtype code %d", dt);
             return NULL;
         }
-        PYDDL_CALL(st, big(t), ddl_tensor_to(&r, t, (ddl_dtype)dt));
+        PYDDL_CALL(st, big(t), ddl_ag_to(&r, t, (ddl_dtype)dt));
     }
     RETURN_TENSOR(st, r);
 }
@@ -570,8 +627,13 @@ static PyObject *py_copy_(PyObject *self, PyObject *args) {
     PyObject *dsto, *srco;
     if (!PyArg_ParseTuple(args, "O!O", &PyTensor_Type, &dsto, &srco)) return NULL;
     ddl_tensor *dst = ((PyTensor *)dsto)->t, *src;
+    if (pyddl_check_inplace(dst, "copy_") < 0) return NULL;
     ddl_status st;
-    if (PyFloat_Check(srco) || PyLong_Check(srco)) {
+    if (PyLong_Check(srco) && dst->dtype == DDL_INT64) {
+        if (pyddl_int64_scalar(srco, &src) < 0) return NULL;
+        st = ddl_copy_(dst, src);
+        ddl_tensor_release(src);
+    } else if (PyFloat_Check(srco) || PyLong_Check(srco)) {
         double v = PyFloat_AsDouble(srco);
         if (v == -1.0 && PyErr_Occurred()) return NULL;
         PYDDL_CALL(st, big(dst), ddl_fill_(dst, v));
@@ -592,6 +654,7 @@ static PyObject *py_zero_(PyObject *self, PyObject *to) {
     }
     ddl_tensor *t = ((PyTensor *)to)->t;
     ddl_status st;
+    if (pyddl_check_inplace(t, "zero_") < 0) return NULL;
     PYDDL_CALL(st, big(t), ddl_zero_(t));
     if (st) return pyddl_raise(st);
     return Py_NewRef(to);
@@ -621,6 +684,8 @@ static PyObject *py_item(PyObject *self, PyObject *args) {
 
 PyMethodDef pyddl_tensor_functions[] = {
     {"from_buffer", py_from_buffer, METH_O, "Zero-copy tensor over a buffer (NumPy array)."},
+    {"_set_array_converter", py_set_array_converter, METH_O,
+     "Register f(array) -> Tensor for arrays of other element types (copies)."},
     {"full", py_full, METH_VARARGS, "full(shape, value or None, dtype)"},
     {"arange", py_arange, METH_VARARGS, "arange(start, end, step, dtype)"},
     {"linspace", py_linspace, METH_VARARGS, "linspace(start, end, steps, dtype)"},

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""bench_ops.py: ddl vs NumPy, side by side in one run: matmul, elementwise ops, import time.
+
+    python benchmarks/bench_ops.py            # ~1-2 minutes
+    python benchmarks/bench_ops.py --quick    # ~20 s, fewer repeats (rougher figures)
+
+Prints a table and writes benchmarks/results/bench_ops.json and bench_ops.md.
+
+How it measures (timings on shared machines are noisy):
+- Each case times ddl and NumPy alternately (ABBA order) for several repeats; one sample is
+  enough back-to-back calls to last --min-time seconds. A library's figure is the median of its
+  samples; the ratio (NumPy time / ddl time, so > 1 means ddl is faster) is the median of the
+  per-repeat ratios, each taken from two samples seconds apart.
+- matmul runs with one thread on both sides (ddl.set_num_threads(1) and
+  threadpoolctl.threadpool_limits(1)); the OpenBLAS kernel each one ran is recorded.
+- Elementwise GB/s counts the bytes of the inputs and the output once each. Every call
+  allocates its result, in both libraries (no out=).
+- Import time is the wall time of fresh `python -c "import numpy"` vs `python -c "import ddl"`
+  processes, interleaved; the figure is the difference of the medians (ddl imports NumPy).
+
+Targets (from the issue): matmul >= 0.95x NumPy, elementwise >= 1.0x, import <= +30 ms.
+"""
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if (ROOT / "ddl" / "__init__.py").exists() and str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # benchmark the source tree (an in-place build)
+
+import numpy as np  # noqa: E402
+
+import ddl  # noqa: E402
+
+try:
+    import threadpoolctl
+except ImportError:
+    raise SystemExit("bench_ops.py needs threadpoolctl: pip install threadpoolctl")
+
+MATMUL_TARGET = 0.95
+ELEMENTWISE_TARGET = 1.0
+IMPORT_TARGET_MS = 30.0
+
+KIB = 1024
+SIZES = [4 * KIB, 256 * KIB, 4 * KIB * KIB, 64 * KIB * KIB]  # bytes of one float32 operand
+
+
+def size_name(nbytes):
+    return f"{nbytes // (KIB * KIB)} MiB" if nbytes >= KIB * KIB else f"{nbytes // KIB} KiB"
+
+
+# ---- timing ---------------------------------------------------------------------------------
+
+
+def calibrate(fn, min_time):
+    """Calls per sample so that one sample lasts at least min_time seconds."""
+    number = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= min_time or number >= 1 << 20:
+            return number
+        number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
+
+
+def sample(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def compare(ddl_fn, np_fn, reps, min_time):
+    """Interleaved timing of two callables: (ddl seconds, NumPy seconds, median ratio)."""
+    ddl_fn(), np_fn()  # warm up (first-touch allocations, code paths)
+    n_ddl, n_np = calibrate(ddl_fn, min_time), calibrate(np_fn, min_time)
+    t_ddl, t_np = [], []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(reps):
+            if r % 2 == 0:
+                t_ddl.append(sample(ddl_fn, n_ddl))
+                t_np.append(sample(np_fn, n_np))
+            else:
+                t_np.append(sample(np_fn, n_np))
+                t_ddl.append(sample(ddl_fn, n_ddl))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    ratio = statistics.median(n / d for n, d in zip(t_np, t_ddl))
+    return statistics.median(t_ddl), statistics.median(t_np), ratio
+
+
+# ---- machine --------------------------------------------------------------------------------
+
+
+def cpu_info():
+    info = {"processor": platform.processor(), "logical_cpus": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for key, name in [("model name", "model_name"), ("cpu family", "family"),
+                          ("model", "model")]:
+            m = re.search(rf"^{key}\s*:\s*(.*)$", text, re.M)
+            if m:
+                info[name] = m.group(1).strip()
+        m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+        if m:
+            flags = set(m.group(1).split())
+            info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+                            if f in flags]
+    except OSError:
+        pass
+    try:
+        thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+        info["transparent_hugepages"] = thp
+    except OSError:
+        pass
+    return info
+
+
+def blas_info():
+    """Which OpenBLAS each library runs, from the libraries themselves."""
+    pools = threadpoolctl.threadpool_info()
+    numpy_blas = [p for p in pools if p.get("user_api") == "blas" and "numpy" in p["filepath"]]
+    ddl_blas = [p for p in pools if p.get("user_api") == "blas" and "numpy" not in p["filepath"]]
+    keep = ("internal_api", "version", "architecture", "filepath", "num_threads")
+    return {
+        "ddl": dict(ddl.blas_info(), threadpoolctl=[{k: p.get(k) for k in keep}
+                                                    for p in ddl_blas]),
+        "numpy": [{k: p.get(k) for k in keep} for p in numpy_blas],
+        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
+    }
+
+
+# ---- cases ----------------------------------------------------------------------------------
+
+
+def to_ddl(a):
+    """A ddl-owned copy of a NumPy array (not a view of NumPy's memory)."""
+    return ddl.tensor(a)
+
+
+def max_rel_err(got, ref):
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def bench_matmul(args, rng):
+    shapes = [(1, 64, 784, 256), (1, 64, 256, 10), (1, 256, 784, 256), (1, 512, 512, 512),
+              (1, 1024, 1024, 1024), (32, 64, 64, 64)]
+    rows = []
+    for batch, m, k, n in shapes:
+        ashape, bshape = ((m, k), (k, n)) if batch == 1 else ((batch, m, k), (batch, k, n))
+        a = rng.standard_normal(ashape, dtype=np.float32)
+        b = rng.standard_normal(bshape, dtype=np.float32)
+        da, db = to_ddl(a), to_ddl(b)
+        ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
+        err = max(max_rel_err(da @ db, ref), max_rel_err(a @ b, ref))
+        t_ddl, t_np, ratio = compare(lambda: da @ db, lambda: a @ b, args.reps, args.min_time)
+        flops = 2.0 * batch * m * n * k
+        name = f"{m}x{k}x{n}" if batch == 1 else f"({batch},{m},{k})@({batch},{k},{n})"
+        rows.append({
+            "group": "matmul", "case": name, "size": "float32", "unit": "GFLOP/s",
+            "ddl": flops / t_ddl / 1e9, "numpy": flops / t_np / 1e9,
+            "ddl_s": t_ddl, "numpy_s": t_np, "ratio": ratio, "target": MATMUL_TARGET,
+            "max_rel_err": err,
+        })
+        print_row(rows[-1])
+    return rows
+
+
+def elementwise_cases(nbytes, rng):
+    """(name, ddl callable, NumPy callable, bytes moved, reference check) for one size."""
+    n = nbytes // 4
+    side = int(round(n ** 0.5))  # every size here is a power of 4: side * side == n
+    x = rng.standard_normal(n, dtype=np.float32) * 3
+    y = rng.standard_normal(n, dtype=np.float32) * 3
+    dx, dy = to_ddl(x), to_ddl(y)
+    col = rng.standard_normal((side, 1), dtype=np.float32)
+    row = rng.standard_normal((1, side), dtype=np.float32)
+    dcol, drow = to_ddl(col), to_ddl(row)
+    sq = x.reshape(side, side)
+    dsq = to_ddl(sq)
+    sq2 = y.reshape(side, side)
+    dsq2 = to_ddl(sq2)
+    e = 4 * n
+    return [
+        ("a+b", lambda: dx + dy, lambda: x + y, 3 * e),
+        ("a*b", lambda: dx * dy, lambda: x * y, 3 * e),
+        ("a+scalar", lambda: dx + 1.5, lambda: x + 1.5, 2 * e),
+        ("relu", lambda: dx.relu(), lambda: np.maximum(x, 0), 2 * e),
+        ("exp", lambda: dx.exp(), lambda: np.exp(x), 2 * e),
+        ("tanh", lambda: dx.tanh(), lambda: np.tanh(x), 2 * e),
+        ("sigmoid", lambda: dx.sigmoid(), lambda: 1 / (1 + np.exp(-x)), 2 * e),
+        (f"({side},1)+(1,{side})", lambda: dcol + drow, lambda: col + row, 4 * (2 * side + n)),
+        ("a.T+b", lambda: dsq.T + dsq2, lambda: sq.T + sq2, 3 * e),
+    ]
+
+
+def bench_elementwise(args, rng):
+    rows = []
+    for nbytes in args.sizes:
+        for name, dfn, nfn, moved in elementwise_cases(nbytes, rng):
+            err = max_rel_err(dfn(), nfn())
+            reps = args.reps if nbytes < 64 * KIB * KIB else max(3, args.reps // 2 | 1)
+            t_ddl, t_np, ratio = compare(dfn, nfn, reps, args.min_time)
+            rows.append({
+                "group": "elementwise", "case": name, "size": size_name(nbytes), "unit": "GB/s",
+                "ddl": moved / t_ddl / 1e9, "numpy": moved / t_np / 1e9,
+                "ddl_s": t_ddl, "numpy_s": t_np, "ratio": ratio, "target": ELEMENTWISE_TARGET,
+                "max_rel_err": err,
+            })
+            print_row(rows[-1])
+            gc.collect()
+    return rows
+
+
+def bench_import(args):
+    """Wall time of fresh interpreters importing numpy vs ddl (same cwd and environment)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    cmds = {"numpy": [sys.executable, "-c", "import numpy"],
+            "ddl": [sys.executable, "-c", "import ddl"]}
+    times = {"numpy": [], "ddl": []}
+    for r in range(args.import_runs):
+        order = ["numpy", "ddl"] if r % 2 == 0 else ["ddl", "numpy"]
+        for which in order:
+            t0 = time.perf_counter()
+            subprocess.run(cmds[which], cwd=ROOT, env=env, check=True)
+            times[which].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    # where ddl's extra time goes: -X importtime self times of modules numpy alone doesn't load
+    def importtime(mod):
+        out = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {mod}"],
+                             cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        rows = {}
+        for line in out.stderr.splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+            if m:
+                rows[m.group(4)] = (int(m.group(1)), int(m.group(2)))
+        return rows
+    base, mine = importtime("numpy"), importtime("ddl")
+    extra = sorted(((v[0], k) for k, v in mine.items() if k not in base), reverse=True)
+    row = {
+        "group": "import", "case": "import ddl - import numpy", "size": "", "unit": "ms",
+        "ddl": med["ddl"], "numpy": med["numpy"], "ddl_s": med["ddl"] / 1e3,
+        "numpy_s": med["numpy"] / 1e3, "ratio": None, "target": IMPORT_TARGET_MS,
+        "extra_ms": med["ddl"] - med["numpy"], "runs": args.import_runs,
+        "top_extra_modules_us": [[k, us] for us, k in extra[:6]],
+    }
+    print_row(row)
+    return [row]
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+
+def passed(row):
+    if row["group"] == "import":
+        return row["extra_ms"] <= row["target"]
+    return row["ratio"] >= row["target"]
+
+
+def fmt_row(row):
+    if row["group"] == "import":
+        return [row["group"], row["case"], "", f"{row['ddl']:.1f} ms", f"{row['numpy']:.1f} ms",
+                f"+{row['extra_ms']:.1f} ms", f"<= +{row['target']:.0f} ms",
+                "pass" if passed(row) else "MISS"]
+    return [row["group"], row["case"], row["size"], f"{row['ddl']:.1f} {row['unit']}",
+            f"{row['numpy']:.1f} {row['unit']}", f"{row['ratio']:.2f}x",
+            f">= {row['target']:.2f}x", "pass" if passed(row) else "MISS"]
+
+
+HEADER = ["group", "case", "size", "ddl", "NumPy", "ddl/NumPy", "target", ""]
+WIDTHS = [11, 26, 8, 16, 16, 10, 11, 4]
+
+
+def print_row(row):
+    print("  ".join(c.ljust(w) for c, w in zip(fmt_row(row), WIDTHS)), flush=True)
+
+
+def markdown(rows, meta):
+    ddl_blas, np_blas = meta["blas"]["ddl"], meta["blas"]["numpy"]
+    lines = [
+        f"Measured {meta['date']} on {meta['cpu'].get('model_name', '?')} "
+        f"(family {meta['cpu'].get('family', '?')} model {meta['cpu'].get('model', '?')}, "
+        f"{meta['cpu']['logical_cpus']} logical CPUs, Linux {meta['kernel']}), "
+        f"Python {meta['python']}, NumPy {meta['numpy']}, ddl {meta['ddl']}"
+        f"{' (--quick)' if meta['quick'] else ''}.",
+        "",
+        f"- ddl's OpenBLAS: {ddl_blas['config']}, kernel **{ddl_blas['corename']}**.",
+        "- NumPy's OpenBLAS: " + ", ".join(
+            f"{p['version']} ({Path(p['filepath']).name}), kernel **{p['architecture']}**"
+            for p in np_blas) + ".",
+        "- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: "
+        + " / ".join(str(meta["blas"]["env"][k]) for k in ("OPENBLAS_CORETYPE",
+                                                           "OPENBLAS_L2_SIZE")) + ".",
+        f"- matmul on 1 thread each; median of {meta['reps']} interleaved repeats; "
+        "ratio = median of per-repeat NumPy time / ddl time (> 1: ddl faster).",
+        "- elementwise: float32, every call allocates its result; GB/s counts inputs + output; "
+        "size is one operand's size.",
+        f"- import: median wall time of {meta['import_runs']} fresh interpreters each, "
+        "interleaved.",
+        "",
+        "| " + " | ".join(h or "result" for h in HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt_row(r)) + " |")
+    imp = [r for r in rows if r["group"] == "import"]
+    if imp and imp[0]["top_extra_modules_us"]:
+        lines += ["", "Modules `import ddl` loads beyond NumPy's (self time, -X importtime): "
+                  + ", ".join(f"{k} {us / 1e3:.1f} ms"
+                              for k, us in imp[0]["top_extra_modules_us"]) + "."]
+    misses = [r for r in rows if not passed(r)]
+    lines += ["", f"{len(rows) - len(misses)} of {len(rows)} cases meet their target."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats (~20 s)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
+                   help="folder for bench_ops.json and bench_ops.md")
+    p.add_argument("--only", choices=["matmul", "elementwise", "import"], action="append",
+                   help="run only these groups (repeatable)")
+    args = p.parse_args()
+    args.reps = 5 if args.quick else 11
+    args.min_time = 0.004 if args.quick else 0.02
+    args.import_runs = 5 if args.quick else 15
+    args.sizes = SIZES
+    groups = args.only or ["matmul", "elementwise", "import"]
+
+    ddl.set_num_threads(1)
+    threadpoolctl.threadpool_limits(1)
+    meta = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": platform.python_version(), "numpy": np.__version__, "ddl": ddl.__version__,
+        "kernel": platform.release(), "cpu": cpu_info(), "blas": blas_info(),
+        "quick": args.quick, "reps": args.reps, "min_time_s": args.min_time,
+        "import_runs": args.import_runs, "threads": 1,
+    }
+    print(f"ddl OpenBLAS: {meta['blas']['ddl']['corename']} ({meta['blas']['ddl']['config']})")
+    for nb in meta["blas"]["numpy"]:
+        print(f"NumPy OpenBLAS: {nb['architecture']} ({nb['version']}, {nb['filepath']})")
+    print(f"env: {meta['blas']['env']}")
+    print("  ".join(h.ljust(w) for h, w in zip(HEADER, WIDTHS)))
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    rows = []
+    if "matmul" in groups:
+        rows += bench_matmul(args, rng)
+    if "elementwise" in groups:
+        rows += bench_elementwise(args, rng)
+    if "import" in groups:
+        rows += bench_import(args)
+    meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    for r in rows:
+        r["pass"] = passed(r)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_ops.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    (out / "bench_ops.md").write_text(markdown(rows, meta))
+    misses = [r for r in rows if not r["pass"]]
+    print(f"\n{len(rows) - len(misses)}/{len(rows)} pass; {meta['elapsed_s']} s; "
+          f"wrote {out / 'bench_ops.json'} and {out / 'bench_ops.md'}")
+
+
+if __name__ == "__main__":
+    main()

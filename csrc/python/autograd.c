@@ -1,0 +1,189 @@
+/* autograd.c (binding): requires_grad, .grad, backward, grad mode and gradient hooks. */
+#include "pyddl.h"
+
+static ddl_tensor *tensor_arg(PyObject *o) {
+    if (!PyTensor_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "expected a Tensor, got %s", Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    return ((PyTensor *)o)->t;
+}
+
+int pyddl_check_inplace(const ddl_tensor *t, const char *who) {
+    if (!t->requires_grad || !ddl_is_grad_enabled()) return 0;
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s: in-place ops on a tensor that requires grad would corrupt the graph; "
+                 "wrap the update in `with ddl.no_grad():` or use the out-of-place form",
+                 who);
+    return -1;
+}
+
+static PyObject *py_requires_grad(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o;
+    int flag = -1;
+    if (!PyArg_ParseTuple(args, "O|p", &o, &flag)) return NULL;
+    ddl_tensor *t = tensor_arg(o);
+    if (!t) return NULL;
+    if (flag < 0) return PyBool_FromLong(t->requires_grad);
+    ddl_status st = ddl_tensor_set_requires_grad(t, flag);
+    if (st) return pyddl_raise(st);
+    Py_RETURN_NONE;
+}
+
+/* grad(t) -> Tensor or None ; grad(t, g or None) sets it */
+static PyObject *py_grad(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o, *g = NULL;
+    if (!PyArg_ParseTuple(args, "O|O", &o, &g)) return NULL;
+    ddl_tensor *t = tensor_arg(o);
+    if (!t) return NULL;
+    if (!g) {
+        if (!t->grad) Py_RETURN_NONE;
+        ddl_tensor_retain(t->grad);
+        return pyddl_wrap(t->grad);
+    }
+    ddl_tensor *ng = NULL;
+    if (g != Py_None) {
+        if (!(ng = tensor_arg(g))) return NULL;
+        if (ng->ndim != t->ndim ||
+            memcmp(ng->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) ||
+            ng->dtype != t->dtype) {
+            PyErr_SetString(PyExc_ValueError,
+                            "assigned grad must have the tensor's shape and dtype");
+            return NULL;
+        }
+        ddl_tensor_retain(ng);
+    }
+    ddl_tensor_release(t->grad);
+    t->grad = ng;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_grad_fn_name(PyObject *self, PyObject *o) {
+    (void)self;
+    ddl_tensor *t = tensor_arg(o);
+    if (!t) return NULL;
+    const char *name = ddl_tensor_grad_fn_name(t);
+    if (!name) Py_RETURN_NONE;
+    return PyUnicode_FromString(name);
+}
+
+static PyObject *py_detach(PyObject *self, PyObject *o) {
+    (void)self;
+    ddl_tensor *t = tensor_arg(o), *r = NULL;
+    if (!t) return NULL;
+    ddl_status st = ddl_tensor_detach(&r, t);
+    return st ? pyddl_raise(st) : pyddl_wrap(r);
+}
+
+static PyObject *py_backward(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o, *go;
+    int retain;
+    if (!PyArg_ParseTuple(args, "OOp", &o, &go, &retain)) return NULL;
+    ddl_tensor *t = tensor_arg(o), *g = NULL;
+    if (!t) return NULL;
+    if (go != Py_None && pyddl_as_tensor(go, &g, "backward") < 0) return NULL;
+    ddl_status st;
+    Py_BEGIN_ALLOW_THREADS st = ddl_backward(t, g, retain);
+    Py_END_ALLOW_THREADS
+    ddl_tensor_release(g);
+    if (st) {
+        if (PyErr_Occurred()) return NULL; /* a Python hook raised: keep its exception */
+        return pyddl_raise(st);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_grad_enabled(PyObject *self, PyObject *arg) {
+    (void)self;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    int was = ddl_is_grad_enabled();
+    ddl_set_grad_enabled(on);
+    return PyBool_FromLong(was);
+}
+
+static PyObject *py_is_grad_enabled(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return PyBool_FromLong(ddl_is_grad_enabled());
+}
+
+/* Python hooks: ctx is a list of callables kept alive for the tensor's life (a leaf, usually a
+ * parameter). Each gets the final gradient; a returned tensor replaces it. */
+static ddl_status call_python_hooks(ddl_tensor *leaf, void *ctx) {
+    PyGILState_STATE gs = PyGILState_Ensure();
+    ddl_status st = DDL_OK;
+    PyObject *hooks = ctx;
+    /* a hook may set leaf.grad = None (nothing left for later hooks) or remove hooks from the
+     * list while it runs: re-read both each time, and hold the callable while calling it */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(hooks) && !st && leaf->grad; i++) {
+        PyObject *fn = Py_NewRef(PyList_GET_ITEM(hooks, i));
+        ddl_tensor_retain(leaf->grad);
+        PyObject *g = pyddl_wrap(leaf->grad);
+        PyObject *r = g ? PyObject_CallOneArg(fn, g) : NULL;
+        Py_XDECREF(g);
+        Py_DECREF(fn);
+        if (!r) {
+            st = ddl_fail(DDL_E_VALUE, "a gradient hook raised an exception");
+            break;
+        }
+        if (r != Py_None) {
+            ddl_tensor *nt;
+            if (pyddl_as_tensor(r, &nt, "gradient hook") < 0) {
+                st = ddl_fail(DDL_E_TYPE, "a gradient hook returned a non-tensor");
+            } else if (leaf->grad) {
+                st = ddl_copy_(leaf->grad, nt);
+                ddl_tensor_release(nt);
+            } else if (nt->ndim != leaf->ndim ||
+                       memcmp(nt->shape, leaf->shape, sizeof(int64_t) * (size_t)leaf->ndim)) {
+                ddl_tensor_release(nt);
+                st = ddl_fail(DDL_E_VALUE, "a gradient hook returned a tensor of the wrong shape");
+            } else { /* the hook cleared leaf.grad and returned the new one: a private copy */
+                st = ddl_tensor_to(&leaf->grad, nt, leaf->dtype);
+                ddl_tensor_release(nt);
+            }
+        }
+        Py_DECREF(r);
+    }
+    PyGILState_Release(gs);
+    return st;
+}
+
+static PyObject *py_register_hook(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o, *fn;
+    if (!PyArg_ParseTuple(args, "OO", &o, &fn)) return NULL;
+    ddl_tensor *t = tensor_arg(o);
+    if (!t) return NULL;
+    if (!t->requires_grad || t->grad_fn) {
+        PyErr_SetString(PyExc_ValueError,
+                        "register_hook: hooks are supported on leaf tensors that require grad");
+        return NULL;
+    }
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "register_hook: expected a callable");
+        return NULL;
+    }
+    PyObject *hooks = t->grad_hook == call_python_hooks ? t->grad_hook_ctx : NULL;
+    if (!hooks) {
+        if (!(hooks = PyList_New(0))) return NULL;
+        ddl_tensor_set_hook(t, call_python_hooks, hooks); /* owned by the tensor from now */
+    }
+    if (PyList_Append(hooks, fn) < 0) return NULL;
+    return Py_NewRef(hooks);
+}
+
+PyMethodDef pyddl_autograd_functions[] = {
+    {"requires_grad", py_requires_grad, METH_VARARGS, "requires_grad(t[, flag])"},
+    {"grad", py_grad, METH_VARARGS, "grad(t[, g or None])"},
+    {"grad_fn_name", py_grad_fn_name, METH_O, "Name of t's graph node, or None for leaves."},
+    {"detach", py_detach, METH_O, "A new tensor sharing t's memory, cut from the graph."},
+    {"backward", py_backward, METH_VARARGS, "backward(t, gradient or None, retain_graph)"},
+    {"set_grad_enabled", py_set_grad_enabled, METH_O, "Set grad mode; returns the old one."},
+    {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, "Whether ops record the graph."},
+    {"register_hook", py_register_hook, METH_VARARGS,
+     "register_hook(leaf, fn): fn(grad) runs when the leaf's gradient is final."},
+    {NULL, NULL, 0, NULL},
+};

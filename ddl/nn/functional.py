@@ -1,0 +1,259 @@
+"""ddl.nn.functional: the layer ops, differentiable, with PyTorch's names and arguments.
+
+The kernels (csrc/nn_*.c) run in float32 with the GIL released; these wrappers only normalize
+arguments (ints or pairs, reductions, dims) and call one C function each.
+"""
+import math
+
+from .. import _C
+from .._tensor import Tensor
+
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _pair(v, name):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _reduction(reduction):
+    try:
+        return _REDUCTIONS[reduction]
+    except KeyError:
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}") from None
+
+
+# ---- linear and convolution -------------------------------------------------------------------
+
+
+def linear(input, weight, bias=None):
+    """input (..., in) @ weight.T (out, in) + bias (out,)."""
+    return _C.linear(input, weight, bias)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution of input (N, C, H, W) with weight (O, C, KH, KW); groups=1 only."""
+    if groups != 1:
+        raise ValueError("conv2d: only groups=1 is supported")
+    if input.ndim == 3:  # unbatched (C, H, W), as PyTorch accepts
+        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation).squeeze(0)
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            kh, kw = weight.shape[2], weight.shape[3]
+            dh, dw = _pair(dilation, "dilation")
+            if (dh * (kh - 1)) % 2 or (dw * (kw - 1)) % 2 or _pair(stride, "stride") != (1, 1):
+                raise ValueError("conv2d: padding='same' needs stride 1 and odd effective kernels")
+            padding = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
+        else:
+            raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same'")
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    dh, dw = _pair(dilation, "dilation")
+    if sh < 1 or sw < 1 or dh < 1 or dw < 1:
+        raise ValueError("conv2d: stride and dilation must be positive")
+    return _C.conv2d(input, weight, bias, sh, sw, ph, pw, dh, dw)
+
+
+# ---- pooling ------------------------------------------------------------------------------------
+
+
+def _pool(kind, input, kernel_size, stride, padding, ceil_mode, name):
+    if ceil_mode:
+        raise ValueError(f"{name}: ceil_mode=True is not supported")
+    kh, kw = _pair(kernel_size, "kernel_size")
+    sh, sw = _pair(kernel_size if stride is None else stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    if input.ndim == 3:
+        return _C.pool2d(kind, input.unsqueeze(0), kh, kw, sh, sw, ph, pw).squeeze(0)
+    return _C.pool2d(kind, input, kh, kw, sh, sw, ph, pw)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    if dilation not in (1, (1, 1)):
+        raise ValueError("max_pool2d: only dilation=1 is supported")
+    return _pool("m", input, kernel_size, stride, padding, ceil_mode, "max_pool2d")
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    if not count_include_pad:
+        raise ValueError("avg_pool2d: only count_include_pad=True is supported")
+    return _pool("a", input, kernel_size, stride, padding, ceil_mode, "avg_pool2d")
+
+
+def adaptive_avg_pool2d(input, output_size):
+    oh, ow = _pair(output_size, "output_size")
+    if input.ndim == 3:
+        return _C.pool2d("A", input.unsqueeze(0), oh, ow, 0, 0, 0, 0).squeeze(0)
+    return _C.pool2d("A", input, oh, ow, 0, 0, 0, 0)
+
+
+# ---- normalization, dropout, embedding ---------------------------------------------------------
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch norm over dim 1 of (N, C, ...). In training, batch statistics are used and the
+    running ones (when given) are updated in place: (1 - momentum) * old + momentum * new,
+    with the unbiased variance, as PyTorch."""
+    return _C.batch_norm(input, running_mean, running_var, weight, bias, bool(training),
+                         float(momentum), float(eps))
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    """Zero each element with probability p (seeded by ddl.manual_seed), scale by 1/(1-p)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    return _C.dropout(input, float(p))
+
+
+def embedding(input, weight, padding_idx=None):
+    """Rows of weight (num_embeddings, dim) picked by int64 indices: (...,) -> (..., dim)."""
+    if padding_idx is None:
+        padding_idx = -1
+    elif padding_idx < 0:
+        padding_idx += weight.shape[0]
+    return _C.embedding(input, weight, int(padding_idx))
+
+
+# ---- activations ----------------------------------------------------------------------------------
+
+
+def relu(input, inplace=False):
+    return input.relu()
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    return _C.activation("l", input, float(negative_slope), 0)
+
+
+def gelu(input, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _C.activation("g", input, 0.0, 1 if approximate == "tanh" else 0)
+
+
+def tanh(input):
+    return input.tanh()
+
+
+def sigmoid(input):
+    return input.sigmoid()
+
+
+def _over_dim(fn, input, dim):
+    """Apply a last-dim op over `dim` by moving that dim last and back (views, no copy)."""
+    if dim is None:
+        dim = 0 if input.ndim in (0, 1, 3) else 1  # PyTorch's legacy implicit choice
+    nd = input.ndim
+    dim = dim + nd if dim < 0 else dim
+    if nd == 0:
+        return fn(input.reshape(1)).reshape(())
+    if dim == nd - 1:
+        return fn(input)
+    return fn(input.transpose(dim, -1)).transpose(dim, -1)
+
+
+def softmax(input, dim=None):
+    return _over_dim(lambda x: _C.softmax(x, False), input, dim)
+
+
+def log_softmax(input, dim=None):
+    return _over_dim(lambda x: _C.softmax(x, True), input, dim)
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    return input.flatten(start_dim, end_dim)
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    """Constant padding; `pad` lists (left, right) pairs starting from the last dim."""
+    from .._functions import cat
+
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ValueError(f"pad: padding {pad!r} does not fit a {input.ndim}-d input")
+    out = input
+    for i in range(len(pad) // 2):
+        left, right = int(pad[2 * i]), int(pad[2 * i + 1])
+        if left < 0 or right < 0:
+            raise ValueError("pad: negative padding is not supported")
+        dim = input.ndim - 1 - i
+        parts = []
+        for width in (left, None, right):
+            if width is None:
+                parts.append(out)
+            elif width:
+                shape = list(out.shape)
+                shape[dim] = width
+                parts.append(_C.full(tuple(shape), float(value), out.dtype.code))
+        if len(parts) > 1:
+            out = cat(parts, dim)
+    return out
+
+
+# ---- losses ------------------------------------------------------------------------------------------
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Cross entropy from logits (N, C) and int64 class targets (N,)."""
+    if weight is not None:
+        raise ValueError("cross_entropy: class weights are not supported")
+    return _C.class_loss("c", input, target, _reduction(reduction), int(ignore_index),
+                         float(label_smoothing))
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log likelihood from log-probabilities (N, C) and int64 targets (N,)."""
+    if weight is not None:
+        raise ValueError("nll_loss: class weights are not supported")
+    return _C.class_loss("n", input, target, _reduction(reduction), int(ignore_index), 0.0)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    if weight is not None:
+        raise ValueError("binary_cross_entropy_with_logits: weight is not supported")
+    return _C.pair_loss("b", input, target, pos_weight, _reduction(reduction))
+
+
+def mse_loss(input, target, reduction="mean"):
+    return _C.pair_loss("s", input, target, None, _reduction(reduction))
+
+
+def l1_loss(input, target, reduction="mean"):
+    return _C.pair_loss("l", input, target, None, _reduction(reduction))
+
+
+# ---- recurrent cells (one time step over the batch) ---------------------------------------------
+
+
+def rnn_tanh_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    return _C.rnn_cell("r", input, hx, None, w_ih, w_hh, b_ih, b_hh, 0)
+
+
+def rnn_relu_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    return _C.rnn_cell("r", input, hx, None, w_ih, w_hh, b_ih, b_hh, 1)
+
+
+def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One LSTM step (PyTorch's gate order i, f, g, o); returns (h', c')."""
+    hc = _C.rnn_cell("l", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 0)
+    h = hx.shape[1]
+    return hc[:, :h], hc[:, h:]
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    return _C.rnn_cell("g", input, hx, None, w_ih, w_hh, b_ih, b_hh, 0)
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and n not in ("math", "Tensor")]
