@@ -54,6 +54,7 @@ class BuildExt(build_ext):
 
 _require("/usr/include/gloo/config.h", "libgloo-dev")
 _require("/usr/lib/libgloo.so*", "libgloo-dev")
+_require("/usr/include/zlib.h", "zlib1g-dev")
 blas_inc, blas_lib, blas_name = _openblas()
 
 sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("csrc/*.cc"))
@@ -66,7 +67,7 @@ setup(
             sources=sources,
             include_dirs=["csrc", blas_inc],
             library_dirs=[blas_lib],
-            libraries=[blas_name, "gloo", "stdc++", "m"],
+            libraries=[blas_name, "gloo", "z", "stdc++", "m"],
             # found next to an installed ddl, or where the build found it (editable installs);
             # ddl/__init__.py also preloads it from the installed wheel.
             runtime_library_dirs=["$ORIGIN/../scipy_openblas32/lib", blas_lib],

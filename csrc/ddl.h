@@ -284,6 +284,15 @@ ddl_status ddl_ag_select(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t
 ddl_status ddl_ag_cat(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
 ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
 
+/* ---- data ----------------------------------------------------------------------------------
+ * IDX files (the MNIST family), gzip-compressed or raw: images (ndim > 1) load as float32
+ * scaled to [0, 1], labels (ndim 1) as int64. A missing, truncated or corrupt file is a
+ * DDL_E_VALUE naming the file and what is wrong. */
+ddl_status ddl_idx_load(ddl_tensor **out, const char *path);
+/* out (n, ...) = src[idx[0]], ..., src[idx[n-1]] (rows of dim 0; a batch assembly). */
+ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_t *idx,
+                           int64_t n);
+
 /* ---- threads, BLAS, communication backend ------------------------------------------ */
 
 void ddl_set_num_threads(int n);

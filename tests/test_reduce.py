@@ -228,7 +228,7 @@ def test_reduce_over_nonempty_dim_of_empty_tensor():
     assert a.sum(1).shape == (0,)
 
 
-def test_reduce_0d(rng):
+def test_reduce_0d():
     a = ddl.tensor(2.5)
     assert a.sum().item() == 2.5 and a.max().item() == 2.5 and a.argmax().item() == 0
     assert a.sum(0).item() == 2.5  # dim 0 of a 0-d tensor, as in PyTorch

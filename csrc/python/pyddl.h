@@ -58,5 +58,6 @@ extern PyMethodDef pyddl_tensor_functions[];
 extern PyMethodDef pyddl_op_functions[];
 extern PyMethodDef pyddl_autograd_functions[];
 extern PyMethodDef pyddl_nn_functions[];
+extern PyMethodDef pyddl_data_functions[];
 
 #endif

@@ -1,0 +1,8 @@
+"""Train the CNN on the real Fashion-MNIST in one process (see fashion_common.py).
+
+    python examples/fashion_mnist_cnn.py [--epochs N] [--threads T] [--subset N]
+"""
+from fashion_common import main
+
+if __name__ == "__main__":
+    main("cnn", default_epochs=6, default_lr=1e-3)

@@ -1,0 +1,8 @@
+"""Train the MLP on the real Fashion-MNIST in one process (see fashion_common.py).
+
+    python examples/fashion_mnist_mlp.py [--epochs N] [--threads T] [--subset N]
+"""
+from fashion_common import main
+
+if __name__ == "__main__":
+    main("mlp", default_epochs=15, default_lr=1e-3)
