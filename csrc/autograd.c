@@ -119,9 +119,13 @@ ddl_status ddl_tensor_detach(ddl_tensor **out, const ddl_tensor *t) {
                                    t->offset);
 }
 
-void ddl_tensor_set_hook(ddl_tensor *t, ddl_grad_hook_fn fn, void *ctx) {
+void ddl_tensor_set_hook(ddl_tensor *t, ddl_grad_hook_fn fn, void *ctx,
+                         void (*release)(void *ctx)) {
+    if (t->grad_hook_release && t->grad_hook_ctx && t->grad_hook_ctx != ctx)
+        t->grad_hook_release(t->grad_hook_ctx);
     t->grad_hook = fn;
     t->grad_hook_ctx = ctx;
+    t->grad_hook_release = release;
 }
 
 const char *ddl_tensor_grad_fn_name(const ddl_tensor *t) {

@@ -112,6 +112,7 @@ typedef struct ddl_tensor {
     struct ddl_node *grad_fn; /* the node that made this tensor (NULL for leaves) */
     ddl_status (*grad_hook)(struct ddl_tensor *leaf, void *ctx); /* see ddl_tensor_set_hook */
     void *grad_hook_ctx;
+    void (*grad_hook_release)(void *ctx); /* frees grad_hook_ctx with the tensor, or NULL */
     int64_t grad_pending; /* engine scratch: contributions still to come in this pass */
 } ddl_tensor;
 
@@ -258,10 +259,12 @@ ddl_status ddl_tensor_detach(ddl_tensor **out, const ddl_tensor *t);
  * `retain_graph`, the saved tensors are freed and a second backward is an error. */
 ddl_status ddl_backward(ddl_tensor *root, const ddl_tensor *grad, int retain_graph);
 /* Call fn(leaf, ctx) during backward as soon as leaf's gradient for this pass is final (all
- * contributions accumulated), as early as the graph allows. fn NULL removes the hook. An
- * error from fn stops the backward pass and is returned by ddl_backward. */
+ * contributions accumulated into leaf->grad), as early as the graph allows. fn NULL removes
+ * the hook. An error from fn stops the backward pass and is returned by ddl_backward.
+ * release(ctx), when not NULL, runs when the hook is replaced or the tensor is freed. */
 typedef ddl_status (*ddl_grad_hook_fn)(ddl_tensor *leaf, void *ctx);
-void ddl_tensor_set_hook(ddl_tensor *t, ddl_grad_hook_fn fn, void *ctx);
+void ddl_tensor_set_hook(ddl_tensor *t, ddl_grad_hook_fn fn, void *ctx,
+                         void (*release)(void *ctx));
 /* Name of the node that made t ("MulBackward", ...), or NULL for leaves. */
 const char *ddl_tensor_grad_fn_name(const ddl_tensor *t);
 
@@ -282,6 +285,12 @@ ddl_status ddl_ag_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t 
                         int64_t stop, int64_t step);
 ddl_status ddl_ag_select(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t index);
 ddl_status ddl_ag_cat(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
+/* t itself when contiguous (unless force_copy), else a recorded copy */
+ddl_status ddl_ag_contiguous(ddl_tensor **out, const ddl_tensor *t, int force_copy);
+ddl_status ddl_ag_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double lo, int has_hi,
+                        double hi);
+ddl_status ddl_ag_where(ddl_tensor **out, const ddl_tensor *cond, const ddl_tensor *a,
+                        const ddl_tensor *b);
 ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
 
 /* ---- data ----------------------------------------------------------------------------------

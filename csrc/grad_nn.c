@@ -271,9 +271,16 @@ ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *
     static const char *pc_names[4] = {"running_mean", "running_var", "weight", "bias"};
     for (int i = 0; i < 4; i++) {
         const ddl_tensor *p = per_channel[i];
-        if (p && (ddl_tensor_numel(p) != C || p->dtype != DDL_FLOAT32 || !ddl_tensor_is_contiguous(p)))
+        if (!p) continue;
+        if (p->dtype != DDL_FLOAT32)
+            DDL_FAIL(DDL_E_TYPE, "batch_norm: %s must be float32 (ddl's layer kernels are float32), "
+                     "got %s", pc_names[i], ddl_dtype_name(p->dtype));
+        if (ddl_tensor_numel(p) != C)
             DDL_FAIL(DDL_E_VALUE, "batch_norm: %s of shape %s does not match %lld channels of input %s",
                      pc_names[i], shp(b2, p), (long long)C, shp(b1, x));
+        /* the running stats are updated in place, so they cannot be contiguous copies */
+        if (i < 2 && !ddl_tensor_is_contiguous(p))
+            DDL_FAIL(DDL_E_VALUE, "batch_norm: %s must be contiguous", pc_names[i]);
     }
     if (!training && (!running_mean || !running_var))
         DDL_FAIL(DDL_E_VALUE, "batch_norm: evaluation mode needs running_mean and running_var");

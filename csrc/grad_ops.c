@@ -658,3 +658,83 @@ ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, in
     free(u);
     return st;
 }
+
+/* ---- copies, clamp, where --------------------------------------------------------------- */
+
+ddl_status ddl_ag_contiguous(ddl_tensor **out, const ddl_tensor *t, int force_copy) {
+    if (!force_copy && ddl_tensor_is_contiguous(t)) {
+        ddl_tensor_retain((ddl_tensor *)t);
+        *out = (ddl_tensor *)t;
+        return DDL_OK;
+    }
+    return ddl_ag_to(out, t, t->dtype); /* a copy whose backward passes dout through */
+}
+
+/* the gradient flows where lo <= a <= hi (inclusive, as PyTorch) */
+static ddl_status clamp_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
+                                 const int *need) {
+    (void)need;
+    const ddl_tensor *a = n->saved[0];
+    ddl_tensor *m = NULL, *k = NULL, *t = NULL, *u = NULL;
+    ddl_status st = ddl_tensor_full(&m, DDL_BOOL, a->ndim, a->shape, 1.0);
+    if (!st && n->iargs[0]) {
+        st = ddl_binary_scalar(&k, DDL_OP_GE, a, n->dargs[0], 1, 0);
+        if (!st) st = ddl_binary(&t, DDL_OP_MUL, m, k);
+        ddl_tensor_release(m);
+        ddl_tensor_release(k);
+        m = t, k = t = NULL;
+    }
+    if (!st && n->iargs[1]) {
+        st = ddl_binary_scalar(&k, DDL_OP_LE, a, n->dargs[1], 1, 0);
+        if (!st) st = ddl_binary(&t, DDL_OP_MUL, m, k);
+        ddl_tensor_release(m);
+        ddl_tensor_release(k);
+        m = t, t = NULL;
+    }
+    if (!st) st = ddl_binary(&u, DDL_OP_MUL, dout, m);
+    ddl_tensor_release(m);
+    if (st) return st;
+    return grad_for(&dinp[0], u, &n->in[0]);
+}
+
+ddl_status ddl_ag_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double lo, int has_hi,
+                        double hi) {
+    DDL_TRY(ddl_clamp(out, a, has_lo, lo, has_hi, hi));
+    ddl_node *n;
+    ddl_status st = ddl_node_record(&n, *out, "ClampBackward", clamp_backward, 1, &a);
+    if (!st && n) {
+        n->iargs[0] = has_lo, n->iargs[1] = has_hi;
+        n->dargs[0] = lo, n->dargs[1] = hi;
+        st = ddl_node_save(n, 0, a);
+    }
+    if (st) ddl_tensor_release(*out);
+    return st;
+}
+
+/* d a = where(cond, dout, 0), d b = where(cond, 0, dout), each summed to its input's shape */
+static ddl_status where_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
+                                 const int *need) {
+    const ddl_tensor *cond = n->saved[0];
+    ddl_tensor *zero;
+    DDL_TRY(ddl_tensor_zeros(&zero, dout->dtype, 0, NULL));
+    ddl_status st = DDL_OK;
+    for (int i = 1; i <= 2 && !st; i++) {
+        if (!need[i]) continue;
+        ddl_tensor *g = NULL;
+        st = i == 1 ? ddl_where(&g, cond, dout, zero) : ddl_where(&g, cond, zero, dout);
+        if (!st) st = grad_for(&dinp[i], g, &n->in[i]);
+    }
+    ddl_tensor_release(zero);
+    return st;
+}
+
+ddl_status ddl_ag_where(ddl_tensor **out, const ddl_tensor *cond, const ddl_tensor *a,
+                        const ddl_tensor *b) {
+    DDL_TRY(ddl_where(out, cond, a, b));
+    ddl_node *n;
+    const ddl_tensor *ins[3] = {NULL, a, b};
+    ddl_status st = ddl_node_record(&n, *out, "WhereBackward", where_backward, 3, ins);
+    if (!st && n) st = ddl_node_save(n, 0, cond);
+    if (st) ddl_tensor_release(*out);
+    return st;
+}

@@ -1,8 +1,36 @@
 /* ops_elementwise.c: broadcasting binary and unary ops, clamp and where. */
 #include "internal.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+/* KERNEL: every kernel below is compiled for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and the
+ * baseline, and the loader picks one for the CPU (gcc's target_clones, through an ifunc). The
+ * clones do the same IEEE operations (no FMA contraction under -std=c11; vmath.h calls fma
+ * explicitly), so results are bit-identical on every x86-64 CPU; tests/c/test_vmath.c checks
+ * that for the vmath kernels. no-trapping-math lets gcc if-convert, and so vectorize, their
+ * selects; it changes no result (ddl does not read the floating-point exception flags).
+ * VMATH: whether the float32 exp/tanh/sigmoid use vmath.h. Without clones or a native FMA,
+ * vmath's fma() calls would be library calls, slower than libm's expf/tanhf, so those builds
+ * keep libm. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) &&       \
+    defined(__ELF__) && !defined(DDL_NO_CLONES)
+#define KERNEL                                                                                   \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                \
+                   optimize("no-trapping-math")))
+#define VMATH 1
+#elif defined(__GNUC__) && !defined(__clang__)
+#define KERNEL __attribute__((optimize("no-trapping-math")))
+#if defined(FP_FAST_FMA) && defined(FP_FAST_FMAF)
+#define VMATH 1
+#else
+#define VMATH 0
+#endif
+#else
+#define KERNEL
+#define VMATH 0
+#endif
 
 static const char *binary_names[DDL_NUM_BINARY_OPS] = {
     "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge"};
@@ -18,8 +46,8 @@ typedef void (*binary_kernel)(char *o, const char *a, const char *b, int64_t n, 
                               int64_t sa, int64_t sb);
 
 #define DEFINE_BINARY(NAME, T, OT, EXPR)                                                         \
-    static void NAME(char *o, const char *a, const char *b, int64_t n, int64_t so, int64_t sa,  \
-                     int64_t sb) {                                                               \
+    KERNEL static void NAME(char *o, const char *a, const char *b, int64_t n, int64_t so,       \
+                            int64_t sa, int64_t sb) {                                            \
         if (so == sizeof(OT) && sa == sizeof(T) && sb == sizeof(T)) {                            \
             OT *restrict po = (OT *)o;                                                           \
             const T *restrict pa = (const T *)a, *restrict pb = (const T *)b;                    \
@@ -208,29 +236,45 @@ ddl_status ddl_binary_(ddl_tensor *a, ddl_binary_op op, const ddl_tensor *b) {
     return DDL_OK;
 }
 
-/* A 0-d tensor holding a Python-style scalar next to tensor a (see ddl.h for the rule). */
-static ddl_status scalar_for(ddl_tensor **out, const ddl_tensor *a, double s, int is_float) {
+/* A 0-d tensor on the stack: the scalar operand of one ddl_binary call, without the three
+ * allocations of ddl_tensor_full (a third of a small op's time). ddl_binary only borrows its
+ * operands (a reference it takes is given back before it returns), so nothing outlives it. */
+typedef struct {
+    ddl_tensor t;
+    ddl_storage s;
+    double value; /* any dtype's element fits */
+} stack_scalar;
+
+static ddl_tensor *stack_scalar_init(stack_scalar *sc, ddl_dtype dt, double v) {
+    memset(sc, 0, sizeof *sc);
+    sc->s.refcount = 1;
+    sc->s.data = &sc->value;
+    sc->s.nbytes = ddl_dtype_size(dt);
+    sc->t.refcount = 1;
+    sc->t.dtype = dt;
+    sc->t.storage = &sc->s;
+    ddl_store(&sc->value, dt, v);
+    return &sc->t;
+}
+
+/* The dtype of a Python-style scalar next to tensor a (see ddl.h for the rule). */
+static ddl_dtype scalar_dtype(const ddl_tensor *a, double s, int is_float) {
     ddl_dtype dt = a->dtype;
     if (is_float && !ddl_dtype_is_float(dt)) dt = DDL_FLOAT32;
     else if (!is_float && dt == DDL_BOOL && s != 0.0 && s != 1.0) dt = DDL_INT64;
-    return ddl_tensor_full(out, dt, 0, NULL, s);
+    return dt;
 }
 
 ddl_status ddl_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a, double s,
                              int scalar_is_float, int reverse) {
-    ddl_tensor *t;
-    DDL_TRY(scalar_for(&t, a, s, scalar_is_float));
-    ddl_status st = reverse ? ddl_binary(out, op, t, a) : ddl_binary(out, op, a, t);
-    ddl_tensor_release(t);
-    return st;
+    stack_scalar sc;
+    ddl_tensor *t = stack_scalar_init(&sc, scalar_dtype(a, s, scalar_is_float), s);
+    return reverse ? ddl_binary(out, op, t, a) : ddl_binary(out, op, a, t);
 }
 
 ddl_status ddl_binary_scalar_(ddl_tensor *a, ddl_binary_op op, double s) {
-    ddl_tensor *t;
-    DDL_TRY(ddl_tensor_full(&t, a->dtype, 0, NULL, s));
-    ddl_status st = ddl_binary_(a, op, t);
-    ddl_tensor_release(t);
-    return st;
+    stack_scalar sc;
+    return ddl_binary_(a, op, stack_scalar_init(&sc, a->dtype, s));
 }
 
 /* ---- unary kernels ---------------------------------------------------------------------- */
@@ -238,7 +282,7 @@ ddl_status ddl_binary_scalar_(ddl_tensor *a, ddl_binary_op op, double s) {
 typedef void (*unary_kernel)(char *o, const char *a, int64_t n, int64_t so, int64_t sa);
 
 #define DEFINE_UNARY(NAME, T, EXPR)                                                              \
-    static void NAME(char *o, const char *a, int64_t n, int64_t so, int64_t sa) {                \
+    KERNEL static void NAME(char *o, const char *a, int64_t n, int64_t so, int64_t sa) {         \
         if (so == sizeof(T) && sa == sizeof(T)) {                                                \
             T *restrict po = (T *)o;                                                             \
             const T *restrict pa = (const T *)a;                                                 \
@@ -254,19 +298,30 @@ typedef void (*unary_kernel)(char *o, const char *a, int64_t n, int64_t so, int6
         }                                                                                        \
     }
 
-#define DEFINE_UNARY_FLOAT(SUF, T, EXP, LOG, SQRT, FABS, TANH)                                   \
+#define DEFINE_UNARY_FLOAT(SUF, T, LOG, SQRT, FABS)                                              \
     DEFINE_UNARY(neg_##SUF, T, -x)                                                               \
-    DEFINE_UNARY(exp_##SUF, T, EXP(x))                                                           \
     DEFINE_UNARY(log_##SUF, T, LOG(x))                                                           \
     DEFINE_UNARY(sqrt_##SUF, T, SQRT(x))                                                         \
     DEFINE_UNARY(abs_##SUF, T, FABS(x))                                                          \
-    DEFINE_UNARY(tanh_##SUF, T, TANH(x))                                                         \
-    DEFINE_UNARY(sigmoid_##SUF, T, x >= 0 ? 1 / (1 + EXP(-x)) : EXP(x) / (1 + EXP(x)))           \
     DEFINE_UNARY(relu_##SUF, T, x > 0 ? x : (x != x ? x : 0))                                    \
     DEFINE_UNARY(sign_##SUF, T, x > 0 ? 1 : x < 0 ? -1 : x)
 
-DEFINE_UNARY_FLOAT(f32, float, expf, logf, sqrtf, fabsf, tanhf)
-DEFINE_UNARY_FLOAT(f64, double, exp, log, sqrt, fabs, tanh)
+DEFINE_UNARY_FLOAT(f32, float, logf, sqrtf, fabsf)
+DEFINE_UNARY_FLOAT(f64, double, log, sqrt, fabs)
+/* float64 keeps libm (correctly rounded but for rare cases); float32 uses vmath.h (see there
+ * for its accuracy), libm's expf/tanhf where vmath would be slower than them. */
+DEFINE_UNARY(exp_f64, double, exp(x))
+DEFINE_UNARY(tanh_f64, double, tanh(x))
+DEFINE_UNARY(sigmoid_f64, double, x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)))
+#if VMATH
+DEFINE_UNARY(exp_f32, float, vm_exp_f32(x))
+DEFINE_UNARY(tanh_f32, float, vm_tanh_f32(x))
+DEFINE_UNARY(sigmoid_f32, float, vm_sigmoid_f32(x))
+#else
+DEFINE_UNARY(exp_f32, float, expf(x))
+DEFINE_UNARY(tanh_f32, float, tanhf(x))
+DEFINE_UNARY(sigmoid_f32, float, x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x)))
+#endif
 DEFINE_UNARY(neg_i64, int64_t, -x)
 DEFINE_UNARY(abs_i64, int64_t, x < 0 ? -x : x)
 DEFINE_UNARY(relu_i64, int64_t, x > 0 ? x : 0)

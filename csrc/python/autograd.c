@@ -151,6 +151,13 @@ static ddl_status call_python_hooks(ddl_tensor *leaf, void *ctx) {
     return st;
 }
 
+static void release_python_hooks(void *ctx) {
+    if (!Py_IsInitialized()) return;
+    PyGILState_STATE gs = PyGILState_Ensure();
+    Py_DECREF((PyObject *)ctx);
+    PyGILState_Release(gs);
+}
+
 static PyObject *py_register_hook(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *o, *fn;
@@ -169,7 +176,8 @@ static PyObject *py_register_hook(PyObject *self, PyObject *args) {
     PyObject *hooks = t->grad_hook == call_python_hooks ? t->grad_hook_ctx : NULL;
     if (!hooks) {
         if (!(hooks = PyList_New(0))) return NULL;
-        ddl_tensor_set_hook(t, call_python_hooks, hooks); /* owned by the tensor from now */
+        /* owned by the tensor from now: freed with it */
+        ddl_tensor_set_hook(t, call_python_hooks, hooks, release_python_hooks);
     }
     if (PyList_Append(hooks, fn) < 0) return NULL;
     return Py_NewRef(hooks);

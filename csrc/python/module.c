@@ -109,7 +109,8 @@ PyMODINIT_FUNC PyInit__C(void) {
     if (PyModule_AddObjectRef(m, "TensorBase", (PyObject *)&PyTensor_Type) < 0) goto error;
     if (add_functions(m, module_functions) < 0 || add_functions(m, pyddl_tensor_functions) < 0 ||
         add_functions(m, pyddl_op_functions) < 0 || add_functions(m, pyddl_autograd_functions) < 0 ||
-        add_functions(m, pyddl_nn_functions) < 0 || add_functions(m, pyddl_data_functions) < 0)
+        add_functions(m, pyddl_nn_functions) < 0 || add_functions(m, pyddl_data_functions) < 0 ||
+        add_functions(m, pyddl_optim_functions) < 0)
         goto error;
     if (PyModule_AddIntConstant(m, "MAX_DIMS", DDL_MAX_DIMS) < 0) goto error;
     return m;

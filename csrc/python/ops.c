@@ -136,7 +136,7 @@ static PyObject *py_clamp(PyObject *self, PyObject *args) {
     if (pyddl_as_tensor(ao, &a, "clamp") < 0) return NULL;
     ddl_status st;
     PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
-               ddl_clamp(&r, a, lo_o != Py_None, lo, hi_o != Py_None, hi));
+               ddl_ag_clamp(&r, a, lo_o != Py_None, lo, hi_o != Py_None, hi));
     ddl_tensor_release(a);
     return st ? pyddl_raise(st) : pyddl_wrap(r);
 }
@@ -153,7 +153,7 @@ static PyObject *py_where(PyObject *self, PyObject *args) {
         ddl_tensor_release(a);
         return NULL;
     }
-    PYDDL_CALL(st, nbytes_of(a) + nbytes_of(b) > PYDDL_NOGIL_BYTES, ddl_where(&r, c, a, b));
+    PYDDL_CALL(st, nbytes_of(a) + nbytes_of(b) > PYDDL_NOGIL_BYTES, ddl_ag_where(&r, c, a, b));
     ddl_tensor_release(c);
     ddl_tensor_release(a);
     ddl_tensor_release(b);

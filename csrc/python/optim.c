@@ -44,9 +44,9 @@ static int tlist_get(tlist *l, PyObject *seq, int n, int optional, int inplace, 
         PyErr_NoMemory();
         goto error;
     }
+    l->n = (int)len; /* entries not filled in yet are NULL: releasing them is a no-op */
     for (Py_ssize_t i = 0; i < len; i++) {
         PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
-        l->n = (int)i;
         if (o == Py_None) continue;
         if (inplace && !PyTensor_Check(o)) {
             PyErr_Format(PyExc_TypeError, "%s: %s[%zd] must be a Tensor (updated in place), got %s",
@@ -54,12 +54,8 @@ static int tlist_get(tlist *l, PyObject *seq, int n, int optional, int inplace, 
             goto error;
         }
         if (pyddl_as_tensor(o, &l->t[i], who) < 0) goto error;
-        if (inplace && pyddl_check_inplace(l->t[i], who) < 0) {
-            l->n = (int)i + 1;
-            goto error;
-        }
+        if (inplace && pyddl_check_inplace(l->t[i], who) < 0) goto error;
     }
-    l->n = (int)len;
     Py_DECREF(fast);
     return 0;
 error:

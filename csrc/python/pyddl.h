@@ -58,6 +58,7 @@ extern PyMethodDef pyddl_tensor_functions[];
 extern PyMethodDef pyddl_op_functions[];
 extern PyMethodDef pyddl_autograd_functions[];
 extern PyMethodDef pyddl_nn_functions[];
+extern PyMethodDef pyddl_optim_functions[];
 extern PyMethodDef pyddl_data_functions[];
 
 #endif

@@ -610,8 +610,8 @@ static PyObject *py_copy(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "sO!|i", &kind, &PyTensor_Type, &to, &dt)) return NULL;
     ddl_tensor *t = ((PyTensor *)to)->t, *r = NULL;
     ddl_status st;
-    if (kind[0] == 'c' && kind[1] == 'o') PYDDL_CALL(st, big(t), ddl_tensor_contiguous(&r, t));
-    else if (kind[0] == 'c') PYDDL_CALL(st, big(t), ddl_tensor_clone(&r, t));
+    if (kind[0] == 'c' && kind[1] == 'o') PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 0));
+    else if (kind[0] == 'c') PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 1));
     else {
         if (dt < 0 || dt >= DDL_NUM_DTYPES) {
             PyErr_Format(PyExc_TypeError, "invalid dtype code %d", dt);

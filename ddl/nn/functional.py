@@ -118,8 +118,13 @@ def embedding(input, weight, padding_idx=None):
     """Rows of weight (num_embeddings, dim) picked by int64 indices: (...,) -> (..., dim)."""
     if padding_idx is None:
         padding_idx = -1
-    elif padding_idx < 0:
-        padding_idx += weight.shape[0]
+    else:
+        num = weight.shape[0] if weight.ndim else 0
+        if not -num <= padding_idx < num:  # checked here: the kernel only sees it in backward
+            raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {num} "
+                             "embeddings")
+        if padding_idx < 0:
+            padding_idx += num
     return _C.embedding(input, weight, int(padding_idx))
 
 

@@ -244,13 +244,28 @@ class Module:
         dt = to_dtype(dtype)
         if not dt.is_floating_point:
             raise TypeError(f"Module.to: expected a floating-point dtype, got {dt!r}")
+        # one conversion per tensor, so a parameter shared by several modules (tied weights)
+        # stays shared; the old tensor is kept in the memo so its id cannot be reused
+        memo = {}
+
+        def convert(t, make):
+            if id(t) not in memo:
+                memo[id(t)] = (t, make(t))
+            return memo[id(t)][1]
+
+        def new_param(p):
+            q = Parameter(p.detach().to(dt), p.requires_grad)
+            if p.grad is not None:
+                q.grad = p.grad.to(dt)
+            return q
+
         for m in self.modules():
             for name, p in m._parameters.items():
                 if p is not None and p.dtype.is_floating_point and p.dtype is not dt:
-                    m._parameters[name] = Parameter(p.detach().to(dt), p.requires_grad)
+                    m._parameters[name] = convert(p, new_param)
             for name, b in m._buffers.items():
                 if b is not None and b.dtype.is_floating_point and b.dtype is not dt:
-                    m._buffers[name] = b.to(dt)
+                    m._buffers[name] = convert(b, lambda t: t.to(dt))
         return self
 
     def float(self):
@@ -312,10 +327,9 @@ class Sequential(Module):
         return x
 
     def __getitem__(self, i):
-        mods = list(self._modules.values())
-        if isinstance(i, slice):
-            return Sequential(*mods[i])
-        return mods[i]
+        if isinstance(i, slice):  # keeps the names, as PyTorch (so state_dict keys match)
+            return Sequential(OrderedDict(list(self._modules.items())[i]))
+        return list(self._modules.values())[i]
 
     def __len__(self):
         return len(self._modules)

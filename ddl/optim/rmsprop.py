@@ -1,0 +1,72 @@
+"""RMSprop, optionally centered and with momentum."""
+from .. import _C
+from ..autograd import no_grad
+from .optimizer import Optimizer, _step_counter, _zeros
+
+__all__ = ["RMSprop"]
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop. For each parameter with a gradient g (-g when maximize):
+
+        g = g + weight_decay * p                         (weight_decay != 0)
+        sq = alpha * sq + (1 - alpha) * g^2
+        ga = alpha * ga + (1 - alpha) * g                (centered, as torch.lerp)
+        avg = sqrt(sq - ga^2) + eps if centered else sqrt(sq) + eps
+        buf = momentum * buf + g / avg;  p = p - lr * buf     (momentum > 0)
+        p = p - lr * g / avg                                  (otherwise)
+
+    State per parameter: "step" (0-d float32), "square_avg" (sq), "momentum_buffer" (momentum
+    > 0) and "grad_avg" (centered). One fused C call (ddl_rmsprop_step) per group.
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
+        if capturable or differentiable:
+            raise NotImplementedError("RMSprop: capturable and differentiable are not supported")
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, capturable=False, foreach=foreach,
+                        maximize=maximize, differentiable=False)
+        super().__init__(params, defaults)
+
+    def _validate(self, group):
+        for key, what in (("lr", "learning rate"), ("eps", "epsilon value"),
+                          ("momentum", "momentum value"), ("weight_decay", "weight_decay value"),
+                          ("alpha", "alpha value")):
+            if not 0.0 <= group[key]:
+                raise ValueError(f"Invalid {what}: {group[key]}")
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure() if given."""
+        loss = self._closure_loss(closure)
+        with no_grad():
+            for group in self.param_groups:
+                params, grads = self._params_with_grad(group)
+                if not params:
+                    continue
+                momentum = float(group["momentum"])
+                centered = bool(group["centered"])
+                sq, steps = [], []
+                bufs = [] if momentum > 0 else None
+                gavg = [] if centered else None
+                for p in params:
+                    state = self.state[p]
+                    if "step" not in state:  # lazy initialization, as PyTorch
+                        state["step"] = _step_counter()
+                        state["square_avg"] = _zeros(p)
+                    sq.append(state["square_avg"])
+                    steps.append(state["step"])
+                    if bufs is not None:
+                        if state.get("momentum_buffer") is None:
+                            state["momentum_buffer"] = _zeros(p)
+                        bufs.append(state["momentum_buffer"])
+                    if gavg is not None:
+                        if state.get("grad_avg") is None:
+                            state["grad_avg"] = _zeros(p)
+                        gavg.append(state["grad_avg"])
+                _C.rmsprop_step(params, grads, sq, bufs, gavg, steps, float(group["lr"]),
+                                float(group["alpha"]), float(group["eps"]),
+                                float(group["weight_decay"]), momentum, centered,
+                                bool(group["maximize"]))
+        return loss
