@@ -1,30 +1,59 @@
-// comm_gloo.cc: the only C++ in ddl; every Gloo call lives here behind extern "C" entry points.
+// comm_gloo.cc: the only C++ in ddl; every Gloo call lives here behind extern "C" entry points
+// (process groups, the communication thread, collectives, failure handling).
 // No C++ exception crosses into C: each entry point catches and maps to a ddl_status.
-#include "ddl.h"
+#include "comm.h"
 
+#include <gloo/allgather.h>
 #include <gloo/allreduce.h>
+#include <gloo/alltoall.h>
+#include <gloo/barrier.h>
+#include <gloo/broadcast.h>
 #include <gloo/config.h>
+#include <gloo/gather.h>
 #include <gloo/math.h>
+#include <gloo/reduce.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/hash_store.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/scatter.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
+#include <deque>
 #include <exception>
+#include <map>
+#include <mutex>
 #include <new>
+#include <regex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #define DDL_STR2(x) #x
 #define DDL_STR(x) DDL_STR2(x)
 
 namespace {
 
+// An error carrying a ddl_status, thrown inside the shim and mapped back at the boundary.
+struct DdlError : std::exception {
+    ddl_status st;
+    std::string msg;
+    DdlError(ddl_status s, std::string m) : st(s), msg(std::move(m)) {}
+    const char* what() const noexcept override { return msg.c_str(); }
+};
+
 // Map the exception in flight to a status with its message kept.
 ddl_status map_exception(const char* where) {
     try {
         throw;
+    } catch (const DdlError& e) {
+        return ddl_fail(e.st, "%s", e.msg.c_str());
     } catch (const gloo::IoException& e) {
         return ddl_fail(DDL_E_COMM, "%s: %s", where, e.what());
     } catch (const std::bad_alloc&) {
@@ -36,28 +65,519 @@ ddl_status map_exception(const char* where) {
     }
 }
 
-// One rank of the self-test world: connect over the shared store, allreduce one double.
-void selftest_rank(gloo::rendezvous::HashStore* store, int rank, double* value, ddl_status* st,
-                   std::string* err) {
-    try {
-        gloo::transport::tcp::attr attr;
-        attr.hostname = "127.0.0.1";
-        attr.ai_family = AF_INET;
-        auto dev = gloo::transport::tcp::CreateDevice(attr);
-        auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, 2);
-        ctx->setTimeout(std::chrono::seconds(10));
-        ctx->connectFullMesh(*store, dev);
-        gloo::AllreduceOptions opts(ctx);
-        opts.setOutput(value, 1);
-        void (*fn)(void*, const void*, const void*, size_t) = &gloo::sum<double>;
-        opts.setReduceFunction(fn);
-        opts.setTag(1);
-        gloo::allreduce(opts);
-        *st = DDL_OK;
-    } catch (...) {
-        *st = map_exception("gloo self-test");
-        *err = ddl_last_error();  // the message is thread-local: carry it to the caller
+void ignore_sigpipe() {
+    // Gloo writes without MSG_NOSIGNAL: a vanished peer must not kill us with SIGPIPE. Only
+    // when nobody installed a handler (CPython already ignores it).
+    struct sigaction old;
+    if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL)
+        std::signal(SIGPIPE, SIG_IGN);
+}
+
+// ddl's stores behind Gloo's Store interface.
+class StoreAdapter : public gloo::rendezvous::Store {
+  public:
+    StoreAdapter(ddl_store* s, std::string prefix, int64_t timeout_ms)
+        : s_(s), prefix_(std::move(prefix)), timeout_ms_(timeout_ms) {}
+    void set(const std::string& key, const std::vector<char>& data) override {
+        if (ddl_store_set(s_, k(key).c_str(), data.data(), data.size()) != DDL_OK)
+            throw DdlError(DDL_E_COMM, std::string("store set: ") + ddl_last_error());
     }
+    std::vector<char> get(const std::string& key) override {
+        void* v = nullptr;
+        size_t n = 0;
+        ddl_status st = ddl_store_get(s_, k(key).c_str(), &v, &n, timeout_ms_);
+        if (st != DDL_OK) throw DdlError(st, std::string("store get: ") + ddl_last_error());
+        std::vector<char> out(static_cast<char*>(v), static_cast<char*>(v) + n);
+        free(v);
+        return out;
+    }
+    void wait(const std::vector<std::string>& keys) override {
+        wait(keys, std::chrono::milliseconds(timeout_ms_));
+    }
+    void wait(const std::vector<std::string>& keys,
+              const std::chrono::milliseconds& timeout) override {
+        std::vector<std::string> full;
+        std::vector<const char*> ptrs;
+        for (auto& key : keys) full.push_back(k(key));
+        for (auto& key : full) ptrs.push_back(key.c_str());
+        ddl_status st = ddl_store_wait(s_, ptrs.data(), (int)ptrs.size(), timeout.count());
+        if (st != DDL_OK) throw DdlError(st, std::string("store wait: ") + ddl_last_error());
+    }
+    // plain access for ddl's own keys
+    bool try_get(const std::string& key, std::string* val, int64_t timeout_ms) {
+        void* v = nullptr;
+        size_t n = 0;
+        if (ddl_store_get(s_, k(key).c_str(), &v, &n, timeout_ms) != DDL_OK) return false;
+        val->assign(static_cast<char*>(v), n);
+        free(v);
+        return true;
+    }
+    bool try_set(const std::string& key, const std::string& val) {
+        return ddl_store_set(s_, k(key).c_str(), val.data(), val.size()) == DDL_OK;
+    }
+
+  private:
+    std::string k(const std::string& key) const { return prefix_ + "/" + key; }
+    ddl_store* s_;
+    std::string prefix_;
+    int64_t timeout_ms_;
+};
+
+int64_t now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+const char* coll_name(int c) {
+    static const char* names[] = {"?",      "all_reduce", "broadcast", "all_gather",
+                                  "reduce_scatter", "reduce", "gather", "scatter",
+                                  "all_to_all", "barrier"};
+    return c >= 1 && c <= 9 ? names[c] : "?";
+}
+
+const char* redop_name(int op) {
+    static const char* names[] = {"SUM", "AVG", "MIN", "MAX", "PRODUCT"};
+    return op >= 0 && op < DDL_NUM_REDOPS ? names[op] : "?";
+}
+
+// The fixed-size description every rank exchanges before a collective's data.
+struct Descriptor {
+    uint64_t seq;
+    int32_t coll;
+    int32_t dtype;
+    int64_t count;
+    int32_t root;
+    int32_t redop;
+    int64_t count2;  // the second buffer's count where the op has two
+    char pad[24];
+};
+static_assert(sizeof(Descriptor) == 64, "descriptor must be 64 bytes");
+
+std::string describe(const Descriptor& d) {
+    char buf[160];
+    if (d.coll == DDL_COLL_BARRIER) {
+        snprintf(buf, sizeof buf, "barrier()");
+    } else {
+        int n = snprintf(buf, sizeof buf, "%s(%s, %lld elements", coll_name(d.coll),
+                         ddl_dtype_name((ddl_dtype)d.dtype), (long long)d.count);
+        if (d.coll == DDL_COLL_ALLREDUCE || d.coll == DDL_COLL_REDUCE ||
+            d.coll == DDL_COLL_REDUCE_SCATTER)
+            n += snprintf(buf + n, sizeof buf - n, ", %s", redop_name(d.redop));
+        if (d.coll == DDL_COLL_BROADCAST || d.coll == DDL_COLL_REDUCE ||
+            d.coll == DDL_COLL_GATHER || d.coll == DDL_COLL_SCATTER)
+            n += snprintf(buf + n, sizeof buf - n, ", root %d", d.root);
+        snprintf(buf + n, sizeof buf - n, ")");
+    }
+    return buf;
+}
+
+bool same(const Descriptor& a, const Descriptor& b) {
+    return a.seq == b.seq && a.coll == b.coll && a.dtype == b.dtype && a.count == b.count &&
+           a.root == b.root && a.redop == b.redop && a.count2 == b.count2;
+}
+
+// One Gloo TCP device per (host or interface) per process, shared by its groups.
+std::shared_ptr<gloo::transport::Device> device_for(const std::string& host,
+                                                    const std::string& iface) {
+    static std::mutex m;
+    static std::map<std::string, std::shared_ptr<gloo::transport::Device>> devices;
+    std::lock_guard<std::mutex> lock(m);
+    std::string key = host + "|" + iface;
+    auto it = devices.find(key);
+    if (it != devices.end()) return it->second;
+    gloo::transport::tcp::attr attr;
+    if (!iface.empty()) attr.iface = iface;
+    else attr.hostname = host.empty() ? "127.0.0.1" : host;
+    attr.ai_family = AF_INET;
+    auto dev = gloo::transport::tcp::CreateDevice(attr);
+    devices[key] = dev;
+    return dev;
+}
+
+}  // namespace
+
+struct ddl_work {
+    std::atomic<int> refs{1};
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    ddl_status st = DDL_OK;
+    std::string msg;
+    int64_t t_start = 0, t_end = 0;
+    // the job
+    Descriptor desc{};
+    ddl_tensor* a = nullptr;  // the in-place / output tensor
+    ddl_tensor* b = nullptr;  // the input where the op has a separate one
+    int64_t timeout_ms = 0;
+
+    void finish(ddl_status s, const std::string& m) {
+        ddl_tensor_release(a);
+        ddl_tensor_release(b);
+        a = b = nullptr;
+        std::lock_guard<std::mutex> lock(this->m);
+        st = s;
+        msg = m;
+        t_end = now_us();
+        done = true;
+        cv.notify_all();
+    }
+};
+
+struct ddl_pg {
+    int rank = 0, size = 1;
+    int64_t timeout_ms = 30000;
+    std::string prefix;
+    std::unique_ptr<StoreAdapter> store;
+    std::shared_ptr<gloo::transport::Device> dev;
+    std::shared_ptr<gloo::rendezvous::Context> ctx;
+    std::map<std::string, int> rank_of_addr;  // a peer's pair address -> its rank
+
+    std::thread thread;
+    std::mutex qm;
+    std::condition_variable qcv;
+    std::deque<ddl_work*> queue;
+    bool stopping = false;
+    uint64_t next_seq = 0;  // assigned at issue time, under qm
+
+    std::atomic<int> broken{0};
+    ddl_status broken_st = DDL_OK;
+    std::string broken_msg;
+
+    void run();
+    void execute(ddl_work* w);
+    void exchange_descriptors(ddl_work* w);
+    void run_collective(ddl_work* w);
+    std::string peers_in(const std::string& text);
+    std::string absent_ranks(uint64_t seq);
+};
+
+namespace {
+
+template <typename T>
+void (*reduce_fn(int op))(void*, const void*, const void*, size_t) {
+    switch (op) {
+    case DDL_MIN: return &gloo::min<T>;
+    case DDL_MAX: return &gloo::max<T>;
+    case DDL_PRODUCT: return &gloo::product<T>;
+    default: return &gloo::sum<T>;
+    }
+}
+
+size_t dsize(int dtype) { return ddl_dtype_size((ddl_dtype)dtype); }
+
+// Elementwise reduction of `n` chunks (count elements each, contiguous) into out.
+template <typename T>
+void reduce_chunks(T* out, const T* chunks, int n, int64_t count, int op) {
+    auto fn = reduce_fn<T>(op);
+    memcpy(out, chunks, sizeof(T) * count);
+    for (int i = 1; i < n; i++) fn(out, out, chunks + (size_t)i * count, (size_t)count);
+}
+
+template <typename T>
+void divide(T* p, int64_t n, int by) {
+    for (int64_t i = 0; i < n; i++) p[i] /= (T)by;
+}
+
+}  // namespace
+
+std::string ddl_pg::peers_in(const std::string& text) {
+    std::string found;
+    for (auto& kv : rank_of_addr)
+        if (text.find(kv.first) != std::string::npos) {
+            if (!found.empty()) found += ", ";
+            found += std::to_string(kv.second);
+        }
+    return found;
+}
+
+// After a timeout: which ranks never reached this collective? Each survivor publishes the
+// sequence number it is stuck at; a rank that publishes nothing within a short grace period
+// is named. Best effort (the store may be gone with the rank that hosted it).
+std::string ddl_pg::absent_ranks(uint64_t seq) {
+    store->try_set("ddl/at/" + std::to_string(rank), std::to_string(seq));
+    std::string absent;
+    for (int r = 0; r < size; r++) {
+        if (r == rank) continue;
+        std::string v;
+        bool there = store->try_get("ddl/at/" + std::to_string(r), &v, 1500) &&
+                     strtoull(v.c_str(), nullptr, 10) >= seq;
+        if (!there) absent += (absent.empty() ? "" : ", ") + std::to_string(r);
+    }
+    return absent;
+}
+
+void ddl_pg::exchange_descriptors(ddl_work* w) {
+    std::vector<Descriptor> all((size_t)size);
+    gloo::AllgatherOptions opts(ctx);
+    opts.setInput(reinterpret_cast<uint8_t*>(&w->desc), sizeof(Descriptor));
+    opts.setOutput(reinterpret_cast<uint8_t*>(all.data()), sizeof(Descriptor) * all.size());
+    opts.setTag(1);
+    opts.setTimeout(std::chrono::milliseconds(w->timeout_ms));
+    gloo::allgather(opts);
+    for (int r = 0; r < size; r++)
+        if (!same(all[(size_t)r], w->desc)) {
+            std::string msg = "mismatched collectives at sequence number " +
+                              std::to_string(w->desc.seq) + ": rank " + std::to_string(rank) +
+                              " called " + describe(w->desc) + " but rank " + std::to_string(r) +
+                              " called " + describe(all[(size_t)r]);
+            if (all[(size_t)r].seq != w->desc.seq)
+                msg += " (its sequence number " + std::to_string(all[(size_t)r].seq) + ")";
+            throw DdlError(DDL_E_COMM, msg);
+        }
+}
+
+void ddl_pg::run_collective(ddl_work* w) {
+    const Descriptor& d = w->desc;
+    auto timeout = std::chrono::milliseconds(w->timeout_ms);
+    void* pa = w->a ? ddl_tensor_data(w->a) : nullptr;
+    void* pb = w->b ? ddl_tensor_data(w->b) : nullptr;
+    size_t es = dsize(d.dtype);
+    const uint32_t tag = 2;
+    switch (d.coll) {
+    case DDL_COLL_ALLREDUCE: {
+        gloo::AllreduceOptions opts(ctx);
+        int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+        if (d.dtype == DDL_FLOAT32) {
+            opts.setOutput(static_cast<float*>(pa), (size_t)d.count);
+            opts.setReduceFunction(reduce_fn<float>(op));
+        } else if (d.dtype == DDL_FLOAT64) {
+            opts.setOutput(static_cast<double*>(pa), (size_t)d.count);
+            opts.setReduceFunction(reduce_fn<double>(op));
+        } else {
+            opts.setOutput(static_cast<int64_t*>(pa), (size_t)d.count);
+            opts.setReduceFunction(reduce_fn<int64_t>(op));
+        }
+        opts.setTag(tag);
+        opts.setTimeout(timeout);
+        if (d.count > 0) gloo::allreduce(opts);
+        if (d.redop == DDL_AVG) {
+            if (d.dtype == DDL_FLOAT32) divide(static_cast<float*>(pa), d.count, size);
+            else divide(static_cast<double*>(pa), d.count, size);
+        }
+        break;
+    }
+    case DDL_COLL_BROADCAST: {
+        gloo::BroadcastOptions opts(ctx);
+        opts.setOutput(static_cast<uint8_t*>(pa), (size_t)d.count * es);
+        opts.setRoot(d.root);
+        opts.setTag(tag);
+        opts.setTimeout(timeout);
+        if (d.count > 0) gloo::broadcast(opts);
+        break;
+    }
+    case DDL_COLL_ALLGATHER: {
+        gloo::AllgatherOptions opts(ctx);
+        opts.setInput(static_cast<uint8_t*>(pb), (size_t)d.count * es);
+        opts.setOutput(static_cast<uint8_t*>(pa), (size_t)d.count * es * size);
+        opts.setTag(tag);
+        opts.setTimeout(timeout);
+        if (d.count > 0) gloo::allgather(opts);
+        break;
+    }
+    case DDL_COLL_ALLTOALL:
+    case DDL_COLL_REDUCE_SCATTER: {
+        // reduce_scatter = all-to-all of the chunks, then a local reduction of what arrived:
+        // each byte crosses the network once
+        int64_t chunk = d.coll == DDL_COLL_ALLTOALL ? d.count / size : d.count;
+        std::vector<uint8_t> tmp;
+        uint8_t* dst = static_cast<uint8_t*>(pa);
+        if (d.coll == DDL_COLL_REDUCE_SCATTER) {
+            tmp.resize((size_t)chunk * es * size);
+            dst = tmp.data();
+        }
+        gloo::AlltoallOptions opts(ctx);
+        opts.setInput(static_cast<uint8_t*>(pb), (size_t)chunk * es * size);
+        opts.setOutput(dst, (size_t)chunk * es * size);
+        opts.setTag(tag);
+        opts.setTimeout(timeout);
+        if (chunk > 0) gloo::alltoall(opts);
+        if (d.coll == DDL_COLL_REDUCE_SCATTER && chunk > 0) {
+            int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+            if (d.dtype == DDL_FLOAT32) {
+                reduce_chunks(static_cast<float*>(pa), reinterpret_cast<float*>(dst), size, chunk, op);
+                if (d.redop == DDL_AVG) divide(static_cast<float*>(pa), chunk, size);
+            } else if (d.dtype == DDL_FLOAT64) {
+                reduce_chunks(static_cast<double*>(pa), reinterpret_cast<double*>(dst), size, chunk, op);
+                if (d.redop == DDL_AVG) divide(static_cast<double*>(pa), chunk, size);
+            } else {
+                reduce_chunks(static_cast<int64_t*>(pa), reinterpret_cast<int64_t*>(dst), size,
+                              chunk, op);
+            }
+        }
+        break;
+    }
+    case DDL_COLL_REDUCE: {
+        gloo::ReduceOptions opts(ctx);
+        int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+        if (d.dtype == DDL_FLOAT32) {
+            opts.setOutput(static_cast<float*>(pa), (size_t)d.count);
+            opts.setReduceFunction(reduce_fn<float>(op));
+        } else if (d.dtype == DDL_FLOAT64) {
+            opts.setOutput(static_cast<double*>(pa), (size_t)d.count);
+            opts.setReduceFunction(reduce_fn<double>(op));
+        } else {
+            opts.setOutput(static_cast<int64_t*>(pa), (size_t)d.count);
+            opts.setReduceFunction(reduce_fn<int64_t>(op));
+        }
+        opts.setRoot(d.root);
+        opts.setTag(tag);
+        opts.setTimeout(timeout);
+        if (d.count > 0) gloo::reduce(opts);
+        if (d.redop == DDL_AVG && rank == d.root) {
+            if (d.dtype == DDL_FLOAT32) divide(static_cast<float*>(pa), d.count, size);
+            else divide(static_cast<double*>(pa), d.count, size);
+        }
+        break;
+    }
+    case DDL_COLL_GATHER: {
+        gloo::GatherOptions opts(ctx);
+        opts.setInput(static_cast<uint8_t*>(pb), (size_t)d.count * es);
+        if (rank == d.root) opts.setOutput(static_cast<uint8_t*>(pa), (size_t)d.count * es * size);
+        opts.setRoot(d.root);
+        opts.setTag(tag);
+        opts.setTimeout(timeout);
+        if (d.count > 0) gloo::gather(opts);
+        break;
+    }
+    case DDL_COLL_SCATTER: {
+        gloo::ScatterOptions opts(ctx);
+        std::vector<uint8_t*> chunks;
+        if (rank == d.root)
+            for (int r = 0; r < size; r++)
+                chunks.push_back(static_cast<uint8_t*>(pb) + (size_t)r * d.count * es);
+        if (rank == d.root) opts.setInputs(chunks, (size_t)d.count * es);
+        opts.setOutput(static_cast<uint8_t*>(pa), (size_t)d.count * es);
+        opts.setRoot(d.root);
+        opts.setTag(tag);
+        opts.setTimeout(timeout);
+        if (d.count > 0) gloo::scatter(opts);
+        break;
+    }
+    case DDL_COLL_BARRIER: {
+        gloo::BarrierOptions opts(ctx);
+        opts.setTag(tag);
+        opts.setTimeout(timeout);
+        gloo::barrier(opts);
+        break;
+    }
+    default:
+        throw DdlError(DDL_E_INTERNAL, "unknown collective");
+    }
+}
+
+void ddl_pg::execute(ddl_work* w) {
+    w->t_start = now_us();
+    if (broken.load()) {
+        w->finish(broken_st, broken_msg);
+        return;
+    }
+    std::string what = std::string(coll_name(w->desc.coll)) + " #" + std::to_string(w->desc.seq);
+    try {
+        if (size > 1) {
+            exchange_descriptors(w);
+            run_collective(w);
+        } else if (w->desc.coll != DDL_COLL_BARRIER) {
+            run_collective(w);  // one rank: Gloo's algorithms handle it locally
+        }
+        w->finish(DDL_OK, "");
+        return;
+    } catch (const DdlError& e) {
+        broken_st = e.st;
+        broken_msg = "rank " + std::to_string(rank) + ": " + e.msg;
+    } catch (const gloo::IoException& e) {
+        bool timed_out = now_us() - w->t_start >= w->timeout_ms * 900;
+        std::string text = e.what();
+        std::string peers = peers_in(text);
+        if (timed_out) {
+            std::string absent = absent_ranks(w->desc.seq);
+            broken_st = DDL_E_TIMEOUT;
+            broken_msg = "rank " + std::to_string(rank) + ": " + what + " timed out after " +
+                         std::to_string(w->timeout_ms) + " ms" +
+                         (absent.empty() ? "" : "; rank(s) " + absent + " never arrived") +
+                         " (" + text + ")";
+        } else {
+            broken_st = DDL_E_COMM;
+            broken_msg = "rank " + std::to_string(rank) + ": " + what + " failed: " +
+                         (peers.empty() ? "a peer" : "peer rank(s) " + peers) +
+                         " closed the connection or died (" + text + ")";
+            // ranks not connected to the dead one see only the cascade of closed connections:
+            // the first to fail says who it lost, the others quote it
+            std::string first;
+            if (store->try_get("ddl/failure", &first, 200)) broken_msg += "; first report: " + first;
+            else store->try_set("ddl/failure", broken_msg);
+        }
+    } catch (const std::exception& e) {
+        broken_st = DDL_E_INTERNAL;
+        broken_msg = "rank " + std::to_string(rank) + ": " + what + ": " + e.what();
+    }
+    broken.store(1);
+    // fail the peers fast: ranks not directly connected to the dead one would otherwise wait
+    // for their full timeout
+    try {
+        ctx->closeConnections();
+    } catch (...) {
+    }
+    w->finish(broken_st, broken_msg);
+}
+
+void ddl_pg::run() {
+    for (;;) {
+        ddl_work* w;
+        {
+            std::unique_lock<std::mutex> lock(qm);
+            qcv.wait(lock, [&] { return stopping || !queue.empty(); });
+            if (queue.empty()) return;
+            w = queue.front();
+            queue.pop_front();
+        }
+        execute(w);
+        ddl_work_free(w);  // the queue's reference
+    }
+}
+
+namespace {
+
+ddl_status check_tensor(const ddl_tensor* t, const char* who, const char* arg, bool allow_int) {
+    if (!t) return ddl_fail(DDL_E_VALUE, "%s: %s is required", who, arg);
+    if (!ddl_tensor_is_contiguous(t))
+        return ddl_fail(DDL_E_VALUE, "%s: %s must be contiguous", who, arg);
+    if (t->dtype == DDL_BOOL || (!allow_int && t->dtype == DDL_INT64))
+        return ddl_fail(DDL_E_TYPE, "%s: %s of dtype %s is not supported", who, arg,
+                        ddl_dtype_name(t->dtype));
+    return DDL_OK;
+}
+
+ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int root, int redop,
+                  int64_t count, int64_t count2, int64_t timeout_ms, ddl_work** work) {
+    if (pg->broken.load()) return ddl_fail(pg->broken_st, "%s", pg->broken_msg.c_str());
+    ddl_work* w = new (std::nothrow) ddl_work;
+    if (!w) return ddl_fail(DDL_E_NOMEM, "%s: out of memory", coll_name(coll));
+    w->desc.coll = coll;
+    w->desc.dtype = a ? (int)a->dtype : (b ? (int)b->dtype : 0);
+    w->desc.count = count;
+    w->desc.count2 = count2;
+    w->desc.root = root;
+    w->desc.redop = redop;
+    w->timeout_ms = timeout_ms > 0 ? timeout_ms : pg->timeout_ms;
+    if (a) ddl_tensor_retain(a);
+    if (b) ddl_tensor_retain(const_cast<ddl_tensor*>(b));
+    w->a = a;
+    w->b = const_cast<ddl_tensor*>(b);
+    w->refs = 2;  // the caller's and the queue's
+    {
+        std::lock_guard<std::mutex> lock(pg->qm);
+        w->desc.seq = pg->next_seq++;
+        pg->queue.push_back(w);
+    }
+    pg->qcv.notify_one();
+    if (work) {
+        *work = w;
+        return DDL_OK;
+    }
+    ddl_status st = ddl_work_wait(w, -1);
+    ddl_work_free(w);
+    return st;
 }
 
 }  // namespace
@@ -69,27 +589,287 @@ const char* ddl_gloo_version(void) {
         GLOO_VERSION_PATCH);
 }
 
+int64_t ddl_now_us(void) { return now_us(); }
+
 ddl_status ddl_gloo_selftest(double* result) {
-    // Gloo writes without MSG_NOSIGNAL: a peer that vanished must not kill us with SIGPIPE.
-    std::signal(SIGPIPE, SIG_IGN);
+    ignore_sigpipe();
     try {
         gloo::rendezvous::HashStore store;
-        double v0 = 1.0, v1 = 2.0;
-        ddl_status s0 = DDL_E_INTERNAL, s1 = DDL_E_INTERNAL;
-        std::string e0, e1;
-        std::thread t1(selftest_rank, &store, 1, &v1, &s1, &e1);
-        selftest_rank(&store, 0, &v0, &s0, &e0);
+        double v[2] = {1.0, 2.0};
+        ddl_status st[2] = {DDL_E_INTERNAL, DDL_E_INTERNAL};
+        std::string err[2];
+        auto one = [&](int rank) {
+            try {
+                auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, 2);
+                ctx->setTimeout(std::chrono::seconds(10));
+                auto dev = device_for("127.0.0.1", "");
+                ctx->connectFullMesh(store, dev);
+                gloo::AllreduceOptions opts(ctx);
+                opts.setOutput(&v[rank], 1);
+                opts.setReduceFunction(reduce_fn<double>(DDL_SUM));
+                opts.setTag(1);
+                gloo::allreduce(opts);
+                st[rank] = DDL_OK;
+            } catch (...) {
+                st[rank] = map_exception("gloo self-test");
+                err[rank] = ddl_last_error();
+            }
+        };
+        std::thread t1(one, 1);
+        one(0);
         t1.join();
-        if (s0 != DDL_OK) return ddl_fail(s0, "%s", e0.c_str());
-        if (s1 != DDL_OK) return ddl_fail(s1, "%s", e1.c_str());
-        if (v0 != 3.0 || v1 != 3.0)
-            return ddl_fail(DDL_E_INTERNAL, "gloo self-test: allreduce gave %g and %g, not 3", v0,
-                            v1);
-        *result = v0;
+        for (int r = 0; r < 2; r++)
+            if (st[r] != DDL_OK) return ddl_fail(st[r], "%s", err[r].c_str());
+        if (v[0] != 3.0 || v[1] != 3.0)
+            return ddl_fail(DDL_E_INTERNAL, "gloo self-test: allreduce gave %g and %g, not 3",
+                            v[0], v[1]);
+        *result = v[0];
         return DDL_OK;
     } catch (...) {
         return map_exception("gloo self-test");
     }
+}
+
+ddl_status ddl_pg_new(ddl_pg** out, ddl_store* store, const char* prefix, int rank, int size,
+                      const char* hostname, const char* iface, int64_t timeout_ms) {
+    if (size < 1 || rank < 0 || rank >= size)
+        return ddl_fail(DDL_E_VALUE, "process group: rank %d is outside [0, %d)", rank, size);
+    if (!store) return ddl_fail(DDL_E_VALUE, "process group: a store is required");
+    if (timeout_ms <= 0) timeout_ms = 30000;
+    ignore_sigpipe();
+    ddl_pg* pg = new (std::nothrow) ddl_pg;
+    if (!pg) return ddl_fail(DDL_E_NOMEM, "process group: out of memory");
+    try {
+        pg->rank = rank;
+        pg->size = size;
+        pg->timeout_ms = timeout_ms;
+        pg->prefix = prefix ? prefix : "ddl";
+        pg->store.reset(new StoreAdapter(store, pg->prefix, timeout_ms));
+        // 1. everyone announces itself, so a rank that never comes is named
+        pg->store->set("ddl/joined/" + std::to_string(rank), std::vector<char>{'1'});
+        for (int r = 0; r < size; r++) {
+            std::string v;
+            auto deadline = now_us() + timeout_ms * 1000;
+            bool ok = false;
+            while (!ok) {
+                int64_t left = (deadline - now_us()) / 1000;
+                ok = pg->store->try_get("ddl/joined/" + std::to_string(r), &v, left > 0 ? left : 1);
+                if (!ok && now_us() >= deadline) break;
+            }
+            if (!ok) {
+                std::string missing;
+                for (int q = r; q < size; q++)
+                    if (!pg->store->try_get("ddl/joined/" + std::to_string(q), &v, 1))
+                        missing += (missing.empty() ? "" : ", ") + std::to_string(q);
+                throw DdlError(DDL_E_TIMEOUT, "process group: rank(s) " + missing +
+                                                  " of " + std::to_string(size) +
+                                                  " never joined within " +
+                                                  std::to_string(timeout_ms) + " ms");
+            }
+        }
+        // 2. Gloo's full mesh
+        pg->dev = device_for(hostname ? hostname : "", iface ? iface : "");
+        pg->ctx = std::make_shared<gloo::rendezvous::Context>(rank, size);
+        pg->ctx->setTimeout(std::chrono::milliseconds(timeout_ms));
+        pg->ctx->connectFullMesh(*pg->store, pg->dev);
+        // 3. learn which address is which peer, to name peers in errors
+        for (int r = 0; r < size; r++)
+            if (r != rank)
+                pg->store->set("ddl/addr/" + std::to_string(rank) + "/" + std::to_string(r),
+                               [&] {
+                                   std::string a = pg->ctx->getPair(r)->address().str();
+                                   return std::vector<char>(a.begin(), a.end());
+                               }());
+        for (int r = 0; r < size; r++)
+            if (r != rank) {
+                std::vector<char> a =
+                    pg->store->get("ddl/addr/" + std::to_string(r) + "/" + std::to_string(rank));
+                pg->rank_of_addr[std::string(a.begin(), a.end())] = r;
+            }
+        pg->thread = std::thread([pg] { pg->run(); });
+        *out = pg;
+        return DDL_OK;
+    } catch (...) {
+        ddl_status st = map_exception("process group");
+        delete pg;
+        return st;
+    }
+}
+
+void ddl_pg_free(ddl_pg* pg) {
+    if (!pg) return;
+    {
+        std::lock_guard<std::mutex> lock(pg->qm);
+        pg->stopping = true;
+    }
+    pg->qcv.notify_all();
+    if (pg->thread.joinable()) pg->thread.join();
+    try {
+        if (pg->ctx) pg->ctx->closeConnections();
+    } catch (...) {
+    }
+    delete pg;
+}
+
+int ddl_pg_rank(const ddl_pg* pg) { return pg->rank; }
+int ddl_pg_size(const ddl_pg* pg) { return pg->size; }
+
+ddl_status ddl_pg_check(const ddl_pg* pg) {
+    if (pg->broken.load()) return ddl_fail(pg->broken_st, "%s", pg->broken_msg.c_str());
+    return DDL_OK;
+}
+
+ddl_status ddl_pg_allreduce(ddl_pg* pg, ddl_tensor* t, ddl_redop op, int64_t timeout_ms,
+                            ddl_work** work) {
+    ddl_status st = check_tensor(t, "all_reduce", "tensor", true);
+    if (st) return st;
+    if ((unsigned)op >= DDL_NUM_REDOPS) return ddl_fail(DDL_E_VALUE, "all_reduce: bad op %d", op);
+    if (op == DDL_AVG && t->dtype == DDL_INT64)
+        return ddl_fail(DDL_E_TYPE, "all_reduce: AVG needs a floating-point tensor, got int64");
+    return submit(pg, DDL_COLL_ALLREDUCE, t, nullptr, 0, op, ddl_tensor_numel(t), 0, timeout_ms,
+                  work);
+}
+
+ddl_status ddl_pg_broadcast(ddl_pg* pg, ddl_tensor* t, int root, int64_t timeout_ms,
+                            ddl_work** work) {
+    ddl_status st = check_tensor(t, "broadcast", "tensor", true);
+    if (st) return st;
+    if (root < 0 || root >= pg->size)
+        return ddl_fail(DDL_E_VALUE, "broadcast: root %d is outside [0, %d)", root, pg->size);
+    return submit(pg, DDL_COLL_BROADCAST, t, nullptr, root, 0, ddl_tensor_numel(t), 0, timeout_ms,
+                  work);
+}
+
+ddl_status ddl_pg_allgather(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, int64_t timeout_ms,
+                            ddl_work** work) {
+    ddl_status st = check_tensor(out, "all_gather", "output", true);
+    if (!st) st = check_tensor(in, "all_gather", "input", true);
+    if (st) return st;
+    if (out->dtype != in->dtype || ddl_tensor_numel(out) != ddl_tensor_numel(in) * pg->size)
+        return ddl_fail(DDL_E_VALUE,
+                        "all_gather: output holds %lld %s elements; it needs %d x %lld %s",
+                        (long long)ddl_tensor_numel(out), ddl_dtype_name(out->dtype), pg->size,
+                        (long long)ddl_tensor_numel(in), ddl_dtype_name(in->dtype));
+    return submit(pg, DDL_COLL_ALLGATHER, out, in, 0, 0, ddl_tensor_numel(in), 0, timeout_ms, work);
+}
+
+ddl_status ddl_pg_reduce_scatter(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, ddl_redop op,
+                                 int64_t timeout_ms, ddl_work** work) {
+    ddl_status st = check_tensor(out, "reduce_scatter", "output", true);
+    if (!st) st = check_tensor(in, "reduce_scatter", "input", true);
+    if (st) return st;
+    if ((unsigned)op >= DDL_NUM_REDOPS)
+        return ddl_fail(DDL_E_VALUE, "reduce_scatter: bad op %d", op);
+    if (op == DDL_AVG && out->dtype == DDL_INT64)
+        return ddl_fail(DDL_E_TYPE, "reduce_scatter: AVG needs a floating-point tensor");
+    if (out->dtype != in->dtype || ddl_tensor_numel(in) != ddl_tensor_numel(out) * pg->size)
+        return ddl_fail(DDL_E_VALUE, "reduce_scatter: input holds %lld elements; it needs %d x %lld",
+                        (long long)ddl_tensor_numel(in), pg->size,
+                        (long long)ddl_tensor_numel(out));
+    return submit(pg, DDL_COLL_REDUCE_SCATTER, out, in, 0, op, ddl_tensor_numel(out), 0,
+                  timeout_ms, work);
+}
+
+ddl_status ddl_pg_reduce(ddl_pg* pg, ddl_tensor* t, int root, ddl_redop op, int64_t timeout_ms,
+                         ddl_work** work) {
+    ddl_status st = check_tensor(t, "reduce", "tensor", true);
+    if (st) return st;
+    if (root < 0 || root >= pg->size)
+        return ddl_fail(DDL_E_VALUE, "reduce: root %d is outside [0, %d)", root, pg->size);
+    if ((unsigned)op >= DDL_NUM_REDOPS) return ddl_fail(DDL_E_VALUE, "reduce: bad op %d", op);
+    if (op == DDL_AVG && t->dtype == DDL_INT64)
+        return ddl_fail(DDL_E_TYPE, "reduce: AVG needs a floating-point tensor, got int64");
+    return submit(pg, DDL_COLL_REDUCE, t, nullptr, root, op, ddl_tensor_numel(t), 0, timeout_ms,
+                  work);
+}
+
+ddl_status ddl_pg_gather(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, int root,
+                         int64_t timeout_ms, ddl_work** work) {
+    ddl_status st = check_tensor(in, "gather", "input", true);
+    if (st) return st;
+    if (root < 0 || root >= pg->size)
+        return ddl_fail(DDL_E_VALUE, "gather: root %d is outside [0, %d)", root, pg->size);
+    if (pg->rank == root) {
+        if ((st = check_tensor(out, "gather", "output", true))) return st;
+        if (out->dtype != in->dtype || ddl_tensor_numel(out) != ddl_tensor_numel(in) * pg->size)
+            return ddl_fail(DDL_E_VALUE, "gather: output holds %lld elements; it needs %d x %lld",
+                            (long long)ddl_tensor_numel(out), pg->size,
+                            (long long)ddl_tensor_numel(in));
+    } else {
+        out = nullptr;
+    }
+    return submit(pg, DDL_COLL_GATHER, out, in, root, 0, ddl_tensor_numel(in), 0, timeout_ms,
+                  work);
+}
+
+ddl_status ddl_pg_scatter(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, int root,
+                          int64_t timeout_ms, ddl_work** work) {
+    ddl_status st = check_tensor(out, "scatter", "output", true);
+    if (st) return st;
+    if (root < 0 || root >= pg->size)
+        return ddl_fail(DDL_E_VALUE, "scatter: root %d is outside [0, %d)", root, pg->size);
+    if (pg->rank == root) {
+        if ((st = check_tensor(in, "scatter", "input", true))) return st;
+        if (out->dtype != in->dtype || ddl_tensor_numel(in) != ddl_tensor_numel(out) * pg->size)
+            return ddl_fail(DDL_E_VALUE, "scatter: input holds %lld elements; it needs %d x %lld",
+                            (long long)ddl_tensor_numel(in), pg->size,
+                            (long long)ddl_tensor_numel(out));
+    } else {
+        in = nullptr;
+    }
+    return submit(pg, DDL_COLL_SCATTER, out, in, root, 0, ddl_tensor_numel(out), 0, timeout_ms,
+                  work);
+}
+
+ddl_status ddl_pg_alltoall(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, int64_t timeout_ms,
+                           ddl_work** work) {
+    ddl_status st = check_tensor(out, "all_to_all", "output", true);
+    if (!st) st = check_tensor(in, "all_to_all", "input", true);
+    if (st) return st;
+    int64_t n = ddl_tensor_numel(in);
+    if (out->dtype != in->dtype || ddl_tensor_numel(out) != n || n % pg->size)
+        return ddl_fail(DDL_E_VALUE,
+                        "all_to_all: input and output must hold the same number of elements, "
+                        "divisible by the world size %d (got %lld and %lld)",
+                        pg->size, (long long)n, (long long)ddl_tensor_numel(out));
+    return submit(pg, DDL_COLL_ALLTOALL, out, in, 0, 0, n, 0, timeout_ms, work);
+}
+
+ddl_status ddl_pg_barrier(ddl_pg* pg, int64_t timeout_ms, ddl_work** work) {
+    return submit(pg, DDL_COLL_BARRIER, nullptr, nullptr, 0, 0, 0, 0, timeout_ms, work);
+}
+
+ddl_status ddl_work_wait(ddl_work* w, int64_t timeout_ms) {
+    std::unique_lock<std::mutex> lock(w->m);
+    if (timeout_ms < 0) {
+        w->cv.wait(lock, [&] { return w->done; });
+    } else if (!w->cv.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                               [&] { return w->done; })) {
+        return ddl_fail(DDL_E_TIMEOUT, "%s #%llu: still running after %lld ms",
+                        coll_name(w->desc.coll), (unsigned long long)w->desc.seq,
+                        (long long)timeout_ms);
+    }
+    if (w->st != DDL_OK) return ddl_fail(w->st, "%s", w->msg.c_str());
+    return DDL_OK;
+}
+
+int ddl_work_is_completed(ddl_work* w) {
+    std::lock_guard<std::mutex> lock(w->m);
+    return w->done;
+}
+
+void ddl_work_free(ddl_work* w) {
+    if (w && w->refs.fetch_sub(1) == 1) {
+        ddl_tensor_release(w->a);
+        ddl_tensor_release(w->b);
+        delete w;
+    }
+}
+
+void ddl_work_times(ddl_work* w, int64_t* start_us, int64_t* end_us) {
+    std::lock_guard<std::mutex> lock(w->m);
+    *start_us = w->t_start;
+    *end_us = w->t_end;
 }
 
 }  // extern "C"

@@ -64,10 +64,19 @@ static ddl_status linear_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     ddl_tensor *g;
     DDL_TRY(ddl_tensor_contiguous(&g, dout));
     ddl_status st = zero_grads(n, dinp, need);
-    if (!st)
+    int64_t B = n->iargs[0], IN = n->iargs[1], OUT = n->iargs[2];
+    /* empty sizes: the zeroed gradients are final (the kernel wants positive sizes), except
+     * the bias's when there are no input features, which is dout summed over the rows */
+    if (!st && B > 0 && OUT > 0 && IN > 0)
         st = ddl_linear_backward(need[0] ? F(dinp[0]) : NULL, need[1] ? F(dinp[1]) : NULL,
                                  need[2] ? F(dinp[2]) : NULL, F(g), F(n->saved[0]), F(n->saved[1]),
-                                 n->iargs[0], n->iargs[1], n->iargs[2]);
+                                 B, IN, OUT);
+    else if (!st && need[2] && IN == 0) {
+        float *db = F(dinp[2]);  // (OUT,)
+        const float *dy = F(g);  // (B, OUT)
+        for (int64_t r = 0; r < B; r++)
+            for (int64_t j = 0; j < OUT; j++) db[j] += dy[r * OUT + j];
+    }
     ddl_tensor_release(g);
     return st;
 }
@@ -86,12 +95,20 @@ ddl_status ddl_ag_linear(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
     ddl_status st = f32(&t[0], x, "linear", "input");
     if (!st) st = f32(&t[1], w, "linear", "weight");
     if (!st) st = f32(&t[2], b, "linear", "bias");
-    int64_t IN = w->shape[1], OUT = w->shape[0], B = IN ? ddl_tensor_numel(x) / IN : 0;
+    int64_t IN = w->shape[1], OUT = w->shape[0], B = 1; /* B: rows, all dims but the last */
+    for (int d = 0; d < x->ndim - 1; d++) B *= x->shape[d];
     int64_t oshape[DDL_MAX_DIMS];
     memcpy(oshape, x->shape, sizeof oshape);
     oshape[x->ndim - 1] = OUT;
     if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, x->ndim, oshape);
-    if (!st && B > 0) st = ddl_linear_forward(F(o), F(t[0]), F(t[1]), FOPT(t[2]), B, IN, OUT);
+    if (!st && B > 0 && OUT > 0 && IN > 0)
+        st = ddl_linear_forward(F(o), F(t[0]), F(t[1]), FOPT(t[2]), B, IN, OUT);
+    else if (!st && B > 0 && OUT > 0) { /* no input features: every row is the bias (or 0) */
+        float *y = F(o);                 // (B, OUT)
+        const float *bias = FOPT(t[2]);  // (OUT,) or NULL
+        for (int64_t r = 0; r < B; r++)
+            for (int64_t j = 0; j < OUT; j++) y[r * OUT + j] = bias ? bias[j] : 0.0f;
+    }
     ddl_node *n = NULL;
     const ddl_tensor *ins[3] = {x, w, b};
     if (!st) st = ddl_node_record(&n, o, "LinearBackward", linear_backward, 3, ins);
@@ -118,7 +135,7 @@ static ddl_status conv2d_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     ddl_status st = ddl_tensor_contiguous(&g, dout);
     if (!st && ns) st = ddl_tensor_empty(&col, DDL_FLOAT32, 1, &ns);
     if (!st) st = zero_grads(n, dinp, need);
-    if (!st)
+    if (!st && a[0] > 0) /* an empty batch: the zeroed gradients are final */
         st = ddl_conv2d_backward(need[0] ? F(dinp[0]) : NULL, need[1] ? F(dinp[1]) : NULL,
                                  need[2] ? F(dinp[2]) : NULL, FOPT(col), F(g), F(n->saved[0]),
                                  F(n->saved[1]), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
@@ -180,7 +197,7 @@ static ddl_status pool_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
     ddl_tensor *g;
     DDL_TRY(ddl_tensor_contiguous(&g, dout));
     ddl_status st = zero_grads(n, dinp, need);
-    if (!st) {
+    if (!st && a[1] * a[2] > 0) { /* N * C: nothing to pool when empty, gradients stay 0 */
         float *d = F(dinp[0]);
         if (a[0] == 'm')
             st = ddl_max_pool2d_backward(d, F(g), (const int64_t *)ddl_tensor_data(n->saved[0]),
@@ -198,6 +215,8 @@ static ddl_status pool_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
 ddl_status ddl_ag_pool2d(ddl_tensor **out, char kind, const ddl_tensor *x, const int64_t k[2],
                          const int64_t stride[2], const int64_t pad[2]) {
     static const char *names[3] = {"max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"};
+    if (kind != 'm' && kind != 'a' && kind != 'A')
+        DDL_FAIL(DDL_E_VALUE, "pool2d: unknown kind %d ('m' max, 'a' avg, 'A' adaptive avg)", kind);
     const char *who = names[kind == 'm' ? 0 : kind == 'a' ? 1 : 2];
     char b1[DDL_SHAPE_BUF];
     if (x->ndim != 4) DDL_FAIL(DDL_E_VALUE, "%s: input must be 4-D (N, C, H, W), got %s", who, shp(b1, x));
@@ -251,7 +270,7 @@ static ddl_status batchnorm_backward(ddl_node *n, const ddl_tensor *dout, ddl_te
     ddl_tensor *g;
     DDL_TRY(ddl_tensor_contiguous(&g, dout));
     ddl_status st = zero_grads(n, dinp, need);
-    if (!st)
+    if (!st && a[0] * a[1] * a[2] > 0) /* N * C * S: empty input, the zeroed grads are final */
         st = ddl_batchnorm_backward(need[0] ? F(dinp[0]) : NULL, need[1] ? F(dinp[1]) : NULL,
                                     need[2] ? F(dinp[2]) : NULL, F(g), F(n->saved[0]),
                                     FOPT(n->saved[1]), F(n->saved[2]), F(n->saved[3]), a[0], a[1],
@@ -375,6 +394,8 @@ static ddl_status class_loss_backward(ddl_node *n, const ddl_tensor *dout, ddl_t
 ddl_status ddl_ag_class_loss(ddl_tensor **out, char kind, const ddl_tensor *x,
                              const ddl_tensor *target, int reduction, int64_t ignore_index,
                              double label_smoothing) {
+    if (kind != 'c' && kind != 'n')
+        DDL_FAIL(DDL_E_VALUE, "class_loss: unknown kind %d ('c' cross entropy, 'n' nll)", kind);
     const char *who = kind == 'c' ? "cross_entropy" : "nll_loss";
     char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
     if (x->ndim != 2 || target->ndim != 1 || target->shape[0] != x->shape[0])
@@ -442,6 +463,9 @@ static ddl_status pair_loss_backward(ddl_node *n, const ddl_tensor *dout, ddl_te
 
 ddl_status ddl_ag_pair_loss(ddl_tensor **out, char kind, const ddl_tensor *x,
                             const ddl_tensor *y, const ddl_tensor *pos_weight, int reduction) {
+    if (kind != 'b' && kind != 's' && kind != 'l')
+        DDL_FAIL(DDL_E_VALUE, "pair_loss: unknown kind %d ('b' bce with logits, 's' mse, 'l' l1)",
+                 kind);
     const char *who = kind == 'b' ? "binary_cross_entropy_with_logits"
                       : kind == 's' ? "mse_loss" : "l1_loss";
     char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
@@ -514,6 +538,10 @@ static ddl_status act_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor *
 
 ddl_status ddl_ag_activation(ddl_tensor **out, char kind, const ddl_tensor *x, double slope,
                              int approximate) {
+    if (kind != 'l' && kind != 'g')
+        DDL_FAIL(DDL_E_VALUE, "activation: unknown kind %d ('l' leaky_relu, 'g' gelu)", kind);
+    if (kind == 'g' && approximate != DDL_GELU_NONE && approximate != DDL_GELU_TANH)
+        DDL_FAIL(DDL_E_VALUE, "gelu: unknown approximate %d (0 none, 1 tanh)", approximate);
     const char *who = kind == 'l' ? "leaky_relu" : "gelu";
     ddl_tensor *xc = NULL, *o = NULL;
     ddl_status st = f32(&xc, x, who, "input");
@@ -671,6 +699,10 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
 ddl_status ddl_ag_rnn_cell(ddl_tensor **out, char kind, const ddl_tensor *x, const ddl_tensor *h,
                            const ddl_tensor *c, const ddl_tensor *w_ih, const ddl_tensor *w_hh,
                            const ddl_tensor *b_ih, const ddl_tensor *b_hh, int nonlinearity) {
+    if (kind != 'r' && kind != 'l' && kind != 'g')
+        DDL_FAIL(DDL_E_VALUE, "rnn_cell: unknown kind %d ('r' rnn, 'l' lstm, 'g' gru)", kind);
+    if (kind == 'r' && nonlinearity != DDL_RNN_TANH && nonlinearity != DDL_RNN_RELU)
+        DDL_FAIL(DDL_E_VALUE, "rnn_cell: unknown nonlinearity %d (0 tanh, 1 relu)", nonlinearity);
     const char *who = kind == 'l' ? "lstm_cell" : kind == 'g' ? "gru_cell" : "rnn_cell";
     char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF], b3[DDL_SHAPE_BUF];
     int64_t gates = kind == 'l' ? 4 : kind == 'g' ? 3 : 1;

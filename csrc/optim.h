@@ -27,7 +27,8 @@
  *
  * Example: one SGD step with momentum over two parameters, the second without a gradient
  *
- *     ddl_tensor *params[2] = {w, b}, *grads[2] = {w->grad, NULL}, *bufs[2] = {w_buf, NULL};
+ *     ddl_tensor *params[2] = {w, b}, *bufs[2] = {w_buf, NULL};
+ *     const ddl_tensor *grads[2] = {w->grad, NULL};
  *     int first[2] = {1, 0};
  *     if (ddl_sgd_step(2, params, grads, bufs, first, 0.1, 0.9, 0.0, 0.0, 0, 0))
  *         fprintf(stderr, "ddl: %s\n", ddl_last_error());

@@ -1,12 +1,14 @@
-"""ddl.run: the launcher. Starts one worker process per local rank with the environment that
+r"""ddl.run: the launcher. Starts one worker process per local rank with the environment that
 `ddl.distributed.init_process_group("gloo")` reads (env://), streams each rank's output with a
 rank prefix, and when a rank fails stops the others and exits non-zero, naming the rank.
 
     python -m ddl.run --nproc-per-node 4 train.py --epochs 3
     ddlrun --nproc-per-node 2 -m mypkg.train --lr 0.1
     # two machines (or two shells on one machine), 2 x 4 ranks:
-    ddlrun --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500 --nproc-per-node 4 train.py
-    ddlrun --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29500 --nproc-per-node 4 train.py
+    ddlrun --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500 \
+           --nproc-per-node 4 train.py
+    ddlrun --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29500 \
+           --nproc-per-node 4 train.py
 
 Standard library only: this module imports nothing else from ddl. See docs/launcher.md.
 """
@@ -125,7 +127,10 @@ class _Worker:
             # Never signal this pgid again: its number could be reused by an unrelated group.
             self.group_alive = False
         except PermissionError:
+            # nothing in the group would take the signal (a setuid child?): try the worker
             self.group_alive = False
+            if self.proc.poll() is None and sig:
+                self.proc.send_signal(sig)
 
     def group_exists(self):
         self.signal_group(0)

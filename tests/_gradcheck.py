@@ -7,6 +7,7 @@ with central differences of a fairly large step (eps ~ 1e-2) on well-scaled inpu
 perturbed element is changed in place through the tensor's zero-copy NumPy view, and the
 difference quotient divides by the step actually stored (x + eps rounded to float32).
 """
+
 import numpy as np
 
 import ddl
@@ -41,8 +42,9 @@ def projected_loss(fn, rs=None, R=None):
 def _numeric_loss(fn, R):
     with ddl.no_grad():
         outs = _flat_outputs(fn())
-    return sum(float(np.sum(o.numpy().astype(np.float64) * r.astype(np.float64)))
-               for o, r in zip(outs, R))
+    return sum(
+        float(np.sum(o.numpy().astype(np.float64) * r.astype(np.float64))) for o, r in zip(outs, R)
+    )
 
 
 def gradcheck(fn, wrt, *, eps=1e-2, rtol=1e-2, atol=1e-3, samples=24, seed=0, names=None):
@@ -86,7 +88,8 @@ def gradcheck(fn, wrt, *, eps=1e-2, rtol=1e-2, atol=1e-3, samples=24, seed=0, na
             raise AssertionError(
                 f"gradient of {name} (shape {tuple(t.shape)}) is wrong at flat index "
                 f"{int(picks[k])}: backward {got[k]:.6g}, finite difference {numeric[k]:.6g} "
-                f"({int(bad.sum())} of {len(picks)} sampled elements off)")
+                f"({int(bad.sum())} of {len(picks)} sampled elements off)"
+            )
         checked += len(picks)
     return checked
 

@@ -15,6 +15,7 @@ CSRC = os.path.join(ROOT, "csrc")
 HARNESSES = {
     "test_nn_kernels.c": ["nn_loss.c", "nn_act.c", "nn_rnn.c", "error.c"],
     "test_conv_kernels.c": ["nn_conv.c", "nn_norm.c", "error.c"],
+    "test_vmath.c": [],
 }
 
 

@@ -6,17 +6,18 @@ The layer kernels are float32-only: inputs are float32 ~N(0, 1), references run 
 on the same (float32-rounded) values, and inputs stay away from kinks (relu/leaky_relu/l1 at
 0, max-pool ties).
 """
+
 import math
 
 import numpy as np
 import pytest
+from _gradcheck import away_from_zero, distinct, gradcheck, leaf
 
 import ddl
 import ddl.nn.functional as F
-from _gradcheck import away_from_zero, distinct, gradcheck, leaf
 
 F32 = np.float32
-FWD = dict(rtol=1e-5, atol=1e-5)  # float32 kernels against float64 references
+FWD = {"rtol": 1e-5, "atol": 1e-5}  # float32 kernels against float64 references
 
 
 def t32(a, requires_grad=False):
@@ -27,7 +28,7 @@ def f64(t):
     return t.detach().numpy().astype(np.float64)
 
 
-# ---- NumPy float64 references ------------------------------------------------------------------
+# ---- NumPy float64 references --------------------------------------------------------------------
 
 
 def ref_linear(x, w, b):
@@ -40,7 +41,7 @@ def _out_size(n, k, s, p, d=1):
 
 
 def ref_conv2d(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
-    N, C, H, W = x.shape
+    N, _, H, W = x.shape
     O, _, KH, KW = w.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     OH, OW = _out_size(H, KH, sh, ph, dh), _out_size(W, KW, sw, pw, dw)
@@ -48,8 +49,12 @@ def ref_conv2d(x, w, b, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
     out = np.zeros((N, O, OH, OW))
     for i in range(KH):
         for j in range(KW):
-            patch = xp[:, :, i * dh:i * dh + sh * (OH - 1) + 1:sh,
-                       j * dw:j * dw + sw * (OW - 1) + 1:sw]
+            patch = xp[
+                :,
+                :,
+                i * dh : i * dh + sh * (OH - 1) + 1 : sh,
+                j * dw : j * dw + sw * (OW - 1) + 1 : sw,
+            ]
             out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
     if b is not None:
         out += b[None, :, None, None]
@@ -64,8 +69,10 @@ def ref_pool(x, k, s, p, kind):
     out = np.empty((N, C, OH, OW))
     for i in range(OH):
         for j in range(OW):
-            win = xp[:, :, i * s:i * s + k, j * s:j * s + k]
-            out[:, :, i, j] = win.max(axis=(2, 3)) if kind == "max" else win.sum(axis=(2, 3)) / (k * k)
+            win = xp[:, :, i * s : i * s + k, j * s : j * s + k]
+            out[:, :, i, j] = (
+                win.max(axis=(2, 3)) if kind == "max" else win.sum(axis=(2, 3)) / (k * k)
+            )
     return out
 
 
@@ -98,7 +105,7 @@ _erf = np.vectorize(math.erf)
 
 def ref_gelu(x, approximate):
     if approximate == "tanh":
-        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
 
 
@@ -153,11 +160,12 @@ def test_gradcheck_catches_a_wrong_layer_gradient(rng):
         gradcheck(lambda: F.linear(x, w) + b.detach(), [x, w, b], names="xwb")
 
 
-# ---- linear ----------------------------------------------------------------------------------------
+# ---- linear --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("xshape,bias", [((5, 4), True), ((2, 3, 4), True), ((5, 4), False),
-                                         ((4,), True)])
+@pytest.mark.parametrize(
+    "xshape,bias", [((5, 4), True), ((2, 3, 4), True), ((5, 4), False), ((4,), True)]
+)
 def test_linear(rng, xshape, bias):
     xa, wa = rng.standard_normal(xshape), rng.standard_normal((3, 4))
     ba = rng.standard_normal(3) if bias else None
@@ -165,13 +173,14 @@ def test_linear(rng, xshape, bias):
     b = leaf(ba) if bias else None
     y = F.linear(x, w, b)
     assert y.shape == xshape[:-1] + (3,) and y.dtype is ddl.float32
-    np.testing.assert_allclose(y.numpy(), ref_linear(f64(x), f64(w), f64(b) if bias else None),
-                               **FWD)
+    np.testing.assert_allclose(
+        y.numpy(), ref_linear(f64(x), f64(w), f64(b) if bias else None), **FWD
+    )
     gradcheck(lambda: F.linear(x, w, b), [x, w] + ([b] if bias else []))
 
 
 def test_linear_backward_twice_doubles(rng):
-    x, w, b = leaf(rng.standard_normal((4, 3))), leaf(rng.standard_normal((2, 3))), leaf([1., 2.])
+    x, w, b = leaf(rng.standard_normal((4, 3))), leaf(rng.standard_normal((2, 3))), leaf([1.0, 2.0])
     y = (F.linear(x, w, b) ** 2).sum()
     y.backward(retain_graph=True)
     g = [t.grad.numpy().copy() for t in (x, w, b)]
@@ -180,7 +189,7 @@ def test_linear_backward_twice_doubles(rng):
         np.testing.assert_allclose(t.grad.numpy(), 2 * g1, rtol=1e-6)
 
 
-# ---- conv2d ----------------------------------------------------------------------------------------
+# ---- conv2d --------------------------------------------------------------------------------------
 
 
 CONV_CASES = [  # (x shape, w shape, stride, padding, dilation, bias)
@@ -196,19 +205,26 @@ CONV_CASES = [  # (x shape, w shape, stride, padding, dilation, bias)
 def test_conv2d(rng, xs, ws, stride, padding, dilation, bias):
     x, w = leaf(rng.standard_normal(xs)), leaf(rng.standard_normal(ws) * 0.5)
     b = leaf(rng.standard_normal(ws[0])) if bias else None
-    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)
     y = F.conv2d(x, w, b, stride, padding, dilation)
-    ref = ref_conv2d(f64(x), f64(w), f64(b) if bias else None, pair(stride), pair(padding),
-                     pair(dilation))
+    ref = ref_conv2d(
+        f64(x), f64(w), f64(b) if bias else None, pair(stride), pair(padding), pair(dilation)
+    )
     assert y.shape == ref.shape
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-4, atol=1e-4)
-    gradcheck(lambda: F.conv2d(x, w, b, stride, padding, dilation), [x, w] + ([b] if bias else []),
-              samples=16)
+    gradcheck(
+        lambda: F.conv2d(x, w, b, stride, padding, dilation),
+        [x, w] + ([b] if bias else []),
+        samples=16,
+    )
 
 
 def test_conv2d_unbatched(rng):
-    x, w, b = leaf(rng.standard_normal((2, 5, 5))), leaf(rng.standard_normal((3, 2, 3, 3))), \
-        leaf(rng.standard_normal(3))
+    x, w, b = (
+        leaf(rng.standard_normal((2, 5, 5))),
+        leaf(rng.standard_normal((3, 2, 3, 3))),
+        leaf(rng.standard_normal(3)),
+    )
     y = F.conv2d(x, w, b, padding=1)
     assert y.shape == (3, 5, 5)
     ref = ref_conv2d(f64(x)[None], f64(w), f64(b), (1, 1), (1, 1), (1, 1))[0]
@@ -220,14 +236,15 @@ def test_conv2d_padding_same_and_valid(rng):
     x, w = t32(rng.standard_normal((1, 2, 6, 5))), t32(rng.standard_normal((3, 2, 3, 5)))
     y = F.conv2d(x, w, padding="same")
     assert y.shape == (1, 3, 6, 5)
-    np.testing.assert_allclose(y.numpy(), ref_conv2d(f64(x), f64(w), None, (1, 1), (1, 2),
-                                                     (1, 1)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        y.numpy(), ref_conv2d(f64(x), f64(w), None, (1, 1), (1, 2), (1, 1)), rtol=1e-4, atol=1e-4
+    )
     assert F.conv2d(x, w, padding="valid").shape == (1, 3, 4, 1)
     with pytest.raises(ValueError, match="same"):
         F.conv2d(x, w, padding="same", stride=2)
 
 
-# ---- pooling --------------------------------------------------------------------------------------
+# ---- pooling -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (2, 1, 1)])
@@ -266,7 +283,7 @@ def test_pools_unbatched(rng):
     gradcheck(lambda: F.max_pool2d(x, 2), [x], eps=1e-3)
 
 
-# ---- batch norm -----------------------------------------------------------------------------------
+# ---- batch norm ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 2, 3, 2), (4, 3, 5)])
@@ -283,13 +300,17 @@ def test_batch_norm_training(rng, shape, affine):
     xd = f64(x)
     mean, var = xd.mean(axis=axes), xd.var(axis=axes)
     M = xd.size // C
-    np.testing.assert_allclose(y.numpy(), ref_batch_norm(xd, mean, var, f64(w) if affine else None,
-                                                         f64(b) if affine else None, 1e-5),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        y.numpy(),
+        ref_batch_norm(xd, mean, var, f64(w) if affine else None, f64(b) if affine else None, 1e-5),
+        rtol=1e-4,
+        atol=1e-4,
+    )
     # running stats: (1 - momentum) * old + momentum * new, with the unbiased variance
     np.testing.assert_allclose(rm.numpy(), 0.7 * rm0 + 0.3 * mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rv.numpy(), 0.7 * rv0 + 0.3 * var * M / (M - 1), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        rv.numpy(), 0.7 * rv0 + 0.3 * var * M / (M - 1), rtol=1e-5, atol=1e-6
+    )
     params = [x] + ([w, b] if affine else [])
     gradcheck(lambda: F.batch_norm(x, None, None, w, b, training=True), params, samples=20)
 
@@ -304,13 +325,19 @@ def test_batch_norm_eval(rng, shape, affine):
     rm, rv = t32(rng.standard_normal(C)), t32(rng.uniform(0.5, 2, C))
     rm0, rv0 = rm.numpy().copy(), rv.numpy().copy()
     y = F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-3)
-    np.testing.assert_allclose(y.numpy(), ref_batch_norm(f64(x), f64(rm), f64(rv),
-                                                         f64(w) if affine else None,
-                                                         f64(b) if affine else None, 1e-3), **FWD)
+    np.testing.assert_allclose(
+        y.numpy(),
+        ref_batch_norm(
+            f64(x), f64(rm), f64(rv), f64(w) if affine else None, f64(b) if affine else None, 1e-3
+        ),
+        **FWD,
+    )
     np.testing.assert_array_equal(rm.numpy(), rm0)  # eval leaves running stats alone
     np.testing.assert_array_equal(rv.numpy(), rv0)
-    gradcheck(lambda: F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-3),
-              [x] + ([w, b] if affine else []))
+    gradcheck(
+        lambda: F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-3),
+        [x] + ([w, b] if affine else []),
+    )
 
 
 def test_batch_norm_errors(rng):
@@ -323,7 +350,7 @@ def test_batch_norm_errors(rng):
         F.batch_norm(t32(rng.standard_normal((1, 3))), None, None, training=True)
 
 
-# ---- dropout ---------------------------------------------------------------------------------------
+# ---- dropout -------------------------------------------------------------------------------------
 
 
 def test_dropout_values_and_gradient(rng):
@@ -356,7 +383,7 @@ def test_dropout_modes(rng):
             F.dropout(x, p)
 
 
-# ---- embedding -------------------------------------------------------------------------------------
+# ---- embedding -----------------------------------------------------------------------------------
 
 
 def test_embedding(rng):
@@ -412,7 +439,7 @@ def test_embedding_errors(rng):
         F.embedding(ddl.tensor(np.array([1], dtype=np.int64)), w, padding_idx=5)
 
 
-# ---- activations -----------------------------------------------------------------------------------
+# ---- activations ---------------------------------------------------------------------------------
 
 
 ACTIVATIONS = [
@@ -432,8 +459,12 @@ def test_activation(rng, name, fn, ref):
     y = fn(x)
     assert y.shape == x.shape and y.dtype is ddl.float32
     np.testing.assert_allclose(y.numpy(), ref(f64(x)), rtol=1e-5, atol=2e-6)
-    gradcheck(lambda: fn(x), [x], eps=1e-2 if name.startswith(("gelu", "tanh", "sig")) else 2e-2,
-              samples=40)
+    gradcheck(
+        lambda: fn(x),
+        [x],
+        eps=1e-2 if name.startswith(("gelu", "tanh", "sig")) else 2e-2,
+        samples=40,
+    )
 
 
 def test_gelu_rejects_unknown_approximation():
@@ -441,7 +472,7 @@ def test_gelu_rejects_unknown_approximation():
         F.gelu(t32([1.0]), approximate="erf")
 
 
-# ---- softmax ---------------------------------------------------------------------------------------
+# ---- softmax -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dim", [0, 1, 2, -1, -2])
@@ -464,7 +495,7 @@ def test_softmax_extremes():
     assert F.softmax(t32(3.0), dim=0).item() == 1.0  # 0-d input
 
 
-# ---- shape ops --------------------------------------------------------------------------------------
+# ---- shape ops -----------------------------------------------------------------------------------
 
 
 def test_flatten(rng):
@@ -498,7 +529,7 @@ def test_pad_errors(rng):
         F.pad(x, (1, 1), mode="reflect")
 
 
-# ---- losses -----------------------------------------------------------------------------------------
+# ---- losses --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -506,10 +537,10 @@ def test_mse_l1(rng, reduction):
     x = leaf(rng.standard_normal((4, 5)))
     # l1 has a kink at x == y: keep them apart
     y = leaf(f64(x) + away_from_zero(rng, (4, 5), margin=0.1))
-    for fn, ref in ((F.mse_loss, lambda d: d ** 2), (F.l1_loss, np.abs)):
+    for fn, ref in ((F.mse_loss, lambda d: d**2), (F.l1_loss, np.abs)):
         out = fn(x, y, reduction=reduction)
         np.testing.assert_allclose(out.numpy(), _reduce(ref(f64(x) - f64(y)), reduction), **FWD)
-        gradcheck(lambda: fn(x, y, reduction=reduction), [x, y], samples=20)
+        gradcheck(lambda fn=fn: fn(x, y, reduction=reduction), [x, y], samples=20)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -520,22 +551,33 @@ def test_cross_entropy(rng, reduction, smoothing):
     out = F.cross_entropy(x, t, reduction=reduction, label_smoothing=smoothing)
     ref = ref_cross_entropy(f64(x), t.numpy(), reduction, label_smoothing=smoothing)
     np.testing.assert_allclose(out.numpy(), ref, **FWD)
-    gradcheck(lambda: F.cross_entropy(x, t, reduction=reduction, label_smoothing=smoothing), [x],
-              samples=30)
+    gradcheck(
+        lambda: F.cross_entropy(x, t, reduction=reduction, label_smoothing=smoothing),
+        [x],
+        samples=30,
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_ignore_index(rng, reduction):
     x = leaf(rng.standard_normal((5, 4)))
     for ignore in (-100, 1):
-        tv = np.array([1, -100, 3, 1, 0], dtype=np.int64) if ignore == -100 else \
-            np.array([1, 2, 3, 1, 0], dtype=np.int64)
+        tv = (
+            np.array([1, -100, 3, 1, 0], dtype=np.int64)
+            if ignore == -100
+            else np.array([1, 2, 3, 1, 0], dtype=np.int64)
+        )
         t = ddl.tensor(tv)
         out = F.cross_entropy(x, t, ignore_index=ignore, reduction=reduction, label_smoothing=0.1)
         ref = ref_cross_entropy(f64(x), tv, reduction, ignore, 0.1)
         np.testing.assert_allclose(out.numpy(), ref, **FWD)
-        gradcheck(lambda: F.cross_entropy(x, t, ignore_index=ignore, reduction=reduction,
-                                          label_smoothing=0.1), [x], samples=20)
+        gradcheck(
+            lambda t=t, ignore=ignore: F.cross_entropy(
+                x, t, ignore_index=ignore, reduction=reduction, label_smoothing=0.1
+            ),
+            [x],
+            samples=20,
+        )
         x.grad = None
         F.cross_entropy(x, t, ignore_index=ignore, reduction=reduction).sum().backward()
         np.testing.assert_array_equal(x.grad.numpy()[tv == ignore], 0)
@@ -558,9 +600,12 @@ def test_nll_loss(rng, reduction):
     gradcheck(lambda: F.nll_loss(logp, t, reduction=reduction), [logp])
     # nll(log_softmax(x)) == cross_entropy(x)
     x = t32(rng.standard_normal((5, 4)))
-    np.testing.assert_allclose(F.nll_loss(F.log_softmax(x, 1), t, reduction=reduction).numpy(),
-                               F.cross_entropy(x, t, reduction=reduction).numpy(), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        F.nll_loss(F.log_softmax(x, 1), t, reduction=reduction).numpy(),
+        F.cross_entropy(x, t, reduction=reduction).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -572,8 +617,9 @@ def test_bce_with_logits(rng, reduction, with_pos_weight):
     out = F.binary_cross_entropy_with_logits(x, y, reduction=reduction, pos_weight=pw)
     ref = ref_bce_logits(f64(x), f64(y), f64(pw) if with_pos_weight else None, reduction)
     np.testing.assert_allclose(out.numpy(), ref, **FWD)
-    gradcheck(lambda: F.binary_cross_entropy_with_logits(x, y, reduction=reduction, pos_weight=pw),
-              [x, y])
+    gradcheck(
+        lambda: F.binary_cross_entropy_with_logits(x, y, reduction=reduction, pos_weight=pw), [x, y]
+    )
 
 
 def test_bce_with_logits_is_stable():
@@ -591,16 +637,21 @@ def test_loss_modules_match_functional(rng):
     pairs = [
         (nn.MSELoss(reduction="sum")(x, y), F.mse_loss(x, y, "sum")),
         (nn.L1Loss()(x, y), F.l1_loss(x, y)),
-        (nn.CrossEntropyLoss(label_smoothing=0.1)(x, t), F.cross_entropy(x, t, label_smoothing=0.1)),
+        (
+            nn.CrossEntropyLoss(label_smoothing=0.1)(x, t),
+            F.cross_entropy(x, t, label_smoothing=0.1),
+        ),
         (nn.NLLLoss(reduction="none")(x, t), F.nll_loss(x, t, reduction="none")),
-        (nn.BCEWithLogitsLoss(pos_weight=t32([1, 2, 3]))(x, y.sigmoid()),
-         F.binary_cross_entropy_with_logits(x, y.sigmoid(), pos_weight=t32([1, 2, 3]))),
+        (
+            nn.BCEWithLogitsLoss(pos_weight=t32([1, 2, 3]))(x, y.sigmoid()),
+            F.binary_cross_entropy_with_logits(x, y.sigmoid(), pos_weight=t32([1, 2, 3])),
+        ),
     ]
     for a, b in pairs:
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-# ---- errors -----------------------------------------------------------------------------------------
+# ---- errors --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fn", [F.cross_entropy, F.nll_loss])
@@ -695,7 +746,7 @@ def test_conv_and_linear_shape_errors(rng):
         F.max_pool2d(t32(np.zeros((5, 5))), 2)
 
 
-# ---- optional parity with PyTorch --------------------------------------------------------------
+# ---- optional parity with PyTorch ----------------------------------------------------------------
 
 
 def _torch():
@@ -707,8 +758,9 @@ def _tt(torch, t, requires_grad=False):
 
 
 def _same(a, b, rtol=1e-5, atol=1e-6):
-    np.testing.assert_allclose(a.numpy() if isinstance(a, ddl.Tensor) else a,
-                               b.detach().numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(
+        a.numpy() if isinstance(a, ddl.Tensor) else a, b.detach().numpy(), rtol=rtol, atol=atol
+    )
 
 
 def _parity(torch, ddl_fn, torch_fn, inputs, rtol=1e-5, atol=1e-6):
@@ -733,42 +785,163 @@ def test_torch_parity_functional(rng):
     TF = torch.nn.functional
     x4 = leaf(rng.standard_normal((2, 3, 7, 6)))
     w4, b4 = leaf(rng.standard_normal((4, 3, 3, 3))), leaf(rng.standard_normal(4))
-    _parity(torch, lambda *a: F.conv2d(*a, stride=2, padding=1, dilation=(1, 2)),
-            lambda *a: TF.conv2d(*a, stride=2, padding=1, dilation=(1, 2)), [x4, w4, b4],
-            rtol=1e-4, atol=1e-4)
+    _parity(
+        torch,
+        lambda *a: F.conv2d(*a, stride=2, padding=1, dilation=(1, 2)),
+        lambda *a: TF.conv2d(*a, stride=2, padding=1, dilation=(1, 2)),
+        [x4, w4, b4],
+        rtol=1e-4,
+        atol=1e-4,
+    )
     xd = leaf(distinct(rng, (2, 3, 7, 6)))
     _parity(torch, lambda x: F.max_pool2d(x, 3, 2, 1), lambda x: TF.max_pool2d(x, 3, 2, 1), [xd])
     _parity(torch, lambda x: F.avg_pool2d(x, 3, 2, 1), lambda x: TF.avg_pool2d(x, 3, 2, 1), [x4])
-    _parity(torch, lambda x: F.adaptive_avg_pool2d(x, (3, 4)),
-            lambda x: TF.adaptive_avg_pool2d(x, (3, 4)), [x4])
+    _parity(
+        torch,
+        lambda x: F.adaptive_avg_pool2d(x, (3, 4)),
+        lambda x: TF.adaptive_avg_pool2d(x, (3, 4)),
+        [x4],
+    )
     x2 = leaf(rng.standard_normal((5, 4)) * 2)
-    for fn, tfn in ((F.gelu, TF.gelu), (lambda x: F.gelu(x, approximate="tanh"),
-                                        lambda x: TF.gelu(x, approximate="tanh")),
-                    (lambda x: F.leaky_relu(x, 0.1), lambda x: TF.leaky_relu(x, 0.1)),
-                    (lambda x: F.softmax(x, 0), lambda x: TF.softmax(x, 0)),
-                    (lambda x: F.log_softmax(x, 1), lambda x: TF.log_softmax(x, 1))):
+    for fn, tfn in (
+        (F.gelu, TF.gelu),
+        (lambda x: F.gelu(x, approximate="tanh"), lambda x: TF.gelu(x, approximate="tanh")),
+        (lambda x: F.leaky_relu(x, 0.1), lambda x: TF.leaky_relu(x, 0.1)),
+        (lambda x: F.softmax(x, 0), lambda x: TF.softmax(x, 0)),
+        (lambda x: F.log_softmax(x, 1), lambda x: TF.log_softmax(x, 1)),
+    ):
         _parity(torch, fn, tfn, [x2])
     t = ddl.tensor(np.array([1, 0, 3, -100, 2], dtype=np.int64))
     tt = torch.tensor(t.numpy())
+    y2 = leaf(rng.uniform(0, 1, (5, 4)))
+    pw = t32(rng.uniform(0.5, 2, 4))
+    tpw = _tt(torch, pw)
     for red in ("mean", "sum", "none"):
-        _parity(torch, lambda x: F.cross_entropy(x, t, reduction=red, label_smoothing=0.15),
-                lambda x: TF.cross_entropy(x, tt, reduction=red, label_smoothing=0.15), [x2])
-        _parity(torch, lambda x: F.nll_loss(x, t, reduction=red),
-                lambda x: TF.nll_loss(x, tt, reduction=red), [x2])
-        y2 = leaf(rng.uniform(0, 1, (5, 4)))
-        pw = t32(rng.uniform(0.5, 2, 4))
-        _parity(torch, lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction=red,
-                                                                        pos_weight=pw),
-                lambda x, y: TF.binary_cross_entropy_with_logits(x, y, reduction=red,
-                                                                 pos_weight=_tt(torch, pw)),
-                [x2, y2])
-        _parity(torch, lambda x, y: F.mse_loss(x, y, red), lambda x, y: TF.mse_loss(x, y,
-                                                                                  reduction=red),
-                [x2, y2])
-        _parity(torch, lambda x, y: F.l1_loss(x, y, red), lambda x, y: TF.l1_loss(x, y,
-                                                                                reduction=red),
-                [x2, y2])
+        cases = [  # (ddl function, torch function, inputs)
+            (
+                lambda x, r=red: F.cross_entropy(x, t, reduction=r, label_smoothing=0.15),
+                lambda x, r=red: TF.cross_entropy(x, tt, reduction=r, label_smoothing=0.15),
+                [x2],
+            ),
+            (
+                lambda x, r=red: F.nll_loss(x, t, reduction=r),
+                lambda x, r=red: TF.nll_loss(x, tt, reduction=r),
+                [x2],
+            ),
+            (
+                lambda x, y, r=red: F.binary_cross_entropy_with_logits(
+                    x, y, reduction=r, pos_weight=pw
+                ),
+                lambda x, y, r=red: TF.binary_cross_entropy_with_logits(
+                    x, y, reduction=r, pos_weight=tpw
+                ),
+                [x2, y2],
+            ),
+            (
+                lambda x, y, r=red: F.mse_loss(x, y, r),
+                lambda x, y, r=red: TF.mse_loss(x, y, reduction=r),
+                [x2, y2],
+            ),
+            (
+                lambda x, y, r=red: F.l1_loss(x, y, r),
+                lambda x, y, r=red: TF.l1_loss(x, y, reduction=r),
+                [x2, y2],
+            ),
+        ]
+        for fn, tfn, inputs in cases:
+            _parity(torch, fn, tfn, inputs)
     w = leaf(rng.standard_normal((6, 3)))
     idx = ddl.tensor(np.array([[1, 0, 1], [5, 0, 1]], dtype=np.int64))
-    _parity(torch, lambda w: F.embedding(idx, w, padding_idx=0),
-            lambda w: TF.embedding(torch.tensor(idx.numpy()), w, padding_idx=0), [w])
+    _parity(
+        torch,
+        lambda w: F.embedding(idx, w, padding_idx=0),
+        lambda w: TF.embedding(torch.tensor(idx.numpy()), w, padding_idx=0),
+        [w],
+    )
+
+
+# ---- empty sizes and private-binding arguments ---------------------------------------------------
+
+EMPTY_CASES = {  # name: (function of the leaves, leaf shapes)
+    "linear": (lambda x, w, b: F.linear(x, w, b), [(0, 3), (2, 3), (2,)]),
+    "linear_3d": (lambda x, w, b: F.linear(x, w, b), [(2, 0, 3), (2, 3), (2,)]),
+    "conv2d": (lambda x, w, b: F.conv2d(x, w, b, padding=1), [(0, 2, 4, 4), (3, 2, 3, 3), (3,)]),
+    "max_pool2d": (lambda x: F.max_pool2d(x, 2), [(0, 2, 4, 4)]),
+    "max_pool2d_no_channels": (lambda x: F.max_pool2d(x, 2), [(2, 0, 4, 4)]),
+    "avg_pool2d": (lambda x: F.avg_pool2d(x, 2), [(0, 2, 4, 4)]),
+    "adaptive_avg_pool2d": (lambda x: F.adaptive_avg_pool2d(x, 2), [(0, 2, 4, 4)]),
+    "batch_norm": (
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        [(0, 3), (3,), (3,)],
+    ),
+    "batch_norm_no_length": (
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        [(2, 3, 0), (3,), (3,)],
+    ),
+    "softmax": (lambda x: F.softmax(x, 1), [(0, 3)]),
+    "log_softmax": (lambda x: F.log_softmax(x, 1), [(2, 0)]),
+    "cross_entropy": (
+        lambda x: F.cross_entropy(x, ddl.zeros(0, dtype=ddl.int64), reduction="sum"),
+        [(0, 3)],
+    ),
+    "mse_loss": (lambda x, y: F.mse_loss(x, y, "sum"), [(0, 3), (0, 3)]),
+    "bce": (
+        lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="none"),
+        [(0, 3), (0, 3)],
+    ),
+    "gelu": (lambda x: F.gelu(x), [(0, 3)]),
+    "leaky_relu": (lambda x: F.leaky_relu(x), [(0, 3)]),
+    "dropout": (lambda x: F.dropout(x, 0.5), [(0, 3)]),
+    "gru_cell": (lambda x, h, wi, wh: F.gru_cell(x, h, wi, wh), [(0, 3), (0, 4), (12, 3), (12, 4)]),
+}
+
+
+@pytest.mark.parametrize("name", list(EMPTY_CASES))
+def test_empty_inputs_forward_and_backward(rng, name):
+    fn, shapes = EMPTY_CASES[name]
+    leaves = [leaf(rng.standard_normal(s)) for s in shapes]
+    out = fn(*leaves)
+    out.sum().backward()
+    for t in leaves:  # nothing flowed back: zero gradients of the right shapes
+        assert t.grad is not None and t.grad.shape == t.shape
+        np.testing.assert_array_equal(t.grad.numpy(), 0)
+
+
+def test_linear_without_input_features(rng):
+    # (B, 0) @ (OUT, 0).T is zeros: the output is the bias, and only the bias has a gradient
+    x, w, b = leaf(np.zeros((3, 0))), leaf(np.zeros((2, 0))), leaf([1.5, -2.0])
+    y = F.linear(x, w, b)
+    np.testing.assert_array_equal(y.numpy(), [[1.5, -2.0]] * 3)
+    (y * t32([[1, 2]] * 3)).sum().backward()
+    np.testing.assert_array_equal(b.grad.numpy(), [3, 6])
+    np.testing.assert_array_equal(F.linear(x, w).numpy(), np.zeros((3, 2)))
+
+
+def test_softmax_dim_out_of_range(rng):
+    x = t32(rng.standard_normal((2, 3)))
+    for dim in (2, -3):
+        with pytest.raises(IndexError, match="out of range"):
+            F.softmax(x, dim)
+        with pytest.raises(IndexError, match="out of range"):
+            F.log_softmax(x, dim)
+
+
+def test_binding_rejects_unknown_kinds():
+    from ddl import _C
+
+    x = t32(np.zeros((1, 1, 4, 4)))
+    v = t32(np.zeros((2, 3)))
+    t = ddl.zeros(2, dtype=ddl.int64)
+    h, w_ih, w_hh = t32(np.zeros((2, 4))), t32(np.zeros((4, 3))), t32(np.zeros((4, 4)))
+    calls = [
+        lambda: _C.pool2d("q", x, 2, 2, 2, 2, 0, 0),
+        lambda: _C.class_loss("q", v, t, 1, -100, 0.0),
+        lambda: _C.pair_loss("q", v, v, None, 1),
+        lambda: _C.activation("q", v, 0.0, 0),
+        lambda: _C.activation("g", v, 0.0, 5),
+        lambda: _C.rnn_cell("q", v, h, None, w_ih, w_hh, None, None, 0),
+        lambda: _C.rnn_cell("r", v, h, None, w_ih, w_hh, None, None, 7),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="unknown"):
+            call()

@@ -110,6 +110,8 @@ PyMODINIT_FUNC PyInit__C(void) {
     if (add_functions(m, module_functions) < 0 || add_functions(m, pyddl_tensor_functions) < 0 ||
         add_functions(m, pyddl_op_functions) < 0 || add_functions(m, pyddl_autograd_functions) < 0 ||
         add_functions(m, pyddl_nn_functions) < 0 || add_functions(m, pyddl_data_functions) < 0 ||
+        add_functions(m, pyddl_comm_functions) < 0 ||
+        add_functions(m, pyddl_store_functions) < 0 ||
         add_functions(m, pyddl_optim_functions) < 0)
         goto error;
     if (PyModule_AddIntConstant(m, "MAX_DIMS", DDL_MAX_DIMS) < 0) goto error;

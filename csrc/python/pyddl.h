@@ -60,5 +60,7 @@ extern PyMethodDef pyddl_autograd_functions[];
 extern PyMethodDef pyddl_nn_functions[];
 extern PyMethodDef pyddl_optim_functions[];
 extern PyMethodDef pyddl_data_functions[];
+extern PyMethodDef pyddl_comm_functions[];
+extern PyMethodDef pyddl_store_functions[];
 
 #endif

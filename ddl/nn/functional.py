@@ -3,10 +3,7 @@
 The kernels (csrc/nn_*.c) run in float32 with the GIL released; these wrappers only normalize
 arguments (ints or pairs, reductions, dims) and call one C function each.
 """
-import math
-
 from .. import _C
-from .._tensor import Tensor
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
@@ -50,7 +47,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 raise ValueError("conv2d: padding='same' needs stride 1 and odd effective kernels")
             padding = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
         else:
-            raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same'")
+            raise ValueError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', "
+                             f"got {padding!r}")
     sh, sw = _pair(stride, "stride")
     ph, pw = _pair(padding, "padding")
     dh, dw = _pair(dilation, "dilation")
@@ -158,6 +156,8 @@ def _over_dim(fn, input, dim):
     if dim is None:
         dim = 0 if input.ndim in (0, 1, 3) else 1  # PyTorch's legacy implicit choice
     nd = input.ndim
+    if not -max(nd, 1) <= dim < max(nd, 1):
+        raise IndexError(f"dim {dim} is out of range for a tensor of {nd} dims")
     dim = dim + nd if dim < 0 else dim
     if nd == 0:
         return fn(input.reshape(1)).reshape(())

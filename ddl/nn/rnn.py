@@ -55,6 +55,9 @@ class _RNNBase(Module):
         if self.batch_first and not unbatched:
             input = input.transpose(0, 1)
         steps, batch, feat = input.shape
+        if steps == 0:
+            raise ValueError(f"{name}: expected a sequence length > 0, got input of shape "
+                             f"{tuple(input.shape)}")
         if feat != self.input_size:
             raise ValueError(f"{name}(input_size={self.input_size}): input of shape "
                              f"{tuple(input.shape)} has {feat} features")

@@ -27,10 +27,10 @@ class Adam(Optimizer):
             raise NotImplementedError(f"{type(self).__name__}: capturable and differentiable "
                                       "are not supported")
         betas = tuple(float(b) for b in betas)
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                        maximize=maximize, foreach=foreach, capturable=False,
-                        differentiable=False, fused=fused,
-                        decoupled_weight_decay=decoupled_weight_decay)
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                    "amsgrad": amsgrad, "maximize": maximize, "foreach": foreach,
+                    "capturable": False, "differentiable": False, "fused": fused,
+                    "decoupled_weight_decay": decoupled_weight_decay}
         super().__init__(params, defaults)
 
     def _validate(self, group):

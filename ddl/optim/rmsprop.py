@@ -25,9 +25,9 @@ class RMSprop(Optimizer):
                  differentiable=False):
         if capturable or differentiable:
             raise NotImplementedError("RMSprop: capturable and differentiable are not supported")
-        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
-                        weight_decay=weight_decay, capturable=False, foreach=foreach,
-                        maximize=maximize, differentiable=False)
+        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps,
+                    "centered": centered, "weight_decay": weight_decay, "capturable": False,
+                    "foreach": foreach, "maximize": maximize, "differentiable": False}
         super().__init__(params, defaults)
 
     def _validate(self, group):

@@ -22,9 +22,9 @@ class SGD(Optimizer):
                  *, maximize=False, foreach=None, differentiable=False, fused=None):
         if differentiable:
             raise NotImplementedError("SGD: differentiable=True is not supported")
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize, foreach=foreach,
-                        differentiable=False, fused=fused)
+        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
+                    "weight_decay": weight_decay, "nesterov": nesterov, "maximize": maximize,
+                    "foreach": foreach, "differentiable": False, "fused": fused}
         super().__init__(params, defaults)
 
     def _validate(self, group):
