@@ -34,7 +34,7 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         extra = shlex.split(os.environ.get("DDL_CFLAGS", ""))
-        common = ["-O3", "-fno-strict-aliasing", "-Wall", "-Wextra", "-fvisibility=hidden"]
+        common = ["-O3", "-fno-math-errno", "-fno-strict-aliasing", "-Wall", "-Wextra", "-fvisibility=hidden"]
         cflags = common + ["-std=c11", "-D_GNU_SOURCE"] + extra
         cxxflags = common + ["-std=c++17"] + extra
         compiler = self.compiler

@@ -147,6 +147,19 @@ static ddl_status as_dtype(ddl_tensor **owned, const ddl_tensor *t, ddl_dtype dt
     return ddl_tensor_to(owned, t, dt);
 }
 
+/* t in dtype dt without a new reference: *use is t itself when it has dt (*owned = NULL), else a
+ * converted copy that *owned holds for the caller to release. (A retain/release pair is two
+ * atomic updates: a visible share of a small op.) */
+static ddl_status with_dtype(const ddl_tensor **use, ddl_tensor **owned, const ddl_tensor *t,
+                             ddl_dtype dt) {
+    *owned = NULL;
+    *use = t;
+    if (t->dtype == dt) return DDL_OK;
+    DDL_TRY(ddl_tensor_to(owned, t, dt));
+    *use = *owned;
+    return DDL_OK;
+}
+
 /* Run kernel k over out = a op b where a and b already have the compute dtype and are
  * broadcast-compatible with out's shape. */
 static void run_binary(binary_kernel k, ddl_tensor *out, const ddl_tensor *a,
@@ -187,12 +200,13 @@ ddl_status ddl_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
                                  binary_names[op]));
     ddl_dtype cdt = compute_dtype(op, a->dtype, b->dtype);
     binary_kernel k = binary_kernels[op][kernel_slot(cdt)];
+    const ddl_tensor *ua, *ub;
     ddl_tensor *ca = NULL, *cb = NULL, *o = NULL;
-    ddl_status st = as_dtype(&ca, a, cdt);
-    if (!st) st = as_dtype(&cb, b, cdt);
+    ddl_status st = with_dtype(&ua, &ca, a, cdt);
+    if (!st) st = with_dtype(&ub, &cb, b, cdt);
     if (!st) st = ddl_tensor_empty(&o, is_compare(op) ? DDL_BOOL : cdt, nd, shape);
     if (!st) {
-        run_binary(k, o, ca, cb);
+        run_binary(k, o, ua, ub);
         *out = o;
     }
     ddl_tensor_release(ca);
@@ -373,11 +387,12 @@ static ddl_dtype unary_dtype(ddl_unary_op op, ddl_dtype dt) {
 ddl_status ddl_unary(ddl_tensor **out, ddl_unary_op op, const ddl_tensor *a) {
     if ((unsigned)op >= DDL_NUM_UNARY_OPS) DDL_FAIL(DDL_E_VALUE, "unknown unary op %d", op);
     ddl_dtype cdt = unary_dtype(op, a->dtype);
+    const ddl_tensor *ua;
     ddl_tensor *ca, *o;
-    DDL_TRY(as_dtype(&ca, a, cdt));
+    DDL_TRY(with_dtype(&ua, &ca, a, cdt));
     ddl_status st = ddl_tensor_empty(&o, cdt, a->ndim, a->shape);
     if (!st) {
-        run_unary(unary_kernels[op][kernel_slot(cdt)], o, ca);
+        run_unary(unary_kernels[op][kernel_slot(cdt)], o, ua);
         *out = o;
     }
     ddl_tensor_release(ca);

@@ -1003,10 +1003,18 @@ static int is_self_connect(int fd) {
     return al == bl && memcmp(&a, &b, al) == 0;
 }
 
-/* One pass over host's addresses: 0 connected (*fd_out), 1 failed with *err worth a retry,
- * or a negative status (message set) for a host that does not resolve. */
+/* *err of connect_pass for a name lookup that may work later (DNS not answering yet) */
+#define ERR_RESOLVE_AGAIN (-1)
+
+static const char *connect_err_str(int err, char *buf, size_t n) {
+    return err == ERR_RESOLVE_AGAIN ? gai_strerror(EAI_AGAIN) : errstr(err, buf, n);
+}
+
+/* One pass over host's addresses: 0 connected (*fd_out), 1 failed with *err (an errno or
+ * ERR_RESOLVE_AGAIN) worth a retry, or a negative status (message set) for a host that does
+ * not resolve. */
 static int connect_pass(const char *host, int port, int64_t deadline, int *fd_out, int *err) {
-    char ps[16], eb[128];
+    char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -1014,12 +1022,10 @@ static int connect_pass(const char *host, int port, int64_t deadline, int *fd_ou
     hints.ai_flags = AI_NUMERICSERV;
     int g = getaddrinfo(host, ps, &hints, &res);
     if (g == EAI_AGAIN || g == EAI_SYSTEM) {
-        *err = g == EAI_SYSTEM ? errno : EAGAIN;
+        *err = g == EAI_SYSTEM ? errno : ERR_RESOLVE_AGAIN;
         return 1;
     }
-    if (g)
-        return ddl_fail(DDL_E_VALUE, "store: cannot resolve host '%s': %s", host,
-                        g == EAI_SYSTEM ? errstr(errno, eb, sizeof eb) : gai_strerror(g));
+    if (g) return ddl_fail(DDL_E_VALUE, "store: cannot resolve host '%s': %s", host, gai_strerror(g));
     int result = 1;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
@@ -1071,7 +1077,7 @@ static ddl_status pool_take(tcp_client *c, int64_t deadline, int *fd) {
     if (r > 0) {
         char eb[128];
         DDL_FAIL(DDL_E_COMM, "store: cannot reach the store server %s: %s", c->addr,
-                 errstr(err, eb, sizeof eb));
+                 connect_err_str(err, eb, sizeof eb));
     }
     return DDL_OK;
 }
@@ -1409,6 +1415,10 @@ ddl_status ddl_store_connect_tcp(ddl_store **out, const char *host, int port, in
         if (r < 0) return (ddl_status)r;
         if (r == 0) break;
         int64_t left = deadline == INT64_MAX ? backoff : deadline - now_ms();
+        if (left <= 0 && err == ERR_RESOLVE_AGAIN)
+            DDL_FAIL(DDL_E_VALUE,
+                     "store connect: cannot resolve host '%s': %s (retried for %" PRId64 " ms)",
+                     host, gai_strerror(EAI_AGAIN), timeout_ms);
         if (left <= 0) {
             char eb[128];
             DDL_FAIL(DDL_E_TIMEOUT,

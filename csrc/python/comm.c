@@ -5,7 +5,7 @@
 
 #define PG_CAPSULE "ddl.ProcessGroup"
 #define WORK_CAPSULE "ddl.Work"
-#define STORE_CAPSULE "ddl.store"
+#define STORE_CAPSULE "ddl._C.store"
 
 static void pg_destructor(PyObject *cap) {
     ddl_pg *pg = PyCapsule_GetPointer(cap, PG_CAPSULE);

@@ -1,0 +1,545 @@
+"""ddl.distributed: process groups and collectives over Gloo, with PyTorch's API.
+
+    import ddl.distributed as dist
+    dist.init_process_group("gloo")          # env:// : RANK, WORLD_SIZE, MASTER_ADDR/PORT
+    t = ddl.ones(4) * dist.get_rank()
+    dist.all_reduce(t)                       # in place, SUM by default
+
+Every collective runs on the group's communication thread (Gloo calls block), in issue order;
+the caller waits with the GIL released, or gets a Work handle with async_op=True. Before any
+data moves, all ranks check that they issued the same collective with the same dtype and
+size, so a mismatch is an error on every rank instead of a crash or a hang; a dead or silent
+peer is a DistributedError naming it. docs/distributed.md has the details.
+"""
+import os
+import socket
+import urllib.parse
+from datetime import timedelta
+
+import numpy as np
+
+from .. import _C
+from .._tensor import Tensor
+from .store import FileStore, PrefixStore, Store, TCPStore  # noqa: F401
+
+
+class DistributedError(RuntimeError):
+    """A collective failed: a peer died, closed its connection, or ranks disagreed."""
+
+
+class DistributedTimeoutError(DistributedError, TimeoutError):
+    """A collective or the rendezvous did not complete within its timeout."""
+
+
+_C._set_error_types(DistributedError, DistributedTimeoutError)
+
+DEFAULT_TIMEOUT = timedelta(seconds=300)
+
+
+class ReduceOp:
+    SUM = 0
+    AVG = 1
+    MIN = 2
+    MAX = 3
+    PRODUCT = 4
+    PRODUCT_ = PRODUCT  # noqa: N815
+
+
+_OP_NAMES = {"sum": 0, "avg": 1, "min": 2, "max": 3, "product": 4, "prod": 4}
+
+
+def _op(op):
+    if isinstance(op, str):
+        try:
+            return _OP_NAMES[op.lower()]
+        except KeyError:
+            raise ValueError(f"unknown reduce op {op!r}") from None
+    if op not in (0, 1, 2, 3, 4):
+        raise ValueError(f"unknown reduce op {op!r}: use ddl.distributed.ReduceOp")
+    return int(op)
+
+
+class Work:
+    """Handle of an async collective: wait() raises its error, if any."""
+
+    def __init__(self, handle, result=None):
+        self._handle, self._result = handle, result
+
+    def wait(self, timeout=None):
+        ms = -1 if timeout is None else int(_seconds(timeout) * 1000)
+        _C.work_wait(self._handle, ms)
+        if self._result is not None:
+            self._result()
+            self._result = None
+        return True
+
+    def is_completed(self):
+        return _C.work_done(self._handle)
+
+    def times_us(self):
+        """(start, end) of the collective on the comm thread, in ddl._C.now_us() time."""
+        return _C.work_times(self._handle)
+
+
+class _Done(Work):
+    def __init__(self):
+        pass
+
+    def wait(self, timeout=None):
+        return True
+
+    def is_completed(self):
+        return True
+
+
+class ProcessGroup:
+    """A set of ranks that run collectives together (the world, or a new_group)."""
+
+    def __init__(self, handle, rank, size, ranks, store, timeout):
+        self._handle, self._rank, self._size = handle, rank, size
+        self.ranks = list(ranks)  # global ranks, in group order
+        self._store, self.timeout = store, timeout
+
+    def rank(self):
+        return self._rank
+
+    def size(self):
+        return self._size
+
+    def group_rank(self, global_rank):
+        try:
+            return self.ranks.index(global_rank)
+        except ValueError:
+            raise ValueError(f"rank {global_rank} is not in this group {self.ranks}") from None
+
+    def __repr__(self):
+        return f"<ProcessGroup gloo rank {self._rank} of {self._size}>"
+
+
+class _NonMember:
+    """What new_group returns on ranks outside the group (PyTorch's NON_GROUP_MEMBER)."""
+
+    def __repr__(self):
+        return "<not a member of this group>"
+
+
+GroupMember = type("GroupMember", (), {"WORLD": None, "NON_GROUP_MEMBER": _NonMember()})
+
+_world = None
+_world_store = None
+_group_count = 0
+
+
+# ---- set-up --------------------------------------------------------------------------------
+
+
+def _seconds(timeout):
+    if isinstance(timeout, timedelta):
+        return timeout.total_seconds()
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        return float(timeout)
+    raise ValueError(f"timeout must be a positive timedelta or number of seconds, got {timeout!r}")
+
+
+def _env_int(name):
+    v = os.environ.get(name)
+    if v is None:
+        raise ValueError(f"init_process_group(env://): environment variable {name} is not set "
+                         "(launch with `python -m ddl.run`, or pass rank= and world_size=)")
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"init_process_group: {name}={v!r} is not an integer") from None
+
+
+def _local_address_towards(host, port):
+    """The address of this machine's interface on the route to host (for Gloo's device)."""
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+    except socket.gaierror as e:
+        raise ValueError(f"init_process_group: cannot resolve master address {host!r}: {e}") from None
+    addr = infos[0][4][0]
+    if addr.startswith("127."):
+        return addr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((addr, port or 9))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT,
+                       world_size=-1, rank=-1, store=None, group_name=""):
+    """Join the default process group.
+
+    init_method: "env://" (default: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), 
+    "tcp://host:port" (rank 0 serves the store there), "file:///path" (a directory on a
+    filesystem every rank sees), or pass a `store` directly. Gloo binds to this machine's
+    address on the route to the master; GLOO_SOCKET_IFNAME (or DDL_SOCKET_IFNAME) names a
+    network interface instead.
+    """
+    global _world, _world_store, _group_count
+    if _world is not None:
+        raise RuntimeError("init_process_group: the default process group is already initialized;"
+                           " call destroy_process_group() first")
+    if backend not in ("gloo", None, "GLOO"):
+        raise ValueError(f"init_process_group: backend {backend!r} is not available: ddl "
+                         "runs on Gloo (CPU)")
+    secs = _seconds(timeout)
+    ms = int(secs * 1000)
+    master_addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    master_port = None
+    if store is None:
+        init_method = init_method or "env://"
+        url = urllib.parse.urlparse(init_method)
+        if url.scheme == "env":
+            if rank < 0:
+                rank = _env_int("RANK")
+            if world_size < 0:
+                world_size = _env_int("WORLD_SIZE")
+            if "MASTER_ADDR" not in os.environ:
+                raise ValueError("init_process_group(env://): MASTER_ADDR is not set")
+            master_port = _env_int("MASTER_PORT")
+        elif url.scheme == "tcp":
+            if not url.hostname or not url.port:
+                raise ValueError(f"init_process_group: {init_method!r} needs tcp://host:port")
+            master_addr, master_port = url.hostname, url.port
+        elif url.scheme == "file":
+            pass
+        else:
+            raise ValueError(f"init_process_group: unknown init_method scheme {url.scheme!r} in "
+                             f"{init_method!r} (use env://, tcp://host:port or file:///path)")
+        if world_size < 0 or rank < 0:
+            raise ValueError("init_process_group: rank and world_size are needed with "
+                             f"{url.scheme}:// (got rank={rank}, world_size={world_size})")
+    if world_size < 1:
+        raise ValueError(f"init_process_group: world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"init_process_group: rank {rank} is outside [0, {world_size})")
+    if store is None:
+        if url.scheme == "file":
+            store = FileStore(url.path, world_size)
+        else:
+            if not 1 <= master_port <= 65535:
+                raise ValueError(f"init_process_group: master port {master_port} is out of range")
+            store = TCPStore(master_addr, master_port, world_size, is_master=(rank == 0),
+                             timeout=timedelta(seconds=secs))
+    iface = os.environ.get("DDL_SOCKET_IFNAME") or os.environ.get("GLOO_SOCKET_IFNAME")
+    host = None if iface else _local_address_towards(master_addr, master_port)
+    prefix = f"pg/{group_name or 'default'}"
+    handle = _C.pg_new(store._h(), prefix, rank, world_size, host, iface, ms)
+    _world = ProcessGroup(handle, rank, world_size, range(world_size), store, secs)
+    _world_store = store
+    _group_count = 0
+    GroupMember.WORLD = _world
+    _set_num_threads_from_env()
+
+
+def _set_num_threads_from_env():
+    n = os.environ.get("DDL_NUM_THREADS")
+    if n and n.isdigit() and int(n) > 0:
+        _C.set_num_threads(int(n))
+
+
+def is_available():
+    return True
+
+
+def is_initialized():
+    return _world is not None
+
+
+def _require():
+    if _world is None:
+        raise RuntimeError("ddl.distributed: the default process group is not initialized; call "
+                           "ddl.distributed.init_process_group() first")
+    return _world
+
+
+def get_rank(group=None):
+    if _world is None and group is None:
+        return 0
+    g = group or _require()
+    return -1 if isinstance(g, _NonMember) else g.rank()
+
+
+def get_world_size(group=None):
+    if _world is None and group is None:
+        return 1
+    g = group or _require()
+    return -1 if isinstance(g, _NonMember) else g.size()
+
+
+def get_backend(group=None):
+    _require()
+    return "gloo"
+
+
+def destroy_process_group(group=None):
+    """Leave the group (the default one: tear everything down)."""
+    global _world, _world_store
+    if group is not None and group is not _world:
+        if isinstance(group, ProcessGroup) and group._handle is not None:
+            _C.pg_free(group._handle)
+            group._handle = None
+        return
+    if _world is None:
+        return
+    _C.pg_free(_world._handle)
+    _world._handle = None
+    store, _world, _world_store = _world_store, None, None
+    GroupMember.WORLD = None
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
+
+
+def new_group(ranks=None, timeout=None, backend=None):
+    """A group of the given global ranks. Every rank of the world must call it (in the same
+    order as the other new_group calls); ranks outside get GroupMember.NON_GROUP_MEMBER."""
+    global _group_count
+    world = _require()
+    ranks = sorted(set(range(world.size()) if ranks is None else ranks))
+    for r in ranks:
+        if not 0 <= r < world.size():
+            raise ValueError(f"new_group: rank {r} is outside the world [0, {world.size()})")
+    _group_count += 1
+    me = world.rank()
+    if me not in ranks:
+        return GroupMember.NON_GROUP_MEMBER
+    secs = _seconds(timeout) if timeout is not None else world.timeout
+    handle = _C.pg_new(_world_store._h(), f"pg/group{_group_count}", ranks.index(me), len(ranks),
+                       None if os.environ.get("DDL_SOCKET_IFNAME") or os.environ.get(
+                           "GLOO_SOCKET_IFNAME") else _local_address_towards(
+                           os.environ.get("MASTER_ADDR", "127.0.0.1"), None),
+                       os.environ.get("DDL_SOCKET_IFNAME") or os.environ.get("GLOO_SOCKET_IFNAME"),
+                       int(secs * 1000))
+    return ProcessGroup(handle, ranks.index(me), len(ranks), ranks, _world_store, secs)
+
+
+# ---- collectives ----------------------------------------------------------------------------
+
+
+def _group(group):
+    g = group if group is not None else _require()
+    if isinstance(g, _NonMember):
+        return None
+    if g._handle is None:
+        raise RuntimeError("this process group was destroyed")
+    return g
+
+
+def _buf(t, who, writable=True):
+    """A contiguous ddl tensor sharing memory with t (a Tensor or a NumPy array)."""
+    if isinstance(t, Tensor):
+        if not t.is_contiguous():
+            raise ValueError(f"{who}: tensors must be contiguous (call .contiguous() first)")
+        return t
+    if isinstance(t, np.ndarray):
+        if not (t.flags.c_contiguous and (t.flags.writeable or not writable)):
+            raise ValueError(f"{who}: arrays must be C-contiguous and writable")
+        return _C.from_buffer(t)
+    raise TypeError(f"{who}: expected a ddl Tensor or a NumPy array, got {type(t).__name__}")
+
+
+def _ms(timeout, g):
+    return int(_seconds(timeout) * 1000) if timeout is not None else int(g.timeout * 1000)
+
+
+def _run(kind, g, a, b, root, op, timeout, async_op, after=None):
+    h = _C.collective(kind, g._handle, a, b, root, op, _ms(timeout, g), bool(async_op))
+    if async_op:
+        return Work(h, after)
+    if after is not None:
+        after()
+    return None
+
+
+def _skip(async_op):
+    return _Done() if async_op else None
+
+
+def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    return _run("allreduce", g, _buf(tensor, "all_reduce"), None, 0, _op(op), timeout, async_op)
+
+
+def broadcast(tensor, src=0, group=None, async_op=False, timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    return _run("broadcast", g, _buf(tensor, "broadcast"), None, g.group_rank(src), 0, timeout,
+                async_op)
+
+
+def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False,
+                           timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    return _run("allgather", g, _buf(output_tensor, "all_gather"),
+                _buf(input_tensor, "all_gather", False), 0, 0, timeout, async_op)
+
+
+def _stacked_like(tensors, who):
+    first = tensors[0]
+    shape = (len(tensors),) + tuple(first.shape)
+    dtype = first.dtype if isinstance(first, Tensor) else first.dtype
+    for i, t in enumerate(tensors):
+        if tuple(t.shape) != tuple(first.shape) or t.dtype != dtype:
+            raise ValueError(f"{who}: tensor {i} has shape {tuple(t.shape)} / {t.dtype}; all "
+                             f"must match tensor 0's {tuple(first.shape)} / {dtype}")
+    code = dtype.code if isinstance(first, Tensor) else {
+        np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.int64): 2}.get(
+        np.dtype(dtype))
+    if code is None:
+        raise TypeError(f"{who}: unsupported dtype {dtype}")
+    return _C.full(shape, None, code)
+
+
+def _copy_into(dst, src):
+    if isinstance(dst, Tensor):
+        with _no_grad():
+            dst.copy_(src)
+    else:
+        dst[...] = src.numpy()
+
+
+def _no_grad():
+    from ..autograd import no_grad
+
+    return no_grad()
+
+
+def all_gather(tensor_list, tensor, group=None, async_op=False, timeout=None):
+    """tensor_list[i] = rank i's tensor."""
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    if len(tensor_list) != g.size():
+        raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} entries for a group "
+                         f"of {g.size()}")
+    out = _stacked_like(tensor_list, "all_gather")
+    src = _buf(tensor, "all_gather", False)
+
+    def scatter_back():
+        for i, t in enumerate(tensor_list):
+            _copy_into(t, out[i])
+
+    return _run("allgather", g, out, src, 0, 0, timeout, async_op, scatter_back)
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False,
+                          timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    return _run("reduce_scatter", g, _buf(output, "reduce_scatter"),
+                _buf(input, "reduce_scatter", False), 0, _op(op), timeout, async_op)
+
+
+def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=False,
+                   timeout=None):
+    """output = reduction over ranks of their input_list[my rank]."""
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    if len(input_list) != g.size():
+        raise ValueError(f"reduce_scatter: input_list has {len(input_list)} entries for a group "
+                         f"of {g.size()}")
+    packed = _stacked_like(input_list, "reduce_scatter")
+    for i, t in enumerate(input_list):
+        _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    return _run("reduce_scatter", g, _buf(output, "reduce_scatter"), packed, 0, _op(op), timeout,
+                async_op)
+
+
+def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    return _run("reduce", g, _buf(tensor, "reduce"), None, g.group_rank(dst), _op(op), timeout,
+                async_op)
+
+
+def gather(tensor, gather_list=None, dst=0, group=None, async_op=False, timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    root = g.group_rank(dst)
+    src = _buf(tensor, "gather", False)
+    if g.rank() == root:
+        if gather_list is None or len(gather_list) != g.size():
+            raise ValueError(f"gather: the destination needs a gather_list of {g.size()} tensors")
+        out = _stacked_like(gather_list, "gather")
+
+        def scatter_back():
+            for i, t in enumerate(gather_list):
+                _copy_into(t, out[i])
+
+        return _run("gather", g, out, src, root, 0, timeout, async_op, scatter_back)
+    return _run("gather", g, None, src, root, 0, timeout, async_op)
+
+
+def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    root = g.group_rank(src)
+    out = _buf(tensor, "scatter")
+    packed = None
+    if g.rank() == root:
+        if scatter_list is None or len(scatter_list) != g.size():
+            raise ValueError(f"scatter: the source needs a scatter_list of {g.size()} tensors")
+        packed = _stacked_like(scatter_list, "scatter")
+        for i, t in enumerate(scatter_list):
+            _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    return _run("scatter", g, out, packed, root, 0, timeout, async_op)
+
+
+def all_to_all_single(output, input, group=None, async_op=False, timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    return _run("alltoall", g, _buf(output, "all_to_all"), _buf(input, "all_to_all", False), 0,
+                0, timeout, async_op)
+
+
+def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False,
+               timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    n = g.size()
+    if len(output_tensor_list) != n or len(input_tensor_list) != n:
+        raise ValueError(f"all_to_all: both lists need {n} tensors")
+    packed = _stacked_like(input_tensor_list, "all_to_all")
+    for i, t in enumerate(input_tensor_list):
+        _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    out = _stacked_like(output_tensor_list, "all_to_all")
+
+    def scatter_back():
+        for i, t in enumerate(output_tensor_list):
+            _copy_into(t, out[i])
+
+    return _run("alltoall", g, out, packed, 0, 0, timeout, async_op, scatter_back)
+
+
+def barrier(group=None, async_op=False, timeout=None):
+    g = _group(group)
+    if g is None:
+        return _skip(async_op)
+    return _run("barrier", g, None, None, 0, 0, timeout, async_op)
+
+
+__all__ = [
+    "init_process_group", "destroy_process_group", "is_initialized", "is_available", "get_rank",
+    "get_world_size", "get_backend", "new_group", "ReduceOp", "Work", "ProcessGroup",
+    "GroupMember", "DistributedError", "DistributedTimeoutError", "all_reduce", "broadcast",
+    "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "reduce",
+    "gather", "scatter", "all_to_all", "all_to_all_single", "barrier", "Store", "TCPStore",
+    "FileStore", "PrefixStore",
+]
