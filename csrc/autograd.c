@@ -320,3 +320,35 @@ ddl_status ddl_sum_to_shape(ddl_tensor **out, const ddl_tensor *g, int ndim,
     ddl_tensor_release(s);
     return st;
 }
+
+int64_t ddl_graph_leaves(const ddl_tensor *root, const ddl_tensor **out, int64_t cap) {
+    if (!root->grad_fn) {
+        if (root->requires_grad && cap > 0) out[0] = root;
+        return root->requires_grad ? 1 : 0;
+    }
+    node_vec stack = {0}, all = {0};
+    uint64_t epoch = atomic_fetch_add(&visit_epoch, 1) + 1;
+    int64_t n = 0;
+    if (vec_push(&stack, root->grad_fn)) return -1;
+    root->grad_fn->visit = epoch;
+    while (stack.n) {
+        ddl_node *x = stack.items[--stack.n];
+        for (int i = 0; i < x->n_inputs; i++) {
+            if (x->in[i].leaf) {
+                if (n < cap) out[n] = x->in[i].leaf;
+                n++;
+            }
+            ddl_node *y = x->in[i].fn;
+            if (y && y->visit != epoch) {
+                y->visit = epoch;
+                if (vec_push(&stack, y)) {
+                    free(stack.items);
+                    return -1;
+                }
+            }
+        }
+    }
+    free(stack.items);
+    free(all.items);
+    return n;
+}

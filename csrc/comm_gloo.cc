@@ -410,6 +410,13 @@ void ddl_pg::run_collective(ddl_work* w) {
     case DDL_COLL_REDUCE: {
         gloo::ReduceOptions opts(ctx);
         int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+        // Gloo reduces into every rank's output (its scratch space): a non-root rank works on
+        // a copy so that its tensor is left as it was
+        std::vector<uint8_t> scratch;
+        if (rank != d.root && d.count > 0) {
+            scratch.assign(static_cast<uint8_t*>(pa), static_cast<uint8_t*>(pa) + d.count * es);
+            pa = scratch.data();
+        }
         if (d.dtype == DDL_FLOAT32) {
             opts.setOutput(static_cast<float*>(pa), (size_t)d.count);
             opts.setReduceFunction(reduce_fn<float>(op));

@@ -265,6 +265,9 @@ ddl_status ddl_backward(ddl_tensor *root, const ddl_tensor *grad, int retain_gra
 typedef ddl_status (*ddl_grad_hook_fn)(ddl_tensor *leaf, void *ctx);
 void ddl_tensor_set_hook(ddl_tensor *t, ddl_grad_hook_fn fn, void *ctx,
                          void (*release)(void *ctx));
+/* The leaves (requiring grad) that backward from root would reach, with repeats: writes at
+ * most cap to out and returns the total (-1 when out of memory). */
+int64_t ddl_graph_leaves(const ddl_tensor *root, const ddl_tensor **out, int64_t cap);
 /* Name of the node that made t ("MulBackward", ...), or NULL for leaves. */
 const char *ddl_tensor_grad_fn_name(const ddl_tensor *t);
 

@@ -48,7 +48,7 @@ void ddl_broadcast_strides(int64_t *strides, const ddl_tensor *t, int ndim, cons
 void ddl_contiguous_strides(int64_t *strides, int ndim, const int64_t *shape);
 
 /* Load element i (by byte pointer) of dtype dt as double, and store. */
-static inline double ddl_load(const void *p, ddl_dtype dt) {
+static inline double ddl_load_elem(const void *p, ddl_dtype dt) {
     switch (dt) {
     case DDL_FLOAT32: return *(const float *)p;
     case DDL_FLOAT64: return *(const double *)p;
@@ -56,7 +56,7 @@ static inline double ddl_load(const void *p, ddl_dtype dt) {
     default: return *(const uint8_t *)p ? 1.0 : 0.0;
     }
 }
-static inline void ddl_store(void *p, ddl_dtype dt, double v) {
+static inline void ddl_store_elem(void *p, ddl_dtype dt, double v) {
     switch (dt) {
     case DDL_FLOAT32: *(float *)p = (float)v; break;
     case DDL_FLOAT64: *(double *)p = v; break;

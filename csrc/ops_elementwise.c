@@ -267,7 +267,7 @@ static ddl_tensor *stack_scalar_init(stack_scalar *sc, ddl_dtype dt, double v) {
     sc->t.refcount = 1;
     sc->t.dtype = dt;
     sc->t.storage = &sc->s;
-    ddl_store(&sc->value, dt, v);
+    ddl_store_elem(&sc->value, dt, v);
     return &sc->t;
 }
 

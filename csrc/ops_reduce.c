@@ -10,6 +10,8 @@
 /* max/min keep this many running values in memory: a loop too long for gcc to unroll away, so
  * it vectorizes like the column kernels (an 8-lane loop is unrolled and then left scalar). */
 #define EXT_LANES 64
+/* Elements row_find tests at once before looking for the one that matched. */
+#define FIND_BLOCK 64
 /* Pairwise summation (NumPy's scheme) bottoms out in a flat LANES loop below this length. */
 #define PAIRWISE_BLOCK 128
 /* Columns reduced together by the column kernels: keeps their accumulators in L1. */
@@ -134,16 +136,23 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
         *out = m;                                                                                  \
     }
 
-/* Index of the first element equal to *v (or of the first NaN when *v is NaN). */
+/* Index of the first element equal to *v (or of the first NaN when *v is NaN): whole blocks
+ * are tested first in a loop that vectorizes, then the block that holds it is scanned. */
 #define DEF_ROW_FIND(S, T)                                                                         \
     static void row_find_##S(int64_t *out, const char *xb, int64_t n, const char *vb) {            \
         const T *x = (const T *)xb;                                                                \
         T v = *(const T *)vb;                                                                      \
         int64_t i = 0;                                                                             \
-        if (nan_##S(v))                                                                            \
+        if (nan_##S(v)) {                                                                          \
             while (i < n - 1 && !nan_##S(x[i])) i++;                                               \
-        else                                                                                       \
+        } else {                                                                                   \
+            for (; i + FIND_BLOCK <= n; i += FIND_BLOCK) {                                         \
+                T hit = 0; /* a T select vectorizes where an int OR of T compares may not */       \
+                for (int j = 0; j < FIND_BLOCK; j++) hit = x[i + j] == v ? 1 : hit;                \
+                if (hit) break;                                                                    \
+            }                                                                                      \
             while (i < n - 1 && x[i] != v) i++;                                                    \
+        }                                                                                          \
         *out = i;                                                                                  \
     }
 
@@ -215,12 +224,15 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
         }                                                                                          \
     }
 
-/* arg of max/min: strictly better values replace the best so far, so the first of equal
- * values wins; the first NaN wins over everything (NumPy's argmax). */
-#define DEF_COL_ARG(S, T, NAME, OP)                                                                \
-    static void col_##NAME##_##S(int64_t *restrict idx, char *bestb, const char *xb, int64_t nr,   \
-                                 int64_t k, int64_t rs) {                                          \
-        T *restrict best = (T *)bestb;                                                             \
+/* arg of max/min: a strictly better value replaces the best so far, so the first of equal
+ * values wins; the first NaN wins over everything (NumPy's argmax). NOP is the negated
+ * comparison: !(v NOP best) is "v better, or v NaN, or best NaN", and a NaN best never loses.
+ * Indices are kept as IT, as wide as T (int32 for float32: mixed widths defeat vectorizing),
+ * in `scratch` after the best values, and widened into `out` at the end; the caller keeps
+ * nr <= INT32_MAX. */
+#define DEF_COL_ARG(S, T, IT, NAME, NOP)                                                           \
+    static void col_##NAME##_##S##_(int64_t *restrict out, T *restrict best, IT *restrict idx,    \
+                                    const char *xb, int64_t nr, int64_t k, int64_t rs) {           \
         const T *restrict r0 = (const T *)xb;                                                      \
         for (int64_t j = 0; j < k; j++) {                                                          \
             best[j] = r0[j];                                                                       \
@@ -228,16 +240,22 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
         }                                                                                          \
         for (int64_t i = 1; i < nr; i++) {                                                         \
             const T *restrict row = (const T *)(xb + i * rs);                                      \
+            IT ii = (IT)i;                                                                         \
             for (int64_t j = 0; j < k; j++) {                                                      \
                 T v = row[j];                                                                      \
-                int take = (v OP best[j]) | (nan_##S(v) & !nan_##S(best[j]));                      \
+                IT take = !(v NOP best[j]) & !nan_##S(best[j]);                                    \
                 best[j] = take ? v : best[j];                                                      \
-                idx[j] = take ? i : idx[j];                                                        \
+                idx[j] = take ? ii : idx[j];                                                       \
             }                                                                                      \
         }                                                                                          \
+        for (int64_t j = 0; j < k; j++) out[j] = idx[j];                                           \
+    }                                                                                              \
+    static void col_##NAME##_##S(int64_t *out, double *scratch, const char *xb, int64_t nr,        \
+                                 int64_t k, int64_t rs) {                                          \
+        col_##NAME##_##S##_(out, (T *)scratch, (IT *)(scratch + COL_BLOCK), xb, nr, k, rs);        \
     }
 
-#define DEF_ALL(S, T)                                                                              \
+#define DEF_ALL(S, T, IT)                                                                          \
     DEF_ROW_SUM(S, T)                                                                              \
     DEF_ROW_SUMSQ(S, T)                                                                            \
     DEF_ROW_EXT(S, T, max, >)                                                                      \
@@ -246,13 +264,13 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
     DEF_COL_SUM(S, T)                                                                              \
     DEF_COL_EXT(S, T, max, >)                                                                      \
     DEF_COL_EXT(S, T, min, <)                                                                      \
-    DEF_COL_ARG(S, T, argmax, >)                                                                   \
-    DEF_COL_ARG(S, T, argmin, <)
+    DEF_COL_ARG(S, T, IT, argmax, <=)                                                              \
+    DEF_COL_ARG(S, T, IT, argmin, >=)
 
-DEF_ALL(f32, float)
-DEF_ALL(f64, double)
-DEF_ALL(i64, int64_t)
-DEF_ALL(u8, uint8_t)
+DEF_ALL(f32, float, int32_t)
+DEF_ALL(f64, double, int64_t)
+DEF_ALL(i64, int64_t, int64_t)
+DEF_ALL(u8, uint8_t, int32_t)
 DEF_ROW_PROD(f32, float)
 DEF_ROW_PROD(f64, double)
 DEF_COL_PROD(f32, float)
@@ -336,7 +354,7 @@ static void reduce_rows(char *out, const plan *p, const char *x, ddl_iter *kit, 
         case DDL_RED_PROD: {
             int prod = p->op == DDL_RED_PROD;
             if (ddl_dtype_is_float(dt)) {
-                ddl_store(o, p->odt, rows_float(p, b, rit, nrows, n, prod));
+                ddl_store_elem(o, p->odt, rows_float(p, b, rit, nrows, n, prod));
                 break;
             }
             uint64_t acc = prod, v;
@@ -353,7 +371,7 @@ static void reduce_rows(char *out, const plan *p, const char *x, ddl_iter *kit, 
             break;
         }
         case DDL_RED_MEAN:
-            ddl_store(o, p->odt, rows_float(p, b, rit, nrows, n, 0) / (double)p->R);
+            ddl_store_elem(o, p->odt, rows_float(p, b, rit, nrows, n, 0) / (double)p->R);
             break;
         case DDL_RED_VAR:
         case DDL_RED_STD: {
@@ -362,7 +380,7 @@ static void reduce_rows(char *out, const plan *p, const char *x, ddl_iter *kit, 
                 SWITCH_ALL(dt, row_sumsq, &v, b + rit->off[0], n, mean);
                 ss += v;
             }
-            ddl_store(o, p->odt, finish_var(p, ss));
+            ddl_store_elem(o, p->odt, finish_var(p, ss));
             break;
         }
         case DDL_RED_MAX:
@@ -440,10 +458,10 @@ static void reduce_cols(char *out, const plan *p, const char *x, ddl_iter *kit, 
             case DDL_RED_MAX: SWITCH_ALL(dt, col_max, ob, xb, nr, kc, rs); break;
             case DDL_RED_MIN: SWITCH_ALL(dt, col_min, ob, xb, nr, kc, rs); break;
             case DDL_RED_ARGMAX:
-                SWITCH_ALL(dt, col_argmax, (int64_t *)ob, (char *)scratch, xb, nr, kc, rs);
+                SWITCH_ALL(dt, col_argmax, (int64_t *)ob, scratch, xb, nr, kc, rs);
                 break;
             case DDL_RED_ARGMIN:
-                SWITCH_ALL(dt, col_argmin, (int64_t *)ob, (char *)scratch, xb, nr, kc, rs);
+                SWITCH_ALL(dt, col_argmin, (int64_t *)ob, scratch, xb, nr, kc, rs);
                 break;
             default: break;
             }
@@ -499,6 +517,13 @@ typedef struct {
     int64_t n, rs;                            /* row length (rows), or columns and row stride */
 } pick;
 
+static int64_t reduced_size(const layout *L) {
+    int64_t r = 1;
+    for (int g = 0; g < L->n; g++)
+        if (L->red[g]) r *= L->shape[g];
+    return r;
+}
+
 static void pick_kernel(pick *k, const layout *L, int64_t es, int is_arg) {
     int nred = 0, row = -1, last_kept = -1;
     for (int g = 0; g < L->n; g++) {
@@ -526,7 +551,8 @@ static void pick_kernel(pick *k, const layout *L, int64_t es, int is_arg) {
                 k->nout *= L->shape[g];
             }
         }
-    } else if (nred == 1 && last_kept >= 0 && L->stride[last_kept] == es) {
+    } else if (nred == 1 && last_kept >= 0 && L->stride[last_kept] == es &&
+               !(is_arg && reduced_size(L) > INT32_MAX)) { /* col_arg* keep int32 indices */
         k->mode = MODE_COLS;
         k->n = L->shape[last_kept];
         for (int g = 0; g < L->n; g++) {

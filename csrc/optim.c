@@ -68,8 +68,8 @@ static ddl_status check_step(const char *who, int i, const ddl_tensor *s) {
  * returns the new count. */
 static double advance_step(ddl_tensor *s) {
     void *p = ddl_tensor_data(s);
-    ddl_store(p, s->dtype, ddl_load(p, s->dtype) + 1.0);
-    return ddl_load(p, s->dtype);
+    ddl_store_elem(p, s->dtype, ddl_load_elem(p, s->dtype) + 1.0);
+    return ddl_load_elem(p, s->dtype);
 }
 
 static void *data(ddl_tensor *const *ts, int i) { return ts ? ddl_tensor_data(ts[i]) : NULL; }

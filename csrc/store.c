@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* internal.h has an inline ddl_store() (store one element) that clashes with the store type,
+/* internal.h has an inline ddl_store_elem() (store one element) that clashes with the store type,
  * so this file spells its two error macros itself (same meaning as internal.h's). */
 #define DDL_FAIL(st, ...)                                                                        \
     do {                                                                                         \

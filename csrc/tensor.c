@@ -310,7 +310,7 @@ ddl_status ddl_tensor_arange(ddl_tensor **out, ddl_dtype dt, double start, doubl
     DDL_TRY(ddl_tensor_empty(out, dt, 1, &n));
     char *p = ddl_tensor_data(*out);
     size_t es = ddl_dtype_size(dt);
-    for (int64_t i = 0; i < n; i++) ddl_store(p + i * (int64_t)es, dt, start + (double)i * step);
+    for (int64_t i = 0; i < n; i++) ddl_store_elem(p + i * (int64_t)es, dt, start + (double)i * step);
     return DDL_OK;
 }
 
@@ -324,7 +324,7 @@ ddl_status ddl_tensor_linspace(ddl_tensor **out, ddl_dtype dt, double start, dou
     for (int64_t i = 0; i < steps; i++) {
         /* the second half counts back from `end` so the last value is exact (as NumPy) */
         double v = 2 * i < steps ? start + d * (double)i : end - d * (double)(steps - 1 - i);
-        ddl_store(p + i * (int64_t)es, dt, v);
+        ddl_store_elem(p + i * (int64_t)es, dt, v);
     }
     return DDL_OK;
 }
@@ -335,7 +335,7 @@ ddl_status ddl_tensor_eye(ddl_tensor **out, ddl_dtype dt, int64_t n, int64_t m) 
     char *p = ddl_tensor_data(*out);
     size_t es = ddl_dtype_size(dt);
     for (int64_t i = 0; i < n && i < shape[1]; i++)
-        ddl_store(p + (i * shape[1] + i) * (int64_t)es, dt, 1.0);
+        ddl_store_elem(p + (i * shape[1] + i) * (int64_t)es, dt, 1.0);
     return DDL_OK;
 }
 
@@ -678,7 +678,7 @@ static ddl_status copy_nonoverlapping(ddl_tensor *dst, const ddl_tensor *src) {
                 *(double *)(d + i * isd) = *(const float *)(s + i * iss);
         } else {
             for (int64_t i = 0; i < inner; i++)
-                ddl_store(d + i * isd, dst->dtype, ddl_load(s + i * iss, src->dtype));
+                ddl_store_elem(d + i * isd, dst->dtype, ddl_load_elem(s + i * iss, src->dtype));
         }
     }
     ddl_tensor_release(bsrc);
@@ -713,7 +713,7 @@ ddl_status ddl_tensor_contiguous(ddl_tensor **out, const ddl_tensor *t) {
 ddl_status ddl_fill_(ddl_tensor *dst, double value) {
     ddl_tensor *s;
     DDL_TRY(ddl_tensor_empty(&s, dst->dtype, 0, NULL));
-    ddl_store(ddl_tensor_data(s), s->dtype, value);
+    ddl_store_elem(ddl_tensor_data(s), s->dtype, value);
     ddl_status st = ddl_copy_(dst, s);
     ddl_tensor_release(s);
     return st;
@@ -737,7 +737,7 @@ ddl_status ddl_tensor_item(double *out, const ddl_tensor *t, int64_t flat) {
         off += (flat % t->shape[d]) * t->strides[d];
         flat /= t->shape[d];
     }
-    *out = ddl_load((const char *)ddl_tensor_data(t) + off * (int64_t)ddl_dtype_size(t->dtype),
+    *out = ddl_load_elem((const char *)ddl_tensor_data(t) + off * (int64_t)ddl_dtype_size(t->dtype),
                     t->dtype);
     return DDL_OK;
 }

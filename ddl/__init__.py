@@ -40,7 +40,7 @@ from ._functions import *  # noqa: E402,F401,F403
 from ._functions import __all__ as _fn_all  # noqa: E402
 from ._tensor import Tensor  # noqa: E402
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
-from . import data, datasets, nn  # noqa: E402,F401
+from . import data, datasets, nn, optim  # noqa: E402,F401
 
 float = float32  # noqa: A001
 double = float64

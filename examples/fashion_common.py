@@ -4,6 +4,7 @@ import time
 
 import ddl
 import ddl.nn as nn
+import ddl.optim  # noqa: F401  (`import ddl` does not import ddl.optim)
 import ddl.nn.functional as F
 from ddl.data import DataLoader
 

@@ -183,7 +183,35 @@ static PyObject *py_register_hook(PyObject *self, PyObject *args) {
     return Py_NewRef(hooks);
 }
 
+/* graph_leaves(t) -> set of tensor ids (see tensor_id) of the leaves backward would reach */
+static PyObject *py_graph_leaves(PyObject *self, PyObject *o) {
+    (void)self;
+    ddl_tensor *t = tensor_arg(o);
+    if (!t) return NULL;
+    int64_t n = ddl_graph_leaves(t, NULL, 0);
+    if (n < 0) return PyErr_NoMemory();
+    const ddl_tensor **leaves = PyMem_Calloc((size_t)(n ? n : 1), sizeof *leaves);
+    if (!leaves) return PyErr_NoMemory();
+    ddl_graph_leaves(t, leaves, n);
+    PyObject *set = PySet_New(NULL);
+    for (int64_t i = 0; set && i < n; i++) {
+        PyObject *id = PyLong_FromVoidPtr((void *)leaves[i]);
+        if (!id || PySet_Add(set, id) < 0) Py_CLEAR(set);
+        Py_XDECREF(id);
+    }
+    PyMem_Free(leaves);
+    return set;
+}
+
+static PyObject *py_tensor_id(PyObject *self, PyObject *o) {
+    (void)self;
+    ddl_tensor *t = tensor_arg(o);
+    return t ? PyLong_FromVoidPtr(t) : NULL;
+}
+
 PyMethodDef pyddl_autograd_functions[] = {
+    {"graph_leaves", py_graph_leaves, METH_O, "ids of the leaves backward from t reaches"},
+    {"tensor_id", py_tensor_id, METH_O, "identity of t's C tensor (see graph_leaves)"},
     {"requires_grad", py_requires_grad, METH_VARARGS, "requires_grad(t[, flag])"},
     {"grad", py_grad, METH_VARARGS, "grad(t[, g or None])"},
     {"grad_fn_name", py_grad_fn_name, METH_O, "Name of t's graph node, or None for leaves."},

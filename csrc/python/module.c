@@ -111,6 +111,7 @@ PyMODINIT_FUNC PyInit__C(void) {
         add_functions(m, pyddl_op_functions) < 0 || add_functions(m, pyddl_autograd_functions) < 0 ||
         add_functions(m, pyddl_nn_functions) < 0 || add_functions(m, pyddl_data_functions) < 0 ||
         add_functions(m, pyddl_comm_functions) < 0 ||
+        add_functions(m, pyddl_reducer_functions) < 0 ||
         add_functions(m, pyddl_store_functions) < 0 ||
         add_functions(m, pyddl_optim_functions) < 0)
         goto error;

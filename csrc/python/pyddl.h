@@ -61,6 +61,7 @@ extern PyMethodDef pyddl_nn_functions[];
 extern PyMethodDef pyddl_optim_functions[];
 extern PyMethodDef pyddl_data_functions[];
 extern PyMethodDef pyddl_comm_functions[];
+extern PyMethodDef pyddl_reducer_functions[];
 extern PyMethodDef pyddl_store_functions[];
 
 #endif

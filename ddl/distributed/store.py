@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from .. import _C
 
-__all__ = ["Store", "TCPStore", "FileStore", "PrefixStore"]
+__all__ = ["FileStore", "PrefixStore", "Store", "TCPStore"]
 
 _DEFAULT_TIMEOUT = timedelta(seconds=300)
 _MAX_KEY_BYTES = 4096
@@ -264,7 +264,7 @@ class FileStore(Store):
     def __del__(self):
         try:
             self.close()
-        except Exception:  # at interpreter exit or on a vanished filesystem: nothing to do
+        except Exception:  # noqa: BLE001, S110 (at exit or on a vanished filesystem: nothing to do)
             pass
 
     def __repr__(self):

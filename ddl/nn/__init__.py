@@ -8,6 +8,16 @@ from .module import (Module, ModuleDict, ModuleList, Parameter, Sequential,  # n
                      StateDictError)
 from .rnn import GRU, LSTM, RNN  # noqa: F401
 
+
+def __getattr__(name):
+    # ddl.nn.parallel imports ddl.distributed: load it on first use, keeping `import ddl` light
+    if name in ("parallel", "SyncBatchNorm"):
+        import importlib
+
+        parallel = importlib.import_module(".parallel", __name__)
+        return parallel if name == "parallel" else parallel.SyncBatchNorm
+    raise AttributeError(f"module 'ddl.nn' has no attribute {name!r}")
+
 try:  # clip_grad_norm_ and friends
     from . import utils  # noqa: F401
 except ImportError:  # pragma: no cover - utils lands with the optimizers

@@ -1,0 +1,556 @@
+#!/usr/bin/env python3
+"""bench_train.py: training throughput of ddl vs PyTorch, side by side in one process.
+
+    python benchmarks/bench_train.py                 # ~6-8 minutes
+    python benchmarks/bench_train.py --quick         # ~1 minute (rougher figures)
+    python benchmarks/bench_train.py --update-docs   # also rewrite the "Training speed"
+                                                     # section of docs/benchmarks.md
+
+Prints a table and writes benchmarks/results/bench_train.json and bench_train.md.
+
+What it measures:
+- images/s of one training step -- forward, cross entropy, zero_grad, backward, Adam step --
+  at batch 64 for the MLP, CNN and LSTM of examples/fashion_common.py, and the same
+  architecture in PyTorch (built layer by layer from the ddl model, with the ddl model's
+  initial weights copied in, and checked to give the same loss on the same batch), each with
+  1 and with 2 threads (ddl.set_num_threads / torch.set_num_threads), in one process.
+  Data: 8 synthetic batches held in memory (no data loading is timed).
+- Timing on a shared machine is noisy, so the two libraries alternate (ABBA order) for
+  several repeats; one sample runs enough steps to last --min-time seconds. A library's
+  figure is the median of its samples; the ratio (ddl img/s / torch img/s, > 1: ddl faster)
+  is the median of the per-repeat ratios.
+- Linear forward+backward vs raw sgemm: for each Linear shape of the MLP at batch 64, the
+  time of F.linear forward + backward (all three products: y, dx, dW, plus the bias) against
+  the three bare sgemm calls into ddl's own OpenBLAS (cblas_sgemm through ctypes, into
+  preallocated buffers, same thread count). The fraction is raw time / layer time (1.0: no
+  overhead at all). PyTorch's F.linear is timed the same way for reference.
+
+Targets (from the issue): MLP >= 1.5x PyTorch, CNN >= 1.0x, LSTM >= 1.0x (at both thread
+counts); Linear fwd+bwd >= 90% of raw sgemm (the MLP's two large layers).
+"""
+import argparse
+import ctypes
+import datetime
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if (ROOT / "ddl" / "__init__.py").exists() and str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # benchmark the source tree (an in-place build)
+sys.path.insert(0, str(ROOT / "examples"))
+
+import numpy as np  # noqa: E402
+
+import ddl  # noqa: E402
+import ddl.nn as dnn  # noqa: E402
+import ddl.nn.functional as DF  # noqa: E402
+import ddl.optim  # noqa: E402,F401
+import fashion_common  # noqa: E402
+
+try:
+    import torch
+    import torch.nn as tnn
+    import torch.nn.functional as TF
+except ImportError:
+    raise SystemExit("bench_train.py needs PyTorch: pip install torch")
+
+TARGETS = {"mlp": 1.5, "cnn": 1.0, "lstm": 1.0, "gru": 1.0}
+LINEAR_TARGET = 0.90
+BATCH = 64
+N_BATCHES = 8
+DOCS_SECTION = "## Training speed (bench_train.py)"
+
+
+# ---- models -------------------------------------------------------------------------------
+
+
+def torch_layer(m):
+    """The PyTorch layer equivalent to ddl layer m, with m's parameters copied in."""
+    t = None
+    if isinstance(m, dnn.Sequential):
+        return tnn.Sequential(*[torch_layer(c) for c in m.children()])
+    if isinstance(m, dnn.Linear):
+        t = tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+    elif isinstance(m, dnn.Conv2d):
+        t = tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                       m.dilation, bias=m.bias is not None)
+    elif isinstance(m, dnn.BatchNorm2d):
+        t = tnn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine)
+    elif isinstance(m, dnn.BatchNorm1d):
+        t = tnn.BatchNorm1d(m.num_features, m.eps, m.momentum, m.affine)
+    elif isinstance(m, dnn.MaxPool2d):
+        t = tnn.MaxPool2d(m.kernel_size, m.stride, m.padding)
+    elif isinstance(m, dnn.Dropout):
+        t = tnn.Dropout(m.p)
+    elif isinstance(m, dnn.Flatten):
+        t = tnn.Flatten(m.start_dim, m.end_dim)
+    elif isinstance(m, dnn.LSTM):
+        t = tnn.LSTM(m.input_size, m.hidden_size, m.num_layers, bias=m.bias,
+                     batch_first=m.batch_first, dropout=m.dropout)
+    elif isinstance(m, dnn.GRU):
+        t = tnn.GRU(m.input_size, m.hidden_size, m.num_layers, bias=m.bias,
+                    batch_first=m.batch_first, dropout=m.dropout)
+    elif type(m).__name__ in ("ReLU", "Tanh", "Sigmoid"):
+        t = getattr(tnn, type(m).__name__)()
+    if t is None:
+        raise TypeError(f"no PyTorch equivalent for {type(m).__name__}")
+    copy_params(m, t)
+    return t
+
+
+def copy_params(src, dst):
+    sd = {k: np.array(v.numpy()) for k, v in src.state_dict().items()}
+    tsd = dst.state_dict()
+    for k in tsd:
+        if k in sd:
+            tsd[k] = torch.from_numpy(sd[k]).to(tsd[k].dtype).reshape(tsd[k].shape)
+    dst.load_state_dict(tsd)
+
+
+class TorchMLP(tnn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.net = torch_layer(m.net)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TorchCNN(tnn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.features, self.classifier = torch_layer(m.features), torch_layer(m.classifier)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class TorchRNN(tnn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.rnn, self.head = torch_layer(m.rnn), torch_layer(m.head)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.reshape(x.shape[0], 28, 28))
+        return self.head(out[:, -1])
+
+
+def build_pair(name):
+    ddl.manual_seed(0)
+    torch.manual_seed(0)
+    dm = fashion_common.build_model(name)
+    wrap = {"mlp": TorchMLP, "cnn": TorchCNN}.get(name, TorchRNN)
+    tm = wrap(dm)
+    return dm, tm
+
+
+def check_same_model(dm, tm, x, y):
+    """Same architecture and weights: the same loss on one batch (eval mode: no dropout)."""
+    dm.eval(), tm.eval()
+    with ddl.no_grad():
+        ld = float(DF.cross_entropy(dm(ddl.from_numpy(x)), ddl.from_numpy(y)))
+    with torch.no_grad():
+        lt = float(TF.cross_entropy(tm(torch.from_numpy(x)), torch.from_numpy(y)))
+    dm.train(), tm.train()
+    n_d = sum(p.numel() for p in dm.parameters())
+    n_t = sum(p.numel() for p in tm.parameters())
+    if n_d != n_t or abs(ld - lt) > 1e-3 * max(1.0, abs(lt)):
+        raise SystemExit(f"model mismatch: ddl {n_d} params, loss {ld:.6f}; "
+                         f"torch {n_t} params, loss {lt:.6f}")
+    return n_d, ld
+
+
+# ---- timing -------------------------------------------------------------------------------
+
+
+def calibrate(fn, min_time):
+    """Calls per sample so that one sample lasts at least min_time seconds."""
+    number = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= min_time or number >= 1 << 20:
+            return number
+        number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
+
+
+def sample(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def interleaved(fn_a, fn_b, reps, min_time, warmup=3):
+    """Seconds per call of fn_a and fn_b, alternating ABBA; returns (ta list, tb list)."""
+    for _ in range(warmup):
+        fn_a(), fn_b()
+    n_a, n_b = calibrate(fn_a, min_time), calibrate(fn_b, min_time)
+    ta, tb = [], []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # both libraries free their tensors by refcount; no cycles are made per step
+    try:
+        for r in range(reps):
+            if r % 2 == 0:
+                ta.append(sample(fn_a, n_a))
+                tb.append(sample(fn_b, n_b))
+            else:
+                tb.append(sample(fn_b, n_b))
+                ta.append(sample(fn_a, n_a))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return ta, tb
+
+
+def set_threads(n):
+    ddl.set_num_threads(n)
+    torch.set_num_threads(n)
+
+
+# ---- training step ------------------------------------------------------------------------
+
+
+def synthetic_batches(name, rng):
+    xs = [rng.standard_normal((BATCH, 1, 28, 28), dtype=np.float32) for _ in range(N_BATCHES)]
+    ys = [rng.integers(0, 10, BATCH).astype(np.int64) for _ in range(N_BATCHES)]
+    return xs, ys
+
+
+def ddl_stepper(model, xs, ys):
+    opt = ddl.optim.Adam(model.parameters(), lr=1e-3)
+    data = [(ddl.from_numpy(x), ddl.from_numpy(y)) for x, y in zip(xs, ys)]
+    state = {"i": 0}
+
+    def step():
+        x, y = data[state["i"] % N_BATCHES]
+        state["i"] += 1
+        loss = DF.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def torch_stepper(model, xs, ys):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    data = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
+    state = {"i": 0}
+
+    def step():
+        x, y = data[state["i"] % N_BATCHES]
+        state["i"] += 1
+        loss = TF.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_models(args, rng):
+    rows = []
+    for name in args.models:
+        dm, tm = build_pair(name)
+        xs, ys = synthetic_batches(name, rng)
+        n_params, _ = check_same_model(dm, tm, xs[0], ys[0])
+        d_step, t_step = ddl_stepper(dm, xs, ys), torch_stepper(tm, xs, ys)
+        for threads in args.threads:
+            set_threads(threads)
+            td, tt = interleaved(d_step, t_step, args.reps, args.min_time)
+            ratio = statistics.median(b / a for a, b in zip(td, tt))
+            row = {
+                "group": "train", "case": name, "threads": threads, "batch": BATCH,
+                "params": n_params, "unit": "img/s",
+                "ddl": BATCH / statistics.median(td), "torch": BATCH / statistics.median(tt),
+                "ddl_ms_per_step": 1e3 * statistics.median(td),
+                "torch_ms_per_step": 1e3 * statistics.median(tt),
+                "ddl_samples_ms": [round(1e3 * t, 3) for t in td],
+                "torch_samples_ms": [round(1e3 * t, 3) for t in tt],
+                "ratio": ratio, "target": TARGETS[name],
+            }
+            row["pass"] = row["ratio"] >= row["target"]
+            rows.append(row)
+            print_row(row)
+    return rows
+
+
+# ---- Linear vs raw sgemm --------------------------------------------------------------------
+
+
+def openblas_sgemm():
+    """cblas_sgemm of the OpenBLAS that ddl._C runs (the scipy-openblas32 wheel's)."""
+    import scipy_openblas32
+
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(scipy_openblas32.__file__), "lib",
+                                   "libscipy_openblas.so"))
+    for name in ("scipy_cblas_sgemm", "cblas_sgemm"):
+        if hasattr(lib, name):
+            f = getattr(lib, name)
+            break
+    else:
+        raise SystemExit("no cblas_sgemm in libscipy_openblas.so")
+    f.restype = None
+    i, fl, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    f.argtypes = [i, i, i, i, i, i, fl, p, i, p, i, fl, p, i]
+    return f
+
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
+
+def bench_linear(args, rng):
+    sgemm = openblas_sgemm()
+    shapes = []
+    m = fashion_common.build_model("mlp")
+    for layer in m.modules():
+        if isinstance(layer, dnn.Linear):
+            shapes.append((BATCH, layer.in_features, layer.out_features))
+    rows = []
+    for B, IN, OUT in shapes:
+        x = rng.standard_normal((B, IN), dtype=np.float32)
+        w = rng.standard_normal((OUT, IN), dtype=np.float32) * 0.05
+        b = rng.standard_normal(OUT, dtype=np.float32)
+        gy = rng.standard_normal((B, OUT), dtype=np.float32)
+        y_, dx_, dw_ = (np.empty((B, OUT), np.float32), np.empty((B, IN), np.float32),
+                        np.empty((OUT, IN), np.float32))
+        P = lambda a: a.ctypes.data  # noqa: E731
+
+        def raw():
+            # y = x @ w^T ; dx = gy @ w ; dW = gy^T @ x
+            sgemm(ROW_MAJOR, NO_TRANS, TRANS, B, OUT, IN, 1.0, P(x), IN, P(w), IN, 0.0, P(y_), OUT)
+            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, B, IN, OUT, 1.0, P(gy), OUT, P(w), IN, 0.0,
+                  P(dx_), IN)
+            sgemm(ROW_MAJOR, TRANS, NO_TRANS, OUT, IN, B, 1.0, P(gy), OUT, P(x), IN, 0.0,
+                  P(dw_), IN)
+
+        dx = ddl.tensor(x).requires_grad_()
+        dw = ddl.tensor(w).requires_grad_()
+        db = ddl.tensor(b).requires_grad_()
+        dgy = ddl.tensor(gy)
+
+        def layer():
+            DF.linear(dx, dw, db).backward(dgy)
+            dx.grad = dw.grad = db.grad = None  # zero_grad(set_to_none=True)
+
+        tx = torch.from_numpy(x.copy()).requires_grad_()
+        tw = torch.from_numpy(w.copy()).requires_grad_()
+        tb = torch.from_numpy(b.copy()).requires_grad_()
+        tgy = torch.from_numpy(gy.copy())
+
+        def tlayer():
+            TF.linear(tx, tw, tb).backward(tgy)
+            tx.grad = tw.grad = tb.grad = None
+
+        # correctness: the layer's gradients match the raw products
+        raw()
+        layer_out = DF.linear(dx, dw, db)
+        layer_out.backward(dgy)
+        err = max(float(np.max(np.abs(np.asarray(dw.grad) - dw_))) / float(np.max(np.abs(dw_))),
+                  float(np.max(np.abs(np.asarray(dx.grad) - dx_))) / float(np.max(np.abs(dx_))))
+        dx.grad = dw.grad = db.grad = None
+        flops = 3 * 2.0 * B * IN * OUT
+        for threads in args.threads:
+            set_threads(threads)
+            t_raw, t_layer = interleaved(raw, layer, args.reps, args.min_time / 4)
+            _, t_torch = interleaved(raw, tlayer, max(3, args.reps // 2), args.min_time / 4)
+            row = {
+                "group": "linear", "case": f"{B}x{IN}->{OUT}", "threads": threads,
+                "unit": "GFLOP/s",
+                "raw_gflops": flops / statistics.median(t_raw) / 1e9,
+                "ddl": flops / statistics.median(t_layer) / 1e9,
+                "torch": flops / statistics.median(t_torch) / 1e9,
+                "raw_us": 1e6 * statistics.median(t_raw),
+                "ddl_us": 1e6 * statistics.median(t_layer),
+                "torch_us": 1e6 * statistics.median(t_torch),
+                "ratio": statistics.median(r / l for r, l in zip(t_raw, t_layer)),
+                "target": LINEAR_TARGET, "max_rel_err": err,
+                "judged": IN * OUT >= 64 * 1024,  # the small head layer is reported, not judged
+            }
+            row["pass"] = row["ratio"] >= row["target"] or not row["judged"]
+            rows.append(row)
+            print_row(row)
+    return rows
+
+
+# ---- report -------------------------------------------------------------------------------
+
+
+def cpu_info():
+    info = {"processor": platform.processor(), "logical_cpus": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for key, name in [("model name", "model_name"), ("cpu family", "family"),
+                          ("model", "model")]:
+            mm = re.search(rf"^{key}\s*:\s*(.*)$", text, re.M)
+            if mm:
+                info[name] = mm.group(1).strip()
+    except OSError:
+        pass
+    return info
+
+
+def torch_backend():
+    cfg = torch.__config__.show()
+    mkl = re.search(r"Intel\(R\) (?:oneAPI )?Math Kernel Library Version ([^\n]*)", cfg)
+    dnnl = re.search(r"(?:oneDNN|MKL-DNN)[^\n]*?(v[\d.]+)", cfg)
+    return {"version": torch.__version__, "mkl": mkl.group(1).strip() if mkl else None,
+            "onednn": dnnl.group(1) if dnnl else None,
+            "mkldnn_enabled": torch.backends.mkldnn.is_available(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+HEADER = ["case", "thr", "ddl", "PyTorch", "ddl/torch", "target", ""]
+WIDTHS = [22, 3, 22, 16, 9, 8, 4]
+
+
+def fmt_row(r):
+    if r["group"] == "train":
+        return [r["case"].upper() + " train step", str(r["threads"]),
+                f"{r['ddl']:,.0f} img/s", f"{r['torch']:,.0f} img/s", f"{r['ratio']:.2f}x",
+                f">= {r['target']:.1f}x", "ok" if r["pass"] else "MISS"]
+    return [f"Linear {r['case']}", str(r["threads"]),
+            f"{r['ratio'] * 100:.0f}% of sgemm ({r['ddl']:.0f} GF)",
+            f"{r['torch'] / r['raw_gflops'] * 100:.0f}% ({r['torch']:.0f} GF)",
+            f"{r['raw_gflops']:.0f} GF raw", f">= {r['target'] * 100:.0f}%",
+            ("ok" if r["pass"] else "MISS") if r["judged"] else "n/a"]
+
+
+def print_row(row):
+    print("  ".join(c.ljust(w) for c, w in zip(fmt_row(row), WIDTHS)), flush=True)
+
+
+def markdown(rows, meta):
+    tb = meta["torch"]
+    lines = [
+        f"Measured {meta['date']} on {meta['cpu'].get('model_name', '?')} "
+        f"(family {meta['cpu'].get('family', '?')} model {meta['cpu'].get('model', '?')}, "
+        f"{meta['cpu']['logical_cpus']} logical CPUs, shared; load average "
+        f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after), "
+        f"Python {meta['python']}, ddl {meta['ddl']}, PyTorch {tb['version']}"
+        f"{' (--quick)' if meta['quick'] else ''}.",
+        "",
+        f"- ddl's BLAS: {meta['blas']['config']}, kernel **{meta['blas']['corename']}**. "
+        f"PyTorch: MKL {tb['mkl']}, oneDNN {tb['onednn']}, CPU capability "
+        f"{tb['cpu_capability']}. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: "
+        + " / ".join(str(meta["env"][k]) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+        + ".",
+        f"- One training step = forward + cross entropy + zero_grad + backward + Adam step, "
+        f"batch {BATCH}, synthetic data in memory; same architecture and initial weights in "
+        "both libraries; one process, threads set with ddl.set_num_threads / "
+        "torch.set_num_threads.",
+        f"- Median of {meta['reps']} interleaved (ABBA) samples of >= {meta['min_time_s']} s "
+        "each; ratio = median of per-repeat ratios (> 1: ddl faster).",
+        "- Linear: F.linear forward + backward (y, dx, dW, db) vs the three bare sgemm calls "
+        "into ddl's OpenBLAS (ctypes, preallocated outputs) at the same thread count; "
+        "percentage = raw sgemm time / layer time. GF = GFLOP/s of the three products. "
+        "The 10-wide head is reported, not judged.",
+        "",
+        "| case | threads | ddl | PyTorch | ddl / PyTorch | target | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["group"] == "train":
+            lines.append(f"| {r['case'].upper()} train step | {r['threads']} | "
+                         f"{r['ddl']:,.0f} img/s | {r['torch']:,.0f} img/s | "
+                         f"{r['ratio']:.2f}x | >= {r['target']:.1f}x | "
+                         f"{'pass' if r['pass'] else 'MISS'} |")
+    lines += ["", "| Linear fwd+bwd | threads | raw sgemm x3 | ddl F.linear | "
+              "ddl % of raw | PyTorch F.linear | PyTorch % of raw | target | result |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["group"] == "linear":
+            lines.append(
+                f"| {r['case']} | {r['threads']} | {r['raw_us']:.1f} us ({r['raw_gflops']:.0f} "
+                f"GF) | {r['ddl_us']:.1f} us ({r['ddl']:.0f} GF) | {r['ratio'] * 100:.0f}% | "
+                f"{r['torch_us']:.1f} us ({r['torch']:.0f} GF) | "
+                f"{r['torch'] / r['raw_gflops'] * 100:.0f}% | >= {r['target'] * 100:.0f}% | "
+                f"{('pass' if r['pass'] else 'MISS') if r['judged'] else 'n/a'} |")
+    judged = [r for r in rows if r.get("judged", True)]
+    misses = [r for r in judged if not r["pass"]]
+    lines += ["", f"{len(judged) - len(misses)} of {len(judged)} judged cases meet their "
+              "target."]
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(md_body, path):
+    """Replace (or append) the '## Training speed (bench_train.py)' section of the docs."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = (f"{DOCS_SECTION}\n\nWritten by `python benchmarks/bench_train.py --update-docs`"
+               " (raw figures: benchmarks/results/bench_train.json).\n\n" + md_body)
+    start = text.find(DOCS_SECTION + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        nxt = text.find("\n## ", start + len(DOCS_SECTION))
+        text = text[:start] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
+    path.write_text(text)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer, shorter repeats (~1 minute)")
+    p.add_argument("--models", nargs="+", default=["mlp", "cnn", "lstm"],
+                   choices=["mlp", "cnn", "lstm", "gru"])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--no-linear", action="store_true", help="skip the Linear vs sgemm part")
+    p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--min-time", type=float, default=None)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
+                   help="folder for bench_train.json and bench_train.md")
+    p.add_argument("--update-docs", action="store_true",
+                   help="rewrite the 'Training speed' section of docs/benchmarks.md")
+    args = p.parse_args()
+    args.reps = args.reps or (3 if args.quick else 7)
+    args.min_time = args.min_time or (0.6 if args.quick else 1.5)
+
+    meta = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": platform.python_version(), "numpy": np.__version__, "ddl": ddl.__version__,
+        "kernel": platform.release(), "cpu": cpu_info(), "blas": ddl.blas_info(),
+        "torch": torch_backend(), "quick": args.quick, "reps": args.reps,
+        "min_time_s": args.min_time, "threads": args.threads, "batch": BATCH,
+        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                "MKL_NUM_THREADS")},
+        "loadavg_before": os.getloadavg(),
+    }
+    print(f"ddl BLAS: {meta['blas']['corename']} ({meta['blas']['config']}); "
+          f"PyTorch {meta['torch']['version']} (MKL {meta['torch']['mkl']}, oneDNN "
+          f"{meta['torch']['onednn']}, {meta['torch']['cpu_capability']}); "
+          f"load {meta['loadavg_before'][0]:.1f}")
+    print("  ".join(h.ljust(w) for h, w in zip(HEADER, WIDTHS)))
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    rows = bench_models(args, rng)
+    if not args.no_linear:
+        rows += bench_linear(args, rng)
+    meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    meta["loadavg_after"] = os.getloadavg()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(rows, meta)
+    (out / "bench_train.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    (out / "bench_train.md").write_text(md)
+    if args.update_docs:
+        update_docs(md, ROOT / "docs" / "benchmarks.md")
+    judged = [r for r in rows if r.get("judged", True)]
+    misses = [r for r in judged if not r["pass"]]
+    print(f"\n{len(judged) - len(misses)}/{len(judged)} pass; {meta['elapsed_s']} s; "
+          f"wrote {out / 'bench_train.json'} and {out / 'bench_train.md'}"
+          + ("; updated docs/benchmarks.md" if args.update_docs else ""))
+
+
+if __name__ == "__main__":
+    main()
