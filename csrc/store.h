@@ -34,6 +34,9 @@
  * adds one; ddl_store_free() drops one and frees the store with the last (NULL is a no-op).
  * Buffers returned through `void **` are malloc'd; the caller free()s them.
  *
+ * Note: internal.h's inline element helper is also named ddl_store(), so one .c file cannot
+ * include both headers until that helper is renamed (store.c includes only this one).
+ *
  * Threads: every handle may be used from several threads at once. A TCP handle keeps a small
  * pool of connections, so a thread parked in `get` does not hold up the others. The file
  * store serializes its read-modify-write calls (add, compare_set, set, delete) across threads
@@ -105,8 +108,8 @@ ddl_status ddl_tcpstore_server_start(ddl_tcpstore_server **out, const char *host
 void ddl_tcpstore_server_stop(ddl_tcpstore_server *srv);
 
 /* Connect a client to the TCP store at host:port, retrying with backoff (10 ms doubling to
- * 1 s) until timeout_ms passes, so clients may start before the server. timeout_ms (>= 0)
- * also becomes the handle's timeout. Errors: DDL_E_VALUE (bad port, host not resolvable),
+ * 1 s) until timeout_ms passes (< 0: forever), so clients may start before the server.
+ * timeout_ms also becomes the handle's timeout. Errors: DDL_E_VALUE (bad port, host not resolvable),
  * DDL_E_TIMEOUT (no server answered in time; the message has the last connect error). */
 ddl_status ddl_store_connect_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms);
 
@@ -138,7 +141,8 @@ ddl_status ddl_store_get(ddl_store *s, const char *key, void **val, size_t *len,
 ddl_status ddl_store_add(ddl_store *s, const char *key, int64_t delta, int64_t *result);
 /* PyTorch's compare_set: if key exists and equals `expected`, set it to `desired`; if key is
  * missing and elen == 0, create it with `desired`. *current (malloc'd, caller frees) gets the
- * value now stored, or `expected` when key is missing and elen > 0 (nothing is stored). */
+ * value now stored, or `expected` when key is missing and elen > 0 (nothing is stored);
+ * current and clen may be NULL when the caller does not need it. */
 ddl_status ddl_store_compare_set(ddl_store *s, const char *key, const void *expected, size_t elen,
                                  const void *desired, size_t dlen, void **current, size_t *clen);
 /* Wait until all n keys (n >= 1) exist; DDL_E_TIMEOUT names the missing ones. */

@@ -368,7 +368,8 @@ def check_subgroups():
         layout = [[0]]
     groups = [dist.new_group(ranks) for ranks in layout]  # every rank, same order
     everybody = dist.new_group()  # all ranks
-    for ranks, g in zip(layout, groups):
+    for gi, (ranks, g) in enumerate(zip(layout, groups)):
+        base = 100000 + 100 * gi  # salts that do not depend on which groups this rank is in
         if RANK not in ranks:
             if g is not dist.GroupMember.NON_GROUP_MEMBER:
                 raise Mismatch(f"rank {RANK}: new_group({ranks}) gave {g!r} to a non-member")
@@ -385,18 +386,18 @@ def check_subgroups():
         me = ranks.index(RANK)
         assert dist.get_rank(g) == me and dist.get_world_size(g) == len(ranks), (
             dist.get_rank(g), dist.get_world_size(g))
-        for ddt, npt in DTYPES:
-            s = salt()
+        for k, (ddt, npt) in enumerate(DTYPES):
+            s = base + k
             t = ddl.tensor(data(RANK, (5,), npt, s))
             dist.all_reduce(t, group=g)
             want = np.stack([data(r, (5,), npt, s) for r in ranks]).sum(0)
             check(f"subgroup {ranks} all_reduce {ddt}", t, want)
-        s = salt()
+        s = base + 10
         t = ddl.tensor(data(RANK, (4,), np.float32, s))
         src = ranks[-1]  # a global rank
         dist.broadcast(t, src=src, group=g)
         check(f"subgroup {ranks} broadcast from global {src}", t, data(src, (4,), np.float32, s))
-        s = salt()
+        s = base + 11
         outs = [ddl.zeros(2) for _ in ranks]
         dist.all_gather(outs, ddl.tensor(data(RANK, (2,), np.float32, s)), group=g)
         for i, r in enumerate(ranks):

@@ -1,0 +1,148 @@
+"""Failure scenarios for tests/test_distributed.py: one rank of a world, from the environment
+(RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as spawned directly or by `python -m ddl.run`.
+
+    faults.py loop --victim R --how exit|kill|sleep [--timeout S]
+        All ranks loop over all_reduces of a 4 MiB tensor. After a few iterations the victim
+        starts one more all_reduce (async, so it is mid-flight) and then os._exit(17)s
+        (exit), SIGKILLs itself (kill), or stops calling collectives and sleeps (sleep).
+        The victim prints "DYING <time.time()>" first. Every survivor prints
+        "CAUGHT <time.time()> <elapsed since its last success> <type> <message>", checks that
+        a later all_reduce fails at once with the same error ("AGAIN <seconds> <same>"), and
+        then re-raises, so it exits non-zero with the message on stderr.
+    faults.py mismatch
+        Scenarios of ranks disagreeing at the same step, each on a fresh group of all ranks:
+        prints "MISMATCH <name> <type> <message>" per scenario and "FAILFAST <name> <same>"
+        for the call after it, then a final mismatch on the world group left uncaught (exit
+        status 1 from Python, not an abort).
+    faults.py join [--timeout S]
+        init_process_group, one all_reduce checked against the expected sum, "JOINED" or
+        "JOINFAIL <elapsed> <type> <mro names> <message>" (exit 3).
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+import ddl
+import ddl.distributed as dist
+
+
+def say(*parts):
+    print(*parts, flush=True)
+
+
+def loop(a):
+    dist.init_process_group("gloo", timeout=a.timeout)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    big = np.ones(1 << 20, np.float32)
+    last_ok = time.time()
+    i = 0
+    try:
+        while True:
+            i += 1
+            if rank == a.victim and i == 5:
+                if a.how == "sleep":
+                    say("DYING", repr(time.time()))
+                    time.sleep(120)
+                dist.all_reduce(big, async_op=True)  # in flight while this rank dies
+                time.sleep(0.002)
+                say("DYING", repr(time.time()))
+                if a.how == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                os._exit(17)
+            big[:] = 1
+            dist.all_reduce(big)
+            if big[0] != world:
+                say("WRONG", big[0])
+                sys.exit(5)
+            last_ok = time.time()
+            if i > 10000:
+                say("NEVER FAILED")
+                sys.exit(6)
+    except dist.DistributedError as e:
+        now = time.time()
+        say("CAUGHT", repr(now), f"{now - last_ok:.3f}", type(e).__name__,
+            "TimeoutError" if isinstance(e, TimeoutError) else "-", str(e).replace("\n", " "))
+        t0 = time.perf_counter()
+        try:
+            dist.all_reduce(np.ones(1, np.float32))
+            say("AGAIN no error")
+        except dist.DistributedError as e2:
+            say("AGAIN", f"{time.perf_counter() - t0:.4f}", str(e2) == str(e))
+        raise
+
+
+def mismatch(a):
+    dist.init_process_group("gloo", timeout=20)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    odd = world - 1   # the rank that disagrees
+    f32 = lambda n: ddl.ones(n)  # noqa: E731
+    scenarios = {
+        "size": lambda g: dist.all_reduce(f32(5 if rank == odd else 4), group=g),
+        "dtype": lambda g: dist.all_reduce(ddl.ones(4, dtype=ddl.float64 if rank == odd
+                                                    else ddl.float32), group=g),
+        "op": lambda g: dist.all_reduce(f32(4), op="max" if rank == odd else "sum", group=g),
+        "kind": lambda g: (dist.broadcast(f32(4), src=0, group=g) if rank == odd
+                           else dist.all_reduce(f32(4), group=g)),
+        "root": lambda g: dist.broadcast(f32(4), src=1 if rank == odd else 0, group=g),
+        "count": lambda g: (dist.barrier(group=g) if rank == odd else None,
+                            dist.all_reduce(f32(2), group=g)),
+    }
+    for name, fn in scenarios.items():
+        g = dist.new_group()
+        try:
+            fn(g)
+            say("MISMATCH", name, "no error")
+            continue
+        except dist.DistributedError as e:
+            say("MISMATCH", name, type(e).__name__, str(e).replace("\n", " "))
+            err = str(e)
+        t0 = time.perf_counter()
+        try:
+            dist.all_reduce(f32(4), group=g)
+            say("FAILFAST", name, "no error")
+        except dist.DistributedError as e:
+            say("FAILFAST", name, f"{time.perf_counter() - t0:.4f}", str(e) == err)
+        # the world group is not affected by a broken subgroup
+        t = f32(3)
+        dist.all_reduce(t)
+        assert t.numpy().tolist() == [world] * 3, t
+    say("WORLD-OK")
+    dist.all_reduce(f32(7 if rank == odd else 6))  # uncaught: the process exits with 1
+    say("NOT REACHED")
+
+
+def join(a):
+    t0 = time.time()
+    try:
+        dist.init_process_group("gloo", timeout=a.timeout)
+    except Exception as e:  # noqa: BLE001
+        say("JOINFAIL", f"{time.time() - t0:.3f}", type(e).__name__,
+            ",".join(c.__name__ for c in type(e).__mro__), str(e).replace("\n", " "))
+        sys.exit(3)
+    t = ddl.ones(8) * (dist.get_rank() + 1)
+    dist.all_reduce(t)
+    n = dist.get_world_size()
+    assert t.numpy().tolist() == [n * (n + 1) / 2] * 8, t
+    dist.destroy_process_group()
+    say("JOINED")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["loop", "mismatch", "join"])
+    p.add_argument("--victim", type=int, default=1)
+    p.add_argument("--how", choices=["exit", "kill", "sleep"], default="exit")
+    p.add_argument("--timeout", type=float, default=30)
+    a = p.parse_args()
+    pidfile = os.environ.get("DDL_TEST_PIDDIR")
+    if pidfile:  # lets the test kill this rank's process group whatever happens
+        open(os.path.join(pidfile, str(os.getpid())), "w").close()
+    {"loop": loop, "mismatch": mismatch, "join": join}[a.mode](a)
+
+
+if __name__ == "__main__":
+    main()
