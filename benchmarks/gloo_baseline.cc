@@ -9,15 +9,17 @@
 // then reads commands on stdin, one per line, and answers each on stdout:
 //   run MODE NBYTES WARMUP ITERS   -> "ok <us> <us> ..." (one time per timed call), "err <text>"
 //   quit
-// MODE: ring      new-style allreduce, RING (ddl's data path)
+// MODE: steps joined by '+', run in order as one timed call:
+//       ring      new-style allreduce, RING (ddl's data path)
 //       bcube     new-style allreduce, BCUBE
-//       desc      a 64-byte allgather alone (ddl's descriptor exchange)
-//       desc+ring the 64-byte allgather and then the RING allreduce (ddl's wire protocol without
-//                 its thread handoff and Python)
+//       agN       an allgather of N bytes per rank (ag64: ddl's descriptor exchange, old form)
+//       a2aN      an alltoall of N-byte blocks, every peer at once (one step)
+//       e.g. "ag64+ring" is ddl's wire protocol without its thread handoff and Python.
 // The buffer holds zeros while timed (sums stay 0: no overflow, no denormals); the first run of
 // each size checks a real sum (rank r contributes r+1).
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
+#include <gloo/alltoall.h>
 #include <gloo/math.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/file_store.h>
@@ -45,8 +47,7 @@ void sum_f32(void* c, const void* a, const void* b, size_t n) {
 struct Bench {
     std::shared_ptr<gloo::rendezvous::Context> ctx;
     std::map<size_t, std::vector<float>> bufs;
-    char desc_in[64] = {0};
-    std::vector<char> desc_out;
+    std::vector<char> small_in, small_out;
 
     void allreduce(std::vector<float>& b, gloo::AllreduceOptions::Algorithm algo) {
         gloo::AllreduceOptions opts(ctx);
@@ -57,26 +58,44 @@ struct Bench {
         gloo::allreduce(opts);
     }
 
-    void descriptors() {
+    void allgather(size_t n) {
+        small_in.resize(n);
+        small_out.resize(n * (size_t)ctx->size);
         gloo::AllgatherOptions opts(ctx);
-        opts.setInput(reinterpret_cast<uint8_t*>(desc_in), sizeof desc_in);
-        opts.setOutput(reinterpret_cast<uint8_t*>(desc_out.data()), desc_out.size());
+        opts.setInput(reinterpret_cast<uint8_t*>(small_in.data()), n);
+        opts.setOutput(reinterpret_cast<uint8_t*>(small_out.data()), small_out.size());
         opts.setTag(1);
         gloo::allgather(opts);
     }
 
+    void alltoall(size_t n) {
+        small_in.resize(n * (size_t)ctx->size);
+        small_out.resize(n * (size_t)ctx->size);
+        gloo::AlltoallOptions opts(ctx);
+        opts.setInput(reinterpret_cast<uint8_t*>(small_in.data()), small_in.size());
+        opts.setOutput(reinterpret_cast<uint8_t*>(small_out.data()), small_out.size());
+        opts.setTag(1);
+        gloo::alltoall(opts);
+    }
+
     void once(const std::string& mode, std::vector<float>& b) {
-        if (mode == "ring") {
-            allreduce(b, gloo::AllreduceOptions::Algorithm::RING);
-        } else if (mode == "bcube") {
-            allreduce(b, gloo::AllreduceOptions::Algorithm::BCUBE);
-        } else if (mode == "desc") {
-            descriptors();
-        } else if (mode == "desc+ring") {
-            descriptors();
-            allreduce(b, gloo::AllreduceOptions::Algorithm::RING);
-        } else {
-            throw std::runtime_error("unknown mode " + mode);
+        size_t start = 0;
+        while (start <= mode.size()) {
+            size_t end = mode.find('+', start);
+            if (end == std::string::npos) end = mode.size();
+            std::string step = mode.substr(start, end - start);
+            if (step == "ring") {
+                allreduce(b, gloo::AllreduceOptions::Algorithm::RING);
+            } else if (step == "bcube") {
+                allreduce(b, gloo::AllreduceOptions::Algorithm::BCUBE);
+            } else if (step.rfind("ag", 0) == 0 && step.size() > 2) {
+                allgather(std::stoul(step.substr(2)));
+            } else if (step.rfind("a2a", 0) == 0 && step.size() > 3) {
+                alltoall(std::stoul(step.substr(3)));
+            } else {
+                throw std::runtime_error("unknown mode step '" + step + "'");
+            }
+            start = end + 1;
         }
     }
 
@@ -85,7 +104,8 @@ struct Bench {
         auto it = bufs.find(n);
         if (it == bufs.end()) {
             it = bufs.emplace(n, std::vector<float>(n)).first;
-            if (mode != "desc") {  // check a real sum once per size
+            if (mode.find("ring") != std::string::npos ||
+                mode.find("bcube") != std::string::npos) {  // check a real sum once per size
                 auto& b = it->second;
                 for (auto& x : b) x = (float)(ctx->rank + 1);
                 once(mode, b);
@@ -120,7 +140,6 @@ int main(int argc, char** argv) {
     int rank = atoi(argv[1]), size = atoi(argv[2]);
     try {
         Bench b;
-        b.desc_out.resize(64 * (size_t)size);
         gloo::transport::tcp::attr attr;
         attr.hostname = "127.0.0.1";
         attr.ai_family = AF_INET;

@@ -16,9 +16,12 @@
 #include <gloo/rendezvous/hash_store.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/scatter.h>
+#include <gloo/transport/tcp/address.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -31,6 +34,7 @@
 #include <mutex>
 #include <new>
 #include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -103,14 +107,19 @@ class StoreAdapter : public gloo::rendezvous::Store {
         ddl_status st = ddl_store_wait(s_, ptrs.data(), (int)ptrs.size(), timeout.count());
         if (st != DDL_OK) throw DdlError(st, std::string("store wait: ") + ddl_last_error());
     }
-    // plain access for ddl's own keys
-    bool try_get(const std::string& key, std::string* val, int64_t timeout_ms) {
+    // plain access for ddl's own keys: DDL_E_TIMEOUT when the key is missing, DDL_E_COMM when
+    // the store is unreachable (message set)
+    ddl_status get_status(const std::string& key, std::string* val, int64_t timeout_ms) {
         void* v = nullptr;
         size_t n = 0;
-        if (ddl_store_get(s_, k(key).c_str(), &v, &n, timeout_ms) != DDL_OK) return false;
+        ddl_status st = ddl_store_get(s_, k(key).c_str(), &v, &n, timeout_ms);
+        if (st != DDL_OK) return st;
         val->assign(static_cast<char*>(v), n);
         free(v);
-        return true;
+        return DDL_OK;
+    }
+    bool try_get(const std::string& key, std::string* val, int64_t timeout_ms) {
+        return get_status(key, val, timeout_ms) == DDL_OK;
     }
     bool try_set(const std::string& key, const std::string& val) {
         return ddl_store_set(s_, k(key).c_str(), val.data(), val.size()) == DDL_OK;
@@ -153,6 +162,15 @@ struct Descriptor {
     char pad[24];
 };
 static_assert(sizeof(Descriptor) == 64, "descriptor must be 64 bytes");
+
+// Every collective starts with one message of fixed size from each rank to every other rank, all
+// at once (one step, where an allgather takes n-1): the descriptor, and for an all_reduce of at
+// most kEagerBytes its data too. The size never varies, so ranks that disagree cannot trip
+// Gloo's size-mismatch abort; a small all_reduce then needs no second round: once the
+// descriptors agree each rank reduces the blocks itself, in rank order (the same result,
+// bit for bit, on every rank).
+constexpr size_t kEagerBytes = 4096;
+constexpr size_t kBlockBytes = sizeof(Descriptor) + kEagerBytes;
 
 std::string describe(const Descriptor& d) {
     char buf[160];
@@ -239,6 +257,8 @@ struct ddl_pg {
     std::deque<ddl_work*> queue;
     bool stopping = false;
     uint64_t next_seq = 0;  // assigned at issue time, under qm
+    bool busy = false;      // a collective is running (comm thread or an inline caller), under qm
+    std::vector<uint8_t> xin, xout;  // the descriptor exchange's blocks (one runner at a time)
 
     std::atomic<int> broken{0};
     ddl_status broken_st = DDL_OK;
@@ -246,10 +266,12 @@ struct ddl_pg {
 
     void run();
     void execute(ddl_work* w);
-    void exchange_descriptors(ddl_work* w);
+    bool exchange_descriptors(ddl_work* w);
     void run_collective(ddl_work* w);
     std::string peers_in(const std::string& text);
     std::string absent_ranks(uint64_t seq);
+    bool lost_ranks(std::string* lost, std::map<int, std::string>* reports);
+    void close_connections();
 };
 
 namespace {
@@ -274,6 +296,14 @@ void reduce_chunks(T* out, const T* chunks, int n, int64_t count, int op) {
     for (int i = 1; i < n; i++) fn(out, out, chunks + (size_t)i * count, (size_t)count);
 }
 
+// The same over blocks `stride` bytes apart (the eager all_reduce's payloads).
+template <typename T>
+void reduce_blocks(T* out, const uint8_t* blocks, size_t stride, int n, int64_t count, int op) {
+    auto fn = reduce_fn<T>(op);
+    memcpy(out, blocks, sizeof(T) * count);
+    for (int i = 1; i < n; i++) fn(out, out, blocks + (size_t)i * stride, (size_t)count);
+}
+
 template <typename T>
 void divide(T* p, int64_t n, int by) {
     for (int64_t i = 0; i < n; i++) p[i] /= (T)by;
@@ -281,50 +311,117 @@ void divide(T* p, int64_t n, int by) {
 
 }  // namespace
 
+// The ranks whose addresses appear in a Gloo error message ("[127.0.0.1]:4242"), as a whole
+// token: ":4242" must not match inside ":42421".
 std::string ddl_pg::peers_in(const std::string& text) {
-    std::string found;
+    std::set<int> found;
     for (auto& kv : rank_of_addr)
-        if (text.find(kv.first) != std::string::npos) {
-            if (!found.empty()) found += ", ";
-            found += std::to_string(kv.second);
+        for (size_t at = text.find(kv.first); at != std::string::npos;
+             at = text.find(kv.first, at + 1)) {
+            size_t end = at + kv.first.size();
+            if (end == text.size() || !isdigit(static_cast<unsigned char>(text[end]))) {
+                found.insert(kv.second);
+                break;
+            }
         }
-    return found;
+    std::string out;
+    for (int r : found) out += (out.empty() ? "" : ", ") + std::to_string(r);
+    return out;
 }
+
+// How long the ranks that saw a group fail wait for each other's reports in the store.
+constexpr int64_t kReportGraceMs = 1000;
 
 // After a timeout: which ranks never reached this collective? Each survivor publishes the
 // sequence number it is stuck at; a rank that publishes nothing within a short grace period
-// is named. Best effort (the store may be gone with the rank that hosted it).
+// (one deadline for all of them) is named. Best effort (the store may be gone with the rank
+// that hosted it).
 std::string ddl_pg::absent_ranks(uint64_t seq) {
     store->try_set("ddl/at/" + std::to_string(rank), std::to_string(seq));
     std::string absent;
+    int64_t deadline = now_us() + 1500 * 1000;
     for (int r = 0; r < size; r++) {
         if (r == rank) continue;
         std::string v;
-        bool there = store->try_get("ddl/at/" + std::to_string(r), &v, 1500) &&
+        int64_t left = std::max<int64_t>(0, (deadline - now_us()) / 1000);
+        bool there = store->try_get("ddl/at/" + std::to_string(r), &v, left) &&
                      strtoull(v.c_str(), nullptr, 10) >= seq;
         if (!there) absent += (absent.empty() ? "" : ", ") + std::to_string(r);
     }
     return absent;
 }
 
-void ddl_pg::exchange_descriptors(ddl_work* w) {
-    std::vector<Descriptor> all((size_t)size);
-    gloo::AllgatherOptions opts(ctx);
-    opts.setInput(reinterpret_cast<uint8_t*>(&w->desc), sizeof(Descriptor));
-    opts.setOutput(reinterpret_cast<uint8_t*>(all.data()), sizeof(Descriptor) * all.size());
+// After a connection failure: which ranks are gone? Every rank that sees this group fail
+// reports it in the store (ddl/failed/<rank>, see execute); the ranks with no report within
+// kReportGraceMs (one deadline for all) go to *lost, the reports of the others to *reports.
+// False when the store is unreachable (then nothing is known).
+bool ddl_pg::lost_ranks(std::string* lost, std::map<int, std::string>* reports) {
+    int64_t deadline = now_us() + kReportGraceMs * 1000;
+    for (int r = 0; r < size; r++) {
+        if (r == rank) continue;
+        std::string v;
+        int64_t left = std::max<int64_t>(0, (deadline - now_us()) / 1000);
+        ddl_status st = store->get_status("ddl/failed/" + std::to_string(r), &v, left);
+        if (st == DDL_OK) (*reports)[r] = v;
+        else if (st == DDL_E_TIMEOUT) *lost += (lost->empty() ? "" : ", ") + std::to_string(r);
+        else return false;
+    }
+    return true;
+}
+
+// Fail the peers fast: a rank not talking to the dead one would otherwise wait for its full
+// timeout. The context is dead after any error anyway.
+void ddl_pg::close_connections() {
+    try {
+        ctx->closeConnections();
+    } catch (...) {
+    }
+}
+
+// Returns true when the exchange also did the collective (an eager all_reduce).
+bool ddl_pg::exchange_descriptors(ddl_work* w) {
+    const Descriptor& d = w->desc;
+    size_t bytes = (size_t)d.count * dsize(d.dtype);
+    bool eager = d.coll == DDL_COLL_ALLREDUCE && d.count > 0 && bytes <= kEagerBytes;
+    size_t used = sizeof(Descriptor) + (eager ? bytes : 0);
+    xin.resize(kBlockBytes * size);
+    xout.resize(kBlockBytes * size);
+    memcpy(xin.data(), &d, sizeof(Descriptor));
+    if (eager) memcpy(xin.data() + sizeof(Descriptor), ddl_tensor_data(w->a), bytes);
+    for (int r = 1; r < size; r++) memcpy(xin.data() + (size_t)r * kBlockBytes, xin.data(), used);
+    gloo::AlltoallOptions opts(ctx);
+    opts.setInput(xin.data(), xin.size());
+    opts.setOutput(xout.data(), xout.size());
     opts.setTag(1);
     opts.setTimeout(std::chrono::milliseconds(w->timeout_ms));
-    gloo::allgather(opts);
-    for (int r = 0; r < size; r++)
-        if (!same(all[(size_t)r], w->desc)) {
+    gloo::alltoall(opts);
+    for (int r = 0; r < size; r++) {
+        Descriptor other;
+        memcpy(&other, xout.data() + (size_t)r * kBlockBytes, sizeof other);
+        if (!same(other, d)) {
             std::string msg = "mismatched collectives at sequence number " +
-                              std::to_string(w->desc.seq) + ": rank " + std::to_string(rank) +
-                              " called " + describe(w->desc) + " but rank " + std::to_string(r) +
-                              " called " + describe(all[(size_t)r]);
-            if (all[(size_t)r].seq != w->desc.seq)
-                msg += " (its sequence number " + std::to_string(all[(size_t)r].seq) + ")";
+                              std::to_string(d.seq) + ": rank " + std::to_string(rank) +
+                              " called " + describe(d) + " but rank " + std::to_string(r) +
+                              " called " + describe(other);
+            if (other.seq != d.seq)
+                msg += " (its sequence number " + std::to_string(other.seq) + ")";
             throw DdlError(DDL_E_COMM, msg);
         }
+    }
+    if (!eager) return false;
+    void* pa = ddl_tensor_data(w->a);
+    const uint8_t* blocks = xout.data() + sizeof(Descriptor);
+    int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+    if (d.dtype == DDL_FLOAT32) {
+        reduce_blocks(static_cast<float*>(pa), blocks, kBlockBytes, size, d.count, op);
+        if (d.redop == DDL_AVG) divide(static_cast<float*>(pa), d.count, size);
+    } else if (d.dtype == DDL_FLOAT64) {
+        reduce_blocks(static_cast<double*>(pa), blocks, kBlockBytes, size, d.count, op);
+        if (d.redop == DDL_AVG) divide(static_cast<double*>(pa), d.count, size);
+    } else {
+        reduce_blocks(static_cast<int64_t*>(pa), blocks, kBlockBytes, size, d.count, op);
+    }
+    return true;
 }
 
 void ddl_pg::run_collective(ddl_work* w) {
@@ -480,10 +577,11 @@ void ddl_pg::execute(ddl_work* w) {
         return;
     }
     std::string what = std::string(coll_name(w->desc.coll)) + " #" + std::to_string(w->desc.seq);
+    bool reported = false;  // this rank's failure report is in the store
     try {
         if (size > 1) {
-            exchange_descriptors(w);
-            run_collective(w);
+            // a barrier is the exchange itself: every rank has heard from every other
+            if (!exchange_descriptors(w) && w->desc.coll != DDL_COLL_BARRIER) run_collective(w);
         } else if (w->desc.coll != DDL_COLL_BARRIER) {
             run_collective(w);  // one rank: Gloo's algorithms handle it locally
         }
@@ -496,35 +594,52 @@ void ddl_pg::execute(ddl_work* w) {
         bool timed_out = now_us() - w->t_start >= w->timeout_ms * 900;
         std::string text = e.what();
         std::string peers = peers_in(text);
+        std::string me = "rank " + std::to_string(rank) + ": ";
         if (timed_out) {
             std::string absent = absent_ranks(w->desc.seq);
             broken_st = DDL_E_TIMEOUT;
-            broken_msg = "rank " + std::to_string(rank) + ": " + what + " timed out after " +
-                         std::to_string(w->timeout_ms) + " ms" +
+            broken_msg = me + what + " timed out after " + std::to_string(w->timeout_ms) + " ms" +
                          (absent.empty() ? "" : "; rank(s) " + absent + " never arrived") +
                          " (" + text + ")";
         } else {
+            // A dead rank's connections close, but only the ranks reading from it notice; the
+            // others notice when the first ones close their connections (below). So who is
+            // named in `text` may be a survivor: close at once, report, and name the ranks
+            // that do not report.
+            close_connections();
+            std::string seen = (peers.empty() ? "a peer" : "peer rank(s) " + peers) +
+                               " closed the connection (" + text + ")";
+            reported = store->try_set("ddl/failed/" + std::to_string(rank),
+                                      me + what + " failed: " + seen);
+            std::string lost;
+            std::map<int, std::string> reports;
             broken_st = DDL_E_COMM;
-            broken_msg = "rank " + std::to_string(rank) + ": " + what + " failed: " +
-                         (peers.empty() ? "a peer" : "peer rank(s) " + peers) +
-                         " closed the connection or died (" + text + ")";
-            // ranks not connected to the dead one see only the cascade of closed connections:
-            // the first to fail says who it lost, the others quote it
-            std::string first;
-            if (store->try_get("ddl/failure", &first, 200)) broken_msg += "; first report: " + first;
-            else store->try_set("ddl/failure", broken_msg);
+            if (!lost_ranks(&lost, &reports)) {
+                broken_msg = me + what + " failed: " + seen +
+                             "; the rendezvous store is unreachable as well, so its host (rank "
+                             "0's process with env:// and tcp://) may have died";
+            } else if (!lost.empty()) {
+                broken_msg = me + what + " failed: rank(s) " + lost +
+                             " died or stopped responding (no failure report from them within " +
+                             std::to_string(kReportGraceMs) +
+                             " ms; every other rank reported); seen here: " + seen;
+            } else {
+                // every rank is alive: quote why the first peer that closed on us failed
+                auto it = peers.empty() ? reports.begin() : reports.find(atoi(peers.c_str()));
+                if (it == reports.end()) it = reports.begin();
+                broken_msg = me + what + " failed: " + seen;
+                if (it != reports.end())
+                    broken_msg += "; rank " + std::to_string(it->first) + " reported: " + it->second;
+            }
         }
     } catch (const std::exception& e) {
         broken_st = DDL_E_INTERNAL;
         broken_msg = "rank " + std::to_string(rank) + ": " + what + ": " + e.what();
     }
     broken.store(1);
-    // fail the peers fast: ranks not directly connected to the dead one would otherwise wait
-    // for their full timeout
-    try {
-        ctx->closeConnections();
-    } catch (...) {
-    }
+    // tell the others why (a connection failure reported itself above), then fail them fast
+    if (!reported) store->try_set("ddl/failed/" + std::to_string(rank), broken_msg);
+    close_connections();
     w->finish(broken_st, broken_msg);
 }
 
@@ -533,13 +648,16 @@ void ddl_pg::run() {
         ddl_work* w;
         {
             std::unique_lock<std::mutex> lock(qm);
-            qcv.wait(lock, [&] { return stopping || !queue.empty(); });
+            qcv.wait(lock, [&] { return !busy && (stopping || !queue.empty()); });
             if (queue.empty()) return;
             w = queue.front();
             queue.pop_front();
+            busy = true;
         }
         execute(w);
         ddl_work_free(w);  // the queue's reference
+        std::lock_guard<std::mutex> lock(qm);
+        busy = false;
     }
 }
 
@@ -572,12 +690,26 @@ ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int 
     w->a = a;
     w->b = const_cast<ddl_tensor*>(b);
     w->refs = 2;  // the caller's and the queue's
+    bool here = false;
     {
         std::lock_guard<std::mutex> lock(pg->qm);
         w->desc.seq = pg->next_seq++;
-        pg->queue.push_back(w);
+        // a synchronous call with nothing queued or running runs on the caller's thread (in
+        // issue order all the same): no handoff to the comm thread and back, two thread
+        // wake-ups fewer per call
+        here = !work && !pg->busy && pg->queue.empty();
+        if (here) pg->busy = true;
+        else pg->queue.push_back(w);
     }
-    pg->qcv.notify_one();
+    if (here) {
+        pg->execute(w);
+        ddl_work_free(w);  // the queue's reference
+        std::lock_guard<std::mutex> lock(pg->qm);
+        pg->busy = false;
+        pg->qcv.notify_all();  // under the lock: ddl_pg_free may delete pg once it sees !busy
+    } else {
+        pg->qcv.notify_one();
+    }
     if (work) {
         *work = w;
         return DDL_OK;
@@ -652,27 +784,33 @@ ddl_status ddl_pg_new(ddl_pg** out, ddl_store* store, const char* prefix, int ra
         pg->timeout_ms = timeout_ms;
         pg->prefix = prefix ? prefix : "ddl";
         pg->store.reset(new StoreAdapter(store, pg->prefix, timeout_ms));
-        // 1. everyone announces itself, so a rank that never comes is named
-        pg->store->set("ddl/joined/" + std::to_string(rank), std::vector<char>{'1'});
+        // 1. everyone announces itself with its world size, so a rank that never comes is
+        //    named and ranks started with different world sizes fail at once (one deadline)
+        const std::string my_size = std::to_string(size);
+        pg->store->set("ddl/joined/" + std::to_string(rank),
+                       std::vector<char>(my_size.begin(), my_size.end()));
+        int64_t deadline = now_us() + timeout_ms * 1000;
         for (int r = 0; r < size; r++) {
             std::string v;
-            auto deadline = now_us() + timeout_ms * 1000;
-            bool ok = false;
-            while (!ok) {
-                int64_t left = (deadline - now_us()) / 1000;
-                ok = pg->store->try_get("ddl/joined/" + std::to_string(r), &v, left > 0 ? left : 1);
-                if (!ok && now_us() >= deadline) break;
-            }
-            if (!ok) {
-                std::string missing;
-                for (int q = r; q < size; q++)
-                    if (!pg->store->try_get("ddl/joined/" + std::to_string(q), &v, 1))
-                        missing += (missing.empty() ? "" : ", ") + std::to_string(q);
-                throw DdlError(DDL_E_TIMEOUT, "process group: rank(s) " + missing +
-                                                  " of " + std::to_string(size) +
-                                                  " never joined within " +
+            int64_t left = std::max<int64_t>(0, (deadline - now_us()) / 1000);
+            ddl_status st = pg->store->get_status("ddl/joined/" + std::to_string(r), &v, left);
+            if (st == DDL_E_TIMEOUT) {
+                std::string missing = std::to_string(r);
+                for (int q = r + 1; q < size; q++)
+                    if (pg->store->get_status("ddl/joined/" + std::to_string(q), &v, 0) != DDL_OK)
+                        missing += ", " + std::to_string(q);
+                throw DdlError(DDL_E_TIMEOUT, "process group: rank(s) " + missing + " of " +
+                                                  my_size + " never joined within " +
                                                   std::to_string(timeout_ms) + " ms");
             }
+            if (st != DDL_OK)
+                throw DdlError(st, "process group: waiting for rank " + std::to_string(r) +
+                                       " to join: " + ddl_last_error());
+            if (v != my_size)
+                throw DdlError(DDL_E_VALUE, "process group: rank " + std::to_string(r) +
+                                                " was started with world size " + v +
+                                                " but rank " + std::to_string(rank) + " with " +
+                                                my_size + ": every rank needs the same WORLD_SIZE");
         }
         // 2. Gloo's full mesh
         pg->dev = device_for(hostname ? hostname : "", iface ? iface : "");
@@ -693,6 +831,23 @@ ddl_status ddl_pg_new(ddl_pg** out, ddl_store* store, const char* prefix, int ra
                     pg->store->get("ddl/addr/" + std::to_string(r) + "/" + std::to_string(rank));
                 pg->rank_of_addr[std::string(a.begin(), a.end())] = r;
             }
+        // A pair that accepted its connection before connect() ran names the peer by the
+        // address it listened on (Gloo's rendezvous key "<r>": r's listening address for each
+        // other rank, in rank order, itself left out); map those too. Best effort.
+        for (int r = 0; r < size; r++) {
+            if (r == rank) continue;
+            try {
+                std::vector<char> all = pg->store->get(std::to_string(r));
+                size_t n = all.size() / (size_t)(size - 1);
+                size_t at = (size_t)(rank > r ? rank - 1 : rank) * n;
+                if (n > 0 && all.size() == n * (size_t)(size - 1)) {
+                    std::vector<char> one(all.begin() + (ptrdiff_t)at,
+                                          all.begin() + (ptrdiff_t)(at + n));
+                    pg->rank_of_addr[gloo::transport::tcp::Address(one).str()] = r;
+                }
+            } catch (...) {
+            }
+        }
         pg->thread = std::thread([pg] { pg->run(); });
         *out = pg;
         return DDL_OK;

@@ -35,7 +35,7 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
 #define DEF_ROW_SUM(S, T)                                                                          \
     static double pairwise_##S(const T *x, int64_t n) {                                            \
         if (n < LANES) {                                                                           \
-            double s = -0.0; /* -0.0 + v == v, so one-element sums are exact, -0.0 included */    \
+            double s = -0.0; /* -0.0 + v == v, so one-element sums are exact, -0.0 included */     \
             for (int64_t i = 0; i < n; i++) s += (double)x[i];                                     \
             return s;                                                                              \
         }                                                                                          \
@@ -45,7 +45,7 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
             int64_t i = LANES;                                                                     \
             for (; i + LANES <= n; i += LANES)                                                     \
                 for (int j = 0; j < LANES; j++) r[j] += (double)x[i + j];                          \
-            double s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));         \
+            double s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));          \
             for (; i < n; i++) s += (double)x[i];                                                  \
             return s;                                                                              \
         }                                                                                          \
@@ -68,7 +68,7 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
                 double d = (double)x[i + j] - mean;                                                \
                 r[j] += d * d;                                                                     \
             }                                                                                      \
-        double s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));             \
+        double s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));              \
         for (; i < n; i++) {                                                                       \
             double d = (double)x[i] - mean;                                                        \
             s += d * d;                                                                            \
@@ -85,7 +85,7 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
         int64_t i = 0;                                                                             \
         for (; i + LANES <= n; i += LANES)                                                         \
             for (int j = 0; j < LANES; j++) r[j] *= (double)x[i + j];                              \
-        double p = ((r[0] * r[1]) * (r[2] * r[3])) * ((r[4] * r[5]) * (r[6] * r[7]));             \
+        double p = ((r[0] * r[1]) * (r[2] * r[3])) * ((r[4] * r[5]) * (r[6] * r[7]));              \
         for (; i < n; i++) p *= (double)x[i];                                                      \
         *out = p;                                                                                  \
     }
@@ -231,7 +231,7 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
  * in `scratch` after the best values, and widened into `out` at the end; the caller keeps
  * nr <= INT32_MAX. */
 #define DEF_COL_ARG(S, T, IT, NAME, NOP)                                                           \
-    static void col_##NAME##_##S##_(int64_t *restrict out, T *restrict best, IT *restrict idx,    \
+    static void col_##NAME##_##S##_(int64_t *restrict out, T *restrict best, IT *restrict idx,     \
                                     const char *xb, int64_t nr, int64_t k, int64_t rs) {           \
         const T *restrict r0 = (const T *)xb;                                                      \
         for (int64_t j = 0; j < k; j++) {                                                          \
@@ -289,11 +289,15 @@ DEF_COL_INT(u8, uint8_t)
     default: fn##_u8(__VA_ARGS__); break;                                                          \
     }
 #define SWITCH_FLOAT(dt, fn, ...)                                                                  \
-    if ((dt) == DDL_FLOAT32) fn##_f32(__VA_ARGS__);                                                \
-    else fn##_f64(__VA_ARGS__);
+    if ((dt) == DDL_FLOAT32)                                                                       \
+        fn##_f32(__VA_ARGS__);                                                                     \
+    else                                                                                           \
+        fn##_f64(__VA_ARGS__);
 #define SWITCH_INT(dt, fn, ...)                                                                    \
-    if ((dt) == DDL_INT64) fn##_i64(__VA_ARGS__);                                                  \
-    else fn##_u8(__VA_ARGS__);
+    if ((dt) == DDL_INT64)                                                                         \
+        fn##_i64(__VA_ARGS__);                                                                     \
+    else                                                                                           \
+        fn##_u8(__VA_ARGS__);
 
 /* ---- drivers --------------------------------------------------------------------------------- */
 
@@ -324,8 +328,8 @@ static void store_doubles(char *out, ddl_dtype odt, const double *v, int64_t n) 
 }
 
 /* Sum or product (in double) of `nrows` rows of n elements: rows at base + rit offsets. */
-static double rows_float(const plan *p, const char *base, ddl_iter *rit, int64_t nrows,
-                         int64_t n, int prod) {
+static double rows_float(const plan *p, const char *base, ddl_iter *rit, int64_t nrows, int64_t n,
+                         int prod) {
     double acc = prod ? 1.0 : -0.0, v;
     for (int64_t r = 0; r < nrows; r++, ddl_iter_next(rit)) {
         const char *x = base + rit->off[0];
@@ -510,11 +514,11 @@ enum { MODE_ROWS, MODE_COLS, MODE_COPY };
 /* Which kernel can walk L in place; for rows and columns also the groups the iterators walk. */
 typedef struct {
     int mode;
-    int nk, nw;                               /* kept groups walked; reduced groups walked */
+    int nk, nw; /* kept groups walked; reduced groups walked */
     int64_t kshape[DDL_MAX_DIMS], kst[1][DDL_MAX_DIMS];
     int64_t wshape[DDL_MAX_DIMS], wst[1][DDL_MAX_DIMS];
-    int64_t nout, nrows;                      /* kept / walked reduced elements */
-    int64_t n, rs;                            /* row length (rows), or columns and row stride */
+    int64_t nout, nrows; /* kept / walked reduced elements */
+    int64_t n, rs;       /* row length (rows), or columns and row stride */
 } pick;
 
 static int64_t reduced_size(const layout *L) {
@@ -660,8 +664,7 @@ ddl_status ddl_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, i
                       const int *dims, int keepdim, int64_t correction) {
     char buf[DDL_SHAPE_BUF];
     if (!out || !a) DDL_FAIL(DDL_E_VALUE, "reduce: NULL tensor argument");
-    if ((unsigned)op >= DDL_NUM_REDUCE_OPS)
-        DDL_FAIL(DDL_E_VALUE, "reduce: invalid op %d", (int)op);
+    if ((unsigned)op >= DDL_NUM_REDUCE_OPS) DDL_FAIL(DDL_E_VALUE, "reduce: invalid op %d", (int)op);
     const char *name = op_names[op];
     if ((unsigned)a->dtype >= DDL_NUM_DTYPES)
         DDL_FAIL(DDL_E_TYPE, "%s: invalid dtype %d", name, (int)a->dtype);
@@ -686,9 +689,12 @@ ddl_status ddl_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, i
     int on = 0, zero = 0, overflow = 0;
     for (int d = 0; d < a->ndim; d++) {
         if (red[d]) {
-            if (a->shape[d] == 0) zero = 1;
-            else if (R > INT64_MAX / a->shape[d]) overflow = 1;
-            else R *= a->shape[d];
+            if (a->shape[d] == 0)
+                zero = 1;
+            else if (R > INT64_MAX / a->shape[d])
+                overflow = 1;
+            else
+                R *= a->shape[d];
             if (keepdim) oshape[on++] = 1;
         } else {
             oshape[on++] = a->shape[d];

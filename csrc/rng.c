@@ -143,15 +143,17 @@ static void fill_float(ddl_tensor *t, dist d) {
             int64_t e = (int64_t)b * per;
             int m = n - e < per ? (int)(n - e) : per;
             for (int i = 0; i < m; i++) {
-                if (t->dtype == DDL_FLOAT32) pf[e + i] = (float)v[i];
-                else pd[e + i] = v[i];
+                if (t->dtype == DDL_FLOAT32)
+                    pf[e + i] = (float)v[i];
+                else
+                    pd[e + i] = v[i];
             }
         }
     }
 }
 
-static ddl_status make_float(ddl_tensor **out, ddl_dtype dt, int ndim, const int64_t *shape,
-                             dist d, const char *who) {
+static ddl_status make_float(ddl_tensor **out, ddl_dtype dt, int ndim, const int64_t *shape, dist d,
+                             const char *who) {
     if (!out) DDL_FAIL(DDL_E_VALUE, "%s: NULL output", who);
     if (!ddl_dtype_is_float(dt))
         DDL_FAIL(DDL_E_TYPE, "%s: dtype must be float32 or float64, got %s", who,
@@ -181,8 +183,7 @@ ddl_status ddl_randint(ddl_tensor **out, int64_t low, int64_t high, int ndim,
     ddl_tensor *t;
     DDL_TRY(ddl_tensor_empty(&t, DDL_INT64, ndim, shape));
     int64_t n = ddl_tensor_numel(t);
-    uint64_t range = (uint64_t)high - (uint64_t)low, nblocks = (uint64_t)((n + 1) / 2), seed,
-             first;
+    uint64_t range = (uint64_t)high - (uint64_t)low, nblocks = (uint64_t)((n + 1) / 2), seed, first;
     rng_take(&seed, &first, nblocks);
     int64_t *p = ddl_tensor_data(t);
     uint32_t words[4 * BATCH];

@@ -2,6 +2,8 @@
  * store on a shared directory, and the prefix store. */
 #include "store.h"
 
+#include "internal.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -25,19 +27,6 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
-
-/* internal.h has an inline ddl_store_elem() (store one element) that clashes with the store type,
- * so this file spells its two error macros itself (same meaning as internal.h's). */
-#define DDL_FAIL(st, ...)                                                                        \
-    do {                                                                                         \
-        ddl_fail((st), __VA_ARGS__);                                                             \
-        return (st);                                                                             \
-    } while (0)
-#define DDL_TRY(expr)                                                                            \
-    do {                                                                                         \
-        ddl_status st_ = (expr);                                                                 \
-        if (st_ != DDL_OK) return st_;                                                           \
-    } while (0)
 
 enum {
     OP_SET = 1,

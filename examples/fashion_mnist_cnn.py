@@ -5,4 +5,4 @@
 from fashion_common import main
 
 if __name__ == "__main__":
-    main("cnn", default_epochs=6, default_lr=1e-3)
+    main("cnn")

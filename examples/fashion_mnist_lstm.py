@@ -5,4 +5,4 @@
 from fashion_common import main
 
 if __name__ == "__main__":
-    main("lstm", default_epochs=10, default_lr=2e-3)
+    main("lstm")

@@ -157,11 +157,13 @@ class DistributedDataParallel(Module):
 
     def _join_shadow_until_done(self):
         g = self.process_group
+        last = True  # no rank was still training when this one joined
         while True:
             flag = np.zeros(1, dtype=np.int64)
             dist.all_reduce(flag, group=g)
             if flag[0] == 0:
-                return
+                break
+            last = False
             if self._iterations == 1 and self._sync:
                 _C.reducer_rebuild(self._reducer)
             if self.broadcast_buffers:
@@ -171,6 +173,20 @@ class DistributedDataParallel(Module):
                             dist.broadcast(b, src=g.ranks[0], group=g)
             _C.reducer_shadow(self._reducer)
             self._iterations += 1
+        self._sync_final_model(last)
+
+    def _sync_final_model(self, last):
+        """Ranks that joined early skipped the last optimizer steps: copy the parameters and
+        buffers of the last rank to join (PyTorch's DDP join hook does the same)."""
+        g = self.process_group
+        who = np.array([g.rank() if last else -1, 0 if last else 1], dtype=np.int64)
+        dist.all_reduce(who, op=dist.ReduceOp.MAX, group=g)
+        if who[1] == 0:  # every rank joined at the same time: nothing to copy
+            return
+        with no_grad():
+            for t in list(self.module.parameters()) + list(self.module.buffers()):
+                if t.numel():
+                    dist.broadcast(t, src=g.ranks[int(who[0])], group=g)
 
     def bucket_info(self):
         """[(parameter names, allreduce start_us, end_us)] per bucket (ddl._C.now_us clock)."""
