@@ -13,18 +13,22 @@ What runs, for 2 and 4 ranks (processes; on a 2-core machine 4 ranks oversubscri
 - gloo:  benchmarks/gloo_baseline.cc, compiled here with g++ -O3 against Debian's libgloo-dev:
          the caller thread runs new-style gloo::allreduce (RING, ddl's algorithm) on a float
          buffer with gloo::sum<float> compiled at -O3, as ddl does. FileStore rendezvous.
-- gloo+desc: the same process doing what ddl puts on the wire: a 64-byte allgather (ddl's
-         mismatch check) and then the RING allreduce, with no thread handoff and no Python.
-- gloo bcube: the same allreduce with Gloo's BCUBE algorithm (is an algorithm switch worth it?).
+- gloo wire: the same process putting on the wire what ddl does, without ddl's threads and
+         Python: the mismatch check's one-step alltoall of 64 + 4096-byte blocks, which carries
+         an allreduce of <= 4 KiB whole; above that, the check and then the RING allreduce.
+- gloo bcube: the allreduce with Gloo's BCUBE algorithm (would an algorithm switch pay?).
 - ddl:   dist.all_reduce(t) on a ddl tensor (synchronous), env:// rendezvous through ddl's
-         TCPStore; the collective runs on ddl's per-group comm thread.
+         TCPStore.
 - torch: torch.distributed.all_reduce on a CPU tensor, backend "gloo" (its own bundled Gloo).
 - ddl[LABEL]: another ddl build (--ddl-variant LABEL=DIR, DIR holding a built `ddl` package),
          e.g. the tree before a change, measured in the same run.
+- probes, raw Gloo, no data: the old check (a 64-byte allgather) and the new one (the
+         4160-byte-block alltoall).
 All processes of all variants for one world size are started up front and stay idle (blocked
 on their stdin) while another variant runs. Every variant runs the same sizes in turn; the
 order of the variants rotates each round, and rounds repeat, so drift and other load on the
-machine fall on all of them alike.
+machine fall on all of them alike. Calls per run adapt to a time budget (from the previous
+round's median), within the plan's bounds.
 
 How it measures: each call is timed on every rank (perf_counter / steady_clock around one
 blocking allreduce, warm-up calls untimed); a call's time is the mean over the ranks, the
@@ -63,11 +67,19 @@ LAT_TARGET = 1.10       # ddl latency / gloo latency, sizes < 1 MiB
 TORCH_TARGET = 1.00     # ddl time / torch time, every size
 NOISE = 0.05            # a miss within this of the target is flagged as "within noise"
 
-# (warm-up, timed calls) per variant per round, and the number of rounds
-PLAN_FULL = {4 * KIB: (5, 150), 64 * KIB: (5, 80), MIB: (2, 24), 16 * MIB: (1, 5), 64 * MIB: (1, 2)}
-PLAN_QUICK = {4 * KIB: (3, 60), 64 * KIB: (3, 30), MIB: (1, 8), 16 * MIB: (1, 2), 64 * MIB: (0, 1)}
+# per size: (warm-up calls, most timed calls, fewest timed calls) per variant per round; the
+# count between is set so that one run lasts about BUDGET_S (from the previous round's median)
+PLAN_FULL = {4 * KIB: (5, 200, 20), 64 * KIB: (5, 120, 15), MIB: (2, 40, 6), 16 * MIB: (1, 8, 2),
+             64 * MIB: (1, 3, 1)}
+PLAN_QUICK = {4 * KIB: (3, 60, 8), 64 * KIB: (3, 40, 6), MIB: (1, 10, 3), 16 * MIB: (1, 2, 1),
+              64 * MIB: (0, 1, 1)}
+BUDGET_S = {False: 0.25, True: 0.08}
 ROUNDS_FULL, ROUNDS_QUICK = 6, 3
-DESC_ITERS_FULL, DESC_ITERS_QUICK = 150, 60
+PROBE_ITERS_FULL, PROBE_ITERS_QUICK = 60, 20
+# ddl's mismatch check (csrc/comm_gloo.cc): one alltoall of 64-byte descriptor + 4096-byte
+# eager payload blocks; an allreduce of at most EAGER bytes travels inside it
+CHECK_BLOCK, EAGER = 64 + 4096, 4096
+PROBES = {"old check: 64-B allgather": "ag64", "new check: 4160-B alltoall": f"a2a{CHECK_BLOCK}"}
 CMD_TIMEOUT_S = 180
 
 
@@ -306,44 +318,53 @@ def start_groups(n, exe, tmp, with_torch, ddl_variants):
 
 def measure(args, exe, tmp, with_torch):
     plan = PLAN_QUICK if args.quick else PLAN_FULL
+    budget = BUDGET_S[args.quick]
     rounds = args.rounds or (ROUNDS_QUICK if args.quick else ROUNDS_FULL)
-    desc_iters = DESC_ITERS_QUICK if args.quick else DESC_ITERS_FULL
+    probe_iters = PROBE_ITERS_QUICK if args.quick else PROBE_ITERS_FULL
     sizes = [s for s in SIZES if s in plan]
     results = {}
     infos = {}
     for n in args.ranks:
-        # variant name -> (group, mode, sizes it runs)
-        variants = {"gloo": ("gloo", "ring", sizes)}
-        variants["gloo+desc"] = ("gloo", "desc+ring", [s for s in sizes if s <= MIB])
+        # variant name -> (group, mode per size)
+        variants = {"gloo": ("gloo", {s: "ring" for s in sizes})}
+        variants["gloo wire"] = ("gloo", {s: f"a2a{CHECK_BLOCK}" if s <= EAGER
+                                          else f"a2a{CHECK_BLOCK}+ring" for s in sizes if s <= MIB})
         if not args.quick:
-            variants["gloo bcube"] = ("gloo", "bcube", sizes)
-        variants["ddl"] = ("ddl", "sync", sizes)
+            variants["gloo bcube"] = ("gloo", {s: "bcube" for s in sizes})
+        variants["ddl"] = ("ddl", {s: "sync" for s in sizes})
         for label, _ in args.ddl_variant:
-            variants[f"ddl[{label}]"] = (f"ddl[{label}]", "sync", sizes)
+            variants[f"ddl[{label}]"] = (f"ddl[{label}]", {s: "sync" for s in sizes})
         if with_torch:
-            variants["torch"] = ("torch", "sync", sizes)
+            variants["torch"] = ("torch", {s: "sync" for s in sizes})
         t0 = time.monotonic()
         groups = start_groups(n, exe, tmp, with_torch, args.ddl_variant)
         try:
             infos[n] = {k: g.info for k, g in groups.items()}
-            samples = {v: {s: [] for s in vs} for v, (_, _, vs) in variants.items()}
-            desc = []
+            samples = {v: {s: [] for s in modes} for v, (_, modes) in variants.items()}
+            per_round = {v: {s: [] for s in modes} for v, (_, modes) in variants.items()}
+            probes = {p: [] for p in PROBES}
             names = list(variants)
             for rnd in range(rounds):
                 for i, s in enumerate(sizes):
-                    warm, iters = plan[s]
+                    warm, most, fewest = plan[s]
                     k = (rnd + i) % len(names)
                     for v in names[k:] + names[:k]:
-                        gname, mode, vs = variants[v]
-                        if s in vs:
-                            samples[v][s] += groups[gname].run(mode, s, warm, iters)
-                desc += groups["gloo"].run("desc", 64, 5, desc_iters)
+                        gname, modes = variants[v]
+                        if s not in modes:
+                            continue
+                        prev = per_round[v][s]
+                        iters = most if not prev else max(fewest, min(most, int(budget / prev[-1])))
+                        xs = groups[gname].run(modes[s], s, warm, iters)
+                        samples[v][s] += xs
+                        prev.append(statistics.median(xs))
+                for p, mode in PROBES.items():
+                    probes[p] += groups["gloo"].run(mode, 0, 3, probe_iters)
                 print(f"  {n} ranks: round {rnd + 1}/{rounds} done ({time.monotonic() - t0:.0f} s)",
                       file=sys.stderr, flush=True)
         finally:
             for g in groups.values():
                 g.close()
-        results[n] = {"samples": samples, "desc": desc}
+        results[n] = {"samples": samples, "per_round": per_round, "probes": probes}
     return results, infos
 
 
@@ -351,7 +372,7 @@ def measure(args, exe, tmp, with_torch):
 
 
 def summarize(results):
-    """{n: {variant: {size: {"median_s", "busbw", "count"}}}, desc per n}"""
+    """{n: {"table": {variant: {size: {...}}}, "probes": {name: median s}}}"""
     out = {}
     for n, res in results.items():
         table = {}
@@ -362,9 +383,10 @@ def summarize(results):
                     med = statistics.median(xs)
                     q = statistics.quantiles(xs, n=4) if len(xs) >= 4 else [min(xs), med, max(xs)]
                     table[v][s] = {"median_s": med, "busbw_gbs": busbw_gbs(s, n, med),
-                                   "p25_s": q[0], "p75_s": q[-1], "calls": len(xs)}
-        d = res["desc"]
-        out[n] = {"table": table, "desc_median_s": statistics.median(d) if d else None}
+                                   "p25_s": q[0], "p75_s": q[-1], "calls": len(xs),
+                                   "round_medians_s": res["per_round"][v][s]}
+        out[n] = {"table": table,
+                  "probes": {p: statistics.median(xs) for p, xs in res["probes"].items() if xs}}
     return out
 
 
@@ -402,9 +424,13 @@ def fmt_ms(s):
 
 
 def variant_order(table):
-    first = ["gloo", "gloo+desc", "gloo bcube", "ddl"]
+    first = ["gloo", "gloo wire", "gloo bcube", "ddl"]
     rest = sorted(v for v in table if v not in first and v != "torch")
     return [v for v in first + rest + ["torch"] if v in table]
+
+
+def result_word(r):
+    return "pass" if r["pass"] else ("MISS (within noise)" if r["noise"] else "MISS")
 
 
 def markdown(meta, summary, rows):
@@ -412,15 +438,16 @@ def markdown(meta, summary, rows):
     L.append(f"Measured {meta['date']} on {meta['cpu']} ({meta['cpus']} logical CPUs, "
              f"{meta['kernel']}), Python {meta['python']}, ddl {meta['ddl']} (Gloo headers "
              f"{meta['gloo']}, Debian libgloo-dev {meta['libgloo']}), torch {meta['torch'] or '-'}"
-             f"{' (--quick)' if meta['quick'] else ''}. Load average before/after: "
-             f"{meta['load_before']} / {meta['load_after']}; wall time {meta['wall_s']:.0f} s.")
+             f"{' (--quick)' if meta['quick'] else ''}. Load average (1/5/15 min) before: "
+             f"{meta['load_before']}, after: {meta['load_after']}; wall time {meta['wall_s']:.0f} s.")
     L.append("")
     L.append(f"- Loopback, one process per rank, {meta['rounds']} interleaved rounds; figure = median "
              "over timed calls of the per-call time averaged over ranks; busbw = 2(n-1)/n x "
-             "bytes / time.")
-    L.append(f"- gloo: `{meta['baseline_cmd']}`, caller thread runs gloo::allreduce (RING). "
-             "gloo+desc: the same plus ddl's 64-byte descriptor allgather first. "
-             "ddl: `dist.all_reduce(t)` (comm thread, mismatch check on).")
+             "bytes / time. Cells: median latency ms / busbw GB/s.")
+    L.append(f"- gloo: `{meta['baseline_cmd']}`, the caller thread runs gloo::allreduce (RING). "
+             "gloo wire: the same process doing what ddl puts on the wire (its mismatch check, "
+             f"an alltoall of {CHECK_BLOCK}-byte blocks that carries allreduces <= 4 KiB whole; "
+             "above, the check then RING). ddl: `dist.all_reduce(t)`, mismatch check always on.")
     if meta.get("torch_note"):
         L.append(f"- torch skipped: {meta['torch_note']}")
     for label, path in meta.get("ddl_variants", []):
@@ -429,10 +456,12 @@ def markdown(meta, summary, rows):
     for n, sm in summary.items():
         t = sm["table"]
         vs = variant_order(t)
-        L.append(f"**{n} ranks** — median latency ms / busbw GB/s")
+        extra = [v for v in vs if v.startswith("ddl[")]
+        L.append(f"**{n} ranks**")
         L.append("")
-        L.append("| size | " + " | ".join(vs) + " | ddl/gloo bw | ddl/torch time |")
-        L.append("|---" * (len(vs) + 3) + "|")
+        L.append("| size | " + " | ".join(vs) + " | ddl/gloo bw | ddl/torch time |"
+                 + "".join(f" {v}/ddl time |" for v in extra))
+        L.append("|---" * (len(vs) + 3 + len(extra)) + "|")
         for s in SIZES:
             if "gloo" not in t or s not in t["gloo"]:
                 continue
@@ -443,29 +472,35 @@ def markdown(meta, summary, rows):
             g, d, tr = t["gloo"][s], t.get("ddl", {}).get(s), t.get("torch", {}).get(s)
             bw = f"{g['median_s'] / d['median_s']:.2f}x" if d else ""
             tt = f"{d['median_s'] / tr['median_s']:.2f}x" if d and tr else ""
-            L.append(f"| {size_name(s)} | " + " | ".join(cells) + f" | {bw} | {tt} |")
-        if sm["desc_median_s"]:
-            L.append("")
-            L.append(f"64-byte allgather alone (ddl's descriptor exchange, raw Gloo): "
-                     f"{sm['desc_median_s'] * 1e3:.3f} ms.")
-        g4, d4 = t.get("gloo", {}).get(4 * KIB), t.get("ddl", {}).get(4 * KIB)
-        gd4 = t.get("gloo+desc", {}).get(4 * KIB)
-        if g4 and d4 and gd4:
-            L.append(f"Cost of the always-on mismatch check at 4 KiB: ddl - gloo = "
-                     f"{(d4['median_s'] - g4['median_s']) * 1e3:+.3f} ms, of which the descriptor "
-                     f"round on the wire (gloo+desc - gloo) {(gd4['median_s'] - g4['median_s']) * 1e3:+.3f} ms "
-                     f"and the comm-thread handoff + Python (ddl - gloo+desc) "
-                     f"{(d4['median_s'] - gd4['median_s']) * 1e3:+.3f} ms.")
+            ex = "".join(f" {t[v][s]['median_s'] / d['median_s']:.2f}x |" if d and s in t[v] else " |"
+                         for v in extra)
+            L.append(f"| {size_name(s)} | " + " | ".join(cells) + f" | {bw} | {tt} |" + ex)
+        L.append("")
+        if sm["probes"]:
+            L.append("Mismatch check alone (raw Gloo, no data): " + "; ".join(
+                f"{p} {x * 1e3:.3f} ms" for p, x in sm["probes"].items()) + ".")
+        g4, d4, w4 = (t.get(v, {}).get(4 * KIB) for v in ("gloo", "ddl", "gloo wire"))
+        if g4 and d4 and w4:
+            L.append(f"At 4 KiB: ddl - gloo = {(d4['median_s'] - g4['median_s']) * 1e3:+.3f} ms, of "
+                     f"which the wire protocol (gloo wire - gloo) "
+                     f"{(w4['median_s'] - g4['median_s']) * 1e3:+.3f} ms and ddl's own layers "
+                     f"(Python, C API, threads: ddl - gloo wire) "
+                     f"{(d4['median_s'] - w4['median_s']) * 1e3:+.3f} ms.")
+        g64, d64, w64 = (t.get(v, {}).get(64 * KIB) for v in ("gloo", "ddl", "gloo wire"))
+        if g64 and d64 and w64:
+            L.append(f"At 64 KiB: ddl - gloo = {(d64['median_s'] - g64['median_s']) * 1e3:+.3f} ms "
+                     f"(wire {(w64['median_s'] - g64['median_s']) * 1e3:+.3f}, ddl's layers "
+                     f"{(d64['median_s'] - w64['median_s']) * 1e3:+.3f}).")
         L.append("")
     L.append("| ranks | size | check | ratio | target | result |")
     L.append("|---|---|---|---|---|---|")
     for r in rows:
-        res = "pass" if r["pass"] else ("MISS (within noise)" if r["noise"] else "MISS")
         L.append(f"| {r['ranks']} | {size_name(r['size'])} | {r['check']} | {r['ratio']:.2f} | "
-                 f"{r['target']} | {res} |")
+                 f"{r['target']} | {result_word(r)} |")
     L.append("")
     npass = sum(r["pass"] for r in rows)
-    L.append(f"{npass} of {len(rows)} checks meet their target.")
+    L.append(f"{npass} of {len(rows)} checks meet their target "
+             f"({sum(r['noise'] and not r['pass'] for r in rows)} more within {NOISE:.0%} of it).")
     return "\n".join(L) + "\n"
 
 
@@ -497,14 +532,12 @@ def print_table(summary, rows):
                 f"{fmt_ms(t[v][s]['median_s']) + ' / ' + format(t[v][s]['busbw_gbs'], '.2f'):>17}"
                 if s in t[v] else f"{'':>17}" for v in vs)
             print(f"{size_name(s):>7} {cells}")
-        if sm["desc_median_s"]:
-            print(f"  64-byte allgather (descriptor exchange, raw Gloo): "
-                  f"{sm['desc_median_s'] * 1e3:.3f} ms")
+        for p, x in sm["probes"].items():
+            print(f"  {p} (raw Gloo, no data): {x * 1e3:.3f} ms")
     print()
     for r in rows:
-        res = "pass" if r["pass"] else ("MISS (within noise)" if r["noise"] else "MISS")
         print(f"{r['ranks']} ranks {size_name(r['size']):>7}  {r['check']:<17} "
-              f"{r['ratio']:5.2f}  target {r['target']:<7} {res}")
+              f"{r['ratio']:5.2f}  target {r['target']:<7} {result_word(r)}")
 
 
 def main():
@@ -550,8 +583,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-    sys.path.insert(0, str(ROOT))
-    import ddl
+    ddl_info = next(iter(infos.values()))["ddl"]  # from a worker: the driver never imports ddl
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -566,7 +598,7 @@ def main():
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu, "cpus": os.cpu_count(), "kernel": f"Linux {platform.release()}",
-        "python": platform.python_version(), "ddl": ddl.__version__, "gloo": ddl.gloo_version(),
+        "python": platform.python_version(), "ddl": ddl_info["version"], "gloo": ddl_info["gloo"],
         "libgloo": libgloo, "torch": torch_ver, "torch_note": torch_note, "quick": args.quick,
         "rounds": args.rounds or (ROUNDS_QUICK if args.quick else ROUNDS_FULL),
         "baseline_cmd": baseline_cmd, "ddl_variants": args.ddl_variant,
@@ -583,12 +615,12 @@ def main():
     (out / "bench_allreduce.md").write_text(body)
     blob = {
         "meta": meta,
-        "summary": {str(n): {"desc_median_s": sm["desc_median_s"],
+        "summary": {str(n): {"probes_median_s": sm["probes"],
                              "table": {v: {str(s): e for s, e in per.items()}
                                        for v, per in sm["table"].items()}}
                     for n, sm in summary.items()},
         "checks": rows,
-        "samples_s": {str(n): {"desc": r["desc"],
+        "samples_s": {str(n): {"probes": r["probes"],
                                **{v: {str(s): xs for s, xs in per.items()}
                                   for v, per in r["samples"].items()}}
                       for n, r in results.items()},

@@ -39,21 +39,21 @@ within 0.5 s of launch (2 ranks); RSS per rank <= 1/3 of PyTorch's (2 ranks).
 
 Internal: `--worker ddl|torch` is the per-rank entry point the launcher runs.
 """
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-_T_WORKER_START = time.time()  # first thing: how long the interpreter + launcher took
-
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+_T_WORKER_START = time.time()  # a worker's start (after the interpreter and the stdlib imports)
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -83,7 +83,7 @@ class DDLLib:
         import ddl
         import ddl.distributed as dist
         import ddl.nn.functional as F
-        import ddl.optim  # noqa: F401
+        import ddl.optim
         from ddl.nn.parallel import DistributedDataParallel
 
         sys.path.insert(0, str(ROOT / "examples"))
@@ -144,11 +144,12 @@ class TorchLib:
     def __init__(self):
         import torch
         import torch.distributed as dist
-        import torch.nn as nn
         import torch.nn.functional as F
+        from torch import nn
         from torch.nn.parallel import DistributedDataParallel
 
-        self.torch, self.dist, self.nn, self.F, self.DDP = torch, dist, nn, F, DistributedDataParallel
+        self.torch, self.dist, self.nn, self.F = torch, dist, nn, F
+        self.DDP = DistributedDataParallel
 
     def init(self):
         self.dist.init_process_group("gloo", init_method="env://")
@@ -306,9 +307,11 @@ def worker(args):
             t_ddp.append(segment(ddp_step, "ddp"))
 
     # phase breakdown (a separate pass: the timestamps themselves cost a little)
+    n_phase = min(args.phase_steps, max(3, n_steps))
+
     def phases(m, o, ddp_model=None):
         rows = []
-        for _ in range(args.phase_steps):
+        for _ in range(n_phase):
             x, y = data[it["i"] % N_BATCHES]
             it["i"] += 1
             a = time.perf_counter()
@@ -369,7 +372,7 @@ def launch(lib, model, nranks, args):
            "--warmup", str(args.warmup), "--phase-steps", str(args.phase_steps)]
     t0 = time.time()
     env["DDP_BENCH_T0"] = repr(t0)
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.run(cmd, env=env, capture_output=True, check=False,
                           text=True, timeout=600, cwd=str(ROOT))
     wall = time.time() - t0
     results = []
@@ -469,7 +472,7 @@ def judge(runs, agg, have_torch):
     checks = []
 
     def add(name, value, target, op, note=""):
-        ok = None if value is None or value != value else (
+        ok = None if value is None or math.isnan(value) else (
             value >= target if op == ">=" else value <= target)
         checks.append({"check": name, "value": value, "target": target, "op": op,
                        "pass": ok, "note": note})
@@ -582,18 +585,21 @@ def md_tables(rows):
 
 def check_cell(c):
     v = c["value"]
-    s = "-" if v is None or v != v else (f"{v:.2f} s" if "(s)" in c["check"] else f"{v:.2f}x")
-    return s
+    if v is None or math.isnan(v):
+        return "-"
+    return f"{v:.2f} s" if "(s)" in c["check"] else f"{v:.2f}x"
 
 
 def cpu_model():
     try:
         text = Path("/proc/cpuinfo").read_text()
-        name = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
-        fam = re.search(r"^cpu family\s*:\s*(.*)$", text, re.M)
-        mod = re.search(r"^model\s*:\s*(.*)$", text, re.M)
-        return (f"{name.group(1).strip() if name else '?'} (family "
-                f"{fam.group(1).strip() if fam else '?'} model {mod.group(1).strip() if mod else '?'})")
+        name = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
+        fam = re.search(r"^cpu family\s*:\s*(.*)$", text, re.MULTILINE)
+        mod = re.search(r"^model\s*:\s*(.*)$", text, re.MULTILINE)
+        def g(mm):
+            return mm.group(1).strip() if mm else "?"
+
+        return f"{g(name)} (family {g(fam)} model {g(mod)})"
     except OSError:
         return platform.processor() or "?"
 
@@ -705,8 +711,8 @@ def main():
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--phase-steps", type=int, default=None)
     args = p.parse_args()
-    args.seg_time = args.seg_time or (0.25 if args.quick else 0.4)
-    args.pairs = args.pairs or (2 if args.quick else 4)
+    args.seg_time = args.seg_time or (0.2 if args.quick else 0.3)
+    args.pairs = args.pairs or (3 if args.quick else 5)
     args.warmup = args.warmup or (3 if args.quick else 5)
     args.phase_steps = args.phase_steps or (5 if args.quick else 10)
     if args.worker:

@@ -27,6 +27,9 @@ extern "C" {
 #endif
 
 typedef struct ddl_pg ddl_pg;
+
+/* A store over a Redis server through Gloo's RedisStore (set/get/wait/check only). */
+ddl_status ddl_store_open_redis(ddl_store **out, const char *host, int port);
 typedef struct ddl_work ddl_work;
 
 typedef enum { DDL_SUM = 0, DDL_AVG, DDL_MIN, DDL_MAX, DDL_PRODUCT, DDL_NUM_REDOPS } ddl_redop;

@@ -14,6 +14,8 @@
 #include <gloo/reduce.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/hash_store.h>
+#define HIREDIS_NESTED_INCLUDE 1 /* Debian installs hiredis.h under hiredis/ */
+#include <gloo/rendezvous/redis_store.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/scatter.h>
 #include <gloo/transport/tcp/address.h>
@@ -271,6 +273,9 @@ struct ddl_pg {
     std::string peers_in(const std::string& text);
     std::string absent_ranks(uint64_t seq);
     bool lost_ranks(std::string* lost, std::map<int, std::string>* reports);
+    bool poll_reports(const std::string& key, int64_t grace_ms, std::map<int, std::string>* got,
+                      std::set<int>* missing);
+    std::string rank_list(const std::set<int>& ranks);
     void close_connections();
 };
 
@@ -332,40 +337,60 @@ std::string ddl_pg::peers_in(const std::string& text) {
 // How long the ranks that saw a group fail wait for each other's reports in the store.
 constexpr int64_t kReportGraceMs = 1000;
 
-// After a timeout: which ranks never reached this collective? Each survivor publishes the
-// sequence number it is stuck at; a rank that publishes nothing within a short grace period
-// (one deadline for all of them) is named. Best effort (the store may be gone with the rank
-// that hosted it).
+// Which of the other ranks have set "<key>/<rank>"? Polls (every 20 ms, each look without
+// waiting) until all have or grace_ms passes: reports land in *got, the others stay in
+// *missing. False when the store cannot be reached at all; if it goes away midway (its host
+// exited after its own grace period, by when every live rank had reported) what was seen
+// so far stands.
+bool ddl_pg::poll_reports(const std::string& key, int64_t grace_ms,
+                          std::map<int, std::string>* got, std::set<int>* missing) {
+    for (int r = 0; r < size; r++)
+        if (r != rank) missing->insert(r);
+    int64_t deadline = now_us() + grace_ms * 1000;
+    bool reached = false;
+    for (;;) {
+        for (auto it = missing->begin(); it != missing->end();) {
+            std::string v;
+            ddl_status st = store->get_status(key + "/" + std::to_string(*it), &v, 0);
+            if (st != DDL_OK && st != DDL_E_TIMEOUT) return reached;
+            reached = true;
+            if (st == DDL_OK) {
+                (*got)[*it] = v;
+                it = missing->erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (missing->empty() || now_us() >= deadline) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+std::string ddl_pg::rank_list(const std::set<int>& ranks) {
+    std::string out;
+    for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
+    return out;
+}
+
+// After a timeout: which ranks never reached this collective? Each survivor publishes that
+// it is stuck (a group breaks at its first failure, so once); a rank that publishes nothing
+// within a grace period is named. Best effort (the store may be gone with its host).
 std::string ddl_pg::absent_ranks(uint64_t seq) {
     store->try_set("ddl/at/" + std::to_string(rank), std::to_string(seq));
-    std::string absent;
-    int64_t deadline = now_us() + 1500 * 1000;
-    for (int r = 0; r < size; r++) {
-        if (r == rank) continue;
-        std::string v;
-        int64_t left = std::max<int64_t>(0, (deadline - now_us()) / 1000);
-        bool there = store->try_get("ddl/at/" + std::to_string(r), &v, left) &&
-                     strtoull(v.c_str(), nullptr, 10) >= seq;
-        if (!there) absent += (absent.empty() ? "" : ", ") + std::to_string(r);
-    }
-    return absent;
+    std::map<int, std::string> got;
+    std::set<int> missing;
+    if (!poll_reports("ddl/at", 1500, &got, &missing)) return "";
+    return rank_list(missing);
 }
 
 // After a connection failure: which ranks are gone? Every rank that sees this group fail
 // reports it in the store (ddl/failed/<rank>, see execute); the ranks with no report within
-// kReportGraceMs (one deadline for all) go to *lost, the reports of the others to *reports.
-// False when the store is unreachable (then nothing is known).
+// kReportGraceMs go to *lost, the others' reports to *reports. False when the store is
+// unreachable (then nothing is known).
 bool ddl_pg::lost_ranks(std::string* lost, std::map<int, std::string>* reports) {
-    int64_t deadline = now_us() + kReportGraceMs * 1000;
-    for (int r = 0; r < size; r++) {
-        if (r == rank) continue;
-        std::string v;
-        int64_t left = std::max<int64_t>(0, (deadline - now_us()) / 1000);
-        ddl_status st = store->get_status("ddl/failed/" + std::to_string(r), &v, left);
-        if (st == DDL_OK) (*reports)[r] = v;
-        else if (st == DDL_E_TIMEOUT) *lost += (lost->empty() ? "" : ", ") + std::to_string(r);
-        else return false;
-    }
+    std::set<int> missing;
+    if (!poll_reports("ddl/failed", kReportGraceMs, reports, &missing)) return false;
+    *lost = rank_list(missing);
     return true;
 }
 
@@ -721,7 +746,117 @@ ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int 
 
 }  // namespace
 
+namespace {
+
+// A ddl_store over Gloo's RedisStore (for clusters that already run Redis). Gloo's store has
+// set/get/wait/check only; the counters and deletes of the TCP store are not offered.
+struct RedisStoreBox {
+    ddl_store base;  // first: the vtable's ddl_store* is this box
+    std::unique_ptr<gloo::rendezvous::RedisStore> rs;
+    std::mutex m;  // a redisContext is not thread-safe
+    int64_t timeout_ms = 300000;
+};
+
+RedisStoreBox* box(ddl_store* s) { return reinterpret_cast<RedisStoreBox*>(s); }
+
+template <typename F>
+ddl_status redis_call(const char* what, F&& f) {
+    try {
+        f();
+        return DDL_OK;
+    } catch (const gloo::IoException& e) {
+        std::string m = e.what();
+        bool timeout = m.find("imeout") != std::string::npos;
+        return ddl_fail(timeout ? DDL_E_TIMEOUT : DDL_E_COMM, "redis store %s: %s", what, m.c_str());
+    } catch (...) {
+        return map_exception("redis store");
+    }
+}
+
+ddl_status redis_set(ddl_store* s, const char* key, const void* val, size_t len) {
+    auto* b = box(s);
+    std::lock_guard<std::mutex> lock(b->m);
+    const char* p = static_cast<const char*>(val);
+    return redis_call("set", [&] { b->rs->set(key, std::vector<char>(p, p + len)); });
+}
+
+ddl_status redis_wait(ddl_store* s, const char* const* keys, int n, int64_t timeout_ms) {
+    auto* b = box(s);
+    std::vector<std::string> ks(keys, keys + n);
+    std::lock_guard<std::mutex> lock(b->m);
+    return redis_call("wait", [&] {
+        b->rs->wait(ks, std::chrono::milliseconds(timeout_ms < 0 ? INT32_MAX : timeout_ms));
+    });
+}
+
+ddl_status redis_get(ddl_store* s, const char* key, void** val, size_t* len, int64_t timeout_ms) {
+    ddl_status st = redis_wait(s, &key, 1, timeout_ms);
+    if (st) return st;
+    auto* b = box(s);
+    std::lock_guard<std::mutex> lock(b->m);
+    std::vector<char> v;
+    st = redis_call("get", [&] { v = b->rs->get(key); });
+    if (st) return st;
+    *val = malloc(v.size() ? v.size() : 1);
+    if (!*val) return ddl_fail(DDL_E_NOMEM, "redis store get: out of memory");
+    memcpy(*val, v.data(), v.size());
+    *len = v.size();
+    return DDL_OK;
+}
+
+ddl_status redis_check(ddl_store* s, const char* const* keys, int n, int* all) {
+    auto* b = box(s);
+    std::vector<std::string> ks(keys, keys + n);
+    std::lock_guard<std::mutex> lock(b->m);
+    return redis_call("check", [&] { *all = b->rs->check(ks) ? 1 : 0; });
+}
+
+ddl_status redis_unsupported(const char* what) {
+    return ddl_fail(DDL_E_VALUE, "the redis store does not support %s (Gloo's RedisStore offers "
+                                 "set, get, wait and check)", what);
+}
+
+ddl_status redis_add(ddl_store*, const char*, int64_t, int64_t*) { return redis_unsupported("add"); }
+ddl_status redis_cas(ddl_store*, const char*, const void*, size_t, const void*, size_t, void**,
+                     size_t*) {
+    return redis_unsupported("compare_set");
+}
+ddl_status redis_del(ddl_store*, const char*, int*) { return redis_unsupported("delete_key"); }
+ddl_status redis_num_keys(ddl_store*, int64_t*) { return redis_unsupported("num_keys"); }
+void redis_set_timeout(ddl_store* s, int64_t ms) { box(s)->timeout_ms = ms; }
+void redis_destroy(ddl_store* s) { delete box(s); }
+
+const ddl_store_vtable redis_vtable = {
+    "redis",   redis_set, redis_get,         redis_add,     redis_cas, redis_wait, redis_check,
+    redis_del, redis_num_keys, redis_set_timeout, redis_destroy,
+};
+
+}  // namespace
+
 extern "C" {
+
+ddl_status ddl_store_open_redis(ddl_store** out, const char* host, int port) {
+    if (!host || !*host || port < 1 || port > 65535)
+        return ddl_fail(DDL_E_VALUE, "redis store: bad address %s:%d", host ? host : "", port);
+    try {
+        auto* b = new RedisStoreBox();
+        b->base.vt = &redis_vtable;
+        b->base.refs = 1;
+        try {
+            b->rs.reset(new gloo::rendezvous::RedisStore(host, port));
+        } catch (...) {
+            delete b;
+            throw;
+        }
+        *out = &b->base;
+        return DDL_OK;
+    } catch (const std::exception& e) {
+        return ddl_fail(DDL_E_COMM, "redis store: cannot connect to %s:%d: %s", host, port,
+                        e.what());
+    } catch (...) {
+        return map_exception("redis store");
+    }
+}
 
 const char* ddl_gloo_version(void) {
     return DDL_STR(GLOO_VERSION_MAJOR) "." DDL_STR(GLOO_VERSION_MINOR) "." DDL_STR(

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-DEB_PACKAGES=(libgloo-dev libhiredis-dev zlib1g-dev dataset-fashion-mnist build-essential)
+DEB_PACKAGES=(libgloo-dev libhiredis-dev zlib1g-dev dataset-fashion-mnist redis-server build-essential)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

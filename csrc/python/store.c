@@ -1,6 +1,7 @@
 /* store.c (binding): the rendezvous stores of store.h as capsules (the TCP server; TCP, file and
  * prefix store handles) and their operations, each one C call with the GIL released. The
  * Python classes live in ddl/distributed/store.py. */
+#include "../comm.h"
 #include "../store.h"
 #include "pyddl.h"
 
@@ -116,6 +117,19 @@ static PyObject *py_open_file(PyObject *self, PyObject *arg) {
     Py_BEGIN_ALLOW_THREADS st = ddl_store_open_file(&s, path);
     Py_END_ALLOW_THREADS
     Py_DECREF(bytes);
+    return st ? pyddl_raise(st) : wrap_store(s);
+}
+
+/* store_open_redis(host, port) -> store handle (comm_gloo.cc: Gloo's RedisStore) */
+static PyObject *py_open_redis(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *host;
+    int port;
+    if (!PyArg_ParseTuple(args, "si", &host, &port)) return NULL;
+    ddl_store *s = NULL;
+    ddl_status st;
+    Py_BEGIN_ALLOW_THREADS st = ddl_store_open_redis(&s, host, port);
+    Py_END_ALLOW_THREADS
     return st ? pyddl_raise(st) : wrap_store(s);
 }
 
@@ -343,6 +357,7 @@ PyMethodDef pyddl_store_functions[] = {
     {"store_connect_tcp", py_connect_tcp, METH_VARARGS,
      "store_connect_tcp(host, port, timeout_ms) -> store handle (retries until timeout)"},
     {"store_open_file", py_open_file, METH_O, "store_open_file(dir) -> store handle"},
+    {"store_open_redis", py_open_redis, METH_VARARGS, "store_open_redis(host, port) -> handle"},
     {"store_file_remove", py_file_remove, METH_O,
      "Remove a file store's files (and its directory when left empty)."},
     {"store_prefix", py_prefix, METH_VARARGS, "store_prefix(prefix, base) -> store handle"},

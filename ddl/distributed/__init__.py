@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import _C
 from .._tensor import Tensor
-from .store import FileStore, PrefixStore, Store, TCPStore  # noqa: F401
+from .store import FileStore, PrefixStore, RedisStore, Store, TCPStore  # noqa: F401
 
 
 class DistributedError(RuntimeError):
@@ -173,9 +173,9 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
                        world_size=-1, rank=-1, store=None, group_name=""):
     """Join the default process group.
 
-    init_method: "env://" (default: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), 
+    init_method: "env://" (default: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT),
     "tcp://host:port" (rank 0 serves the store there), "file:///path" (a directory on a
-    filesystem every rank sees), or pass a `store` directly. Gloo binds to this machine's
+    filesystem every rank sees), "redis://host:port" (a Redis server), or pass a `store`. Gloo binds to this machine's
     address on the route to the master; GLOO_SOCKET_IFNAME (or DDL_SOCKET_IFNAME) names a
     network interface instead.
     """
@@ -207,9 +207,14 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
             master_addr, master_port = url.hostname, url.port
         elif url.scheme == "file":
             pass
+        elif url.scheme == "redis":
+            if not url.hostname:
+                raise ValueError(f"init_process_group: {init_method!r} needs redis://host[:port]")
+            master_addr, master_port = url.hostname, url.port or 6379
         else:
             raise ValueError(f"init_process_group: unknown init_method scheme {url.scheme!r} in "
-                             f"{init_method!r} (use env://, tcp://host:port or file:///path)")
+                             f"{init_method!r} (use env://, tcp://host:port, file:///path or "
+                             "redis://host:port)")
         if world_size < 0 or rank < 0:
             raise ValueError("init_process_group: rank and world_size are needed with "
                              f"{url.scheme}:// (got rank={rank}, world_size={world_size})")
@@ -220,6 +225,12 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
     if store is None:
         if url.scheme == "file":
             store = FileStore(url.path, world_size)
+        elif url.scheme == "redis":
+            # keys of separate jobs on one Redis server must not collide: group_name (or the
+            # DDL_JOB_ID / MASTER_PORT environment) names the job
+            job = group_name or os.environ.get("DDL_JOB_ID") or os.environ.get("MASTER_PORT", "0")
+            store = PrefixStore(f"ddl-job-{job}", RedisStore(master_addr, master_port,
+                                                             timedelta(seconds=secs)))
         else:
             if not 1 <= master_port <= 65535:
                 raise ValueError(f"init_process_group: master port {master_port} is out of range")

@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from .. import _C
 
-__all__ = ["FileStore", "PrefixStore", "Store", "TCPStore"]
+__all__ = ["FileStore", "PrefixStore", "Store", "TCPStore", "RedisStore"]
 
 _DEFAULT_TIMEOUT = timedelta(seconds=300)
 _MAX_KEY_BYTES = 4096
@@ -269,6 +269,25 @@ class FileStore(Store):
 
     def __repr__(self):
         return f"<FileStore {getattr(self, 'path', '?')!r}>"
+
+
+class RedisStore(Store):
+    """A store on a Redis server (Gloo's RedisStore), for clusters that already run one.
+
+    It offers set, get, wait and check; add, compare_set, delete_key and num_keys raise
+    ValueError (Gloo's RedisStore does not implement them)."""
+
+    def __init__(self, host, port=6379, timeout=_DEFAULT_TIMEOUT):
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"RedisStore: host must be a non-empty str, got {host!r}")
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"RedisStore: port must be in [1, 65535], got {port!r}")
+        self._handle = None
+        super().__init__(_C.store_open_redis(host, port), timeout)
+        self.host, self.port = host, port
+
+    def __repr__(self):
+        return f"<RedisStore {self.host}:{self.port}>"
 
 
 class PrefixStore(Store):
