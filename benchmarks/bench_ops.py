@@ -312,7 +312,8 @@ def markdown(rows, meta):
         f"(family {meta['cpu'].get('family', '?')} model {meta['cpu'].get('model', '?')}, "
         f"{meta['cpu']['logical_cpus']} logical CPUs, Linux {meta['kernel']}), "
         f"Python {meta['python']}, NumPy {meta['numpy']}, ddl {meta['ddl']}"
-        f"{' (--quick)' if meta['quick'] else ''}.",
+        f"{' (--quick)' if meta['quick'] else ''}. Load average (1 min) "
+        f"{meta['loadavg_start'][0]:.1f} at the start, {meta['loadavg_end'][0]:.1f} at the end.",
         "",
         f"- ddl's OpenBLAS: {ddl_blas['config']}, kernel **{ddl_blas['corename']}**.",
         "- NumPy's OpenBLAS: " + ", ".join(
@@ -365,6 +366,7 @@ def main():
         "kernel": platform.release(), "cpu": cpu_info(), "blas": blas_info(),
         "quick": args.quick, "reps": args.reps, "min_time_s": args.min_time,
         "import_runs": args.import_runs, "threads": 1,
+        "loadavg_start": list(os.getloadavg()),
     }
     print(f"ddl OpenBLAS: {meta['blas']['ddl']['corename']} ({meta['blas']['ddl']['config']})")
     for nb in meta["blas"]["numpy"]:
@@ -383,6 +385,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="bench_ops_pycache_") as cache_dir:
             rows += bench_import(args, cache_dir)
     meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    meta["loadavg_end"] = list(os.getloadavg())
     for r in rows:
         r["pass"] = passed(r)
 

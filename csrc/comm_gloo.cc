@@ -165,14 +165,16 @@ struct Descriptor {
 };
 static_assert(sizeof(Descriptor) == 64, "descriptor must be 64 bytes");
 
-// Every collective starts with one message of fixed size from each rank to every other rank, all
-// at once (one step, where an allgather takes n-1): the descriptor, and for an all_reduce of at
-// most kEagerBytes its data too. The size never varies, so ranks that disagree cannot trip
-// Gloo's size-mismatch abort; a small all_reduce then needs no second round: once the
-// descriptors agree each rank reduces the blocks itself, in rank order (the same result,
-// bit for bit, on every rank).
-constexpr size_t kEagerBytes = 4096;
-constexpr size_t kBlockBytes = sizeof(Descriptor) + kEagerBytes;
+// Every collective starts with one message from each rank to every other rank, all at once (one
+// step, where an allgather takes n-1): the descriptor, and for an all_reduce that fits the
+// message its data too. Once the descriptors agree each rank reduces the blocks itself, in rank
+// order (the same result, bit for bit, on every rank): a small all_reduce needs no second round.
+// The message size is never taken from the call at hand, so ranks that disagree cannot trip
+// Gloo's size-mismatch abort: it is kEagerMin, or the size of the previous all_reduce of at
+// most kEagerMax bytes, which every rank agreed on (a loop of equal small all_reduces runs
+// eagerly from its second call).
+constexpr size_t kEagerMin = 4096;
+constexpr size_t kEagerMax = 64 * 1024;
 
 std::string describe(const Descriptor& d) {
     char buf[160];
@@ -261,6 +263,7 @@ struct ddl_pg {
     uint64_t next_seq = 0;  // assigned at issue time, under qm
     bool busy = false;      // a collective is running (comm thread or an inline caller), under qm
     std::vector<uint8_t> xin, xout;  // the descriptor exchange's blocks (one runner at a time)
+    size_t eager_cap = kEagerMin;    // payload bytes of the next exchange (one runner at a time)
 
     std::atomic<int> broken{0};
     ddl_status broken_st = DDL_OK;
@@ -407,13 +410,14 @@ void ddl_pg::close_connections() {
 bool ddl_pg::exchange_descriptors(ddl_work* w) {
     const Descriptor& d = w->desc;
     size_t bytes = (size_t)d.count * dsize(d.dtype);
-    bool eager = d.coll == DDL_COLL_ALLREDUCE && d.count > 0 && bytes <= kEagerBytes;
+    bool eager = d.coll == DDL_COLL_ALLREDUCE && d.count > 0 && bytes <= eager_cap;
+    const size_t block = sizeof(Descriptor) + eager_cap;
     size_t used = sizeof(Descriptor) + (eager ? bytes : 0);
-    xin.resize(kBlockBytes * size);
-    xout.resize(kBlockBytes * size);
+    xin.resize(block * size);
+    xout.resize(block * size);
     memcpy(xin.data(), &d, sizeof(Descriptor));
     if (eager) memcpy(xin.data() + sizeof(Descriptor), ddl_tensor_data(w->a), bytes);
-    for (int r = 1; r < size; r++) memcpy(xin.data() + (size_t)r * kBlockBytes, xin.data(), used);
+    for (int r = 1; r < size; r++) memcpy(xin.data() + (size_t)r * block, xin.data(), used);
     gloo::AlltoallOptions opts(ctx);
     opts.setInput(xin.data(), xin.size());
     opts.setOutput(xout.data(), xout.size());
@@ -422,7 +426,7 @@ bool ddl_pg::exchange_descriptors(ddl_work* w) {
     gloo::alltoall(opts);
     for (int r = 0; r < size; r++) {
         Descriptor other;
-        memcpy(&other, xout.data() + (size_t)r * kBlockBytes, sizeof other);
+        memcpy(&other, xout.data() + (size_t)r * block, sizeof other);
         if (!same(other, d)) {
             std::string msg = "mismatched collectives at sequence number " +
                               std::to_string(d.seq) + ": rank " + std::to_string(rank) +
@@ -433,18 +437,22 @@ bool ddl_pg::exchange_descriptors(ddl_work* w) {
             throw DdlError(DDL_E_COMM, msg);
         }
     }
+    // agreed by all: the next exchange carries an all_reduce of this size whole
+    eager_cap = d.coll == DDL_COLL_ALLREDUCE && bytes > kEagerMin && bytes <= kEagerMax
+                    ? (bytes + 63) / 64 * 64
+                    : kEagerMin;
     if (!eager) return false;
     void* pa = ddl_tensor_data(w->a);
     const uint8_t* blocks = xout.data() + sizeof(Descriptor);
     int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
     if (d.dtype == DDL_FLOAT32) {
-        reduce_blocks(static_cast<float*>(pa), blocks, kBlockBytes, size, d.count, op);
+        reduce_blocks(static_cast<float*>(pa), blocks, block, size, d.count, op);
         if (d.redop == DDL_AVG) divide(static_cast<float*>(pa), d.count, size);
     } else if (d.dtype == DDL_FLOAT64) {
-        reduce_blocks(static_cast<double*>(pa), blocks, kBlockBytes, size, d.count, op);
+        reduce_blocks(static_cast<double*>(pa), blocks, block, size, d.count, op);
         if (d.redop == DDL_AVG) divide(static_cast<double*>(pa), d.count, size);
     } else {
-        reduce_blocks(static_cast<int64_t*>(pa), blocks, kBlockBytes, size, d.count, op);
+        reduce_blocks(static_cast<int64_t*>(pa), blocks, block, size, d.count, op);
     }
     return true;
 }

@@ -12,9 +12,10 @@
  *   vm_sigmoid_f32  near-ties: glibc's tanhf is itself up to 2 ulp off, so anything less exact
  *                   could land 3 ulp from it. Within 2 ulp of tanhf and of the float formula
  *                   1/(1+expf(-x)) | expf(x)/(1+expf(x)) that ddl used before.
- * Special values are libm's: NaN -> the same NaN, quieted; exp: +inf -> inf, -inf -> +0, x > 88.7228 -> inf,
- * subnormal results rounded once; tanh: +-0 -> +-0, +-inf -> +-1; sigmoid: -inf -> 0,
- * +inf -> 1.
+ * Special values are libm's: NaN -> the same NaN, quieted; exp: +inf -> inf, -inf -> +0,
+ * x > 88.7228 -> inf, subnormal results rounded once; tanh: +-0 -> +-0, +-inf -> +-1;
+ * sigmoid: -inf -> 0, +inf -> 1. All 2^32 inputs were checked on 2026-11-26: exp max 1 ulp
+ * from expf and from exact; tanh and sigmoid max 2 ulp from glibc, max 1 from exact.
  *
  * A loop over these vectorizes only if gcc may if-convert the selects, which it refuses under
  * the default -ftrapping-math once it has sunk work into one arm; ops_elementwise.c compiles

@@ -41,6 +41,20 @@ from ._functions import __all__ as _fn_all  # noqa: E402
 from ._tensor import Tensor  # noqa: E402
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
 from . import data, datasets, nn, optim  # noqa: E402,F401
+from .serialization import load, save  # noqa: E402
+
+
+def __getattr__(name):
+    # the Trainer pulls in ddl.distributed: load it on first use
+    if name == "Trainer":
+        from .trainer import Trainer
+
+        return Trainer
+    if name == "distributed":
+        import importlib
+
+        return importlib.import_module(".distributed", __name__)
+    raise AttributeError(f"module 'ddl' has no attribute {name!r}")
 
 float = float32  # noqa: A001
 double = float64

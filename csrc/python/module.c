@@ -113,6 +113,7 @@ PyMODINIT_FUNC PyInit__C(void) {
         add_functions(m, pyddl_comm_functions) < 0 ||
         add_functions(m, pyddl_reducer_functions) < 0 ||
         add_functions(m, pyddl_store_functions) < 0 ||
+        add_functions(m, pyddl_ml_functions) < 0 ||
         add_functions(m, pyddl_optim_functions) < 0)
         goto error;
     if (PyModule_AddIntConstant(m, "MAX_DIMS", DDL_MAX_DIMS) < 0) goto error;

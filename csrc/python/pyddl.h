@@ -63,5 +63,6 @@ extern PyMethodDef pyddl_data_functions[];
 extern PyMethodDef pyddl_comm_functions[];
 extern PyMethodDef pyddl_reducer_functions[];
 extern PyMethodDef pyddl_store_functions[];
+extern PyMethodDef pyddl_ml_functions[];
 
 #endif

@@ -14,19 +14,27 @@ CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
            "Sneaker", "Bag", "Ankle boot")
 
 
+def _existing(path):
+    """path, or the uncompressed file next to it (name without .gz) when only that exists."""
+    if not os.path.exists(path) and path.endswith(".gz") and os.path.exists(path[:-3]):
+        return path[:-3]
+    return path
+
+
 class FashionMNIST(TensorDataset):
     """Fashion-MNIST: `data` (N, 1, 28, 28) float32, normalized to mean 0 / std 1 unless
     normalize=False (then in [0, 1]); `targets` (N,) int64 in [0, 10).
 
     root defaults to Debian's package location; the DDL_FASHION_MNIST environment variable
-    overrides it.
+    overrides it. Each file may be gzip-compressed (the *.gz names) or raw (the same names
+    without .gz).
     """
 
     classes = CLASSES
 
     def __init__(self, root=None, train=True, normalize=True):
         root = root or os.environ.get("DDL_FASHION_MNIST") or DEFAULT_ROOT
-        paths = [os.path.join(root, f) for f in _FILES[bool(train)]]
+        paths = [_existing(os.path.join(root, f)) for f in _FILES[bool(train)]]
         for p in paths:
             if not os.path.exists(p):
                 raise FileNotFoundError(

@@ -13,6 +13,7 @@ peer is a DistributedError naming it. docs/distributed.md has the details.
 """
 import os
 import socket
+import time
 import urllib.parse
 from datetime import timedelta
 
@@ -234,17 +235,56 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
         else:
             if not 1 <= master_port <= 65535:
                 raise ValueError(f"init_process_group: master port {master_port} is out of range")
-            store = TCPStore(master_addr, master_port, world_size, is_master=(rank == 0),
-                             timeout=timedelta(seconds=secs))
+            # no wait_for_workers: the process group's own join names the ranks that never
+            # come and catches ranks started with different world sizes (the store's count
+            # would only say "2 of 3 connected", or be satisfied by the wrong ranks)
+            try:
+                store = TCPStore(master_addr, master_port, world_size, is_master=(rank == 0),
+                                 timeout=timedelta(seconds=secs), wait_for_workers=False)
+            except TimeoutError as e:
+                # only a client times out here: nothing listens where rank 0 should serve
+                raise DistributedTimeoutError(
+                    f"init_process_group: rank 0 never came up: nothing served the rendezvous "
+                    f"store at {master_addr}:{master_port} within {secs:g} s ({e})") from None
     iface = os.environ.get("DDL_SOCKET_IFNAME") or os.environ.get("GLOO_SOCKET_IFNAME")
     host = None if iface else _local_address_towards(master_addr, master_port)
     prefix = f"pg/{group_name or 'default'}"
-    handle = _C.pg_new(store._h(), prefix, rank, world_size, host, iface, ms)
+    _try_store(store.add, f"{prefix}/ddl/join_started", 1)
+    try:
+        handle = _C.pg_new(store._h(), prefix, rank, world_size, host, iface, ms)
+    except Exception:
+        _after_failed_join(store, prefix, secs)
+        raise
     _world = ProcessGroup(handle, rank, world_size, range(world_size), store, secs)
     _world_store = store
     _group_count = 0
     GroupMember.WORLD = _world
     _set_num_threads_from_env()
+
+
+def _try_store(fn, *args):
+    try:
+        return fn(*args)
+    except Exception:  # noqa: BLE001 (best effort: the store may be gone)
+        return None
+
+
+def _after_failed_join(store, prefix, secs):
+    """This rank's join failed. Count it in the store; the process serving the store (rank 0
+    with env:// and tcp://) keeps serving until every rank that started joining has failed
+    too (at most 5 s), so that each reads the same answer -- which ranks never came, whose
+    world size differs -- instead of finding the store gone with rank 0."""
+    _try_store(store.add, f"{prefix}/ddl/join_failed", 1)
+    if not getattr(store, "is_master", False):
+        return
+    deadline = time.monotonic() + min(secs, 5.0)
+    while time.monotonic() < deadline:
+        started = _try_store(store.add, f"{prefix}/ddl/join_started", 0)
+        failed = _try_store(store.add, f"{prefix}/ddl/join_failed", 0)
+        if started is None or failed is None or failed >= started:
+            break
+        time.sleep(0.02)
+    store.close()
 
 
 def _set_num_threads_from_env():
@@ -546,8 +586,10 @@ def barrier(group=None, async_op=False, timeout=None):
     return _run("barrier", g, None, None, 0, 0, timeout, async_op)
 
 
+from .launch import launch  # noqa: E402
+
 __all__ = [
-    "init_process_group", "destroy_process_group", "is_initialized", "is_available", "get_rank",
+    "launch", "init_process_group", "destroy_process_group", "is_initialized", "is_available", "get_rank",
     "get_world_size", "get_backend", "new_group", "ReduceOp", "Work", "ProcessGroup",
     "GroupMember", "DistributedError", "DistributedTimeoutError", "all_reduce", "broadcast",
     "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "reduce",

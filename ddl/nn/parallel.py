@@ -105,6 +105,9 @@ class DistributedDataParallel(Module):
     # ---- the training step ---------------------------------------------------------------------
     def forward(self, *inputs, **kwargs):
         g = self.process_group
+        if g._handle is None:  # the C reducer holds the group: never touch a destroyed one
+            raise RuntimeError("DistributedDataParallel: its process group was destroyed "
+                               "(destroy_process_group); wrap the module again in a new group")
         if self._joined_ranks_possible:
             flag = np.ones(1, dtype=np.int64)  # "I still have data" for Join
             dist.all_reduce(flag, group=g)

@@ -162,7 +162,9 @@ int main(int argc, char **argv) {
                (long long)st[f].max_exact, st[f].worst_exact, (long long)st[f].over1_exact);
         fails += st[f].fail;
     }
-    for (int i = 0; i < N_ISA; i++) printf("%s%s", i ? ", " : "ISAs compared: ", isa_ok(i) ? isa_names[i] : "");
+    printf("ISAs compared:");
+    for (int i = 0; i < N_ISA; i++)
+        if (isa_ok(i)) printf(" %s", isa_names[i]);
     printf("\n%lld failures\n", (long long)fails);
     free(x);
     for (int i = 0; i < N_ISA; i++) free(out[i]);

@@ -1,6 +1,7 @@
 """One rank of a DistributedDataParallel scenario for tests/test_ddp.py.
 
     RANK=r WORLD_SIZE=n MASTER_ADDR=127.0.0.1 MASTER_PORT=p python ddp_worker.py SCENARIO OUTDIR
+    (SCENARIO may be several names joined by '+': each then writes to OUTDIR/<name>/)
 
 Each rank writes OUTDIR/rank{r}.npz (arrays: parameters, gradients, buffers, ...) and
 OUTDIR/rank{r}.json (scalars, messages, timings); rank 0 also writes the single-process
@@ -276,7 +277,7 @@ def unused_ok():
 
 def join():
     """Uneven inputs: rank r has counts[r] batches of 16; all finish inside model.join()."""
-    counts = [5, 3, 4][:WORLD]
+    counts = [5, 3] if WORLD == 2 else [3, 5, 4][:WORLD]  # the last to join: rank 0, rank 1
     model = DDP(build("mlp"), bucket_cap_mb=0.001)
     opt = sgd(model.parameters())
     with model.join():
@@ -398,18 +399,52 @@ def peer_dies():
     os._exit(0)  # the group is broken: skip teardown
 
 
+def destroyed():
+    """Using a DDP model after destroy_process_group is an error, not a hang or a crash."""
+    model = DDP(build("mlp"))
+    x, y = batch("mlp", 0, 8 * WORLD)
+    xs, ys = shard(x, y, RANK, WORLD)
+    F.cross_entropy(model(xs), ys).backward()
+    dist.destroy_process_group()
+    try:
+        F.cross_entropy(model(xs), ys).backward()
+        info = {"raised": None}
+    except RuntimeError as e:
+        info = {"raised": type(e).__name__, "message": str(e)}
+    save(info=info)
+
+
+def sampler():
+    """DistributedSampler from the process group's defaults: eval mode (pad=False) and the
+    padded training mode, for two epochs; every rank reports its indices."""
+    from ddl.data import DistributedSampler, TensorDataset
+
+    ds = TensorDataset(ddl.arange(10))
+    info = {}
+    for pad in (False, True):
+        s = DistributedSampler(ds, shuffle=True, seed=7, pad=pad)
+        for epoch in (0, 1):
+            s.set_epoch(epoch)
+            info[f"pad={pad} epoch={epoch}"] = list(s)
+            info[f"pad={pad} len"] = len(s)
+    save(info=info)
+
+
 SCENARIOS = {f.__name__: f for f in (
     eq_mlp, eq_cnn, eq_cnn_bn, eq_mlp3, overlap, no_sync, unused_error, unused_ok, join,
-    mismatch, broadcast_state, buffers_on, buffers_off, peer_dies)}
+    mismatch, broadcast_state, buffers_on, buffers_off, peer_dies, sampler, destroyed)}
 
 
 def main():
     global RANK, WORLD, OUT
-    name, OUT = sys.argv[1], sys.argv[2]
+    names, base = sys.argv[1].split("+"), sys.argv[2]
     timeout = float(os.environ.get("DDP_TEST_PG_TIMEOUT", "30"))
     dist.init_process_group("gloo", timeout=timeout)
     RANK, WORLD = dist.get_rank(), dist.get_world_size()
-    SCENARIOS[name]()
+    for name in names:  # several scenarios in one world: OUTDIR/<scenario>/ each
+        OUT = os.path.join(base, name) if len(names) > 1 else base
+        os.makedirs(OUT, exist_ok=True)
+        SCENARIOS[name]()
     dist.destroy_process_group()
 
 

@@ -1,0 +1,135 @@
+"""ddl.distributed.launch: run a function on N ranks from a notebook or a script.
+
+    def train(lr):
+        import ddl.distributed as dist
+        ...
+        return accuracy
+
+    acc = ddl.distributed.launch(train, nprocs=2, args=(0.01,))
+
+Workers are forked, so functions defined in a notebook cell work as they are (nothing needs to
+be importable or picklable but the return value). Each worker gets RANK / WORLD_SIZE /
+MASTER_ADDR / MASTER_PORT, an initialized default process group and cores // nprocs BLAS
+threads; launch returns rank 0's result, or raises DistributedError naming the rank that
+failed with its traceback.
+"""
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import traceback
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, nprocs, port, fn, args, kwargs, conn, timeout):
+    from .. import _C
+    from . import destroy_process_group, init_process_group
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(nprocs), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(nprocs), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    _C.set_num_threads(max(1, cores // nprocs))
+    try:
+        init_process_group("gloo", timeout=timeout)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            destroy_process_group()
+        conn.send(("ok", result if rank == 0 else None))
+    except BaseException as e:  # report everything, then exit non-zero
+        conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        conn.close()
+        os._exit(1)
+    conn.close()
+    os._exit(0)
+
+
+def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
+    """Run fn(*args, **kwargs) on `nprocs` ranks (forked processes) and return rank 0's result.
+
+    `timeout` (seconds) bounds the whole run and each collective; a rank that fails or dies
+    stops the others and raises ddl.distributed.DistributedError naming it."""
+    from . import DistributedError
+
+    if not callable(fn):
+        raise TypeError(f"launch: fn must be callable, got {type(fn).__name__}")
+    if not isinstance(nprocs, int) or nprocs < 1:
+        raise ValueError(f"launch: nprocs must be a positive int, got {nprocs!r}")
+    from . import is_initialized
+
+    if is_initialized():
+        raise RuntimeError("launch: call it from a process without a process group (the "
+                           "workers make their own)")
+    ctx = multiprocessing.get_context("fork")
+    port = _free_port()
+    pipes, procs = [], []
+    for rank in range(nprocs):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, name=f"ddl-rank{rank}",
+                        args=(rank, nprocs, port, fn, tuple(args), dict(kwargs or {}), child,
+                              timeout))
+        p.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(p)
+    deadline = time.monotonic() + timeout
+    results = [None] * nprocs
+    failure = None
+    try:
+        pending = set(range(nprocs))
+        while pending and failure is None:
+            if time.monotonic() > deadline:
+                failure = f"launch: timed out after {timeout} s (ranks {sorted(pending)} running)"
+                break
+            for r in sorted(pending):
+                if pipes[r].poll(0.05):
+                    try:
+                        results[r] = pipes[r].recv()
+                    except EOFError:
+                        results[r] = ("died", None)
+                    pending.discard(r)
+                    if results[r][0] != "ok":
+                        failure = _describe(r, results[r], procs[r])
+                        break
+                elif not procs[r].is_alive() and not pipes[r].poll(0):
+                    results[r] = ("died", None)
+                    pending.discard(r)
+                    failure = _describe(r, results[r], procs[r])
+                    break
+    finally:
+        for p in procs:
+            if p.is_alive() and failure is not None:
+                os.kill(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for c in pipes:
+            c.close()
+    if failure is not None:
+        raise DistributedError(failure)
+    return results[0][1]
+
+
+def _describe(rank, result, proc):
+    kind, detail = result
+    if kind == "error":
+        return f"launch: rank {rank} failed: {detail}"
+    proc.join(2)
+    code = proc.exitcode
+    if code is not None and code < 0:
+        how = f"was killed by {signal.Signals(-code).name}"
+    else:
+        how = f"exited with code {code} without a result"
+    return f"launch: rank {rank} {how}"
