@@ -792,6 +792,16 @@ ddl_status redis_wait(ddl_store* s, const char* const* keys, int n, int64_t time
     auto* b = box(s);
     std::vector<std::string> ks(keys, keys + n);
     std::lock_guard<std::mutex> lock(b->m);
+    if (timeout_ms == 0) {
+        // Gloo's RedisStore reads a zero timeout as "wait forever": look once instead (the
+        // process group's failure handling polls its peers' reports this way)
+        bool all = false;
+        ddl_status st = redis_call("check", [&] { all = b->rs->check(ks); });
+        if (st) return st;
+        if (all) return DDL_OK;
+        return ddl_fail(DDL_E_TIMEOUT, "redis store wait: key %s%s is not set", keys[0],
+                        n > 1 ? " (or another of the keys)" : "");
+    }
     return redis_call("wait", [&] {
         b->rs->wait(ks, std::chrono::milliseconds(timeout_ms < 0 ? INT32_MAX : timeout_ms));
     });

@@ -129,6 +129,7 @@ GroupMember = type("GroupMember", (), {"WORLD": None, "NON_GROUP_MEMBER": _NonMe
 _world = None
 _world_store = None
 _group_count = 0
+_bind = (None, None)  # (address, interface) the world's Gloo device uses; subgroups reuse it
 
 
 # ---- set-up --------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
     address on the route to the master; GLOO_SOCKET_IFNAME (or DDL_SOCKET_IFNAME) names a
     network interface instead.
     """
-    global _world, _world_store, _group_count
+    global _world, _world_store, _group_count, _bind
     if _world is not None:
         raise RuntimeError("init_process_group: the default process group is already initialized;"
                            " call destroy_process_group() first")
@@ -258,6 +259,7 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
     _world = ProcessGroup(handle, rank, world_size, range(world_size), store, secs)
     _world_store = store
     _group_count = 0
+    _bind = (host, iface)
     GroupMember.WORLD = _world
     _set_num_threads_from_env()
 
@@ -360,12 +362,12 @@ def new_group(ranks=None, timeout=None, backend=None):
     if me not in ranks:
         return GroupMember.NON_GROUP_MEMBER
     secs = _seconds(timeout) if timeout is not None else world.timeout
+    # the world's address or interface: with tcp:// (no MASTER_ADDR) the route to the master
+    # is known only from init_process_group, and a subgroup on another address than its
+    # world's would not reach other machines
+    host, iface = _bind
     handle = _C.pg_new(_world_store._h(), f"pg/group{_group_count}", ranks.index(me), len(ranks),
-                       None if os.environ.get("DDL_SOCKET_IFNAME") or os.environ.get(
-                           "GLOO_SOCKET_IFNAME") else _local_address_towards(
-                           os.environ.get("MASTER_ADDR", "127.0.0.1"), None),
-                       os.environ.get("DDL_SOCKET_IFNAME") or os.environ.get("GLOO_SOCKET_IFNAME"),
-                       int(secs * 1000))
+                       host, iface, int(secs * 1000))
     return ProcessGroup(handle, ranks.index(me), len(ranks), ranks, _world_store, secs)
 
 
