@@ -83,3 +83,18 @@ def np_ref(fn, *args):
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "Mean of empty slice", ...
         return fn(*args)
+
+
+# ASan's quarantine keeps freed memory resident, so RSS cannot show leaks under the sanitizer
+# build (scripts/sanitize.sh); there ASan checks the memory accesses and the C harnesses
+# (tests/test_c_kernels.py) run with LeakSanitizer.
+def _sanitized():
+    import os
+
+    return "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def rss_test(fn):
+    import pytest
+
+    return pytest.mark.skipif(_sanitized(), reason="RSS is meaningless under ASan")(fn)

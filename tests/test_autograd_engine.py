@@ -545,10 +545,7 @@ def test_hook_on_root_leaf():
 # ---- memory ---------------------------------------------------------------------------------
 
 
-# ASan's quarantine keeps freed memory resident, so RSS cannot show leaks under the sanitizer
-# build (scripts/sanitize.sh); there ASan itself checks the memory accesses.
-_SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
-rss_test = pytest.mark.skipif(_SANITIZED, reason="RSS is meaningless under ASan")
+from _util import rss_test  # noqa: E402
 
 
 def _rss_mb():

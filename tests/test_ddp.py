@@ -337,11 +337,12 @@ def test_peer_death_during_backward_raises(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_use_after_destroy_process_group_is_an_error(tmp_path):
+def test_wrap_twice_and_use_after_destroy_are_errors(tmp_path):
     spawn(tmp_path, "destroyed")
     for r in range(2):
         res = info(tmp_path, f"rank{r}")
         assert res["raised"] == "RuntimeError" and "destroyed" in res["message"], res
+        assert res["wrapped_twice"] and "gradient hook" in res["wrapped_twice"], res
 
 
 # ---- single process (no group needed) ---------------------------------------------------------

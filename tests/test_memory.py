@@ -173,10 +173,7 @@ def _error_cycle(a):
             raise AssertionError("expected an error")
 
 
-# ASan's quarantine keeps freed memory resident, so RSS cannot show leaks under the sanitizer
-# build (scripts/sanitize.sh); there ASan itself checks the memory accesses.
-_SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
-needs_plain_malloc = pytest.mark.skipif(_SANITIZED, reason="RSS is meaningless under ASan")
+from _util import rss_test as needs_plain_malloc  # noqa: E402
 
 
 def _assert_flat(step, iters, slack=5 * 2**20):

@@ -12,6 +12,7 @@ import pytest
 import ddl
 from ddl import _C
 from ddl.optim import SGD, Adam, AdamW, RMSprop, lr_scheduler
+from _util import rss_test  # noqa: E402
 
 try:
     from ddl.nn import utils as nn_utils
@@ -693,6 +694,7 @@ def test_scheduler_parity_with_torch():
         assert set(sd) == set(tsd), type(s).__name__
 
 
+@rss_test
 def test_c_calls_leak_nothing():
     """Fresh 1 MB tensors through the success and error paths of each binding: a leaked
     reference would keep ~1 MB per call alive."""

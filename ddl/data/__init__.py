@@ -276,3 +276,4 @@ class DataLoader:
 
 __all__ = ["Dataset", "TensorDataset", "Sampler", "SequentialSampler", "RandomSampler",
            "DistributedSampler", "BatchSampler", "DataLoader", "default_collate"]
+from .shards import ShardedDataset, save_shards  # noqa: E402,F401

@@ -401,8 +401,14 @@ def peer_dies():
 
 
 def destroyed():
-    """Using a DDP model after destroy_process_group is an error, not a hang or a crash."""
+    """Wrapping a module twice is an error; so is using a DDP model after
+    destroy_process_group (not a hang or a crash)."""
     model = DDP(build("mlp"))
+    try:  # a parameter belongs to one reducer at a time
+        DDP(model.module)
+        twice = None
+    except ValueError as e:
+        twice = str(e)
     x, y = batch("mlp", 0, 8 * WORLD)
     xs, ys = shard(x, y, RANK, WORLD)
     F.cross_entropy(model(xs), ys).backward()
@@ -412,6 +418,7 @@ def destroyed():
         info = {"raised": None}
     except RuntimeError as e:
         info = {"raised": type(e).__name__, "message": str(e)}
+    info["wrapped_twice"] = twice
     save(info=info)
 
 
