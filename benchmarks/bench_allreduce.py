@@ -13,17 +13,18 @@ What runs, for 2 and 4 ranks (processes; on a 2-core machine 4 ranks oversubscri
 - gloo:  benchmarks/gloo_baseline.cc, compiled here with g++ -O3 against Debian's libgloo-dev:
          the caller thread runs new-style gloo::allreduce (RING, ddl's algorithm) on a float
          buffer with gloo::sum<float> compiled at -O3, as ddl does. FileStore rendezvous.
-- gloo wire: the same process putting on the wire what ddl does, without ddl's threads and
-         Python: the mismatch check's one-step alltoall of 64 + 4096-byte blocks, which carries
-         an allreduce of <= 4 KiB whole; above that, the check and then the RING allreduce.
+- gloo wire: the same process putting on the wire what ddl does in such a loop, without ddl's
+         threads and Python: the mismatch check is a one-step alltoall of a 64-byte descriptor
+         plus an eager payload, which carries an allreduce of <= 64 KiB whole (from the second
+         call of a loop of equal sizes); above that, a 64 + 4096-byte check, then RING.
 - gloo bcube: the allreduce with Gloo's BCUBE algorithm (would an algorithm switch pay?).
 - ddl:   dist.all_reduce(t) on a ddl tensor (synchronous), env:// rendezvous through ddl's
          TCPStore.
 - torch: torch.distributed.all_reduce on a CPU tensor, backend "gloo" (its own bundled Gloo).
 - ddl[LABEL]: another ddl build (--ddl-variant LABEL=DIR, DIR holding a built `ddl` package),
          e.g. the tree before a change, measured in the same run.
-- probes, raw Gloo, no data: the old check (a 64-byte allgather) and the new one (the
-         4160-byte-block alltoall).
+- probes, raw Gloo, no data: ddl's old check (a 64-byte allgather) and its new one before a
+         large allreduce (the alltoall of 4160-byte blocks).
 All processes of all variants for one world size are started up front and stay idle (blocked
 on their stdin) while another variant runs. Every variant runs the same sizes in turn; the
 order of the variants rotates each round, and rounds repeat, so drift and other load on the
@@ -33,6 +34,8 @@ round's median), within the plan's bounds.
 How it measures: each call is timed on every rank (perf_counter / steady_clock around one
 blocking allreduce, warm-up calls untimed); a call's time is the mean over the ranks, the
 figure is the median over all timed calls of all rounds. busbw = 2(n-1)/n x bytes / time.
+A ratio between two variants is the median over rounds of the ratio of their medians in that
+round (measured seconds apart, so a burst of other load mostly hits both), as bench_ops.py.
 Buffers hold zeros while timed (sums stay 0); the first call of each size checks a real sum.
 
 Targets (from the issue): ddl >= 0.95x raw Gloo bus bandwidth from 1 MiB up; small-message
@@ -79,9 +82,10 @@ BUDGET_S = {False: 0.12, True: 0.05}
 ROUNDS_FULL, ROUNDS_QUICK = 12, 4
 PROBE_ITERS_FULL, PROBE_ITERS_QUICK = 30, 15
 BCUBE_MAX = 16 * MIB  # BCUBE at 64 MiB is several times slower than RING here: not worth the time
-# ddl's mismatch check (csrc/comm_gloo.cc): one alltoall of 64-byte descriptor + 4096-byte
-# eager payload blocks; an allreduce of at most EAGER bytes travels inside it
-CHECK_BLOCK, EAGER = 64 + 4096, 4096
+# ddl's mismatch check (csrc/comm_gloo.cc): one alltoall of blocks of a 64-byte descriptor and
+# an eager payload: 4096 bytes, or the previous allreduce's size up to EAGER bytes, so that a
+# loop of equal allreduces of at most EAGER bytes travels inside it (from its second call)
+CHECK_BLOCK, EAGER = 64 + 4096, 64 * KIB
 PROBES = {"old check: 64-B allgather": "ag64", "new check: 4160-B alltoall": f"a2a{CHECK_BLOCK}"}
 CMD_TIMEOUT_S = 180
 
@@ -275,7 +279,8 @@ def build_baseline(tmp):
     if r.returncode:
         raise SystemExit(f"compiling the Gloo baseline failed ({' '.join(cmd)}):\n{r.stderr}\n"
                          "It needs g++ and Debian's libgloo-dev.")
-    return exe, " ".join(cmd[:-3] + ["gloo_baseline.cc", "-lgloo", "-pthread"])
+    return exe, " ".join(cmd[:4] + ["-o", "gloo_baseline", "gloo_baseline.cc", "-lgloo",
+                                    "-pthread"])
 
 
 def torch_available():
@@ -330,7 +335,7 @@ def measure(args, exe, tmp, with_torch):
     for n in args.ranks:
         # variant name -> (group, mode per size)
         variants = {"gloo": ("gloo", {s: "ring" for s in sizes})}
-        variants["gloo wire"] = ("gloo", {s: f"a2a{CHECK_BLOCK}" if s <= EAGER
+        variants["gloo wire"] = ("gloo", {s: f"a2a{64 + max(s, 4096)}" if s <= EAGER
                                           else f"a2a{CHECK_BLOCK}+ring" for s in sizes if s <= MIB})
         if not args.quick:
             variants["gloo bcube"] = ("gloo", {s: "bcube" for s in sizes if s <= BCUBE_MAX})
@@ -396,6 +401,14 @@ def summarize(results):
     return out
 
 
+def paired(t, a, b, s):
+    """Median over rounds of (a's round median / b's round median) at size s."""
+    ra, rb = t[a][s]["round_medians_s"], t[b][s]["round_medians_s"]
+    if len(ra) == len(rb) and ra:
+        return statistics.median(x / y for x, y in zip(ra, rb))
+    return t[a][s]["median_s"] / t[b][s]["median_s"]
+
+
 def verdicts(summary):
     """One row per (ranks, size, comparison): ratio, target, pass/miss."""
     rows = []
@@ -406,18 +419,18 @@ def verdicts(summary):
             if not (g and d):
                 continue
             if s >= MIB:
-                ratio = g["median_s"] / d["median_s"]  # = busbw ratio
+                ratio = paired(t, "gloo", "ddl", s)  # = busbw ratio
                 rows.append({"ranks": n, "size": s, "check": "busbw ddl/gloo", "ratio": ratio,
                              "target": f">= {BW_TARGET:.2f}", "pass": ratio >= BW_TARGET,
                              "noise": ratio >= BW_TARGET - NOISE})
             else:
-                ratio = d["median_s"] / g["median_s"]
+                ratio = paired(t, "ddl", "gloo", s)
                 rows.append({"ranks": n, "size": s, "check": "latency ddl/gloo", "ratio": ratio,
                              "target": f"<= {LAT_TARGET:.2f}", "pass": ratio <= LAT_TARGET,
                              "noise": ratio <= LAT_TARGET + NOISE})
             tr = t.get("torch", {}).get(s)
             if tr:
-                ratio = d["median_s"] / tr["median_s"]
+                ratio = paired(t, "ddl", "torch", s)
                 rows.append({"ranks": n, "size": s, "check": "time ddl/torch", "ratio": ratio,
                              "target": f"<= {TORCH_TARGET:.2f}", "pass": ratio <= TORCH_TARGET,
                              "noise": ratio <= TORCH_TARGET + NOISE})
@@ -451,9 +464,11 @@ def markdown(meta, summary, rows):
              "over timed calls of the per-call time averaged over ranks; busbw = 2(n-1)/n x "
              "bytes / time. Cells: median latency ms / busbw GB/s.")
     L.append(f"- gloo: `{meta['baseline_cmd']}`, the caller thread runs gloo::allreduce (RING). "
-             "gloo wire: the same process doing what ddl puts on the wire (its mismatch check, "
-             f"an alltoall of {CHECK_BLOCK}-byte blocks that carries allreduces <= 4 KiB whole; "
-             "above, the check then RING). ddl: `dist.all_reduce(t)`, mismatch check always on.")
+             "gloo wire: the same process doing what ddl puts on the wire (its mismatch check, a "
+             "one-step alltoall of descriptor + payload blocks that carries a loop's allreduces "
+             f"of <= 64 KiB whole; above, a {CHECK_BLOCK}-byte-block check, then RING). "
+             "ddl: `dist.all_reduce(t)`, mismatch check always on. Ratios: median over rounds "
+             "of the per-round ratio.")
     if meta.get("torch_note"):
         L.append(f"- torch skipped: {meta['torch_note']}")
     for label, path in meta.get("ddl_variants", []):
@@ -476,9 +491,9 @@ def markdown(meta, summary, rows):
                 e = t[v].get(s)
                 cells.append(f"{fmt_ms(e['median_s'])} / {e['busbw_gbs']:.2f}" if e else "")
             g, d, tr = t["gloo"][s], t.get("ddl", {}).get(s), t.get("torch", {}).get(s)
-            bw = f"{g['median_s'] / d['median_s']:.2f}x" if d else ""
-            tt = f"{d['median_s'] / tr['median_s']:.2f}x" if d and tr else ""
-            ex = "".join(f" {t[v][s]['median_s'] / d['median_s']:.2f}x |" if d and s in t[v] else " |"
+            bw = f"{paired(t, 'gloo', 'ddl', s):.2f}x" if d else ""
+            tt = f"{paired(t, 'ddl', 'torch', s):.2f}x" if d and tr else ""
+            ex = "".join(f" {paired(t, v, 'ddl', s):.2f}x |" if d and s in t[v] else " |"
                          for v in extra)
             L.append(f"| {size_name(s)} | " + " | ".join(cells) + f" | {bw} | {tt} |" + ex)
         L.append("")

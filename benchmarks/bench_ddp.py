@@ -620,7 +620,7 @@ def markdown(rows, checks, agg, meta):
         + (f", CPU pressure (some, avg10) {meta['cpu_pressure_before']:.0f}% at start"
            if meta.get("cpu_pressure_before") is not None else "")
         + f". Python {meta['python']}, ddl {meta['ddl_version']} (OpenBLAS kernel "
-        f"{meta['ddl_blas']}), PyTorch {meta['torch_version'] or 'not installed'}"
+        f"{meta['ddl_blas']}), PyTorch {meta['torch_version'] or 'not run'}"
         f"{' (--quick)' if meta['quick'] else ''}; {meta['elapsed_s']:.0f} s in all.",
         "",
         f"- What ran: the MLP and CNN of examples/fashion_common.py (PyTorch: the same layers), "
@@ -642,6 +642,12 @@ def markdown(rows, checks, agg, meta):
         "much less than wall time. PyTorch/ddl CPU > 1: ddl uses less CPU per step.",
         "",
     ]
+    if meta["loadavg_before"][0] > meta["cpus"]:
+        load = meta["loadavg_before"][0]
+        lines[1:1] = ["", f"**The machine was oversubscribed** (load {load:.1f} "
+                      f"on {meta['cpus']} CPUs): wall-clock figures (img/s, ovl, 1st step) carry "
+                      "the other jobs' scheduling delays and move a lot from run to run; the CPU "
+                      "columns are the steadier comparison."]
     lines += md_tables(rows)
     lines += ["| target | measured | target | result | note |", "|---|---|---|---|---|"]
     for c in checks:
@@ -711,8 +717,8 @@ def main():
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--phase-steps", type=int, default=None)
     args = p.parse_args()
-    args.seg_time = args.seg_time or (0.2 if args.quick else 0.3)
-    args.pairs = args.pairs or (3 if args.quick else 5)
+    args.seg_time = args.seg_time or (0.2 if args.quick else 0.25)
+    args.pairs = args.pairs or (3 if args.quick else 4)
     args.warmup = args.warmup or (3 if args.quick else 5)
     args.phase_steps = args.phase_steps or (5 if args.quick else 10)
     if args.worker:

@@ -45,8 +45,13 @@ typedef enum {
  * the group. Ranks that do not join within timeout_ms are named in the DDL_E_TIMEOUT error. */
 ddl_status ddl_pg_new(ddl_pg **out, ddl_store *store, const char *prefix, int rank, int size,
                       const char *hostname, const char *iface, int64_t timeout_ms);
-/* Drain the queue, stop the thread, close the connections. NULL is a no-op. */
+/* Drain the queue, stop the thread, close the connections, and drop the caller's reference.
+ * Later collectives on the group (through other references) fail with DDL_E_VALUE. NULL is a
+ * no-op. */
 void ddl_pg_free(ddl_pg *pg);
+/* References for holders that must not outlive the group's memory (the DDP reducer). */
+ddl_pg *ddl_pg_retain(ddl_pg *pg);
+void ddl_pg_release(ddl_pg *pg);
 int ddl_pg_rank(const ddl_pg *pg);
 int ddl_pg_size(const ddl_pg *pg);
 /* DDL_OK, or the error that broke the group (message set). */

@@ -247,6 +247,8 @@ struct ddl_work {
 };
 
 struct ddl_pg {
+    std::atomic<int> refs{1};
+    bool shut_down = false;  // under qm
     int rank = 0, size = 1;
     int64_t timeout_ms = 30000;
     std::string prefix;
@@ -709,6 +711,11 @@ ddl_status check_tensor(const ddl_tensor* t, const char* who, const char* arg, b
 ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int root, int redop,
                   int64_t count, int64_t count2, int64_t timeout_ms, ddl_work** work) {
     if (pg->broken.load()) return ddl_fail(pg->broken_st, "%s", pg->broken_msg.c_str());
+    {
+        std::lock_guard<std::mutex> lock(pg->qm);
+        if (pg->shut_down)
+            return ddl_fail(DDL_E_VALUE, "%s: the process group was destroyed", coll_name(coll));
+    }
     ddl_work* w = new (std::nothrow) ddl_work;
     if (!w) return ddl_fail(DDL_E_NOMEM, "%s: out of memory", coll_name(coll));
     w->desc.coll = coll;
@@ -1011,10 +1018,11 @@ ddl_status ddl_pg_new(ddl_pg** out, ddl_store* store, const char* prefix, int ra
     }
 }
 
-void ddl_pg_free(ddl_pg* pg) {
-    if (!pg) return;
+static void pg_shutdown(ddl_pg* pg) {
     {
         std::lock_guard<std::mutex> lock(pg->qm);
+        if (pg->shut_down) return;
+        pg->shut_down = true;
         pg->stopping = true;
     }
     pg->qcv.notify_all();
@@ -1023,7 +1031,24 @@ void ddl_pg_free(ddl_pg* pg) {
         if (pg->ctx) pg->ctx->closeConnections();
     } catch (...) {
     }
-    delete pg;
+}
+
+ddl_pg* ddl_pg_retain(ddl_pg* pg) {
+    if (pg) pg->refs.fetch_add(1);
+    return pg;
+}
+
+void ddl_pg_release(ddl_pg* pg) {
+    if (pg && pg->refs.fetch_sub(1) == 1) {
+        pg_shutdown(pg);
+        delete pg;
+    }
+}
+
+void ddl_pg_free(ddl_pg* pg) {
+    if (!pg) return;
+    pg_shutdown(pg);
+    ddl_pg_release(pg);
 }
 
 int ddl_pg_rank(const ddl_pg* pg) { return pg->rank; }

@@ -197,7 +197,7 @@ ddl_status ddl_reducer_new(ddl_reducer **out, ddl_pg *pg, int n, ddl_tensor *con
     }
     ddl_reducer *r = calloc(1, sizeof *r);
     if (!r) DDL_FAIL(DDL_E_NOMEM, "DistributedDataParallel: out of memory");
-    r->pg = pg;
+    r->pg = ddl_pg_retain(pg); /* the group's memory outlives us, even if destroyed */
     r->n = n;
     r->cap = bucket_cap_bytes > 0 ? bucket_cap_bytes : 25 << 20;
     r->first_cap = first_bucket_bytes > 0 ? first_bucket_bytes : 1 << 20;
@@ -249,6 +249,7 @@ void ddl_reducer_free(ddl_reducer *r) {
     free(r->bucket_of);
     free(r->ready);
     free(r->ready_order);
+    ddl_pg_release(r->pg);
     free(r);
 }
 

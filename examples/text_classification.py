@@ -51,8 +51,8 @@ def main():
         print(f"{world} rank(s), {len(train_idx)} training sentences on rank 0, classes "
               f"{lr.classes_.tolist()}, {lr.n_iter_} iterations")
         print(f"test accuracy on {int(test.sum())} held-out sentences: {accuracy:.3f}")
-        new = ["The striker scored twice in the final", "Bake the bread in a hot oven",
-               "The server crashed after the kernel upgrade"]
+        new = ["The striker scored a late goal in the final", "The baker baked bread in the oven",
+               "Our server crashed after the upgrade", "The new team ran a fast benchmark"]
         for text, label in zip(new, model.predict(new)):
             print(f"  {label:>9}: {text}")
     if dist.is_initialized():

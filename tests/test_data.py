@@ -11,8 +11,16 @@ import pytest
 
 import ddl
 from ddl import _C
-from ddl.data import (BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler,
-                      SequentialSampler, TensorDataset, default_collate)
+from ddl.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+    default_collate,
+)
 from ddl.datasets import FashionMNIST
 
 REAL_ROOT = "/usr/share/datasets/fashion-mnist"

@@ -169,7 +169,7 @@ def test_three_ranks_equivalence_and_sampler(tmp_path):
         assert sorted(got) == list(range(10)), got  # each index exactly once
         assert [len(s[r][f"pad=False epoch={epoch}"]) for r in range(3)] == [4, 3, 3]
         padded = [s[r][f"pad=True epoch={epoch}"] for r in range(3)]
-        assert all(len(p) == 4 for p in padded) and set(sum(padded, [])) == set(range(10))
+        assert all(len(p) == 4 for p in padded) and {i for p in padded for i in p} == set(range(10))
         assert [s[r]["pad=True len"] for r in range(3)] == [4, 4, 4]
     # the permutation (interleave the ranks' shares) changes with the epoch
     perm = {e: [s[i % 3][f"pad=False epoch={e}"][i // 3] for i in range(10)] for e in (0, 1)}
@@ -290,7 +290,7 @@ def test_parameter_shape_mismatch_is_an_error_naming_it(tmp_path):
 def test_broadcast_from_rank0_and_state_dict_prefix(tmp_path):
     spawn(tmp_path, "broadcast_state")
     r0, r1 = arrays(tmp_path, "rank0"), arrays(tmp_path, "rank1")
-    pre = [k for k in r0 if k.startswith("pre:") or k.startswith("prebuf:")]
+    pre = [k for k in r0 if k.startswith(("pre:", "prebuf:"))]
     # differently seeded: the conv/linear weights and one running_mean differed
     assert any(not np.array_equal(r0[k], r1[k]) for k in pre if k.startswith("pre:"))
     assert not np.array_equal(r0["prebuf:1.running_mean"], r1["prebuf:1.running_mean"])

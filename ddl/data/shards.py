@@ -269,18 +269,16 @@ class ShardedDataset:
         concatenated copy for several."""
         if len(self.parts) == 1:
             return self.parts[0]
+        if not self.parts:  # more ranks than shards: an empty share of the right types
+            dt, ydt = np.dtype(self.manifest["x_dtype"]), self.manifest.get("y_dtype")
+            X = CSRMatrix(np.zeros(0, dt), np.zeros(0, np.int64), np.zeros(1, np.int64),
+                          (0, self.n_features)) if self.kind == "csr" else \
+                np.zeros((0, self.n_features), dt)
+            return X, None if ydt is None else np.zeros(0, np.dtype(ydt))
         ys = [y for _, y in self.parts]
-        y = None if not ys or ys[0] is None else np.concatenate(ys)
+        y = None if ys[0] is None else np.concatenate(ys)
         if self.kind == "csr":
-            if not self.parts:
-                dt = np.dtype(self.manifest["x_dtype"])
-                return CSRMatrix(np.zeros(0, dt), np.zeros(0, np.int64), np.zeros(1, np.int64),
-                                 (0, self.n_features)), y
             return vstack([x for x, _ in self.parts]), y
-        if not self.parts:
-            dt = np.dtype(self.manifest["x_dtype"])
-            ydt = self.manifest.get("y_dtype")
-            return np.zeros((0, self.n_features), dt), None if ydt is None else np.zeros(0, ydt)
         return np.concatenate([x for x, _ in self.parts]), y
 
 

@@ -7,8 +7,8 @@
   log(1 + count) to 4 significant digits) with labels 0/1 drawn from a logistic model whose
   weights are sparse. A few comment lines at the top describe it.
 - topics.tsv: 360 short sentences, `label<TAB>text`, about three topics (sports, cooking,
-  computing), built from hand-written phrase lists. Words shared across topics ("fast",
-  "team", "hot", "new", ...) keep it from being trivially separable.
+  computing), built from hand-written phrase lists; one in five borrows its closing phrase
+  from another topic, and some words ("fast", "team", "hot", "new", ...) occur in several.
 """
 import os
 
@@ -75,16 +75,23 @@ COMPUTING = {
 
 def topics(path, per_topic=120, seed=11):
     rng = np.random.default_rng(seed)
+    groups = (("sports", SPORTS), ("cooking", COOKING), ("computing", COMPUTING))
     rows = []
-    for label, parts in (("sports", SPORTS), ("cooking", COOKING), ("computing", COMPUTING)):
+    for t, (label, parts) in enumerate(groups):
         seen = set()
         while len(seen) < per_topic:
-            s = (f"{parts['subj'][rng.integers(10)]} {parts['verb'][rng.integers(10)]} "
-                 f"{parts['tail'][rng.integers(10)]}")
+            subj = parts["subj"][rng.integers(10)]
+            verb = parts["verb"][rng.integers(10)]
+            # one sentence in five borrows its closing phrase from another topic
+            other = groups[(t + 1 + rng.integers(2)) % 3][1] if rng.random() < 0.2 else parts
+            tail = other["tail"][rng.integers(10)]
+            if rng.random() < 0.3:
+                s = f"{tail}, {subj} {verb}"
+            else:
+                s = f"{subj} {verb} {tail}"
             if s not in seen:
                 seen.add(s)
-                text = s[0].upper() + s[1:] + rng.choice([".", ".", ".", "!"])
-                rows.append((label, text))
+                rows.append((label, s[0].upper() + s[1:] + rng.choice([".", ".", ".", "!"])))
     order = rng.permutation(len(rows))
     with open(path, "w") as f:
         f.write("".join(f"{rows[i][0]}\t{rows[i][1]}\n" for i in order))

@@ -19,9 +19,9 @@ import numpy as np
 
 import ddl
 import ddl.distributed as dist
-import ddl.nn as nn
 import ddl.nn.functional as F
 import ddl.optim
+from ddl import nn
 from ddl.nn.parallel import DistributedDataParallel as DDP
 from ddl.nn.parallel import SyncBatchNorm
 

@@ -1,7 +1,7 @@
 """Failure scenarios for tests/test_distributed.py: one rank of a world, from the environment
 (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as spawned directly or by `python -m ddl.run`.
 
-    faults.py loop --victim R --how exit|kill|sleep [--timeout S]
+    faults.py loop --victim R --how exit|kill|sleep [--timeout S] [--init-method URL]
         All ranks loop over all_reduces of a 4 MiB tensor. After a few iterations the victim
         starts one more all_reduce (async, so it is mid-flight) and then os._exit(17)s
         (exit), SIGKILLs itself (kill), or stops calling collectives and sleeps (sleep).
@@ -34,8 +34,17 @@ def say(*parts):
     print(*parts, flush=True)
 
 
+def _init(a):
+    if a.init_method:  # rank and world size from the environment all the same
+        dist.init_process_group("gloo", init_method=a.init_method, timeout=a.timeout,
+                                rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]))
+    else:
+        dist.init_process_group("gloo", timeout=a.timeout)
+
+
 def loop(a):
-    dist.init_process_group("gloo", timeout=a.timeout)
+    _init(a)
     rank, world = dist.get_rank(), dist.get_world_size()
     big = np.ones(1 << 20, np.float32)
     last_ok = time.time()
@@ -137,6 +146,7 @@ def main():
     p.add_argument("--victim", type=int, default=1)
     p.add_argument("--how", choices=["exit", "kill", "sleep"], default="exit")
     p.add_argument("--timeout", type=float, default=30)
+    p.add_argument("--init-method", default=None)
     a = p.parse_args()
     pidfile = os.environ.get("DDL_TEST_PIDDIR")
     if pidfile:  # lets the test kill this rank's process group whatever happens
