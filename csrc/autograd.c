@@ -208,9 +208,18 @@ static ddl_status accumulate_node(ddl_node *y, ddl_tensor *g) {
 /* leaf.grad += g (in place after the first pass, as PyTorch), then its hook when final. */
 static ddl_status accumulate_leaf(ddl_tensor *leaf, ddl_tensor *g) {
     if (!leaf->grad) {
-        ddl_tensor *own;
-        DDL_TRY(ddl_tensor_to(&own, g, leaf->dtype)); /* a private contiguous copy */
-        leaf->grad = own;
+        /* the engine's exclusively owned result (nobody else holds its header or storage)
+         * becomes .grad as it is; anything shared gets a private contiguous copy */
+        if (g->refcount == 1 && g->storage->refcount == 1 && g->dtype == leaf->dtype &&
+            ddl_tensor_is_contiguous(g) && g->ndim == leaf->ndim &&
+            !memcmp(g->shape, leaf->shape, sizeof(int64_t) * (size_t)g->ndim)) {
+            ddl_tensor_retain(g);
+            leaf->grad = g;
+        } else {
+            ddl_tensor *own;
+            DDL_TRY(ddl_tensor_to(&own, g, leaf->dtype));
+            leaf->grad = own;
+        }
     } else {
         DDL_TRY(ddl_binary_(leaf->grad, DDL_OP_ADD, g));
     }

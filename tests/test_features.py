@@ -74,14 +74,14 @@ def test_murmur3_published_vectors(data, seed, expected):
 
 def test_murmur3_matches_reference_on_random_bytes():
     rng = np.random.default_rng(0)
-    for n in list(range(0, 40)) + [255, 1000, 4097]:
+    for n in list(range(40)) + [255, 1000, 4097]:
         data = rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
         seed = int(rng.integers(0, 2**32))
         assert murmur3_32(data, seed) == murmur3_reference(data, seed), n
 
 
 def test_murmur3_str_is_utf8():
-    assert murmur3_32("ππ", 7) == murmur3_32("ππ".encode("utf-8"), 7)
+    assert murmur3_32("ππ", 7) == murmur3_32("ππ".encode(), 7)
 
 
 # ---- HashingTF -------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_hashingtf_same_columns_in_another_process():
     code = ("from ddl.features import HashingTF;"
             f"print(HashingTF().transform([{terms!r}]).indices.tolist())")
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(HashingTF().transform([terms]).indices.tolist())

@@ -236,7 +236,7 @@ def test_sharded_union_is_the_file(tmp_path, variant):
     whole, wy = load_libsvm(path, n_features=40_000, dtype=np.float64)
     check_against(whole, wy, text, 40_000)
     for w in (1, 2, 3, 4, 7):
-        X, y, parts = union(path, w, n_features=40_000, dtype=np.float64)
+        X, y, _ = union(path, w, n_features=40_000, dtype=np.float64)
         assert X.shape == whole.shape
         np.testing.assert_array_equal(X.indptr, whole.indptr)
         np.testing.assert_array_equal(X.indices, whole.indices)
@@ -280,7 +280,7 @@ def test_list_and_glob_of_files(tmp_path):
         X, y = load_libsvm(spec, n_features=30, dtype=np.float64)
         check_against(X, y, full, 30)
         for w in (2, 3, 4, 9):
-            Xu, yu, parts = union(spec, w, n_features=30, dtype=np.float64)
+            Xu, yu, _ = union(spec, w, n_features=30, dtype=np.float64)
             check_against(Xu, yu, full, 30)
 
 
@@ -298,7 +298,7 @@ def test_scipy_interop(tmp_path):
     sp = pytest.importorskip("scipy.sparse")
     rng = np.random.default_rng(2)
     text = random_text(rng, 50, n_features=20)
-    X, y = load_libsvm(write(tmp_path, text), n_features=20)
+    X, _ = load_libsvm(write(tmp_path, text), n_features=20)
     S = X.to_scipy()
     assert isinstance(S, sp.csr_matrix) and S.shape == X.shape and S.nnz == X.nnz
     np.testing.assert_array_equal(S.toarray(), X.toarray())

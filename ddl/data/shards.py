@@ -282,4 +282,4 @@ class ShardedDataset:
         return np.concatenate([x for x, _ in self.parts]), y
 
 
-__all__ = ["save_shards", "ShardedDataset"]
+__all__ = ["ShardedDataset", "save_shards"]

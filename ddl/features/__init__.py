@@ -149,4 +149,4 @@ class HashingTF(_Transformer):
                          check=False)
 
 
-__all__ = ["Tokenizer", "RegexTokenizer", "HashingTF", "murmur3_32"]
+__all__ = ["HashingTF", "RegexTokenizer", "Tokenizer", "murmur3_32"]

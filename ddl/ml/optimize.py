@@ -15,7 +15,7 @@ import numpy as np
 
 
 class Result:
-    __slots__ = ("x", "fun", "n_iter", "converged", "message", "history")
+    __slots__ = ("converged", "fun", "history", "message", "n_iter", "x")
 
     def __init__(self, x, fun, n_iter, converged, message, history):
         self.x, self.fun, self.n_iter = x, fun, n_iter

@@ -212,4 +212,4 @@ def vstack(mats):
                      (sum(m.shape[0] for m in mats), cols.pop()), check=False)
 
 
-__all__ = ["CSRMatrix", "issparse", "as_csr", "vstack"]
+__all__ = ["CSRMatrix", "as_csr", "issparse", "vstack"]
