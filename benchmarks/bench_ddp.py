@@ -329,7 +329,7 @@ def worker(args):
             if ddp_model is not None and us0 is not None:
                 bk = lib.buckets(ddp_model)
                 row["buckets"] = [[n, (s - us0) / 1e6, (t_ - us0) / 1e6] for n, s, t_ in bk]
-                row["backward_us"] = (us1 - us0) / 1e6
+                row["backward_s"] = (us1 - us0) / 1e6
             rows.append(row)
         return rows
 
@@ -432,7 +432,7 @@ def summarize_run(ranks, wall):
                              for i in range(len(r0[0]["buckets"]))],
             "start_in_backward_ms": [1e3 * statistics.median(row["buckets"][i][1] for row in r0)
                                      for i in range(len(r0[0]["buckets"]))],
-            "backward_ms": 1e3 * statistics.median(row["backward_us"] for row in r0),
+            "backward_ms": 1e3 * statistics.median(row["backward_s"] for row in r0),
         }
     return out
 

@@ -8,7 +8,9 @@ Prints a table and writes benchmarks/results/bench_ops.json and bench_ops.md.
 
 How it measures (timings on shared machines are noisy):
 - Each case times ddl and NumPy alternately (ABBA order) for several repeats; one sample is
-  enough back-to-back calls to last --min-time seconds. A library's figure is the median of its
+  enough back-to-back calls to last ~20 ms. Samples are the calling thread's CPU time by
+  default (--clock wall for wall time): both libraries run these ops on the calling thread, and
+  CPU time leaves out the time a shared machine's other jobs take; the JSON keeps both clocks. A library's figure is the median of its
   samples; the ratio (NumPy time / ddl time, so > 1 means ddl is faster) is the median of the
   per-repeat ratios, each taken from two samples seconds apart.
 - matmul runs with one thread on both sides (ddl.set_num_threads(1) and
@@ -78,15 +80,24 @@ def calibrate(fn, min_time):
         number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
 
 
+CLOCK = "cpu"  # set by main(): "cpu" (the calling thread's CPU time) or "wall"
+
+
 def sample(fn, number):
-    t0 = time.perf_counter()
+    """Seconds per call: (wall, the calling thread's CPU time)."""
+    w0, c0 = time.perf_counter(), time.thread_time()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - t0) / number
+    return (time.perf_counter() - w0) / number, (time.thread_time() - c0) / number
 
 
 def compare(ddl_fn, np_fn, reps, min_time):
-    """Interleaved timing of two callables: (ddl seconds, NumPy seconds, median ratio)."""
+    """Interleaved timing of two callables on one thread each.
+
+    Returns (ddl seconds, NumPy seconds, median per-repeat ratio) on CLOCK, and the same on
+    the other clock. Thread CPU time leaves out the time other processes take the core away
+    (page faults and all work on this thread still count); on an idle machine both agree.
+    """
     ddl_fn(), np_fn()  # warm up (first-touch allocations, code paths)
     n_ddl, n_np = calibrate(ddl_fn, min_time), calibrate(np_fn, min_time)
     t_ddl, t_np = [], []
@@ -103,8 +114,14 @@ def compare(ddl_fn, np_fn, reps, min_time):
     finally:
         if gc_was_enabled:
             gc.enable()
-    ratio = statistics.median(n / d for n, d in zip(t_np, t_ddl))
-    return statistics.median(t_ddl), statistics.median(t_np), ratio
+    out = {}
+    for i, clock in enumerate(("wall", "cpu")):
+        d = [t[i] for t in t_ddl]
+        n = [t[i] for t in t_np]
+        ratio = statistics.median(b / max(a, 1e-12) for a, b in zip(d, n))
+        out[clock] = (statistics.median(d), statistics.median(n), ratio)
+    other = "wall" if CLOCK == "cpu" else "cpu"
+    return out[CLOCK] + out[other]
 
 
 # ---- machine --------------------------------------------------------------------------------
@@ -116,10 +133,10 @@ def cpu_info():
         text = Path("/proc/cpuinfo").read_text()
         for key, name in [("model name", "model_name"), ("cpu family", "family"),
                           ("model", "model")]:
-            m = re.search(rf"^{key}\s*:\s*(.*)$", text, re.M)
+            m = re.search(rf"^{key}\s*:\s*(.*)$", text, re.MULTILINE)
             if m:
                 info[name] = m.group(1).strip()
-        m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+        m = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
         if m:
             flags = set(m.group(1).split())
             info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
@@ -174,14 +191,15 @@ def bench_matmul(args, rng):
         da, db = to_ddl(a), to_ddl(b)
         ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
         err = max(max_rel_err(da @ db, ref), max_rel_err(a @ b, ref))
-        t_ddl, t_np, ratio = compare(lambda: da @ db, lambda: a @ b, args.reps, args.min_time)
+        t_ddl, t_np, ratio, *other = compare(lambda da=da, db=db: da @ db,
+                                             lambda a=a, b=b: a @ b, args.reps, args.min_time)
         flops = 2.0 * batch * m * n * k
         name = f"{m}x{k}x{n}" if batch == 1 else f"({batch},{m},{k})@({batch},{k},{n})"
         rows.append({
             "group": "matmul", "case": name, "size": "float32", "unit": "GFLOP/s",
             "ddl": flops / t_ddl / 1e9, "numpy": flops / t_np / 1e9,
             "ddl_s": t_ddl, "numpy_s": t_np, "ratio": ratio, "target": MATMUL_TARGET,
-            "max_rel_err": err,
+            "max_rel_err": err, "other_clock": other,
         })
         print_row(rows[-1])
     return rows
@@ -190,7 +208,7 @@ def bench_matmul(args, rng):
 def elementwise_cases(nbytes, rng):
     """(name, ddl callable, NumPy callable, bytes moved, reference check) for one size."""
     n = nbytes // 4
-    side = int(round(n ** 0.5))  # every size here is a power of 4: side * side == n
+    side = round(n ** 0.5)  # every size here is a power of 4: side * side == n
     x = rng.standard_normal(n, dtype=np.float32) * 3
     y = rng.standard_normal(n, dtype=np.float32) * 3
     dx, dy = to_ddl(x), to_ddl(y)
@@ -221,12 +239,12 @@ def bench_elementwise(args, rng):
         for name, dfn, nfn, moved in elementwise_cases(nbytes, rng):
             err = max_rel_err(dfn(), nfn())
             reps = args.reps if nbytes < 64 * KIB * KIB else max(3, args.reps // 2 | 1)
-            t_ddl, t_np, ratio = compare(dfn, nfn, reps, args.min_time)
+            t_ddl, t_np, ratio, *other = compare(dfn, nfn, reps, args.min_time)
             rows.append({
                 "group": "elementwise", "case": name, "size": size_name(nbytes), "unit": "GB/s",
                 "ddl": moved / t_ddl / 1e9, "numpy": moved / t_np / 1e9,
                 "ddl_s": t_ddl, "numpy_s": t_np, "ratio": ratio, "target": ELEMENTWISE_TARGET,
-                "max_rel_err": err,
+                "max_rel_err": err, "other_clock": other,
             })
             print_row(rows[-1])
             gc.collect()
@@ -322,12 +340,13 @@ def print_row(row):
 def markdown(rows, meta):
     ddl_blas, np_blas = meta["blas"]["ddl"], meta["blas"]["numpy"]
     lines = [
-        f"Measured {meta['date']} on {meta['cpu'].get('model_name', '?')} "
-        f"(family {meta['cpu'].get('family', '?')} model {meta['cpu'].get('model', '?')}, "
-        f"{meta['cpu']['logical_cpus']} logical CPUs, Linux {meta['kernel']}), "
-        f"Python {meta['python']}, NumPy {meta['numpy']}, ddl {meta['ddl']}"
-        f"{' (--quick)' if meta['quick'] else ''}. Load average (1 min) "
-        f"{meta['loadavg_start'][0]:.1f} at the start, {meta['loadavg_end'][0]:.1f} at the end.",
+        (f"Measured {meta['date']} on {meta['cpu'].get('model_name', '?')} "
+         f"(family {meta['cpu'].get('family', '?')} model {meta['cpu'].get('model', '?')}, "
+         f"{meta['cpu']['logical_cpus']} logical CPUs, Linux {meta['kernel']}), "
+         f"Python {meta['python']}, NumPy {meta['numpy']}, ddl {meta['ddl']}"
+         f"{' (--quick)' if meta['quick'] else ''}. Load average (1 min) "
+         f"{meta['loadavg_start'][0]:.1f} at the start, {meta['loadavg_end'][0]:.1f} at the "
+         "end."),
         "",
         f"- ddl's OpenBLAS: {ddl_blas['config']}, kernel **{ddl_blas['corename']}**.",
         "- NumPy's OpenBLAS: " + ", ".join(
@@ -336,12 +355,15 @@ def markdown(rows, meta):
         "- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: "
         + " / ".join(str(meta["blas"]["env"][k]) for k in ("OPENBLAS_CORETYPE",
                                                            "OPENBLAS_L2_SIZE")) + ".",
-        f"- matmul on 1 thread each; median of {meta['reps']} interleaved repeats; "
-        "ratio = median of per-repeat NumPy time / ddl time (> 1: ddl faster).",
-        "- elementwise: float32, every call allocates its result; GB/s counts inputs + output; "
-        "size is one operand's size.",
-        f"- import: median wall time of {meta['import_runs']} fresh interpreters each, "
-        "interleaved, bytecode cached.",
+        (f"- matmul on 1 thread each; median of {meta['reps']} interleaved repeats; "
+         "ratio = median of per-repeat NumPy time / ddl time (> 1: ddl faster)."),
+        (f"- clock: {meta['clock']} " + ("(the calling thread's CPU time, which leaves out "
+         "the time other jobs hold the core; the JSON has the wall-clock figures too)."
+         if meta["clock"] == "cpu" else "time (the JSON has thread CPU time too).")),
+        ("- elementwise: float32, every call allocates its result; GB/s counts inputs + "
+         "output; size is one operand's size."),
+        (f"- import: median wall time of {meta['import_runs']} fresh interpreters each, "
+         "interleaved, bytecode cached."),
         "",
         "| " + " | ".join(h or "result" for h in HEADER) + " |",
         "|" + "---|" * len(HEADER),
@@ -350,13 +372,13 @@ def markdown(rows, meta):
         lines.append("| " + " | ".join(fmt_row(r)) + " |")
     imp = [r for r in rows if r["group"] == "import"]
     if imp:
-        lines += ["", f"Import: the wall-time figure is the whole process (start, import, exit), "
-                  f"as a user sees it; `-X importtime` puts the import statement itself at "
-                  f"{imp[0]['importtime_extra_ms']:.1f} ms over NumPy (ddl's cumulative time "
-                  f"minus the NumPy import nested in it, median of {imp[0]['importtime_runs']}); "
-                  f"the processes' CPU time (all threads) differs by "
-                  f"{imp[0]['cpu_extra_ms']:+.1f} ms. Both wall-time figures grow with the "
-                  f"machine's load; CPU time much less."]
+        lines += ["", (f"Import: the wall-time figure is the whole process (start, import, "
+                       f"exit), as a user sees it; `-X importtime` puts the import statement "
+                       f"itself at {imp[0]['importtime_extra_ms']:.1f} ms over NumPy (ddl's "
+                       f"cumulative time minus the NumPy import nested in it, median of "
+                       f"{imp[0]['importtime_runs']}); the processes' CPU time (all threads) "
+                       f"differs by {imp[0]['cpu_extra_ms']:+.1f} ms. Both wall-time figures "
+                       f"grow with the machine's load; CPU time much less.")]
     if imp and imp[0]["top_extra_modules_us"]:
         lines += ["", "Modules `import ddl` loads beyond NumPy's (self time, -X importtime): "
                   + ", ".join(f"{k} {us / 1e3:.1f} ms"
@@ -399,8 +421,8 @@ def update_docs(path, rows, meta):
     """Replace (or append) this benchmark's section of docs/benchmarks.md; keep the others."""
     body = "\n".join([
         DOCS_HEADING, "",
-        "`python benchmarks/bench_ops.py --update-docs` (raw figures: "
-        "benchmarks/results/bench_ops.json; `--quick` for a ~20 s run).", "",
+        ("`python benchmarks/bench_ops.py --update-docs` (raw figures: "
+         "benchmarks/results/bench_ops.json; `--quick` for a ~20 s run)."), "",
         markdown(rows, meta).rstrip(), "", DOCS_NOTES.rstrip(), "",
     ])
     text = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -421,11 +443,16 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer repeats (~20 s)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
                    help="folder for bench_ops.json and bench_ops.md")
+    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                   help="time matmul/elementwise by the calling thread's CPU time (default: "
+                        "robust on a shared machine) or by wall time; the JSON keeps both")
     p.add_argument("--update-docs", action="store_true",
                    help="also write the results into docs/benchmarks.md (its Tensor ops section)")
     p.add_argument("--only", choices=["matmul", "elementwise", "import"], action="append",
                    help="run only these groups (repeatable)")
     args = p.parse_args()
+    global CLOCK
+    CLOCK = args.clock
     args.reps = 5 if args.quick else 11
     args.min_time = 0.004 if args.quick else 0.02
     args.import_runs = 5 if args.quick else 15
@@ -439,7 +466,7 @@ def main():
         "python": platform.python_version(), "numpy": np.__version__, "ddl": ddl.__version__,
         "kernel": platform.release(), "cpu": cpu_info(), "blas": blas_info(),
         "quick": args.quick, "reps": args.reps, "min_time_s": args.min_time,
-        "import_runs": args.import_runs, "threads": 1,
+        "import_runs": args.import_runs, "threads": 1, "clock": args.clock,
         "loadavg_start": list(os.getloadavg()),
     }
     print(f"ddl OpenBLAS: {meta['blas']['ddl']['corename']} ({meta['blas']['ddl']['config']})")

@@ -307,6 +307,9 @@ ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_
 
 /* ---- threads, BLAS, communication backend ------------------------------------------ */
 
+/* Keep freed heap memory for reuse instead of returning it to the kernel every step (glibc
+ * mallopt); called once when the Python module loads. DDL_MALLOC_DEFAULTS=1 opts out. */
+void ddl_tune_allocator(void);
 void ddl_set_num_threads(int n);
 int ddl_get_num_threads(void);
 /* Which OpenBLAS kernel runs ("SkylakeX", "Haswell", ...). */

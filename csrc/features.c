@@ -21,8 +21,8 @@ uint32_t ddl_murmur3_32(const void *data, size_t len, uint32_t seed) {
     uint32_t h1 = seed;
     size_t nblocks = len / 4;
     for (size_t i = 0; i < nblocks; i++, p += 4) {
-        uint32_t k1 = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                      (uint32_t)p[3] << 24;
+        uint32_t k1 =
+            (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
         h1 ^= mix_k1(k1);
         h1 = rotl32(h1, 13);
         h1 = h1 * 5 + 0xe6546b64u;
@@ -51,8 +51,8 @@ static int cmp_i64(const void *a, const void *b) {
 
 ddl_status ddl_hashing_tf(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor **values,
                           const char *text, const int64_t *token_ends, const int64_t *doc_ends,
-                          int64_t text_len, int64_t n_tokens, int64_t n_docs,
-                          int64_t num_features, int binary, ddl_dtype dt) {
+                          int64_t text_len, int64_t n_tokens, int64_t n_docs, int64_t num_features,
+                          int binary, ddl_dtype dt) {
     if (dt != DDL_FLOAT32 && dt != DDL_FLOAT64)
         DDL_FAIL(DDL_E_TYPE, "hashing_tf: values must be float32 or float64, not %s",
                  ddl_dtype_name(dt));
@@ -82,7 +82,8 @@ ddl_status ddl_hashing_tf(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor 
     if (!cols || ml_vec_reserve(&ip, (size_t)n_docs + 1) ||
         ml_vec_reserve(&ix, (size_t)(n_tokens ? n_tokens : 1)) ||
         ml_vec_reserve(&vx, (size_t)(n_tokens ? n_tokens : 1))) {
-        st = ddl_fail(DDL_E_NOMEM, "hashing_tf: out of memory for %lld tokens", (long long)n_tokens);
+        st =
+            ddl_fail(DDL_E_NOMEM, "hashing_tf: out of memory for %lld tokens", (long long)n_tokens);
         goto done;
     }
     int64_t *op = ip.p, *oi = ix.p, nnz = 0;
@@ -102,8 +103,10 @@ ddl_status ddl_hashing_tf(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor 
             while (j < m && cols[j] == cols[i]) j++;
             double v = binary ? 1.0 : (double)(j - i);
             oi[nnz] = cols[i];
-            if (dt == DDL_FLOAT32) ((float *)vx.p)[nnz] = (float)v;
-            else ((double *)vx.p)[nnz] = v;
+            if (dt == DDL_FLOAT32)
+                ((float *)vx.p)[nnz] = (float)v;
+            else
+                ((double *)vx.p)[nnz] = v;
             nnz++;
             i = j;
         }

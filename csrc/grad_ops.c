@@ -1,6 +1,7 @@
 /* grad_ops.c: the differentiable ops (ddl_ag_*): each forward records a node whose backward
  * sits right below it. Backward functions use the plain ops (grad mode is off in backward). */
 #include "autograd.h"
+#include "nn_act.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -229,8 +230,16 @@ static ddl_status unary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor
         }
         break;
     case DDL_OP_RELU:
-        st = ddl_binary_scalar(&u, DDL_OP_GT, a, 0.0, 1, 0);
-        if (!st) st = bin(&t, DDL_OP_MUL, dout, u);
+        if (o->dtype == DDL_FLOAT32) { /* one fused pass: dx = out > 0 ? dout : 0 */
+            st = ddl_tensor_contiguous(&u, dout);
+            if (!st) st = ddl_tensor_zeros(&t, DDL_FLOAT32, o->ndim, o->shape);
+            if (!st && ddl_tensor_numel(o) > 0)
+                st = ddl_relu_backward(ddl_tensor_data(t), ddl_tensor_data(u),
+                                       ddl_tensor_data(o), ddl_tensor_numel(o));
+        } else {
+            st = ddl_binary_scalar(&u, DDL_OP_GT, a, 0.0, 1, 0);
+            if (!st) st = bin(&t, DDL_OP_MUL, dout, u);
+        }
         break;
     case DDL_OP_SIGN: st = bin_s(&t, DDL_OP_MUL, dout, 0.0); break;
     default: st = ddl_fail(DDL_E_INTERNAL, "unary op without backward");

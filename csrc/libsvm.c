@@ -22,8 +22,8 @@
 typedef struct {
     int fd;
     const char *path;
-    char *buf;      /* buf[pos, len) not yet consumed; buf[len] == 0 */
-    size_t cap;     /* allocated bytes, including the terminating 0 */
+    char *buf;  /* buf[pos, len) not yet consumed; buf[len] == 0 */
+    size_t cap; /* allocated bytes, including the terminating 0 */
     size_t len, pos;
     size_t scanned; /* buf[pos, pos + scanned) is known to hold no '\n' */
     int64_t off;    /* file offset of buf[0] */
@@ -192,10 +192,14 @@ static int64_t utf8_error_at(const char *s, size_t n) {
         }
         int k;
         uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) k = 1, cp = c & 0x1f;
-        else if (c >= 0xe0 && c <= 0xef) k = 2, cp = c & 0x0f;
-        else if (c >= 0xf0 && c <= 0xf4) k = 3, cp = c & 0x07;
-        else return p - (const unsigned char *)s;
+        if (c >= 0xc2 && c <= 0xdf)
+            k = 1, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            k = 2, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            k = 3, cp = c & 0x07;
+        else
+            return p - (const unsigned char *)s;
         if (e - p <= k) return p - (const unsigned char *)s;
         for (int i = 1; i <= k; i++) {
             if ((p[i] & 0xc0) != 0x80) return p - (const unsigned char *)s;
@@ -219,8 +223,10 @@ static const char *quote(char *buf, size_t cap, const char *s, size_t n) {
             o += (size_t)snprintf(buf + o, cap - o, "...");
             break;
         }
-        if (c >= 0x20 && c < 0x7f && c != '\'') buf[o++] = (char)c;
-        else o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
+        if (c >= 0x20 && c < 0x7f && c != '\'')
+            buf[o++] = (char)c;
+        else
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
     }
     buf[o] = 0;
     return buf;
@@ -239,7 +245,8 @@ static int parse_line(csr_builder *b, const char *s, size_t n, char *msg) {
     char q[200];
     int64_t bad_utf8 = utf8_error_at(s, n);
     if (bad_utf8 >= 0) {
-        if (s[bad_utf8] == 0) snprintf(msg, MSG, "a NUL byte at column %lld", (long long)bad_utf8 + 1);
+        if (s[bad_utf8] == 0)
+            snprintf(msg, MSG, "a NUL byte at column %lld", (long long)bad_utf8 + 1);
         else
             snprintf(msg, MSG, "not UTF-8 text: byte 0x%02x at column %lld",
                      (unsigned char)s[bad_utf8], (long long)bad_utf8 + 1);
@@ -251,7 +258,8 @@ static int parse_line(csr_builder *b, const char *s, size_t n, char *msg) {
     while (p < e && !is_ws(*p) && *p != '#') p++;
     double label;
     if (parse_number(t, p, &label)) {
-        snprintf(msg, MSG, "bad label '%s' (expected a number)", quote(q, sizeof q, t, (size_t)(p - t)));
+        snprintf(msg, MSG, "bad label '%s' (expected a number)",
+                 quote(q, sizeof q, t, (size_t)(p - t)));
         return 1;
     }
     int64_t prev = 0;
@@ -263,14 +271,16 @@ static int parse_line(csr_builder *b, const char *s, size_t n, char *msg) {
         size_t tn = (size_t)(p - t);
         const char *colon = memchr(t, ':', tn);
         if (!colon) {
-            snprintf(msg, MSG, "bad feature '%s' (expected index:value)", quote(q, sizeof q, t, tn));
+            snprintf(msg, MSG, "bad feature '%s' (expected index:value)",
+                     quote(q, sizeof q, t, tn));
             return 1;
         }
         if (first && colon - t == 3 && memcmp(t, "qid", 3) == 0) {
             const char *d = colon + 1;
             while (d < p && *d >= '0' && *d <= '9') d++;
             if (d == colon + 1 || d != p) {
-                snprintf(msg, MSG, "bad qid '%s' (expected qid:integer)", quote(q, sizeof q, t, tn));
+                snprintf(msg, MSG, "bad qid '%s' (expected qid:integer)",
+                         quote(q, sizeof q, t, tn));
                 return 1;
             }
             continue;
@@ -293,11 +303,13 @@ static int parse_line(csr_builder *b, const char *s, size_t n, char *msg) {
             return 1;
         }
         if (idx == 0) {
-            snprintf(msg, MSG, "index 0 in '%s': libsvm indices start at 1", quote(q, sizeof q, t, tn));
+            snprintf(msg, MSG, "index 0 in '%s': libsvm indices start at 1",
+                     quote(q, sizeof q, t, tn));
             return 1;
         }
         if (idx <= prev) {
-            if (idx == prev) snprintf(msg, MSG, "index %lld appears twice", (long long)idx);
+            if (idx == prev)
+                snprintf(msg, MSG, "index %lld appears twice", (long long)idx);
             else
                 snprintf(msg, MSG, "index %lld after index %lld: indices must increase",
                          (long long)idx, (long long)prev);
@@ -311,8 +323,10 @@ static int parse_line(csr_builder *b, const char *s, size_t n, char *msg) {
         prev = idx;
         if (ml_vec_reserve(&b->indices, 1) || ml_vec_reserve(&b->values, 1)) return -1;
         ((int64_t *)b->indices.p)[b->indices.n++] = idx - 1;
-        if (b->dt == DDL_FLOAT32) ((float *)b->values.p)[b->values.n++] = (float)v;
-        else ((double *)b->values.p)[b->values.n++] = v;
+        if (b->dt == DDL_FLOAT32)
+            ((float *)b->values.p)[b->values.n++] = (float)v;
+        else
+            ((double *)b->values.p)[b->values.n++] = v;
     }
     if (prev > b->max_col) b->max_col = prev;
     if (ml_vec_reserve(&b->labels, 1) || ml_vec_reserve(&b->indptr, 1)) return -1;
@@ -325,7 +339,8 @@ ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor
                            ddl_tensor **labels, int64_t *max_col, const char *path, int64_t start,
                            int64_t end, int64_t n_features, ddl_dtype dt) {
     if (dt != DDL_FLOAT32 && dt != DDL_FLOAT64)
-        DDL_FAIL(DDL_E_TYPE, "libsvm: values must be float32 or float64, not %s", ddl_dtype_name(dt));
+        DDL_FAIL(DDL_E_TYPE, "libsvm: values must be float32 or float64, not %s",
+                 ddl_dtype_name(dt));
     if (start < 0) DDL_FAIL(DDL_E_VALUE, "libsvm: byte range start %lld < 0", (long long)start);
     if (n_features < 0)
         DDL_FAIL(DDL_E_VALUE, "libsvm: n_features must be >= 0, got %lld", (long long)n_features);
@@ -339,9 +354,12 @@ ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor
     if (end < 0) end = INT64_MAX;
 
     ddl_status st = DDL_OK;
-    csr_builder b = {ml_vec_make(sizeof(int64_t)), ml_vec_make(sizeof(int64_t)),
-                     ml_vec_make(dt == DDL_FLOAT32 ? sizeof(float) : sizeof(double)),
-                     ml_vec_make(sizeof(double)), dt, n_features, 0};
+    csr_builder b = {.indptr = ml_vec_make(sizeof(int64_t)),
+                     .indices = ml_vec_make(sizeof(int64_t)),
+                     .values = ml_vec_make(dt == DDL_FLOAT32 ? sizeof(float) : sizeof(double)),
+                     .labels = ml_vec_make(sizeof(double)),
+                     .dt = dt,
+                     .n_features = n_features};
     reader r = {fd, path, malloc(CHUNK), CHUNK, 0, 0, 0, start > 0 ? start - 1 : 0, 0};
     ddl_tensor *outs[4] = {NULL, NULL, NULL, NULL};
     if (!r.buf || ml_vec_reserve(&b.indptr, 1)) {
@@ -363,10 +381,12 @@ ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor
         if ((st = next_line(&r, &got, &line, &n, &off)) || !got || off >= end) break;
         rel_line++;
         int rc = parse_line(&b, line, n, msg);
-        if (rc < 0) st = ddl_fail(DDL_E_NOMEM, "%s: out of memory", path);
+        if (rc < 0)
+            st = ddl_fail(DDL_E_NOMEM, "%s: out of memory", path);
         else if (rc > 0) {
             int64_t ln = line_number_at(fd, off);
-            if (ln > 0) st = ddl_fail(DDL_E_VALUE, "%s:%lld: %s", path, (long long)ln, msg);
+            if (ln > 0)
+                st = ddl_fail(DDL_E_VALUE, "%s:%lld: %s", path, (long long)ln, msg);
             else /* could not re-read the prefix: say where the line is instead */
                 st = ddl_fail(DDL_E_VALUE, "%s: line %lld of the range starting at byte %lld: %s",
                               path, (long long)rel_line, (long long)start, msg);

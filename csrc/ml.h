@@ -72,8 +72,8 @@ uint32_t ddl_murmur3_32(const void *data, size_t len, uint32_t seed);
  * indices int64, values of `dt`. Errors: DDL_E_VALUE for bad offsets or num_features < 1. */
 ddl_status ddl_hashing_tf(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor **values,
                           const char *text, const int64_t *token_ends, const int64_t *doc_ends,
-                          int64_t text_len, int64_t n_tokens, int64_t n_docs,
-                          int64_t num_features, int binary, ddl_dtype dt);
+                          int64_t text_len, int64_t n_tokens, int64_t n_docs, int64_t num_features,
+                          int binary, ddl_dtype dt);
 
 /* ---- logistic regression ------------------------------------------------------------------ */
 

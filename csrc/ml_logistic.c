@@ -171,8 +171,8 @@ ddl_status ddl_logistic_loss_grad(double *loss, ddl_tensor *dcoef, ddl_tensor *d
                  (long long)r.n);
     if (!dcoef || dcoef->dtype != DDL_FLOAT64 || !ddl_tensor_is_contiguous(dcoef) ||
         ddl_tensor_numel(dcoef) != k * r.d)
-        DDL_FAIL(DDL_E_VALUE, "%s: dcoef must be a contiguous float64 array of %lld elements",
-                 who, (long long)(k * r.d));
+        DDL_FAIL(DDL_E_VALUE, "%s: dcoef must be a contiguous float64 array of %lld elements", who,
+                 (long long)(k * r.d));
     if (dintercept && (!is_vec(dintercept, DDL_FLOAT64) || dintercept->shape[0] != k))
         DDL_FAIL(DDL_E_VALUE, "%s: dintercept must be a contiguous (%lld,) float64 array", who,
                  (long long)k);

@@ -44,8 +44,10 @@ static inline ddl_status ml_vec_to_tensor(ddl_tensor **out, ml_vec *v, ddl_dtype
     void *p = v->p;
     if (!p || n < v->cap) { /* trim the slack; keep at least one element so p is never NULL */
         void *q = realloc(p, (n ? n : 1) * v->elem);
-        if (q) p = q;
-        else if (!p) DDL_FAIL(DDL_E_NOMEM, "out of memory");
+        if (q)
+            p = q;
+        else if (!p)
+            DDL_FAIL(DDL_E_NOMEM, "out of memory");
     }
     v->p = NULL;
     v->n = v->cap = 0;

@@ -47,8 +47,8 @@ static PyObject *py_libsvm_load(PyObject *self, PyObject *args) {
     long long start, end, n_features;
     ddl_dtype dt;
     PyObject *dto;
-    if (!PyArg_ParseTuple(args, "O&LLLO", PyUnicode_FSConverter, &bytes, &start, &end,
-                          &n_features, &dto))
+    if (!PyArg_ParseTuple(args, "O&LLLO", PyUnicode_FSConverter, &bytes, &start, &end, &n_features,
+                          &dto))
         return NULL;
     if (pyddl_parse_dtype(dto, &dt) < 0) {
         Py_DECREF(bytes);
@@ -58,8 +58,9 @@ static PyObject *py_libsvm_load(PyObject *self, PyObject *args) {
     int64_t max_col = 0;
     ddl_status st;
     const char *path = PyBytes_AS_STRING(bytes);
-    Py_BEGIN_ALLOW_THREADS st = ddl_libsvm_load(&ts[0], &ts[1], &ts[2], &ts[3], &max_col, path,
-                                                start, end, n_features, dt);
+    Py_BEGIN_ALLOW_THREADS
+    st =
+        ddl_libsvm_load(&ts[0], &ts[1], &ts[2], &ts[3], &max_col, path, start, end, n_features, dt);
     Py_END_ALLOW_THREADS
     Py_DECREF(bytes);
     if (st) return pyddl_raise(st);
@@ -173,7 +174,8 @@ static PyObject *py_linear_margins(PyObject *self, PyObject *args) {
         return NULL;
     }
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_linear_margins(&out, &r.x, coef, icpt);
+    Py_BEGIN_ALLOW_THREADS
+    st = ddl_linear_margins(&out, &r.x, coef, icpt);
     Py_END_ALLOW_THREADS
     ddl_tensor_release(coef);
     ddl_tensor_release(icpt);
@@ -207,8 +209,8 @@ static PyObject *py_logistic_loss_grad(PyObject *self, PyObject *args) {
     }
     double loss = 0;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_logistic_loss_grad(&loss, dcoef, dicpt, &r.x, y, coef, icpt,
-                                                       multinomial);
+    Py_BEGIN_ALLOW_THREADS
+    st = ddl_logistic_loss_grad(&loss, dcoef, dicpt, &r.x, y, coef, icpt, multinomial);
     Py_END_ALLOW_THREADS
     ddl_tensor_release(y);
     ddl_tensor_release(coef);
