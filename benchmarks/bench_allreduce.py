@@ -26,9 +26,9 @@ What runs, for 2 and 4 ranks (processes; on a 2-core machine 4 ranks oversubscri
 - probes, raw Gloo, no data: ddl's old check (a 64-byte allgather) and its new one before a
          large allreduce (the alltoall of 4160-byte blocks).
 All processes of all variants for one world size are started up front and stay idle (blocked
-on their stdin) while another variant runs. Every variant runs the same sizes in turn; the
-order of the variants rotates each round, and rounds repeat, so drift and other load on the
-machine fall on all of them alike. Calls per run adapt to a time budget (from the previous
+on their stdin) while another variant runs. Every variant runs the same sizes in turn, in a
+shuffled order each round (seeded: the same every run), and rounds repeat, so drift and other
+load on the machine fall on all of them alike. Calls per run adapt to a time budget (from the previous
 round's median), within the plan's bounds.
 
 How it measures: each call is timed on every rank (perf_counter / steady_clock around one
@@ -46,6 +46,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import re
 import select
 import shutil
@@ -72,8 +73,9 @@ NOISE = 0.05            # a miss within this of the target is flagged as "within
 
 # per size: (warm-up calls in the first round, most timed calls, fewest timed calls) per variant
 # per round; the count between is set so that one run lasts about BUDGET_S (from the previous
-# round's median). Later rounds warm up with one call below 16 MiB, none from 16 MiB up. Many
-# short rounds rather than a few long ones: other load on the machine comes in bursts.
+# round's median). Later rounds warm up with 3 calls up to 1 MiB (processes woken after idling
+# start slow), 1 at 16 MiB, none at 64 MiB. Many short rounds rather than a few long ones: other
+# load on the machine comes in bursts.
 PLAN_FULL = {4 * KIB: (10, 120, 10), 64 * KIB: (10, 80, 8), MIB: (3, 24, 4), 16 * MIB: (1, 4, 1),
              64 * MIB: (1, 1, 1)}
 PLAN_QUICK = {4 * KIB: (5, 40, 5), 64 * KIB: (5, 30, 4), MIB: (2, 8, 2), 16 * MIB: (1, 1, 1),
@@ -352,13 +354,13 @@ def measure(args, exe, tmp, with_torch):
             per_round = {v: {s: [] for s in modes} for v, (_, modes) in variants.items()}
             probes = {p: [] for p in PROBES}
             names = list(variants)
+            order = random.Random(n)  # the same order every run
             for rnd in range(rounds):
                 for i, s in enumerate(sizes):
                     warm, most, fewest = plan[s]
                     if rnd:
-                        warm = min(warm, 1 if s < 16 * MIB else 0)
-                    k = (rnd + i) % len(names)
-                    for v in names[k:] + names[:k]:
+                        warm = min(warm, 3 if s <= MIB else 1 if s < 64 * MIB else 0)
+                    for v in order.sample(names, len(names)):
                         gname, modes = variants[v]
                         if s not in modes:
                             continue

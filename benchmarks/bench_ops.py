@@ -391,8 +391,11 @@ def markdown(rows, meta):
 DOCS_HEADING = "## Tensor ops (bench_ops.py)"
 
 DOCS_NOTES = """\
-Where the time goes (from profiles and timing experiments, see the changes that came with
-this benchmark):
+Before the changes that came with this benchmark (same machine and script, 2026-11-26, wall
+clock): exp 0.2-0.6x NumPy, tanh 0.02-0.08x, sigmoid 0.1-0.5x, every 64 MiB op 0.4-0.7x,
+a+b/a*b/a+scalar at 4 KiB 0.8x, import +104 ms.
+
+Where the time goes (profiles and timing experiments, 2026-11-26, this 2-vCPU machine):
 
 - Small sizes (4 KiB) are per-call overhead: Python's method call, argument parsing, the
   result's allocation and the Tensor object. ddl's output storage is one malloc (header and
@@ -400,20 +403,23 @@ this benchmark):
   retained.
 - Elementwise kernels are compiled for AVX-512, AVX2+FMA and the baseline (gcc target_clones,
   picked at load), bit-identical on all three.
-- exp/tanh/sigmoid (float32) run csrc/vmath.h instead of libm's scalar expf/tanhf. exp works
-  in float with FMA (<= 1 ulp of glibc). tanh and sigmoid work in double so that they are
-  correctly rounded but for rare ties: glibc's tanhf is itself up to 2 ulp off, and the target
-  is "within 2 ulp of libm". That costs tanh ~1 ns a value where NumPy's SVML-derived tanh
-  (float, table-driven, up to 1 ulp off, so up to 3 ulp from glibc) takes ~0.35 ns: tanh
-  stays below NumPy until memory traffic dominates. sigmoid has no NumPy ufunc; its NumPy
-  figure is the 4-pass 1/(1+np.exp(-x)).
+- exp/tanh/sigmoid (float32) run csrc/vmath.h instead of libm's scalar expf/tanhf (tanhf:
+  ~15 ns a value). exp works in float with FMA (<= 1 ulp of glibc, ~0.3 ns a value). tanh and
+  sigmoid work in double so that they are correctly rounded but for rare ties: glibc's tanhf is
+  itself up to 2 ulp off, and the target is "within 2 ulp of libm". That costs ~1.0 (tanh) and
+  ~1.2 ns (sigmoid) a value, where NumPy's SVML-derived tanh (float, table-driven, up to 1 ulp
+  off, so up to 3 ulp from glibc) takes ~0.35 ns: tanh stays below NumPy until memory traffic
+  dominates. sigmoid has no NumPy ufunc; its NumPy figure is the 4-pass 1/(1+np.exp(-x)),
+  which is cheap while the passes stay in L2 (256 KiB) and loses at every other size.
 - 64 MiB results are bound by page faults on the fresh output (~2/3 of the time; the same op
   in place is ~3x faster) in both libraries. Storages of 4 MiB or more ask for transparent huge
-  pages as NumPy does, which puts ddl level with NumPy; beating it there would take reusing
+  pages, as NumPy does, which puts ddl level with NumPy; beating it there would take reusing
   freed blocks (a caching allocator), which neither library does.
-- Import: the wall time includes interpreter exit and, on a busy machine, the CPU time that
-  ddl's own OpenBLAS worker pool (created when ddl._C loads, spinning before it sleeps) takes
-  from the main thread.
+- Import: ddl's own import (modules, loading ddl._C and its libraries) is ~15 ms of wall time
+  with OPENBLAS_NUM_THREADS=1. The rest is OpenBLAS's worker pool: ddl._C loads a second
+  OpenBLAS (scipy-openblas32, next to NumPy's scipy-openblas64), which starts nproc - 1
+  workers that spin before they sleep and are joined at exit; on 2 busy vCPUs that took
+  ~35 ms of wall time. (NumPy's own pool costs NumPy ~70 ms the same way.)
 """
 
 

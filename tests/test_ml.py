@@ -444,16 +444,45 @@ def _libsvm_files(tmp_path):
     return paths
 
 
+ERROR_WORKER = """
+import sys
+import numpy as np
+import ddl.distributed as dist
+from ddl.datasets import load_libsvm
+from ddl.ml import LogisticRegression
+
+dist.init_process_group("gloo", timeout=30)
+rank = dist.get_rank()
+try:
+    load_libsvm(sys.argv[1])   # the malformed line is in the last rank's share only
+    print("LOAD ok")
+except ValueError as e:
+    print("LOAD", e)
+X, y = load_libsvm(sys.argv[2])
+if rank == 1:
+    y[0] = np.nan
+try:
+    LogisticRegression().fit(X, y)
+    print("FIT ok")
+except ValueError as e:
+    print("FIT", e)
+m = LogisticRegression(max_iter=5).fit(X, np.nan_to_num(y))  # the group still works
+print("AFTER", m.n_iter_)
+dist.destroy_process_group()
+"""
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _run_world(tmp_path, world, paths, timeout=60):
-    script = tmp_path / "lr_worker.py"
-    script.write_text(textwrap.dedent(WORKER))
-    port, out = _free_port(), str(tmp_path / f"w{world}")
+def _spawn(tmp_path, world, source, args, timeout=60):
+    """Run `source` as `world` ranks; [stdout of each rank] (every process killed at the end)."""
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(source))
+    port = _free_port()
     procs = []
     try:
         for r in range(world):
@@ -462,14 +491,14 @@ def _run_world(tmp_path, world, paths, timeout=60):
                        MASTER_PORT=str(port), PYTHONPATH=ROOT, OMP_NUM_THREADS="1",
                        OPENBLAS_NUM_THREADS="1", DDL_NUM_THREADS="1")
             procs.append(subprocess.Popen(
-                [sys.executable, str(script), paths["bin"], paths["multi"],
-                 json.dumps(CONFIGS), out], env=env, cwd=str(tmp_path),
+                [sys.executable, str(script), *args], env=env, cwd=str(tmp_path),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True))
         deadline = time.monotonic() + timeout
-        errs = []
+        outs, errs = [], []
         for p in procs:
-            _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            errs.append(err.decode(errors="replace"))
+            o, e = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            outs.append(o.decode(errors="replace"))
+            errs.append(e.decode(errors="replace"))
         for r, p in enumerate(procs):
             assert p.returncode == 0, f"rank {r} failed:\n{errs[r]}"
     finally:
@@ -479,7 +508,13 @@ def _run_world(tmp_path, world, paths, timeout=60):
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                p.wait()
+                p.communicate()
+    return outs
+
+
+def _run_world(tmp_path, world, paths):
+    out = str(tmp_path / f"w{world}")
+    _spawn(tmp_path, world, WORKER, [paths["bin"], paths["multi"], json.dumps(CONFIGS), out])
     results = []
     for r in range(world):
         with open(f"{out}.{r}.json") as f:
@@ -546,3 +581,18 @@ def test_examples_run_on_one_and_two_ranks(tmp_path):
     text = run([sys.executable, os.path.join(ROOT, "examples", "text_classification.py")])
     acc = float(re.search(r"test accuracy on 72 held-out sentences: ([0-9.]+)", text).group(1))
     assert acc > 0.9
+
+
+@pytest.mark.timeout(120)
+def test_errors_on_one_rank_reach_every_rank(tmp_path):
+    """A malformed line in one rank's share, or bad labels on one rank, is a ValueError on
+    every rank (not a hang in the next collective), and the group stays usable."""
+    paths = _libsvm_files(tmp_path)
+    bad = tmp_path / "bad.svm"
+    bad.write_text("".join(f"{i % 2} 1:{i}\n" for i in range(50)) + "1 2:1 1:1\n")
+    outs = _spawn(tmp_path, 2, ERROR_WORKER, [str(bad), paths["bin"]])
+    assert f"LOAD {bad}:51: index 1 after index 2" in outs[1]
+    assert "LOAD load_libsvm: another rank failed" in outs[0]
+    assert "FIT LogisticRegression.fit: y holds NaN" in outs[1]
+    assert "FIT LogisticRegression.fit: another rank" in outs[0]
+    assert all("AFTER 5" in o for o in outs)

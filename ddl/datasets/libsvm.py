@@ -101,21 +101,33 @@ def load_libsvm(path, n_features=None, dtype=np.float32, rank=None, world_size=N
     pieces = byte_ranges(sizes, rank, world_size) if world_size > 1 else [
         (i, 0, -1) for i in range(len(files))]
     indptrs, indices, values, labels, max_col = [np.zeros(1, dtype=np.int64)], [], [], [], 0
-    nnz = 0
-    for i, start, end in pieces:
-        ip, ix, v, y, mc = _C.libsvm_load(files[i], start, end, n_features or 0, code)
-        ip, ix, v, y = ip.numpy(), ix.numpy(), v.numpy(), y.numpy()
-        indptrs.append(ip[1:] + nnz)
-        indices.append(ix)
-        values.append(v)
-        labels.append(y)
-        nnz += len(ix)
-        max_col = max(max_col, mc)
-    if n_features is None:
-        if from_group and world_size > 1:
-            from ..ml._collective import allreduce_
+    nnz, error = 0, None
+    agree = n_features is None and from_group and world_size > 1
+    try:
+        for i, start, end in pieces:
+            ip, ix, v, y, mc = _C.libsvm_load(files[i], start, end, n_features or 0, code)
+            ip, ix, v, y = ip.numpy(), ix.numpy(), v.numpy(), y.numpy()
+            indptrs.append(ip[1:] + nnz)
+            indices.append(ix)
+            values.append(v)
+            labels.append(y)
+            nnz += len(ix)
+            max_col = max(max_col, mc)
+    except (ValueError, OSError, MemoryError) as e:
+        if not agree:
+            raise
+        error = e  # raise after the collective below, so the other ranks do not wait for us
+    if agree:
+        from ..ml._collective import allreduce_
 
-            max_col = int(allreduce_(np.array([max_col], dtype=np.int64), "max")[0])
+        max_col, failed = (int(v) for v in allreduce_(
+            np.array([max_col, error is not None], dtype=np.int64), "max"))
+        if error is not None:
+            raise error
+        if failed:
+            raise ValueError("load_libsvm: another rank failed to parse its share (its error "
+                             "names the file and line)")
+    if n_features is None:
         n_features = max_col
     if len(indices) == 1:  # the common case: keep the parser's arrays, no copies
         ix, v, y = indices[0], values[0], labels[0]

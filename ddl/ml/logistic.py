@@ -103,25 +103,37 @@ class LogisticRegression:
 
     # ---- fitting -------------------------------------------------------------------------
     def fit(self, X, y):
-        rows = _Rows(X, "LogisticRegression.fit")
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != rows.n:
-            raise ValueError(f"LogisticRegression.fit: y has shape {y.shape}, expected "
-                             f"({rows.n},)")
         active = self.distributed and world()[2]
-        d = rows.d
-        if active:  # every rank must have the same columns before any sized collective
-            hdr = allreduce_(np.array([d, -d], dtype=np.int64), "max")
+        error = None
+        try:  # local checks first: with ranks, every rank must reach the first collective
+            rows = _Rows(X, "LogisticRegression.fit")
+            y = np.asarray(y)
+            if y.ndim != 1 or len(y) != rows.n:
+                raise ValueError(f"LogisticRegression.fit: y has shape {y.shape}, expected "
+                                 f"({rows.n},)")
+            if y.dtype.kind == "f" and len(y) and not np.all(np.isfinite(y)):
+                raise ValueError("LogisticRegression.fit: y holds NaN or infinite labels")
+            local = np.unique(y) if len(y) else y
+            local_json = _labels_json(local) if active else None
+        except (ValueError, TypeError) as e:
+            if not active:
+                raise
+            error = e
+        if active:
+            # the same column count everywhere, and no rank left behind by a local error
+            d = rows.d if error is None else 0
+            hdr = allreduce_(np.array([d, -d, error is not None], dtype=np.int64), "max")
+            if error is not None:
+                raise error
+            if hdr[2]:
+                raise ValueError("LogisticRegression.fit: another rank's data failed the "
+                                 "checks (its error says why)")
             if hdr[0] != -hdr[1]:
                 raise ValueError(f"LogisticRegression.fit: ranks disagree on the number of "
                                  f"features ({-hdr[1]} to {hdr[0]}, this rank {d}); pass "
                                  "n_features= to load_libsvm")
-        if y.dtype.kind == "f" and len(y) and not np.all(np.isfinite(y)):
-            raise ValueError("LogisticRegression.fit: y holds NaN or infinite labels")
-        local = np.unique(y) if len(y) else y
-        if active:
             union = set()
-            for part in allgather_json(_labels_json(local)):
+            for part in allgather_json(local_json):
                 union.update(part)
             try:
                 classes = np.array(sorted(union))
@@ -130,6 +142,7 @@ class LogisticRegression:
                                  "(numbers and strings)") from None
         else:
             classes = local
+        d = rows.d
         k_classes = len(classes)
         if k_classes < 2:
             raise ValueError(f"LogisticRegression.fit: needs samples of at least 2 classes, "
