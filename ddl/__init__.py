@@ -50,10 +50,10 @@ def __getattr__(name):
         from .trainer import Trainer
 
         return Trainer
-    if name == "distributed":
+    if name in ("distributed", "ml", "features", "sparse"):
         import importlib
 
-        return importlib.import_module(".distributed", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'ddl' has no attribute {name!r}")
 
 float = float32  # noqa: A001
