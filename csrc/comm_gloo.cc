@@ -27,6 +27,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <unistd.h>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
@@ -203,17 +204,25 @@ bool same(const Descriptor& a, const Descriptor& b) {
 std::shared_ptr<gloo::transport::Device> device_for(const std::string& host,
                                                     const std::string& iface) {
     static std::mutex m;
-    static std::map<std::string, std::shared_ptr<gloo::transport::Device>> devices;
+    static auto* devices = new std::map<std::string, std::shared_ptr<gloo::transport::Device>>;
+    static pid_t owner = getpid();
     std::lock_guard<std::mutex> lock(m);
+    if (owner != getpid()) {
+        // A forked child (ddl.distributed.launch) inherits the parent's devices but not their
+        // event-loop threads: using one would hang. Start afresh, and leak the inherited ones
+        // (destroying them would join threads that do not exist here).
+        devices = new std::map<std::string, std::shared_ptr<gloo::transport::Device>>;
+        owner = getpid();
+    }
     std::string key = host + "|" + iface;
-    auto it = devices.find(key);
-    if (it != devices.end()) return it->second;
+    auto it = devices->find(key);
+    if (it != devices->end()) return it->second;
     gloo::transport::tcp::attr attr;
     if (!iface.empty()) attr.iface = iface;
     else attr.hostname = host.empty() ? "127.0.0.1" : host;
     attr.ai_family = AF_INET;
     auto dev = gloo::transport::tcp::CreateDevice(attr);
-    devices[key] = dev;
+    (*devices)[key] = dev;
     return dev;
 }
 

@@ -11,6 +11,7 @@ sent garbage. Every test has a hard time limit, and every process a test starts 
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -239,6 +240,39 @@ def test_rank_killed_mid_all_reduce(world, n, victim, how):
         assert m and float(m[1]) < 0.5 and m[2] == "True", dump
         # the survivor exits with the exception (not an abort), its message on stderr
         assert rc == 1 and "ddl.distributed.DistributedError: " + msg in err, dump
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_rank0_killed_with_a_redis_rendezvous_is_named(world):
+    # the store outlives every rank here, so even rank 0's death is named exactly (and the
+    # survivors' polling of each other's reports must not park in Redis forever)
+    rport = _free_port()
+    world.start("redis", ["redis-server", "--port", str(rport), "--bind", HOST, "--save", "",
+                          "--appendonly", "no", "--dir", str(world.tmp)], world.env())
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((HOST, rport), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, world.dump()
+            time.sleep(0.05)
+    port = _free_port()  # only names the job's keys in Redis (DDL_JOB_ID unset)
+    for r in range(3):
+        world.rank(r, 3, port, FAULTS, "loop", "--victim", 0, "--how", "kill", "--timeout", 20,
+                   "--init-method", f"redis://{HOST}:{rport}")
+    procs = [p for name, p, _, _ in world.procs if name != "redis"]
+    deadline = time.monotonic() + 30
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    outs = {name: out.read_text() for name, _, out, _ in world.procs}
+    died = float(re.search(r"^DYING (\S+)$", outs["rank0"], re.M)[1])
+    for r in (1, 2):
+        assert procs[r].poll() == 1, world.dump()
+        t, _, kind, _, msg = _caught(outs[f"rank{r}"])
+        assert kind == "DistributedError" and "rank(s) 0 died or stopped responding" in msg, msg
+        assert t - died < 5.0, world.dump()
 
 
 @pytest.mark.timeout(40)

@@ -56,6 +56,7 @@ def loop(a):
                 if a.how == "sleep":
                     say("DYING", repr(time.time()))
                     time.sleep(120)
+                big[:] = 1  # (the others may still complete this one: the right sum)
                 dist.all_reduce(big, async_op=True)  # in flight while this rank dies
                 time.sleep(0.002)
                 say("DYING", repr(time.time()))
