@@ -12,7 +12,10 @@
  *    (Gloo aborts the process on size mismatches).
  *  - Failures: a dead peer, a closed connection or a timeout fails the collective on every
  *    surviving rank with a message naming the op, its sequence number and the peer rank(s);
- *    the group is then broken and later calls fail at once with the same message.
+ *    the group is then broken and later calls fail at once with the same message. The first
+ *    ranks to see a connection fail close theirs at once (so every rank fails within
+ *    milliseconds) and every failing rank reports in the store: ranks with no report within
+ *    1 s are named as dead; after a timeout, the ranks that never reached the collective.
  *  - Gloo's C++ exceptions never cross into C; SIGPIPE is ignored (Gloo writes without
  *    MSG_NOSIGNAL).
  */
@@ -42,7 +45,8 @@ typedef enum {
 /* Join a group of `size` ranks as `rank`: rendezvous through `store` under `prefix` (distinct
  * per group), binding Gloo's TCP device to `hostname` (an address of this machine; NULL uses
  * `iface`, a network interface name, and when both are NULL 127.0.0.1). The store must outlive
- * the group. Ranks that do not join within timeout_ms are named in the DDL_E_TIMEOUT error. */
+ * the group. Ranks that do not join within timeout_ms are named in the DDL_E_TIMEOUT error;
+ * ranks started with a different `size` fail every rank at once with DDL_E_VALUE. */
 ddl_status ddl_pg_new(ddl_pg **out, ddl_store *store, const char *prefix, int rank, int size,
                       const char *hostname, const char *iface, int64_t timeout_ms);
 /* Drain the queue, stop the thread, close the connections, and drop the caller's reference.

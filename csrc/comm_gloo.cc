@@ -27,6 +27,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <dirent.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <cstdlib>
 #include <cstdio>
@@ -242,11 +245,19 @@ struct ddl_work {
     ddl_tensor* b = nullptr;  // the input where the op has a separate one
     int64_t timeout_ms = 0;
 
+    // Called once the collective has left Gloo. If the watchdog completed the work early
+    // (complete_early), its status stands.
     void finish(ddl_status s, const std::string& m) {
         ddl_tensor_release(a);
         ddl_tensor_release(b);
         a = b = nullptr;
+        complete_early(s, m);
+    }
+    // Complete the work for its waiters, while Gloo may still hold its buffers (the tensors stay
+    // referenced until finish()). The first status set wins.
+    void complete_early(ddl_status s, const std::string& m) {
         std::lock_guard<std::mutex> lock(this->m);
+        if (done) return;
         st = s;
         msg = m;
         t_end = now_us();
@@ -279,6 +290,18 @@ struct ddl_pg {
     std::atomic<int> broken{0};
     ddl_status broken_st = DDL_OK;
     std::string broken_msg;
+    std::mutex fail_m;  // one failure handler at a time (the collective's runner, the watchdog)
+
+    // The watchdog (see watch()): the work now in Gloo and since when, under wm.
+    std::thread watchdog;
+    std::mutex wm;
+    std::condition_variable wcv;
+    ddl_work* running = nullptr;
+    int64_t running_since = 0;
+    bool watch_stop = false;
+    std::map<int, std::string> pair_ends;  // rank -> "<this end>|<its end>" of their socket
+    bool thread_exited = false;            // the comm thread left run(), under qm
+    bool leaked = false;                   // shut down with its comm thread stuck in Gloo
 
     void run();
     void execute(ddl_work* w);
@@ -291,6 +314,9 @@ struct ddl_pg {
                       std::set<int>* missing);
     std::string rank_list(const std::set<int>& ranks);
     void close_connections();
+    std::string connection_failure(const std::string& what, const std::string& seen);
+    std::set<int> dead_connections();
+    void watch();
 };
 
 namespace {
@@ -622,6 +648,19 @@ void ddl_pg::execute(ddl_work* w) {
     }
     std::string what = std::string(coll_name(w->desc.coll)) + " #" + std::to_string(w->desc.seq);
     bool reported = false;  // this rank's failure report is in the store
+    if (size > 1) {
+        std::lock_guard<std::mutex> lock(wm);
+        running = w;
+        running_since = w->t_start;
+    }
+    struct Unwatch {  // however execute leaves, the watchdog stops looking at w first
+        ddl_pg* pg;
+        ~Unwatch() {
+            std::lock_guard<std::mutex> lock(pg->wm);
+            pg->running = nullptr;
+        }
+    } unwatch{this};
+    std::unique_lock<std::mutex> failing(fail_m, std::defer_lock);
     try {
         if (size > 1) {
             // a barrier is the exchange itself: every rank has heard from every other
@@ -629,56 +668,46 @@ void ddl_pg::execute(ddl_work* w) {
         } else if (w->desc.coll != DDL_COLL_BARRIER) {
             run_collective(w);  // one rank: Gloo's algorithms handle it locally
         }
-        w->finish(DDL_OK, "");
+        w->finish(DDL_OK, "");  // (if the watchdog completed w already, its status stands)
         return;
-    } catch (const DdlError& e) {
-        broken_st = e.st;
-        broken_msg = "rank " + std::to_string(rank) + ": " + e.msg;
-    } catch (const gloo::IoException& e) {
-        bool timed_out = now_us() - w->t_start >= w->timeout_ms * 900;
-        std::string text = e.what();
-        std::string peers = peers_in(text);
-        std::string me = "rank " + std::to_string(rank) + ": ";
-        if (timed_out) {
-            std::string absent = absent_ranks(w->desc.seq);
-            broken_st = DDL_E_TIMEOUT;
-            broken_msg = me + what + " timed out after " + std::to_string(w->timeout_ms) + " ms" +
-                         (absent.empty() ? "" : "; rank(s) " + absent + " never arrived") +
-                         " (" + text + ")";
-        } else {
-            // A dead rank's connections close, but only the ranks reading from it notice; the
-            // others notice when the first ones close their connections (below). So who is
-            // named in `text` may be a survivor: close at once, report, and name the ranks
-            // that do not report.
-            close_connections();
-            std::string seen = (peers.empty() ? "a peer" : "peer rank(s) " + peers) +
-                               " closed the connection (" + text + ")";
-            reported = store->try_set("ddl/failed/" + std::to_string(rank),
-                                      me + what + " failed: " + seen);
-            std::string lost;
-            std::map<int, std::string> reports;
-            broken_st = DDL_E_COMM;
-            if (!lost_ranks(&lost, &reports)) {
-                broken_msg = me + what + " failed: " + seen +
-                             "; the rendezvous store is unreachable as well, so its host (rank "
-                             "0's process with env:// and tcp://) may have died";
-            } else if (!lost.empty()) {
-                broken_msg = me + what + " failed: rank(s) " + lost +
-                             " died or stopped responding (no failure report from them within " +
-                             std::to_string(kReportGraceMs) +
-                             " ms; every other rank reported); seen here: " + seen;
-            } else {
-                // every rank is alive: quote why the first peer that closed on us failed
-                auto it = peers.empty() ? reports.begin() : reports.find(atoi(peers.c_str()));
-                if (it == reports.end()) it = reports.begin();
-                broken_msg = me + what + " failed: " + seen;
-                if (it != reports.end())
-                    broken_msg += "; rank " + std::to_string(it->first) + " reported: " + it->second;
-            }
+    } catch (...) {
+        // the watchdog may have failed the group (and w) already: that report stands
+        failing.lock();
+        if (broken.load()) {
+            w->finish(broken_st, broken_msg);
+            return;
         }
-    } catch (const std::exception& e) {
-        broken_st = DDL_E_INTERNAL;
-        broken_msg = "rank " + std::to_string(rank) + ": " + what + ": " + e.what();
+        try {
+            throw;
+        } catch (const DdlError& e) {
+            broken_st = e.st;
+            broken_msg = "rank " + std::to_string(rank) + ": " + e.msg;
+        } catch (const gloo::IoException& e) {
+            bool timed_out = now_us() - w->t_start >= w->timeout_ms * 900;
+            std::string text = e.what();
+            std::string peers = peers_in(text);
+            std::string me = "rank " + std::to_string(rank) + ": ";
+            if (timed_out) {
+                std::string absent = absent_ranks(w->desc.seq);
+                broken_st = DDL_E_TIMEOUT;
+                broken_msg = me + what + " timed out after " + std::to_string(w->timeout_ms) +
+                             " ms" +
+                             (absent.empty() ? "" : "; rank(s) " + absent + " never arrived") +
+                             " (" + text + ")";
+            } else {
+                broken_st = DDL_E_COMM;
+                broken_msg = connection_failure(
+                    what, (peers.empty() ? "a peer" : "peer rank(s) " + peers) +
+                              " closed the connection (" + text + ")");
+                reported = true;
+            }
+        } catch (const std::exception& e) {
+            broken_st = DDL_E_INTERNAL;
+            broken_msg = "rank " + std::to_string(rank) + ": " + what + ": " + e.what();
+        } catch (...) {
+            broken_st = DDL_E_INTERNAL;
+            broken_msg = "rank " + std::to_string(rank) + ": " + what + ": unknown C++ exception";
+        }
     }
     broken.store(1);
     // tell the others why (a connection failure reported itself above), then fail them fast
@@ -687,13 +716,120 @@ void ddl_pg::execute(ddl_work* w) {
     w->finish(broken_st, broken_msg);
 }
 
+// A connection of this group failed (`seen`: how it showed here). A dead rank's connections
+// close, but only the ranks reading from it notice; the others notice when the first ones
+// close their connections. So who `seen` names may be a survivor: close at once, report in
+// the store, and name the ranks that do not report. Returns the group's error message.
+std::string ddl_pg::connection_failure(const std::string& what, const std::string& seen) {
+    std::string me = "rank " + std::to_string(rank) + ": ";
+    close_connections();
+    store->try_set("ddl/failed/" + std::to_string(rank), me + what + " failed: " + seen);
+    std::string lost;
+    std::map<int, std::string> reports;
+    if (!lost_ranks(&lost, &reports))
+        return me + what + " failed: " + seen +
+               "; the rendezvous store is unreachable as well, so its host (rank 0's process "
+               "with env:// and tcp://) may have died or exited";
+    if (!lost.empty())
+        return me + what + " failed: rank(s) " + lost +
+               " died or stopped responding (no failure report from them within " +
+               std::to_string(kReportGraceMs) + " ms; every other rank reported); seen here: " +
+               seen;
+    // every rank is alive: quote why the first peer that closed on us failed
+    size_t at = seen.find("rank(s) ");
+    auto it = at == std::string::npos ? reports.end() : reports.find(atoi(seen.c_str() + at + 8));
+    if (it == reports.end()) it = reports.begin();
+    std::string msg = me + what + " failed: " + seen;
+    if (it != reports.end()) msg += "; rank " + std::to_string(it->first) + " reported: " + it->second;
+    return msg;
+}
+
+// The ranks whose connection with this one is gone: its socket closed, hung up or in error.
+// Looked up from outside Gloo, among this process's sockets, by the two ends of each pair.
+std::set<int> ddl_pg::dead_connections() {
+    std::set<int> dead;
+    DIR* dir = opendir("/proc/self/fd");
+    if (!dir) return dead;  // nothing known: nothing named
+    std::map<std::string, int> fd_of;
+    while (dirent* e = readdir(dir)) {
+        if (!isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
+        int fd = atoi(e->d_name);
+        sockaddr_storage a, b;
+        socklen_t la = sizeof a, lb = sizeof b;
+        if (getsockname(fd, reinterpret_cast<sockaddr*>(&a), &la) != 0 ||
+            getpeername(fd, reinterpret_cast<sockaddr*>(&b), &lb) != 0 ||
+            (a.ss_family != AF_INET && a.ss_family != AF_INET6))
+            continue;
+        try {
+            fd_of[gloo::transport::tcp::Address(reinterpret_cast<sockaddr*>(&a), la).str() + "|" +
+                  gloo::transport::tcp::Address(reinterpret_cast<sockaddr*>(&b), lb).str()] = fd;
+        } catch (...) {
+        }
+    }
+    closedir(dir);
+    for (auto& kv : pair_ends) {
+        auto it = fd_of.find(kv.second);
+        if (it == fd_of.end()) {  // Gloo closed it (or a reset peer left it unconnected)
+            dead.insert(kv.first);
+            continue;
+        }
+        pollfd p{it->second, POLLRDHUP, 0};
+        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+            dead.insert(kv.first);
+    }
+    return dead;
+}
+
+// The watchdog. Gloo (this snapshot) does not wake a transfer that was under way when its
+// connection failed (a send partly written, a receive partly read): the collective then waits
+// for its whole timeout, although a peer died or every other rank already gave up. While a
+// collective has run for kWatchMs, the watchdog looks at the group's sockets every kWatchMs;
+// once one is gone it fails the group as the runner would have (report, name the lost
+// ranks) and completes the work, so its waiter raises now. The runner itself stays in Gloo
+// until the timeout ends the transfer (so large collectives run on the comm thread, never on
+// the caller's), and a group shut down meanwhile is left behind rather than waited for.
+constexpr int64_t kWatchMs = 250;
+
+void ddl_pg::watch() {
+    std::unique_lock<std::mutex> lock(wm);
+    while (!watch_stop) {
+        wcv.wait_for(lock, std::chrono::milliseconds(kWatchMs));
+        if (watch_stop || !running || broken.load() || now_us() - running_since < kWatchMs * 1000)
+            continue;
+        ddl_work* w = running;
+        w->refs.fetch_add(1);  // kept alive while we look (execute unregisters it under wm)
+        lock.unlock();
+        std::set<int> dead = dead_connections();
+        if (!dead.empty()) {
+            std::unique_lock<std::mutex> failing(fail_m, std::try_to_lock);
+            if (failing && !broken.load()) {
+                std::string what =
+                    std::string(coll_name(w->desc.coll)) + " #" + std::to_string(w->desc.seq);
+                std::string msg = connection_failure(
+                    what, "the connection(s) with rank(s) " + rank_list(dead) +
+                              " closed while a transfer was under way (found by the watchdog)");
+                broken_st = DDL_E_COMM;
+                broken_msg = msg;
+                broken.store(1);
+                w->complete_early(broken_st, broken_msg);
+            }
+        }
+        ddl_work_free(w);
+        lock.lock();
+    }
+}
+
 void ddl_pg::run() {
     for (;;) {
         ddl_work* w;
         {
             std::unique_lock<std::mutex> lock(qm);
             qcv.wait(lock, [&] { return !busy && (stopping || !queue.empty()); });
-            if (queue.empty()) return;
+            if (queue.empty()) {
+                thread_exited = true;
+                qcv.notify_all();
+                return;
+            }
             w = queue.front();
             queue.pop_front();
             busy = true;
@@ -746,7 +882,10 @@ ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int 
         // a synchronous call with nothing queued or running runs on the caller's thread (in
         // issue order all the same): no handoff to the comm thread and back, two thread
         // wake-ups fewer per call
-        here = !work && !pg->busy && pg->queue.empty();
+        // (small ones only: a large transfer can be stuck in Gloo after a failure until the
+        // watchdog completes the work for its waiter, see watch())
+        here = !work && !pg->busy && pg->queue.empty() &&
+               (size_t)std::max(count, count2) * dsize(w->desc.dtype) <= kEagerMax;
         if (here) pg->busy = true;
         else pg->queue.push_back(w);
     }
@@ -1017,7 +1156,15 @@ ddl_status ddl_pg_new(ddl_pg** out, ddl_store* store, const char* prefix, int ra
             } catch (...) {
             }
         }
+        for (int r = 0; r < size; r++)
+            if (r != rank) {
+                std::vector<char> a =
+                    pg->store->get("ddl/addr/" + std::to_string(r) + "/" + std::to_string(rank));
+                pg->pair_ends[r] =
+                    pg->ctx->getPair(r)->address().str() + "|" + std::string(a.begin(), a.end());
+            }
         pg->thread = std::thread([pg] { pg->run(); });
+        if (size > 1) pg->watchdog = std::thread([pg] { pg->watch(); });
         *out = pg;
         return DDL_OK;
     } catch (...) {
@@ -1035,7 +1182,28 @@ static void pg_shutdown(ddl_pg* pg) {
         pg->stopping = true;
     }
     pg->qcv.notify_all();
-    if (pg->thread.joinable()) pg->thread.join();
+    {
+        std::lock_guard<std::mutex> lock(pg->wm);
+        pg->watch_stop = true;
+    }
+    pg->wcv.notify_all();
+    if (pg->watchdog.joinable()) pg->watchdog.join();
+    if (pg->thread.joinable()) {
+        // A broken group's comm thread may sit in a Gloo transfer that only the timeout ends
+        // (see watch()): give it a moment, then leave it (and the group's memory) behind.
+        bool exited = true;
+        if (pg->broken.load()) {
+            std::unique_lock<std::mutex> lock(pg->qm);
+            exited = pg->qcv.wait_for(lock, std::chrono::milliseconds(200),
+                                      [&] { return pg->thread_exited; });
+        }
+        if (exited) {
+            pg->thread.join();
+        } else {
+            pg->thread.detach();
+            pg->leaked = true;
+        }
+    }
     try {
         if (pg->ctx) pg->ctx->closeConnections();
     } catch (...) {
@@ -1050,7 +1218,7 @@ ddl_pg* ddl_pg_retain(ddl_pg* pg) {
 void ddl_pg_release(ddl_pg* pg) {
     if (pg && pg->refs.fetch_sub(1) == 1) {
         pg_shutdown(pg);
-        delete pg;
+        if (!pg->leaked) delete pg;
     }
 }
 

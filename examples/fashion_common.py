@@ -65,7 +65,7 @@ class RNNClassifier(nn.Module):
 # Per-model defaults of the examples (each overridable on the command line).
 DEFAULTS = {
     "mlp": dict(epochs=15, lr=1e-3),
-    "cnn": dict(epochs=6, lr=1e-3),
+    "cnn": dict(epochs=8, lr=1e-3),
     "lstm": dict(epochs=10, lr=2e-3),
     "gru": dict(epochs=10, lr=2e-3),
     "rnn": dict(epochs=10, lr=1e-3),

@@ -392,6 +392,23 @@ def test_ranks_with_different_world_sizes_fail_naming_both(world):
         assert f"was started with world size {theirs} but rank {r} with {mine}" in m[3], out
 
 
+@pytest.mark.timeout(30)
+def test_new_group_in_different_orders_times_out_naming_ranks(world):
+    port = _free_port()
+    for r in range(4):
+        world.rank(r, 4, port, FAULTS, "swap", "--timeout", 2)
+    res = world.wait(20)
+    for r in range(4):
+        rc, out, _ = res[f"rank{r}"]
+        assert rc == 0, world.dump()
+        m = re.search(r"^SWAP (\S+) (.*)$", out, re.M)
+        assert m and m[1] == "DistributedTimeoutError", world.dump()
+        first = [0, 2] if r % 2 == 0 else [1, 3]  # the group this rank waits in
+        missing = 1 - first.index(r)
+        assert f"rank(s) {missing} of 2 never joined within 2000 ms" in m[2], out
+        assert f"[in the group of global ranks {first}, group rank i is global rank " in m[2], out
+
+
 # ---- bad arguments: ValueError before any networking -----------------------------------------
 
 

@@ -11,6 +11,8 @@ data moves, all ranks check that they issued the same collective with the same d
 size, so a mismatch is an error on every rank instead of a crash or a hang; a dead or silent
 peer is a DistributedError naming it. docs/distributed.md has the details.
 """
+import contextlib
+import hashlib
 import os
 import socket
 import time
@@ -63,12 +65,13 @@ def _op(op):
 class Work:
     """Handle of an async collective: wait() raises its error, if any."""
 
-    def __init__(self, handle, result=None):
-        self._handle, self._result = handle, result
+    def __init__(self, handle, result=None, group=None):
+        self._handle, self._result, self._group = handle, result, group
 
     def wait(self, timeout=None):
         ms = -1 if timeout is None else int(_seconds(timeout) * 1000)
-        _C.work_wait(self._handle, ms)
+        with _global_ranks_in_errors(self._group):
+            _C.work_wait(self._handle, ms)
         if self._result is not None:
             self._result()
             self._result = None
@@ -366,9 +369,18 @@ def new_group(ranks=None, timeout=None, backend=None):
     # is known only from init_process_group, and a subgroup on another address than its
     # world's would not reach other machines
     host, iface = _bind
-    handle = _C.pg_new(_world_store._h(), f"pg/group{_group_count}", ranks.index(me), len(ranks),
-                       host, iface, int(secs * 1000))
-    return ProcessGroup(handle, ranks.index(me), len(ranks), ranks, _world_store, secs)
+    # the members are part of the key prefix: ranks that called new_group in different orders
+    # (or skipped one) then wait in different groups, and the join times out naming the
+    # missing ranks, instead of ranks of two groups meeting under one prefix
+    members = ",".join(map(str, ranks))
+    if len(members) > 64:
+        members = hashlib.sha1(members.encode()).hexdigest()
+    group = ProcessGroup(None, ranks.index(me), len(ranks), ranks, _world_store, secs)
+    with _global_ranks_in_errors(group):
+        handle = _C.pg_new(_world_store._h(), f"pg/group{_group_count}/{members}",
+                           ranks.index(me), len(ranks), host, iface, int(secs * 1000))
+    group._handle = handle
+    return group
 
 
 # ---- collectives ----------------------------------------------------------------------------
@@ -400,10 +412,24 @@ def _ms(timeout, g):
     return int(_seconds(timeout) * 1000) if timeout is not None else int(g.timeout * 1000)
 
 
+@contextlib.contextmanager
+def _global_ranks_in_errors(g):
+    """Errors from a subgroup name its ranks by their index in the group: say which global
+    ranks those are."""
+    try:
+        yield
+    except DistributedError as e:
+        if g is None or g is _world or list(g.ranks) == list(range(len(g.ranks))):
+            raise
+        raise type(e)(f"{e} [in the group of global ranks {g.ranks}, group rank i is global "
+                      f"rank {g.ranks}[i]]") from None
+
+
 def _run(kind, g, a, b, root, op, timeout, async_op, after=None):
-    h = _C.collective(kind, g._handle, a, b, root, op, _ms(timeout, g), bool(async_op))
+    with _global_ranks_in_errors(g):
+        h = _C.collective(kind, g._handle, a, b, root, op, _ms(timeout, g), bool(async_op))
     if async_op:
-        return Work(h, after)
+        return Work(h, after, g)
     if after is not None:
         after()
     return None

@@ -14,6 +14,9 @@
         prints "MISMATCH <name> <type> <message>" per scenario and "FAILFAST <name> <same>"
         for the call after it, then a final mismatch on the world group left uncaught (exit
         status 1 from Python, not an abort).
+    faults.py swap [--timeout S]
+        new_group called in different orders on different ranks: prints "SWAP <type> <message>"
+        (the subgroup join times out naming the missing group ranks and their global ranks).
     faults.py join [--timeout S]
         init_process_group, one all_reduce checked against the expected sum, "JOINED" or
         "JOINFAIL <elapsed> <type> <mro names> <message>" (exit 3).
@@ -125,6 +128,19 @@ def mismatch(a):
     say("NOT REACHED")
 
 
+def swap(a):
+    """Ranks 0 and 1 create groups [0, 2] then [1, 3]; ranks 2 and 3 the other way round."""
+    dist.init_process_group("gloo", timeout=a.timeout)
+    r = dist.get_rank()
+    order = [[0, 2], [1, 3]] if r < 2 else [[1, 3], [0, 2]]
+    try:
+        for ranks in order:
+            dist.new_group(ranks)
+        say("SWAP no error")
+    except dist.DistributedError as e:
+        say("SWAP", type(e).__name__, str(e).replace("\n", " "))
+
+
 def join(a):
     t0 = time.time()
     try:
@@ -143,7 +159,7 @@ def join(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["loop", "mismatch", "join"])
+    p.add_argument("mode", choices=["loop", "mismatch", "join", "swap"])
     p.add_argument("--victim", type=int, default=1)
     p.add_argument("--how", choices=["exit", "kill", "sleep"], default="exit")
     p.add_argument("--timeout", type=float, default=30)
@@ -152,7 +168,7 @@ def main():
     pidfile = os.environ.get("DDL_TEST_PIDDIR")
     if pidfile:  # lets the test kill this rank's process group whatever happens
         open(os.path.join(pidfile, str(os.getpid())), "w").close()
-    {"loop": loop, "mismatch": mismatch, "join": join}[a.mode](a)
+    {"loop": loop, "mismatch": mismatch, "join": join, "swap": swap}[a.mode](a)
 
 
 if __name__ == "__main__":
