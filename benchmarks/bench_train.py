@@ -46,13 +46,13 @@ if (ROOT / "ddl" / "__init__.py").exists() and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmark the source tree (an in-place build)
 sys.path.insert(0, str(ROOT / "examples"))
 
-import numpy as np  # noqa: E402
+import fashion_common
+import numpy as np
 
-import ddl  # noqa: E402
-import ddl.nn as dnn  # noqa: E402
-import ddl.nn.functional as DF  # noqa: E402
-import ddl.optim  # noqa: E402,F401
-import fashion_common  # noqa: E402
+import ddl
+import ddl.nn as dnn
+import ddl.nn.functional as DF
+import ddl.optim
 
 try:
     import torch
@@ -289,6 +289,7 @@ def bench_models(args, rng):
                 "ddl_cpu_ms_per_step": 1e3 * statistics.median(cd),
                 "torch_cpu_ms_per_step": 1e3 * statistics.median(ct),
                 "cpu_ratio": statistics.median(b / a for a, b in zip(cd, ct)),
+                "loadavg_1min_after": os.getloadavg()[0],
             }
             row["pass"] = row["ratio"] >= row["target"]
             rows.append(row)
@@ -322,78 +323,82 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 def bench_linear(args, rng):
     sgemm = openblas_sgemm()
-    shapes = []
     m = fashion_common.build_model("mlp")
+    rows = []
     for layer in m.modules():
         if isinstance(layer, dnn.Linear):
-            shapes.append((BATCH, layer.in_features, layer.out_features))
+            rows += linear_case(args, rng, sgemm, BATCH, layer.in_features, layer.out_features)
+    return rows
+
+
+def linear_case(args, rng, sgemm, B, IN, OUT):
+    """Rows (one per thread count) for one Linear shape: x (B, IN) -> (B, OUT)."""
     rows = []
-    for B, IN, OUT in shapes:
-        x = rng.standard_normal((B, IN), dtype=np.float32)
-        w = rng.standard_normal((OUT, IN), dtype=np.float32) * 0.05
-        b = rng.standard_normal(OUT, dtype=np.float32)
-        gy = rng.standard_normal((B, OUT), dtype=np.float32)
-        dx = ddl.tensor(x).requires_grad_()
-        dw = ddl.tensor(w).requires_grad_()
-        db = ddl.tensor(b).requires_grad_()
-        dgy = ddl.tensor(gy)
-        # the raw products read the very buffers the layer reads (ddl's 64-byte aligned
-        # storage) and write into preallocated ddl tensors
-        y_, dx_, dw_ = ddl.empty(B, OUT), ddl.empty(B, IN), ddl.empty(OUT, IN)
-        px, pw, pgy = dx._data_ptr, dw._data_ptr, dgy._data_ptr
-        py, pdx, pdw = y_._data_ptr, dx_._data_ptr, dw_._data_ptr
+    x = rng.standard_normal((B, IN), dtype=np.float32)
+    w = rng.standard_normal((OUT, IN), dtype=np.float32) * 0.05
+    b = rng.standard_normal(OUT, dtype=np.float32)
+    gy = rng.standard_normal((B, OUT), dtype=np.float32)
+    dx = ddl.tensor(x).requires_grad_()
+    dw = ddl.tensor(w).requires_grad_()
+    db = ddl.tensor(b).requires_grad_()
+    dgy = ddl.tensor(gy)
+    # the raw products read the very buffers the layer reads (ddl's 64-byte aligned
+    # storage) and write into preallocated ddl tensors
+    y_, dx_, dw_ = ddl.empty(B, OUT), ddl.empty(B, IN), ddl.empty(OUT, IN)
+    px, pw, pgy = dx._data_ptr, dw._data_ptr, dgy._data_ptr
+    py, pdx, pdw = y_._data_ptr, dx_._data_ptr, dw_._data_ptr
 
-        def raw():
-            # y = x @ w^T ; dx = gy @ w ; dW = gy^T @ x
-            sgemm(ROW_MAJOR, NO_TRANS, TRANS, B, OUT, IN, 1.0, px, IN, pw, IN, 0.0, py, OUT)
-            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, B, IN, OUT, 1.0, pgy, OUT, pw, IN, 0.0, pdx, IN)
-            sgemm(ROW_MAJOR, TRANS, NO_TRANS, OUT, IN, B, 1.0, pgy, OUT, px, IN, 0.0, pdw, IN)
+    def raw():
+        # y = x @ w^T ; dx = gy @ w ; dW = gy^T @ x
+        sgemm(ROW_MAJOR, NO_TRANS, TRANS, B, OUT, IN, 1.0, px, IN, pw, IN, 0.0, py, OUT)
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, B, IN, OUT, 1.0, pgy, OUT, pw, IN, 0.0, pdx, IN)
+        sgemm(ROW_MAJOR, TRANS, NO_TRANS, OUT, IN, B, 1.0, pgy, OUT, px, IN, 0.0, pdw, IN)
 
-        def layer():
-            DF.linear(dx, dw, db).backward(dgy)
-            dx.grad = dw.grad = db.grad = None  # zero_grad(set_to_none=True)
+    def layer():
+        DF.linear(dx, dw, db).backward(dgy)
+        dx.grad = dw.grad = db.grad = None  # zero_grad(set_to_none=True)
 
-        tx = torch.from_numpy(x.copy()).requires_grad_()
-        tw = torch.from_numpy(w.copy()).requires_grad_()
-        tb = torch.from_numpy(b.copy()).requires_grad_()
-        tgy = torch.from_numpy(gy.copy())
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    tw = torch.from_numpy(w.copy()).requires_grad_()
+    tb = torch.from_numpy(b.copy()).requires_grad_()
+    tgy = torch.from_numpy(gy.copy())
 
-        def tlayer():
-            TF.linear(tx, tw, tb).backward(tgy)
-            tx.grad = tw.grad = tb.grad = None
+    def tlayer():
+        TF.linear(tx, tw, tb).backward(tgy)
+        tx.grad = tw.grad = tb.grad = None
 
-        # correctness: the layer's gradients match the raw products
-        raw()
-        layer_out = DF.linear(dx, dw, db)
-        layer_out.backward(dgy)
-        rdw, rdx = np.asarray(dw_), np.asarray(dx_)
-        err = max(float(np.max(np.abs(np.asarray(dw.grad) - rdw)) / np.max(np.abs(rdw))),
-                  float(np.max(np.abs(np.asarray(dx.grad) - rdx)) / np.max(np.abs(rdx))))
-        dx.grad = dw.grad = db.grad = None
-        flops = 3 * 2.0 * B * IN * OUT
-        for threads in args.threads:
-            set_threads(threads)
-            c_raw, c_layer = [], []
-            t_raw, t_layer = interleaved(raw, layer, args.reps, args.min_time / 4,
-                                         cpu_a=c_raw, cpu_b=c_layer)
-            _, t_torch = interleaved(raw, tlayer, max(3, args.reps // 2), args.min_time / 4)
-            row = {
-                "group": "linear", "case": f"{B}x{IN}->{OUT}", "threads": threads,
-                "unit": "GFLOP/s",
-                "raw_gflops": flops / statistics.median(t_raw) / 1e9,
-                "ddl": flops / statistics.median(t_layer) / 1e9,
-                "torch": flops / statistics.median(t_torch) / 1e9,
-                "raw_us": 1e6 * statistics.median(t_raw),
-                "ddl_us": 1e6 * statistics.median(t_layer),
-                "torch_us": 1e6 * statistics.median(t_torch),
-                "ratio": statistics.median(r / l for r, l in zip(t_raw, t_layer)),
-                "cpu_ratio": statistics.median(r / l for r, l in zip(c_raw, c_layer)),
-                "target": LINEAR_TARGET, "max_rel_err": err,
-                "judged": IN * OUT >= 64 * 1024,  # the small head layer is reported, not judged
-            }
-            row["pass"] = row["ratio"] >= row["target"] or not row["judged"]
-            rows.append(row)
-            print_row(row)
+    # correctness: the layer's gradients match the raw products
+    raw()
+    layer_out = DF.linear(dx, dw, db)
+    layer_out.backward(dgy)
+    rdw, rdx = np.asarray(dw_), np.asarray(dx_)
+    err = max(float(np.max(np.abs(np.asarray(dw.grad) - rdw)) / np.max(np.abs(rdw))),
+              float(np.max(np.abs(np.asarray(dx.grad) - rdx)) / np.max(np.abs(rdx))))
+    dx.grad = dw.grad = db.grad = None
+    flops = 3 * 2.0 * B * IN * OUT
+    for threads in args.threads:
+        set_threads(threads)
+        c_raw, c_layer = [], []
+        t_raw, t_layer = interleaved(raw, layer, args.reps, args.min_time / 4,
+                                     cpu_a=c_raw, cpu_b=c_layer)
+        _, t_torch = interleaved(raw, tlayer, max(3, args.reps // 2), args.min_time / 4)
+        row = {
+            "group": "linear", "case": f"{B}x{IN}->{OUT}", "threads": threads,
+            "unit": "GFLOP/s",
+            "raw_gflops": flops / statistics.median(t_raw) / 1e9,
+            "ddl": flops / statistics.median(t_layer) / 1e9,
+            "torch": flops / statistics.median(t_torch) / 1e9,
+            "raw_us": 1e6 * statistics.median(t_raw),
+            "ddl_us": 1e6 * statistics.median(t_layer),
+            "torch_us": 1e6 * statistics.median(t_torch),
+            "ratio": statistics.median(r / l for r, l in zip(t_raw, t_layer)),
+            "cpu_ratio": statistics.median(r / l for r, l in zip(c_raw, c_layer)),
+            "target": LINEAR_TARGET, "max_rel_err": err,
+            "judged": IN * OUT >= 64 * 1024,  # the small head layer is reported, not judged
+        }
+        row["pass"] = row["ratio"] >= row["target"] or not row["judged"]
+        rows.append(row)
+        print_row(row)
     return rows
 
 
@@ -406,7 +411,7 @@ def cpu_info():
         text = Path("/proc/cpuinfo").read_text()
         for key, name in [("model name", "model_name"), ("cpu family", "family"),
                           ("model", "model")]:
-            mm = re.search(rf"^{key}\s*:\s*(.*)$", text, re.M)
+            mm = re.search(rf"^{key}\s*:\s*(.*)$", text, re.MULTILINE)
             if mm:
                 info[name] = mm.group(1).strip()
     except OSError:
@@ -449,37 +454,38 @@ def print_row(row):
 def markdown(rows, meta):
     tb = meta["torch"]
     lines = [
-        f"Measured {meta['date']} on {meta['cpu'].get('model_name', '?')} "
+        (f"Measured {meta['date']} on {meta['cpu'].get('model_name', '?')} "
         f"(family {meta['cpu'].get('family', '?')} model {meta['cpu'].get('model', '?')}, "
         f"{meta['cpu']['logical_cpus']} logical CPUs, shared; load average "
         f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after), "
         f"Python {meta['python']}, ddl {meta['ddl']}, PyTorch {tb['version']}"
-        f"{' (--quick)' if meta['quick'] else ''}.",
+        f"{' (--quick)' if meta['quick'] else ''}."),
         "",
         f"- ddl's BLAS: {meta['blas']['config']}, kernel **{meta['blas']['corename']}**. "
         f"PyTorch: MKL {tb['mkl']}, oneDNN {tb['onednn']}, CPU capability "
         f"{tb['cpu_capability']}. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: "
         + " / ".join(str(meta["env"][k]) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
         + ".",
-        f"- One training step = forward + cross entropy + zero_grad + backward + Adam step, "
+        (f"- One training step = forward + cross entropy + zero_grad + backward + Adam step, "
         f"batch {BATCH}, synthetic data in memory; same architecture and initial weights in "
         "both libraries; one process, threads set with ddl.set_num_threads / "
-        "torch.set_num_threads.",
-        f"- Median of {meta['reps']} interleaved (ABBA) samples of >= {meta['min_time_s']} s "
-        "each; ratio = median of per-repeat ratios (> 1: ddl faster).",
-        "- Linear: F.linear forward + backward (y, dx, dW, db) vs the three bare sgemm calls "
+        "torch.set_num_threads."),
+        (f"- Median of {meta['reps']} interleaved (ABBA) samples of >= {meta['min_time_s']} s "
+        "each; ratio = median of per-repeat ratios (> 1: ddl faster)."),
+        ("- Linear: F.linear forward + backward (y, dx, dW, db) vs the three bare sgemm calls "
         "into ddl's OpenBLAS (ctypes; the layer's own input buffers, preallocated outputs) at "
         "the same thread count; "
         "percentage = raw sgemm time / layer time. GF = GFLOP/s of the three products. "
-        "The 10-wide head is reported, not judged.",
-        "",
-        "- The CPU columns are the process's CPU time per step (all its threads, spin-waiting "
+        "The 10-wide head is reported, not judged."),
+        ("- The CPU columns are the process's CPU time per step (all its threads, spin-waiting "
         "included), which a loaded machine disturbs less than wall time; targets are judged "
-        "on wall time.",
+        "on wall time. load = the 1-minute load average when the row finished: with 2 threads "
+        "on this 2-CPU machine, any other load makes both libraries' spinning thread pools "
+        "collapse (10-20x slower steps), so 2-thread rows measured under load say little."),
         "",
-        "| case | threads | ddl | PyTorch | ddl / PyTorch | ddl CPU ms/step | "
-        "PyTorch CPU ms/step | CPU ratio | target | result |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        ("| case | threads | ddl | PyTorch | ddl / PyTorch | ddl CPU ms/step | "
+        "PyTorch CPU ms/step | CPU ratio | load | target | result |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["group"] == "train":
@@ -487,9 +493,10 @@ def markdown(rows, meta):
                          f"{r['ddl']:,.0f} img/s | {r['torch']:,.0f} img/s | "
                          f"**{r['ratio']:.2f}x** | {r['ddl_cpu_ms_per_step']:.2f} | "
                          f"{r['torch_cpu_ms_per_step']:.2f} | {r['cpu_ratio']:.2f}x | "
+                         f"{r['loadavg_1min_after']:.1f} | "
                          f">= {r['target']:.1f}x | {'pass' if r['pass'] else 'MISS'} |")
-    lines += ["", "| Linear fwd+bwd | threads | raw sgemm x3 | ddl F.linear | "
-              "ddl % of raw | (CPU time) | PyTorch F.linear | PyTorch % of raw | target | result |",
+    lines += ["", ("| Linear fwd+bwd | threads | raw sgemm x3 | ddl F.linear | "
+              "ddl % of raw | (CPU time) | PyTorch F.linear | PyTorch % of raw | target | result |"),
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["group"] == "linear":
@@ -502,8 +509,8 @@ def markdown(rows, meta):
                 f"{('pass' if r['pass'] else 'MISS') if r['judged'] else 'n/a'} |")
     judged = [r for r in rows if r.get("judged", True)]
     misses = [r for r in judged if not r["pass"]]
-    lines += ["", f"{len(judged) - len(misses)} of {len(judged)} judged cases meet their "
-              "target."]
+    lines += ["", (f"{len(judged) - len(misses)} of {len(judged)} judged cases meet their "
+              "target.")]
     return "\n".join(lines) + "\n"
 
 

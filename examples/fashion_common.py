@@ -11,9 +11,9 @@ import os
 import time
 
 import ddl
-import ddl.nn as nn
 import ddl.nn.functional as F
-import ddl.optim  # noqa: F401  (`import ddl` alone does not import ddl.optim)
+import ddl.optim
+from ddl import nn
 from ddl.data import DataLoader
 
 
@@ -64,11 +64,11 @@ class RNNClassifier(nn.Module):
 
 # Per-model defaults of the examples (each overridable on the command line).
 DEFAULTS = {
-    "mlp": dict(epochs=15, lr=1e-3),
-    "cnn": dict(epochs=8, lr=1e-3),
-    "lstm": dict(epochs=10, lr=2e-3),
-    "gru": dict(epochs=10, lr=2e-3),
-    "rnn": dict(epochs=10, lr=1e-3),
+    "mlp": {"epochs": 15, "lr": 1e-3},
+    "cnn": {"epochs": 8, "lr": 1e-3},
+    "lstm": {"epochs": 10, "lr": 2e-3},
+    "gru": {"epochs": 10, "lr": 2e-3},
+    "rnn": {"epochs": 10, "lr": 1e-3},
 }
 
 

@@ -276,6 +276,37 @@ def test_rank0_killed_with_a_redis_rendezvous_is_named(world):
 
 
 @pytest.mark.timeout(40)
+@pytest.mark.parametrize("delay", [0.02, 0.04])
+def test_peer_killed_mid_transfer_is_named_quickly(world, delay):
+    # rank 1 stops (SIGSTOP) in the middle of a 32 MiB-per-peer all_to_all and is then
+    # SIGKILLed: rank 0 has a transfer under way on a dead connection, which Gloo sometimes
+    # leaves waiting for the whole timeout (30 s here); the watchdog must end it
+    port = _free_port()
+    for r in range(2):
+        world.rank(r, 2, port, FAULTS, "stall", "--timeout", 30, DDL_STALL_DELAY=delay,
+                   DDL_STALL_FLOATS=16 << 20)
+    victim = world.procs[1][1]
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with open(f"/proc/{victim.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+        except OSError:
+            pass
+        assert victim.poll() is None and time.monotonic() < deadline, world.dump()
+        time.sleep(0.005)
+    time.sleep(0.2)
+    killed = time.time()
+    os.killpg(victim.pid, signal.SIGKILL)
+    rc, out, _ = world.wait(25)["rank0"]
+    t, _, kind, _, msg = _caught(out)
+    assert rc == 1 and kind == "DistributedError", world.dump()
+    assert "rank(s) 1 died or stopped responding" in msg, msg
+    assert t - killed < 3.0, world.dump()
+
+
+@pytest.mark.timeout(40)
 def test_launcher_names_the_killed_rank(world):
     world.launcher("ddlrun", ["--nproc-per-node", 3, "--timeout", 5], FAULTS, "loop",
                    "--victim", 1, "--how", "exit")

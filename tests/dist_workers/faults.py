@@ -14,6 +14,9 @@
         prints "MISMATCH <name> <type> <message>" per scenario and "FAILFAST <name> <same>"
         for the call after it, then a final mismatch on the world group left uncaught (exit
         status 1 from Python, not an abort).
+    faults.py stall [--timeout S]
+        World of 2: rank 1 stops itself (SIGSTOP) 20 ms into a 64 MiB all_to_all, for the test to
+        SIGKILL it while rank 0 is mid-transfer (see stall()).
     faults.py swap [--timeout S]
         new_group called in different orders on different ranks: prints "SWAP <type> <message>"
         (the subgroup join times out naming the missing group ranks and their global ranks).
@@ -128,6 +131,30 @@ def mismatch(a):
     say("NOT REACHED")
 
 
+def stall(a):
+    """World of 2: both all_to_all_single 64 MiB; 20 ms in, rank 1 stops itself (SIGSTOP) in the
+    middle of the transfer, and the test then SIGKILLs it. Rank 0 prints "STALLED <time>" before the
+    call and CAUGHT ... (as in loop) after."""
+    _init(a)
+    big = np.ones(int(os.environ.get("DDL_STALL_FLOATS", 32 << 20)), np.float32)
+    out = np.empty_like(big)
+    dist.all_reduce(np.ones(4, np.float32))  # connected and in step
+    if dist.get_rank() == 1:
+        import threading
+
+        delay = float(os.environ.get("DDL_STALL_DELAY", 0.02))
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGSTOP)).start()
+    say("STALLED", repr(time.time()))
+    try:
+        # one 32 MiB message each way: far more than the sockets buffer, so it is mid-transfer
+        dist.all_to_all_single(out, big)
+        say("NO ERROR")
+    except dist.DistributedError as e:
+        now = time.time()
+        say("CAUGHT", repr(now), "0", type(e).__name__, "-", str(e).replace("\n", " "))
+        sys.exit(1)
+
+
 def swap(a):
     """Ranks 0 and 1 create groups [0, 2] then [1, 3]; ranks 2 and 3 the other way round."""
     dist.init_process_group("gloo", timeout=a.timeout)
@@ -159,7 +186,7 @@ def join(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["loop", "mismatch", "join", "swap"])
+    p.add_argument("mode", choices=["loop", "mismatch", "join", "swap", "stall"])
     p.add_argument("--victim", type=int, default=1)
     p.add_argument("--how", choices=["exit", "kill", "sleep"], default="exit")
     p.add_argument("--timeout", type=float, default=30)
@@ -168,7 +195,7 @@ def main():
     pidfile = os.environ.get("DDL_TEST_PIDDIR")
     if pidfile:  # lets the test kill this rank's process group whatever happens
         open(os.path.join(pidfile, str(os.getpid())), "w").close()
-    {"loop": loop, "mismatch": mismatch, "join": join, "swap": swap}[a.mode](a)
+    {"loop": loop, "mismatch": mismatch, "join": join, "swap": swap, "stall": stall}[a.mode](a)
 
 
 if __name__ == "__main__":
