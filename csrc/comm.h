@@ -6,16 +6,23 @@
  * while backward computes the next gradients.
  *
  * Safety, always on:
- *  - Agreement before data: each collective first exchanges a 64-byte descriptor (sequence
- *    number, op, dtype, element count, root, reduce op) among all ranks; if any rank differs,
- *    every rank fails with DDL_E_COMM describing both sides, before a buffer reaches Gloo
- *    (Gloo aborts the process on size mismatches).
+ *  - Agreement before data: each collective first sends a 64-byte descriptor (sequence
+ *    number, op, dtype, element count, root, reduce op) from every rank to every rank in one
+ *    all-to-all step; if any rank differs, every rank fails with DDL_E_COMM describing both
+ *    sides, before a buffer reaches Gloo (Gloo aborts the process on size mismatches). Small
+ *    allreduces (up to 4 KiB, or up to 64 KiB when the previous allreduce had the same size)
+ *    travel inside that step, so they cost one exchange in all.
+ *  - Synchronous calls of at most 64 KiB run on the caller's thread when nothing is queued;
+ *    larger ones, asynchronous ones (and DDP's buckets) on the group's comm thread, always in
+ *    issue order.
  *  - Failures: a dead peer, a closed connection or a timeout fails the collective on every
  *    surviving rank with a message naming the op, its sequence number and the peer rank(s);
  *    the group is then broken and later calls fail at once with the same message. The first
  *    ranks to see a connection fail close theirs at once (so every rank fails within
  *    milliseconds) and every failing rank reports in the store: ranks with no report within
  *    1 s are named as dead; after a timeout, the ranks that never reached the collective.
+ *    A per-group watchdog thread releases the waiter of a collective stuck in a Gloo transfer
+ *    whose connection died (Gloo would hold it until the timeout); see comm_gloo.cc, watch().
  *  - Gloo's C++ exceptions never cross into C; SIGPIPE is ignored (Gloo writes without
  *    MSG_NOSIGNAL).
  */
