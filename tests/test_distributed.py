@@ -155,10 +155,10 @@ def test_collectives_direct(world, n):
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_collectives_through_the_launcher(world, n):
     world.launcher("ddlrun", ["--nproc-per-node", n], COLLECTIVES, "--expect-world", n)
-    rc, out, err = world.wait(45)["ddlrun"]
+    rc, out, _ = world.wait(45)["ddlrun"]
     assert rc == 0, world.dump()
     for r in range(n):
-        assert re.search(rf"^\[rank{r}\]: OK rank {r} of {n} ", out, re.M), world.dump()
+        assert re.search(rf"^\[rank{r}\]: OK rank {r} of {n} ", out, re.MULTILINE), world.dump()
 
 
 @pytest.mark.timeout(60)
@@ -174,7 +174,7 @@ def test_two_launchers_on_loopback_form_one_world_of_4(world):
         rc, out, _ = res[f"node{node}"]
         assert rc == 0, world.dump()
         for r in (2 * node, 2 * node + 1):
-            assert re.search(rf"^\[rank{r}\]: OK rank {r} of 4 ", out, re.M), world.dump()
+            assert re.search(rf"^\[rank{r}\]: OK rank {r} of 4 ", out, re.MULTILINE), world.dump()
 
 
 @pytest.mark.timeout(30)
@@ -203,7 +203,7 @@ def test_file_init_method(world, tmp_path):
 def _caught(out):
     """(time, seconds since the last success, type, is a TimeoutError, message) of a
     survivor's CAUGHT line."""
-    m = re.search(r"^CAUGHT (\S+) (\S+) (\S+) (\S+) (.*)$", out, re.M)
+    m = re.search(r"^CAUGHT (\S+) (\S+) (\S+) (\S+) (.*)$", out, re.MULTILINE)
     assert m, out
     return float(m[1]), float(m[2]), m[3], m[4] == "TimeoutError", m[5]
 
@@ -219,7 +219,7 @@ def test_rank_killed_mid_all_reduce(world, n, victim, how):
     dump = world.dump()
     rc, out, _ = res[f"rank{victim}"]
     assert rc == (17 if how == "exit" else -signal.SIGKILL), dump
-    died = float(re.search(r"^DYING (\S+)$", out, re.M)[1])
+    died = float(re.search(r"^DYING (\S+)$", out, re.MULTILINE)[1])
     for r in range(n):
         if r == victim:
             continue
@@ -235,7 +235,7 @@ def test_rank_killed_mid_all_reduce(world, n, victim, how):
         else:
             assert f"rank(s) {victim} died or stopped responding" in msg, dump
         # later collectives fail at once, with the same error
-        m = re.search(r"^AGAIN (\S+) (\S+)$", out, re.M)
+        m = re.search(r"^AGAIN (\S+) (\S+)$", out, re.MULTILINE)
         assert m and float(m[1]) < 0.5 and m[2] == "True", dump
         # the survivor exits with the exception (not an abort), its message on stderr
         assert rc == 1 and "ddl.distributed.DistributedError: " + msg in err, dump
@@ -266,7 +266,7 @@ def test_rank0_killed_with_a_redis_rendezvous_is_named(world):
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         time.sleep(0.1)
     outs = {name: out.read_text() for name, _, out, _ in world.procs}
-    died = float(re.search(r"^DYING (\S+)$", outs["rank0"], re.M)[1])
+    died = float(re.search(r"^DYING (\S+)$", outs["rank0"], re.MULTILINE)[1])
     for r in (1, 2):
         assert procs[r].poll() == 1, world.dump()
         t, _, kind, _, msg = _caught(outs[f"rank{r}"])
@@ -275,7 +275,7 @@ def test_rank0_killed_with_a_redis_rendezvous_is_named(world):
 
 
 @pytest.mark.timeout(40)
-@pytest.mark.parametrize("delay", [0.02, 0.04])
+@pytest.mark.parametrize("delay", [0.03, 0.04])
 def test_peer_killed_mid_transfer_is_named_quickly(world, delay):
     # rank 1 stops (SIGSTOP) in the middle of a 32 MiB-per-peer all_to_all and is then
     # SIGKILLed: rank 0 has a transfer under way on a dead connection, which Gloo sometimes
@@ -310,14 +310,14 @@ def test_launcher_names_the_killed_rank(world):
     world.launcher("ddlrun", ["--nproc-per-node", 3, "--timeout", 5], FAULTS, "loop",
                    "--victim", 1, "--how", "exit")
     t0 = time.monotonic()
-    rc, out, err = world.wait(30)["ddlrun"]
+    rc, _, err = world.wait(30)["ddlrun"]
     assert rc != 0, world.dump()
     assert time.monotonic() - t0 < 20, world.dump()
     # the launcher names the rank that died (or, if a survivor's exit was seen in the same
     # instant, that survivor too, whose quoted stderr names rank 1)
     assert re.search(r"^ddlrun: rank 1 \(node 0, local rank 1, pid \d+\) failed: exited with "
-                     r"code 17$", err, re.M) or "rank(s) 1 died" in err, world.dump()
-    assert re.search(r"^ddlrun: exiting with code \d+", err, re.M), world.dump()
+                     r"code 17$", err, re.MULTILINE) or "rank(s) 1 died" in err, world.dump()
+    assert re.search(r"^ddlrun: exiting with code \d+", err, re.MULTILINE), world.dump()
 
 
 # ---- ranks that never come, or stop coming --------------------------------------------------
@@ -332,7 +332,7 @@ def test_rank_that_never_joins_is_named(world):
     for r in (0, 1):
         rc, out, _ = res[f"rank{r}"]
         assert rc == 3, world.dump()
-        m = re.search(r"^JOINFAIL (\S+) (\S+) (\S+) (.*)$", out, re.M)
+        m = re.search(r"^JOINFAIL (\S+) (\S+) (\S+) (.*)$", out, re.MULTILINE)
         assert m, world.dump()
         assert m[2] == "DistributedTimeoutError" and "TimeoutError" in m[3].split(","), out
         assert "rank(s) 2 of 3 never joined within 2000 ms" in m[4], out
@@ -360,7 +360,7 @@ def test_rank_that_stops_calling_collectives_times_out_named(world):
             break
         time.sleep(0.1)
     for r in (0, 1):
-        _, p, out_path, err_path = world.procs[r]
+        _, p, out_path, _ = world.procs[r]
         assert p.poll() == 1, world.dump()
         out = out_path.read_text()
         _, waited, kind, is_timeout, msg = _caught(out)
@@ -393,13 +393,13 @@ def test_mismatched_collectives_fail_on_every_rank_naming_both_sides(world):
     for r in range(n):
         rc, out, err = res[f"rank{r}"]
         for name, (normal, other) in normal_and_odd.items():
-            m = re.search(rf"^MISMATCH {name} (\S+) (.*)$", out, re.M)
+            m = re.search(rf"^MISMATCH {name} (\S+) (.*)$", out, re.MULTILINE)
             assert m and m[1] == "DistributedError", dump
             mine, theirs = (other, normal) if r == odd else (normal, other)
             assert f"rank {r} called {mine} but rank " in m[2], dump
             assert f" called {theirs}" in m[2], dump
             assert "mismatched collectives at sequence number 0" in m[2], dump
-            m = re.search(rf"^FAILFAST {name} (\S+) (\S+)$", out, re.M)
+            m = re.search(rf"^FAILFAST {name} (\S+) (\S+)$", out, re.MULTILINE)
             assert m and float(m[1]) < 0.5 and m[2] == "True", dump
         assert "WORLD-OK" in out and "NOT REACHED" not in out, dump
         # the last mismatch is left uncaught: a Python exception's exit, not an abort (134)
@@ -416,7 +416,7 @@ def test_ranks_with_different_world_sizes_fail_naming_both(world):
     for r, mine, theirs in ((0, 2, 3), (1, 3, 2)):
         rc, out, _ = res[f"rank{r}"]
         assert rc == 3, world.dump()
-        m = re.search(r"^JOINFAIL (\S+) (\S+) \S+ (.*)$", out, re.M)
+        m = re.search(r"^JOINFAIL (\S+) (\S+) \S+ (.*)$", out, re.MULTILINE)
         assert m and m[2] == "ValueError", world.dump()
         assert float(m[1]) < 5, out  # at once, not after the 10 s timeout
         assert f"was started with world size {theirs} but rank {r} with {mine}" in m[3], out
@@ -431,7 +431,7 @@ def test_new_group_in_different_orders_times_out_naming_ranks(world):
     for r in range(4):
         rc, out, _ = res[f"rank{r}"]
         assert rc == 0, world.dump()
-        m = re.search(r"^SWAP (\S+) (.*)$", out, re.M)
+        m = re.search(r"^SWAP (\S+) (.*)$", out, re.MULTILINE)
         assert m and m[1] == "DistributedTimeoutError", world.dump()
         first = [0, 2] if r % 2 == 0 else [1, 3]  # the group this rank waits in
         missing = 1 - first.index(r)

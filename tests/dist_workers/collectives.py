@@ -81,7 +81,7 @@ def raises(what, exc, fn, *needles):
             if n not in str(e):
                 raise Mismatch(f"rank {RANK}: {what}: {type(e).__name__} {e!r} lacks {n!r}")
         return e
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise Mismatch(f"rank {RANK}: {what}: expected {exc.__name__}, got "
                        f"{type(e).__name__}: {e}") from e
     raise Mismatch(f"rank {RANK}: {what}: expected {exc.__name__}, nothing raised")
@@ -103,7 +103,7 @@ def check_all_reduce():
                 s = salt()
                 if name == "AVG" and npt == np.int64:
                     t = ddl.tensor(data(RANK, shape, npt, s))
-                    raises("all_reduce AVG int64", TypeError, lambda: dist.all_reduce(t, op),
+                    raises("all_reduce AVG int64", TypeError, lambda t=t, op=op: dist.all_reduce(t, op),
                            "AVG")
                     continue
                 t = ddl.tensor(data(RANK, shape, npt, s))
@@ -151,9 +151,8 @@ def check_reduce_scatter():
         for name, op in OPS:
             if name == "AVG" and npt == np.int64:
                 raises("reduce_scatter AVG int64", TypeError,
-                       lambda: dist.reduce_scatter_tensor(ddl.zeros(2, dtype=ddt),
-                                                          ddl.zeros(2 * WORLD, dtype=ddt),
-                                                          op=op))
+                       lambda ddt=ddt, op=op: dist.reduce_scatter_tensor(
+                           ddl.zeros(2, dtype=ddt), ddl.zeros(2 * WORLD, dtype=ddt), op=op))
                 continue
             s = salt()
             full = data(RANK, (WORLD, 5), npt, s)
@@ -408,7 +407,7 @@ def check_subgroups():
         if len(ranks) < WORLD:
             outside = next(r for r in range(WORLD) if r not in ranks)
             raises("broadcast from a rank outside the group", ValueError,
-                   lambda: dist.broadcast(ddl.zeros(1), src=outside, group=g), "not in")
+                   lambda o=outside, g=g: dist.broadcast(ddl.zeros(1), src=o, group=g), "not in")
     # the world and the full subgroup interleave with the others
     s = salt()
     t = ddl.tensor(data(RANK, (3,), np.float64, s))

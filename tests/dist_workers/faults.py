@@ -95,7 +95,7 @@ def mismatch(a):
     dist.init_process_group("gloo", timeout=20)
     rank, world = dist.get_rank(), dist.get_world_size()
     odd = world - 1   # the rank that disagrees
-    f32 = lambda n: ddl.ones(n)  # noqa: E731
+    f32 = lambda n: ddl.ones(n)
     scenarios = {
         "size": lambda g: dist.all_reduce(f32(5 if rank == odd else 4), group=g),
         "dtype": lambda g: dist.all_reduce(ddl.ones(4, dtype=ddl.float64 if rank == odd
@@ -136,13 +136,13 @@ def stall(a):
     middle of the transfer, and the test then SIGKILLs it. Rank 0 prints "STALLED <time>" before the
     call and CAUGHT ... (as in loop) after."""
     _init(a)
-    big = np.ones(int(os.environ.get("DDL_STALL_FLOATS", 32 << 20)), np.float32)
+    big = np.ones(int(os.environ.get("DDL_STALL_FLOATS", str(32 << 20))), np.float32)
     out = np.empty_like(big)
     dist.all_reduce(np.ones(4, np.float32))  # connected and in step
     if dist.get_rank() == 1:
         import threading
 
-        delay = float(os.environ.get("DDL_STALL_DELAY", 0.02))
+        delay = float(os.environ.get("DDL_STALL_DELAY", "0.02"))
         threading.Timer(delay, os.kill, (os.getpid(), signal.SIGSTOP)).start()
     say("STALLED", repr(time.time()))
     try:
