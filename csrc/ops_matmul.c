@@ -1,6 +1,6 @@
 /* ops_matmul.c: matmul (1-D, 2-D, batched) through OpenBLAS gemm; cat and stack. */
 #include "blas.h"
-#include "internal.h"
+#include "autograd.h"
 
 #include <stdlib.h>
 
@@ -198,24 +198,12 @@ ddl_status ddl_cat(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim
     return DDL_OK;
 }
 
+/* The plain stack is the differentiable one (grad_ops.c) with recording off: one place checks
+ * the shapes and joins. */
 ddl_status ddl_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim) {
-    if (n <= 0) DDL_FAIL(DDL_E_VALUE, "stack: expected a non-empty list of tensors");
-    int d;
-    DDL_TRY(ddl_norm_dim(&d, dim, ts[0]->ndim + 1, "stack"));
-    for (int i = 1; i < n; i++)
-        if (ts[i]->ndim != ts[0]->ndim ||
-            memcmp(ts[i]->shape, ts[0]->shape, sizeof(int64_t) * (size_t)ts[0]->ndim)) {
-            char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
-            DDL_FAIL(DDL_E_VALUE, "stack: tensor %d has shape %s but tensor 0 has %s", i,
-                     ddl_shape_str(b1, sizeof b1, ts[i]->ndim, ts[i]->shape),
-                     ddl_shape_str(b2, sizeof b2, ts[0]->ndim, ts[0]->shape));
-        }
-    ddl_tensor **u = calloc((size_t)n, sizeof *u);
-    if (!u) DDL_FAIL(DDL_E_NOMEM, "stack: out of memory");
-    ddl_status st = DDL_OK;
-    for (int i = 0; i < n && !st; i++) st = ddl_tensor_unsqueeze(&u[i], ts[i], d);
-    if (!st) st = ddl_cat(out, n, (const ddl_tensor *const *)u, d);
-    for (int i = 0; i < n; i++) ddl_tensor_release(u[i]);
-    free(u);
+    int saved = ddl_grad_mode_off;
+    ddl_grad_mode_off = 1;
+    ddl_status st = ddl_ag_stack(out, n, ts, dim);
+    ddl_grad_mode_off = saved;
     return st;
 }
