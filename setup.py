@@ -1,6 +1,6 @@
 """The ddl._C extension. Metadata lives in pyproject.toml; this file only builds C/C++.
 
-C sources are compiled as C11, the one Gloo shim (csrc/comm_gloo.cc) as C++17. DDL_CFLAGS
+C sources are compiled as C11, the Gloo shim (csrc/comm/gloo/*.cc, csrc/store/redis.cc) as C++17. DDL_CFLAGS
 adds flags (CI uses -Werror, and -fsanitize=... for the sanitizer build).
 """
 import glob
@@ -57,21 +57,20 @@ _require("/usr/lib/libgloo.so*", "libgloo-dev")
 _require("/usr/include/zlib.h", "zlib1g-dev")
 blas_inc, blas_lib, blas_name = _openblas()
 
-sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("csrc/*.cc"))
-sources += sorted(glob.glob("csrc/python/*.c"))
+sources = sorted(glob.glob("csrc/**/*.c", recursive=True) + glob.glob("csrc/**/*.cc", recursive=True))
 
 setup(
     ext_modules=[
         Extension(
             "ddl._C",
             sources=sources,
-            include_dirs=["csrc", blas_inc],
+            include_dirs=["csrc/include", "csrc", blas_inc],
             library_dirs=[blas_lib],
             libraries=[blas_name, "gloo", "z", "stdc++", "m"],
             # found next to an installed ddl, or where the build found it (editable installs);
             # ddl/__init__.py also preloads it from the installed wheel.
             runtime_library_dirs=["$ORIGIN/../scipy_openblas32/lib", blas_lib],
-            depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/python/*.h")),
+            depends=sorted(glob.glob("csrc/**/*.h", recursive=True)),
         )
     ],
     cmdclass={"build_ext": BuildExt},

@@ -13,8 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
 
 HARNESSES = {
-    "test_nn_kernels.c": ["nn_loss.c", "nn_act.c", "nn_rnn.c", "error.c"],
-    "test_conv_kernels.c": ["nn_conv.c", "nn_norm.c", "error.c"],
+    "test_nn_kernels.c": ["kernels/nn_loss.c", "kernels/nn_act.c", "kernels/nn_rnn.c",
+                          "core/error.c"],
+    "test_conv_kernels.c": ["kernels/nn_conv.c", "kernels/nn_norm.c", "core/error.c"],
     "test_vmath.c": [],
 }
 
@@ -27,7 +28,7 @@ def test_c_harness(harness, tmp_path):
     exe = tmp_path / harness[:-2]
     cmd = ["gcc", "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
            "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
-           "-I", CSRC, "-I", sob.get_include_dir(),
+           "-I", os.path.join(CSRC, "include"), "-I", CSRC, "-I", sob.get_include_dir(),
            os.path.join(ROOT, "tests", "c", harness)]
     cmd += [os.path.join(CSRC, f) for f in HARNESSES[harness]]
     cmd += ["-L", sob.get_lib_dir(), "-l" + sob.get_library(),

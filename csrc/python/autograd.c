@@ -173,11 +173,16 @@ static PyObject *py_register_hook(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "register_hook: expected a callable");
         return NULL;
     }
-    PyObject *hooks = t->grad_hook == call_python_hooks ? t->grad_hook_ctx : NULL;
+    void *ctx = NULL;
+    PyObject *hooks = ddl_tensor_get_hook(t, &ctx) == call_python_hooks ? ctx : NULL;
     if (!hooks) {
         if (!(hooks = PyList_New(0))) return NULL;
         /* owned by the tensor from now: freed with it */
-        ddl_tensor_set_hook(t, call_python_hooks, hooks, release_python_hooks);
+        ddl_status st = ddl_tensor_set_hook(t, call_python_hooks, hooks, release_python_hooks);
+        if (st != DDL_OK) {
+            Py_DECREF(hooks);
+            return pyddl_raise(st);
+        }
     }
     if (PyList_Append(hooks, fn) < 0) return NULL;
     return Py_NewRef(hooks);

@@ -1,6 +1,6 @@
 /* comm.c (binding): process groups, collectives and work handles (capsules wrapped by
  * ddl/distributed/). Every blocking call runs with the GIL released. */
-#include "../comm.h"
+#include "ddl/comm.h"
 #include "pyddl.h"
 
 #define PG_CAPSULE "ddl.ProcessGroup"

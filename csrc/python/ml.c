@@ -2,7 +2,7 @@
  * kernels of csrc/ml.h. Argument friendliness lives in ddl/datasets, ddl/features, ddl/ml. */
 #include "pyddl.h"
 
-#include "../ml.h"
+#include "ddl/ml.h"
 
 /* A borrowed tensor for an optional argument (None: NULL). */
 static int opt_tensor(PyObject *o, ddl_tensor **out, const char *who) {

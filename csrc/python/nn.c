@@ -1,5 +1,5 @@
 /* nn.c (binding): the layer ops of grad_nn.h, each one C call with the GIL released. */
-#include "../grad_nn.h"
+#include "ddl/autograd.h"
 #include "pyddl.h"
 
 /* Up to 8 tensor arguments, None allowed where `optional`; released by args_release. */

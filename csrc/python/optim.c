@@ -1,6 +1,6 @@
 /* optim.c (binding): the fused optimizer updates and gradient-norm helpers of optim.h, each
  * one C call over a whole parameter group with the GIL released. */
-#include "../optim.h"
+#include "ddl/optim.h"
 #include "pyddl.h"
 
 #include <limits.h>

@@ -5,7 +5,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "../ddl.h"
+#include "ddl/ddl.h"
 
 /* The C base of ddl.Tensor: owns one reference to a ddl_tensor. */
 typedef struct {

@@ -1,5 +1,5 @@
 /* reducer.c (binding): the DDP reducer as a capsule that keeps its process group alive. */
-#include "../reducer.h"
+#include "ddl/reducer.h"
 #include "pyddl.h"
 
 #define REDUCER_CAPSULE "ddl.Reducer"

@@ -1,8 +1,8 @@
 /* store.c (binding): the rendezvous stores of store.h as capsules (the TCP server; TCP, file and
  * prefix store handles) and their operations, each one C call with the GIL released. The
  * Python classes live in ddl/distributed/store.py. */
-#include "../comm.h"
-#include "../store.h"
+#include "ddl/comm.h"
+#include "ddl/store.h"
 #include "pyddl.h"
 
 #include <stdlib.h>

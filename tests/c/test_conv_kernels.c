@@ -1,7 +1,7 @@
 /* test_conv_kernels.c: nn_conv / nn_norm kernels against naive references and finite
  * differences. Exit code = number of failed checks (capped). */
-#include "nn_conv.h"
-#include "nn_norm.h"
+#include "ddl/nn_conv.h"
+#include "ddl/nn_norm.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* test_nn_kernels.c: nn_loss / nn_act / nn_rnn kernels (forward vs double references,
  * backward vs central finite differences on random projections). Exit code = #failures > 0. */
-#include "nn_act.h"
-#include "nn_loss.h"
-#include "nn_rnn.h"
+#include "ddl/nn_act.h"
+#include "ddl/nn_loss.h"
+#include "ddl/nn_rnn.h"
 
 #include <math.h>
 #include <stdio.h>

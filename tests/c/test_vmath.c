@@ -7,7 +7,7 @@
  * Fails (exit code 1) when a result is more than 2 ulp from glibc (expf, tanhf, and the float
  * sigmoid formula ddl used before), more than 1 ulp from the exact value, differs from glibc on
  * a special value (NaN, inf, zero and its sign), or differs between ISAs. */
-#include "vmath.h"
+#include "core/vmath.h"
 
 #include <stdio.h>
 #include <stdlib.h>

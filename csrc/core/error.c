@@ -1,0 +1,39 @@
+/* error.c: the thread-local error message behind ddl_status. */
+#include "core/internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static _Thread_local char last_error[1024];
+
+const char *ddl_last_error(void) { return last_error; }
+
+ddl_status ddl_fail(ddl_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+const char *ddl_status_name(ddl_status st) {
+    switch (st) {
+    case DDL_OK: return "ok";
+    case DDL_E_VALUE: return "value error";
+    case DDL_E_TYPE: return "type error";
+    case DDL_E_INDEX: return "index error";
+    case DDL_E_NOMEM: return "out of memory";
+    case DDL_E_COMM: return "communication error";
+    case DDL_E_TIMEOUT: return "timeout";
+    case DDL_E_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+const char *ddl_shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t k = (size_t)snprintf(buf, n, "(");
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (k < n) snprintf(buf + k, n - k, ndim == 1 ? ",)" : ")");
+    return buf;
+}

@@ -1,0 +1,129 @@
+/* internal.h: helpers shared by the core's .c files; not part of the public API. */
+#ifndef DDL_INTERNAL_H
+#define DDL_INTERNAL_H
+
+#include "ddl/core.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* Set the thread's message and return the status from the current function. */
+#define DDL_FAIL(st, ...)                                                                        \
+    do {                                                                                         \
+        ddl_fail((st), __VA_ARGS__);                                                             \
+        return (st); /* a constant, so the compiler sees the error path */                      \
+    } while (0)
+/* Propagate a failing status. */
+#define DDL_TRY(expr)                                                                            \
+    do {                                                                                         \
+        ddl_status st_ = (expr);                                                                 \
+        if (st_ != DDL_OK) return st_;                                                           \
+    } while (0)
+
+/* Largest tensor a single allocation may describe (guards size arithmetic overflow). */
+#define DDL_MAX_NBYTES ((size_t)1 << 46)
+
+/* Work per call above which the binding releases the GIL and kernels may split work. */
+#define DDL_PARALLEL_MIN_ELEMS 32768
+
+/* Format a shape as "(2, 3)" into buf; returns buf. */
+const char *ddl_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
+#define DDL_SHAPE_BUF 160
+
+/* Checked product of a shape; DDL_E_VALUE on a negative dim, DDL_E_NOMEM on overflow. */
+ddl_status ddl_shape_numel(int64_t *out, int ndim, const int64_t *shape);
+/* Normalize a possibly-negative dim for a tensor of `ndim` dims (-ndim..ndim-1). */
+ddl_status ddl_norm_dim(int *out, int dim, int ndim, const char *who);
+
+/* Broadcast two shapes (NumPy rules) into out; *out_ndim set. */
+ddl_status ddl_broadcast_shapes(int *out_ndim, int64_t *out, int na, const int64_t *a, int nb,
+                                const int64_t *b, const char *who);
+
+/* Strides of `t` broadcast to an output of (ndim, shape): 0 along broadcast dims. `t` must be
+ * broadcast-compatible (checked by the caller). */
+void ddl_broadcast_strides(int64_t *strides, const ddl_tensor *t, int ndim, const int64_t *shape);
+
+/* Contiguous row-major strides for a shape. */
+void ddl_contiguous_strides(int64_t *strides, int ndim, const int64_t *shape);
+
+/* Load element i (by byte pointer) of dtype dt as double, and store. */
+static inline double ddl_load_elem(const void *p, ddl_dtype dt) {
+    switch (dt) {
+    case DDL_FLOAT32: return *(const float *)p;
+    case DDL_FLOAT64: return *(const double *)p;
+    case DDL_INT64: return (double)*(const int64_t *)p;
+    default: return *(const uint8_t *)p ? 1.0 : 0.0;
+    }
+}
+static inline void ddl_store_elem(void *p, ddl_dtype dt, double v) {
+    switch (dt) {
+    case DDL_FLOAT32: *(float *)p = (float)v; break;
+    case DDL_FLOAT64: *(double *)p = v; break;
+    case DDL_INT64: *(int64_t *)p = (int64_t)v; break;
+    default: *(uint8_t *)p = v != 0.0; break;
+    }
+}
+
+/* An N-d index walker over a shape: advance() bumps the index in row-major order and updates
+ * up to 3 byte offsets with per-operand byte strides. Kernels call it once per inner row. */
+typedef struct {
+    int ndim; /* outer dims walked (the innermost dim is the kernel's row) */
+    int64_t shape[DDL_MAX_DIMS];
+    int64_t idx[DDL_MAX_DIMS];
+    int64_t stride[3][DDL_MAX_DIMS]; /* bytes */
+    int64_t off[3];                  /* bytes */
+    int nops;
+} ddl_iter;
+
+void ddl_iter_init(ddl_iter *it, int ndim, const int64_t *shape, int nops,
+                   const int64_t (*byte_strides)[DDL_MAX_DIMS]);
+static inline void ddl_iter_next(ddl_iter *it) {
+    for (int d = it->ndim - 1; d >= 0; d--) {
+        if (++it->idx[d] < it->shape[d]) {
+            for (int k = 0; k < it->nops; k++) it->off[k] += it->stride[k][d];
+            return;
+        }
+        it->idx[d] = 0;
+        for (int k = 0; k < it->nops; k++) it->off[k] -= it->stride[k][d] * (it->shape[d] - 1);
+    }
+}
+
+/* Merge dims contiguous for all operands (byte strides); returns the new ndim. */
+int ddl_coalesce(int ndim, int64_t *shape, int nops, int64_t (*strides)[DDL_MAX_DIMS]);
+
+/* Whether a and b may share memory: the same storage and overlapping element spans
+ * (conservative: interleaved views count as overlapping). */
+int ddl_tensor_may_overlap(const ddl_tensor *a, const ddl_tensor *b);
+/* Whether a and b view the same elements in the same order (an in-place op may alias them). */
+int ddl_tensor_same_view(const ddl_tensor *a, const ddl_tensor *b);
+/* Whether two of t's elements share memory (a stride-0 dim of size > 1, as from expand). */
+int ddl_tensor_has_internal_overlap(const ddl_tensor *t);
+
+/* Allocate a tensor shaped like (ndim, shape) (contiguous). */
+static inline ddl_status ddl_new_like_shape(ddl_tensor **out, ddl_dtype dt, int ndim,
+                                            const int64_t *shape) {
+    return ddl_tensor_empty(out, dt, ndim, shape);
+}
+
+/* The header of a refcounted object a tensor points to but core does not define (an autograd
+ * node, a leaf hook): core drops its reference without knowing what it is, so core never
+ * includes the autograd layer above it. The object's own layer sets `destroy`. */
+typedef struct ddl_object {
+    int64_t refcount; /* atomic */
+    void (*destroy)(struct ddl_object *self);
+} ddl_object;
+
+static inline void ddl_object_release(ddl_object *o) {
+    if (o && atomic_fetch_sub_explicit((_Atomic int64_t *)&o->refcount, 1,
+                                       memory_order_acq_rel) == 1)
+        o->destroy(o);
+}
+
+/* The shape checks of stack (plain and differentiable): *dim_out is the new dim, normalized. */
+ddl_status ddl_stack_check(int *dim_out, int n, const ddl_tensor *const *ts, int dim);
+
+/* Threads for ddl's own kernels (OpenBLAS keeps its own count, set together). */
+extern int ddl_num_threads;
+
+#endif

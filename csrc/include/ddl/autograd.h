@@ -1,0 +1,113 @@
+/* autograd.h: define-by-run autograd: grad mode, backward, leaf hooks, and the differentiable
+ * ops (ddl_ag_*), core ops and layer ops alike. */
+#ifndef DDL_AUTOGRAD_H
+#define DDL_AUTOGRAD_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- autograd (define by run) ------------------------------------------------------------
+ * The differentiable ops are the ddl_ag_* functions (csrc/grad_ops.c): each runs the plain op
+ * above and, when grad mode is on and an input requires grad, records a graph node on the
+ * output. The plain ops never record: backward passes and optimizers use them. */
+
+/* Grad mode is per thread, on by default. */
+void ddl_set_grad_enabled(int enabled);
+int ddl_is_grad_enabled(void);
+/* Mark a leaf as requiring grad (float dtypes only; non-leaves: DDL_E_VALUE). */
+ddl_status ddl_tensor_set_requires_grad(ddl_tensor *t, int requires_grad);
+/* A new header over t's storage, cut from the graph. */
+ddl_status ddl_tensor_detach(ddl_tensor **out, const ddl_tensor *t);
+/* Run backward from `root`: `grad` is d(something)/d(root), NULL meaning ones for a
+ * one-element root. Gradients accumulate into each reachable leaf's ->grad. Unless
+ * `retain_graph`, the saved tensors are freed and a second backward is an error. */
+ddl_status ddl_backward(ddl_tensor *root, const ddl_tensor *grad, int retain_graph);
+/* Call fn(leaf, ctx) during backward as soon as leaf's gradient for this pass is final (all
+ * contributions accumulated into leaf->grad), as early as the graph allows. fn NULL removes
+ * the hook. An error from fn stops the backward pass and is returned by ddl_backward.
+ * release(ctx), when not NULL, runs when the hook is replaced or the tensor is freed.
+ * Errors: DDL_E_NOMEM. */
+typedef ddl_status (*ddl_grad_hook_fn)(ddl_tensor *leaf, void *ctx);
+ddl_status ddl_tensor_set_hook(ddl_tensor *t, ddl_grad_hook_fn fn, void *ctx,
+                               void (*release)(void *ctx));
+/* The hook set on t (NULL when none); its ctx goes to *ctx when ctx is not NULL. */
+ddl_grad_hook_fn ddl_tensor_get_hook(const ddl_tensor *t, void **ctx);
+/* The leaves (requiring grad) that backward from root would reach, with repeats: writes at
+ * most cap to out and returns the total (-1 when out of memory). */
+int64_t ddl_graph_leaves(const ddl_tensor *root, const ddl_tensor **out, int64_t cap);
+/* Name of the node that made t ("MulBackward", ...), or NULL for leaves. */
+const char *ddl_tensor_grad_fn_name(const ddl_tensor *t);
+
+ddl_status ddl_ag_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
+                         const ddl_tensor *b);
+ddl_status ddl_ag_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a, double s,
+                                int scalar_is_float, int reverse);
+ddl_status ddl_ag_unary(ddl_tensor **out, ddl_unary_op op, const ddl_tensor *a);
+ddl_status ddl_ag_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, int ndims,
+                         const int *dims, int keepdim, int64_t correction);
+ddl_status ddl_ag_matmul(ddl_tensor **out, const ddl_tensor *a, const ddl_tensor *b);
+/* view / reshape / expand of t to (ndim, shape): kind 'v', 'r' or 'e' */
+ddl_status ddl_ag_reshape(ddl_tensor **out, char kind, const ddl_tensor *t, int ndim,
+                          const int64_t *shape);
+ddl_status ddl_ag_permute(ddl_tensor **out, const ddl_tensor *t, const int *dims);
+ddl_status ddl_ag_to(ddl_tensor **out, const ddl_tensor *t, ddl_dtype dt);
+ddl_status ddl_ag_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t start,
+                        int64_t stop, int64_t step);
+ddl_status ddl_ag_select(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t index);
+ddl_status ddl_ag_cat(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
+/* t itself when contiguous (unless force_copy), else a recorded copy */
+ddl_status ddl_ag_contiguous(ddl_tensor **out, const ddl_tensor *t, int force_copy);
+ddl_status ddl_ag_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double lo, int has_hi,
+                        double hi);
+ddl_status ddl_ag_where(ddl_tensor **out, const ddl_tensor *cond, const ddl_tensor *a,
+                        const ddl_tensor *b);
+ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
+
+
+/* ---- differentiable layer ops (float32) --------------------------------------------- */
+
+/* y (..., OUT) = x (..., IN) @ w^T (OUT, IN) + b (OUT,) ; b may be NULL */
+ddl_status ddl_ag_linear(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *w,
+                         const ddl_tensor *b);
+/* x (N, C, H, W), w (O, C, KH, KW), b (O,) or NULL -> (N, O, OH, OW); groups = 1 */
+ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *w,
+                         const ddl_tensor *b, const int64_t stride[2], const int64_t pad[2],
+                         const int64_t dil[2]);
+/* kind 'm' max, 'a' average (count_include_pad), 'A' adaptive average (k = output size) */
+ddl_status ddl_ag_pool2d(ddl_tensor **out, char kind, const ddl_tensor *x, const int64_t k[2],
+                         const int64_t stride[2], const int64_t pad[2]);
+/* x (N, C, ...); running stats (C,) updated in place when training (either may be NULL) */
+ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *running_mean,
+                             ddl_tensor *running_var, const ddl_tensor *weight,
+                             const ddl_tensor *bias, int training, double momentum, double eps);
+/* over the last dim; log != 0 for log_softmax */
+ddl_status ddl_ag_softmax(ddl_tensor **out, const ddl_tensor *x, int log);
+/* kind 'c' cross entropy from logits, 'n' nll from log-probs: x (N, C), target int64 (N,);
+ * reduction 0 none, 1 mean, 2 sum (PyTorch's codes) */
+ddl_status ddl_ag_class_loss(ddl_tensor **out, char kind, const ddl_tensor *x,
+                             const ddl_tensor *target, int reduction, int64_t ignore_index,
+                             double label_smoothing);
+/* kind 'b' BCE with logits (pos_weight (C,) or NULL), 's' MSE, 'l' L1; x and y same shape */
+ddl_status ddl_ag_pair_loss(ddl_tensor **out, char kind, const ddl_tensor *x,
+                            const ddl_tensor *y, const ddl_tensor *pos_weight, int reduction);
+/* kind 'l' leaky relu (slope), 'g' gelu (approximate: 0 exact, 1 tanh) */
+ddl_status ddl_ag_activation(ddl_tensor **out, char kind, const ddl_tensor *x, double slope,
+                             int approximate);
+/* idx int64 (...), w (V, D) -> (..., D); padding_idx < 0 for none */
+ddl_status ddl_ag_embedding(ddl_tensor **out, const ddl_tensor *idx, const ddl_tensor *w,
+                            int64_t padding_idx);
+/* training-mode dropout with a mask from the seeded Philox stream */
+ddl_status ddl_ag_dropout(ddl_tensor **out, const ddl_tensor *x, double p);
+/* One step of a recurrent cell over the batch. kind 'r' (nonlinearity 0 tanh, 1 relu), 'l'
+ * LSTM (c required; the output is (B, 2H) = [h', c']), 'g' GRU. Biases may be NULL. */
+ddl_status ddl_ag_rnn_cell(ddl_tensor **out, char kind, const ddl_tensor *x, const ddl_tensor *h,
+                           const ddl_tensor *c, const ddl_tensor *w_ih, const ddl_tensor *w_hh,
+                           const ddl_tensor *b_ih, const ddl_tensor *b_hh, int nonlinearity);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DDL_AUTOGRAD_H */

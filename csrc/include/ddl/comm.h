@@ -1,0 +1,116 @@
+/* comm.h: process groups and collectives over Gloo (csrc/comm_gloo.cc), part of the C API.
+ *
+ * A process group (`ddl_pg`) is one Gloo context over TCP plus a communication thread with a
+ * FIFO queue: every collective is queued there and runs in the order it was issued, so the
+ * caller may wait for it (sync) or keep the work handle and wait later (async), for example
+ * while backward computes the next gradients.
+ *
+ * Safety, always on:
+ *  - Agreement before data: each collective first sends a 64-byte descriptor (sequence
+ *    number, op, dtype, element count, root, reduce op) from every rank to every rank in one
+ *    all-to-all step; if any rank differs, every rank fails with DDL_E_COMM describing both
+ *    sides, before a buffer reaches Gloo (Gloo aborts the process on size mismatches). Small
+ *    allreduces (up to 4 KiB, or up to 64 KiB when the previous allreduce had the same size)
+ *    travel inside that step, so they cost one exchange in all.
+ *  - Synchronous calls of at most 64 KiB run on the caller's thread when nothing is queued;
+ *    larger ones, asynchronous ones (and DDP's buckets) on the group's comm thread, always in
+ *    issue order.
+ *  - Failures: a dead peer, a closed connection or a timeout fails the collective on every
+ *    surviving rank with a message naming the op, its sequence number and the peer rank(s);
+ *    the group is then broken and later calls fail at once with the same message. The first
+ *    ranks to see a connection fail close theirs at once (so every rank fails within
+ *    milliseconds) and every failing rank reports in the store: ranks with no report within
+ *    1 s are named as dead; after a timeout, the ranks that never reached the collective.
+ *    A per-group watchdog thread releases the waiter of a collective stuck in a Gloo transfer
+ *    whose connection died (Gloo would hold it until the timeout); see comm_gloo.cc, watch().
+ *  - Gloo's C++ exceptions never cross into C; SIGPIPE is ignored (Gloo writes without
+ *    MSG_NOSIGNAL).
+ */
+#ifndef DDL_COMM_H
+#define DDL_COMM_H
+
+#include "autograd.h"
+#include "store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ddl_pg ddl_pg;
+
+/* A store over a Redis server through Gloo's RedisStore (set/get/wait/check only). */
+ddl_status ddl_store_open_redis(ddl_store **out, const char *host, int port);
+typedef struct ddl_work ddl_work;
+
+typedef enum { DDL_SUM = 0, DDL_AVG, DDL_MIN, DDL_MAX, DDL_PRODUCT, DDL_NUM_REDOPS } ddl_redop;
+
+typedef enum {
+    DDL_COLL_ALLREDUCE = 1, DDL_COLL_BROADCAST, DDL_COLL_ALLGATHER, DDL_COLL_REDUCE_SCATTER,
+    DDL_COLL_REDUCE, DDL_COLL_GATHER, DDL_COLL_SCATTER, DDL_COLL_ALLTOALL, DDL_COLL_BARRIER,
+} ddl_coll;
+
+/* Join a group of `size` ranks as `rank`: rendezvous through `store` under `prefix` (distinct
+ * per group), binding Gloo's TCP device to `hostname` (an address of this machine; NULL uses
+ * `iface`, a network interface name, and when both are NULL 127.0.0.1). The store must outlive
+ * the group. Ranks that do not join within timeout_ms are named in the DDL_E_TIMEOUT error;
+ * ranks started with a different `size` fail every rank at once with DDL_E_VALUE. */
+ddl_status ddl_pg_new(ddl_pg **out, ddl_store *store, const char *prefix, int rank, int size,
+                      const char *hostname, const char *iface, int64_t timeout_ms);
+/* Drain the queue, stop the thread, close the connections, and drop the caller's reference.
+ * Later collectives on the group (through other references) fail with DDL_E_VALUE. NULL is a
+ * no-op. */
+void ddl_pg_free(ddl_pg *pg);
+/* References for holders that must not outlive the group's memory (the DDP reducer). */
+ddl_pg *ddl_pg_retain(ddl_pg *pg);
+void ddl_pg_release(ddl_pg *pg);
+int ddl_pg_rank(const ddl_pg *pg);
+int ddl_pg_size(const ddl_pg *pg);
+/* DDL_OK, or the error that broke the group (message set). */
+ddl_status ddl_pg_check(const ddl_pg *pg);
+
+/* Collectives. Tensors must be contiguous float32/float64/int64 (int64 AVG is an error);
+ * they are updated in place and kept alive until the work completes. timeout_ms 0 uses the
+ * group's. With `work` NULL the call waits; else *work is a handle for ddl_work_wait. */
+ddl_status ddl_pg_allreduce(ddl_pg *pg, ddl_tensor *t, ddl_redop op, int64_t timeout_ms,
+                            ddl_work **work);
+ddl_status ddl_pg_broadcast(ddl_pg *pg, ddl_tensor *t, int root, int64_t timeout_ms,
+                            ddl_work **work);
+/* out (size * numel(in)) = every rank's `in`, in rank order */
+ddl_status ddl_pg_allgather(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in,
+                            int64_t timeout_ms, ddl_work **work);
+/* out (n) = reduction over ranks of their in[rank*n .. (rank+1)*n) chunk; in (size * n) */
+ddl_status ddl_pg_reduce_scatter(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, ddl_redop op,
+                                 int64_t timeout_ms, ddl_work **work);
+/* t on root = reduction of every rank's t (other ranks' t is left as it was) */
+ddl_status ddl_pg_reduce(ddl_pg *pg, ddl_tensor *t, int root, ddl_redop op, int64_t timeout_ms,
+                         ddl_work **work);
+/* out on root (size * numel(in)) = every rank's in; out NULL on other ranks */
+ddl_status ddl_pg_gather(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, int root,
+                         int64_t timeout_ms, ddl_work **work);
+/* out = chunk `rank` of root's in (size * numel(out)); in NULL on other ranks */
+ddl_status ddl_pg_scatter(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, int root,
+                          int64_t timeout_ms, ddl_work **work);
+/* out chunk j = rank j's in chunk `rank`; in and out (size * chunk) */
+ddl_status ddl_pg_alltoall(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, int64_t timeout_ms,
+                           ddl_work **work);
+ddl_status ddl_pg_barrier(ddl_pg *pg, int64_t timeout_ms, ddl_work **work);
+
+/* Wait for a work item: its status (message set). timeout_ms < 0 waits as long as it takes
+ * (the collective has its own timeout, so it ends). */
+ddl_status ddl_work_wait(ddl_work *w, int64_t timeout_ms);
+int ddl_work_is_completed(ddl_work *w);
+void ddl_work_free(ddl_work *w);
+/* Microseconds (since an arbitrary epoch) when the comm thread started / finished the work:
+ * lets tests and benchmarks see overlap with backward. */
+void ddl_work_times(ddl_work *w, int64_t *start_us, int64_t *end_us);
+int64_t ddl_now_us(void);
+
+/* Gloo version ("0.5.0") and a one-rank allreduce over a loopback TCP device: proves that the
+ * Gloo shim is compiled, linked and working. */
+const char *ddl_gloo_version(void);
+ddl_status ddl_gloo_selftest(double *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

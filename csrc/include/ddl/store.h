@@ -1,0 +1,190 @@
+/* store.h: rendezvous key-value stores (TCP client/server, shared-directory file store, prefix).
+ *
+ * Overview
+ * --------
+ * A `ddl_store` is a small key-value store that the ranks of a job share to find each other
+ * (what PyTorch calls a c10d Store and Gloo a rendezvous::Store). Three kinds sit behind one
+ * API through a vtable:
+ *   - TCP: one process runs a `ddl_tcpstore_server` (a thread with a poll loop); every rank,
+ *     the server's own process included, connects a client with ddl_store_connect_tcp().
+ *   - file: a directory on a filesystem every rank sees, one file per key
+ *     (ddl_store_open_file()).
+ *   - prefix: every key of another store prefixed with "<prefix>/" (ddl_store_prefix_new()).
+ *
+ * Keys are NUL-terminated strings of at most DDL_STORE_MAX_KEY bytes (the empty key is
+ * allowed). Values are arbitrary bytes, NULs included. `get` and `wait` block until the keys
+ * exist or the timeout passes; a timeout_ms < 0 waits forever. Other calls use the handle's
+ * own timeout (set at connect/open time, changed with ddl_store_set_timeout()) as a deadline
+ * for their I/O and locks.
+ *
+ * Example (error handling shortened)
+ * -------
+ *     ddl_tcpstore_server *srv = NULL;
+ *     ddl_store *s = NULL;
+ *     int port = 0;
+ *     ddl_tcpstore_server_start(&srv, "127.0.0.1", 0, &port);   // rank 0 only
+ *     ddl_store_connect_tcp(&s, "127.0.0.1", port, 30000);       // every rank
+ *     ddl_store_set(s, "rank0/addr", "10.0.0.1:4242", 13);
+ *     void *v; size_t n;
+ *     if (ddl_store_get(s, "rank1/addr", &v, &n, 30000) == DDL_OK) { use(v, n); free(v); }
+ *     ddl_store_free(s);
+ *     ddl_tcpstore_server_stop(srv);
+ *
+ * Ownership: constructors write a handle holding one reference to *out. ddl_store_retain()
+ * adds one; ddl_store_free() drops one and frees the store with the last (NULL is a no-op).
+ * Buffers returned through `void **` are malloc'd; the caller free()s them.
+ *
+ * Note: internal.h's inline element helper is also named ddl_store(), so one .c file cannot
+ * include both headers until that helper is renamed (store.c includes only this one).
+ *
+ * Threads: every handle may be used from several threads at once. A TCP handle keeps a small
+ * pool of connections, so a thread parked in `get` does not hold up the others. The file
+ * store serializes its read-modify-write calls (add, compare_set, set, delete) across threads
+ * and processes with flock() on a lock file in the directory.
+ *
+ * Errors: DDL_E_VALUE for bad arguments (NULL pointers, a key too long, an unresolvable host,
+ * `add` on a value that is not a decimal integer or that would overflow); DDL_E_TIMEOUT when a
+ * deadline passes (the message names the keys); DDL_E_COMM when the server is unreachable or
+ * closes the connection (the message names its address) or a file operation fails (the
+ * message names the path); DDL_E_NOMEM. Nothing aborts, exits, prints or raises SIGPIPE.
+ *
+ * TCP wire protocol (all integers big-endian)
+ * -----------------
+ *   request:  u32 n | u8 opcode | fields            n = bytes after the u32 (1 + fields)
+ *   response: u32 n | u8 code   | fields            code 0 = ok, else -ddl_status and one
+ *                                                   field holding the error message
+ *   field:    u32 len | len bytes
+ *
+ *   opcode            request fields              ok response fields
+ *   1 SET             key, value                  -
+ *   2 GET             timeout, key                value       (parked until the key exists)
+ *   3 ADD             key, delta (8-byte i64)     result (8-byte i64)
+ *   4 COMPARE_SET     key, expected, desired      current value
+ *   5 WAIT            timeout, key, ... (>= 1)    -           (parked until all exist)
+ *   6 CHECK           key, key, ... (>= 1)        all_exist (1 byte, 0/1)
+ *   7 DELETE          key                         deleted (1 byte, 0/1)
+ *   8 NUM_KEYS        -                           count (8-byte i64)
+ *
+ * `timeout` is an 8-byte i64 in ms (< 0: forever): a GET/WAIT still parked when it passes is
+ * answered with code 6 (-DDL_E_TIMEOUT). The client allows the handle's own timeout on top of
+ * it for the network, then gives up itself and closes the connection (so a late answer can
+ * never be mistaken for the next request's).
+ *
+ * A frame with n == 0, n > DDL_STORE_MAX_FRAME, an unknown opcode, the wrong number of fields,
+ * a field running past the frame, or a key longer than DDL_STORE_MAX_KEY or holding a NUL
+ * byte makes the server close that one connection; it keeps serving the others. The server
+ * never blocks on one client: reads and writes are non-blocking and buffered per connection,
+ * a parked GET/WAIT is answered when another client creates the key (or dropped when its
+ * client goes away), and a client that closes its side (even half) is dropped. */
+#ifndef DDL_STORE_H
+#define DDL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DDL_STORE_MAX_KEY 4096                  /* bytes, without the NUL */
+#define DDL_STORE_MAX_FRAME (64u * 1024 * 1024) /* bytes after a frame's length prefix */
+
+typedef struct ddl_store ddl_store;
+typedef struct ddl_tcpstore_server ddl_tcpstore_server;
+
+/* ---- constructors ---------------------------------------------------------------------- */
+
+/* Start a TCP store server listening on `host` (a name or address, resolved with getaddrinfo;
+ * it binds that address only: "0.0.0.0" or "::" for every interface) and `port` (0 = any free
+ * port). *bound_port (may be NULL) receives the port it listens on. The server runs on its
+ * own thread until ddl_tcpstore_server_stop(). Errors: DDL_E_VALUE (bad port, unresolvable
+ * host), DDL_E_COMM (bind/listen failed, e.g. the port is taken), DDL_E_NOMEM. */
+ddl_status ddl_tcpstore_server_start(ddl_tcpstore_server **out, const char *host, int port,
+                                     int *bound_port);
+/* Stop the server: closes every client connection (their pending calls fail with
+ * DDL_E_COMM), joins its thread and frees everything. NULL is a no-op. */
+void ddl_tcpstore_server_stop(ddl_tcpstore_server *srv);
+
+/* Connect a client to the TCP store at host:port, retrying with backoff (10 ms doubling to
+ * 1 s) until timeout_ms passes (< 0: forever), so clients may start before the server.
+ * timeout_ms also becomes the handle's timeout. Errors: DDL_E_VALUE (bad port, host not resolvable),
+ * DDL_E_TIMEOUT (no server answered in time; the message has the last connect error). */
+ddl_status ddl_store_connect_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms);
+
+/* Open (creating it and its parents if missing) the directory `path` as a store. A directory
+ * used before is fine: keys left in it stay visible and may be overwritten. Handle timeout:
+ * 300 s. Errors: DDL_E_VALUE (path empty or not a directory), DDL_E_COMM (mkdir failed). */
+ddl_status ddl_store_open_file(ddl_store **out, const char *path);
+/* Remove the store files (keys, temporaries, lock) from a file store's directory and the
+ * directory itself when that leaves it empty; other files are left alone. For the last rank
+ * of a job to clean up. Errors: DDL_E_COMM naming the path. */
+ddl_status ddl_store_file_remove(const char *path);
+
+/* A store whose keys are "<prefix>/<key>" in `base`; it takes a reference to base.
+ * num_keys counts all of base's keys (as PyTorch's PrefixStore does). */
+ddl_status ddl_store_prefix_new(ddl_store **out, const char *prefix, ddl_store *base);
+
+/* ---- operations (every handle kind) ---------------------------------------------------- */
+
+/* Set key to the len bytes at val (val may be NULL when len == 0), replacing any value. */
+ddl_status ddl_store_set(ddl_store *s, const char *key, const void *val, size_t len);
+/* Wait until key exists (timeout_ms < 0: forever), then return a malloc'd copy of its value in
+ * *val (never NULL on success, even for an empty value) and its length in *len.
+ * DDL_E_TIMEOUT names the key. */
+ddl_status ddl_store_get(ddl_store *s, const char *key, void **val, size_t *len,
+                         int64_t timeout_ms);
+/* Atomically add delta to the integer stored (as decimal text) at key, a missing key counting
+ * as 0; *result (may be NULL) gets the new value. DDL_E_VALUE if the value is not a decimal
+ * int64 or the sum overflows. */
+ddl_status ddl_store_add(ddl_store *s, const char *key, int64_t delta, int64_t *result);
+/* PyTorch's compare_set: if key exists and equals `expected`, set it to `desired`; if key is
+ * missing and elen == 0, create it with `desired`. *current (malloc'd, caller frees) gets the
+ * value now stored, or `expected` when key is missing and elen > 0 (nothing is stored);
+ * current and clen may be NULL when the caller does not need it. */
+ddl_status ddl_store_compare_set(ddl_store *s, const char *key, const void *expected, size_t elen,
+                                 const void *desired, size_t dlen, void **current, size_t *clen);
+/* Wait until all n keys (n >= 1) exist; DDL_E_TIMEOUT names the missing ones. */
+ddl_status ddl_store_wait(ddl_store *s, const char *const *keys, int n, int64_t timeout_ms);
+/* *all_exist = whether all n keys (n >= 1) exist now (no waiting). */
+ddl_status ddl_store_check(ddl_store *s, const char *const *keys, int n, int *all_exist);
+/* Delete key; *deleted (may be NULL) = whether it existed. */
+ddl_status ddl_store_delete(ddl_store *s, const char *key, int *deleted);
+/* *n = number of keys in the store. */
+ddl_status ddl_store_num_keys(ddl_store *s, int64_t *n);
+/* The deadline (ms, < 0: none) for calls that do not take one: I/O, connecting, locks. */
+ddl_status ddl_store_set_timeout(ddl_store *s, int64_t timeout_ms);
+
+ddl_store *ddl_store_retain(ddl_store *s);
+void ddl_store_free(ddl_store *s);
+
+/* ---- for implementers of other store kinds ---------------------------------------------
+ * Embed `ddl_store` first in your struct, set vt and refs = 1. The ddl_store_* entry points
+ * validate arguments (non-NULL pointers, key lengths, n >= 1) before calling the vtable.
+ * refs is changed only with __atomic builtins (usable from C and C++ alike). */
+typedef struct ddl_store_vtable {
+    const char *name; /* "tcp", "file", ... for messages */
+    ddl_status (*set)(ddl_store *s, const char *key, const void *val, size_t len);
+    ddl_status (*get)(ddl_store *s, const char *key, void **val, size_t *len, int64_t timeout_ms);
+    ddl_status (*add)(ddl_store *s, const char *key, int64_t delta, int64_t *result);
+    ddl_status (*compare_set)(ddl_store *s, const char *key, const void *expected, size_t elen,
+                              const void *desired, size_t dlen, void **current, size_t *clen);
+    ddl_status (*wait)(ddl_store *s, const char *const *keys, int n, int64_t timeout_ms);
+    ddl_status (*check)(ddl_store *s, const char *const *keys, int n, int *all_exist);
+    ddl_status (*del)(ddl_store *s, const char *key, int *deleted);
+    ddl_status (*num_keys)(ddl_store *s, int64_t *n);
+    void (*set_timeout)(ddl_store *s, int64_t timeout_ms);
+    void (*destroy)(ddl_store *s); /* frees everything, s included */
+} ddl_store_vtable;
+
+struct ddl_store {
+    const ddl_store_vtable *vt;
+    int refs;
+};
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
