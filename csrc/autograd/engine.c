@@ -353,7 +353,7 @@ ddl_status ddl_sum_to_shape(ddl_tensor **out, const ddl_tensor *g, int ndim,
         return DDL_OK;
     }
     ddl_tensor *s;
-    DDL_TRY(ddl_reduce(&s, DDL_RED_SUM, g, nd, dims, 1, 0));
+    DDL_TRY(ddl_reduce(&s, DDL_REDUCE_SUM, g, nd, dims, 1, 0));
     ddl_status st = ddl_tensor_reshape(out, s, ndim, shape);
     ddl_tensor_release(s);
     return st;

@@ -286,37 +286,37 @@ static ddl_status reduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     ddl_status st = keepdim_view(&g, dout, e, mask);
     if (st) return st;
     switch (op) {
-    case DDL_RED_SUM: st = ddl_tensor_expand(&t, g, e->ndim, e->shape); break;
-    case DDL_RED_MEAN:
+    case DDL_REDUCE_SUM: st = ddl_tensor_expand(&t, g, e->ndim, e->shape); break;
+    case DDL_REDUCE_MEAN:
         st = bin_s(&u, DDL_OP_DIV, g, (double)count);
         if (!st) st = ddl_tensor_expand(&t, u, e->ndim, e->shape);
         break;
-    case DDL_RED_MAX:
-    case DDL_RED_MIN: { /* split evenly among the elements equal to the extreme */
+    case DDL_REDUCE_MAX:
+    case DDL_REDUCE_MIN: { /* split evenly among the elements equal to the extreme */
         st = keepdim_view(&ok, o, e, mask);
         ddl_tensor *m = NULL, *cnt = NULL;
         int dims[DDL_MAX_DIMS], nd = 0;
         for (int d = 0; d < e->ndim; d++)
             if ((mask >> d) & 1) dims[nd++] = d;
         if (!st) st = bin(&m, DDL_OP_EQ, a, ok);
-        if (!st) st = ddl_reduce(&cnt, DDL_RED_SUM, m, nd, dims, 1, 0);
+        if (!st) st = ddl_reduce(&cnt, DDL_REDUCE_SUM, m, nd, dims, 1, 0);
         if (!st) st = bin(&u, DDL_OP_DIV, g, cnt);
         if (!st) st = bin(&t, DDL_OP_MUL, m, u);
         ddl_tensor_release(m);
         ddl_tensor_release(cnt);
         break;
     }
-    case DDL_RED_VAR:
-    case DDL_RED_STD: { /* var: dout * 2 (a - mean) / (N - c); std: that / (2 std) */
+    case DDL_REDUCE_VAR:
+    case DDL_REDUCE_STD: { /* var: dout * 2 (a - mean) / (N - c); std: that / (2 std) */
         int dims[DDL_MAX_DIMS], nd = 0;
         for (int d = 0; d < e->ndim; d++)
             if ((mask >> d) & 1) dims[nd++] = d;
         ddl_tensor *mean = NULL, *dev = NULL;
-        st = ddl_reduce(&mean, DDL_RED_MEAN, a, nd, dims, 1, 0);
+        st = ddl_reduce(&mean, DDL_REDUCE_MEAN, a, nd, dims, 1, 0);
         if (!st) st = bin(&dev, DDL_OP_SUB, a, mean);
-        double k = (op == DDL_RED_VAR ? 2.0 : 1.0) / (double)(count - correction);
+        double k = (op == DDL_REDUCE_VAR ? 2.0 : 1.0) / (double)(count - correction);
         if (!st) st = bin_s(&u, DDL_OP_MUL, g, k);
-        if (!st && op == DDL_RED_STD) {
+        if (!st && op == DDL_REDUCE_STD) {
             ddl_tensor *u2;
             st = keepdim_view(&ok, o, e, mask);
             if (!st && !(st = bin(&u2, DDL_OP_DIV, u, ok))) {
@@ -329,7 +329,7 @@ static ddl_status reduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
         ddl_tensor_release(dev);
         break;
     }
-    case DDL_RED_PROD: { /* d/da_i = dout * (product of the others), zeros included: with z
+    case DDL_REDUCE_PROD: { /* d/da_i = dout * (product of the others), zeros included: with z
                           * zeros in the group and p1 the product of its nonzero elements,
                           * z == 0: p1 / a_i ; z == 1: p1 at the zero, 0 elsewhere ; z > 1: 0 */
         int dims[DDL_MAX_DIMS], nd = 0;
@@ -339,8 +339,8 @@ static ddl_status reduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
                    *y = NULL;
         st = bin_s(&z, DDL_OP_EQ, a, 0.0);                          /* bool */
         if (!st) st = bin(&a1, DDL_OP_ADD, a, z);                   /* zeros -> 1 */
-        if (!st) st = ddl_reduce(&p1, DDL_RED_PROD, a1, nd, dims, 1, 0);
-        if (!st) st = ddl_reduce(&cnt, DDL_RED_SUM, z, nd, dims, 1, 0);
+        if (!st) st = ddl_reduce(&p1, DDL_REDUCE_PROD, a1, nd, dims, 1, 0);
+        if (!st) st = ddl_reduce(&cnt, DDL_REDUCE_SUM, z, nd, dims, 1, 0);
         if (!st) st = bin_s(&c, DDL_OP_EQ, cnt, 0.0);
         if (!st) st = bin(&x, DDL_OP_DIV, p1, a1);
         if (!st) st = bin(&u, DDL_OP_MUL, x, c);                    /* no zeros */

@@ -317,7 +317,7 @@ static double div_dof(double num, double den) {
 
 static double finish_var(const plan *p, double ss) {
     double v = div_dof(ss, p->dof);
-    return p->op == DDL_RED_STD ? sqrt(v) : v;
+    return p->op == DDL_REDUCE_STD ? sqrt(v) : v;
 }
 
 static void store_doubles(char *out, ddl_dtype odt, const double *v, int64_t n) {
@@ -354,9 +354,9 @@ static void reduce_rows(char *out, const plan *p, const char *x, ddl_iter *kit, 
         const char *b = x + kit->off[0];
         char *o = out + k * p->oes;
         switch (p->op) {
-        case DDL_RED_SUM:
-        case DDL_RED_PROD: {
-            int prod = p->op == DDL_RED_PROD;
+        case DDL_REDUCE_SUM:
+        case DDL_REDUCE_PROD: {
+            int prod = p->op == DDL_REDUCE_PROD;
             if (ddl_dtype_is_float(dt)) {
                 ddl_store_elem(o, p->odt, rows_float(p, b, rit, nrows, n, prod));
                 break;
@@ -374,11 +374,11 @@ static void reduce_rows(char *out, const plan *p, const char *x, ddl_iter *kit, 
             *(int64_t *)o = (int64_t)acc;
             break;
         }
-        case DDL_RED_MEAN:
+        case DDL_REDUCE_MEAN:
             ddl_store_elem(o, p->odt, rows_float(p, b, rit, nrows, n, 0) / (double)p->R);
             break;
-        case DDL_RED_VAR:
-        case DDL_RED_STD: {
+        case DDL_REDUCE_VAR:
+        case DDL_REDUCE_STD: {
             double mean = rows_float(p, b, rit, nrows, n, 0) / (double)p->R, ss = 0, v;
             for (int64_t r = 0; r < nrows; r++, ddl_iter_next(rit)) {
                 SWITCH_ALL(dt, row_sumsq, &v, b + rit->off[0], n, mean);
@@ -387,23 +387,23 @@ static void reduce_rows(char *out, const plan *p, const char *x, ddl_iter *kit, 
             ddl_store_elem(o, p->odt, finish_var(p, ss));
             break;
         }
-        case DDL_RED_MAX:
+        case DDL_REDUCE_MAX:
             for (int64_t r = 0; r < nrows; r++, ddl_iter_next(rit))
                 SWITCH_ALL(dt, row_max, o, b + rit->off[0], n, r == 0);
             break;
-        case DDL_RED_MIN:
+        case DDL_REDUCE_MIN:
             for (int64_t r = 0; r < nrows; r++, ddl_iter_next(rit))
                 SWITCH_ALL(dt, row_min, o, b + rit->off[0], n, r == 0);
             break;
-        case DDL_RED_ARGMAX:
-        case DDL_RED_ARGMIN: { /* nrows == 1: the value first, then where it first occurs */
+        case DDL_REDUCE_ARGMAX:
+        case DDL_REDUCE_ARGMIN: { /* nrows == 1: the value first, then where it first occurs */
             union {
                 float f32;
                 double f64;
                 int64_t i64;
                 uint8_t u8;
             } best;
-            if (p->op == DDL_RED_ARGMAX) {
+            if (p->op == DDL_REDUCE_ARGMAX) {
                 SWITCH_ALL(dt, row_max, (char *)&best, b, n, 1);
             } else {
                 SWITCH_ALL(dt, row_min, (char *)&best, b, n, 1);
@@ -428,29 +428,29 @@ static void reduce_cols(char *out, const plan *p, const char *x, ddl_iter *kit, 
             const char *xb = b + j0 * p->es;
             char *ob = out + (k * k_cols + j0) * p->oes;
             switch (p->op) {
-            case DDL_RED_SUM:
-            case DDL_RED_PROD:
+            case DDL_REDUCE_SUM:
+            case DDL_REDUCE_PROD:
                 if (ddl_dtype_is_float(dt)) {
                     double *acc = odt == DDL_FLOAT64 ? (double *)ob : scratch;
-                    if (p->op == DDL_RED_SUM) {
+                    if (p->op == DDL_REDUCE_SUM) {
                         SWITCH_ALL(dt, col_sum, acc, xb, nr, kc, rs);
                     } else {
                         SWITCH_FLOAT(dt, col_prod, acc, xb, nr, kc, rs);
                     }
                     if (acc == scratch) store_doubles(ob, odt, scratch, kc);
-                } else if (p->op == DDL_RED_SUM) {
+                } else if (p->op == DDL_REDUCE_SUM) {
                     SWITCH_INT(dt, col_isum, (uint64_t *)ob, xb, nr, kc, rs);
                 } else {
                     SWITCH_INT(dt, col_iprod, (uint64_t *)ob, xb, nr, kc, rs);
                 }
                 break;
-            case DDL_RED_MEAN:
+            case DDL_REDUCE_MEAN:
                 SWITCH_ALL(dt, col_sum, scratch, xb, nr, kc, rs);
                 for (int64_t j = 0; j < kc; j++) scratch[j] /= (double)p->R;
                 store_doubles(ob, odt, scratch, kc);
                 break;
-            case DDL_RED_VAR:
-            case DDL_RED_STD: {
+            case DDL_REDUCE_VAR:
+            case DDL_REDUCE_STD: {
                 double *mean = scratch, *ss = scratch + COL_BLOCK;
                 SWITCH_ALL(dt, col_sum, mean, xb, nr, kc, rs);
                 for (int64_t j = 0; j < kc; j++) mean[j] /= (double)p->R;
@@ -459,12 +459,12 @@ static void reduce_cols(char *out, const plan *p, const char *x, ddl_iter *kit, 
                 store_doubles(ob, odt, ss, kc);
                 break;
             }
-            case DDL_RED_MAX: SWITCH_ALL(dt, col_max, ob, xb, nr, kc, rs); break;
-            case DDL_RED_MIN: SWITCH_ALL(dt, col_min, ob, xb, nr, kc, rs); break;
-            case DDL_RED_ARGMAX:
+            case DDL_REDUCE_MAX: SWITCH_ALL(dt, col_max, ob, xb, nr, kc, rs); break;
+            case DDL_REDUCE_MIN: SWITCH_ALL(dt, col_min, ob, xb, nr, kc, rs); break;
+            case DDL_REDUCE_ARGMAX:
                 SWITCH_ALL(dt, col_argmax, (int64_t *)ob, scratch, xb, nr, kc, rs);
                 break;
-            case DDL_RED_ARGMIN:
+            case DDL_REDUCE_ARGMIN:
                 SWITCH_ALL(dt, col_argmin, (int64_t *)ob, scratch, xb, nr, kc, rs);
                 break;
             default: break;
@@ -621,13 +621,13 @@ static ddl_status reduce_copy(char *out, const plan *p, const ddl_tensor *a, con
 
 static ddl_dtype result_dtype(ddl_reduce_op op, ddl_dtype dt) {
     switch (op) {
-    case DDL_RED_SUM:
-    case DDL_RED_PROD: return ddl_dtype_is_float(dt) ? dt : DDL_INT64;
-    case DDL_RED_MEAN:
-    case DDL_RED_VAR:
-    case DDL_RED_STD: return ddl_dtype_is_float(dt) ? dt : DDL_FLOAT32;
-    case DDL_RED_ARGMAX:
-    case DDL_RED_ARGMIN: return DDL_INT64;
+    case DDL_REDUCE_SUM:
+    case DDL_REDUCE_PROD: return ddl_dtype_is_float(dt) ? dt : DDL_INT64;
+    case DDL_REDUCE_MEAN:
+    case DDL_REDUCE_VAR:
+    case DDL_REDUCE_STD: return ddl_dtype_is_float(dt) ? dt : DDL_FLOAT32;
+    case DDL_REDUCE_ARGMAX:
+    case DDL_REDUCE_ARGMIN: return DDL_INT64;
     default: return dt;
     }
 }
@@ -635,8 +635,8 @@ static ddl_dtype result_dtype(ddl_reduce_op op, ddl_dtype dt) {
 /* Outputs when nothing is reduced into them (NumPy's: 0, 1, NaN). */
 static double empty_value(ddl_reduce_op op) {
     switch (op) {
-    case DDL_RED_SUM: return 0.0;
-    case DDL_RED_PROD: return 1.0;
+    case DDL_REDUCE_SUM: return 0.0;
+    case DDL_REDUCE_PROD: return 1.0;
     default: return NAN;
     }
 }
@@ -644,7 +644,7 @@ static double empty_value(ddl_reduce_op op) {
 static ddl_status reduce_into(ddl_tensor *o, const plan *p, const ddl_tensor *a, const int *red,
                               int is_arg) {
     if (p->R == 0) return ddl_fill_(o, empty_value(p->op));
-    if (p->R == 1 && !is_arg && p->op != DDL_RED_VAR && p->op != DDL_RED_STD) {
+    if (p->R == 1 && !is_arg && p->op != DDL_REDUCE_VAR && p->op != DDL_REDUCE_STD) {
         /* each output is its one input element, converted: a copy */
         ddl_tensor *v;
         DDL_TRY(ddl_tensor_view(&v, o, a->ndim, a->shape));
@@ -670,7 +670,7 @@ ddl_status ddl_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, i
         DDL_FAIL(DDL_E_TYPE, "%s: invalid dtype %d", name, (int)a->dtype);
     if (ndims < 0 || (ndims > 0 && !dims))
         DDL_FAIL(DDL_E_VALUE, "%s: invalid dims (%d of them)", name, ndims);
-    int is_arg = op == DDL_RED_ARGMAX || op == DDL_RED_ARGMIN;
+    int is_arg = op == DDL_REDUCE_ARGMAX || op == DDL_REDUCE_ARGMIN;
     if (is_arg && ndims > 1)
         DDL_FAIL(DDL_E_VALUE, "%s: takes at most one dim, got %d", name, ndims);
 
@@ -701,7 +701,7 @@ ddl_status ddl_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, i
         }
     }
     if (zero) R = 0, overflow = 0;
-    if (R == 0 && (is_arg || op == DDL_RED_MAX || op == DDL_RED_MIN))
+    if (R == 0 && (is_arg || op == DDL_REDUCE_MAX || op == DDL_REDUCE_MIN))
         DDL_FAIL(DDL_E_VALUE,
                  "%s: the reduction over a tensor of shape %s is empty, and %s of no elements "
                  "is undefined",

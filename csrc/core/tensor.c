@@ -73,8 +73,9 @@ ddl_status ddl_storage_borrow(ddl_storage **out, void *data, size_t nbytes, ddl_
     return DDL_OK;
 }
 
-void ddl_storage_retain(ddl_storage *s) {
+ddl_storage *ddl_storage_retain(ddl_storage *s) {
     atomic_fetch_add_explicit((_Atomic int64_t *)&s->refcount, 1, memory_order_relaxed);
+    return s;
 }
 
 void ddl_storage_release(ddl_storage *s) {
@@ -90,8 +91,9 @@ void ddl_storage_release(ddl_storage *s) {
 
 /* ---- tensor lifetime ---------------------------------------------------------------------- */
 
-void ddl_tensor_retain(ddl_tensor *t) {
+ddl_tensor *ddl_tensor_retain(ddl_tensor *t) {
     atomic_fetch_add_explicit((_Atomic int64_t *)&t->refcount, 1, memory_order_relaxed);
+    return t;
 }
 
 void ddl_tensor_release(ddl_tensor *t) {

@@ -10,7 +10,9 @@
 static void pg_destructor(PyObject *cap) {
     ddl_pg *pg = PyCapsule_GetPointer(cap, PG_CAPSULE);
     if (!pg) return;
-    Py_BEGIN_ALLOW_THREADS ddl_pg_free(pg);
+    Py_BEGIN_ALLOW_THREADS
+    ddl_pg_shutdown(pg);
+    ddl_pg_release(pg);
     Py_END_ALLOW_THREADS
 }
 
@@ -41,7 +43,10 @@ static PyObject *py_pg_new(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     if (st) return pyddl_raise(st);
     PyObject *cap = PyCapsule_New(pg, PG_CAPSULE, pg_destructor);
-    if (!cap) ddl_pg_free(pg);
+    if (!cap) {
+        ddl_pg_shutdown(pg);
+        ddl_pg_release(pg);
+    }
     return cap;
 }
 
@@ -51,7 +56,9 @@ static PyObject *py_pg_free(PyObject *self, PyObject *cap) {
     ddl_pg *pg = get_pg(cap);
     if (!pg) return NULL;
     if (PyCapsule_SetDestructor(cap, NULL) < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS ddl_pg_free(pg);
+    Py_BEGIN_ALLOW_THREADS
+    ddl_pg_shutdown(pg);
+    ddl_pg_release(pg);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -103,12 +110,12 @@ static PyObject *py_collective(PyObject *self, PyObject *args) {
     ddl_work *w = NULL, **wp = async ? &w : NULL;
     ddl_status st = DDL_OK;
     Py_BEGIN_ALLOW_THREADS
-    if (!strcmp(kind, "allreduce")) st = ddl_pg_allreduce(pg, a, (ddl_redop)op, timeout_ms, wp);
+    if (!strcmp(kind, "allreduce")) st = ddl_pg_allreduce(pg, a, (ddl_comm_op)op, timeout_ms, wp);
     else if (!strcmp(kind, "broadcast")) st = ddl_pg_broadcast(pg, a, root, timeout_ms, wp);
     else if (!strcmp(kind, "allgather")) st = ddl_pg_allgather(pg, a, b, timeout_ms, wp);
     else if (!strcmp(kind, "reduce_scatter"))
-        st = ddl_pg_reduce_scatter(pg, a, b, (ddl_redop)op, timeout_ms, wp);
-    else if (!strcmp(kind, "reduce")) st = ddl_pg_reduce(pg, a, root, (ddl_redop)op, timeout_ms, wp);
+        st = ddl_pg_reduce_scatter(pg, a, b, (ddl_comm_op)op, timeout_ms, wp);
+    else if (!strcmp(kind, "reduce")) st = ddl_pg_reduce(pg, a, root, (ddl_comm_op)op, timeout_ms, wp);
     else if (!strcmp(kind, "gather")) st = ddl_pg_gather(pg, a, b, root, timeout_ms, wp);
     else if (!strcmp(kind, "scatter")) st = ddl_pg_scatter(pg, a, b, root, timeout_ms, wp);
     else if (!strcmp(kind, "alltoall")) st = ddl_pg_alltoall(pg, a, b, timeout_ms, wp);

@@ -14,13 +14,13 @@
 
 static void store_capsule_free(PyObject *cap) {
     ddl_store *s = PyCapsule_GetPointer(cap, STORE_CAPSULE);
-    if (s) ddl_store_free(s);
+    if (s) ddl_store_release(s);
     else PyErr_Clear();
 }
 
 static PyObject *wrap_store(ddl_store *s) {
     PyObject *cap = PyCapsule_New(s, STORE_CAPSULE, store_capsule_free);
-    if (!cap) ddl_store_free(s);
+    if (!cap) ddl_store_release(s);
     return cap;
 }
 
@@ -36,14 +36,14 @@ static ddl_store *get_store(PyObject *cap) {
 
 /* The server capsule holds a box so that stop() can run once and the destructor after it. */
 typedef struct {
-    ddl_tcpstore_server *srv; /* NULL once stopped */
+    ddl_tcp_server *srv; /* NULL once stopped */
 } server_box;
 
 static void server_stop_box(server_box *b) {
-    ddl_tcpstore_server *srv = b->srv;
+    ddl_tcp_server *srv = b->srv;
     b->srv = NULL; /* under the GIL: a second stop sees NULL */
     if (!srv) return;
-    Py_BEGIN_ALLOW_THREADS ddl_tcpstore_server_stop(srv);
+    Py_BEGIN_ALLOW_THREADS ddl_tcp_server_free(srv);
     Py_END_ALLOW_THREADS
 }
 
@@ -69,7 +69,7 @@ static PyObject *py_server_start(PyObject *self, PyObject *args) {
     b->srv = NULL;
     int bound = 0;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_tcpstore_server_start(&b->srv, host, port, &bound);
+    Py_BEGIN_ALLOW_THREADS st = ddl_tcp_server_new(&b->srv, host, port, &bound);
     Py_END_ALLOW_THREADS
     if (st) {
         free(b);
@@ -102,7 +102,7 @@ static PyObject *py_connect_tcp(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "siL:store_connect_tcp", &host, &port, &timeout_ms)) return NULL;
     ddl_store *s = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_store_connect_tcp(&s, host, port, timeout_ms);
+    Py_BEGIN_ALLOW_THREADS st = ddl_store_new_tcp(&s, host, port, timeout_ms);
     Py_END_ALLOW_THREADS
     return st ? pyddl_raise(st) : wrap_store(s);
 }
@@ -114,7 +114,7 @@ static PyObject *py_open_file(PyObject *self, PyObject *arg) {
     ddl_store *s = NULL;
     ddl_status st;
     const char *path = PyBytes_AS_STRING(bytes);
-    Py_BEGIN_ALLOW_THREADS st = ddl_store_open_file(&s, path);
+    Py_BEGIN_ALLOW_THREADS st = ddl_store_new_file(&s, path);
     Py_END_ALLOW_THREADS
     Py_DECREF(bytes);
     return st ? pyddl_raise(st) : wrap_store(s);
@@ -128,7 +128,7 @@ static PyObject *py_open_redis(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "si", &host, &port)) return NULL;
     ddl_store *s = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_store_open_redis(&s, host, port);
+    Py_BEGIN_ALLOW_THREADS st = ddl_store_new_redis(&s, host, port);
     Py_END_ALLOW_THREADS
     return st ? pyddl_raise(st) : wrap_store(s);
 }
@@ -153,7 +153,7 @@ static PyObject *py_prefix(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "sO:store_prefix", &prefix, &cap)) return NULL;
     ddl_store *base = get_store(cap), *s = NULL;
     if (!base) return NULL;
-    ddl_status st = ddl_store_prefix_new(&s, prefix, base); /* no I/O */
+    ddl_status st = ddl_store_new_prefix(&s, prefix, base); /* no I/O */
     return st ? pyddl_raise(st) : wrap_store(s);
 }
 

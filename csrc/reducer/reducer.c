@@ -151,7 +151,7 @@ static ddl_status wait_all(ddl_reducer *r) {
 static ddl_status launch_ready(ddl_reducer *r) {
     while (r->next_launch < r->nb && r->b[r->next_launch].pending == 0) {
         bucket *bk = &r->b[r->next_launch];
-        DDL_TRY(ddl_pg_allreduce(r->pg, bk->buf, DDL_AVG, 0, &bk->work));
+        DDL_TRY(ddl_pg_allreduce(r->pg, bk->buf, DDL_COMM_AVG, 0, &bk->work));
         r->next_launch++;
     }
     if (r->next_launch == r->nb) {
@@ -350,7 +350,7 @@ ddl_status ddl_reducer_shadow(ddl_reducer *r) {
     for (int k = 0; k < r->nb; k++) {
         ddl_tensor *z;
         DDL_TRY(ddl_tensor_zeros(&z, r->b[k].dtype, 1, &r->b[k].numel));
-        ddl_status st = ddl_pg_allreduce(r->pg, z, DDL_AVG, 0, NULL);
+        ddl_status st = ddl_pg_allreduce(r->pg, z, DDL_COMM_AVG, 0, NULL);
         ddl_tensor_release(z);
         DDL_TRY(st);
     }
@@ -378,7 +378,7 @@ static ddl_status allreduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_te
     ddl_pg *pg = (ddl_pg *)(intptr_t)n->iargs[0];
     ddl_tensor *g;
     DDL_TRY(ddl_tensor_to(&g, dout, n->in[0].dtype)); /* a private contiguous copy */
-    ddl_status st = ddl_pg_allreduce(pg, g, DDL_SUM, 0, NULL);
+    ddl_status st = ddl_pg_allreduce(pg, g, DDL_COMM_SUM, 0, NULL);
     if (st) ddl_tensor_release(g);
     else dinp[0] = g;
     return st;
@@ -387,7 +387,7 @@ static ddl_status allreduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_te
 ddl_status ddl_ag_allreduce_sum(ddl_tensor **out, ddl_pg *pg, const ddl_tensor *t) {
     ddl_tensor *o;
     DDL_TRY(ddl_tensor_clone(&o, t));
-    ddl_status st = ddl_pg_allreduce(pg, o, DDL_SUM, 0, NULL);
+    ddl_status st = ddl_pg_allreduce(pg, o, DDL_COMM_SUM, 0, NULL);
     ddl_node *n = NULL;
     if (!st) st = ddl_node_record(&n, o, "AllreduceBackward", allreduce_backward, 1, &t);
     if (!st && n) n->iargs[0] = (int64_t)(intptr_t)pg;

@@ -262,7 +262,7 @@ ddl_store *ddl_store_retain(ddl_store *s) {
     return s;
 }
 
-void ddl_store_free(ddl_store *s) {
+void ddl_store_release(ddl_store *s) {
     if (s && __atomic_fetch_sub(&s->refs, 1, __ATOMIC_ACQ_REL) == 1) s->vt->destroy(s);
 }
 
@@ -384,7 +384,7 @@ typedef struct {
     size_t out_len, out_off, out_cap;
 } srv_conn;
 
-struct ddl_tcpstore_server {
+struct ddl_tcp_server {
     pthread_t thread;
     int listen_fd;
     int wake[2]; /* a byte on wake[1] interrupts poll() for stop */
@@ -484,7 +484,7 @@ enum { H_BAD = -1, H_DONE = 0, H_PARKED = 1 };
 
 /* Handle the frame body b[0:n] (opcode + fields). H_DONE with a reply queued (or the
  * connection dropped when out of memory), H_PARKED, or H_BAD for a malformed frame. */
-static int handle(ddl_tcpstore_server *srv, srv_conn *c, const uint8_t *b, size_t n) {
+static int handle(ddl_tcp_server *srv, srv_conn *c, const uint8_t *b, size_t n) {
     const uint8_t *p = b + 1, *end = b + n;
     field f[3];
     kv_map *m = &srv->map;
@@ -618,7 +618,7 @@ static void conn_consume(srv_conn *c, size_t n) {
 
 /* Handle complete frames in order while nothing is waiting to be sent (backpressure: a
  * client that does not read its replies gets no more of them). */
-static void conn_process(ddl_tcpstore_server *srv, srv_conn *c) {
+static void conn_process(ddl_tcp_server *srv, srv_conn *c) {
     while (!c->dead && c->out_len == 0 && c->in_len >= 4) {
         uint32_t n = get_be32(c->in);
         if (n == 0 || n > DDL_STORE_MAX_FRAME) {
@@ -693,7 +693,7 @@ static void format_peer(char *buf, size_t n, const struct sockaddr *sa) {
     }
 }
 
-static void server_accept(ddl_tcpstore_server *srv) {
+static void server_accept(ddl_tcp_server *srv) {
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
@@ -741,7 +741,7 @@ static void timeout_msg(const kv_map *m, const uint8_t *b, size_t n, char *buf, 
 }
 
 /* Time out parked requests whose deadline passed; returns the poll() timeout until the next. */
-static int server_expire(ddl_tcpstore_server *srv) {
+static int server_expire(ddl_tcp_server *srv) {
     int64_t now = now_ms(), next = INT64_MAX;
     for (size_t i = 0; i < srv->nconns; i++) {
         srv_conn *c = srv->conns[i];
@@ -764,7 +764,7 @@ static int server_expire(ddl_tcpstore_server *srv) {
 }
 
 /* Retry parked requests while keys keep appearing. */
-static void server_wake_parked(ddl_tcpstore_server *srv) {
+static void server_wake_parked(ddl_tcp_server *srv) {
     while (srv->changed) {
         srv->changed = 0;
         for (size_t i = 0; i < srv->nconns; i++) {
@@ -774,7 +774,7 @@ static void server_wake_parked(ddl_tcpstore_server *srv) {
     }
 }
 
-static void server_compact(ddl_tcpstore_server *srv) {
+static void server_compact(ddl_tcp_server *srv) {
     size_t k = 0;
     for (size_t i = 0; i < srv->nconns; i++) {
         if (srv->conns[i]->dead)
@@ -786,7 +786,7 @@ static void server_compact(ddl_tcpstore_server *srv) {
 }
 
 static void *server_main(void *arg) {
-    ddl_tcpstore_server *srv = arg;
+    ddl_tcp_server *srv = arg;
     struct pollfd *pfd = NULL;
     size_t pcap = 0;
     while (!atomic_load(&srv->stop)) {
@@ -841,7 +841,7 @@ static void *server_main(void *arg) {
     return NULL;
 }
 
-static void server_free(ddl_tcpstore_server *srv) {
+static void server_free(ddl_tcp_server *srv) {
     for (size_t i = 0; i < srv->nconns; i++) {
         conn_drop(srv->conns[i]);
         free(srv->conns[i]);
@@ -868,7 +868,7 @@ static ddl_status check_port(const char *who, int port, int allow_zero) {
     return DDL_OK;
 }
 
-ddl_status ddl_tcpstore_server_start(ddl_tcpstore_server **out, const char *host, int port,
+ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port,
                                      int *bound_port) {
     if (!out) DDL_FAIL(DDL_E_VALUE, "tcpstore server: output pointer is NULL");
     *out = NULL;
@@ -908,7 +908,7 @@ ddl_status ddl_tcpstore_server_start(ddl_tcpstore_server **out, const char *host
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
         bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                : ((struct sockaddr_in *)&ss)->sin_port);
-    ddl_tcpstore_server *srv = calloc(1, sizeof *srv);
+    ddl_tcp_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         close(fd);
         DDL_FAIL(DDL_E_NOMEM, "tcpstore server: out of memory");
@@ -938,7 +938,7 @@ ddl_status ddl_tcpstore_server_start(ddl_tcpstore_server **out, const char *host
     return DDL_OK;
 }
 
-void ddl_tcpstore_server_stop(ddl_tcpstore_server *srv) {
+void ddl_tcp_server_free(ddl_tcp_server *srv) {
     if (!srv) return;
     atomic_store(&srv->stop, 1);
     char b = 1;
@@ -1391,7 +1391,7 @@ static const ddl_store_vtable tcp_vtable = {
     .num_keys = tcp_num_keys, .set_timeout = tcp_set_timeout, .destroy = tcp_destroy,
 };
 
-ddl_status ddl_store_connect_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms) {
+ddl_status ddl_store_new_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms) {
     if (!out) DDL_FAIL(DDL_E_VALUE, "store connect: output pointer is NULL");
     *out = NULL;
     if (!host || !host[0]) DDL_FAIL(DDL_E_VALUE, "store connect: host is empty");
@@ -1860,7 +1860,7 @@ static ddl_status make_dirs(const char *path) {
     return DDL_OK;
 }
 
-ddl_status ddl_store_open_file(ddl_store **out, const char *path) {
+ddl_status ddl_store_new_file(ddl_store **out, const char *path) {
     if (!out) DDL_FAIL(DDL_E_VALUE, "file store: output pointer is NULL");
     *out = NULL;
     if (!path || !path[0]) DDL_FAIL(DDL_E_VALUE, "file store: path is empty");
@@ -2016,7 +2016,7 @@ static void pfx_set_timeout(ddl_store *s, int64_t ms) {
 
 static void pfx_destroy(ddl_store *s) {
     prefix_store *p = (prefix_store *)s;
-    ddl_store_free(p->inner);
+    ddl_store_release(p->inner);
     free(p->prefix);
     free(p);
 }
@@ -2027,7 +2027,7 @@ static const ddl_store_vtable prefix_vtable = {
     .num_keys = pfx_num_keys, .set_timeout = pfx_set_timeout, .destroy = pfx_destroy,
 };
 
-ddl_status ddl_store_prefix_new(ddl_store **out, const char *prefix, ddl_store *base) {
+ddl_status ddl_store_new_prefix(ddl_store **out, const char *prefix, ddl_store *base) {
     if (!out) DDL_FAIL(DDL_E_VALUE, "prefix store: output pointer is NULL");
     *out = NULL;
     if (!base) DDL_FAIL(DDL_E_VALUE, "prefix store: base store is NULL");

@@ -153,7 +153,7 @@ const char* coll_name(int c) {
 
 const char* redop_name(int op) {
     static const char* names[] = {"SUM", "AVG", "MIN", "MAX", "PRODUCT"};
-    return op >= 0 && op < DDL_NUM_REDOPS ? names[op] : "?";
+    return op >= 0 && op < DDL_COMM_NUM_OPS ? names[op] : "?";
 }
 
 // The fixed-size description every rank exchanges before a collective's data.
@@ -324,9 +324,9 @@ namespace {
 template <typename T>
 void (*reduce_fn(int op))(void*, const void*, const void*, size_t) {
     switch (op) {
-    case DDL_MIN: return &gloo::min<T>;
-    case DDL_MAX: return &gloo::max<T>;
-    case DDL_PRODUCT: return &gloo::product<T>;
+    case DDL_COMM_MIN: return &gloo::min<T>;
+    case DDL_COMM_MAX: return &gloo::max<T>;
+    case DDL_COMM_PRODUCT: return &gloo::product<T>;
     default: return &gloo::sum<T>;
     }
 }
@@ -481,13 +481,13 @@ bool ddl_pg::exchange_descriptors(ddl_work* w) {
     if (!eager) return false;
     void* pa = ddl_tensor_data(w->a);
     const uint8_t* blocks = xout.data() + sizeof(Descriptor);
-    int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+    int op = d.redop == DDL_COMM_AVG ? DDL_COMM_SUM : d.redop;
     if (d.dtype == DDL_FLOAT32) {
         reduce_blocks(static_cast<float*>(pa), blocks, block, size, d.count, op);
-        if (d.redop == DDL_AVG) divide(static_cast<float*>(pa), d.count, size);
+        if (d.redop == DDL_COMM_AVG) divide(static_cast<float*>(pa), d.count, size);
     } else if (d.dtype == DDL_FLOAT64) {
         reduce_blocks(static_cast<double*>(pa), blocks, block, size, d.count, op);
-        if (d.redop == DDL_AVG) divide(static_cast<double*>(pa), d.count, size);
+        if (d.redop == DDL_COMM_AVG) divide(static_cast<double*>(pa), d.count, size);
     } else {
         reduce_blocks(static_cast<int64_t*>(pa), blocks, block, size, d.count, op);
     }
@@ -504,7 +504,7 @@ void ddl_pg::run_collective(ddl_work* w) {
     switch (d.coll) {
     case DDL_COLL_ALLREDUCE: {
         gloo::AllreduceOptions opts(ctx);
-        int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+        int op = d.redop == DDL_COMM_AVG ? DDL_COMM_SUM : d.redop;
         if (d.dtype == DDL_FLOAT32) {
             opts.setOutput(static_cast<float*>(pa), (size_t)d.count);
             opts.setReduceFunction(reduce_fn<float>(op));
@@ -518,7 +518,7 @@ void ddl_pg::run_collective(ddl_work* w) {
         opts.setTag(tag);
         opts.setTimeout(timeout);
         if (d.count > 0) gloo::allreduce(opts);
-        if (d.redop == DDL_AVG) {
+        if (d.redop == DDL_COMM_AVG) {
             if (d.dtype == DDL_FLOAT32) divide(static_cast<float*>(pa), d.count, size);
             else divide(static_cast<double*>(pa), d.count, size);
         }
@@ -560,13 +560,13 @@ void ddl_pg::run_collective(ddl_work* w) {
         opts.setTimeout(timeout);
         if (chunk > 0) gloo::alltoall(opts);
         if (d.coll == DDL_COLL_REDUCE_SCATTER && chunk > 0) {
-            int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+            int op = d.redop == DDL_COMM_AVG ? DDL_COMM_SUM : d.redop;
             if (d.dtype == DDL_FLOAT32) {
                 reduce_chunks(static_cast<float*>(pa), reinterpret_cast<float*>(dst), size, chunk, op);
-                if (d.redop == DDL_AVG) divide(static_cast<float*>(pa), chunk, size);
+                if (d.redop == DDL_COMM_AVG) divide(static_cast<float*>(pa), chunk, size);
             } else if (d.dtype == DDL_FLOAT64) {
                 reduce_chunks(static_cast<double*>(pa), reinterpret_cast<double*>(dst), size, chunk, op);
-                if (d.redop == DDL_AVG) divide(static_cast<double*>(pa), chunk, size);
+                if (d.redop == DDL_COMM_AVG) divide(static_cast<double*>(pa), chunk, size);
             } else {
                 reduce_chunks(static_cast<int64_t*>(pa), reinterpret_cast<int64_t*>(dst), size,
                               chunk, op);
@@ -576,7 +576,7 @@ void ddl_pg::run_collective(ddl_work* w) {
     }
     case DDL_COLL_REDUCE: {
         gloo::ReduceOptions opts(ctx);
-        int op = d.redop == DDL_AVG ? DDL_SUM : d.redop;
+        int op = d.redop == DDL_COMM_AVG ? DDL_COMM_SUM : d.redop;
         // Gloo reduces into every rank's output (its scratch space): a non-root rank works on
         // a copy so that its tensor is left as it was
         std::vector<uint8_t> scratch;
@@ -598,7 +598,7 @@ void ddl_pg::run_collective(ddl_work* w) {
         opts.setTag(tag);
         opts.setTimeout(timeout);
         if (d.count > 0) gloo::reduce(opts);
-        if (d.redop == DDL_AVG && rank == d.root) {
+        if (d.redop == DDL_COMM_AVG && rank == d.root) {
             if (d.dtype == DDL_FLOAT32) divide(static_cast<float*>(pa), d.count, size);
             else divide(static_cast<double*>(pa), d.count, size);
         }
@@ -894,7 +894,7 @@ ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int 
         ddl_work_free(w);  // the queue's reference
         std::lock_guard<std::mutex> lock(pg->qm);
         pg->busy = false;
-        pg->qcv.notify_all();  // under the lock: ddl_pg_free may delete pg once it sees !busy
+        pg->qcv.notify_all();  // under the lock: ddl_pg_release may delete pg once it sees !busy
     } else {
         pg->qcv.notify_one();
     }
@@ -1008,7 +1008,7 @@ const ddl_store_vtable redis_vtable = {
 
 extern "C" {
 
-ddl_status ddl_store_open_redis(ddl_store** out, const char* host, int port) {
+ddl_status ddl_store_new_redis(ddl_store** out, const char* host, int port) {
     if (!host || !*host || port < 1 || port > 65535)
         return ddl_fail(DDL_E_VALUE, "redis store: bad address %s:%d", host ? host : "", port);
     try {
@@ -1053,7 +1053,7 @@ ddl_status ddl_gloo_selftest(double* result) {
                 ctx->connectFullMesh(store, dev);
                 gloo::AllreduceOptions opts(ctx);
                 opts.setOutput(&v[rank], 1);
-                opts.setReduceFunction(reduce_fn<double>(DDL_SUM));
+                opts.setReduceFunction(reduce_fn<double>(DDL_COMM_SUM));
                 opts.setTag(1);
                 gloo::allreduce(opts);
                 st[rank] = DDL_OK;
@@ -1222,10 +1222,8 @@ void ddl_pg_release(ddl_pg* pg) {
     }
 }
 
-void ddl_pg_free(ddl_pg* pg) {
-    if (!pg) return;
-    pg_shutdown(pg);
-    ddl_pg_release(pg);
+void ddl_pg_shutdown(ddl_pg* pg) {
+    if (pg) pg_shutdown(pg);
 }
 
 int ddl_pg_rank(const ddl_pg* pg) { return pg->rank; }
@@ -1236,12 +1234,12 @@ ddl_status ddl_pg_check(const ddl_pg* pg) {
     return DDL_OK;
 }
 
-ddl_status ddl_pg_allreduce(ddl_pg* pg, ddl_tensor* t, ddl_redop op, int64_t timeout_ms,
+ddl_status ddl_pg_allreduce(ddl_pg* pg, ddl_tensor* t, ddl_comm_op op, int64_t timeout_ms,
                             ddl_work** work) {
     ddl_status st = check_tensor(t, "all_reduce", "tensor", true);
     if (st) return st;
-    if ((unsigned)op >= DDL_NUM_REDOPS) return ddl_fail(DDL_E_VALUE, "all_reduce: bad op %d", op);
-    if (op == DDL_AVG && t->dtype == DDL_INT64)
+    if ((unsigned)op >= DDL_COMM_NUM_OPS) return ddl_fail(DDL_E_VALUE, "all_reduce: bad op %d", op);
+    if (op == DDL_COMM_AVG && t->dtype == DDL_INT64)
         return ddl_fail(DDL_E_TYPE, "all_reduce: AVG needs a floating-point tensor, got int64");
     return submit(pg, DDL_COLL_ALLREDUCE, t, nullptr, 0, op, ddl_tensor_numel(t), 0, timeout_ms,
                   work);
@@ -1270,14 +1268,14 @@ ddl_status ddl_pg_allgather(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, i
     return submit(pg, DDL_COLL_ALLGATHER, out, in, 0, 0, ddl_tensor_numel(in), 0, timeout_ms, work);
 }
 
-ddl_status ddl_pg_reduce_scatter(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, ddl_redop op,
+ddl_status ddl_pg_reduce_scatter(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, ddl_comm_op op,
                                  int64_t timeout_ms, ddl_work** work) {
     ddl_status st = check_tensor(out, "reduce_scatter", "output", true);
     if (!st) st = check_tensor(in, "reduce_scatter", "input", true);
     if (st) return st;
-    if ((unsigned)op >= DDL_NUM_REDOPS)
+    if ((unsigned)op >= DDL_COMM_NUM_OPS)
         return ddl_fail(DDL_E_VALUE, "reduce_scatter: bad op %d", op);
-    if (op == DDL_AVG && out->dtype == DDL_INT64)
+    if (op == DDL_COMM_AVG && out->dtype == DDL_INT64)
         return ddl_fail(DDL_E_TYPE, "reduce_scatter: AVG needs a floating-point tensor");
     if (out->dtype != in->dtype || ddl_tensor_numel(in) != ddl_tensor_numel(out) * pg->size)
         return ddl_fail(DDL_E_VALUE, "reduce_scatter: input holds %lld elements; it needs %d x %lld",
@@ -1287,14 +1285,14 @@ ddl_status ddl_pg_reduce_scatter(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* 
                   timeout_ms, work);
 }
 
-ddl_status ddl_pg_reduce(ddl_pg* pg, ddl_tensor* t, int root, ddl_redop op, int64_t timeout_ms,
+ddl_status ddl_pg_reduce(ddl_pg* pg, ddl_tensor* t, int root, ddl_comm_op op, int64_t timeout_ms,
                          ddl_work** work) {
     ddl_status st = check_tensor(t, "reduce", "tensor", true);
     if (st) return st;
     if (root < 0 || root >= pg->size)
         return ddl_fail(DDL_E_VALUE, "reduce: root %d is outside [0, %d)", root, pg->size);
-    if ((unsigned)op >= DDL_NUM_REDOPS) return ddl_fail(DDL_E_VALUE, "reduce: bad op %d", op);
-    if (op == DDL_AVG && t->dtype == DDL_INT64)
+    if ((unsigned)op >= DDL_COMM_NUM_OPS) return ddl_fail(DDL_E_VALUE, "reduce: bad op %d", op);
+    if (op == DDL_COMM_AVG && t->dtype == DDL_INT64)
         return ddl_fail(DDL_E_TYPE, "reduce: AVG needs a floating-point tensor, got int64");
     return submit(pg, DDL_COLL_REDUCE, t, nullptr, root, op, ddl_tensor_numel(t), 0, timeout_ms,
                   work);

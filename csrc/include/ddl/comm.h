@@ -39,10 +39,10 @@ extern "C" {
 typedef struct ddl_pg ddl_pg;
 
 /* A store over a Redis server through Gloo's RedisStore (set/get/wait/check only). */
-ddl_status ddl_store_open_redis(ddl_store **out, const char *host, int port);
+ddl_status ddl_store_new_redis(ddl_store **out, const char *host, int port);
 typedef struct ddl_work ddl_work;
 
-typedef enum { DDL_SUM = 0, DDL_AVG, DDL_MIN, DDL_MAX, DDL_PRODUCT, DDL_NUM_REDOPS } ddl_redop;
+typedef enum { DDL_COMM_SUM = 0, DDL_COMM_AVG, DDL_COMM_MIN, DDL_COMM_MAX, DDL_COMM_PRODUCT, DDL_COMM_NUM_OPS } ddl_comm_op;
 
 typedef enum {
     DDL_COLL_ALLREDUCE = 1, DDL_COLL_BROADCAST, DDL_COLL_ALLGATHER, DDL_COLL_REDUCE_SCATTER,
@@ -56,13 +56,15 @@ typedef enum {
  * ranks started with a different `size` fail every rank at once with DDL_E_VALUE. */
 ddl_status ddl_pg_new(ddl_pg **out, ddl_store *store, const char *prefix, int rank, int size,
                       const char *hostname, const char *iface, int64_t timeout_ms);
-/* Drain the queue, stop the thread, close the connections, and drop the caller's reference.
- * Later collectives on the group (through other references) fail with DDL_E_VALUE. NULL is a
- * no-op. */
-void ddl_pg_free(ddl_pg *pg);
-/* References for holders that must not outlive the group's memory (the DDP reducer). */
+/* A group is refcounted: ddl_pg_new's reference and one per ddl_pg_retain (which returns pg),
+ * each given back with ddl_pg_release; the last frees it (NULL is a no-op for both). Holders
+ * that must not outlive the group's memory (the DDP reducer) take references. */
 ddl_pg *ddl_pg_retain(ddl_pg *pg);
 void ddl_pg_release(ddl_pg *pg);
+/* Drain the queue, stop the thread and close the connections now, whoever still holds a
+ * reference: later collectives on the group fail with DDL_E_VALUE. Idempotent; NULL is a
+ * no-op. The caller still releases its reference. */
+void ddl_pg_shutdown(ddl_pg *pg);
 int ddl_pg_rank(const ddl_pg *pg);
 int ddl_pg_size(const ddl_pg *pg);
 /* DDL_OK, or the error that broke the group (message set). */
@@ -71,7 +73,7 @@ ddl_status ddl_pg_check(const ddl_pg *pg);
 /* Collectives. Tensors must be contiguous float32/float64/int64 (int64 AVG is an error);
  * they are updated in place and kept alive until the work completes. timeout_ms 0 uses the
  * group's. With `work` NULL the call waits; else *work is a handle for ddl_work_wait. */
-ddl_status ddl_pg_allreduce(ddl_pg *pg, ddl_tensor *t, ddl_redop op, int64_t timeout_ms,
+ddl_status ddl_pg_allreduce(ddl_pg *pg, ddl_tensor *t, ddl_comm_op op, int64_t timeout_ms,
                             ddl_work **work);
 ddl_status ddl_pg_broadcast(ddl_pg *pg, ddl_tensor *t, int root, int64_t timeout_ms,
                             ddl_work **work);
@@ -79,10 +81,10 @@ ddl_status ddl_pg_broadcast(ddl_pg *pg, ddl_tensor *t, int root, int64_t timeout
 ddl_status ddl_pg_allgather(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in,
                             int64_t timeout_ms, ddl_work **work);
 /* out (n) = reduction over ranks of their in[rank*n .. (rank+1)*n) chunk; in (size * n) */
-ddl_status ddl_pg_reduce_scatter(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, ddl_redop op,
+ddl_status ddl_pg_reduce_scatter(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, ddl_comm_op op,
                                  int64_t timeout_ms, ddl_work **work);
 /* t on root = reduction of every rank's t (other ranks' t is left as it was) */
-ddl_status ddl_pg_reduce(ddl_pg *pg, ddl_tensor *t, int root, ddl_redop op, int64_t timeout_ms,
+ddl_status ddl_pg_reduce(ddl_pg *pg, ddl_tensor *t, int root, ddl_comm_op op, int64_t timeout_ms,
                          ddl_work **work);
 /* out on root (size * numel(in)) = every rank's in; out NULL on other ranks */
 ddl_status ddl_pg_gather(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, int root,

@@ -91,7 +91,8 @@ ddl_status ddl_storage_new(ddl_storage **out, size_t nbytes, int zero);
 /* A storage over memory owned elsewhere: `release(ctx)` runs when the last reference goes. */
 ddl_status ddl_storage_borrow(ddl_storage **out, void *data, size_t nbytes, ddl_release_fn release,
                               void *ctx);
-void ddl_storage_retain(ddl_storage *s);
+/* Add a reference; returns s. */
+ddl_storage *ddl_storage_retain(ddl_storage *s);
 void ddl_storage_release(ddl_storage *s);
 
 /* ---- tensors ---------------------------------------------------------------------------- */
@@ -114,7 +115,8 @@ typedef struct ddl_tensor {
     struct ddl_leaf_hook *hook;   /* set by ddl_tensor_set_hook, else NULL */
 } ddl_tensor;
 
-void ddl_tensor_retain(ddl_tensor *t);
+/* Add a reference; returns t. */
+ddl_tensor *ddl_tensor_retain(ddl_tensor *t);
 void ddl_tensor_release(ddl_tensor *t); /* NULL is a no-op */
 
 int64_t ddl_tensor_numel(const ddl_tensor *t);
@@ -208,8 +210,8 @@ static inline ddl_status ddl_add(ddl_tensor **out, const ddl_tensor *a, const dd
 /* ---- reductions ------------------------------------------------------------------------- */
 
 typedef enum {
-    DDL_RED_SUM, DDL_RED_MEAN, DDL_RED_MAX, DDL_RED_MIN, DDL_RED_ARGMAX, DDL_RED_ARGMIN,
-    DDL_RED_VAR, DDL_RED_STD, DDL_RED_PROD,
+    DDL_REDUCE_SUM, DDL_REDUCE_MEAN, DDL_REDUCE_MAX, DDL_REDUCE_MIN, DDL_REDUCE_ARGMAX, DDL_REDUCE_ARGMIN,
+    DDL_REDUCE_VAR, DDL_REDUCE_STD, DDL_REDUCE_PROD,
     DDL_NUM_REDUCE_OPS
 } ddl_reduce_op;
 

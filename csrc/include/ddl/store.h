@@ -5,11 +5,11 @@
  * A `ddl_store` is a small key-value store that the ranks of a job share to find each other
  * (what PyTorch calls a c10d Store and Gloo a rendezvous::Store). Three kinds sit behind one
  * API through a vtable:
- *   - TCP: one process runs a `ddl_tcpstore_server` (a thread with a poll loop); every rank,
- *     the server's own process included, connects a client with ddl_store_connect_tcp().
+ *   - TCP: one process runs a `ddl_tcp_server` (a thread with a poll loop); every rank,
+ *     the server's own process included, connects a client with ddl_store_new_tcp().
  *   - file: a directory on a filesystem every rank sees, one file per key
- *     (ddl_store_open_file()).
- *   - prefix: every key of another store prefixed with "<prefix>/" (ddl_store_prefix_new()).
+ *     (ddl_store_new_file()).
+ *   - prefix: every key of another store prefixed with "<prefix>/" (ddl_store_new_prefix()).
  *
  * Keys are NUL-terminated strings of at most DDL_STORE_MAX_KEY bytes (the empty key is
  * allowed). Values are arbitrary bytes, NULs included. `get` and `wait` block until the keys
@@ -19,19 +19,19 @@
  *
  * Example (error handling shortened)
  * -------
- *     ddl_tcpstore_server *srv = NULL;
+ *     ddl_tcp_server *srv = NULL;
  *     ddl_store *s = NULL;
  *     int port = 0;
- *     ddl_tcpstore_server_start(&srv, "127.0.0.1", 0, &port);   // rank 0 only
- *     ddl_store_connect_tcp(&s, "127.0.0.1", port, 30000);       // every rank
+ *     ddl_tcp_server_new(&srv, "127.0.0.1", 0, &port);   // rank 0 only
+ *     ddl_store_new_tcp(&s, "127.0.0.1", port, 30000);       // every rank
  *     ddl_store_set(s, "rank0/addr", "10.0.0.1:4242", 13);
  *     void *v; size_t n;
  *     if (ddl_store_get(s, "rank1/addr", &v, &n, 30000) == DDL_OK) { use(v, n); free(v); }
- *     ddl_store_free(s);
- *     ddl_tcpstore_server_stop(srv);
+ *     ddl_store_release(s);
+ *     ddl_tcp_server_free(srv);
  *
  * Ownership: constructors write a handle holding one reference to *out. ddl_store_retain()
- * adds one; ddl_store_free() drops one and frees the store with the last (NULL is a no-op).
+ * adds one; ddl_store_release() drops one and frees the store with the last (NULL is a no-op).
  * Buffers returned through `void **` are malloc'd; the caller free()s them.
  *
  * Note: internal.h's inline element helper is also named ddl_store(), so one .c file cannot
@@ -92,31 +92,31 @@ extern "C" {
 #define DDL_STORE_MAX_FRAME (64u * 1024 * 1024) /* bytes after a frame's length prefix */
 
 typedef struct ddl_store ddl_store;
-typedef struct ddl_tcpstore_server ddl_tcpstore_server;
+typedef struct ddl_tcp_server ddl_tcp_server;
 
 /* ---- constructors ---------------------------------------------------------------------- */
 
 /* Start a TCP store server listening on `host` (a name or address, resolved with getaddrinfo;
  * it binds that address only: "0.0.0.0" or "::" for every interface) and `port` (0 = any free
  * port). *bound_port (may be NULL) receives the port it listens on. The server runs on its
- * own thread until ddl_tcpstore_server_stop(). Errors: DDL_E_VALUE (bad port, unresolvable
+ * own thread until ddl_tcp_server_free(). Errors: DDL_E_VALUE (bad port, unresolvable
  * host), DDL_E_COMM (bind/listen failed, e.g. the port is taken), DDL_E_NOMEM. */
-ddl_status ddl_tcpstore_server_start(ddl_tcpstore_server **out, const char *host, int port,
+ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port,
                                      int *bound_port);
 /* Stop the server: closes every client connection (their pending calls fail with
  * DDL_E_COMM), joins its thread and frees everything. NULL is a no-op. */
-void ddl_tcpstore_server_stop(ddl_tcpstore_server *srv);
+void ddl_tcp_server_free(ddl_tcp_server *srv);
 
 /* Connect a client to the TCP store at host:port, retrying with backoff (10 ms doubling to
  * 1 s) until timeout_ms passes (< 0: forever), so clients may start before the server.
  * timeout_ms also becomes the handle's timeout. Errors: DDL_E_VALUE (bad port, host not resolvable),
  * DDL_E_TIMEOUT (no server answered in time; the message has the last connect error). */
-ddl_status ddl_store_connect_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms);
+ddl_status ddl_store_new_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms);
 
 /* Open (creating it and its parents if missing) the directory `path` as a store. A directory
  * used before is fine: keys left in it stay visible and may be overwritten. Handle timeout:
  * 300 s. Errors: DDL_E_VALUE (path empty or not a directory), DDL_E_COMM (mkdir failed). */
-ddl_status ddl_store_open_file(ddl_store **out, const char *path);
+ddl_status ddl_store_new_file(ddl_store **out, const char *path);
 /* Remove the store files (keys, temporaries, lock) from a file store's directory and the
  * directory itself when that leaves it empty; other files are left alone. For the last rank
  * of a job to clean up. Errors: DDL_E_COMM naming the path. */
@@ -124,7 +124,7 @@ ddl_status ddl_store_file_remove(const char *path);
 
 /* A store whose keys are "<prefix>/<key>" in `base`; it takes a reference to base.
  * num_keys counts all of base's keys (as PyTorch's PrefixStore does). */
-ddl_status ddl_store_prefix_new(ddl_store **out, const char *prefix, ddl_store *base);
+ddl_status ddl_store_new_prefix(ddl_store **out, const char *prefix, ddl_store *base);
 
 /* ---- operations (every handle kind) ---------------------------------------------------- */
 
@@ -157,7 +157,7 @@ ddl_status ddl_store_num_keys(ddl_store *s, int64_t *n);
 ddl_status ddl_store_set_timeout(ddl_store *s, int64_t timeout_ms);
 
 ddl_store *ddl_store_retain(ddl_store *s);
-void ddl_store_free(ddl_store *s);
+void ddl_store_release(ddl_store *s);
 
 /* ---- for implementers of other store kinds ---------------------------------------------
  * Embed `ddl_store` first in your struct, set vt and refs = 1. The ddl_store_* entry points
