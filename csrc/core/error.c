@@ -1,14 +1,20 @@
-/* error.c: the thread-local error message behind ddl_status. */
+/* error.c: the thread-local error message and structured record behind ddl_status. */
 #include "core/internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 
 static _Thread_local char last_error[1024];
+static _Thread_local ddl_error_info last_info = {.rank = -1, .seq = -1};
 
 const char *ddl_last_error(void) { return last_error; }
+const ddl_error_info *ddl_last_error_info(void) { return &last_info; }
+ddl_error_info *ddl_error_detail(void) { return &last_info; }
 
 ddl_status ddl_fail(ddl_status st, const char *fmt, ...) {
+    memset(&last_info, 0, sizeof last_info);
+    last_info.rank = -1;
+    last_info.seq = -1;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);

@@ -57,6 +57,27 @@ ddl_status ddl_fail(ddl_status st, const char *fmt, ...)
     ;
 const char *ddl_status_name(ddl_status st);
 
+/* What a failure was about beyond its message, as fields: set by the layer that detected it
+ * (a dead peer, a timeout, a store that went away), read by whoever reports it (the Python
+ * binding puts them on the exception). Nobody parses a message to find them. Every ddl_fail
+ * clears the record to "nothing known" (the -1 / 0 / "" values below); the detecting code
+ * then fills what it knows with ddl_error_detail(). */
+#define DDL_ERROR_MAX_RANKS 16
+typedef struct {
+    int sys_errno;                    /* errno of the failing system call, or 0 */
+    int rank;                         /* the reporting process's rank, or -1 */
+    int n_ranks;                      /* how many of ranks[] are set */
+    int ranks[DDL_ERROR_MAX_RANKS];   /* the ranks at fault (dead, missing, disagreeing) */
+    int64_t seq;                      /* the collective's sequence number, or -1 */
+    char op[32];                      /* the collective or store call ("allreduce", "get"), or "" */
+    char peer[96];                    /* the peer's address ("host:port"), or "" */
+} ddl_error_info;
+
+/* This thread's record of the last error (valid until the next ddl_fail on this thread). */
+const ddl_error_info *ddl_last_error_info(void);
+/* The record to fill after ddl_fail (this thread's); returns it. */
+ddl_error_info *ddl_error_detail(void);
+
 /* ---- dtypes ----------------------------------------------------------------------------- */
 
 typedef enum {
