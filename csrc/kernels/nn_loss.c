@@ -3,6 +3,8 @@
 
 #include "core/internal.h"
 
+#include "kernels/common.h"
+
 #include <math.h>
 
 /* ---- validation helpers --------------------------------------------------------------------- */
@@ -123,7 +125,7 @@ ddl_status ddl_softmax_backward(float *dinp, const float *dout, const float *out
         double dot = 0.0;
         for (int64_t c = 0; c < C; c++) dot += (double)dy[c] * y[c];
         float fdot = (float)dot;
-        for (int64_t c = 0; c < C; c++) dx[c] += y[c] * (dy[c] - fdot);
+        for (int64_t c = 0; c < C; c++) dx[c] += PLANT(y[c] * (dy[c] - fdot));
     }
     return DDL_OK;
 }
@@ -157,7 +159,7 @@ ddl_status ddl_log_softmax_backward(float *dinp, const float *dout, const float 
         double s = 0.0;
         for (int64_t c = 0; c < C; c++) s += dy[c];
         float fs = (float)s;
-        for (int64_t c = 0; c < C; c++) dx[c] += dy[c] - expf(y[c]) * fs;
+        for (int64_t c = 0; c < C; c++) dx[c] += PLANT(dy[c] - expf(y[c]) * fs);
     }
     return DDL_OK;
 }

@@ -3,25 +3,15 @@
 
 #include "core/internal.h"
 
-#include <math.h>
+#include "kernels/common.h"
 
-typedef long long ll; /* for printf */
+#include <math.h>
 
 /* Channels handled together. The rows (n, c0..c0+CB-1, :) of a block are one contiguous run of
  * memory, so walking n outer and the block's channels inner streams through the tensor for
  * any S, including S = 1 (BatchNorm1d on (N, C)), where channel-outer order would touch a new
  * cache line per element. Per-channel accumulators for a block live on the stack. */
 #define CB 64
-
-/* Sums in double with 8 independent partials: no latency chain, same result on every call. */
-static inline double row_sum(const float *x, int64_t S) {
-    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t = 0.0;
-    int64_t s = 0;
-    for (; s + 8 <= S; s += 8)
-        for (int j = 0; j < 8; j++) a[j] += x[s + j];
-    for (; s < S; s++) t += x[s];
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + t;
-}
 
 /* sum((x - mean)^2) */
 static inline double row_sqdev(const float *x, int64_t S, double mean) {
@@ -58,8 +48,8 @@ static ddl_status bn_sizes(const char *who, int64_t N, int64_t C, int64_t S) {
                  "%s: input (N, C, S) = (%lld, %lld, %lld) must have "
                  "positive sizes",
                  who, (ll)N, (ll)C, (ll)S);
-    const int64_t lim = (int64_t)1 << 60;
-    if (C > lim / N || S > lim / (N * C))
+    int64_t t;
+    if (!prod4(&t, N, C, S, 1))
         DDL_FAIL(DDL_E_VALUE, "%s: input (%lld, %lld, %lld) is too large", who, (ll)N, (ll)C,
                  (ll)S);
     return DDL_OK;
@@ -102,7 +92,7 @@ ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invst
                 if (S == 1) /* (N, C): vectorize across channels instead */
                     for (int64_t j = 0; j < nb; j++) acc[j] += x[j];
                 else
-                    for (int64_t j = 0; j < nb; j++) acc[j] += row_sum(x + j * S, S);
+                    for (int64_t j = 0; j < nb; j++) acc[j] += sum_f32(x + j * S, S);
             }
             for (int64_t j = 0; j < nb; j++) mean[j] = acc[j] / (double)M, acc[j] = 0.0;
             /* Two passes (mean, then centered squares): no cancellation when |mean| >> std. */
@@ -190,7 +180,7 @@ ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, con
                     continue;
                 }
                 for (int64_t j = 0; j < nb; j++) {
-                    if (need_dy) sdy[j] += row_sum(dy + j * S, S);
+                    if (need_dy) sdy[j] += sum_f32(dy + j * S, S);
                     if (need_dev)
                         sdev[j] += row_dot_dev(dy + j * S, x + j * S, S, save_mean[c0 + j]);
                 }
