@@ -1,10 +1,14 @@
-/* kernels/common.h: what the nn_* kernel files share privately: size limits, the sliding-window
- * geometry check, an 8-partial double sum, and the test-only backward error plant. */
+/* kernels/common.h: what the nn_* kernel files share privately: size limits, the NULL-buffer
+ * check, the sliding-window geometry check, an 8-partial double sum, a stable sigmoid, and the
+ * test-only backward error plant. */
 #ifndef DDL_KERNELS_COMMON_H
 #define DDL_KERNELS_COMMON_H
 
 #include "ddl/core.h"
 
+#include "core/internal.h"
+
+#include <math.h>
 #include <stdint.h>
 
 /* Largest element count a buffer may have (keeps byte sizes and index arithmetic in int64). */
@@ -24,6 +28,12 @@ typedef long long ll; /* for printf */
 #else
 #define PLANT(v) (v)
 #endif
+
+/* A buffer needed for `n` elements must not be NULL (an empty one may be). */
+static inline ddl_status check_buf(const char *who, const char *name, const void *p, int64_t n) {
+    if (p == NULL && n > 0) DDL_FAIL(DDL_E_VALUE, "%s: `%s` is NULL", who, name);
+    return DDL_OK;
+}
 
 /* r = a*b*c*d, or 0 when it would pass MAX_ELEMS (all factors are >= 0). */
 static inline int prod4(int64_t *r, int64_t a, int64_t b, int64_t c, int64_t d) {
@@ -48,6 +58,13 @@ static inline double sum_f32(const float *x, int64_t n) {
         for (int j = 0; j < 8; j++) a[j] += x[i + j];
     for (; i < n; i++) t += x[i];
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + t;
+}
+
+/* 1 / (1 + exp(-x)) without overflow for any x. */
+static inline float sigmoidf_(float x) {
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
 }
 
 /* Output size (OH, OW) of a window of (KH, KW) with stride, padding and dilation sliding over

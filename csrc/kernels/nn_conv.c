@@ -99,6 +99,25 @@ static ddl_status conv_geom_init(conv_geom *g, const char *who, int64_t N, int64
     return DDL_OK;
 }
 
+/* A conv2d forward's (fast or naive) geometry and buffers. */
+static ddl_status conv_forward_args(conv_geom *g, const float *out, const float *inp,
+                                    const float *weight, int64_t N, int64_t C, int64_t H,
+                                    int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t sh,
+                                    int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+    DDL_TRY(conv_geom_init(g, "conv2d", N, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw));
+    return forward_bufs_check("conv2d", out, inp, weight);
+}
+
+/* A conv2d backward's (fast or naive) geometry and the inputs its gradients need. */
+static ddl_status conv_backward_args(conv_geom *g, const float *dinp, const float *dweight,
+                                     const float *dout, const float *inp, const float *weight,
+                                     int64_t N, int64_t C, int64_t H, int64_t W, int64_t O,
+                                     int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
+                                     int64_t pw, int64_t dh, int64_t dw) {
+    DDL_TRY(conv_geom_init(g, "conv2d_backward", N, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw));
+    return grad_inputs_check("conv2d_backward", dinp, dweight, dout, inp, weight);
+}
+
 /* The fast kernels' im2col scratch, needed unless the convolution is pointwise. */
 static ddl_status col_scratch_check(const conv_geom *g, const char *who, const float *col) {
     if (!col && !g->pointwise)
@@ -208,9 +227,8 @@ ddl_status ddl_conv2d_forward(float *out, float *col_scratch, const float *inp, 
     // out (N, O, OH, OW), col_scratch (C*KH*KW, OH*OW), inp (N, C, H, W), weight (O, C, KH, KW),
     // bias (O,)
     conv_geom g;
-    DDL_TRY(conv_geom_init(&g, "conv2d", N, C, H, W, O, KH, KW, stride_h, stride_w, pad_h, pad_w,
-                           dil_h, dil_w));
-    DDL_TRY(forward_bufs_check("conv2d", out, inp, weight));
+    DDL_TRY(conv_forward_args(&g, out, inp, weight, N, C, H, W, O, KH, KW, stride_h, stride_w,
+                              pad_h, pad_w, dil_h, dil_w));
     DDL_TRY(col_scratch_check(&g, "conv2d", col_scratch));
     for (int64_t n = 0; n < N; n++) {
         const float *x = inp + n * C * H * W; // (C, H, W)
@@ -237,9 +255,8 @@ ddl_status ddl_conv2d_backward(float *dinp, float *dweight, float *dbias, float 
     // dinp (N, C, H, W), dweight (O, C, KH, KW), dbias (O,), col_scratch (C*KH*KW, OH*OW),
     // dout (N, O, OH, OW), inp (N, C, H, W), weight (O, C, KH, KW)
     conv_geom g;
-    DDL_TRY(conv_geom_init(&g, "conv2d_backward", N, C, H, W, O, KH, KW, stride_h, stride_w, pad_h,
-                           pad_w, dil_h, dil_w));
-    DDL_TRY(grad_inputs_check("conv2d_backward", dinp, dweight, dout, inp, weight));
+    DDL_TRY(conv_backward_args(&g, dinp, dweight, dout, inp, weight, N, C, H, W, O, KH, KW,
+                               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
     if (dinp || dweight) DDL_TRY(col_scratch_check(&g, "conv2d_backward", col_scratch));
     const int64_t OHW = g.OHW, CKK = g.CKK;
     if (dbias) {
@@ -287,9 +304,8 @@ ddl_status ddl_conv2d_forward_naive(float *out, const float *inp, const float *w
                                     int64_t dil_w) {
     // out (N, O, OH, OW), inp (N, C, H, W), weight (O, C, KH, KW), bias (O,)
     conv_geom g;
-    DDL_TRY(conv_geom_init(&g, "conv2d", N, C, H, W, O, KH, KW, stride_h, stride_w, pad_h, pad_w,
-                           dil_h, dil_w));
-    DDL_TRY(forward_bufs_check("conv2d", out, inp, weight));
+    DDL_TRY(conv_forward_args(&g, out, inp, weight, N, C, H, W, O, KH, KW, stride_h, stride_w,
+                              pad_h, pad_w, dil_h, dil_w));
     for (int64_t n = 0; n < N; n++)
         for (int64_t o = 0; o < O; o++)
             for (int64_t oh = 0; oh < g.OH; oh++)
@@ -317,9 +333,8 @@ ddl_status ddl_conv2d_backward_naive(float *dinp, float *dweight, float *dbias, 
     // dinp (N, C, H, W), dweight (O, C, KH, KW), dbias (O,), dout (N, O, OH, OW),
     // inp (N, C, H, W), weight (O, C, KH, KW)
     conv_geom g;
-    DDL_TRY(conv_geom_init(&g, "conv2d_backward", N, C, H, W, O, KH, KW, stride_h, stride_w, pad_h,
-                           pad_w, dil_h, dil_w));
-    DDL_TRY(grad_inputs_check("conv2d_backward", dinp, dweight, dout, inp, weight));
+    DDL_TRY(conv_backward_args(&g, dinp, dweight, dout, inp, weight, N, C, H, W, O, KH, KW,
+                               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
     const int64_t OH = g.OH, OW = g.OW;
     if (dbias)
         for (int64_t o = 0; o < O; o++) {
@@ -385,11 +400,23 @@ static ddl_status linear_check(const char *who, int64_t B, int64_t IN, int64_t O
     return DDL_OK;
 }
 
+static ddl_status linear_forward_args(const float *out, const float *inp, const float *weight,
+                                      int64_t B, int64_t IN, int64_t OUT) {
+    DDL_TRY(linear_check("linear", B, IN, OUT));
+    return forward_bufs_check("linear", out, inp, weight);
+}
+
+static ddl_status linear_backward_args(const float *dinp, const float *dweight, const float *dout,
+                                       const float *inp, const float *weight, int64_t B,
+                                       int64_t IN, int64_t OUT) {
+    DDL_TRY(linear_check("linear_backward", B, IN, OUT));
+    return grad_inputs_check("linear_backward", dinp, dweight, dout, inp, weight);
+}
+
 ddl_status ddl_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                               int64_t B, int64_t IN, int64_t OUT) {
     // out (B, OUT), inp (B, IN), weight (OUT, IN), bias (OUT,)
-    DDL_TRY(linear_check("linear", B, IN, OUT));
-    DDL_TRY(forward_bufs_check("linear", out, inp, weight));
+    DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
     if (bias)
         for (int64_t b = 0; b < B; b++) memcpy(out + b * OUT, bias, (size_t)OUT * sizeof(float));
     ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)OUT, (int)IN, 1.0f, inp,
@@ -402,8 +429,7 @@ ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const 
                                int64_t OUT) {
     // dinp (B, IN), dweight (OUT, IN), dbias (OUT,), dout (B, OUT), inp (B, IN),
     // weight (OUT, IN)
-    DDL_TRY(linear_check("linear_backward", B, IN, OUT));
-    DDL_TRY(grad_inputs_check("linear_backward", dinp, dweight, dout, inp, weight));
+    DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
     if (dinp) /* dinp (B, IN) += dout (B, OUT) @ weight (OUT, IN) */
         ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)IN, (int)OUT, 1.0f,
                         dout, (int)OUT, weight, (int)IN, 1.0f, dinp, (int)IN);
@@ -430,8 +456,7 @@ ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const 
 ddl_status ddl_linear_forward_naive(float *out, const float *inp, const float *weight,
                                     const float *bias, int64_t B, int64_t IN, int64_t OUT) {
     // out (B, OUT), inp (B, IN), weight (OUT, IN), bias (OUT,)
-    DDL_TRY(linear_check("linear", B, IN, OUT));
-    DDL_TRY(forward_bufs_check("linear", out, inp, weight));
+    DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < OUT; j++) {
             double acc = bias ? bias[j] : 0.0;
@@ -446,8 +471,7 @@ ddl_status ddl_linear_backward_naive(float *dinp, float *dweight, float *dbias, 
                                      int64_t OUT) {
     // dinp (B, IN), dweight (OUT, IN), dbias (OUT,), dout (B, OUT), inp (B, IN),
     // weight (OUT, IN)
-    DDL_TRY(linear_check("linear_backward", B, IN, OUT));
-    DDL_TRY(grad_inputs_check("linear_backward", dinp, dweight, dout, inp, weight));
+    DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
     if (dinp)
         for (int64_t b = 0; b < B; b++)
             for (int64_t i = 0; i < IN; i++) {

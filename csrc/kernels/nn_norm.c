@@ -42,7 +42,9 @@ static inline void row_affine(float *y, const float *x, int64_t S, float m, floa
     for (int64_t s = 0; s < S; s++) y[s] = (x[s] - m) * a + b;
 }
 
-static ddl_status bn_sizes(const char *who, int64_t N, int64_t C, int64_t S) {
+/* Sizes of an (N, C, S) input; `batch_stats`: the call computes (or differentiates) batch
+ * statistics, which need more than one value per channel. */
+static ddl_status bn_sizes(const char *who, int64_t N, int64_t C, int64_t S, int batch_stats) {
     if (N < 1 || C < 1 || S < 1)
         DDL_FAIL(DDL_E_VALUE,
                  "%s: input (N, C, S) = (%lld, %lld, %lld) must have "
@@ -52,6 +54,11 @@ static ddl_status bn_sizes(const char *who, int64_t N, int64_t C, int64_t S) {
     if (!prod4(&t, N, C, S, 1))
         DDL_FAIL(DDL_E_VALUE, "%s: input (%lld, %lld, %lld) is too large", who, (ll)N, (ll)C,
                  (ll)S);
+    if (batch_stats && N * S < 2)
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: expected more than 1 value per channel when training, got input "
+                 "(N, C, S) = (%lld, %lld, %lld)",
+                 who, (ll)N, (ll)C, (ll)S);
     return DDL_OK;
 }
 
@@ -61,8 +68,7 @@ ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invst
                                  int64_t S, int training, double momentum, double eps) {
     // out (N, C, S), save_mean (C,), save_invstd (C,), running_mean (C,), running_var (C,),
     // inp (N, C, S), weight (C,), bias (C,)
-    ddl_status st = bn_sizes("batch_norm", N, C, S);
-    if (st != DDL_OK) return st;
+    DDL_TRY(bn_sizes("batch_norm", N, C, S, training));
     if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "batch_norm: out and inp must not be NULL");
     if (!running_mean != !running_var)
         DDL_FAIL(DDL_E_VALUE,
@@ -74,11 +80,6 @@ ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invst
     if (!isfinite(momentum))
         DDL_FAIL(DDL_E_VALUE, "batch_norm: momentum must be finite, got %g", momentum);
     const int64_t M = N * S; /* values per channel */
-    if (training && M < 2)
-        DDL_FAIL(DDL_E_VALUE,
-                 "batch_norm: expected more than 1 value per channel when "
-                 "training, got input (N, C, S) = (%lld, %lld, %lld)",
-                 (ll)N, (ll)C, (ll)S);
 
     double mean[CB], invstd[CB];
     float fmean[CB], scale[CB], shift[CB];
@@ -147,8 +148,7 @@ ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, con
                                   int training) {
     // dinp (N, C, S), dweight (C,), dbias (C,), dout (N, C, S), inp (N, C, S), weight (C,),
     // save_mean (C,), save_invstd (C,)
-    ddl_status st = bn_sizes("batch_norm_backward", N, C, S);
-    if (st != DDL_OK) return st;
+    DDL_TRY(bn_sizes("batch_norm_backward", N, C, S, training && dinp));
     if (!dout) DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: dout must not be NULL");
     const int need_dy = dbias || (training && dinp);    /* sum(dout) */
     const int need_dev = dweight || (training && dinp); /* sum(dout * (x - mean)) */
@@ -156,11 +156,6 @@ ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, con
     if ((need_dev || dinp) && (!save_mean || !save_invstd))
         DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: save_mean and save_invstd must not be NULL");
     const int64_t M = N * S;
-    if (training && dinp && M < 2)
-        DDL_FAIL(DDL_E_VALUE,
-                 "batch_norm_backward: expected more than 1 value per "
-                 "channel when training, got input (N, C, S) = (%lld, %lld, %lld)",
-                 (ll)N, (ll)C, (ll)S);
 
     double sdy[CB], sdev[CB];
     float ka[CB], kx[CB], kb[CB];
