@@ -1,5 +1,5 @@
-/* test_conv_kernels.c: nn_conv / nn_norm kernels against naive references and finite
- * differences. Exit code = number of failed checks (capped). */
+/* test_conv_kernels.c: nn_conv / nn_pool / nn_norm kernels against float64 references and their
+ * `_naive` twins; backward by finite differences of float64 reference objectives (harness.h). */
 #include "ddl/nn_conv.h"
 #include "ddl/nn_norm.h"
 

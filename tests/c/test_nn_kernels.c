@@ -1,5 +1,6 @@
-/* test_nn_kernels.c: nn_loss / nn_act / nn_rnn kernels (forward vs double references,
- * backward vs central finite differences on random projections). Exit code = #failures > 0. */
+/* test_nn_kernels.c: nn_loss / nn_act / nn_rnn kernels (forward vs double references, backward
+ * vs central finite differences of float64 reference objectives, harness.h). Exit code 1 on any
+ * failure. */
 #include "ddl/nn_act.h"
 #include "ddl/nn_loss.h"
 #include "ddl/nn_rnn.h"
