@@ -182,33 +182,20 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
         }                                                                                          \
     }
 
-#define DEF_COL_PROD(S, T)                                                                         \
-    static void col_prod_##S(double *restrict acc, const char *xb, int64_t nr, int64_t k,          \
-                             int64_t rs) {                                                         \
-        for (int64_t j = 0; j < k; j++) acc[j] = 1.0;                                              \
+/* acc[j] = INIT, then acc[j] OP= (A)row[j] over the rows, in row order. */
+#define DEF_COL_FOLD(NAME, S, T, A, INIT, OP)                                                      \
+    static void col_##NAME##_##S(A *restrict acc, const char *xb, int64_t nr, int64_t k,           \
+                                 int64_t rs) {                                                     \
+        for (int64_t j = 0; j < k; j++) acc[j] = INIT;                                             \
         for (int64_t i = 0; i < nr; i++) {                                                         \
             const T *restrict row = (const T *)(xb + i * rs);                                      \
-            for (int64_t j = 0; j < k; j++) acc[j] *= (double)row[j];                              \
+            for (int64_t j = 0; j < k; j++) acc[j] OP (A)row[j];                                   \
         }                                                                                          \
     }
-
+#define DEF_COL_PROD(S, T) DEF_COL_FOLD(prod, S, T, double, 1.0, *=)
 #define DEF_COL_INT(S, T)                                                                          \
-    static void col_isum_##S(uint64_t *restrict acc, const char *xb, int64_t nr, int64_t k,        \
-                             int64_t rs) {                                                         \
-        for (int64_t j = 0; j < k; j++) acc[j] = 0;                                                \
-        for (int64_t i = 0; i < nr; i++) {                                                         \
-            const T *restrict row = (const T *)(xb + i * rs);                                      \
-            for (int64_t j = 0; j < k; j++) acc[j] += (uint64_t)row[j];                            \
-        }                                                                                          \
-    }                                                                                              \
-    static void col_iprod_##S(uint64_t *restrict acc, const char *xb, int64_t nr, int64_t k,       \
-                              int64_t rs) {                                                        \
-        for (int64_t j = 0; j < k; j++) acc[j] = 1;                                                \
-        for (int64_t i = 0; i < nr; i++) {                                                         \
-            const T *restrict row = (const T *)(xb + i * rs);                                      \
-            for (int64_t j = 0; j < k; j++) acc[j] *= (uint64_t)row[j];                            \
-        }                                                                                          \
-    }
+    DEF_COL_FOLD(isum, S, T, uint64_t, 0, +=)                                                      \
+    DEF_COL_FOLD(iprod, S, T, uint64_t, 1, *=)
 
 #define DEF_COL_EXT(S, T, NAME, OP)                                                                \
     static void col_##NAME##_##S(char *outb, const char *xb, int64_t nr, int64_t k, int64_t rs) {  \

@@ -31,26 +31,18 @@
 
 #define VM_INLINE static inline __attribute__((always_inline))
 
-VM_INLINE uint32_t vm_bits_f32(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-VM_INLINE float vm_f32_bits(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-VM_INLINE uint64_t vm_bits_f64(double d) {
-    uint64_t u;
-    memcpy(&u, &d, sizeof u);
-    return u;
-}
-VM_INLINE double vm_f64_bits(uint64_t u) {
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-}
+/* Bit casts through memcpy (one move after inlining): vm_bits_f32, vm_f32_bits, vm_bits_f64,
+ * vm_f64_bits. */
+#define VM_BITCAST(NAME, TO, FROM)                                                                 \
+    VM_INLINE TO NAME(FROM v) {                                                                    \
+        TO r;                                                                                      \
+        memcpy(&r, &v, sizeof r);                                                                  \
+        return r;                                                                                  \
+    }
+VM_BITCAST(vm_bits_f32, uint32_t, float)
+VM_BITCAST(vm_f32_bits, float, uint32_t)
+VM_BITCAST(vm_bits_f64, uint64_t, double)
+VM_BITCAST(vm_f64_bits, double, uint64_t)
 
 /* ---- exp (float) ------------------------------------------------------------------------- */
 

@@ -3,16 +3,13 @@
 
 #include "core/internal.h"
 
+#include "kernels/common.h"
+
 #include <math.h>
 #include <string.h>
 
 static ddl_status check_n(const char *who, int64_t N) {
     if (N < 0) DDL_FAIL(DDL_E_VALUE, "%s: size must be >= 0, got %lld", who, (long long)N);
-    return DDL_OK;
-}
-
-static ddl_status check_buf(const char *who, const char *name, const void *p, int64_t n) {
-    if (p == NULL && n > 0) DDL_FAIL(DDL_E_VALUE, "%s: `%s` is NULL", who, name);
     return DDL_OK;
 }
 
@@ -67,12 +64,8 @@ static ddl_status check_approx(const char *who, ddl_gelu_approximate a) {
 }
 
 /* Both forms are written without 1 + erf / 1 + tanh, which cancel for negative x:
- * Phi(x) = erfc(-x / sqrt 2) / 2, and 0.5 (1 + tanh(u)) = sigmoid(2u). */
-static inline float sigmoidf_(float v) {
-    if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
-    float e = expf(v);
-    return e / (1.0f + e);
-}
+ * Phi(x) = erfc(-x / sqrt 2) / 2, and 0.5 (1 + tanh(u)) = sigmoid(2u) (sigmoidf_ in
+ * kernels/common.h). */
 
 ddl_status ddl_gelu_forward(float *out, const float *inp, int64_t N,
                             ddl_gelu_approximate approximate) {

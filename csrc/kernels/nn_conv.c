@@ -1,50 +1,20 @@
-/* nn_conv.c: float32 kernels for conv2d (im2col + sgemm), max/avg/adaptive-avg pool2d, linear. */
+/* nn_conv.c: float32 kernels for the sgemm-backed layers: conv2d (im2col + sgemm) and linear,
+ * each with its `_naive` twin for the tests; also the sliding-window size check that pooling
+ * shares (kernels/common.h). */
 #include "ddl/nn_conv.h"
 
 #include "core/internal.h"
 
 #include "core/blas.h"
+#include "kernels/common.h"
 
 #include <math.h>
 #include <string.h>
 
-/* Largest element count a buffer may have (keeps byte sizes and index arithmetic in int64). */
-#define MAX_ELEMS ((int64_t)1 << 60)
-/* Each size and parameter fits in an int (BLAS's index type), so sums and pairwise products
- * of them never overflow int64. */
-#define MAX_DIM ((int64_t)2147483647)
-
-typedef long long ll; /* for printf */
-
-/* r = a*b*c*d, or 0 when it would pass MAX_ELEMS (all factors are >= 0). */
-static int prod4(int64_t *r, int64_t a, int64_t b, int64_t c, int64_t d) {
-    int64_t v[4] = {a, b, c, d}, p = 1;
-    for (int i = 0; i < 4; i++) {
-        if (v[i] != 0 && p > MAX_ELEMS / v[i]) return 0;
-        p *= v[i];
-    }
-    *r = p;
-    return 1;
-}
-
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-/* Sum in double with 8 independent partials: a single accumulator is a latency chain that makes
- * conv2d's dbias cost more than its dweight sgemm. */
-static double sum_f32(const float *x, int64_t n) {
-    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t = 0.0;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) a[j] += x[i + j];
-    for (; i < n; i++) t += x[i];
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + t;
-}
-
 /* Output size of a sliding window over (H, W); validates the window parameters. */
-static ddl_status window_out_size(const char *who, int64_t *OH, int64_t *OW, int64_t H, int64_t W,
-                                  int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
-                                  int64_t pw, int64_t dh, int64_t dw) {
+ddl_status ddl_window_out_size(const char *who, int64_t *OH, int64_t *OW, int64_t H, int64_t W,
+                               int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
+                               int64_t pw, int64_t dh, int64_t dw) {
     if (H < 1 || W < 1 || KH < 1 || KW < 1)
         DDL_FAIL(DDL_E_VALUE,
                  "%s: input (%lld, %lld) and kernel (%lld, %lld) sizes must be positive", who,
@@ -77,6 +47,23 @@ static ddl_status window_out_size(const char *who, int64_t *OH, int64_t *OW, int
     *OW = (PW - ew) / sw + 1;
     return DDL_OK;
 }
+/* What a backward (conv2d or linear, fast or naive) needs: dout always, inp for dweight,
+ * weight for dinp. */
+static ddl_status grad_inputs_check(const char *who, const float *dinp, const float *dweight,
+                                    const float *dout, const float *inp, const float *weight) {
+    if (!dout) DDL_FAIL(DDL_E_VALUE, "%s: dout must not be NULL", who);
+    if (dweight && !inp) DDL_FAIL(DDL_E_VALUE, "%s: dweight needs inp, which is NULL", who);
+    if (dinp && !weight) DDL_FAIL(DDL_E_VALUE, "%s: dinp needs weight, which is NULL", who);
+    return DDL_OK;
+}
+
+/* A forward's buffers (conv2d or linear, fast or naive). */
+static ddl_status forward_bufs_check(const char *who, const float *out, const float *inp,
+                                     const float *weight) {
+    if (!out || !inp || !weight)
+        DDL_FAIL(DDL_E_VALUE, "%s: out, inp and weight must not be NULL", who);
+    return DDL_OK;
+}
 
 /* ---- conv2d ------------------------------------------------------------------------------ */
 
@@ -96,8 +83,7 @@ static ddl_status conv_geom_init(conv_geom *g, const char *who, int64_t N, int64
                  who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)O, (ll)C, (ll)KH, (ll)KW);
     if (N > MAX_DIM || C > MAX_DIM || O > MAX_DIM)
         DDL_FAIL(DDL_E_VALUE, "%s: sizes beyond 2^31 - 1 are not supported", who);
-    ddl_status st = window_out_size(who, &g->OH, &g->OW, H, W, KH, KW, sh, sw, ph, pw, dh, dw);
-    if (st != DDL_OK) return st;
+    DDL_TRY(ddl_window_out_size(who, &g->OH, &g->OW, H, W, KH, KW, sh, sw, ph, pw, dh, dw));
     int64_t t;
     if (!prod4(&t, N, C, H, W) || !prod4(&t, N, O, g->OH, g->OW) || !prod4(&t, O, C, KH, KW) ||
         !prod4(&g->CKK, C, KH, KW, 1) || !prod4(&t, g->CKK, g->OH, g->OW, 1) || g->CKK > MAX_DIM ||
@@ -113,12 +99,39 @@ static ddl_status conv_geom_init(conv_geom *g, const char *who, int64_t N, int64
     return DDL_OK;
 }
 
+/* A conv2d forward's (fast or naive) geometry and buffers. */
+static ddl_status conv_forward_args(conv_geom *g, const float *out, const float *inp,
+                                    const float *weight, int64_t N, int64_t C, int64_t H,
+                                    int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t sh,
+                                    int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+    DDL_TRY(conv_geom_init(g, "conv2d", N, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw));
+    return forward_bufs_check("conv2d", out, inp, weight);
+}
+
+/* A conv2d backward's (fast or naive) geometry and the inputs its gradients need. */
+static ddl_status conv_backward_args(conv_geom *g, const float *dinp, const float *dweight,
+                                     const float *dout, const float *inp, const float *weight,
+                                     int64_t N, int64_t C, int64_t H, int64_t W, int64_t O,
+                                     int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
+                                     int64_t pw, int64_t dh, int64_t dw) {
+    DDL_TRY(conv_geom_init(g, "conv2d_backward", N, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw));
+    return grad_inputs_check("conv2d_backward", dinp, dweight, dout, inp, weight);
+}
+
+/* The fast kernels' im2col scratch, needed unless the convolution is pointwise. */
+static ddl_status col_scratch_check(const conv_geom *g, const char *who, const float *col) {
+    if (!col && !g->pointwise)
+        DDL_FAIL(DDL_E_VALUE, "%s: col_scratch must not be NULL (it needs %lld floats)", who,
+                 (ll)(g->CKK * g->OHW));
+    return DDL_OK;
+}
+
 ddl_status ddl_conv2d_out_size(int64_t *OH, int64_t *OW, int64_t H, int64_t W, int64_t KH,
                                int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                                int64_t pad_w, int64_t dil_h, int64_t dil_w) {
     int64_t oh, ow;
     if (!OH || !OW) DDL_FAIL(DDL_E_VALUE, "conv2d_out_size: OH and OW must not be NULL");
-    ddl_status st = window_out_size("conv2d", &oh, &ow, H, W, KH, KW, stride_h, stride_w, pad_h,
+    ddl_status st = ddl_window_out_size("conv2d", &oh, &ow, H, W, KH, KW, stride_h, stride_w, pad_h,
                                     pad_w, dil_h, dil_w);
     if (st != DDL_OK) return st;
     *OH = oh, *OW = ow;
@@ -214,14 +227,9 @@ ddl_status ddl_conv2d_forward(float *out, float *col_scratch, const float *inp, 
     // out (N, O, OH, OW), col_scratch (C*KH*KW, OH*OW), inp (N, C, H, W), weight (O, C, KH, KW),
     // bias (O,)
     conv_geom g;
-    ddl_status st = conv_geom_init(&g, "conv2d", N, C, H, W, O, KH, KW, stride_h, stride_w, pad_h,
-                                   pad_w, dil_h, dil_w);
-    if (st != DDL_OK) return st;
-    if (!out || !inp || !weight)
-        DDL_FAIL(DDL_E_VALUE, "conv2d: out, inp and weight must not be NULL");
-    if (!col_scratch && !g.pointwise)
-        DDL_FAIL(DDL_E_VALUE, "conv2d: col_scratch must not be NULL (it needs %lld floats)",
-                 (ll)(g.CKK * g.OHW));
+    DDL_TRY(conv_forward_args(&g, out, inp, weight, N, C, H, W, O, KH, KW, stride_h, stride_w,
+                              pad_h, pad_w, dil_h, dil_w));
+    DDL_TRY(col_scratch_check(&g, "conv2d", col_scratch));
     for (int64_t n = 0; n < N; n++) {
         const float *x = inp + n * C * H * W; // (C, H, W)
         float *y = out + n * O * g.OHW;       // (O, OH*OW)
@@ -247,16 +255,9 @@ ddl_status ddl_conv2d_backward(float *dinp, float *dweight, float *dbias, float 
     // dinp (N, C, H, W), dweight (O, C, KH, KW), dbias (O,), col_scratch (C*KH*KW, OH*OW),
     // dout (N, O, OH, OW), inp (N, C, H, W), weight (O, C, KH, KW)
     conv_geom g;
-    ddl_status st = conv_geom_init(&g, "conv2d_backward", N, C, H, W, O, KH, KW, stride_h, stride_w,
-                                   pad_h, pad_w, dil_h, dil_w);
-    if (st != DDL_OK) return st;
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "conv2d_backward: dout must not be NULL");
-    if (dweight && !inp) DDL_FAIL(DDL_E_VALUE, "conv2d_backward: dweight needs inp, which is NULL");
-    if (dinp && !weight) DDL_FAIL(DDL_E_VALUE, "conv2d_backward: dinp needs weight, which is NULL");
-    if ((dinp || dweight) && !col_scratch && !g.pointwise)
-        DDL_FAIL(DDL_E_VALUE,
-                 "conv2d_backward: col_scratch must not be NULL (it needs %lld floats)",
-                 (ll)(g.CKK * g.OHW));
+    DDL_TRY(conv_backward_args(&g, dinp, dweight, dout, inp, weight, N, C, H, W, O, KH, KW,
+                               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
+    if (dinp || dweight) DDL_TRY(col_scratch_check(&g, "conv2d_backward", col_scratch));
     const int64_t OHW = g.OHW, CKK = g.CKK;
     if (dbias) {
         for (int64_t o = 0; o < O; o++) {
@@ -284,10 +285,11 @@ ddl_status ddl_conv2d_backward(float *dinp, float *dweight, float *dbias, float 
             // dcol (CKK, OHW) = weight^T (CKK, O) @ dy (O, OHW); pointwise: dcol is dx itself
             if (g.pointwise) {
                 ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)CKK, (int)OHW, (int)O,
-                                1.0f, weight, (int)CKK, dy, (int)OHW, 1.0f, dx, (int)OHW);
+                                PLANT(1.0f), weight, (int)CKK, dy, (int)OHW, 1.0f, dx, (int)OHW);
             } else {
                 ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)CKK, (int)OHW, (int)O,
-                                1.0f, weight, (int)CKK, dy, (int)OHW, 0.0f, col_scratch, (int)OHW);
+                                PLANT(1.0f), weight, (int)CKK, dy, (int)OHW, 0.0f, col_scratch,
+                                (int)OHW);
                 col2im_add(dx, col_scratch, &g);
             }
         }
@@ -302,11 +304,8 @@ ddl_status ddl_conv2d_forward_naive(float *out, const float *inp, const float *w
                                     int64_t dil_w) {
     // out (N, O, OH, OW), inp (N, C, H, W), weight (O, C, KH, KW), bias (O,)
     conv_geom g;
-    ddl_status st = conv_geom_init(&g, "conv2d", N, C, H, W, O, KH, KW, stride_h, stride_w, pad_h,
-                                   pad_w, dil_h, dil_w);
-    if (st != DDL_OK) return st;
-    if (!out || !inp || !weight)
-        DDL_FAIL(DDL_E_VALUE, "conv2d: out, inp and weight must not be NULL");
+    DDL_TRY(conv_forward_args(&g, out, inp, weight, N, C, H, W, O, KH, KW, stride_h, stride_w,
+                              pad_h, pad_w, dil_h, dil_w));
     for (int64_t n = 0; n < N; n++)
         for (int64_t o = 0; o < O; o++)
             for (int64_t oh = 0; oh < g.OH; oh++)
@@ -334,12 +333,8 @@ ddl_status ddl_conv2d_backward_naive(float *dinp, float *dweight, float *dbias, 
     // dinp (N, C, H, W), dweight (O, C, KH, KW), dbias (O,), dout (N, O, OH, OW),
     // inp (N, C, H, W), weight (O, C, KH, KW)
     conv_geom g;
-    ddl_status st = conv_geom_init(&g, "conv2d_backward", N, C, H, W, O, KH, KW, stride_h, stride_w,
-                                   pad_h, pad_w, dil_h, dil_w);
-    if (st != DDL_OK) return st;
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "conv2d_backward: dout must not be NULL");
-    if (dweight && !inp) DDL_FAIL(DDL_E_VALUE, "conv2d_backward: dweight needs inp, which is NULL");
-    if (dinp && !weight) DDL_FAIL(DDL_E_VALUE, "conv2d_backward: dinp needs weight, which is NULL");
+    DDL_TRY(conv_backward_args(&g, dinp, dweight, dout, inp, weight, N, C, H, W, O, KH, KW,
+                               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
     const int64_t OH = g.OH, OW = g.OW;
     if (dbias)
         for (int64_t o = 0; o < O; o++) {
@@ -387,273 +382,6 @@ ddl_status ddl_conv2d_backward_naive(float *dinp, float *dweight, float *dbias, 
                     }
     return DDL_OK;
 }
-
-/* ---- pooling ----------------------------------------------------------------------------- */
-
-static ddl_status pool_check(const char *who, int64_t *OH, int64_t *OW, int64_t N, int64_t C,
-                             int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
-                             int64_t ph, int64_t pw) {
-    if (N < 1 || C < 1 || H < 1 || W < 1 || KH < 1 || KW < 1)
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: input (N, C, H, W) = (%lld, %lld, %lld, %lld) and kernel (%lld, %lld) "
-                 "must have positive sizes",
-                 who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)KH, (ll)KW);
-    if (N > MAX_DIM || C > MAX_DIM)
-        DDL_FAIL(DDL_E_VALUE, "%s: sizes beyond 2^31 - 1 are not supported", who);
-    ddl_status st = window_out_size(who, OH, OW, H, W, KH, KW, sh, sw, ph, pw, 1, 1);
-    if (st != DDL_OK) return st;
-    /* Wider padding would give windows that lie wholly in the padding (no max to take). */
-    if (ph > KH / 2 || pw > KW / 2)
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)", who,
-                 (ll)ph, (ll)pw, (ll)KH, (ll)KW);
-    int64_t t;
-    if (!prod4(&t, N, C, H, W) || !prod4(&t, N, C, *OH, *OW))
-        DDL_FAIL(DDL_E_VALUE, "%s: input (%lld, %lld, %lld, %lld) is too large", who, (ll)N, (ll)C,
-                 (ll)H, (ll)W);
-    return DDL_OK;
-}
-
-ddl_status ddl_pool2d_out_size(int64_t *OH, int64_t *OW, int64_t H, int64_t W, int64_t KH,
-                               int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
-                               int64_t pad_w) {
-    int64_t oh, ow;
-    if (!OH || !OW) DDL_FAIL(DDL_E_VALUE, "pool2d_out_size: OH and OW must not be NULL");
-    ddl_status st =
-        pool_check("pool2d", &oh, &ow, 1, 1, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    *OH = oh, *OW = ow;
-    return DDL_OK;
-}
-
-/* The common 2x2, stride 2, no padding case, branch-free (first maximum wins, NaN wins) */
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),
-               optimize("no-trapping-math"))) static void maxpool22(float *restrict y, int64_t *restrict ix, const float *restrict x, int64_t W,
-                      int64_t OH, int64_t OW) {
-    for (int64_t oh = 0; oh < OH; oh++) {
-        const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
-        for (int64_t ow = 0; ow < OW; ow++) {
-            float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-            int64_t ia = 2 * oh * W + 2 * ow;
-            float best = a; int64_t arg = ia;
-            int tb = b > best || b != b; best = tb ? b : best; arg = tb ? ia + 1 : arg;
-            int tc = c > best || c != c; best = tc ? c : best; arg = tc ? ia + W : arg;
-            int td = d > best || d != d; best = td ? d : best; arg = td ? ia + W + 1 : arg;
-            y[oh * OW + ow] = best;
-            ix[oh * OW + ow] = arg;
-        }
-    }
-}
-
-ddl_status ddl_max_pool2d_forward(float *out, int64_t *indices, const float *inp, int64_t N,
-                                  int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
-                                  int64_t stride_h, int64_t stride_w, int64_t pad_h,
-                                  int64_t pad_w) {
-    // out (N, C, OH, OW), indices (N, C, OH, OW), inp (N, C, H, W)
-    int64_t OH, OW;
-    ddl_status st =
-        pool_check("max_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    if (!out || !indices || !inp)
-        DDL_FAIL(DDL_E_VALUE, "max_pool2d: out, indices and inp must not be NULL");
-    if (KH == 2 && KW == 2 && stride_h == 2 && stride_w == 2 && pad_h == 0 && pad_w == 0) {
-        for (int64_t p = 0; p < N * C; p++)
-            maxpool22(out + p * OH * OW, indices + p * OH * OW, inp + p * H * W, W, OH, OW);
-        return DDL_OK;
-    }
-    for (int64_t p = 0; p < N * C; p++) {
-        const float *x = inp + p * H * W; // (H, W)
-        float *y = out + p * OH * OW;     // (OH, OW)
-        int64_t *ix = indices + p * OH * OW;
-        for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t h0 = oh * stride_h - pad_h, h1 = min64(h0 + KH, H);
-            h0 = max64(h0, 0);
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = ow * stride_w - pad_w, w1 = min64(w0 + KW, W);
-                w0 = max64(w0, 0);
-                float best = -INFINITY;
-                int64_t arg = h0 * W + w0;
-                for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) {
-                        float v = x[ih * W + iw];
-                        if (v > best || isnan(v)) { /* PyTorch's rule: NaN wins */
-                            best = v;
-                            arg = ih * W + iw;
-                        }
-                    }
-                y[oh * OW + ow] = best;
-                ix[oh * OW + ow] = arg;
-            }
-        }
-    }
-    return DDL_OK;
-}
-
-ddl_status ddl_max_pool2d_backward(float *dinp, const float *dout, const int64_t *indices,
-                                   int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
-                                   int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
-                                   int64_t pad_w) {
-    // dinp (N, C, H, W), dout (N, C, OH, OW), indices (N, C, OH, OW)
-    int64_t OH, OW;
-    ddl_status st = pool_check("max_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h,
-                               stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    if (!dout || !indices)
-        DDL_FAIL(DDL_E_VALUE, "max_pool2d_backward: dout and indices must not be NULL");
-    if (!dinp) return DDL_OK;
-    const int64_t total = N * C * OH * OW;
-    for (int64_t i = 0; i < total; i++) /* checked before any write: nothing changes on error */
-        if (indices[i] < 0 || indices[i] >= H * W)
-            DDL_FAIL(DDL_E_INDEX,
-                     "max_pool2d_backward: index %lld at position %lld is outside the "
-                     "(%lld, %lld) input plane",
-                     (ll)indices[i], (ll)i, (ll)H, (ll)W);
-    for (int64_t p = 0; p < N * C; p++) {
-        float *dx = dinp + p * H * W;         // (H, W)
-        const float *dy = dout + p * OH * OW; // (OH, OW)
-        const int64_t *ix = indices + p * OH * OW;
-        for (int64_t i = 0; i < OH * OW; i++) dx[ix[i]] += dy[i];
-    }
-    return DDL_OK;
-}
-
-/* Window [h0, h1) x [w0, w1) clipped to the input and PyTorch's count_include_pad divisor (the
- * window clipped to the padded input). */
-typedef struct {
-    int64_t h0, h1, w0, w1;
-    int64_t count;
-} avg_window;
-
-static avg_window avg_window_at(int64_t oh, int64_t ow, int64_t H, int64_t W, int64_t KH,
-                                int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
-    avg_window a;
-    int64_t h0 = oh * sh - ph, w0 = ow * sw - pw;
-    int64_t h1 = min64(h0 + KH, H + ph), w1 = min64(w0 + KW, W + pw);
-    a.count = (h1 - h0) * (w1 - w0);
-    a.h0 = max64(h0, 0), a.w0 = max64(w0, 0);
-    a.h1 = min64(h1, H), a.w1 = min64(w1, W);
-    return a;
-}
-
-ddl_status ddl_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64_t C, int64_t H,
-                                  int64_t W, int64_t KH, int64_t KW, int64_t stride_h,
-                                  int64_t stride_w, int64_t pad_h, int64_t pad_w) {
-    // out (N, C, OH, OW), inp (N, C, H, W)
-    int64_t OH, OW;
-    ddl_status st =
-        pool_check("avg_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "avg_pool2d: out and inp must not be NULL");
-    for (int64_t p = 0; p < N * C; p++) {
-        const float *x = inp + p * H * W; // (H, W)
-        float *y = out + p * OH * OW;     // (OH, OW)
-        for (int64_t oh = 0; oh < OH; oh++)
-            for (int64_t ow = 0; ow < OW; ow++) {
-                avg_window a =
-                    avg_window_at(oh, ow, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-                double acc = 0.0;
-                for (int64_t ih = a.h0; ih < a.h1; ih++)
-                    for (int64_t iw = a.w0; iw < a.w1; iw++) acc += x[ih * W + iw];
-                y[oh * OW + ow] = (float)(acc / (double)a.count);
-            }
-    }
-    return DDL_OK;
-}
-
-ddl_status ddl_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C, int64_t H,
-                                   int64_t W, int64_t KH, int64_t KW, int64_t stride_h,
-                                   int64_t stride_w, int64_t pad_h, int64_t pad_w) {
-    // dinp (N, C, H, W), dout (N, C, OH, OW)
-    int64_t OH, OW;
-    ddl_status st = pool_check("avg_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h,
-                               stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "avg_pool2d_backward: dout must not be NULL");
-    if (!dinp) return DDL_OK;
-    for (int64_t p = 0; p < N * C; p++) {
-        float *dx = dinp + p * H * W;         // (H, W)
-        const float *dy = dout + p * OH * OW; // (OH, OW)
-        for (int64_t oh = 0; oh < OH; oh++)
-            for (int64_t ow = 0; ow < OW; ow++) {
-                avg_window a =
-                    avg_window_at(oh, ow, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-                float g = dy[oh * OW + ow] / (float)a.count;
-                for (int64_t ih = a.h0; ih < a.h1; ih++)
-                    for (int64_t iw = a.w0; iw < a.w1; iw++) dx[ih * W + iw] += g;
-            }
-    }
-    return DDL_OK;
-}
-
-/* PyTorch's adaptive bins: [floor(i*in/out), ceil((i+1)*in/out)). */
-static int64_t bin_start(int64_t i, int64_t in, int64_t out) { return i * in / out; }
-static int64_t bin_end(int64_t i, int64_t in, int64_t out) {
-    return ((i + 1) * in + out - 1) / out;
-}
-
-static ddl_status adaptive_check(const char *who, int64_t N, int64_t C, int64_t H, int64_t W,
-                                 int64_t OH, int64_t OW) {
-    if (N < 1 || C < 1 || H < 1 || W < 1 || OH < 1 || OW < 1)
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: input (N, C, H, W) = (%lld, %lld, %lld, %lld) and output size "
-                 "(%lld, %lld) must be positive",
-                 who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)OH, (ll)OW);
-    int64_t t;
-    if (N > MAX_DIM || C > MAX_DIM || H > MAX_DIM || W > MAX_DIM || OH > MAX_DIM || OW > MAX_DIM ||
-        !prod4(&t, N, C, H, W) || !prod4(&t, N, C, OH, OW))
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: input (%lld, %lld, %lld, %lld) or output (%lld, %lld) "
-                 "is too large",
-                 who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)OH, (ll)OW);
-    return DDL_OK;
-}
-
-ddl_status ddl_adaptive_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64_t C,
-                                           int64_t H, int64_t W, int64_t OH, int64_t OW) {
-    // out (N, C, OH, OW), inp (N, C, H, W)
-    ddl_status st = adaptive_check("adaptive_avg_pool2d", N, C, H, W, OH, OW);
-    if (st != DDL_OK) return st;
-    if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "adaptive_avg_pool2d: out and inp must not be NULL");
-    for (int64_t p = 0; p < N * C; p++) {
-        const float *x = inp + p * H * W; // (H, W)
-        float *y = out + p * OH * OW;     // (OH, OW)
-        for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
-                double acc = 0.0;
-                for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) acc += x[ih * W + iw];
-                y[oh * OW + ow] = (float)(acc / (double)((h1 - h0) * (w1 - w0)));
-            }
-        }
-    }
-    return DDL_OK;
-}
-
-ddl_status ddl_adaptive_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C,
-                                            int64_t H, int64_t W, int64_t OH, int64_t OW) {
-    // dinp (N, C, H, W), dout (N, C, OH, OW)
-    ddl_status st = adaptive_check("adaptive_avg_pool2d_backward", N, C, H, W, OH, OW);
-    if (st != DDL_OK) return st;
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "adaptive_avg_pool2d_backward: dout must not be NULL");
-    if (!dinp) return DDL_OK;
-    for (int64_t p = 0; p < N * C; p++) {
-        float *dx = dinp + p * H * W;         // (H, W)
-        const float *dy = dout + p * OH * OW; // (OH, OW)
-        for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
-                float g = (float)(dy[oh * OW + ow] / (double)((h1 - h0) * (w1 - w0)));
-                for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) dx[ih * W + iw] += g;
-            }
-        }
-    }
-    return DDL_OK;
-}
-
 /* ---- linear ------------------------------------------------------------------------------ */
 
 static ddl_status linear_check(const char *who, int64_t B, int64_t IN, int64_t OUT) {
@@ -672,13 +400,23 @@ static ddl_status linear_check(const char *who, int64_t B, int64_t IN, int64_t O
     return DDL_OK;
 }
 
+static ddl_status linear_forward_args(const float *out, const float *inp, const float *weight,
+                                      int64_t B, int64_t IN, int64_t OUT) {
+    DDL_TRY(linear_check("linear", B, IN, OUT));
+    return forward_bufs_check("linear", out, inp, weight);
+}
+
+static ddl_status linear_backward_args(const float *dinp, const float *dweight, const float *dout,
+                                       const float *inp, const float *weight, int64_t B,
+                                       int64_t IN, int64_t OUT) {
+    DDL_TRY(linear_check("linear_backward", B, IN, OUT));
+    return grad_inputs_check("linear_backward", dinp, dweight, dout, inp, weight);
+}
+
 ddl_status ddl_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                               int64_t B, int64_t IN, int64_t OUT) {
     // out (B, OUT), inp (B, IN), weight (OUT, IN), bias (OUT,)
-    ddl_status st = linear_check("linear", B, IN, OUT);
-    if (st != DDL_OK) return st;
-    if (!out || !inp || !weight)
-        DDL_FAIL(DDL_E_VALUE, "linear: out, inp and weight must not be NULL");
+    DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
     if (bias)
         for (int64_t b = 0; b < B; b++) memcpy(out + b * OUT, bias, (size_t)OUT * sizeof(float));
     ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)OUT, (int)IN, 1.0f, inp,
@@ -691,11 +429,7 @@ ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const 
                                int64_t OUT) {
     // dinp (B, IN), dweight (OUT, IN), dbias (OUT,), dout (B, OUT), inp (B, IN),
     // weight (OUT, IN)
-    ddl_status st = linear_check("linear_backward", B, IN, OUT);
-    if (st != DDL_OK) return st;
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "linear_backward: dout must not be NULL");
-    if (dweight && !inp) DDL_FAIL(DDL_E_VALUE, "linear_backward: dweight needs inp, which is NULL");
-    if (dinp && !weight) DDL_FAIL(DDL_E_VALUE, "linear_backward: dinp needs weight, which is NULL");
+    DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
     if (dinp) /* dinp (B, IN) += dout (B, OUT) @ weight (OUT, IN) */
         ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)IN, (int)OUT, 1.0f,
                         dout, (int)OUT, weight, (int)IN, 1.0f, dinp, (int)IN);
@@ -722,10 +456,7 @@ ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const 
 ddl_status ddl_linear_forward_naive(float *out, const float *inp, const float *weight,
                                     const float *bias, int64_t B, int64_t IN, int64_t OUT) {
     // out (B, OUT), inp (B, IN), weight (OUT, IN), bias (OUT,)
-    ddl_status st = linear_check("linear", B, IN, OUT);
-    if (st != DDL_OK) return st;
-    if (!out || !inp || !weight)
-        DDL_FAIL(DDL_E_VALUE, "linear: out, inp and weight must not be NULL");
+    DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < OUT; j++) {
             double acc = bias ? bias[j] : 0.0;
@@ -740,11 +471,7 @@ ddl_status ddl_linear_backward_naive(float *dinp, float *dweight, float *dbias, 
                                      int64_t OUT) {
     // dinp (B, IN), dweight (OUT, IN), dbias (OUT,), dout (B, OUT), inp (B, IN),
     // weight (OUT, IN)
-    ddl_status st = linear_check("linear_backward", B, IN, OUT);
-    if (st != DDL_OK) return st;
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "linear_backward: dout must not be NULL");
-    if (dweight && !inp) DDL_FAIL(DDL_E_VALUE, "linear_backward: dweight needs inp, which is NULL");
-    if (dinp && !weight) DDL_FAIL(DDL_E_VALUE, "linear_backward: dinp needs weight, which is NULL");
+    DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
     if (dinp)
         for (int64_t b = 0; b < B; b++)
             for (int64_t i = 0; i < IN; i++) {

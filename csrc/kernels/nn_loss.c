@@ -3,6 +3,8 @@
 
 #include "core/internal.h"
 
+#include "kernels/common.h"
+
 #include <math.h>
 
 /* ---- validation helpers --------------------------------------------------------------------- */
@@ -14,12 +16,6 @@ static ddl_status check_rows(const char *who, int64_t B, int64_t C, int need_cla
                  (long long)C);
     if (C > 0 && B > INT64_MAX / C)
         DDL_FAIL(DDL_E_VALUE, "%s: size %lld x %lld overflows", who, (long long)B, (long long)C);
-    return DDL_OK;
-}
-
-/* A buffer needed for `n` elements must not be NULL (an empty one may be). */
-static ddl_status check_buf(const char *who, const char *name, const void *p, int64_t n) {
-    if (p == NULL && n > 0) DDL_FAIL(DDL_E_VALUE, "%s: `%s` is NULL", who, name);
     return DDL_OK;
 }
 
@@ -60,6 +56,32 @@ static ddl_status check_targets(const char *who, int64_t *count, const int64_t *
     return DDL_OK;
 }
 
+/* Softmax-like forwards: B rows of C in `inp`, written to `out`. */
+static ddl_status check_rows_fwd(const char *who, const float *out, const float *inp, int64_t B,
+                                 int64_t C) {
+    DDL_TRY(check_rows(who, B, C, 0));
+    DDL_TRY(check_buf(who, "out", out, B * C));
+    return check_buf(who, "inp", inp, B * C);
+}
+
+/* Softmax-like backwards: dout and the forward's out are read only when dinp is wanted. */
+static ddl_status check_rows_bwd(const char *who, const float *dinp, const float *dout,
+                                 const float *out, int64_t B, int64_t C) {
+    DDL_TRY(check_rows(who, B, C, 0));
+    if (dinp == NULL) return DDL_OK;
+    DDL_TRY(check_buf(who, "dout", dout, B * C));
+    return check_buf(who, "out", out, B * C);
+}
+
+/* Class-target losses (cross entropy, nll): B rows of C classes in `x` (named `x_name`; NULL
+ * when the call does not read it) and B targets. */
+static ddl_status check_class_inputs(const char *who, const char *x_name, const float *x,
+                                     const int64_t *targets, int64_t B, int64_t C) {
+    DDL_TRY(check_rows(who, B, C, 1));
+    if (x_name) DDL_TRY(check_buf(who, x_name, x, B * C));
+    return check_buf(who, "targets", targets, B);
+}
+
 /* The reduced value of per-sample sums: `total` over `count` samples. */
 static float reduce_total(double total, int64_t count, ddl_reduction r) {
     if (r == DDL_REDUCTION_SUM) return (float)total;
@@ -78,9 +100,14 @@ static inline double grad_at(const float *dloss, double scale, int64_t i, ddl_re
 
 /* log(sum(exp(x))) of one row, max-subtracted. A row of all -inf, or with +inf or NaN, gives
  * NaN (inf - inf), as PyTorch. */
-static double row_logsumexp(const float *x, int64_t C) {
+static inline float row_max(const float *x, int64_t C) {
     float m = -INFINITY;
     for (int64_t c = 0; c < C; c++) m = x[c] > m ? x[c] : m;
+    return m;
+}
+
+static double row_logsumexp(const float *x, int64_t C) {
+    float m = row_max(x, C);
     double s = 0.0;
     for (int64_t c = 0; c < C; c++) s += expf(x[c] - m);
     return (double)m + log(s);
@@ -90,14 +117,11 @@ static double row_logsumexp(const float *x, int64_t C) {
 
 ddl_status ddl_softmax_forward(float *out, const float *inp, int64_t B, int64_t C) {
     const char *who = "softmax_forward";
-    DDL_TRY(check_rows(who, B, C, 0));
-    DDL_TRY(check_buf(who, "out", out, B * C));
-    DDL_TRY(check_buf(who, "inp", inp, B * C));
+    DDL_TRY(check_rows_fwd(who, out, inp, B, C));
     for (int64_t b = 0; b < B; b++) {
         const float *x = inp + b * C; // (C,)
         float *y = out + b * C;       // (C,)
-        float m = -INFINITY;
-        for (int64_t c = 0; c < C; c++) m = x[c] > m ? x[c] : m;
+        float m = row_max(x, C);
         double s = 0.0;
         for (int64_t c = 0; c < C; c++) {
             float e = expf(x[c] - m); /* all -inf or +inf: inf - inf = NaN, as PyTorch */
@@ -113,17 +137,15 @@ ddl_status ddl_softmax_forward(float *out, const float *inp, int64_t B, int64_t 
 ddl_status ddl_softmax_backward(float *dinp, const float *dout, const float *out, int64_t B,
                                 int64_t C) {
     const char *who = "softmax_backward";
-    DDL_TRY(check_rows(who, B, C, 0));
+    DDL_TRY(check_rows_bwd(who, dinp, dout, out, B, C));
     if (dinp == NULL) return DDL_OK;
-    DDL_TRY(check_buf(who, "dout", dout, B * C));
-    DDL_TRY(check_buf(who, "out", out, B * C));
     for (int64_t b = 0; b < B; b++) {
         const float *dy = dout + b * C, *y = out + b * C; // (C,)
         float *dx = dinp + b * C;                         // (C,)
         double dot = 0.0;
         for (int64_t c = 0; c < C; c++) dot += (double)dy[c] * y[c];
         float fdot = (float)dot;
-        for (int64_t c = 0; c < C; c++) dx[c] += y[c] * (dy[c] - fdot);
+        for (int64_t c = 0; c < C; c++) dx[c] += PLANT(y[c] * (dy[c] - fdot));
     }
     return DDL_OK;
 }
@@ -132,9 +154,7 @@ ddl_status ddl_softmax_backward(float *dinp, const float *dout, const float *out
 
 ddl_status ddl_log_softmax_forward(float *out, const float *inp, int64_t B, int64_t C) {
     const char *who = "log_softmax_forward";
-    DDL_TRY(check_rows(who, B, C, 0));
-    DDL_TRY(check_buf(who, "out", out, B * C));
-    DDL_TRY(check_buf(who, "inp", inp, B * C));
+    DDL_TRY(check_rows_fwd(who, out, inp, B, C));
     for (int64_t b = 0; b < B; b++) {
         const float *x = inp + b * C; // (C,)
         float *y = out + b * C;       // (C,)
@@ -147,17 +167,15 @@ ddl_status ddl_log_softmax_forward(float *out, const float *inp, int64_t B, int6
 ddl_status ddl_log_softmax_backward(float *dinp, const float *dout, const float *out, int64_t B,
                                     int64_t C) {
     const char *who = "log_softmax_backward";
-    DDL_TRY(check_rows(who, B, C, 0));
+    DDL_TRY(check_rows_bwd(who, dinp, dout, out, B, C));
     if (dinp == NULL) return DDL_OK;
-    DDL_TRY(check_buf(who, "dout", dout, B * C));
-    DDL_TRY(check_buf(who, "out", out, B * C));
     for (int64_t b = 0; b < B; b++) {
         const float *dy = dout + b * C, *y = out + b * C; // (C,)
         float *dx = dinp + b * C;                         // (C,)
         double s = 0.0;
         for (int64_t c = 0; c < C; c++) s += dy[c];
         float fs = (float)s;
-        for (int64_t c = 0; c < C; c++) dx[c] += dy[c] - expf(y[c]) * fs;
+        for (int64_t c = 0; c < C; c++) dx[c] += PLANT(dy[c] - expf(y[c]) * fs);
     }
     return DDL_OK;
 }
@@ -175,10 +193,8 @@ ddl_status ddl_cross_entropy_forward(float *loss, float *losses, float *lse, con
                                      ddl_reduction reduction, int64_t ignore_index,
                                      float label_smoothing) {
     const char *who = "cross_entropy";
-    DDL_TRY(check_rows(who, B, C, 1));
+    DDL_TRY(check_class_inputs(who, "logits", logits, targets, B, C));
     DDL_TRY(check_loss_outputs(who, loss, losses, B, reduction));
-    DDL_TRY(check_buf(who, "logits", logits, B * C));
-    DDL_TRY(check_buf(who, "targets", targets, B));
     DDL_TRY(check_smoothing(who, label_smoothing));
     int64_t count;
     DDL_TRY(check_targets(who, &count, targets, B, C, ignore_index));
@@ -212,10 +228,8 @@ ddl_status ddl_cross_entropy_backward(float *dlogits, const float *dloss, const 
                                       int64_t C, ddl_reduction reduction, int64_t ignore_index,
                                       float label_smoothing) {
     const char *who = "cross_entropy_backward";
-    DDL_TRY(check_rows(who, B, C, 1));
+    DDL_TRY(check_class_inputs(who, "logits", logits, targets, B, C));
     DDL_TRY(check_dloss(who, dloss, B, reduction));
-    DDL_TRY(check_buf(who, "logits", logits, B * C));
-    DDL_TRY(check_buf(who, "targets", targets, B));
     DDL_TRY(check_smoothing(who, label_smoothing));
     int64_t count;
     DDL_TRY(check_targets("cross_entropy", &count, targets, B, C, ignore_index));
@@ -241,10 +255,8 @@ ddl_status ddl_nll_loss_forward(float *loss, float *losses, const float *logp,
                                 const int64_t *targets, int64_t B, int64_t C,
                                 ddl_reduction reduction, int64_t ignore_index) {
     const char *who = "nll_loss";
-    DDL_TRY(check_rows(who, B, C, 1));
+    DDL_TRY(check_class_inputs(who, "logp", logp, targets, B, C));
     DDL_TRY(check_loss_outputs(who, loss, losses, B, reduction));
-    DDL_TRY(check_buf(who, "logp", logp, B * C));
-    DDL_TRY(check_buf(who, "targets", targets, B));
     int64_t count;
     DDL_TRY(check_targets(who, &count, targets, B, C, ignore_index));
     double total = 0.0;
@@ -262,9 +274,8 @@ ddl_status ddl_nll_loss_backward(float *dlogp, const float *dloss, const int64_t
                                  int64_t B, int64_t C, ddl_reduction reduction,
                                  int64_t ignore_index) {
     const char *who = "nll_loss_backward";
-    DDL_TRY(check_rows(who, B, C, 1));
+    DDL_TRY(check_class_inputs(who, NULL, NULL, targets, B, C));
     DDL_TRY(check_dloss(who, dloss, B, reduction));
-    DDL_TRY(check_buf(who, "targets", targets, B));
     int64_t count;
     DDL_TRY(check_targets("nll_loss", &count, targets, B, C, ignore_index));
     if (dlogp == NULL) return DDL_OK;
@@ -284,12 +295,6 @@ static inline float softplus_neg(float x) {
     return log1pf(expf(-fabsf(x))) + (x < 0.0f ? -x : 0.0f);
 }
 
-static inline float sigmoidf_(float x) {
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
 static ddl_status check_elems(const char *who, int64_t N, int64_t C) {
     if (N < 0 || C < 0)
         DDL_FAIL(DDL_E_VALUE, "%s: sizes must be >= 0, got N=%lld, C=%lld", who, (long long)N,
@@ -299,16 +304,22 @@ static ddl_status check_elems(const char *who, int64_t N, int64_t C) {
     return DDL_OK;
 }
 
+/* Pairwise losses (BCE, MSE, L1): N x C elements of inp and target. */
+static ddl_status check_pair_inputs(const char *who, const float *inp, const float *target,
+                                    int64_t N, int64_t C) {
+    DDL_TRY(check_elems(who, N, C));
+    DDL_TRY(check_buf(who, "inp", inp, N * C));
+    return check_buf(who, "target", target, N * C);
+}
+
 ddl_status ddl_binary_cross_entropy_with_logits_forward(float *loss, float *losses,
                                                         const float *inp, const float *target,
                                                         const float *pos_weight, int64_t N,
                                                         int64_t C, ddl_reduction reduction) {
     const char *who = "binary_cross_entropy_with_logits";
-    DDL_TRY(check_elems(who, N, C));
+    DDL_TRY(check_pair_inputs(who, inp, target, N, C));
     const int64_t n = N * C;
     DDL_TRY(check_loss_outputs(who, loss, losses, n, reduction));
-    DDL_TRY(check_buf(who, "inp", inp, n));
-    DDL_TRY(check_buf(who, "target", target, n));
     double total = 0.0;
     for (int64_t r = 0; r < N; r++) {
         for (int64_t c = 0; c < C; c++) {
@@ -330,11 +341,9 @@ ddl_status ddl_binary_cross_entropy_with_logits_backward(float *dinp, float *dta
                                                          const float *pos_weight, int64_t N,
                                                          int64_t C, ddl_reduction reduction) {
     const char *who = "binary_cross_entropy_with_logits_backward";
-    DDL_TRY(check_elems(who, N, C));
+    DDL_TRY(check_pair_inputs(who, inp, target, N, C));
     const int64_t n = N * C;
     DDL_TRY(check_dloss(who, dloss, n, reduction));
-    DDL_TRY(check_buf(who, "inp", inp, n));
-    DDL_TRY(check_buf(who, "target", target, n));
     if (dinp == NULL && dtarget == NULL) return DDL_OK;
     const double scale = reduce_scale(dloss, n, reduction);
     for (int64_t r = 0; r < N; r++) {
@@ -362,10 +371,8 @@ ddl_status ddl_binary_cross_entropy_with_logits_backward(float *dinp, float *dta
 ddl_status ddl_mse_loss_forward(float *loss, float *losses, const float *inp, const float *target,
                                 int64_t N, ddl_reduction reduction) {
     const char *who = "mse_loss";
-    DDL_TRY(check_elems(who, N, 1));
+    DDL_TRY(check_pair_inputs(who, inp, target, N, 1));
     DDL_TRY(check_loss_outputs(who, loss, losses, N, reduction));
-    DDL_TRY(check_buf(who, "inp", inp, N));
-    DDL_TRY(check_buf(who, "target", target, N));
     double total = 0.0;
     for (int64_t i = 0; i < N; i++) {
         double d = (double)inp[i] - (double)target[i];
@@ -379,10 +386,8 @@ ddl_status ddl_mse_loss_forward(float *loss, float *losses, const float *inp, co
 ddl_status ddl_mse_loss_backward(float *dinp, float *dtarget, const float *dloss, const float *inp,
                                  const float *target, int64_t N, ddl_reduction reduction) {
     const char *who = "mse_loss_backward";
-    DDL_TRY(check_elems(who, N, 1));
+    DDL_TRY(check_pair_inputs(who, inp, target, N, 1));
     DDL_TRY(check_dloss(who, dloss, N, reduction));
-    DDL_TRY(check_buf(who, "inp", inp, N));
-    DDL_TRY(check_buf(who, "target", target, N));
     if (dinp == NULL && dtarget == NULL) return DDL_OK;
     const double scale = reduce_scale(dloss, N, reduction);
     for (int64_t i = 0; i < N; i++) {
@@ -398,10 +403,8 @@ ddl_status ddl_mse_loss_backward(float *dinp, float *dtarget, const float *dloss
 ddl_status ddl_l1_loss_forward(float *loss, float *losses, const float *inp, const float *target,
                                int64_t N, ddl_reduction reduction) {
     const char *who = "l1_loss";
-    DDL_TRY(check_elems(who, N, 1));
+    DDL_TRY(check_pair_inputs(who, inp, target, N, 1));
     DDL_TRY(check_loss_outputs(who, loss, losses, N, reduction));
-    DDL_TRY(check_buf(who, "inp", inp, N));
-    DDL_TRY(check_buf(who, "target", target, N));
     double total = 0.0;
     for (int64_t i = 0; i < N; i++) {
         double d = fabs((double)inp[i] - (double)target[i]);
@@ -415,10 +418,8 @@ ddl_status ddl_l1_loss_forward(float *loss, float *losses, const float *inp, con
 ddl_status ddl_l1_loss_backward(float *dinp, float *dtarget, const float *dloss, const float *inp,
                                 const float *target, int64_t N, ddl_reduction reduction) {
     const char *who = "l1_loss_backward";
-    DDL_TRY(check_elems(who, N, 1));
+    DDL_TRY(check_pair_inputs(who, inp, target, N, 1));
     DDL_TRY(check_dloss(who, dloss, N, reduction));
-    DDL_TRY(check_buf(who, "inp", inp, N));
-    DDL_TRY(check_buf(who, "target", target, N));
     if (dinp == NULL && dtarget == NULL) return DDL_OK;
     const double scale = reduce_scale(dloss, N, reduction);
     for (int64_t i = 0; i < N; i++) {

@@ -3,25 +3,15 @@
 
 #include "core/internal.h"
 
-#include <math.h>
+#include "kernels/common.h"
 
-typedef long long ll; /* for printf */
+#include <math.h>
 
 /* Channels handled together. The rows (n, c0..c0+CB-1, :) of a block are one contiguous run of
  * memory, so walking n outer and the block's channels inner streams through the tensor for
  * any S, including S = 1 (BatchNorm1d on (N, C)), where channel-outer order would touch a new
  * cache line per element. Per-channel accumulators for a block live on the stack. */
 #define CB 64
-
-/* Sums in double with 8 independent partials: no latency chain, same result on every call. */
-static inline double row_sum(const float *x, int64_t S) {
-    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t = 0.0;
-    int64_t s = 0;
-    for (; s + 8 <= S; s += 8)
-        for (int j = 0; j < 8; j++) a[j] += x[s + j];
-    for (; s < S; s++) t += x[s];
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) + t;
-}
 
 /* sum((x - mean)^2) */
 static inline double row_sqdev(const float *x, int64_t S, double mean) {
@@ -52,16 +42,23 @@ static inline void row_affine(float *y, const float *x, int64_t S, float m, floa
     for (int64_t s = 0; s < S; s++) y[s] = (x[s] - m) * a + b;
 }
 
-static ddl_status bn_sizes(const char *who, int64_t N, int64_t C, int64_t S) {
+/* Sizes of an (N, C, S) input; `batch_stats`: the call computes (or differentiates) batch
+ * statistics, which need more than one value per channel. */
+static ddl_status bn_sizes(const char *who, int64_t N, int64_t C, int64_t S, int batch_stats) {
     if (N < 1 || C < 1 || S < 1)
         DDL_FAIL(DDL_E_VALUE,
                  "%s: input (N, C, S) = (%lld, %lld, %lld) must have "
                  "positive sizes",
                  who, (ll)N, (ll)C, (ll)S);
-    const int64_t lim = (int64_t)1 << 60;
-    if (C > lim / N || S > lim / (N * C))
+    int64_t t;
+    if (!prod4(&t, N, C, S, 1))
         DDL_FAIL(DDL_E_VALUE, "%s: input (%lld, %lld, %lld) is too large", who, (ll)N, (ll)C,
                  (ll)S);
+    if (batch_stats && N * S < 2)
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: expected more than 1 value per channel when training, got input "
+                 "(N, C, S) = (%lld, %lld, %lld)",
+                 who, (ll)N, (ll)C, (ll)S);
     return DDL_OK;
 }
 
@@ -71,8 +68,7 @@ ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invst
                                  int64_t S, int training, double momentum, double eps) {
     // out (N, C, S), save_mean (C,), save_invstd (C,), running_mean (C,), running_var (C,),
     // inp (N, C, S), weight (C,), bias (C,)
-    ddl_status st = bn_sizes("batch_norm", N, C, S);
-    if (st != DDL_OK) return st;
+    DDL_TRY(bn_sizes("batch_norm", N, C, S, training));
     if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "batch_norm: out and inp must not be NULL");
     if (!running_mean != !running_var)
         DDL_FAIL(DDL_E_VALUE,
@@ -84,11 +80,6 @@ ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invst
     if (!isfinite(momentum))
         DDL_FAIL(DDL_E_VALUE, "batch_norm: momentum must be finite, got %g", momentum);
     const int64_t M = N * S; /* values per channel */
-    if (training && M < 2)
-        DDL_FAIL(DDL_E_VALUE,
-                 "batch_norm: expected more than 1 value per channel when "
-                 "training, got input (N, C, S) = (%lld, %lld, %lld)",
-                 (ll)N, (ll)C, (ll)S);
 
     double mean[CB], invstd[CB];
     float fmean[CB], scale[CB], shift[CB];
@@ -102,7 +93,7 @@ ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invst
                 if (S == 1) /* (N, C): vectorize across channels instead */
                     for (int64_t j = 0; j < nb; j++) acc[j] += x[j];
                 else
-                    for (int64_t j = 0; j < nb; j++) acc[j] += row_sum(x + j * S, S);
+                    for (int64_t j = 0; j < nb; j++) acc[j] += sum_f32(x + j * S, S);
             }
             for (int64_t j = 0; j < nb; j++) mean[j] = acc[j] / (double)M, acc[j] = 0.0;
             /* Two passes (mean, then centered squares): no cancellation when |mean| >> std. */
@@ -157,8 +148,7 @@ ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, con
                                   int training) {
     // dinp (N, C, S), dweight (C,), dbias (C,), dout (N, C, S), inp (N, C, S), weight (C,),
     // save_mean (C,), save_invstd (C,)
-    ddl_status st = bn_sizes("batch_norm_backward", N, C, S);
-    if (st != DDL_OK) return st;
+    DDL_TRY(bn_sizes("batch_norm_backward", N, C, S, training && dinp));
     if (!dout) DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: dout must not be NULL");
     const int need_dy = dbias || (training && dinp);    /* sum(dout) */
     const int need_dev = dweight || (training && dinp); /* sum(dout * (x - mean)) */
@@ -166,11 +156,6 @@ ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, con
     if ((need_dev || dinp) && (!save_mean || !save_invstd))
         DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: save_mean and save_invstd must not be NULL");
     const int64_t M = N * S;
-    if (training && dinp && M < 2)
-        DDL_FAIL(DDL_E_VALUE,
-                 "batch_norm_backward: expected more than 1 value per "
-                 "channel when training, got input (N, C, S) = (%lld, %lld, %lld)",
-                 (ll)N, (ll)C, (ll)S);
 
     double sdy[CB], sdev[CB];
     float ka[CB], kx[CB], kb[CB];
@@ -190,7 +175,7 @@ ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, con
                     continue;
                 }
                 for (int64_t j = 0; j < nb; j++) {
-                    if (need_dy) sdy[j] += row_sum(dy + j * S, S);
+                    if (need_dy) sdy[j] += sum_f32(dy + j * S, S);
                     if (need_dev)
                         sdev[j] += row_dot_dev(dy + j * S, x + j * S, S, save_mean[c0 + j]);
                 }

@@ -4,6 +4,8 @@
 #include "core/blas.h"
 #include "core/internal.h"
 
+#include "kernels/common.h"
+
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -70,12 +72,6 @@ static void colsum_acc(float *db, const float *m, int64_t rows, int64_t n, int64
     }
 }
 
-static inline float sigmoidf_(float x) {
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
-}
-
 static inline float bias_at(const float *b, int64_t k) { return b ? b[k] : 0.0f; }
 
 /* Sizes: B, Din >= 0, H >= 1, and the gemm dims (B, Din, W*H) fit a blasint, where W is the
@@ -95,24 +91,31 @@ static ddl_status check_sizes(const char *who, int64_t B, int64_t Din, int64_t H
     return DDL_OK;
 }
 
-static ddl_status check_buf(const char *who, const char *name, const void *p, int64_t n) {
-    if (p == NULL && n > 0) DDL_FAIL(DDL_E_VALUE, "%s: `%s` is NULL", who, name);
-    return DDL_OK;
-}
-
-/* Buffers every cell reads: x, h and the two weight matrices (G gates). */
-static ddl_status check_common(const char *who, const float *x, const float *h, const float *w_ih,
-                               const float *w_hh, int64_t B, int64_t Din, int64_t H, int64_t G) {
+/* What every cell call checks: the sizes (W as in check_sizes) and the buffers it reads, x, h
+ * and the two weight matrices (G gates). */
+static ddl_status check_cell(const char *who, const float *x, const float *h, const float *w_ih,
+                             const float *w_hh, int64_t B, int64_t Din, int64_t H, int64_t G,
+                             int64_t W) {
+    DDL_TRY(check_sizes(who, B, Din, H, W));
     DDL_TRY(check_buf(who, "x", x, B * Din));
     DDL_TRY(check_buf(who, "h", h, B * H));
     DDL_TRY(check_buf(who, "w_ih", w_ih, G * H * Din));
     return check_buf(who, "w_hh", w_hh, G * H * H);
 }
 
+
 static ddl_status check_nonlinearity(const char *who, ddl_rnn_nonlinearity nl) {
     if (nl != DDL_RNN_TANH && nl != DDL_RNN_RELU)
         DDL_FAIL(DDL_E_VALUE, "%s: unknown nonlinearity %d (0 tanh, 1 relu)", who, (int)nl);
     return DDL_OK;
+}
+
+/* check_cell for the plain RNN cell, and its nonlinearity. */
+static ddl_status check_rnn_cell(const char *who, const float *x, const float *h,
+                                 const float *w_ih, const float *w_hh, int64_t B, int64_t Din,
+                                 int64_t H, ddl_rnn_nonlinearity nl) {
+    DDL_TRY(check_cell(who, x, h, w_ih, w_hh, B, Din, H, 1, 1));
+    return check_nonlinearity(who, nl);
 }
 
 /* Floats for a (B, W*H) buffer, -1 when the sizes are negative or overflow. */
@@ -149,9 +152,7 @@ static ddl_status rnn_forward(int naive, float *h_new, float *cache, const float
                               const float *b_ih, const float *b_hh, int64_t B, int64_t Din,
                               int64_t H, ddl_rnn_nonlinearity nl) {
     const char *who = naive ? "rnn_cell_forward_naive" : "rnn_cell_forward";
-    DDL_TRY(check_sizes(who, B, Din, H, 1));
-    DDL_TRY(check_nonlinearity(who, nl));
-    DDL_TRY(check_common(who, x, h, w_ih, w_hh, B, Din, H, 1));
+    DDL_TRY(check_rnn_cell(who, x, h, w_ih, w_hh, B, Din, H, nl));
     DDL_TRY(check_buf(who, "h_new", h_new, B * H));
     DDL_TRY(check_buf(who, "cache", cache, B * H));
     // cache (B, H) = x @ W_ih^T + h @ W_hh^T, then the activation in place
@@ -176,9 +177,7 @@ static ddl_status rnn_backward(int naive, float *dx, float *dh, float *dw_ih, fl
                                const float *w_ih, const float *w_hh, int64_t B, int64_t Din,
                                int64_t H, ddl_rnn_nonlinearity nl) {
     const char *who = naive ? "rnn_cell_backward_naive" : "rnn_cell_backward";
-    DDL_TRY(check_sizes(who, B, Din, H, 1));
-    DDL_TRY(check_nonlinearity(who, nl));
-    DDL_TRY(check_common(who, x, h, w_ih, w_hh, B, Din, H, 1));
+    DDL_TRY(check_rnn_cell(who, x, h, w_ih, w_hh, B, Din, H, nl));
     DDL_TRY(check_buf(who, "cache", cache, B * H));
     DDL_TRY(check_buf(who, "scratch", scratch, B * H));
     if (dh_new == NULL) return DDL_OK; /* zero incoming gradient: nothing to add */
@@ -235,8 +234,7 @@ static ddl_status lstm_forward(int naive, float *h_new, float *c_new, float *cac
                                const float *w_hh, const float *b_ih, const float *b_hh, int64_t B,
                                int64_t Din, int64_t H) {
     const char *who = naive ? "lstm_cell_forward_naive" : "lstm_cell_forward";
-    DDL_TRY(check_sizes(who, B, Din, H, 5));
-    DDL_TRY(check_common(who, x, h, w_ih, w_hh, B, Din, H, 4));
+    DDL_TRY(check_cell(who, x, h, w_ih, w_hh, B, Din, H, 4, 5));
     DDL_TRY(check_buf(who, "c", c, B * H));
     DDL_TRY(check_buf(who, "h_new", h_new, B * H));
     DDL_TRY(check_buf(who, "c_new", c_new, B * H));
@@ -284,8 +282,7 @@ static ddl_status lstm_backward(int naive, float *dx, float *dh, float *dc, floa
                                 const float *x, const float *h, const float *c, const float *w_ih,
                                 const float *w_hh, int64_t B, int64_t Din, int64_t H) {
     const char *who = naive ? "lstm_cell_backward_naive" : "lstm_cell_backward";
-    DDL_TRY(check_sizes(who, B, Din, H, 5));
-    DDL_TRY(check_common(who, x, h, w_ih, w_hh, B, Din, H, 4));
+    DDL_TRY(check_cell(who, x, h, w_ih, w_hh, B, Din, H, 4, 5));
     DDL_TRY(check_buf(who, "c", c, B * H));
     DDL_TRY(check_buf(who, "cache", cache, B * 5 * H));
     DDL_TRY(check_buf(who, "scratch", scratch, B * 4 * H));
@@ -356,8 +353,7 @@ static ddl_status gru_forward(int naive, float *h_new, float *cache, const float
                               const float *b_ih, const float *b_hh, int64_t B, int64_t Din,
                               int64_t H) {
     const char *who = naive ? "gru_cell_forward_naive" : "gru_cell_forward";
-    DDL_TRY(check_sizes(who, B, Din, H, 6));
-    DDL_TRY(check_common(who, x, h, w_ih, w_hh, B, Din, H, 3));
+    DDL_TRY(check_cell(who, x, h, w_ih, w_hh, B, Din, H, 3, 6));
     DDL_TRY(check_buf(who, "h_new", h_new, B * H));
     DDL_TRY(check_buf(who, "cache", cache, B * 6 * H));
     const int64_t G = 3 * H, W = 6 * H;
@@ -390,8 +386,7 @@ static ddl_status gru_backward(int naive, float *dx, float *dh, float *dw_ih, fl
                                const float *w_ih, const float *w_hh, int64_t B, int64_t Din,
                                int64_t H) {
     const char *who = naive ? "gru_cell_backward_naive" : "gru_cell_backward";
-    DDL_TRY(check_sizes(who, B, Din, H, 6));
-    DDL_TRY(check_common(who, x, h, w_ih, w_hh, B, Din, H, 3));
+    DDL_TRY(check_cell(who, x, h, w_ih, w_hh, B, Din, H, 3, 6));
     DDL_TRY(check_buf(who, "cache", cache, B * 6 * H));
     DDL_TRY(check_buf(who, "scratch", scratch, B * 6 * H));
     if (dh_new == NULL) return DDL_OK;

@@ -60,33 +60,30 @@ static ddl_status view_rows(rows *r, const ddl_csr *x, const char *who) {
     return DDL_OK;
 }
 
-/* w . x_i, four partial sums on dense rows (no -ffast-math, so the compiler will not split
- * the reduction itself) */
+/* v . w over d elements, four partial sums (no -ffast-math, so the compiler will not split
+ * the reduction itself): dot4_f32, dot4_f64. */
+#define DEF_DOT4(S, T)                                                                             \
+    static inline double dot4_##S(const T *v, const double *w, int64_t d) {                        \
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                     \
+        int64_t j = 0;                                                                             \
+        for (; j + 4 <= d; j += 4) {                                                               \
+            s0 += v[j] * w[j];                                                                     \
+            s1 += v[j + 1] * w[j + 1];                                                             \
+            s2 += v[j + 2] * w[j + 2];                                                             \
+            s3 += v[j + 3] * w[j + 3];                                                             \
+        }                                                                                          \
+        for (; j < d; j++) s0 += v[j] * w[j];                                                      \
+        return (s0 + s1) + (s2 + s3);                                                              \
+    }
+DEF_DOT4(f32, float)
+DEF_DOT4(f64, double)
+
+/* w . x_i */
 static double row_dot(const rows *x, int64_t i, const double *w) {
     if (!x->indptr) {
         int64_t d = x->d;
-        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        int64_t j = 0;
-        if (x->f32) {
-            const float *v = (const float *)x->values + i * d;
-            for (; j + 4 <= d; j += 4) {
-                s0 += v[j] * w[j];
-                s1 += v[j + 1] * w[j + 1];
-                s2 += v[j + 2] * w[j + 2];
-                s3 += v[j + 3] * w[j + 3];
-            }
-            for (; j < d; j++) s0 += v[j] * w[j];
-        } else {
-            const double *v = (const double *)x->values + i * d;
-            for (; j + 4 <= d; j += 4) {
-                s0 += v[j] * w[j];
-                s1 += v[j + 1] * w[j + 1];
-                s2 += v[j + 2] * w[j + 2];
-                s3 += v[j + 3] * w[j + 3];
-            }
-            for (; j < d; j++) s0 += v[j] * w[j];
-        }
-        return (s0 + s1) + (s2 + s3);
+        if (x->f32) return dot4_f32((const float *)x->values + i * d, w, d);
+        return dot4_f64((const double *)x->values + i * d, w, d);
     }
     double s = 0;
     int64_t p = x->indptr[i], e = x->indptr[i + 1];

@@ -1,55 +1,43 @@
-/* test_conv_kernels.c: nn_conv / nn_norm kernels against naive references and finite
- * differences. Exit code = number of failed checks (capped). */
+/* test_conv_kernels.c: nn_conv / nn_pool / nn_norm kernels against float64 references and their
+ * `_naive` twins; backward by finite differences of float64 reference objectives (harness.h). */
 #include "ddl/nn_conv.h"
 #include "ddl/nn_norm.h"
+
+#include "harness.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int fails = 0, checks = 0;
-#define CHECK(cond, ...) do { checks++; if (!(cond)) { fails++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
-
-static uint64_t rs = 0x9E3779B97F4A7C15ull;
-static double urand(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (rs >> 11) * (1.0 / 9007199254740992.0); }
 static double srand1(void) { return 2 * urand() - 1; }
-static int64_t irand(int64_t lo, int64_t hi) { return lo + (int64_t)(urand() * (double)(hi - lo + 1)); }
 static float *fbuf(int64_t n) { float *p = malloc((size_t)(n ? n : 1) * sizeof(float)); for (int64_t i = 0; i < n; i++) p[i] = (float)srand1(); return p; }
 static float *fcopy(const float *a, int64_t n) { float *p = malloc((size_t)n * sizeof(float)); memcpy(p, a, (size_t)n * sizeof(float)); return p; }
 static void fnan(float *p, int64_t n) { for (int64_t i = 0; i < n; i++) p[i] = NAN; }
 static double maxabs(const float *a, int64_t n) { double m = 0; for (int64_t i = 0; i < n; i++) m = fmax(m, fabs(a[i])); return m; }
 static double maxdiff(const float *a, const float *b, int64_t n) { double m = 0; for (int64_t i = 0; i < n; i++) { double d = fabs((double)a[i] - b[i]); if (d != d) return INFINITY; m = fmax(m, d); } return m; }
-static double dot(const float *a, const float *r, int64_t n) { double s = 0; for (int64_t i = 0; i < n; i++) s += (double)a[i] * r[i]; return s; }
-
-/* FD check: for sampled i, perturb x[i] by +-eps, loss() in double; compare with g[i]. */
-typedef double (*loss_fn)(void *ctx);
-static double fd_check(const char *what, float *x, int64_t n, const float *g, loss_fn f, void *ctx, double eps, int nsamp, double rtol) {
-    double gs = maxabs(g, n), worst = 0;
-    int bad = 0;
-    for (int k = 0; k < nsamp && k < n; k++) {
-        int64_t i = n <= nsamp ? k : irand(0, n - 1);
-        float x0 = x[i];
-        x[i] = x0 + (float)eps; double lp = f(ctx);
-        x[i] = x0 - (float)eps; double lm = f(ctx);
-        x[i] = x0;
-        double h = ((double)(x0 + (float)eps) - (double)(x0 - (float)eps));
-        double fd = (lp - lm) / h;
-        double err = fabs(fd - g[i]) / (fabs(g[i]) + 0.1 * gs + 1e-6);
-        if (err > worst) worst = err;
-        if (err > rtol && bad++ < 3) printf("  %s[%lld]: fd %.6g analytic %.6g\n", what, (long long)i, fd, g[i]);
-    }
-    CHECK(bad == 0, "%s: finite differences disagree (worst rel err %.3g)", what, worst);
-    return worst;
-}
 
 /* ---------------- conv2d ---------------- */
 typedef struct { int64_t N, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw; } cc;
 typedef struct { cc c; float *out, *col, *inp, *w, *b, *R; int64_t nout; } conv_ctx;
-static double conv_loss(void *p) {
+/* The objective dot(conv2d(inp, w, b), R) through a double-precision direct convolution: finite differences of it measure
+ * the backward against the exact derivative, not against float32 rounding noise. */
+static double conv_loss_ref(void *p) {
     conv_ctx *k = p; cc c = k->c;
-    ddl_status st = ddl_conv2d_forward(k->out, k->col, k->inp, k->w, k->b, c.N, c.C, c.H, c.W, c.O, c.KH, c.KW, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw);
-    if (st) printf("conv fwd failed: %s\n", ddl_last_error());
-    return dot(k->out, k->R, k->nout);
+    int64_t OH, OW;
+    ddl_conv2d_out_size(&OH, &OW, c.H, c.W, c.KH, c.KW, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw);
+    double L = 0;
+    for (int64_t n = 0; n < c.N; n++) for (int64_t o = 0; o < c.O; o++)
+        for (int64_t oh = 0; oh < OH; oh++) for (int64_t ow = 0; ow < OW; ow++) {
+            double acc = k->b[o];
+            for (int64_t ci = 0; ci < c.C; ci++) for (int64_t kh = 0; kh < c.KH; kh++) for (int64_t kw = 0; kw < c.KW; kw++) {
+                int64_t ih = oh * c.sh - c.ph + kh * c.dh, iw = ow * c.sw - c.pw + kw * c.dw;
+                if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
+                acc += (double)k->inp[((n * c.C + ci) * c.H + ih) * c.W + iw] * k->w[((o * c.C + ci) * c.KH + kh) * c.KW + kw];
+            }
+            L += acc * k->R[((n * c.O + o) * OH + oh) * OW + ow];
+        }
+    return L;
 }
 static double worst_conv_fd = 0;
 static void test_conv(cc c) {
@@ -109,9 +97,9 @@ static void test_conv(cc c) {
     CHECK(dbl, "%s: backward twice does not double dweight", tag); free(g2);
     conv_ctx k = {c, o1, col, inp, w, b, R, nout};
     double e;
-    e = fd_check("conv dinp", inp, nin, gi, conv_loss, &k, 1e-2, 24, 1e-2); if (e > worst_conv_fd) worst_conv_fd = e;
-    e = fd_check("conv dweight", w, nw, gw, conv_loss, &k, 1e-2, 24, 1e-2); if (e > worst_conv_fd) worst_conv_fd = e;
-    e = fd_check("conv dbias", b, c.O, gb, conv_loss, &k, 1e-2, 24, 1e-2); if (e > worst_conv_fd) worst_conv_fd = e;
+    e = grad_check("conv2d_backward dinp", conv_loss_ref, &k, inp, nin, gi, 1e-2, GC_RTOL, 24); if (e > worst_conv_fd) worst_conv_fd = e;
+    e = grad_check("conv2d_backward dweight", conv_loss_ref, &k, w, nw, gw, 1e-2, GC_RTOL, 24); if (e > worst_conv_fd) worst_conv_fd = e;
+    e = grad_check("conv2d_backward dbias", conv_loss_ref, &k, b, c.O, gb, 1e-2, GC_RTOL, 24); if (e > worst_conv_fd) worst_conv_fd = e;
     free(gi); free(gw); free(gb);
     free(inp); free(w); free(b); free(R); free(col); free(o1); free(o2);
     free(gi0); free(gw0); free(gb0); free(gi1); free(gw1); free(gb1); free(gi2); free(gw2); free(gb2);
@@ -119,7 +107,16 @@ static void test_conv(cc c) {
 
 /* ---------------- linear ---------------- */
 typedef struct { int64_t B, IN, OUT; float *out, *inp, *w, *b, *R; } lin_ctx;
-static double lin_loss(void *p) { lin_ctx *k = p; ddl_linear_forward(k->out, k->inp, k->w, k->b, k->B, k->IN, k->OUT); return dot(k->out, k->R, k->B * k->OUT); }
+/* dot(linear(inp, w, b), R) in double (see conv_loss_ref) */
+static double lin_loss_ref(void *p) {
+    lin_ctx *k = p; double L = 0;
+    for (int64_t b = 0; b < k->B; b++) for (int64_t j = 0; j < k->OUT; j++) {
+        double acc = k->b[j];
+        for (int64_t i = 0; i < k->IN; i++) acc += (double)k->inp[b * k->IN + i] * k->w[j * k->IN + i];
+        L += acc * k->R[b * k->OUT + j];
+    }
+    return L;
+}
 static double worst_lin_fd = 0;
 static void test_linear(int64_t B, int64_t IN, int64_t OUT) {
     float *inp = fbuf(B * IN), *w = fbuf(OUT * IN), *b = fbuf(OUT), *R = fbuf(B * OUT);
@@ -143,9 +140,9 @@ static void test_linear(int64_t B, int64_t IN, int64_t OUT) {
     ddl_linear_backward(gi, gw, gb, R, inp, w, B, IN, OUT);
     lin_ctx k = {B, IN, OUT, o1, inp, w, b, R};
     double e;
-    e = fd_check("linear dinp", inp, B * IN, gi, lin_loss, &k, 1e-2, 24, 1e-2); if (e > worst_lin_fd) worst_lin_fd = e;
-    e = fd_check("linear dweight", w, OUT * IN, gw, lin_loss, &k, 1e-2, 24, 1e-2); if (e > worst_lin_fd) worst_lin_fd = e;
-    e = fd_check("linear dbias", b, OUT, gb, lin_loss, &k, 1e-2, 24, 1e-2); if (e > worst_lin_fd) worst_lin_fd = e;
+    e = grad_check("linear_backward dinp", lin_loss_ref, &k, inp, B * IN, gi, 1e-2, GC_RTOL, 24); if (e > worst_lin_fd) worst_lin_fd = e;
+    e = grad_check("linear_backward dweight", lin_loss_ref, &k, w, OUT * IN, gw, 1e-2, GC_RTOL, 24); if (e > worst_lin_fd) worst_lin_fd = e;
+    e = grad_check("linear_backward dbias", lin_loss_ref, &k, b, OUT, gb, 1e-2, GC_RTOL, 24); if (e > worst_lin_fd) worst_lin_fd = e;
     float *a = fcopy(gi0, B * IN);
     CHECK(ddl_linear_backward(a, NULL, NULL, R, NULL, w, B, IN, OUT) == DDL_OK && maxdiff(a, gi1, B * IN) == 0, "linear dinp alone"); free(a);
     free(gi); free(gw); free(gb); free(inp); free(w); free(b); free(R); free(o1); free(o2);
@@ -159,7 +156,6 @@ static void pool_fwd(pool_ctx *k) {
     else if (k->kind == 1) ddl_avg_pool2d_forward(k->out, k->inp, k->N, k->C, k->H, k->W, k->KH, k->KW, k->sh, k->sw, k->ph, k->pw);
     else ddl_adaptive_avg_pool2d_forward(k->out, k->inp, k->N, k->C, k->H, k->W, k->OH, k->OW);
 }
-static double pool_loss(void *p) { pool_ctx *k = p; pool_fwd(k); return dot(k->out, k->R, k->N * k->C * k->OH * k->OW); }
 static double worst_pool_fd = 0;
 /* double reference of all three pools */
 static void pool_ref(double *ref, int64_t *ridx, pool_ctx *k) {
@@ -177,6 +173,15 @@ static void pool_ref(double *ref, int64_t *ridx, pool_ctx *k) {
                 int64_t o = (p * k->OH + oh) * k->OW + ow;
                 ref[o] = k->kind == 0 ? m : s / cnt; ridx[o] = am;
             }
+}
+/* dot(pool(inp), R) in double (see conv_loss_ref) */
+static double pool_loss_ref(void *p) {
+    pool_ctx *k = p; int64_t nout = k->N * k->C * k->OH * k->OW;
+    double *ref = malloc(nout * 8), L = 0; int64_t *ridx = malloc(nout * 8);
+    pool_ref(ref, ridx, k);
+    for (int64_t i = 0; i < nout; i++) L += ref[i] * k->R[i];
+    free(ref); free(ridx);
+    return L;
 }
 static void test_pool(int kind, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OHa, int64_t OWa) {
     pool_ctx k = {N, C, H, W, KH, KW, sh, sw, ph, pw, OHa, OWa, kind, 0, 0, 0, 0};
@@ -202,22 +207,15 @@ static void test_pool(int kind, int64_t N, int64_t C, int64_t H, int64_t W, int6
     else st = ddl_adaptive_avg_pool2d_backward(g, k.R, N, C, H, W, k.OH, k.OW);
     CHECK(st == 0, "%s bwd: %s", nm[kind], ddl_last_error());
     for (int64_t i = 0; i < nin; i++) g[i] -= g0[i]; /* accumulated part */
-    char what[64]; snprintf(what, sizeof what, "%s dinp", nm[kind]);
-    double e = fd_check(what, k.inp, nin, g, pool_loss, &k, 1e-2, 40, 1e-2); if (e > worst_pool_fd) worst_pool_fd = e;
+    char what[64]; snprintf(what, sizeof what, "%s_backward dinp", nm[kind]);
+    double e = grad_check(what, pool_loss_ref, &k, k.inp, nin, g, 1e-2, GC_RTOL, 40); if (e > worst_pool_fd) worst_pool_fd = e;
     free(k.inp); free(k.out); free(k.R); free(k.idx); free(ref); free(ridx); free(g0); free(g);
 }
 
 /* ---------------- batch norm ---------------- */
 typedef struct { int64_t N, C, S; int training, affine; float *out, *inp, *w, *b, *R, *rm, *rv; } bn_ctx;
-static double bn_loss(void *p) {
-    bn_ctx *k = p; int64_t C = k->C;
-    float *rm = k->rm ? fcopy(k->rm, C) : NULL, *rv = k->rv ? fcopy(k->rv, C) : NULL; /* don't drift running stats */
-    ddl_batchnorm_forward(k->out, NULL, NULL, rm, rv, k->inp, k->affine ? k->w : NULL, k->affine ? k->b : NULL, k->N, C, k->S, k->training, 0.1, 1e-5);
-    free(rm); free(rv);
-    return dot(k->out, k->R, k->N * C * k->S);
-}
-/* The same loss through a double-precision reference forward (the batch statistics of a
- * shifted input lose bits in float32 FD). */
+/* The loss through a double-precision reference forward (see conv_loss_ref; the batch
+ * statistics of a shifted input also lose bits in float32). */
 static double bn_loss_ref(void *p) {
     bn_ctx *k = p; int64_t N = k->N, C = k->C, S = k->S, M = N * S; double L = 0;
     for (int64_t c = 0; c < C; c++) {
@@ -233,7 +231,7 @@ static double bn_loss_ref(void *p) {
     }
     return L;
 }
-static double worst_bn_fd = 0, worst_bn_fd_ref = 0;
+static double worst_bn_fd_ref = 0;
 static void test_bn(int64_t N, int64_t C, int64_t S, int training, int affine, double shift) {
     int64_t n = N * C * S, M = N * S;
     float *inp = fbuf(n), *w = fbuf(C), *b = fbuf(C), *R = fbuf(n), *out = fbuf(n), *rm = fbuf(C), *rv = fbuf(C);
@@ -276,17 +274,10 @@ static void test_bn(int64_t N, int64_t C, int64_t S, int training, int affine, d
     for (int64_t c = 0; c < C; c++) gw[c] -= gw0[c], gb[c] -= gb0[c];
     bn_ctx k = {N, C, S, training, affine, out, inp, w, b, R, rm0, rv0};
     double e;
-    if (shift == 0) {
-        e = fd_check("bn dinp", inp, n, gi, bn_loss, &k, 1e-2, 30, 1e-2); if (e > worst_bn_fd) worst_bn_fd = e;
-        if (affine) {
-            e = fd_check("bn dweight", w, C, gw, bn_loss, &k, 1e-2, 30, 1e-2); if (e > worst_bn_fd) worst_bn_fd = e;
-            e = fd_check("bn dbias", b, C, gb, bn_loss, &k, 1e-2, 30, 1e-2); if (e > worst_bn_fd) worst_bn_fd = e;
-        }
-    }
-    e = fd_check("bn dinp (double ref)", inp, n, gi, bn_loss_ref, &k, 1e-3, 30, 1e-3); if (e > worst_bn_fd_ref) worst_bn_fd_ref = e;
+    e = grad_check("batchnorm_backward dinp", bn_loss_ref, &k, inp, n, gi, 1e-3, GC_RTOL, 30); if (e > worst_bn_fd_ref) worst_bn_fd_ref = e;
     if (affine) {
-        e = fd_check("bn dweight (double ref)", w, C, gw, bn_loss_ref, &k, 1e-3, 30, 1e-3); if (e > worst_bn_fd_ref) worst_bn_fd_ref = e;
-        e = fd_check("bn dbias (double ref)", b, C, gb, bn_loss_ref, &k, 1e-3, 30, 1e-3); if (e > worst_bn_fd_ref) worst_bn_fd_ref = e;
+        e = grad_check("batchnorm_backward dweight", bn_loss_ref, &k, w, C, gw, 1e-3, GC_RTOL, 30); if (e > worst_bn_fd_ref) worst_bn_fd_ref = e;
+        e = grad_check("batchnorm_backward dbias", bn_loss_ref, &k, b, C, gb, 1e-3, GC_RTOL, 30); if (e > worst_bn_fd_ref) worst_bn_fd_ref = e;
     }
     /* eval-mode dinp needs no inp; dbias alone needs nothing but dout */
     if (!training) {
@@ -368,6 +359,7 @@ static void test_nan(void) {
 }
 
 int main(void) {
+    harness_seed();
     cc fixed[] = {
         {2, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1},
         {1, 2, 8, 7, 3, 3, 2, 2, 2, 1, 0, 1, 1},  /* stride 2, 3x2 kernel */
@@ -409,9 +401,9 @@ int main(void) {
         for (int tr = 0; tr < 2; tr++) for (int af = 0; af < 2; af++) test_bn(bs[i][0], bs[i][1], bs[i][2], tr, af, 0.0);
     test_bn(8, 3, 50, 1, 1, 100.0); /* |mean| >> std */
     test_bn_hand();
-    printf("batchnorm: %zu shapes x train/eval x affine + 1 shifted, worst FD rel err %.2e (float kernel fwd), %.2e (double ref fwd)\n", sizeof bs / sizeof *bs, worst_bn_fd, worst_bn_fd_ref);
+    printf("batchnorm: %zu shapes x train/eval x affine + 1 shifted, worst FD rel err %.2e\n", sizeof bs / sizeof *bs, worst_bn_fd_ref);
     test_errors();
     test_nan();
-    printf("%d checks, %d failed\n", checks, fails);
-    return fails > 100 ? 100 : fails;
+    printf("%d checks, %d failed\n", n_check, n_fail);
+    return n_fail > 100 ? 100 : n_fail;
 }

@@ -1,0 +1,274 @@
+/* nn_pool.c: float32 kernels for max, average and adaptive-average 2-d pooling, fwd + bwd. */
+#include "ddl/nn_conv.h"
+
+#include "core/internal.h"
+
+#include "kernels/common.h"
+
+#include <math.h>
+
+/* ---- pooling ----------------------------------------------------------------------------- */
+
+static ddl_status pool_check(const char *who, int64_t *OH, int64_t *OW, int64_t N, int64_t C,
+                             int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
+                             int64_t ph, int64_t pw) {
+    if (N < 1 || C < 1 || H < 1 || W < 1 || KH < 1 || KW < 1)
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: input (N, C, H, W) = (%lld, %lld, %lld, %lld) and kernel (%lld, %lld) "
+                 "must have positive sizes",
+                 who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)KH, (ll)KW);
+    if (N > MAX_DIM || C > MAX_DIM)
+        DDL_FAIL(DDL_E_VALUE, "%s: sizes beyond 2^31 - 1 are not supported", who);
+    ddl_status st = ddl_window_out_size(who, OH, OW, H, W, KH, KW, sh, sw, ph, pw, 1, 1);
+    if (st != DDL_OK) return st;
+    /* Wider padding would give windows that lie wholly in the padding (no max to take). */
+    if (ph > KH / 2 || pw > KW / 2)
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: padding (%lld, %lld) must be at most half the kernel (%lld, %lld)", who,
+                 (ll)ph, (ll)pw, (ll)KH, (ll)KW);
+    int64_t t;
+    if (!prod4(&t, N, C, H, W) || !prod4(&t, N, C, *OH, *OW))
+        DDL_FAIL(DDL_E_VALUE, "%s: input (%lld, %lld, %lld, %lld) is too large", who, (ll)N, (ll)C,
+                 (ll)H, (ll)W);
+    return DDL_OK;
+}
+
+ddl_status ddl_pool2d_out_size(int64_t *OH, int64_t *OW, int64_t H, int64_t W, int64_t KH,
+                               int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                               int64_t pad_w) {
+    int64_t oh, ow;
+    if (!OH || !OW) DDL_FAIL(DDL_E_VALUE, "pool2d_out_size: OH and OW must not be NULL");
+    ddl_status st =
+        pool_check("pool2d", &oh, &ow, 1, 1, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+    if (st != DDL_OK) return st;
+    *OH = oh, *OW = ow;
+    return DDL_OK;
+}
+
+/* The common 2x2, stride 2, no padding case, branch-free (first maximum wins, NaN wins) */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),
+               optimize("no-trapping-math"))) static void maxpool22(float *restrict y, int64_t *restrict ix, const float *restrict x, int64_t W,
+                      int64_t OH, int64_t OW) {
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+        for (int64_t ow = 0; ow < OW; ow++) {
+            float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            int64_t ia = 2 * oh * W + 2 * ow;
+            float best = a; int64_t arg = ia;
+            int tb = b > best || b != b; best = tb ? b : best; arg = tb ? ia + 1 : arg;
+            int tc = c > best || c != c; best = tc ? c : best; arg = tc ? ia + W : arg;
+            int td = d > best || d != d; best = td ? d : best; arg = td ? ia + W + 1 : arg;
+            y[oh * OW + ow] = best;
+            ix[oh * OW + ow] = arg;
+        }
+    }
+}
+
+ddl_status ddl_max_pool2d_forward(float *out, int64_t *indices, const float *inp, int64_t N,
+                                  int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                  int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                  int64_t pad_w) {
+    // out (N, C, OH, OW), indices (N, C, OH, OW), inp (N, C, H, W)
+    int64_t OH, OW;
+    ddl_status st =
+        pool_check("max_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+    if (st != DDL_OK) return st;
+    if (!out || !indices || !inp)
+        DDL_FAIL(DDL_E_VALUE, "max_pool2d: out, indices and inp must not be NULL");
+    if (KH == 2 && KW == 2 && stride_h == 2 && stride_w == 2 && pad_h == 0 && pad_w == 0) {
+        for (int64_t p = 0; p < N * C; p++)
+            maxpool22(out + p * OH * OW, indices + p * OH * OW, inp + p * H * W, W, OH, OW);
+        return DDL_OK;
+    }
+    for (int64_t p = 0; p < N * C; p++) {
+        const float *x = inp + p * H * W; // (H, W)
+        float *y = out + p * OH * OW;     // (OH, OW)
+        int64_t *ix = indices + p * OH * OW;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t h0 = oh * stride_h - pad_h, h1 = min64(h0 + KH, H);
+            h0 = max64(h0, 0);
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t w0 = ow * stride_w - pad_w, w1 = min64(w0 + KW, W);
+                w0 = max64(w0, 0);
+                float best = -INFINITY;
+                int64_t arg = h0 * W + w0;
+                for (int64_t ih = h0; ih < h1; ih++)
+                    for (int64_t iw = w0; iw < w1; iw++) {
+                        float v = x[ih * W + iw];
+                        if (v > best || isnan(v)) { /* PyTorch's rule: NaN wins */
+                            best = v;
+                            arg = ih * W + iw;
+                        }
+                    }
+                y[oh * OW + ow] = best;
+                ix[oh * OW + ow] = arg;
+            }
+        }
+    }
+    return DDL_OK;
+}
+
+ddl_status ddl_max_pool2d_backward(float *dinp, const float *dout, const int64_t *indices,
+                                   int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
+                                   int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                   int64_t pad_w) {
+    // dinp (N, C, H, W), dout (N, C, OH, OW), indices (N, C, OH, OW)
+    int64_t OH, OW;
+    ddl_status st = pool_check("max_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h,
+                               stride_w, pad_h, pad_w);
+    if (st != DDL_OK) return st;
+    if (!dout || !indices)
+        DDL_FAIL(DDL_E_VALUE, "max_pool2d_backward: dout and indices must not be NULL");
+    if (!dinp) return DDL_OK;
+    const int64_t total = N * C * OH * OW;
+    for (int64_t i = 0; i < total; i++) /* checked before any write: nothing changes on error */
+        if (indices[i] < 0 || indices[i] >= H * W)
+            DDL_FAIL(DDL_E_INDEX,
+                     "max_pool2d_backward: index %lld at position %lld is outside the "
+                     "(%lld, %lld) input plane",
+                     (ll)indices[i], (ll)i, (ll)H, (ll)W);
+    for (int64_t p = 0; p < N * C; p++) {
+        float *dx = dinp + p * H * W;         // (H, W)
+        const float *dy = dout + p * OH * OW; // (OH, OW)
+        const int64_t *ix = indices + p * OH * OW;
+        for (int64_t i = 0; i < OH * OW; i++) dx[ix[i]] += dy[i];
+    }
+    return DDL_OK;
+}
+
+/* Window [h0, h1) x [w0, w1) clipped to the input and PyTorch's count_include_pad divisor (the
+ * window clipped to the padded input). */
+typedef struct {
+    int64_t h0, h1, w0, w1;
+    int64_t count;
+} avg_window;
+
+static avg_window avg_window_at(int64_t oh, int64_t ow, int64_t H, int64_t W, int64_t KH,
+                                int64_t KW, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+    avg_window a;
+    int64_t h0 = oh * sh - ph, w0 = ow * sw - pw;
+    int64_t h1 = min64(h0 + KH, H + ph), w1 = min64(w0 + KW, W + pw);
+    a.count = (h1 - h0) * (w1 - w0);
+    a.h0 = max64(h0, 0), a.w0 = max64(w0, 0);
+    a.h1 = min64(h1, H), a.w1 = min64(w1, W);
+    return a;
+}
+
+ddl_status ddl_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64_t C, int64_t H,
+                                  int64_t W, int64_t KH, int64_t KW, int64_t stride_h,
+                                  int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+    // out (N, C, OH, OW), inp (N, C, H, W)
+    int64_t OH, OW;
+    ddl_status st =
+        pool_check("avg_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+    if (st != DDL_OK) return st;
+    if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "avg_pool2d: out and inp must not be NULL");
+    for (int64_t p = 0; p < N * C; p++) {
+        const float *x = inp + p * H * W; // (H, W)
+        float *y = out + p * OH * OW;     // (OH, OW)
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                avg_window a =
+                    avg_window_at(oh, ow, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+                double acc = 0.0;
+                for (int64_t ih = a.h0; ih < a.h1; ih++)
+                    for (int64_t iw = a.w0; iw < a.w1; iw++) acc += x[ih * W + iw];
+                y[oh * OW + ow] = (float)(acc / (double)a.count);
+            }
+    }
+    return DDL_OK;
+}
+
+ddl_status ddl_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C, int64_t H,
+                                   int64_t W, int64_t KH, int64_t KW, int64_t stride_h,
+                                   int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+    // dinp (N, C, H, W), dout (N, C, OH, OW)
+    int64_t OH, OW;
+    ddl_status st = pool_check("avg_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h,
+                               stride_w, pad_h, pad_w);
+    if (st != DDL_OK) return st;
+    if (!dout) DDL_FAIL(DDL_E_VALUE, "avg_pool2d_backward: dout must not be NULL");
+    if (!dinp) return DDL_OK;
+    for (int64_t p = 0; p < N * C; p++) {
+        float *dx = dinp + p * H * W;         // (H, W)
+        const float *dy = dout + p * OH * OW; // (OH, OW)
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                avg_window a =
+                    avg_window_at(oh, ow, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+                float g = dy[oh * OW + ow] / (float)a.count;
+                for (int64_t ih = a.h0; ih < a.h1; ih++)
+                    for (int64_t iw = a.w0; iw < a.w1; iw++) dx[ih * W + iw] += g;
+            }
+    }
+    return DDL_OK;
+}
+
+/* PyTorch's adaptive bins: [floor(i*in/out), ceil((i+1)*in/out)). */
+static int64_t bin_start(int64_t i, int64_t in, int64_t out) { return i * in / out; }
+static int64_t bin_end(int64_t i, int64_t in, int64_t out) {
+    return ((i + 1) * in + out - 1) / out;
+}
+
+static ddl_status adaptive_check(const char *who, int64_t N, int64_t C, int64_t H, int64_t W,
+                                 int64_t OH, int64_t OW) {
+    if (N < 1 || C < 1 || H < 1 || W < 1 || OH < 1 || OW < 1)
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: input (N, C, H, W) = (%lld, %lld, %lld, %lld) and output size "
+                 "(%lld, %lld) must be positive",
+                 who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)OH, (ll)OW);
+    int64_t t;
+    if (N > MAX_DIM || C > MAX_DIM || H > MAX_DIM || W > MAX_DIM || OH > MAX_DIM || OW > MAX_DIM ||
+        !prod4(&t, N, C, H, W) || !prod4(&t, N, C, OH, OW))
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: input (%lld, %lld, %lld, %lld) or output (%lld, %lld) "
+                 "is too large",
+                 who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)OH, (ll)OW);
+    return DDL_OK;
+}
+
+ddl_status ddl_adaptive_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64_t C,
+                                           int64_t H, int64_t W, int64_t OH, int64_t OW) {
+    // out (N, C, OH, OW), inp (N, C, H, W)
+    ddl_status st = adaptive_check("adaptive_avg_pool2d", N, C, H, W, OH, OW);
+    if (st != DDL_OK) return st;
+    if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "adaptive_avg_pool2d: out and inp must not be NULL");
+    for (int64_t p = 0; p < N * C; p++) {
+        const float *x = inp + p * H * W; // (H, W)
+        float *y = out + p * OH * OW;     // (OH, OW)
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
+                double acc = 0.0;
+                for (int64_t ih = h0; ih < h1; ih++)
+                    for (int64_t iw = w0; iw < w1; iw++) acc += x[ih * W + iw];
+                y[oh * OW + ow] = (float)(acc / (double)((h1 - h0) * (w1 - w0)));
+            }
+        }
+    }
+    return DDL_OK;
+}
+
+ddl_status ddl_adaptive_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C,
+                                            int64_t H, int64_t W, int64_t OH, int64_t OW) {
+    // dinp (N, C, H, W), dout (N, C, OH, OW)
+    ddl_status st = adaptive_check("adaptive_avg_pool2d_backward", N, C, H, W, OH, OW);
+    if (st != DDL_OK) return st;
+    if (!dout) DDL_FAIL(DDL_E_VALUE, "adaptive_avg_pool2d_backward: dout must not be NULL");
+    if (!dinp) return DDL_OK;
+    for (int64_t p = 0; p < N * C; p++) {
+        float *dx = dinp + p * H * W;         // (H, W)
+        const float *dy = dout + p * OH * OW; // (OH, OW)
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
+                float g = (float)(dy[oh * OW + ow] / (double)((h1 - h0) * (w1 - w0)));
+                for (int64_t ih = h0; ih < h1; ih++)
+                    for (int64_t iw = w0; iw < w1; iw++) dx[ih * W + iw] += g;
+            }
+        }
+    }
+    return DDL_OK;
+}
