@@ -1,10 +1,12 @@
-"""Rendezvous stores (csrc/store.c, ddl/distributed/store.py): TCPStore, FileStore, PrefixStore.
+"""Rendezvous stores (csrc/store/, ddl/distributed/store.py): TCPStore, FileStore, PrefixStore.
 
 Every test has a hard time limit; servers bind 127.0.0.1 on free ports; every thread, server
 and process a test starts is stopped before it ends.
 """
 import importlib
+import glob
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -503,3 +505,28 @@ def test_file_store_last_rank_cleans_up(tmp_path):
     assert c.num_keys() == 0
     with pytest.raises(RuntimeError, match="closed"):
         a.get("k")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a C compiler")
+def test_c_error_detail(tmp_path):
+    """Failures at a system call or a peer fill the structured record (op, peer, errno): the C
+    harness tests/c/test_store_errors.c, built with ASan + UBSan against the store sources."""
+    csrc = os.path.join(REPO, "csrc")
+    exe = tmp_path / "test_store_errors"
+    sources = sorted(glob.glob(os.path.join(csrc, "store", "*.c")))
+    cmd = ["gcc", "-std=c11", "-D_GNU_SOURCE", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
+           "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+           "-I", os.path.join(csrc, "include"), "-I", csrc,
+           os.path.join(REPO, "tests", "c", "test_store_errors.c"),
+           os.path.join(csrc, "core", "error.c"), *sources, "-lpthread", "-o", str(exe)]
+    build = subprocess.run(cmd, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="halt_on_error=1")
+    env.pop("LD_PRELOAD", None)  # the sanitizer run preloads libasan for Python; not needed here
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    run = subprocess.run([str(exe), str(scratch)], capture_output=True, text=True, env=env,
+                         timeout=90)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "all checks passed" in run.stdout

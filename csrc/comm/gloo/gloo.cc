@@ -2,6 +2,7 @@
 // (process groups, the communication thread, collectives, failure handling).
 // No C++ exception crosses into C: each entry point catches and maps to a ddl_status.
 #include "ddl/comm.h"
+#include "store/store_impl.h" /* the Redis store below implements the store vtable */
 
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>

@@ -3,13 +3,15 @@
  * Overview
  * --------
  * A `ddl_store` is a small key-value store that the ranks of a job share to find each other
- * (what PyTorch calls a c10d Store and Gloo a rendezvous::Store). Three kinds sit behind one
- * API through a vtable:
- *   - TCP: one process runs a `ddl_tcp_server` (a thread with a poll loop); every rank,
- *     the server's own process included, connects a client with ddl_store_new_tcp().
+ * (what PyTorch calls a c10d Store and Gloo a rendezvous::Store). Every kind is one handle
+ * type behind the same ddl_store_* calls:
+ *   - TCP: one process runs a `ddl_tcp_server` (ddl_tcp_server_new(): a thread with a poll
+ *     loop); every rank, the server's own process included, connects a client with
+ *     ddl_store_new_tcp().
  *   - file: a directory on a filesystem every rank sees, one file per key
- *     (ddl_store_new_file()).
+ *     (ddl_store_new_file(); ddl_store_file_remove() cleans it up).
  *   - prefix: every key of another store prefixed with "<prefix>/" (ddl_store_new_prefix()).
+ *   - Redis: ddl_store_new_redis() in comm.h (set/get/wait/check only).
  *
  * Keys are NUL-terminated strings of at most DDL_STORE_MAX_KEY bytes (the empty key is
  * allowed). Values are arbitrary bytes, NULs included. `get` and `wait` block until the keys
@@ -34,9 +36,6 @@
  * adds one; ddl_store_release() drops one and frees the store with the last (NULL is a no-op).
  * Buffers returned through `void **` are malloc'd; the caller free()s them.
  *
- * Note: internal.h's inline element helper is also named ddl_store(), so one .c file cannot
- * include both headers until that helper is renamed (store.c includes only this one).
- *
  * Threads: every handle may be used from several threads at once. A TCP handle keeps a small
  * pool of connections, so a thread parked in `get` does not hold up the others. The file
  * store serializes its read-modify-write calls (add, compare_set, set, delete) across threads
@@ -47,35 +46,21 @@
  * deadline passes (the message names the keys); DDL_E_COMM when the server is unreachable or
  * closes the connection (the message names its address) or a file operation fails (the
  * message names the path); DDL_E_NOMEM. Nothing aborts, exits, prints or raises SIGPIPE.
+ * A failure at a system call or a peer also fills the thread's ddl_last_error_info() (core.h):
+ * `op` the call ("get", "wait", "connect", "listen", ...), `peer` the TCP server's
+ * "host:port" (empty for the file store), `sys_errno` the errno (0 for a deadline or an
+ * answer the server sent). Argument errors leave the record empty.
  *
- * TCP wire protocol (all integers big-endian)
- * -----------------
- *   request:  u32 n | u8 opcode | fields            n = bytes after the u32 (1 + fields)
- *   response: u32 n | u8 code   | fields            code 0 = ok, else -ddl_status and one
- *                                                   field holding the error message
- *   field:    u32 len | len bytes
+ * The TCP server never blocks on one client: reads and writes are non-blocking and buffered
+ * per connection, a parked get/wait is answered when another client creates the key (or
+ * dropped when its client goes away), and a client that closes its side (even half) or sends
+ * a malformed frame is dropped while the others are served. The wire format, for writing
+ * other clients, is in docs/store.md (and csrc/store/wire.h).
  *
- *   opcode            request fields              ok response fields
- *   1 SET             key, value                  -
- *   2 GET             timeout, key                value       (parked until the key exists)
- *   3 ADD             key, delta (8-byte i64)     result (8-byte i64)
- *   4 COMPARE_SET     key, expected, desired      current value
- *   5 WAIT            timeout, key, ... (>= 1)    -           (parked until all exist)
- *   6 CHECK           key, key, ... (>= 1)        all_exist (1 byte, 0/1)
- *   7 DELETE          key                         deleted (1 byte, 0/1)
- *   8 NUM_KEYS        -                           count (8-byte i64)
+ * Other kinds of store (the Redis one) plug in through the vtable in csrc/store/store_impl.h.
  *
- * `timeout` is an 8-byte i64 in ms (< 0: forever): a GET/WAIT still parked when it passes is
- * answered with code 6 (-DDL_E_TIMEOUT). The client allows the handle's own timeout on top of
- * it for the network, then gives up itself and closes the connection (so a late answer can
- * never be mistaken for the next request's).
- *
- * A frame with n == 0, n > DDL_STORE_MAX_FRAME, an unknown opcode, the wrong number of fields,
- * a field running past the frame, or a key longer than DDL_STORE_MAX_KEY or holding a NUL
- * byte makes the server close that one connection; it keeps serving the others. The server
- * never blocks on one client: reads and writes are non-blocking and buffered per connection,
- * a parked GET/WAIT is answered when another client creates the key (or dropped when its
- * client goes away), and a client that closes its side (even half) is dropped. */
+ * Files: store.c (these entry points), tcp_server.c, tcp_client.c, wire.h (the format both
+ * ends share), kv.c (the server's map), file.c, prefix.c, util.c (shared helpers). */
 #ifndef DDL_STORE_H
 #define DDL_STORE_H
 
@@ -101,16 +86,16 @@ typedef struct ddl_tcp_server ddl_tcp_server;
  * port). *bound_port (may be NULL) receives the port it listens on. The server runs on its
  * own thread until ddl_tcp_server_free(). Errors: DDL_E_VALUE (bad port, unresolvable
  * host), DDL_E_COMM (bind/listen failed, e.g. the port is taken), DDL_E_NOMEM. */
-ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port,
-                                     int *bound_port);
+ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port, int *bound_port);
 /* Stop the server: closes every client connection (their pending calls fail with
  * DDL_E_COMM), joins its thread and frees everything. NULL is a no-op. */
 void ddl_tcp_server_free(ddl_tcp_server *srv);
 
 /* Connect a client to the TCP store at host:port, retrying with backoff (10 ms doubling to
  * 1 s) until timeout_ms passes (< 0: forever), so clients may start before the server.
- * timeout_ms also becomes the handle's timeout. Errors: DDL_E_VALUE (bad port, host not resolvable),
- * DDL_E_TIMEOUT (no server answered in time; the message has the last connect error). */
+ * timeout_ms also becomes the handle's timeout. Errors: DDL_E_VALUE (bad port, host not
+ * resolvable), DDL_E_TIMEOUT (no server answered in time; the message has the last connect
+ * error, sys_errno its errno). */
 ddl_status ddl_store_new_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms);
 
 /* Open (creating it and its parents if missing) the directory `path` as a store. A directory
@@ -156,32 +141,11 @@ ddl_status ddl_store_num_keys(ddl_store *s, int64_t *n);
 /* The deadline (ms, < 0: none) for calls that do not take one: I/O, connecting, locks. */
 ddl_status ddl_store_set_timeout(ddl_store *s, int64_t timeout_ms);
 
+/* Add a reference; returns s (NULL stays NULL). */
 ddl_store *ddl_store_retain(ddl_store *s);
+/* Drop a reference; the last one frees the store (a prefix store then releases its base).
+ * NULL is a no-op. */
 void ddl_store_release(ddl_store *s);
-
-/* ---- for implementers of other store kinds ---------------------------------------------
- * Embed `ddl_store` first in your struct, set vt and refs = 1. The ddl_store_* entry points
- * validate arguments (non-NULL pointers, key lengths, n >= 1) before calling the vtable.
- * refs is changed only with __atomic builtins (usable from C and C++ alike). */
-typedef struct ddl_store_vtable {
-    const char *name; /* "tcp", "file", ... for messages */
-    ddl_status (*set)(ddl_store *s, const char *key, const void *val, size_t len);
-    ddl_status (*get)(ddl_store *s, const char *key, void **val, size_t *len, int64_t timeout_ms);
-    ddl_status (*add)(ddl_store *s, const char *key, int64_t delta, int64_t *result);
-    ddl_status (*compare_set)(ddl_store *s, const char *key, const void *expected, size_t elen,
-                              const void *desired, size_t dlen, void **current, size_t *clen);
-    ddl_status (*wait)(ddl_store *s, const char *const *keys, int n, int64_t timeout_ms);
-    ddl_status (*check)(ddl_store *s, const char *const *keys, int n, int *all_exist);
-    ddl_status (*del)(ddl_store *s, const char *key, int *deleted);
-    ddl_status (*num_keys)(ddl_store *s, int64_t *n);
-    void (*set_timeout)(ddl_store *s, int64_t timeout_ms);
-    void (*destroy)(ddl_store *s); /* frees everything, s included */
-} ddl_store_vtable;
-
-struct ddl_store {
-    const ddl_store_vtable *vt;
-    int refs;
-};
 
 #ifdef __cplusplus
 }
