@@ -427,6 +427,29 @@ def _copy_into(dst, src):
         dst[...] = src.numpy()
 
 
+def _one_per_rank(tensors, g, who, name):
+    if len(tensors) != g.size():
+        raise ValueError(f"{who}: {name} has {len(tensors)} entries for a group of {g.size()}")
+
+
+def _packed(tensors, who):
+    """tensors (Tensors or arrays, one shape and dtype) stacked into one new tensor."""
+    packed = _stacked_like(tensors, who)
+    for i, t in enumerate(tensors):
+        _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    return packed
+
+
+def _unpack_into(tensors, stacked):
+    """A function copying stacked[i] into tensors[i], run once the collective is done."""
+
+    def scatter_back():
+        for i, t in enumerate(tensors):
+            _copy_into(t, stacked[i])
+
+    return scatter_back
+
+
 def _no_grad():
     from ..autograd import no_grad
 
@@ -438,17 +461,11 @@ def all_gather(tensor_list, tensor, group=None, async_op=False, timeout=None):
     g = _group(group)
     if g is None:
         return _skip(async_op)
-    if len(tensor_list) != g.size():
-        raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} entries for a group "
-                         f"of {g.size()}")
+    _one_per_rank(tensor_list, g, "all_gather", "tensor_list")
     out = _stacked_like(tensor_list, "all_gather")
     src = _buf(tensor, "all_gather", False)
-
-    def scatter_back():
-        for i, t in enumerate(tensor_list):
-            _copy_into(t, out[i])
-
-    return _run("allgather", g, out, src, 0, 0, timeout, async_op, scatter_back)
+    return _run("allgather", g, out, src, 0, 0, timeout, async_op,
+                _unpack_into(tensor_list, out))
 
 
 def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False,
@@ -466,12 +483,8 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     g = _group(group)
     if g is None:
         return _skip(async_op)
-    if len(input_list) != g.size():
-        raise ValueError(f"reduce_scatter: input_list has {len(input_list)} entries for a group "
-                         f"of {g.size()}")
-    packed = _stacked_like(input_list, "reduce_scatter")
-    for i, t in enumerate(input_list):
-        _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    _one_per_rank(input_list, g, "reduce_scatter", "input_list")
+    packed = _packed(input_list, "reduce_scatter")
     return _run("reduce_scatter", g, _buf(output, "reduce_scatter"), packed, 0, _op(op), timeout,
                 async_op)
 
@@ -494,12 +507,8 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False, timeout=
         if gather_list is None or len(gather_list) != g.size():
             raise ValueError(f"gather: the destination needs a gather_list of {g.size()} tensors")
         out = _stacked_like(gather_list, "gather")
-
-        def scatter_back():
-            for i, t in enumerate(gather_list):
-                _copy_into(t, out[i])
-
-        return _run("gather", g, out, src, root, 0, timeout, async_op, scatter_back)
+        return _run("gather", g, out, src, root, 0, timeout, async_op,
+                    _unpack_into(gather_list, out))
     return _run("gather", g, None, src, root, 0, timeout, async_op)
 
 
@@ -513,9 +522,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, timeou
     if g.rank() == root:
         if scatter_list is None or len(scatter_list) != g.size():
             raise ValueError(f"scatter: the source needs a scatter_list of {g.size()} tensors")
-        packed = _stacked_like(scatter_list, "scatter")
-        for i, t in enumerate(scatter_list):
-            _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+        packed = _packed(scatter_list, "scatter")
     return _run("scatter", g, out, packed, root, 0, timeout, async_op)
 
 
@@ -535,16 +542,10 @@ def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False
     n = g.size()
     if len(output_tensor_list) != n or len(input_tensor_list) != n:
         raise ValueError(f"all_to_all: both lists need {n} tensors")
-    packed = _stacked_like(input_tensor_list, "all_to_all")
-    for i, t in enumerate(input_tensor_list):
-        _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    packed = _packed(input_tensor_list, "all_to_all")
     out = _stacked_like(output_tensor_list, "all_to_all")
-
-    def scatter_back():
-        for i, t in enumerate(output_tensor_list):
-            _copy_into(t, out[i])
-
-    return _run("alltoall", g, out, packed, 0, 0, timeout, async_op, scatter_back)
+    return _run("alltoall", g, out, packed, 0, 0, timeout, async_op,
+                _unpack_into(output_tensor_list, out))
 
 
 def barrier(group=None, async_op=False, timeout=None):
