@@ -252,3 +252,11 @@ def update_docs_section(path, heading, section):
     nxt = re.search(r"^## ", text[m.end():], re.MULTILINE)
     rest = text[m.end() + nxt.start():] if nxt else ""
     path.write_text(text[:m.start()] + section + ("\n" + rest if rest else ""))
+
+
+def update_docs_written_by(path, heading, script, md_body):
+    """update_docs_section with the usual opening: which command writes the section (`python
+    benchmarks/<script>.py --update-docs`) and where its raw figures are."""
+    update_docs_section(path, heading, (
+        f"{heading}\n\nWritten by `python benchmarks/{script}.py --update-docs` (raw figures: "
+        f"benchmarks/results/{script}.json).\n\n" + md_body))

@@ -438,20 +438,14 @@ def judge(runs, agg, have_torch):
             note = f"PyTorch: {tv:.2f}x"
         add("MLP 2-rank DDP img/s / ddl 1-rank 1-thread img/s (no DDP)", v, TARGET_SCALING,
             ">=", note)
-    for m in MODELS:
-        if ("ddl", m, 2) in agg:
-            note = ""
-            if ("torch", m, 2) in agg:
-                note = f"PyTorch: {agg[('torch', m, 2)]['overlap']:.2f}x"
-            add(f"{m.upper()} 2-rank DDP step / step without communication",
-                agg[("ddl", m, 2)]["overlap"], TARGET_OVERLAP, "<=", note)
-    for m in MODELS:
-        if ("ddl", m, 2) in agg:
-            note = ""
-            if ("torch", m, 2) in agg:
-                note = f"PyTorch: {agg[('torch', m, 2)]['first_step_s']:.2f} s"
-            add(f"{m.upper()} 2-rank launch -> end of first step (s)",
-                agg[("ddl", m, 2)]["first_step_s"], TARGET_FIRST_STEP, "<=", note)
+    for field, what, target, unit in (
+            ("overlap", "DDP step / step without communication", TARGET_OVERLAP, "x"),
+            ("first_step_s", "launch -> end of first step (s)", TARGET_FIRST_STEP, " s")):
+        for m in MODELS:
+            if ("ddl", m, 2) in agg:
+                torch_run = agg.get(("torch", m, 2))
+                note = f"PyTorch: {torch_run[field]:.2f}{unit}" if torch_run else ""
+                add(f"{m.upper()} 2-rank {what}", agg[("ddl", m, 2)][field], target, "<=", note)
     if have_torch:
         for m in MODELS:
             if ("ddl", m, 2) in agg and ("torch", m, 2) in agg:
@@ -600,13 +594,6 @@ def markdown(rows, checks, agg, meta):
     return "\n".join(lines) + "\n"
 
 
-def update_docs(md_body, path):
-    """Replace (or append) this script's section of docs/benchmarks.md, keeping the others."""
-    C.update_docs_section(path, DOCS_SECTION, (
-        f"{DOCS_SECTION}\n\nWritten by `python benchmarks/bench_ddp.py --update-docs` "
-        "(raw figures: benchmarks/results/bench_ddp.json).\n\n" + md_body))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="one job per case, short segments")
@@ -711,7 +698,7 @@ def main():
                "jobs": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in runs.items()}}
     js, mdp = C.write_results(args.out, "bench_ddp", payload, md)
     if args.update_docs:
-        update_docs(md, C.DOCS)
+        C.update_docs_written_by(C.DOCS, DOCS_SECTION, "bench_ddp", md)
     judged = [c for c in checks if c["pass"] is not None]
     print(f"\n{sum(c['pass'] for c in judged)}/{len(judged)} targets met; "
           f"{meta['elapsed_s']:.0f} s; wrote {js} and {mdp}"

@@ -430,13 +430,6 @@ def markdown(rows, meta):
     return "\n".join(lines) + "\n"
 
 
-def update_docs(md_body, path):
-    """Replace (or append) the '## Training speed (bench_train.py)' section of the docs."""
-    C.update_docs_section(path, DOCS_SECTION, (
-        f"{DOCS_SECTION}\n\nWritten by `python benchmarks/bench_train.py --update-docs`"
-        " (raw figures: benchmarks/results/bench_train.json).\n\n" + md_body))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer, shorter repeats (~1 minute)")
@@ -480,7 +473,7 @@ def main():
     md = markdown(rows, meta)
     js, mdp = C.write_results(args.out, "bench_train", {"meta": meta, "results": rows}, md)
     if args.update_docs:
-        update_docs(md, C.DOCS)
+        C.update_docs_written_by(C.DOCS, DOCS_SECTION, "bench_train", md)
     judged = [r for r in rows if r.get("judged", True)]
     misses = [r for r in judged if not r["pass"]]
     print(f"\n{len(judged) - len(misses)}/{len(judged)} pass; {meta['elapsed_s']} s; "
