@@ -25,8 +25,8 @@ except ImportError:  # setuptools < 59
 # (what, Debian package, program, libraries): each must compile and link with the build's compiler
 PROBES = [
     ("Gloo", "libgloo-dev",
-     "#include <gloo/config.h>\n#include <gloo/transport/tcp/device.h>\n"
-     "int main() { return gloo::transport::tcp::CreateDevice({}) ? 0 : 1; }\n",
+     ("#include <gloo/config.h>\n#include <gloo/transport/tcp/device.h>\n"
+     "int main() { return gloo::transport::tcp::CreateDevice({}) ? 0 : 1; }\n"),
      ["gloo", "stdc++", "pthread"]),
     ("zlib", "zlib1g-dev",
      "#include <zlib.h>\nint main() { return zlibVersion()[0] == 0; }\n",
