@@ -19,7 +19,6 @@ import ddl.optim
 from ddl import nn
 from ddl.data import DataLoader
 
-
 MLP, CNN, RNNClassifier = fashion_models.model_classes(nn)
 for _cls in (MLP, CNN, RNNClassifier):
     _cls.__module__ = __name__

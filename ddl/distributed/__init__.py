@@ -63,7 +63,7 @@ class ReduceOp:
     MIN = 2
     MAX = 3
     PRODUCT = 4
-    PRODUCT_ = PRODUCT  # noqa: N815
+    PRODUCT_ = PRODUCT
 
 
 _OP_NAMES = {"sum": 0, "avg": 1, "min": 2, "max": 3, "product": 4, "prod": 4}
@@ -406,7 +406,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
 def _stacked_like(tensors, who):
     first = tensors[0]
     shape = (len(tensors),) + tuple(first.shape)
-    dtype = first.dtype if isinstance(first, Tensor) else first.dtype
+    dtype = first.dtype
     for i, t in enumerate(tensors):
         if tuple(t.shape) != tuple(first.shape) or t.dtype != dtype:
             raise ValueError(f"{who}: tensor {i} has shape {tuple(t.shape)} / {t.dtype}; all "
@@ -555,13 +555,13 @@ def barrier(group=None, async_op=False, timeout=None):
     return _run("barrier", g, None, None, 0, 0, timeout, async_op)
 
 
-from .launch import launch  # noqa: E402
+from .launch import launch
 
 __all__ = [
-    "launch", "init_process_group", "destroy_process_group", "is_initialized", "is_available", "get_rank",
-    "get_world_size", "get_backend", "new_group", "ReduceOp", "Work", "ProcessGroup",
-    "GroupMember", "DistributedError", "DistributedTimeoutError", "all_reduce", "broadcast",
-    "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "reduce",
-    "gather", "scatter", "all_to_all", "all_to_all_single", "barrier", "Store", "TCPStore",
-    "FileStore", "PrefixStore",
+    "DistributedError", "DistributedTimeoutError", "FileStore", "GroupMember", "PrefixStore",
+    "ProcessGroup", "RedisStore", "ReduceOp", "Store", "TCPStore", "Work", "all_gather",
+    "all_gather_into_tensor", "all_reduce", "all_to_all", "all_to_all_single", "barrier",
+    "broadcast", "destroy_process_group", "gather", "get_backend", "get_rank", "get_world_size",
+    "init_process_group", "is_available", "is_initialized", "launch", "new_group", "reduce",
+    "reduce_scatter", "reduce_scatter_tensor", "scatter",
 ]
