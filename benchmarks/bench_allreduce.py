@@ -42,12 +42,12 @@ Targets (from the issue): ddl >= 0.95x raw Gloo bus bandwidth from 1 MiB up; sma
 (< 1 MiB) latency <= 1.1x raw Gloo; ddl no slower than torch.distributed at any size.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import random
-import re
 import select
 import shutil
 import signal
@@ -59,7 +59,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import _common as C  # the standard library only: the driver never imports ddl
+
+ROOT = C.ROOT
 HERE = Path(__file__).resolve().parent
 BASELINE_SRC = HERE / "gloo_baseline.cc"
 
@@ -113,9 +115,10 @@ def _worker(kind, ddl_path):
     if kind == "ddl":
         if ddl_path:
             sys.path.insert(0, ddl_path)
-        elif (ROOT / "ddl" / "__init__.py").exists():
-            sys.path.insert(0, str(ROOT))  # benchmark the source tree (an in-place build)
+        else:
+            C.use_source_tree()
         import numpy as np
+
         import ddl
         import ddl.distributed as dist
         dist.init_process_group("gloo")
@@ -149,7 +152,7 @@ def _worker(kind, ddl_path):
         parts = line.split()
         if not parts or parts[0] == "quit":
             break
-        _, mode, nbytes, warmup, iters = parts
+        _, _mode, nbytes, warmup, iters = parts
         n, warmup, iters = int(nbytes) // 4, int(warmup), int(iters)
         if n not in bufs:
             a, t = bufs[n] = make(n)
@@ -177,11 +180,10 @@ def _worker(kind, ddl_path):
 
 def _die_with_parent():
     """preexec_fn: a worker gets SIGKILL if the driver dies (Linux PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no such guard
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    except Exception:
-        pass
 
 
 def free_port():
@@ -198,9 +200,13 @@ class Group:
         self.procs, self.errs, self.bufs = [], [], []
         self.info = None
         for r, (cmd, env) in enumerate(cmds_envs):
-            err = open(Path(tmp) / f"{name.replace(' ', '_')}.{len(cmds_envs)}.{r}.err", "w+b")
+            # the worker's stderr, read back when it fails; close() closes it
+            path = Path(tmp) / f"{name.replace(' ', '_')}.{len(cmds_envs)}.{r}.err"
+            err = open(path, "w+b")  # noqa: SIM115
+            # preexec_fn is safe here: the driver starts no threads
             p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=err, preexec_fn=_die_with_parent, cwd=str(ROOT))
+                                 stderr=err, preexec_fn=_die_with_parent,  # noqa: PLW1509
+                                 cwd=str(ROOT))
             self.procs.append(p)
             self.errs.append(err)
             self.bufs.append(b"")
@@ -278,7 +284,7 @@ def build_baseline(tmp):
     exe = Path(tmp) / "gloo_baseline"
     cmd = ["g++", "-std=c++17", "-O3", "-fno-math-errno", "-o", str(exe), str(BASELINE_SRC),
            "-lgloo", "-pthread"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode:
         raise SystemExit(f"compiling the Gloo baseline failed ({' '.join(cmd)}):\n{r.stderr}\n"
                          "It needs g++ and Debian's libgloo-dev.")
@@ -287,9 +293,10 @@ def build_baseline(tmp):
 
 
 def torch_available():
-    r = subprocess.run([sys.executable, "-c", "import torch, torch.distributed as d; "
-                        "print(torch.__version__, d.is_available() and d.is_gloo_available())"],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", ("import torch, torch.distributed as d; print("
+                                               "torch.__version__, d.is_available() and "
+                                               "d.is_gloo_available())")],
+                       capture_output=True, text=True, check=False)
     if r.returncode:
         return None, "torch is not installed (pip install torch==2.13.0 for a CPU build)"
     ver, ok = r.stdout.split()
@@ -502,7 +509,7 @@ def markdown(meta, summary, rows):
             for v in vs:
                 e = t[v].get(s)
                 cells.append(f"{fmt_ms(e['median_s'])} / {e['busbw_gbs']:.2f}" if e else "")
-            g, d, tr = t["gloo"][s], t.get("ddl", {}).get(s), t.get("torch", {}).get(s)
+            d, tr = t.get("ddl", {}).get(s), t.get("torch", {}).get(s)
             bw = f"{paired(t, 'gloo', 'ddl', s):.2f}x" if d else ""
             tt = f"{paired(t, 'ddl', 'torch', s):.2f}x" if d and tr else ""
             ex = "".join(f" {paired(t, v, 'ddl', s):.2f}x |" if d and s in t[v] else " |"
@@ -585,17 +592,9 @@ WHY = """Where the time goes (found by strace and per-thread CPU time on this 2-
 
 def update_docs(path, body, meta):
     heading = "## Allreduce (bench_allreduce.py)"
-    section = (f"{heading}\n\n`python benchmarks/bench_allreduce.py` (raw results: "
-               f"`benchmarks/results/bench_allreduce.json`).\n\n{body}")
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if heading in text:
-        start = text.index(heading)
-        nxt = re.search(r"^## ", text[start + len(heading):], re.M)
-        end = start + len(heading) + nxt.start() if nxt else len(text)
-        text = text[:start] + section + ("\n" if nxt else "") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    C.update_docs_section(path, heading, (
+        f"{heading}\n\n`python benchmarks/bench_allreduce.py` (raw results: "
+        f"`benchmarks/results/bench_allreduce.json`).\n\n{body}"))
 
 
 def print_table(summary, rows):
@@ -665,15 +664,10 @@ def main():
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     ddl_info = next(iter(infos.values()))["ddl"]  # from a worker: the driver never imports ddl
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1)
-    except (OSError, AttributeError):
-        pass
+    cpu = C.cpu_info().get("model_name") or platform.processor() or platform.machine()
     try:
         libgloo = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libgloo-dev"],
-                                 capture_output=True, text=True).stdout.strip() or "?"
+                                 capture_output=True, text=True, check=False).stdout.strip() or "?"
     except OSError:
         libgloo = "?"
     meta = {
@@ -690,10 +684,7 @@ def main():
     rows = verdicts(summary)
     print_table(summary, rows)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     body = markdown(meta, summary, rows)
-    (out / "bench_allreduce.md").write_text(body)
     samples = {str(n): {"probes": r["probes"],
                         **{v: {str(s): xs for s, xs in per.items()}
                            for v, per in r["samples"].items()}}
@@ -711,10 +702,10 @@ def main():
     # readable summary, compact samples (one line per variant and size)
     text = json.dumps(blob, indent=1).replace('"@SAMPLES@"', json.dumps(samples).replace(
         '], "', '],\n  "'))
-    (out / "bench_allreduce.json").write_text(text + "\n")
-    print(f"\nwrote {out / 'bench_allreduce.json'} and {out / 'bench_allreduce.md'}")
+    js, md = C.write_results(args.out, "bench_allreduce", blob, body, json_text=text + "\n")
+    print(f"\nwrote {js} and {md}")
     if not args.no_docs and (not args.quick or args.docs):
-        docs = ROOT / "docs" / "benchmarks.md"
+        docs = C.DOCS
         update_docs(docs, body, meta)
         print(f"updated {docs}")
     print(f"wall time {meta['wall_s']:.0f} s", file=sys.stderr)

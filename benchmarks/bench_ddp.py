@@ -40,12 +40,10 @@ within 0.5 s of launch (2 ranks); RSS per rank <= 1/3 of PyTorch's (2 ranks).
 Internal: `--worker ddl|torch` is the per-rank entry point the launcher runs.
 """
 import argparse
-import datetime
 import json
 import math
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -53,9 +51,11 @@ import sys
 import time
 from pathlib import Path
 
+import _common as C  # the standard library only
+
 _T_WORKER_START = time.time()  # a worker's start (after the interpreter and the stdlib imports)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = C.ROOT
 BATCH = 64
 N_BATCHES = 8
 LR = 1e-3
@@ -74,10 +74,53 @@ THREAD_VARS = ("DDL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 # =============================================================================================
 
 
-class DDLLib:
+class _Lib:
+    """What a worker asks of the library it measures; the subclasses import it."""
+
+    name = ""
+
+    def init(self):
+        raise NotImplementedError
+
+    def build(self, name, seed):
+        """examples/fashion_models.py's model, on this library's nn."""
+        self.seed(seed)
+        return self.fm.build(self.models, name)
+
+    def wrap(self, model):
+        return self.DDP(model)
+
+    def optimizer(self, model):
+        return self.optim.Adam(model.parameters(), lr=LR)
+
+    def data(self, xs, ys):
+        return [(self.lib.from_numpy(x), self.lib.from_numpy(y)) for x, y in zip(xs, ys)]
+
+    def loss(self, out, y):
+        return self.F.cross_entropy(out, y)
+
+    def barrier(self):
+        self.dist.barrier()
+
+    def param_shapes(self, model):
+        return [[n, list(p.shape)] for n, p in model.named_parameters()]
+
+    def now_us(self):
+        return None
+
+    def buckets(self, ddp):
+        return None
+
+    def finish(self):
+        self.dist.destroy_process_group()
+
+
+class DDLLib(_Lib):
     name = "ddl"
 
     def __init__(self):
+        C.use_examples()
+        import fashion_models
         import numpy as np
 
         import ddl
@@ -86,147 +129,60 @@ class DDLLib:
         import ddl.optim
         from ddl.nn.parallel import DistributedDataParallel
 
-        sys.path.insert(0, str(ROOT / "examples"))
-        import fashion_common
-
-        self.np, self.ddl, self.dist, self.F = np, ddl, dist, F
-        self.DDP, self.fc = DistributedDataParallel, fashion_common
+        self.np, self.lib, self.dist, self.F, self.optim = np, ddl, dist, F, ddl.optim
+        self.DDP, self.fm = DistributedDataParallel, fashion_models
+        self.models, self.seed = fashion_models.model_classes(ddl.nn), ddl.manual_seed
 
     def init(self):
         self.dist.init_process_group("gloo")
-        self.ddl.set_num_threads(1)
+        self.lib.set_num_threads(1)
         return self.dist.get_rank(), self.dist.get_world_size()
 
     def threads(self):
-        return {"ddl.get_num_threads": self.ddl.get_num_threads(),
-                "blas": self.ddl.blas_info()["corename"]}
-
-    def build(self, name, seed):
-        self.ddl.manual_seed(seed)
-        return self.fc.build_model(name)
-
-    def wrap(self, model):
-        return self.DDP(model)
-
-    def optimizer(self, model):
-        return self.ddl.optim.Adam(model.parameters(), lr=LR)
-
-    def data(self, xs, ys):
-        return [(self.ddl.from_numpy(x), self.ddl.from_numpy(y)) for x, y in zip(xs, ys)]
-
-    def loss(self, out, y):
-        return self.F.cross_entropy(out, y)
-
-    def barrier(self):
-        self.dist.barrier()
+        return {"ddl.get_num_threads": self.lib.get_num_threads(),
+                "blas": self.lib.blas_info()["corename"]}
 
     def allreduce_max(self, value):
         a = self.np.array([value], dtype=self.np.float64)
         self.dist.all_reduce(a, op=self.dist.ReduceOp.MAX)
         return float(a[0])
 
-    def param_shapes(self, model):
-        return [[n, list(p.shape)] for n, p in model.named_parameters()]
-
     def now_us(self):
-        return self.ddl._C.now_us()
+        return self.lib._C.now_us()
 
     def buckets(self, ddp):
         return [(len(names), s, e) for names, s, e in ddp.bucket_info()]
 
-    def finish(self):
-        self.dist.destroy_process_group()
 
-
-class TorchLib:
+class TorchLib(_Lib):
     name = "torch"
 
     def __init__(self):
+        C.use_examples()
+        import fashion_models
         import torch
         import torch.distributed as dist
         import torch.nn.functional as F
-        from torch import nn
         from torch.nn.parallel import DistributedDataParallel
 
-        self.torch, self.dist, self.nn, self.F = torch, dist, nn, F
-        self.DDP = DistributedDataParallel
+        self.lib, self.dist, self.F, self.optim = torch, dist, F, torch.optim
+        self.DDP, self.fm = DistributedDataParallel, fashion_models
+        self.models, self.seed = fashion_models.model_classes(torch.nn), torch.manual_seed
 
     def init(self):
         self.dist.init_process_group("gloo", init_method="env://")
-        self.torch.set_num_threads(1)
+        self.lib.set_num_threads(1)
         return self.dist.get_rank(), self.dist.get_world_size()
 
     def threads(self):
-        return {"torch.get_num_threads": self.torch.get_num_threads(),
-                "torch.get_num_interop_threads": self.torch.get_num_interop_threads(),
-                "cpu_capability": self.torch.backends.cpu.get_cpu_capability()}
-
-    def build(self, name, seed):
-        """examples/fashion_common.py's MLP and CNN, layer for layer."""
-        nn = self.nn
-        self.torch.manual_seed(seed)
-
-        class MLP(nn.Module):
-            def __init__(self, hidden=(512, 256), dropout=0.2):
-                super().__init__()
-                layers, width = [nn.Flatten()], 28 * 28
-                for h in hidden:
-                    layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
-                    width = h
-                layers.append(nn.Linear(width, 10))
-                self.net = nn.Sequential(*layers)
-
-            def forward(self, x):
-                return self.net(x)
-
-        class CNN(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.features = nn.Sequential(
-                    nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                    nn.MaxPool2d(2),
-                    nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                    nn.MaxPool2d(2))
-                self.classifier = nn.Sequential(
-                    nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.3),
-                    nn.Linear(128, 10))
-
-            def forward(self, x):
-                return self.classifier(self.features(x))
-
-        return {"mlp": MLP, "cnn": CNN}[name]()
-
-    def wrap(self, model):
-        return self.DDP(model)
-
-    def optimizer(self, model):
-        return self.torch.optim.Adam(model.parameters(), lr=LR)
-
-    def data(self, xs, ys):
-        return [(self.torch.from_numpy(x), self.torch.from_numpy(y)) for x, y in zip(xs, ys)]
-
-    def loss(self, out, y):
-        return self.F.cross_entropy(out, y)
-
-    def barrier(self):
-        self.dist.barrier()
+        return {"torch.get_num_threads": self.lib.get_num_threads(),
+                "torch.get_num_interop_threads": self.lib.get_num_interop_threads(),
+                "cpu_capability": self.lib.backends.cpu.get_cpu_capability()}
 
     def allreduce_max(self, value):
-        t = self.torch.tensor([value], dtype=self.torch.float64)
+        t = self.lib.tensor([value], dtype=self.lib.float64)
         self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
         return float(t[0])
-
-    def param_shapes(self, model):
-        return [[n, list(p.shape)] for n, p in model.named_parameters()]
-
-    def now_us(self):
-        return None
-
-    def buckets(self, ddp):
-        return None
-
-    def finish(self):
-        self.dist.destroy_process_group()
 
 
 def rss_mb():
@@ -245,23 +201,14 @@ def worker(args):
     model = lib.build(args.model, 0)
     ddp = lib.wrap(model)
     opt = lib.optimizer(ddp)
-    rng = np.random.default_rng(1000 + rank)
-    xs = [(rng.integers(0, 256, (BATCH, 1, 28, 28)).astype(np.float32) / 255.0 - 0.286) / 0.353
-          for _ in range(N_BATCHES)]
-    ys = [rng.integers(0, 10, BATCH).astype(np.int64) for _ in range(N_BATCHES)]
+    xs, ys = C.synthetic_batches(np.random.default_rng(1000 + rank), N_BATCHES, BATCH,
+                                 pixels=True)
     data = lib.data(xs, ys)
     marks["model_ready"] = time.time() - t0
-    it = {"i": 0}
+    it = {"i": 0}  # one walk through the batches for every kind of step
 
     def stepper(m, o):
-        def step():
-            x, y = data[it["i"] % N_BATCHES]
-            it["i"] += 1
-            loss = lib.loss(m(x), y)
-            o.zero_grad()
-            loss.backward()
-            o.step()
-        return step
+        return C.training_step(m, o, lib.loss, data, it)
 
     ddp_step = stepper(ddp, opt)
     ddp_step()
@@ -491,20 +438,14 @@ def judge(runs, agg, have_torch):
             note = f"PyTorch: {tv:.2f}x"
         add("MLP 2-rank DDP img/s / ddl 1-rank 1-thread img/s (no DDP)", v, TARGET_SCALING,
             ">=", note)
-    for m in MODELS:
-        if ("ddl", m, 2) in agg:
-            note = ""
-            if ("torch", m, 2) in agg:
-                note = f"PyTorch: {agg[('torch', m, 2)]['overlap']:.2f}x"
-            add(f"{m.upper()} 2-rank DDP step / step without communication",
-                agg[("ddl", m, 2)]["overlap"], TARGET_OVERLAP, "<=", note)
-    for m in MODELS:
-        if ("ddl", m, 2) in agg:
-            note = ""
-            if ("torch", m, 2) in agg:
-                note = f"PyTorch: {agg[('torch', m, 2)]['first_step_s']:.2f} s"
-            add(f"{m.upper()} 2-rank launch -> end of first step (s)",
-                agg[("ddl", m, 2)]["first_step_s"], TARGET_FIRST_STEP, "<=", note)
+    for field, what, target, unit in (
+            ("overlap", "DDP step / step without communication", TARGET_OVERLAP, "x"),
+            ("first_step_s", "launch -> end of first step (s)", TARGET_FIRST_STEP, " s")):
+        for m in MODELS:
+            if ("ddl", m, 2) in agg:
+                torch_run = agg.get(("torch", m, 2))
+                note = f"PyTorch: {torch_run[field]:.2f}{unit}" if torch_run else ""
+                add(f"{m.upper()} 2-rank {what}", agg[("ddl", m, 2)][field], target, "<=", note)
     if have_torch:
         for m in MODELS:
             if ("ddl", m, 2) in agg and ("torch", m, 2) in agg:
@@ -590,28 +531,6 @@ def check_cell(c):
     return f"{v:.2f} s" if "(s)" in c["check"] else f"{v:.2f}x"
 
 
-def cpu_model():
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        name = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
-        fam = re.search(r"^cpu family\s*:\s*(.*)$", text, re.MULTILINE)
-        mod = re.search(r"^model\s*:\s*(.*)$", text, re.MULTILINE)
-        def g(mm):
-            return mm.group(1).strip() if mm else "?"
-
-        return f"{g(name)} (family {g(fam)} model {g(mod)})"
-    except OSError:
-        return platform.processor() or "?"
-
-
-def cpu_pressure():
-    try:
-        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-        return float(re.search(r"avg10=([\d.]+)", line).group(1))
-    except (OSError, AttributeError, IndexError, ValueError):
-        return None
-
-
 def markdown(rows, checks, agg, meta):
     lines = [
         f"Measured {meta['date']} on {meta['cpu']}, {meta['cpus']} logical CPUs usable, "
@@ -623,31 +542,31 @@ def markdown(rows, checks, agg, meta):
         f"{meta['ddl_blas']}), PyTorch {meta['torch_version'] or 'not run'}"
         f"{' (--quick)' if meta['quick'] else ''}; {meta['elapsed_s']:.0f} s in all.",
         "",
-        f"- What ran: the MLP and CNN of examples/fashion_common.py (PyTorch: the same layers), "
+        (f"- What ran: the MLP and CNN of examples/fashion_common.py (PyTorch: the same layers), "
         f"batch {BATCH} per rank, Adam(lr={LR}), 1 thread per rank (ddl.set_num_threads(1) / "
         "torch.set_num_threads(1); DDL/OMP/OPENBLAS/MKL_NUM_THREADS=1), synthetic in-memory "
         "data. Each job = fresh processes started by `python -m ddl.run --nproc-per-node N` "
-        "(PyTorch: gloo, env://); both libraries' DDP with default settings.",
-        f"- {meta['reps']} job(s) per library and case, libraries alternating job by job; per "
+        "(PyTorch: gloo, env://); both libraries' DDP with default settings."),
+        (f"- {meta['reps']} job(s) per library and case, libraries alternating job by job; per "
         f"job {meta['pairs']} DDP segments alternating with {meta['pairs']} no-DDP segments of "
         f"~{meta['seg_time']} s (ranks in lockstep). Step time = slowest rank; figures are "
-        "medians; ddl/torch = median of per-repeat ratios.",
-        "- img/s = batch x ranks / DDP step time. \"no-comm\" = the same model unwrapped (plain "
+        "medians; ddl/torch = median of per-repeat ratios."),
+        ("- img/s = batch x ranks / DDP step time. \"no-comm\" = the same model unwrapped (plain "
         "module + optimizer, no communication) trained in the same processes at the same time. "
         "ovl = DDP step / no-comm step. RSS = peak RSS per rank (ru_maxrss) with the DDP model "
         "trained. 1st step = launch of the job -> end of the first training step (slowest rank); "
-        "(CPU ...) = that worker's own CPU seconds until then, a floor for an idle machine.",
-        "- CPU/step = CPU seconds per step per rank of the whole process (all threads: compute, "
+        "(CPU ...) = that worker's own CPU seconds until then, a floor for an idle machine."),
+        ("- CPU/step = CPU seconds per step per rank of the whole process (all threads: compute, "
         "the communication thread, Gloo), from time.process_time(); on a busy machine it moves "
-        "much less than wall time. PyTorch/ddl CPU > 1: ddl uses less CPU per step.",
+        "much less than wall time. PyTorch/ddl CPU > 1: ddl uses less CPU per step."),
         "",
     ]
     if meta["loadavg_before"][0] > meta["cpus"]:
         load = meta["loadavg_before"][0]
-        lines[1:1] = ["", f"**The machine was oversubscribed** (load {load:.1f} "
+        lines[1:1] = ["", (f"**The machine was oversubscribed** (load {load:.1f} "
                       f"on {meta['cpus']} CPUs): wall-clock figures (img/s, ovl, 1st step) carry "
                       "the other jobs' scheduling delays and move a lot from run to run; the CPU "
-                      "columns are the steadier comparison."]
+                      "columns are the steadier comparison.")]
     lines += md_tables(rows)
     lines += ["| target | measured | target | result | note |", "|---|---|---|---|---|"]
     for c in checks:
@@ -656,8 +575,8 @@ def markdown(rows, checks, agg, meta):
         res = "n/a" if c["pass"] is None else ("pass" if c["pass"] else "MISS")
         lines.append(f"| {c['check']} | {check_cell(c)} | {tgt} | {res} | {c['note']} |")
     lines += ["", "Launch -> first step, slowest rank, medians (s):", "",
-              "| case | worker started | imported | process group | model + DDP built | "
-              "first step done |", "|---|---|---|---|---|---|"]
+              ("| case | worker started | imported | process group | model + DDP built | "
+              "first step done |"), "|---|---|---|---|---|---|"]
     for (lib, m, w), a in sorted(agg.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         mk = a["marks"]
         lines.append(f"| {lib} {m.upper()} x{w} | {mk['worker_start']:.2f} | {mk['imported']:.2f}"
@@ -675,30 +594,6 @@ def markdown(rows, checks, agg, meta):
     return "\n".join(lines) + "\n"
 
 
-def update_docs(md_body, path):
-    """Replace (or append) this script's section of docs/benchmarks.md, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = (f"{DOCS_SECTION}\n\nWritten by `python benchmarks/bench_ddp.py --update-docs` "
-               "(raw figures: benchmarks/results/bench_ddp.json).\n\n" + md_body)
-    start = text.find(DOCS_SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(DOCS_SECTION))
-        text = text[:start] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(text)
-
-
-def torch_version():
-    """PyTorch's version without importing it here (the parent stays light)."""
-    try:
-        from importlib.metadata import version
-
-        return version("torch")
-    except Exception:
-        return None
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="one job per case, short segments")
@@ -706,7 +601,7 @@ def main():
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     p.add_argument("--no-torch", action="store_true", help="ddl only")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(C.RESULTS))
     p.add_argument("--update-docs", action="store_true",
                    help="rewrite the '## DDP (bench_ddp.py)' section of docs/benchmarks.md")
     # worker side / tuning
@@ -727,20 +622,21 @@ def main():
 
     import ddl  # the parent's only library import: versions for the report
 
-    tv = None if args.no_torch else torch_version()
+    tv = None if args.no_torch else C.package_version("torch")
     if not args.no_torch and tv is None:
         print("PyTorch is not installed: measuring ddl only (pip install torch==2.13.0)")
     have_torch = tv is not None
     libs = ["ddl", "torch"] if have_torch else ["ddl"]
     meta = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)),
+        "date": C.now(),
+        "cpu": C.cpu_name(), "cpus": len(os.sched_getaffinity(0)),
         "python": platform.python_version(), "ddl_version": ddl.__version__,
         "ddl_blas": ddl.blas_info()["corename"], "torch_version": tv,
         "quick": args.quick, "reps": args.reps, "pairs": args.pairs, "seg_time": args.seg_time,
         "warmup": args.warmup, "batch": BATCH, "lr": LR,
-        "loadavg_before": os.getloadavg(), "cpu_pressure_before": cpu_pressure(),
-        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
+        "loadavg_before": os.getloadavg(), "cpu_pressure_before": C.cpu_pressure(),
+        "env": {k: v for k, v in C.blas_env().items() if k in ("OPENBLAS_CORETYPE",
+                                                               "OPENBLAS_L2_SIZE")},
     }
     print(f"bench_ddp: {meta['cpu']}, {meta['cpus']} CPUs; load average "
           f"{' '.join(f'{x:.2f}' for x in meta['loadavg_before'])}"
@@ -796,19 +692,16 @@ def main():
                   f"{[round(x, 2) for x in b['start_in_backward_ms']]} of a "
                   f"{b['backward_ms']:.2f} ms backward")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows, checks, agg, meta)
     payload = {"meta": meta, "table": rows, "checks": checks,
                "aggregate": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in agg.items()},
                "jobs": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in runs.items()}}
-    (out / "bench_ddp.json").write_text(json.dumps(payload, indent=1))
-    (out / "bench_ddp.md").write_text(md)
+    js, mdp = C.write_results(args.out, "bench_ddp", payload, md)
     if args.update_docs:
-        update_docs(md, ROOT / "docs" / "benchmarks.md")
+        C.update_docs_written_by(C.DOCS, DOCS_SECTION, "bench_ddp", md)
     judged = [c for c in checks if c["pass"] is not None]
     print(f"\n{sum(c['pass'] for c in judged)}/{len(judged)} targets met; "
-          f"{meta['elapsed_s']:.0f} s; wrote {out / 'bench_ddp.json'} and {out / 'bench_ddp.md'}"
+          f"{meta['elapsed_s']:.0f} s; wrote {js} and {mdp}"
           + ("; updated docs/benchmarks.md" if args.update_docs else ""))
 
 

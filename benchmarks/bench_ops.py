@@ -25,9 +25,7 @@ How it measures (timings on shared machines are noisy):
 Targets (from the issue): matmul >= 0.95x NumPy, elementwise >= 1.0x, import <= +30 ms.
 """
 import argparse
-import datetime
 import gc
-import json
 import os
 import platform
 import re
@@ -39,13 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if (ROOT / "ddl" / "__init__.py").exists() and str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # benchmark the source tree (an in-place build)
+import _common as C
 
-import numpy as np  # noqa: E402
+ROOT = C.ROOT
+C.use_source_tree()
 
-import ddl  # noqa: E402
+import numpy as np  # after use_source_tree: ddl from this checkout, not an installed one
+
+import ddl
 
 try:
     import threadpoolctl
@@ -67,28 +66,7 @@ def size_name(nbytes):
 # ---- timing ---------------------------------------------------------------------------------
 
 
-def calibrate(fn, min_time):
-    """Calls per sample so that one sample lasts at least min_time seconds."""
-    number = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt >= min_time or number >= 1 << 20:
-            return number
-        number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
-
-
 CLOCK = "cpu"  # set by main(): "cpu" (the calling thread's CPU time) or "wall"
-
-
-def sample(fn, number):
-    """Seconds per call: (wall, the calling thread's CPU time)."""
-    w0, c0 = time.perf_counter(), time.thread_time()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - w0) / number, (time.thread_time() - c0) / number
 
 
 def compare(ddl_fn, np_fn, reps, min_time):
@@ -98,72 +76,15 @@ def compare(ddl_fn, np_fn, reps, min_time):
     the other clock. Thread CPU time leaves out the time other processes take the core away
     (page faults and all work on this thread still count); on an idle machine both agree.
     """
-    ddl_fn(), np_fn()  # warm up (first-touch allocations, code paths)
-    n_ddl, n_np = calibrate(ddl_fn, min_time), calibrate(np_fn, min_time)
-    t_ddl, t_np = [], []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(reps):
-            if r % 2 == 0:
-                t_ddl.append(sample(ddl_fn, n_ddl))
-                t_np.append(sample(np_fn, n_np))
-            else:
-                t_np.append(sample(np_fn, n_np))
-                t_ddl.append(sample(ddl_fn, n_ddl))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    t_ddl, t_np = C.interleaved([ddl_fn, np_fn], reps, min_time)
     out = {}
-    for i, clock in enumerate(("wall", "cpu")):
-        d = [t[i] for t in t_ddl]
-        n = [t[i] for t in t_np]
+    for clock, field in (("wall", "wall"), ("cpu", "thread_cpu")):
+        d = [getattr(t, field) for t in t_ddl]
+        n = [getattr(t, field) for t in t_np]
         ratio = statistics.median(b / max(a, 1e-12) for a, b in zip(d, n))
         out[clock] = (statistics.median(d), statistics.median(n), ratio)
     other = "wall" if CLOCK == "cpu" else "cpu"
     return out[CLOCK] + out[other]
-
-
-# ---- machine --------------------------------------------------------------------------------
-
-
-def cpu_info():
-    info = {"processor": platform.processor(), "logical_cpus": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for key, name in [("model name", "model_name"), ("cpu family", "family"),
-                          ("model", "model")]:
-            m = re.search(rf"^{key}\s*:\s*(.*)$", text, re.MULTILINE)
-            if m:
-                info[name] = m.group(1).strip()
-        m = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
-        if m:
-            flags = set(m.group(1).split())
-            info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-                            if f in flags]
-    except OSError:
-        pass
-    try:
-        thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
-        info["transparent_hugepages"] = thp
-    except OSError:
-        pass
-    return info
-
-
-def blas_info():
-    """Which OpenBLAS each library runs, from the libraries themselves."""
-    pools = threadpoolctl.threadpool_info()
-    numpy_blas = [p for p in pools if p.get("user_api") == "blas" and "numpy" in p["filepath"]]
-    ddl_blas = [p for p in pools if p.get("user_api") == "blas" and "numpy" not in p["filepath"]]
-    keep = ("internal_api", "version", "architecture", "filepath", "num_threads")
-    return {
-        "ddl": dict(ddl.blas_info(), threadpoolctl=[{k: p.get(k) for k in keep}
-                                                    for p in ddl_blas]),
-        "numpy": [{k: p.get(k) for k in keep} for p in numpy_blas],
-        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
-    }
 
 
 # ---- cases ----------------------------------------------------------------------------------
@@ -425,29 +346,18 @@ Where the time goes (profiles and timing experiments, 2026-11-26, this 2-vCPU ma
 
 def update_docs(path, rows, meta):
     """Replace (or append) this benchmark's section of docs/benchmarks.md; keep the others."""
-    body = "\n".join([
+    C.update_docs_section(path, DOCS_HEADING, "\n".join([
         DOCS_HEADING, "",
         ("`python benchmarks/bench_ops.py --update-docs` (raw figures: "
          "benchmarks/results/bench_ops.json; `--quick` for a ~20 s run)."), "",
         markdown(rows, meta).rstrip(), "", DOCS_NOTES.rstrip(), "",
-    ])
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.split("\n")
-    try:
-        start = lines.index(DOCS_HEADING)
-    except ValueError:
-        path.write_text(text.rstrip("\n") + "\n\n" + body)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))
-    rest = "\n".join(lines[end:])
-    path.write_text("\n".join(lines[:start]) + "\n" + body + ("\n" + rest if rest else ""))
+    ]))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats (~20 s)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
+    p.add_argument("--out", default=str(C.RESULTS),
                    help="folder for bench_ops.json and bench_ops.md")
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                    help="time matmul/elementwise by the calling thread's CPU time (default: "
@@ -468,9 +378,9 @@ def main():
     ddl.set_num_threads(1)
     threadpoolctl.threadpool_limits(1)
     meta = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "date": C.now(),
         "python": platform.python_version(), "numpy": np.__version__, "ddl": ddl.__version__,
-        "kernel": platform.release(), "cpu": cpu_info(), "blas": blas_info(),
+        "kernel": platform.release(), "cpu": C.cpu_info(), "blas": C.blas_report(),
         "quick": args.quick, "reps": args.reps, "min_time_s": args.min_time,
         "import_runs": args.import_runs, "threads": 1, "clock": args.clock,
         "loadavg_start": list(os.getloadavg()),
@@ -496,15 +406,13 @@ def main():
     for r in rows:
         r["pass"] = passed(r)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_ops.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    (out / "bench_ops.md").write_text(markdown(rows, meta))
+    js, md = C.write_results(args.out, "bench_ops", {"meta": meta, "results": rows},
+                             markdown(rows, meta))
     if args.update_docs:
-        update_docs(ROOT / "docs" / "benchmarks.md", rows, meta)
+        update_docs(C.DOCS, rows, meta)
     misses = [r for r in rows if not r["pass"]]
     print(f"\n{len(rows) - len(misses)}/{len(rows)} pass; {meta['elapsed_s']} s; "
-          f"wrote {out / 'bench_ops.json'} and {out / 'bench_ops.md'}")
+          f"wrote {js} and {md}")
 
 
 if __name__ == "__main__":

@@ -30,23 +30,18 @@ counts); Linear fwd+bwd >= 90% of raw sgemm (the MLP's two large layers).
 """
 import argparse
 import ctypes
-import datetime
-import gc
-import json
 import os
 import platform
 import re
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if (ROOT / "ddl" / "__init__.py").exists() and str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # benchmark the source tree (an in-place build)
-sys.path.insert(0, str(ROOT / "examples"))
+import _common as C
 
-import fashion_common
+C.use_source_tree()
+C.use_examples()
+
+import fashion_common  # after use_source_tree / use_examples: this checkout's
 import numpy as np
 
 import ddl
@@ -167,54 +162,20 @@ def check_same_model(dm, tm, x, y):
     return n_d, ld
 
 
-# ---- timing -------------------------------------------------------------------------------
+# ---- timing ---------------------------------------------------------------------------------
 
 
-def calibrate(fn, min_time):
-    """Calls per sample so that one sample lasts at least min_time seconds."""
-    number = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt >= min_time or number >= 1 << 20:
-            return number
-        number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
+def interleaved(fn_a, fn_b, reps, min_time):
+    """Samples (C.Sample) of fn_a and fn_b, ABBA, after 3 warm-up calls each."""
+    return C.interleaved([fn_a, fn_b], reps, min_time, warmup=3)
 
 
-def sample(fn, number, cpu=None):
-    """Wall seconds per call; appends CPU seconds per call (all threads) to `cpu` if given."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    for _ in range(number):
-        fn()
-    t = (time.perf_counter() - t0) / number
-    if cpu is not None:
-        cpu.append((time.process_time() - c0) / number)
-    return t
+def walls(samples):
+    return [s.wall for s in samples]
 
 
-def interleaved(fn_a, fn_b, reps, min_time, warmup=3, cpu_a=None, cpu_b=None):
-    """Wall seconds per call of fn_a and fn_b, alternating ABBA; returns (ta list, tb list)
-    and appends CPU seconds per call to cpu_a / cpu_b when given."""
-    for _ in range(warmup):
-        fn_a(), fn_b()
-    n_a, n_b = calibrate(fn_a, min_time), calibrate(fn_b, min_time)
-    ta, tb = [], []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # both libraries free their tensors by refcount; no cycles are made per step
-    try:
-        for r in range(reps):
-            if r % 2 == 0:
-                ta.append(sample(fn_a, n_a, cpu_a))
-                tb.append(sample(fn_b, n_b, cpu_b))
-            else:
-                tb.append(sample(fn_b, n_b, cpu_b))
-                ta.append(sample(fn_a, n_a, cpu_a))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return ta, tb
+def cpus(samples):
+    return [s.cpu for s in samples]
 
 
 def set_threads(n):
@@ -225,55 +186,25 @@ def set_threads(n):
 # ---- training step ------------------------------------------------------------------------
 
 
-def synthetic_batches(name, rng):
-    xs = [rng.standard_normal((BATCH, 1, 28, 28), dtype=np.float32) for _ in range(N_BATCHES)]
-    ys = [rng.integers(0, 10, BATCH).astype(np.int64) for _ in range(N_BATCHES)]
-    return xs, ys
-
-
-def ddl_stepper(model, xs, ys):
-    opt = ddl.optim.Adam(model.parameters(), lr=1e-3)
-    data = [(ddl.from_numpy(x), ddl.from_numpy(y)) for x, y in zip(xs, ys)]
-    state = {"i": 0}
-
-    def step():
-        x, y = data[state["i"] % N_BATCHES]
-        state["i"] += 1
-        loss = DF.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return step
-
-
-def torch_stepper(model, xs, ys):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    data = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in zip(xs, ys)]
-    state = {"i": 0}
-
-    def step():
-        x, y = data[state["i"] % N_BATCHES]
-        state["i"] += 1
-        loss = TF.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return step
+def stepper(lib, model, xs, ys):
+    """One training step (Adam, cross entropy) of model in lib (ddl or torch)."""
+    F = DF if lib is ddl else TF
+    opt = lib.optim.Adam(model.parameters(), lr=1e-3)
+    data = [(lib.from_numpy(x), lib.from_numpy(y)) for x, y in zip(xs, ys)]
+    return C.training_step(model, opt, F.cross_entropy, data)
 
 
 def bench_models(args, rng):
     rows = []
     for name in args.models:
         dm, tm = build_pair(name)
-        xs, ys = synthetic_batches(name, rng)
+        xs, ys = C.synthetic_batches(rng, N_BATCHES, BATCH)
         n_params, _ = check_same_model(dm, tm, xs[0], ys[0])
-        d_step, t_step = ddl_stepper(dm, xs, ys), torch_stepper(tm, xs, ys)
+        d_step, t_step = stepper(ddl, dm, xs, ys), stepper(torch, tm, xs, ys)
         for threads in args.threads:
             set_threads(threads)
-            cd, ct = [], []
-            td, tt = interleaved(d_step, t_step, args.reps, args.min_time, cpu_a=cd, cpu_b=ct)
+            sd, st = interleaved(d_step, t_step, args.reps, args.min_time)
+            td, tt, cd, ct = walls(sd), walls(st), cpus(sd), cpus(st)
             ratio = statistics.median(b / a for a, b in zip(td, tt))
             row = {
                 "group": "train", "case": name, "threads": threads, "batch": BATCH,
@@ -378,10 +309,9 @@ def linear_case(args, rng, sgemm, B, IN, OUT):
     flops = 3 * 2.0 * B * IN * OUT
     for threads in args.threads:
         set_threads(threads)
-        c_raw, c_layer = [], []
-        t_raw, t_layer = interleaved(raw, layer, args.reps, args.min_time / 4,
-                                     cpu_a=c_raw, cpu_b=c_layer)
-        _, t_torch = interleaved(raw, tlayer, max(3, args.reps // 2), args.min_time / 4)
+        s_raw, s_layer = interleaved(raw, layer, args.reps, args.min_time / 4)
+        t_raw, t_layer, c_raw, c_layer = walls(s_raw), walls(s_layer), cpus(s_raw), cpus(s_layer)
+        t_torch = walls(interleaved(raw, tlayer, max(3, args.reps // 2), args.min_time / 4)[1])
         row = {
             "group": "linear", "case": f"{B}x{IN}->{OUT}", "threads": threads,
             "unit": "GFLOP/s",
@@ -403,20 +333,6 @@ def linear_case(args, rng, sgemm, B, IN, OUT):
 
 
 # ---- report -------------------------------------------------------------------------------
-
-
-def cpu_info():
-    info = {"processor": platform.processor(), "logical_cpus": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for key, name in [("model name", "model_name"), ("cpu family", "family"),
-                          ("model", "model")]:
-            mm = re.search(rf"^{key}\s*:\s*(.*)$", text, re.MULTILINE)
-            if mm:
-                info[name] = mm.group(1).strip()
-    except OSError:
-        pass
-    return info
 
 
 def torch_backend():
@@ -514,20 +430,6 @@ def markdown(rows, meta):
     return "\n".join(lines) + "\n"
 
 
-def update_docs(md_body, path):
-    """Replace (or append) the '## Training speed (bench_train.py)' section of the docs."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = (f"{DOCS_SECTION}\n\nWritten by `python benchmarks/bench_train.py --update-docs`"
-               " (raw figures: benchmarks/results/bench_train.json).\n\n" + md_body)
-    start = text.find(DOCS_SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(DOCS_SECTION))
-        text = text[:start] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    path.write_text(text)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer, shorter repeats (~1 minute)")
@@ -538,7 +440,7 @@ def main():
                    help="run only the training steps or only the Linear vs sgemm part")
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--min-time", type=float, default=None)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
+    p.add_argument("--out", default=str(C.RESULTS),
                    help="folder for bench_train.json and bench_train.md")
     p.add_argument("--update-docs", action="store_true",
                    help="rewrite the 'Training speed' section of docs/benchmarks.md")
@@ -547,14 +449,12 @@ def main():
     args.min_time = args.min_time or (0.6 if args.quick else 1.5)
 
     meta = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "date": C.now(),
         "python": platform.python_version(), "numpy": np.__version__, "ddl": ddl.__version__,
-        "kernel": platform.release(), "cpu": cpu_info(), "blas": ddl.blas_info(),
+        "kernel": platform.release(), "cpu": C.cpu_info(), "blas": ddl.blas_info(),
         "torch": torch_backend(), "quick": args.quick, "reps": args.reps,
         "min_time_s": args.min_time, "threads": args.threads, "batch": BATCH,
-        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                "MKL_NUM_THREADS")},
+        "env": C.blas_env(["MKL_NUM_THREADS"]),
         "loadavg_before": os.getloadavg(),
     }
     print(f"ddl BLAS: {meta['blas']['corename']} ({meta['blas']['config']}); "
@@ -570,17 +470,14 @@ def main():
     meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
     meta["loadavg_after"] = os.getloadavg()
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows, meta)
-    (out / "bench_train.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    (out / "bench_train.md").write_text(md)
+    js, mdp = C.write_results(args.out, "bench_train", {"meta": meta, "results": rows}, md)
     if args.update_docs:
-        update_docs(md, ROOT / "docs" / "benchmarks.md")
+        C.update_docs_written_by(C.DOCS, DOCS_SECTION, "bench_train", md)
     judged = [r for r in rows if r.get("judged", True)]
     misses = [r for r in judged if not r["pass"]]
     print(f"\n{len(judged) - len(misses)}/{len(judged)} pass; {meta['elapsed_s']} s; "
-          f"wrote {out / 'bench_train.json'} and {out / 'bench_train.md'}"
+          f"wrote {js} and {mdp}"
           + ("; updated docs/benchmarks.md" if args.update_docs else ""))
 
 

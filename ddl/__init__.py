@@ -1,12 +1,16 @@
 """ddl: distributed deep learning on CPUs.
 
-A C core (tensors, ops, and in later releases autograd, layers and Gloo collectives) under a
-thin CPython extension, with PyTorch's names:
+A C core (tensors and their ops, autograd, layers and losses, optimizers, data loading, and
+collectives over Gloo) under a thin CPython extension, with PyTorch's names:
 
     import ddl
     x = ddl.randn(64, 784)
-    w = ddl.randn(784, 10) * 0.01
-    y = (x @ w).relu().sum(dim=1)
+    w = ddl.randn(784, 10, requires_grad=True)
+    loss = (x @ w).relu().sum()
+    loss.backward()                     # w.grad
+
+ddl.nn (modules, functional), ddl.optim, ddl.data and ddl.distributed (process groups,
+collectives, DistributedDataParallel in ddl.nn.parallel) follow torch's layout.
 """
 
 
@@ -33,18 +37,24 @@ except ImportError as e:
     if "libscipy_openblas" not in str(e):
         raise
     _preload_openblas()
-    from . import _C  # noqa: E402
-from ._dtype import bool_ as bool  # noqa: E402,A001
-from ._dtype import dtype, float32, float64, int64  # noqa: E402
-from ._functions import *  # noqa: E402,F401,F403
-from ._functions import __all__ as _fn_all  # noqa: E402
-from ._tensor import Tensor  # noqa: E402
-from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
-from . import data, datasets, nn, optim  # noqa: E402,F401
-from .serialization import load, save  # noqa: E402
+    from . import _C
+from . import data as data  # the subpackages
+from . import datasets as datasets
+from . import nn as nn
+from . import optim as optim
+from ._dtype import bool_ as bool  # torch.bool
+from ._dtype import dtype, float32, float64, int64
+from ._functions import *  # the torch-style functions (their __all__)
+from ._functions import __all__ as _fn_all
+from ._tensor import Tensor
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .serialization import load, save
 
 
 def __getattr__(name):
+    if name == "__version__":
+        globals()["__version__"] = v = _version()
+        return v
     # the Trainer pulls in ddl.distributed: load it on first use
     if name == "Trainer":
         from .trainer import Trainer
@@ -56,9 +66,39 @@ def __getattr__(name):
         return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'ddl' has no attribute {name!r}")
 
-float = float32  # noqa: A001
+def _version():
+    """The version pyproject.toml gives: read from this source tree's pyproject.toml when ddl
+    runs from a checkout (an in-place build; the metadata of some other installed copy would
+    not describe this code), else from the installed distribution's metadata. Computed on first
+    use of ddl.__version__: importlib.metadata costs ~10 ms of `import ddl`."""
+    import os
+    import re
+
+    pyproject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "pyproject.toml")
+    try:
+        with open(pyproject, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    project = re.search(r"^\[project\]$(.*?)(?=^\[|\Z)", text, re.MULTILINE | re.DOTALL)
+    if project and re.search(r'^name\s*=\s*"ddl"', project.group(1), re.MULTILINE):
+        m = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.MULTILINE)
+        if m:
+            return m.group(1)
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # Python < 3.8
+        return "0+unknown"
+    try:
+        return version("ddl")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+float = float32  # torch.float
 double = float64
-long = int64
+long = int64  # torch.long
 
 set_num_threads = _C.set_num_threads
 get_num_threads = _C.get_num_threads
@@ -81,10 +121,10 @@ def _initial_threads():
 
 _C.set_num_threads(_initial_threads())
 
-__version__ = "0.1.0"
 __all__ = ["Tensor", "dtype", "float32", "float64", "int64", "bool", "float", "double", "long",
            "set_num_threads", "get_num_threads", "no_grad", "enable_grad",
-           "set_grad_enabled", "is_grad_enabled", "blas_info", "gloo_version"] + list(_fn_all)
+           "set_grad_enabled", "is_grad_enabled", "blas_info", "gloo_version", "save",
+           "load"] + list(_fn_all)
 
 
 def blas_info():

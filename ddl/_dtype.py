@@ -7,7 +7,7 @@ import numpy as np
 class dtype:
     """A tensor element type. Compare with `is` or `==`; `ddl.float32.itemsize == 4`."""
 
-    __slots__ = ("name", "code", "itemsize", "numpy", "is_floating_point")
+    __slots__ = ("code", "is_floating_point", "itemsize", "name", "numpy")
 
     def __init__(self, name, code, itemsize, numpy_dtype, is_float):
         self.name = name

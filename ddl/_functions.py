@@ -6,18 +6,37 @@ import numpy as np
 
 from . import _C
 from ._dtype import float32, from_numpy_dtype, int64, to_dtype
-from ._tensor import (ABS, ADD, DIV, EXP, LOG, MAXIMUM, MINIMUM, MUL, NEG, POW, RELU, SIGMOID,
-                      SIGN, SQRT, SUB, TANH, Tensor, _from_array_copy, _shape_args)
+from ._tensor import (
+    ABS,
+    ADD,
+    DIV,
+    EXP,
+    LOG,
+    MAXIMUM,
+    MINIMUM,
+    MUL,
+    NEG,
+    POW,
+    RELU,
+    SIGMOID,
+    SIGN,
+    SQRT,
+    SUB,
+    TANH,
+    Tensor,
+    _from_array_copy,
+    _shape_args,
+)
 
 __all__ = [
-    "tensor", "as_tensor", "from_numpy", "is_tensor", "empty", "zeros", "ones", "full",
-    "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "arange",
-    "linspace", "eye", "rand", "randn", "randint", "manual_seed", "seed", "initial_seed",
-    "get_rng_state", "set_rng_state", "cat", "concat", "stack", "where", "matmul", "add", "sub",
-    "mul", "div", "pow", "maximum", "minimum", "neg", "exp", "log", "sqrt", "abs", "tanh",
-    "sigmoid", "relu", "sign", "clamp", "clip", "sum", "mean", "prod", "max", "min", "argmax",
-    "argmin", "var", "std", "reshape", "transpose", "permute", "squeeze", "unsqueeze",
-    "flatten", "numel", "allclose",
+    "abs", "add", "allclose", "arange", "argmax", "argmin", "as_tensor", "cat", "clamp", "clip",
+    "concat", "div", "empty", "empty_like", "exp", "eye", "flatten", "from_numpy", "full",
+    "full_like", "get_rng_state", "initial_seed", "is_tensor", "linspace", "log", "manual_seed",
+    "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "neg", "numel", "ones",
+    "ones_like", "permute", "pow", "prod", "rand", "rand_like", "randint", "randn", "randn_like",
+    "relu", "reshape", "seed", "set_rng_state", "sigmoid", "sign", "sqrt", "squeeze", "stack",
+    "std", "sub", "sum", "tanh", "tensor", "transpose", "unsqueeze", "var", "where", "zeros",
+    "zeros_like",
 ]
 
 

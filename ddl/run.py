@@ -355,30 +355,21 @@ class _Launcher:
                 signal.signal(sig, handler)
 
 
-def _int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    return v
+def _typed(convert, expected):
+    """An argparse type: convert(text), or a usage error saying what was expected."""
+    def parse(text):
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return parse
 
 
-def _nproc(text):
-    if text == "auto":
-        return _usable_cores()
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer or 'auto', got {text!r}") from None
-
-
-def _seconds(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    return v
+_int = _typed(int, "an integer")
+_seconds = _typed(float, "seconds")
+_nproc = _typed(lambda text: _usable_cores() if text == "auto" else int(text),
+                "an integer or 'auto'")
 
 
 def _parser():

@@ -225,4 +225,4 @@ def _tensor_from(a):
     return t
 
 
-__all__ = ["save", "load"]
+__all__ = ["load", "save"]

@@ -1,4 +1,5 @@
-"""Shared pieces of the Fashion-MNIST examples: the three models and a train/evaluate loop.
+"""Shared pieces of the Fashion-MNIST examples: the three models (fashion_models.py, on
+ddl.nn) and a train/evaluate loop.
 
 Each example (fashion_mnist_mlp.py, _cnn.py, _lstm.py) calls main() with its model's defaults
 (DEFAULTS below: epochs, learning rate, schedule), chosen so that one run reaches the
@@ -10,56 +11,17 @@ import argparse
 import os
 import time
 
+import fashion_models
+
 import ddl
 import ddl.nn.functional as F
 import ddl.optim
 from ddl import nn
 from ddl.data import DataLoader
 
-
-class MLP(nn.Module):
-    def __init__(self, hidden=(512, 256), dropout=0.2):
-        super().__init__()
-        layers, width = [nn.Flatten()], 28 * 28
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
-            width = h
-        layers.append(nn.Linear(width, 10))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class CNN(nn.Module):
-    """Two conv + batch norm + pooling blocks and a small classifier."""
-
-    def __init__(self, channels=(32, 64), hidden=128, dropout=0.3):
-        super().__init__()
-        c1, c2 = channels
-        self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, 10))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-class RNNClassifier(nn.Module):
-    """Reads the 28 rows of an image as a 28-step sequence; classifies the last state."""
-
-    def __init__(self, cell="lstm", hidden=128, layers=1):
-        super().__init__()
-        rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
-        self.rnn = rnn(28, hidden, num_layers=layers, batch_first=True)
-        self.head = nn.Linear(hidden, 10)
-
-    def forward(self, x):
-        out, _ = self.rnn(x.reshape(x.shape[0], 28, 28))
-        return self.head(out[:, -1])
+MLP, CNN, RNNClassifier = fashion_models.model_classes(nn)
+for _cls in (MLP, CNN, RNNClassifier):
+    _cls.__module__ = __name__
 
 
 # Per-model defaults of the examples (each overridable on the command line).
@@ -73,13 +35,7 @@ DEFAULTS = {
 
 
 def build_model(name, **kwargs):
-    if name == "mlp":
-        return MLP(**kwargs)
-    if name == "cnn":
-        return CNN(**kwargs)
-    if name in ("lstm", "gru", "rnn"):
-        return RNNClassifier(name, **kwargs)
-    raise ValueError(f"unknown model {name!r}")
+    return fashion_models.build((MLP, CNN, RNNClassifier), name, **kwargs)
 
 
 def load_data(root=None, subset=0, test_subset=0):

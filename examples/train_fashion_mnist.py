@@ -21,7 +21,7 @@ from ddl.data import DataLoader, DistributedSampler
 from ddl.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fashion_common import build_model  # noqa: E402
+from fashion_common import build_model
 
 
 def parse_args():

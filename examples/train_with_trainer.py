@@ -14,7 +14,7 @@ import ddl
 import ddl.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fashion_common import build_model  # noqa: E402
+from fashion_common import build_model
 
 
 def main():

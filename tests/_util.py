@@ -17,8 +17,8 @@ LAYOUTS = ["contiguous", "transposed", "stepped", "expanded"]
 def tol(dtype):
     """assert_allclose tolerances for results computed in `dtype`."""
     if dtype is ddl.float32:
-        return dict(rtol=1e-5, atol=1e-6)
-    return dict(rtol=1e-12, atol=1e-12)
+        return {"rtol": 1e-5, "atol": 1e-6}
+    return {"rtol": 1e-12, "atol": 1e-12}
 
 
 def values(shape, dtype, rng, low=-2.0, high=2.0):

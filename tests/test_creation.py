@@ -2,9 +2,9 @@
 numbers, dtypes and promotion."""
 import numpy as np
 import pytest
+from _util import ALL_DTYPES, check
 
 import ddl
-from _util import ALL_DTYPES, check
 
 # ---- dtypes ----------------------------------------------------------------------------------
 

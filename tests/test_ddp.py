@@ -64,7 +64,7 @@ def spawn(tmp_path, scenario, world=2, timeout=40, expect=None):
     procs, logs = [], []
     try:
         for r in range(world):
-            err = open(tmp_path / f"stderr{r}.txt", "wb")
+            err = open(tmp_path / f"stderr{r}.txt", "wb")  # noqa: SIM115 (closed in finally)
             logs.append(err)
             procs.append(subprocess.Popen(
                 [sys.executable, WORKER, scenario, str(tmp_path)], env=_env(r, world, port),
@@ -128,6 +128,11 @@ def assert_same_across_ranks(results, what=""):
             np.testing.assert_array_equal(res[k], first[k], err_msg=f"{what}{k}: rank {r} vs 0")
 
 
+def rank_and_ref_arrays(tmp_path, world=2):
+    """({rank: its saved arrays}, the one-process reference's arrays)."""
+    return ({r: arrays(tmp_path, f"rank{r}") for r in range(world)}, arrays(tmp_path, "ref"))
+
+
 # ---- equivalence with one process ------------------------------------------------------------
 
 
@@ -137,8 +142,7 @@ def test_equivalent_to_one_process(tmp_path, kind):
     """2 ranks x 32 samples == 1 process x 64 samples after 12 SGD-momentum steps (several
     buckets; the BatchNorm CNN converted with convert_sync_batchnorm vs plain BatchNorm)."""
     spawn(tmp_path, "eq_" + kind)
-    ranks = {r: arrays(tmp_path, f"rank{r}") for r in range(2)}
-    ref = arrays(tmp_path, "ref")
+    ranks, ref = rank_and_ref_arrays(tmp_path)
     meta = info(tmp_path, "rank0")
     assert len(meta["buckets"]) >= 3, meta["buckets"]
     if kind == "cnn_bn":
@@ -212,8 +216,7 @@ def test_allreduce_overlaps_backward(tmp_path):
 @pytest.mark.timeout(60)
 def test_no_sync_accumulation_equals_one_large_batch(tmp_path):
     spawn(tmp_path, "no_sync")
-    ranks = {r: arrays(tmp_path, f"rank{r}") for r in range(2)}
-    ref = arrays(tmp_path, "ref")
+    ranks, ref = rank_and_ref_arrays(tmp_path)
     assert_same_across_ranks(ranks)
     assert {k for k in ref if k.startswith("g")} and set(ref) == set(ranks[0])
     for k in ref:
@@ -242,8 +245,7 @@ def test_unused_parameters_error_names_them(tmp_path):
 @pytest.mark.timeout(60)
 def test_find_unused_parameters_trains_like_one_process(tmp_path):
     spawn(tmp_path, "unused_ok")
-    ranks = {r: arrays(tmp_path, f"rank{r}") for r in range(2)}
-    ref = arrays(tmp_path, "ref")
+    ranks, ref = rank_and_ref_arrays(tmp_path)
     assert_same_across_ranks(ranks)
     for k in ref:
         assert_close_rel(ranks[0][k], ref[k], k)

@@ -2,9 +2,9 @@
 float64, and cat/stack."""
 import numpy as np
 import pytest
+from _util import ALL_DTYPES, FLOATS, LAYOUTS, check, make
 
 import ddl
-from _util import ALL_DTYPES, FLOATS, LAYOUTS, check, make
 
 
 def check_matmul(out, ra, rb, dtype):
@@ -146,7 +146,7 @@ def test_matmul_0d_raises():
 @pytest.mark.parametrize("dim", [0, 1, 2, -1, -3])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cat(dim, layout, rng):
-    shapes = [list((2, 3, 4)) for _ in range(3)]
+    shapes = [[2, 3, 4] for _ in range(3)]
     for i, s in enumerate(shapes):
         s[dim] = i + 1
     pieces = [make(s, ddl.float32, layout, rng) for s in shapes]

@@ -173,7 +173,7 @@ def _error_cycle(a):
             raise AssertionError("expected an error")
 
 
-from _util import rss_test as needs_plain_malloc  # noqa: E402
+from _util import rss_test as needs_plain_malloc
 
 
 def _assert_flat(step, iters, slack=5 * 2**20):
@@ -233,7 +233,7 @@ def test_concurrent_ops_from_threads():
             t = ddl.from_numpy(x)
             for _ in range(5):
                 results[k] = ((t @ t) + 1).sum(0).numpy()
-        except Exception as e:  # pragma: no cover - reported below
+        except Exception as e:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]

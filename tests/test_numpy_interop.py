@@ -2,9 +2,9 @@
 the buffer protocol, ufuncs and NumPy functions applied to tensors."""
 import numpy as np
 import pytest
+from _util import ALL_DTYPES, check, make
 
 import ddl
-from _util import ALL_DTYPES, check, make
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)

@@ -8,11 +8,11 @@ import warnings
 
 import numpy as np
 import pytest
+from _util import rss_test
 
 import ddl
 from ddl import _C
 from ddl.optim import SGD, Adam, AdamW, RMSprop, lr_scheduler
-from _util import rss_test  # noqa: E402
 
 try:
     from ddl.nn import utils as nn_utils

@@ -4,9 +4,9 @@ import itertools
 
 import numpy as np
 import pytest
+from _util import LAYOUTS, check, make, np_ref
 
 import ddl
-from _util import LAYOUTS, check, make, np_ref
 
 SHAPE = (3, 4, 5)
 # every subset of the dims, plus negative spellings and None (all dims)

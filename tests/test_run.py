@@ -40,7 +40,7 @@ def _cmd(*args):
 
 def _launch(tmp_path, *args, env=None, timeout=45):
     return subprocess.run(_cmd(*args), cwd=tmp_path, env=env or _env(), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def _script(tmp_path, name, body):
@@ -148,14 +148,15 @@ def test_raw_bytes_partial_lines_and_no_prefix(tmp_path):
         sys.stdout.write("second half\\nno newline at exit")
         sys.stderr.write("to stderr\\n")
         """)
-    r = subprocess.run(_cmd(w), cwd=tmp_path, env=_env(), capture_output=True, timeout=45)
+    r = subprocess.run(_cmd(w), cwd=tmp_path, env=_env(), capture_output=True, timeout=45,
+                       check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout == (b"[rank0]: junk \xff\xfe\x00 end\n[rank0]: first half, second half\n"
                         b"[rank0]: no newline at exit\n")
     assert r.stderr == b"[rank0]: to stderr\n"
 
     r = subprocess.run(_cmd("--no-prefix", w), cwd=tmp_path, env=_env(), capture_output=True,
-                       timeout=45)
+                       timeout=45, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"junk \xff\xfe\x00 end\nfirst half, second half\nno newline at exit"
     assert r.stderr == b"to stderr\n"

@@ -14,7 +14,7 @@ import pytest
 import ddl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import fashion_common  # noqa: E402
+import fashion_common
 
 
 @pytest.fixture(scope="module")

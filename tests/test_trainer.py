@@ -43,9 +43,9 @@ SCRIPT = textwrap.dedent("""
 
 def _run(script, *args):
     out = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    return [ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("DIGEST")][0]
+    return next(ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("DIGEST"))
 
 
 @pytest.mark.timeout(180)

@@ -2,9 +2,9 @@
 conversions, repr, iteration; basic and advanced indexing and __setitem__."""
 import numpy as np
 import pytest
+from _util import ALL_DTYPES, check, make
 
 import ddl
-from _util import ALL_DTYPES, check, make
 
 
 def base_and_ref():

@@ -11,8 +11,8 @@ import threading
 import numpy as np
 
 from .. import _C
-from .._tensor import Tensor
 from .._functions import as_tensor, stack, tensor
+from .._tensor import Tensor
 
 
 class Dataset:
@@ -252,7 +252,8 @@ class DataLoader:
                         return
                     out.put(("ok", self._fetch(indices)))
                 out.put(("end", None))
-            except BaseException as e:  # surface loader errors in the consumer
+            # any error, KeyboardInterrupt too, is re-raised in the consumer
+            except BaseException as e:  # noqa: BLE001
                 out.put(("error", e))
 
         thread = threading.Thread(target=work, daemon=True, name="ddl-dataloader")
@@ -274,6 +275,8 @@ class DataLoader:
                     thread.join(0.01)
 
 
-__all__ = ["Dataset", "TensorDataset", "Sampler", "SequentialSampler", "RandomSampler",
-           "DistributedSampler", "BatchSampler", "DataLoader", "default_collate"]
-from .shards import ShardedDataset, save_shards  # noqa: E402,F401
+__all__ = [
+    "BatchSampler", "DataLoader", "Dataset", "DistributedSampler", "RandomSampler", "Sampler",
+    "SequentialSampler", "TensorDataset", "default_collate",
+]
+from .shards import ShardedDataset, save_shards  # noqa: F401

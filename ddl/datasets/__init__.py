@@ -53,4 +53,4 @@ class FashionMNIST(TensorDataset):
 
 
 __all__ = ["FashionMNIST"]
-from .libsvm import load_libsvm  # noqa: E402,F401
+from .libsvm import load_libsvm  # noqa: F401

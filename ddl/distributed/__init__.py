@@ -14,20 +14,38 @@ peer is a DistributedError naming it. docs/distributed.md has the details.
 import contextlib
 import hashlib
 import os
-import socket
 import time
-import urllib.parse
 from datetime import timedelta
 
 import numpy as np
 
 from .. import _C
 from .._tensor import Tensor
-from .store import FileStore, PrefixStore, RedisStore, Store, TCPStore  # noqa: F401
+from .rendezvous import check_rank, local_address_towards, rendezvous
+from .store import FileStore, PrefixStore, RedisStore, Store, TCPStore
 
 
 class DistributedError(RuntimeError):
-    """A collective failed: a peer died, closed its connection, or ranks disagreed."""
+    """A collective failed: a peer died, closed its connection, or ranks disagreed.
+
+    Besides the message, an error raised by the C core carries what the core recorded where it
+    detected the failure (ddl_error_info in csrc/include/ddl/core.h), set on the instance; a
+    field the core did not know keeps the class default below:
+
+    rank   -- the rank of the process that reported the failure (this one), or None
+    ranks  -- the ranks at fault: dead, missing or disagreeing peers (a tuple); () if none known
+    op     -- the collective or store call that failed ("allreduce", "get"), or None
+    seq    -- the collective's sequence number in its group, or None
+    peer   -- the peer's address ("host:port") where a connection failed, or None
+    errno  -- errno of the failing system call (e.g. errno.ECONNRESET), or None
+    """
+
+    rank = None
+    ranks = ()
+    op = None
+    seq = None
+    peer = None
+    errno = None
 
 
 class DistributedTimeoutError(DistributedError, TimeoutError):
@@ -45,7 +63,7 @@ class ReduceOp:
     MIN = 2
     MAX = 3
     PRODUCT = 4
-    PRODUCT_ = PRODUCT  # noqa: N815
+    PRODUCT_ = PRODUCT
 
 
 _OP_NAMES = {"sum": 0, "avg": 1, "min": 2, "max": 3, "product": 4, "prod": 4}
@@ -146,43 +164,16 @@ def _seconds(timeout):
     raise ValueError(f"timeout must be a positive timedelta or number of seconds, got {timeout!r}")
 
 
-def _env_int(name):
-    v = os.environ.get(name)
-    if v is None:
-        raise ValueError(f"init_process_group(env://): environment variable {name} is not set "
-                         "(launch with `python -m ddl.run`, or pass rank= and world_size=)")
-    try:
-        return int(v)
-    except ValueError:
-        raise ValueError(f"init_process_group: {name}={v!r} is not an integer") from None
-
-
-def _local_address_towards(host, port):
-    """The address of this machine's interface on the route to host (for Gloo's device)."""
-    try:
-        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-    except socket.gaierror as e:
-        raise ValueError(f"init_process_group: cannot resolve master address {host!r}: {e}") from None
-    addr = infos[0][4][0]
-    if addr.startswith("127."):
-        return addr
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((addr, port or 9))
-            return s.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
-
-
 def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT,
                        world_size=-1, rank=-1, store=None, group_name=""):
     """Join the default process group.
 
     init_method: "env://" (default: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT),
     "tcp://host:port" (rank 0 serves the store there), "file:///path" (a directory on a
-    filesystem every rank sees), "redis://host:port" (a Redis server), or pass a `store`. Gloo binds to this machine's
-    address on the route to the master; GLOO_SOCKET_IFNAME (or DDL_SOCKET_IFNAME) names a
-    network interface instead.
+    filesystem every rank sees), "redis://host:port" (a Redis server), or pass a `store`
+    (ddl/distributed/rendezvous.py reads the URL). Gloo binds to this machine's address on the
+    route to the master; GLOO_SOCKET_IFNAME (or DDL_SOCKET_IFNAME) names a network interface
+    instead.
     """
     global _world, _world_store, _group_count, _bind
     if _world is not None:
@@ -193,65 +184,14 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
                          "runs on Gloo (CPU)")
     secs = _seconds(timeout)
     ms = int(secs * 1000)
-    master_addr = os.environ.get("MASTER_ADDR", "127.0.0.1")
-    master_port = None
     if store is None:
-        init_method = init_method or "env://"
-        url = urllib.parse.urlparse(init_method)
-        if url.scheme == "env":
-            if rank < 0:
-                rank = _env_int("RANK")
-            if world_size < 0:
-                world_size = _env_int("WORLD_SIZE")
-            if "MASTER_ADDR" not in os.environ:
-                raise ValueError("init_process_group(env://): MASTER_ADDR is not set")
-            master_port = _env_int("MASTER_PORT")
-        elif url.scheme == "tcp":
-            if not url.hostname or not url.port:
-                raise ValueError(f"init_process_group: {init_method!r} needs tcp://host:port")
-            master_addr, master_port = url.hostname, url.port
-        elif url.scheme == "file":
-            pass
-        elif url.scheme == "redis":
-            if not url.hostname:
-                raise ValueError(f"init_process_group: {init_method!r} needs redis://host[:port]")
-            master_addr, master_port = url.hostname, url.port or 6379
-        else:
-            raise ValueError(f"init_process_group: unknown init_method scheme {url.scheme!r} in "
-                             f"{init_method!r} (use env://, tcp://host:port, file:///path or "
-                             "redis://host:port)")
-        if world_size < 0 or rank < 0:
-            raise ValueError("init_process_group: rank and world_size are needed with "
-                             f"{url.scheme}:// (got rank={rank}, world_size={world_size})")
-    if world_size < 1:
-        raise ValueError(f"init_process_group: world_size must be >= 1, got {world_size}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"init_process_group: rank {rank} is outside [0, {world_size})")
-    if store is None:
-        if url.scheme == "file":
-            store = FileStore(url.path, world_size)
-        elif url.scheme == "redis":
-            # keys of separate jobs on one Redis server must not collide: group_name (or the
-            # DDL_JOB_ID / MASTER_PORT environment) names the job
-            job = group_name or os.environ.get("DDL_JOB_ID") or os.environ.get("MASTER_PORT", "0")
-            store = PrefixStore(f"ddl-job-{job}", RedisStore(master_addr, master_port,
-                                                             timedelta(seconds=secs)))
-        else:
-            if not 1 <= master_port <= 65535:
-                raise ValueError(f"init_process_group: master port {master_port} is out of range")
-            # no wait_for_workers: the process group's own join names the ranks that never
-            # come and catches ranks started with different world sizes (the store's count
-            # would only say "2 of 3 connected", or be satisfied by the wrong ranks)
-            try:
-                store = TCPStore(master_addr, master_port, world_size, is_master=(rank == 0),
-                                 timeout=timedelta(seconds=secs), wait_for_workers=False)
-            except TimeoutError as e:
-                # only a client times out here: nothing listens where rank 0 should serve
-                raise DistributedTimeoutError(
-                    f"init_process_group: rank 0 never came up: nothing served the rendezvous "
-                    f"store at {master_addr}:{master_port} within {secs:g} s ({e})") from None
+        store, rank, world_size, master_addr, master_port = rendezvous(
+            init_method, rank, world_size, secs, group_name)
+    else:
+        check_rank(rank, world_size)
+        master_addr, master_port = os.environ.get("MASTER_ADDR", "127.0.0.1"), None
     iface = os.environ.get("DDL_SOCKET_IFNAME") or os.environ.get("GLOO_SOCKET_IFNAME")
-    host = None if iface else _local_address_towards(master_addr, master_port)
+    host = None if iface else local_address_towards(master_addr, master_port)
     prefix = f"pg/{group_name or 'default'}"
     _try_store(store.add, f"{prefix}/ddl/join_started", 1)
     try:
@@ -466,7 +406,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
 def _stacked_like(tensors, who):
     first = tensors[0]
     shape = (len(tensors),) + tuple(first.shape)
-    dtype = first.dtype if isinstance(first, Tensor) else first.dtype
+    dtype = first.dtype
     for i, t in enumerate(tensors):
         if tuple(t.shape) != tuple(first.shape) or t.dtype != dtype:
             raise ValueError(f"{who}: tensor {i} has shape {tuple(t.shape)} / {t.dtype}; all "
@@ -487,6 +427,29 @@ def _copy_into(dst, src):
         dst[...] = src.numpy()
 
 
+def _one_per_rank(tensors, g, who, name):
+    if len(tensors) != g.size():
+        raise ValueError(f"{who}: {name} has {len(tensors)} entries for a group of {g.size()}")
+
+
+def _packed(tensors, who):
+    """tensors (Tensors or arrays, one shape and dtype) stacked into one new tensor."""
+    packed = _stacked_like(tensors, who)
+    for i, t in enumerate(tensors):
+        _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    return packed
+
+
+def _unpack_into(tensors, stacked):
+    """A function copying stacked[i] into tensors[i], run once the collective is done."""
+
+    def scatter_back():
+        for i, t in enumerate(tensors):
+            _copy_into(t, stacked[i])
+
+    return scatter_back
+
+
 def _no_grad():
     from ..autograd import no_grad
 
@@ -498,17 +461,11 @@ def all_gather(tensor_list, tensor, group=None, async_op=False, timeout=None):
     g = _group(group)
     if g is None:
         return _skip(async_op)
-    if len(tensor_list) != g.size():
-        raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} entries for a group "
-                         f"of {g.size()}")
+    _one_per_rank(tensor_list, g, "all_gather", "tensor_list")
     out = _stacked_like(tensor_list, "all_gather")
     src = _buf(tensor, "all_gather", False)
-
-    def scatter_back():
-        for i, t in enumerate(tensor_list):
-            _copy_into(t, out[i])
-
-    return _run("allgather", g, out, src, 0, 0, timeout, async_op, scatter_back)
+    return _run("allgather", g, out, src, 0, 0, timeout, async_op,
+                _unpack_into(tensor_list, out))
 
 
 def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False,
@@ -526,12 +483,8 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op=Fal
     g = _group(group)
     if g is None:
         return _skip(async_op)
-    if len(input_list) != g.size():
-        raise ValueError(f"reduce_scatter: input_list has {len(input_list)} entries for a group "
-                         f"of {g.size()}")
-    packed = _stacked_like(input_list, "reduce_scatter")
-    for i, t in enumerate(input_list):
-        _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    _one_per_rank(input_list, g, "reduce_scatter", "input_list")
+    packed = _packed(input_list, "reduce_scatter")
     return _run("reduce_scatter", g, _buf(output, "reduce_scatter"), packed, 0, _op(op), timeout,
                 async_op)
 
@@ -554,12 +507,8 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False, timeout=
         if gather_list is None or len(gather_list) != g.size():
             raise ValueError(f"gather: the destination needs a gather_list of {g.size()} tensors")
         out = _stacked_like(gather_list, "gather")
-
-        def scatter_back():
-            for i, t in enumerate(gather_list):
-                _copy_into(t, out[i])
-
-        return _run("gather", g, out, src, root, 0, timeout, async_op, scatter_back)
+        return _run("gather", g, out, src, root, 0, timeout, async_op,
+                    _unpack_into(gather_list, out))
     return _run("gather", g, None, src, root, 0, timeout, async_op)
 
 
@@ -573,9 +522,7 @@ def scatter(tensor, scatter_list=None, src=0, group=None, async_op=False, timeou
     if g.rank() == root:
         if scatter_list is None or len(scatter_list) != g.size():
             raise ValueError(f"scatter: the source needs a scatter_list of {g.size()} tensors")
-        packed = _stacked_like(scatter_list, "scatter")
-        for i, t in enumerate(scatter_list):
-            _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+        packed = _packed(scatter_list, "scatter")
     return _run("scatter", g, out, packed, root, 0, timeout, async_op)
 
 
@@ -595,16 +542,10 @@ def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False
     n = g.size()
     if len(output_tensor_list) != n or len(input_tensor_list) != n:
         raise ValueError(f"all_to_all: both lists need {n} tensors")
-    packed = _stacked_like(input_tensor_list, "all_to_all")
-    for i, t in enumerate(input_tensor_list):
-        _copy_into(packed[i], t if isinstance(t, Tensor) else _C.from_buffer(t))
+    packed = _packed(input_tensor_list, "all_to_all")
     out = _stacked_like(output_tensor_list, "all_to_all")
-
-    def scatter_back():
-        for i, t in enumerate(output_tensor_list):
-            _copy_into(t, out[i])
-
-    return _run("alltoall", g, out, packed, 0, 0, timeout, async_op, scatter_back)
+    return _run("alltoall", g, out, packed, 0, 0, timeout, async_op,
+                _unpack_into(output_tensor_list, out))
 
 
 def barrier(group=None, async_op=False, timeout=None):
@@ -614,13 +555,13 @@ def barrier(group=None, async_op=False, timeout=None):
     return _run("barrier", g, None, None, 0, 0, timeout, async_op)
 
 
-from .launch import launch  # noqa: E402
+from .launch import launch
 
 __all__ = [
-    "launch", "init_process_group", "destroy_process_group", "is_initialized", "is_available", "get_rank",
-    "get_world_size", "get_backend", "new_group", "ReduceOp", "Work", "ProcessGroup",
-    "GroupMember", "DistributedError", "DistributedTimeoutError", "all_reduce", "broadcast",
-    "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor", "reduce",
-    "gather", "scatter", "all_to_all", "all_to_all_single", "barrier", "Store", "TCPStore",
-    "FileStore", "PrefixStore",
+    "DistributedError", "DistributedTimeoutError", "FileStore", "GroupMember", "PrefixStore",
+    "ProcessGroup", "RedisStore", "ReduceOp", "Store", "TCPStore", "Work", "all_gather",
+    "all_gather_into_tensor", "all_reduce", "all_to_all", "all_to_all_single", "barrier",
+    "broadcast", "destroy_process_group", "gather", "get_backend", "get_rank", "get_world_size",
+    "init_process_group", "is_available", "is_initialized", "launch", "new_group", "reduce",
+    "reduce_scatter", "reduce_scatter_tensor", "scatter",
 ]

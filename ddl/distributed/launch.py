@@ -46,7 +46,7 @@ def _worker(rank, nprocs, port, fn, args, kwargs, conn, timeout):
         finally:
             destroy_process_group()
         conn.send(("ok", result if rank == 0 else None))
-    except BaseException as e:  # report everything, then exit non-zero
+    except BaseException as e:  # noqa: BLE001 (everything goes to the parent; exit 1)
         conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
         conn.close()
         os._exit(1)

@@ -23,7 +23,7 @@ from datetime import timedelta
 
 from .. import _C
 
-__all__ = ["FileStore", "PrefixStore", "Store", "TCPStore", "RedisStore"]
+__all__ = ["FileStore", "PrefixStore", "RedisStore", "Store", "TCPStore"]
 
 _DEFAULT_TIMEOUT = timedelta(seconds=300)
 _MAX_KEY_BYTES = 4096

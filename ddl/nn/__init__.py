@@ -1,11 +1,27 @@
 """ddl.nn: layers, losses and the Module system, with PyTorch's names."""
 from . import functional, init  # noqa: F401
-from .layers import (GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,  # noqa: F401
-                     Conv2d, Dropout, Embedding, Flatten, Identity, LeakyReLU, Linear,
-                     LogSoftmax, MaxPool2d, ReLU, Sigmoid, Softmax, Tanh)
+from .layers import (  # noqa: F401
+    GELU,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Embedding,
+    Flatten,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss  # noqa: F401
-from .module import (Module, ModuleDict, ModuleList, Parameter, Sequential,  # noqa: F401
-                     StateDictError)
+from .module import Module, ModuleDict, ModuleList, Parameter, Sequential, StateDictError  # noqa: F401
 from .rnn import GRU, LSTM, RNN  # noqa: F401
 
 

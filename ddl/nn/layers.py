@@ -84,11 +84,17 @@ class Conv2d(Module):
         return s + ("" if self.bias is not None else ", bias=False")
 
 
-class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+class _Pool2d(Module):
+    def __init__(self, kernel_size, stride, padding, ceil_mode):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
-        self.dilation, self.ceil_mode = dilation, ceil_mode
+        self.ceil_mode = ceil_mode
+
+
+class MaxPool2d(_Pool2d):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.dilation = dilation
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -99,12 +105,11 @@ class MaxPool2d(Module):
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
-class AvgPool2d(Module):
+class AvgPool2d(_Pool2d):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True):
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
-        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad = count_include_pad
 
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -114,16 +119,28 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AdaptiveAvgPool2d(Module):
-    def __init__(self, output_size):
+class _OneOption(Module):
+    """A module with one option, kept as the attribute named by _option and shown in repr."""
+
+    _option = ""
+
+    def __init__(self, value):
         super().__init__()
-        self.output_size = output_size
+        setattr(self, self._option, value)
+
+    def extra_repr(self):
+        value = getattr(self, self._option)
+        return f"{self._option}={value!r}" if isinstance(value, str) else f"{self._option}={value}"
+
+
+class AdaptiveAvgPool2d(_OneOption):
+    _option = "output_size"
+
+    def __init__(self, output_size):
+        super().__init__(output_size)
 
     def forward(self, x):
         return F.adaptive_avg_pool2d(x, self.output_size)
-
-    def extra_repr(self):
-        return f"output_size={self.output_size}"
 
 
 class _BatchNorm(Module):
@@ -252,40 +269,34 @@ Tanh = _activation("Tanh", lambda x: x.tanh(), "tanh(x)")
 Sigmoid = _activation("Sigmoid", lambda x: x.sigmoid(), "1 / (1 + exp(-x))")
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_OneOption):
+    _option = "negative_slope"
+
     def __init__(self, negative_slope=0.01, inplace=False):
-        super().__init__()
-        self.negative_slope = negative_slope
+        super().__init__(negative_slope)
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
 
-    def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
 
+class GELU(_OneOption):
+    _option = "approximate"
 
-class GELU(Module):
     def __init__(self, approximate="none"):
-        super().__init__()
-        self.approximate = approximate
+        super().__init__(approximate)
 
     def forward(self, x):
         return F.gelu(x, self.approximate)
 
-    def extra_repr(self):
-        return f"approximate={self.approximate!r}"
 
+class Softmax(_OneOption):
+    _option = "dim"
 
-class Softmax(Module):
     def __init__(self, dim=None):
-        super().__init__()
-        self.dim = dim
+        super().__init__(dim)
 
     def forward(self, x):
         return F.softmax(x, self.dim)
-
-    def extra_repr(self):
-        return f"dim={self.dim}"
 
 
 class LogSoftmax(Softmax):

@@ -4,10 +4,12 @@ from .module import Module
 
 
 class _Loss(Module):
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction="mean", weight=None, weight_is="class weights are"):
         super().__init__()
         if reduction not in ("none", "mean", "sum"):
             raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+        if weight is not None:  # weight_is: what the error calls it
+            raise ValueError(f"{type(self).__name__}: {weight_is} not supported")
         self.reduction = reduction
 
     def extra_repr(self):
@@ -26,9 +28,7 @@ class L1Loss(_Loss):
 
 class CrossEntropyLoss(_Loss):
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        super().__init__(reduction)
-        if weight is not None:
-            raise ValueError("CrossEntropyLoss: class weights are not supported")
+        super().__init__(reduction, weight)
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
 
     def forward(self, input, target):
@@ -38,9 +38,7 @@ class CrossEntropyLoss(_Loss):
 
 class NLLLoss(_Loss):
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
-        super().__init__(reduction)
-        if weight is not None:
-            raise ValueError("NLLLoss: class weights are not supported")
+        super().__init__(reduction, weight)
         self.ignore_index = ignore_index
 
     def forward(self, input, target):
@@ -50,9 +48,7 @@ class NLLLoss(_Loss):
 
 class BCEWithLogitsLoss(_Loss):
     def __init__(self, weight=None, reduction="mean", pos_weight=None):
-        super().__init__(reduction)
-        if weight is not None:
-            raise ValueError("BCEWithLogitsLoss: weight is not supported")
+        super().__init__(reduction, weight, "weight is")
         self.pos_weight = pos_weight
 
     def forward(self, input, target):

@@ -21,7 +21,9 @@ from .module import Module
 def _group(process_group):
     g = process_group if process_group is not None else dist._require()
     if isinstance(g, dist._NonMember):
-        raise ValueError("DistributedDataParallel: this rank is not in the given process group")
+        # a value, not a type, is wrong: the group does not include this rank
+        raise ValueError(  # noqa: TRY004
+            "DistributedDataParallel: this rank is not in the given process group")
     return g
 
 

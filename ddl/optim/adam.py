@@ -1,7 +1,6 @@
 """Adam and AdamW (decoupled weight decay), with optional AMSGrad."""
 from .. import _C
-from ..autograd import no_grad
-from .optimizer import Optimizer, _step_counter, _zeros
+from .optimizer import Optimizer, _lazy_state, _zeros_state
 
 __all__ = ["Adam", "AdamW"]
 
@@ -48,35 +47,21 @@ class Adam(Optimizer):
         if not 0.0 <= wd:
             raise ValueError(f"Invalid weight_decay value: {wd}")
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = self._closure_loss(closure)
-        with no_grad():
-            for group in self.param_groups:
-                params, grads = self._params_with_grad(group)
-                if not params:
-                    continue
-                amsgrad = bool(group["amsgrad"])
-                m, v, vmax, steps = [], [], [] if amsgrad else None, []
-                for p in params:
-                    state = self.state[p]
-                    if "step" not in state:  # lazy initialization, as PyTorch
-                        state["step"] = _step_counter()
-                        state["exp_avg"] = _zeros(p)
-                        state["exp_avg_sq"] = _zeros(p)
-                    m.append(state["exp_avg"])
-                    v.append(state["exp_avg_sq"])
-                    steps.append(state["step"])
-                    if amsgrad:
-                        if state.get("max_exp_avg_sq") is None:
-                            state["max_exp_avg_sq"] = _zeros(p)
-                        vmax.append(state["max_exp_avg_sq"])
-                beta1, beta2 = group["betas"]
-                _C.adam_step(params, grads, m, v, vmax, steps, float(group["lr"]), float(beta1),
-                             float(beta2), float(group["eps"]), float(group["weight_decay"]),
-                             amsgrad, bool(group["decoupled_weight_decay"]),
-                             bool(group["maximize"]))
-        return loss
+    def _step_group(self, group, params, grads):
+        amsgrad = bool(group["amsgrad"])
+        m, v, vmax, steps = [], [], [] if amsgrad else None, []
+        for p in params:
+            state = self.state[p]
+            _lazy_state(state, p, "exp_avg", "exp_avg_sq")
+            m.append(state["exp_avg"])
+            v.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+            if amsgrad:
+                vmax.append(_zeros_state(state, "max_exp_avg_sq", p))
+        beta1, beta2 = group["betas"]
+        _C.adam_step(params, grads, m, v, vmax, steps, float(group["lr"]), float(beta1),
+                     float(beta2), float(group["eps"]), float(group["weight_decay"]), amsgrad,
+                     bool(group["decoupled_weight_decay"]), bool(group["maximize"]))
 
 
 class AdamW(Adam):

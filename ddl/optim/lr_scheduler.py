@@ -125,6 +125,14 @@ class LRScheduler:
             group["lr"] = lr
         self._last_lr = _lrs(self.optimizer)
 
+    def _scaled(self, factor):
+        """Each group's current rate times factor (the chainable update)."""
+        return [group["lr"] * factor for group in self.optimizer.param_groups]
+
+    def _base_scaled(self, factor):
+        """Each group's base rate times factor (the closed form)."""
+        return [base_lr * factor for base_lr in self.base_lrs]
+
     def _warn_if_outside_step(self):
         if not self._get_lr_called_within_step:
             warnings.warn("To get the last learning rate computed by the scheduler, please use "
@@ -164,11 +172,10 @@ class StepLR(LRScheduler):
         self._warn_if_outside_step()
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return _lrs(self.optimizer)
-        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+        return self._scaled(self.gamma)
 
     def _get_closed_form_lr(self):
-        return [base_lr * self.gamma ** (self.last_epoch // self.step_size)
-                for base_lr in self.base_lrs]
+        return self._base_scaled(self.gamma ** (self.last_epoch // self.step_size))
 
 
 class MultiStepLR(LRScheduler):
@@ -184,13 +191,11 @@ class MultiStepLR(LRScheduler):
         self._warn_if_outside_step()
         if self.last_epoch not in self.milestones:
             return _lrs(self.optimizer)
-        return [group["lr"] * self.gamma ** self.milestones[self.last_epoch]
-                for group in self.optimizer.param_groups]
+        return self._scaled(self.gamma ** self.milestones[self.last_epoch])
 
     def _get_closed_form_lr(self):
         milestones = sorted(self.milestones.elements())
-        return [base_lr * self.gamma ** bisect_right(milestones, self.last_epoch)
-                for base_lr in self.base_lrs]
+        return self._base_scaled(self.gamma ** bisect_right(milestones, self.last_epoch))
 
 
 class ExponentialLR(LRScheduler):
@@ -204,10 +209,10 @@ class ExponentialLR(LRScheduler):
         self._warn_if_outside_step()
         if self._is_initial:
             return _lrs(self.optimizer)
-        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+        return self._scaled(self.gamma)
 
     def _get_closed_form_lr(self):
-        return [base_lr * self.gamma ** self.last_epoch for base_lr in self.base_lrs]
+        return self._base_scaled(self.gamma ** self.last_epoch)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -225,9 +230,7 @@ class CosineAnnealingLR(LRScheduler):
         if self._is_initial:
             return _lrs(self.optimizer)
         if self._step_count == 1 and self.last_epoch > 0:
-            return [self.eta_min + (base_lr - self.eta_min) *
-                    (1 + math.cos(self.last_epoch * math.pi / self.T_max)) / 2
-                    for base_lr in self.base_lrs]
+            return self._get_closed_form_lr()
         if (self.last_epoch - 1 - self.T_max) % (2 * self.T_max) == 0:
             return [group["lr"] + (base_lr - self.eta_min) *
                     (1 - math.cos(math.pi / self.T_max)) / 2
@@ -302,15 +305,13 @@ class LinearLR(LRScheduler):
     def get_lr(self):
         self._warn_if_outside_step()
         if self.last_epoch == 0:
-            return [group["lr"] * self.start_factor for group in self.optimizer.param_groups]
+            return self._scaled(self.start_factor)
         if self._is_initial or self.last_epoch > self.total_iters:
             return _lrs(self.optimizer)
         delta = self.end_factor - self.start_factor
-        return [group["lr"] * (1.0 + delta / (self.total_iters * self.start_factor +
-                                              (self.last_epoch - 1) * delta))
-                for group in self.optimizer.param_groups]
+        return self._scaled(1.0 + delta / (self.total_iters * self.start_factor +
+                                           (self.last_epoch - 1) * delta))
 
     def _get_closed_form_lr(self):
-        return [base_lr * (self.start_factor + (self.end_factor - self.start_factor) *
-                           min(self.total_iters, self.last_epoch) / self.total_iters)
-                for base_lr in self.base_lrs]
+        return self._base_scaled(self.start_factor + (self.end_factor - self.start_factor) *
+                                 min(self.total_iters, self.last_epoch) / self.total_iters)

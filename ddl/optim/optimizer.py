@@ -41,6 +41,22 @@ def _step_counter():
     return _C.full((), 0.0, 0)
 
 
+def _lazy_state(state, p, *names):
+    """On a parameter's first step (no "step" in its state, as PyTorch): a step counter and a
+    zero tensor like p for each of names."""
+    if "step" not in state:
+        state["step"] = _step_counter()
+        for name in names:
+            state[name] = _zeros(p)
+
+
+def _zeros_state(state, name, p):
+    """state[name], made a zero tensor like p if missing or None (optional buffers)."""
+    if state.get(name) is None:
+        state[name] = _zeros(p)
+    return state[name]
+
+
 def _readable(g):
     """A gradient the C update can read: contiguous (a copy when it is not)."""
     return g if g.is_contiguous() else g.contiguous()
@@ -54,8 +70,9 @@ class Optimizer:
             "params" and hyperparameters that override `defaults` for that group.
         defaults: the hyperparameters of groups that do not set them.
 
-    Subclasses implement `step()` (one fused C call per group, under ddl.no_grad()) and may
-    define `_validate(group)` to check a group's hyperparameters (ValueError, PyTorch's wording).
+    Subclasses implement `_step_group(group, params, grads)` (one fused C call per group; step()
+    calls it under ddl.no_grad() for each group with gradients) and may define
+    `_validate(group)` to check a group's hyperparameters (ValueError, PyTorch's wording).
     """
 
     def __init__(self, params, defaults):
@@ -148,6 +165,17 @@ class Optimizer:
     def step(self, closure=None):
         """Update every parameter that has a gradient. `closure`, if given, reevaluates the
         model (with grad mode on) and returns the loss, which step returns."""
+        loss = self._closure_loss(closure)
+        with no_grad():
+            for group in self.param_groups:
+                params, grads = self._params_with_grad(group)
+                if params:
+                    self._step_group(group, params, grads)
+        return loss
+
+    def _step_group(self, group, params, grads):
+        """Update one group's params (those with a gradient; grads contiguous), under
+        no_grad: the optimizers' one fused C call. Subclasses implement it or step()."""
         raise NotImplementedError
 
     def _closure_loss(self, closure):

@@ -1,7 +1,6 @@
 """RMSprop, optionally centered and with momentum."""
 from .. import _C
-from ..autograd import no_grad
-from .optimizer import Optimizer, _step_counter, _zeros
+from .optimizer import Optimizer, _lazy_state, _zeros_state
 
 __all__ = ["RMSprop"]
 
@@ -37,36 +36,21 @@ class RMSprop(Optimizer):
             if not 0.0 <= group[key]:
                 raise ValueError(f"Invalid {what}: {group[key]}")
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = self._closure_loss(closure)
-        with no_grad():
-            for group in self.param_groups:
-                params, grads = self._params_with_grad(group)
-                if not params:
-                    continue
-                momentum = float(group["momentum"])
-                centered = bool(group["centered"])
-                sq, steps = [], []
-                bufs = [] if momentum > 0 else None
-                gavg = [] if centered else None
-                for p in params:
-                    state = self.state[p]
-                    if "step" not in state:  # lazy initialization, as PyTorch
-                        state["step"] = _step_counter()
-                        state["square_avg"] = _zeros(p)
-                    sq.append(state["square_avg"])
-                    steps.append(state["step"])
-                    if bufs is not None:
-                        if state.get("momentum_buffer") is None:
-                            state["momentum_buffer"] = _zeros(p)
-                        bufs.append(state["momentum_buffer"])
-                    if gavg is not None:
-                        if state.get("grad_avg") is None:
-                            state["grad_avg"] = _zeros(p)
-                        gavg.append(state["grad_avg"])
-                _C.rmsprop_step(params, grads, sq, bufs, gavg, steps, float(group["lr"]),
-                                float(group["alpha"]), float(group["eps"]),
-                                float(group["weight_decay"]), momentum, centered,
-                                bool(group["maximize"]))
-        return loss
+    def _step_group(self, group, params, grads):
+        momentum = float(group["momentum"])
+        centered = bool(group["centered"])
+        sq, steps = [], []
+        bufs = [] if momentum > 0 else None
+        gavg = [] if centered else None
+        for p in params:
+            state = self.state[p]
+            _lazy_state(state, p, "square_avg")
+            sq.append(state["square_avg"])
+            steps.append(state["step"])
+            if bufs is not None:
+                bufs.append(_zeros_state(state, "momentum_buffer", p))
+            if gavg is not None:
+                gavg.append(_zeros_state(state, "grad_avg", p))
+        _C.rmsprop_step(params, grads, sq, bufs, gavg, steps, float(group["lr"]),
+                        float(group["alpha"]), float(group["eps"]), float(group["weight_decay"]),
+                        momentum, centered, bool(group["maximize"]))

@@ -1,6 +1,5 @@
 """SGD: stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
 from .. import _C
-from ..autograd import no_grad
 from .optimizer import Optimizer, _empty
 
 __all__ = ["SGD"]
@@ -37,30 +36,22 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure() if given."""
-        loss = self._closure_loss(closure)
-        with no_grad():
-            for group in self.param_groups:
-                params, grads = self._params_with_grad(group)
-                if not params:
-                    continue
-                momentum = float(group["momentum"])
-                bufs = first = None
-                fresh = []  # new buffers join the state only once the C call has filled them
-                if momentum != 0:
-                    bufs, first = [], []
-                    for p in params:
-                        buf = self.state[p].get("momentum_buffer")
-                        new = buf is None
-                        if new:
-                            buf = _empty(p)  # the C call sets it to the gradient
-                            fresh.append((p, buf))
-                        bufs.append(buf)
-                        first.append(new)
-                _C.sgd_step(params, grads, bufs, first, float(group["lr"]), momentum,
-                            float(group["dampening"]), float(group["weight_decay"]),
-                            bool(group["nesterov"]), bool(group["maximize"]))
-                for p, buf in fresh:
-                    self.state[p]["momentum_buffer"] = buf
-        return loss
+    def _step_group(self, group, params, grads):
+        momentum = float(group["momentum"])
+        bufs = first = None
+        fresh = []  # new buffers join the state only once the C call has filled them
+        if momentum != 0:
+            bufs, first = [], []
+            for p in params:
+                buf = self.state[p].get("momentum_buffer")
+                new = buf is None
+                if new:
+                    buf = _empty(p)  # the C call sets it to the gradient
+                    fresh.append((p, buf))
+                bufs.append(buf)
+                first.append(new)
+        _C.sgd_step(params, grads, bufs, first, float(group["lr"]), momentum,
+                    float(group["dampening"]), float(group["weight_decay"]),
+                    bool(group["nesterov"]), bool(group["maximize"]))
+        for p, buf in fresh:
+            self.state[p]["momentum_buffer"] = buf

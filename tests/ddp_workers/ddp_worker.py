@@ -88,6 +88,21 @@ def sgd(params):
     return ddl.optim.SGD(params, lr=LR, momentum=MOMENTUM)
 
 
+def local_batch(kind, step, per_rank=16):
+    """This rank's shard of the global batch of `step` (per_rank samples on each rank)."""
+    x, y = batch(kind, step, per_rank * WORLD)
+    return shard(x, y, RANK, WORLD)
+
+
+def train_step(model, opt, kind, step):
+    """One SGD step of model on this rank's shard of batch `step`."""
+    xs, ys = local_batch(kind, step)
+    loss = F.cross_entropy(model(xs), ys)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def params_of(module, prefix="p:"):
     return {prefix + n: p.detach().numpy().copy() for n, p in module.named_parameters()}
 
@@ -283,12 +298,7 @@ def join():
     opt = sgd(model.parameters())
     with model.join():
         for s in range(counts[RANK]):
-            x, y = batch("mlp", s, 16 * WORLD)
-            xs, ys = shard(x, y, RANK, WORLD)
-            loss = F.cross_entropy(model(xs), ys)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, "mlp", s)
     # and the group still works afterwards
     x, y = batch("mlp", 99, 16 * WORLD)
     xs, ys = shard(x, y, RANK, WORLD)
@@ -353,12 +363,7 @@ def buffers(broadcast=True):
     opt = sgd(model.parameters())
     arrays = {}
     for s in range(3):
-        x, y = batch("cnn", s, 16 * WORLD)
-        xs, ys = shard(x, y, RANK, WORLD)
-        loss = F.cross_entropy(model(xs), ys)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, opt, "cnn", s)
     arrays.update(buffers_of(model.module, prefix="train:"))  # after local updates: differ
     model.eval()
     with ddl.no_grad():
@@ -393,7 +398,7 @@ def peer_dies():
         loss.backward()
     except dist.DistributedError as e:
         info = {"raised": type(e).__name__, "message": str(e)}
-    except Exception as e:  # the wrong type: report it
+    except Exception as e:  # noqa: BLE001 (the wrong type: report it)
         info = {"raised": "other:" + type(e).__name__, "message": str(e)}
     info["elapsed"] = time.monotonic() - t0
     save(info=info)
