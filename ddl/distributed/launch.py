@@ -29,7 +29,7 @@ def _free_port():
 
 def _worker(rank, nprocs, port, fn, args, kwargs, conn, timeout):
     from .. import _C
-    from . import destroy_process_group, init_process_group
+    from . import DistributedError, destroy_process_group, init_process_group
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(nprocs), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(nprocs), MASTER_ADDR="127.0.0.1",
@@ -47,7 +47,10 @@ def _worker(rank, nprocs, port, fn, args, kwargs, conn, timeout):
             destroy_process_group()
         conn.send(("ok", result if rank == 0 else None))
     except BaseException as e:  # noqa: BLE001 (everything goes to the parent; exit 1)
-        conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        # a DistributedError is usually the echo of another rank's failure: said so, so that
+        # launch can name the rank where the failure started
+        conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}",
+                   isinstance(e, DistributedError)))
         conn.close()
         os._exit(1)
     conn.close()
@@ -87,25 +90,29 @@ def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
     failure = None
     try:
         pending = set(range(nprocs))
-        while pending and failure is None:
-            if time.monotonic() > deadline:
+        first_failure_at = None
+        while pending:
+            now = time.monotonic()
+            if now > deadline:
                 failure = f"launch: timed out after {timeout} s (ranks {sorted(pending)} running)"
+                break
+            if first_failure_at is not None and now > first_failure_at + _ROOT_CAUSE_GRACE:
                 break
             for r in sorted(pending):
                 if pipes[r].poll(0.05):
                     try:
                         results[r] = pipes[r].recv()
                     except EOFError:
-                        results[r] = ("died", None)
-                    pending.discard(r)
-                    if results[r][0] != "ok":
-                        failure = _describe(r, results[r], procs[r])
-                        break
+                        results[r] = ("died", None, False)
                 elif not procs[r].is_alive() and not pipes[r].poll(0):
-                    results[r] = ("died", None)
-                    pending.discard(r)
-                    failure = _describe(r, results[r], procs[r])
-                    break
+                    results[r] = ("died", None, False)
+                else:
+                    continue
+                pending.discard(r)
+                if results[r][0] != "ok" and first_failure_at is None:
+                    first_failure_at = time.monotonic()
+        if failure is None and first_failure_at is not None:
+            failure = _root_cause(results, procs)
     finally:
         for p in procs:
             if p.is_alive() and failure is not None:
@@ -122,8 +129,22 @@ def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
     return results[0][1]
 
 
+# After a first failure, how long the other ranks may take to report theirs: a rank that dies
+# makes its peers raise within milliseconds, and the one that died must be the one named.
+_ROOT_CAUSE_GRACE = 2.0
+
+
+def _root_cause(results, procs):
+    """The failure to report: a rank that died without a result, else one that raised an
+    error of its own, else one that raised a DistributedError (the echo of a peer's failure)."""
+    failed = [(r, res) for r, res in enumerate(results) if res is not None and res[0] != "ok"]
+    failed.sort(key=lambda item: (item[1][0] != "died", bool(item[1][2]), item[0]))
+    rank, result = failed[0]
+    return _describe(rank, result, procs[rank])
+
+
 def _describe(rank, result, proc):
-    kind, detail = result
+    kind, detail, _ = result
     if kind == "error":
         return f"launch: rank {rank} failed: {detail}"
     proc.join(2)
