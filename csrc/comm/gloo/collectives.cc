@@ -23,11 +23,13 @@ namespace {
 
 constexpr uint32_t kTag = 2;  // the descriptor exchange uses tag 1
 
-// The options every collective takes: its tag and timeout.
-template <typename Opts>
-void tag(Opts& opts, int64_t timeout_ms) {
+// Every collective's last step: its tag and timeout, then the call itself unless there is
+// nothing to move (Gloo's algorithms reject empty buffers).
+template <typename Opts, typename Op>
+void issue(Opts& opts, Op op, int64_t timeout_ms, bool any = true) {
     opts.setTag(kTag);
     opts.setTimeout(std::chrono::milliseconds(timeout_ms));
+    if (any) op(opts);
 }
 
 // A reduction's output buffer, typed, and its reduce function.
@@ -51,26 +53,23 @@ void GlooTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout
         switch (d.coll) {
         case DDL_COLL_ALLREDUCE: {
             gloo::AllreduceOptions opts(ctx_);
-            tag(opts, timeout_ms);
             set_reduction(opts, a, d);
-            if (d.count > 0) gloo::allreduce(opts);
+            issue(opts, gloo::allreduce, timeout_ms, d.count > 0);
             finish_avg(a, d.dtype, d.redop, d.count, size_);
             break;
         }
         case DDL_COLL_BROADCAST: {
             gloo::BroadcastOptions opts(ctx_);
-            tag(opts, timeout_ms);
             opts.setOutput(a, bytes);
             opts.setRoot(d.root);
-            if (d.count > 0) gloo::broadcast(opts);
+            issue(opts, gloo::broadcast, timeout_ms, d.count > 0);
             break;
         }
         case DDL_COLL_ALLGATHER: {
             gloo::AllgatherOptions opts(ctx_);
-            tag(opts, timeout_ms);
             opts.setInput(b, bytes);
             opts.setOutput(a, bytes * size_);
-            if (d.count > 0) gloo::allgather(opts);
+            issue(opts, gloo::allgather, timeout_ms, d.count > 0);
             break;
         }
         case DDL_COLL_ALLTOALL:
@@ -82,10 +81,9 @@ void GlooTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout
             std::vector<uint8_t> tmp(rs ? chunk * size_ : 0);
             uint8_t* dst = rs ? tmp.data() : a;
             gloo::AlltoallOptions opts(ctx_);
-            tag(opts, timeout_ms);
             opts.setInput(b, chunk * size_);
             opts.setOutput(dst, chunk * size_);
-            if (chunk > 0) gloo::alltoall(opts);
+            issue(opts, gloo::alltoall, timeout_ms, chunk > 0);
             if (rs && chunk > 0) reduce_blocks(a, dst, chunk, size_, d.count, d.dtype, d.redop);
             break;
         }
@@ -98,39 +96,34 @@ void GlooTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout
                 a = scratch.data();
             }
             gloo::ReduceOptions opts(ctx_);
-            tag(opts, timeout_ms);
             set_reduction(opts, a, d);
             opts.setRoot(d.root);
-            if (d.count > 0) gloo::reduce(opts);
+            issue(opts, gloo::reduce, timeout_ms, d.count > 0);
             if (rank_ == d.root) finish_avg(a, d.dtype, d.redop, d.count, size_);
             break;
         }
         case DDL_COLL_GATHER: {
             gloo::GatherOptions opts(ctx_);
-            tag(opts, timeout_ms);
             opts.setInput(b, bytes);
             if (rank_ == d.root) opts.setOutput(a, bytes * size_);
             opts.setRoot(d.root);
-            if (d.count > 0) gloo::gather(opts);
+            issue(opts, gloo::gather, timeout_ms, d.count > 0);
             break;
         }
         case DDL_COLL_SCATTER: {
             gloo::ScatterOptions opts(ctx_);
-            tag(opts, timeout_ms);
-            std::vector<uint8_t*> chunks;
-            if (rank_ == d.root) {
-                for (int r = 0; r < size_; r++) chunks.push_back(b + (size_t)r * bytes);
-                opts.setInputs(chunks, bytes);
-            }
-            opts.setOutput(a, bytes);
             opts.setRoot(d.root);
-            if (d.count > 0) gloo::scatter(opts);
+            opts.setOutput(a, bytes);
+            std::vector<uint8_t*> chunks;  // root's input, one chunk per rank
+            for (int r = 0; rank_ == d.root && r < size_; r++)
+                chunks.push_back(b + (size_t)r * bytes);
+            if (rank_ == d.root) opts.setInputs(chunks, bytes);
+            issue(opts, gloo::scatter, timeout_ms, d.count > 0);
             break;
         }
         case DDL_COLL_BARRIER: {
             gloo::BarrierOptions opts(ctx_);
-            tag(opts, timeout_ms);
-            gloo::barrier(opts);
+            issue(opts, gloo::barrier, timeout_ms);
             break;
         }
         default:
