@@ -9,6 +9,7 @@ rank that stops calling collectives, mismatched collectives, different world siz
 sent garbage. Every test has a hard time limit, and every process a test starts is killed
 (its whole process group) when the test ends, however it ends.
 """
+import json
 import os
 import re
 import shutil
@@ -208,6 +209,15 @@ def _caught(out):
     return float(m[1]), float(m[2]), m[3], m[4] == "TimeoutError", m[5]
 
 
+def _fields(out, tag="FIELDS", name=None):
+    """The structured fields (rank, ranks, op, seq, peer, errno) a worker printed for its
+    exception: a FIELDS line (FIELDS <name> for the mismatch scenarios), JSON."""
+    prefix = f"{tag} {name} " if name else f"{tag} "
+    m = re.search(rf"^{re.escape(prefix)}(\S+)$", out, re.MULTILINE)
+    assert m, out
+    return json.loads(m[1])
+
+
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("n,victim,how", [(3, 1, "exit"), (4, 2, "kill"), (3, 0, "kill")],
                          ids=["exit-rank1-of-3", "sigkill-rank2-of-4", "sigkill-rank0-of-3"])
@@ -234,9 +244,19 @@ def test_rank_killed_mid_all_reduce(world, n, victim, how):
             assert re.search(r"rank\(s\) 0\b|rank 0's process", msg), dump
         else:
             assert f"rank(s) {victim} died or stopped responding" in msg, dump
-        # later collectives fail at once, with the same error
+        # the same as fields on the exception, from where the failure was found (not parsed)
+        f = _fields(out)
+        assert f["rank"] == r and f["op"] == "allreduce" and f["seq"] >= 4, (f, dump)
+        assert f["errno"] is None or f["errno"] > 0, f
+        if victim != 0:
+            assert f["ranks"] == [victim], (f, dump)
+            assert re.fullmatch(r"127\.0\.0\.1:\d+", f["peer"]), f
+        else:
+            assert all(0 <= q < n and q != r for q in f["ranks"]), f
+        # later collectives fail at once, with the same error and fields
         m = re.search(r"^AGAIN (\S+) (\S+)$", out, re.MULTILINE)
         assert m and float(m[1]) < 0.5 and m[2] == "True", dump
+        assert _fields(out, "AGAIN-FIELDS") == f, dump
         # the survivor exits with the exception (not an abort), its message on stderr
         assert rc == 1 and "ddl.distributed.DistributedError: " + msg in err, dump
 
@@ -271,6 +291,8 @@ def test_rank0_killed_with_a_redis_rendezvous_is_named(world):
         assert procs[r].poll() == 1, world.dump()
         t, _, kind, _, msg = _caught(outs[f"rank{r}"])
         assert kind == "DistributedError" and "rank(s) 0 died or stopped responding" in msg, msg
+        f = _fields(outs[f"rank{r}"])
+        assert f["ranks"] == [0] and f["op"] == "allreduce" and f["rank"] == r, f
         assert t - died < 5.0, world.dump()
 
 
@@ -302,6 +324,8 @@ def test_peer_killed_mid_transfer_is_named_quickly(world, delay):
     t, _, kind, _, msg = _caught(out)
     assert rc == 1 and kind == "DistributedError", world.dump()
     assert "rank(s) 1 died or stopped responding" in msg, msg
+    f = _fields(out)
+    assert f["ranks"] == [1] and f["op"] == "alltoall" and f["rank"] == 0, f
     assert t - killed < 3.0, world.dump()
 
 
@@ -336,6 +360,9 @@ def test_rank_that_never_joins_is_named(world):
         assert m, world.dump()
         assert m[2] == "DistributedTimeoutError" and "TimeoutError" in m[3].split(","), out
         assert "rank(s) 2 of 3 never joined within 2000 ms" in m[4], out
+        f = _fields(out)
+        assert f["ranks"] == [2] and f["op"] == "join" and f["rank"] == r, f
+        assert f["seq"] is None and f["peer"] is None, f
         assert float(m[1]) < 2 + 5.5, out  # the timeout, then at most 5 s for the others
 
 
@@ -366,6 +393,9 @@ def test_rank_that_stops_calling_collectives_times_out_named(world):
         _, waited, kind, is_timeout, msg = _caught(out)
         assert kind == "DistributedTimeoutError" and is_timeout, out
         assert f"timed out after {int(timeout * 1000)} ms; rank(s) 2 never arrived" in msg, out
+        f = _fields(out)
+        assert f["ranks"] == [2] and f["op"] == "allreduce" and f["rank"] == r, f
+        assert _fields(out, "AGAIN-FIELDS") == f, out
         assert timeout * 0.9 < waited < timeout + 3.5, out
 
 
@@ -399,6 +429,13 @@ def test_mismatched_collectives_fail_on_every_rank_naming_both_sides(world):
             assert f"rank {r} called {mine} but rank " in m[2], dump
             assert f" called {theirs}" in m[2], dump
             assert "mismatched collectives at sequence number 0" in m[2], dump
+            # the ranks that called something else, as seen from this rank
+            f = _fields(out, name=name)
+            assert f["ranks"] == ([q for q in range(n) if q != odd] if r == odd else [odd]), f
+            assert f["rank"] == r and f["seq"] == 0, f
+            local = "broadcast" if name == "root" or (name == "kind" and r == odd) else (
+                "barrier" if name == "count" and r == odd else "allreduce")
+            assert f["op"] == local, f
             m = re.search(rf"^FAILFAST {name} (\S+) (\S+)$", out, re.MULTILINE)
             assert m and float(m[1]) < 0.5 and m[2] == "True", dump
         assert "WORLD-OK" in out and "NOT REACHED" not in out, dump

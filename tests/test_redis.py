@@ -57,11 +57,28 @@ def test_redis_store_set_get_wait(redis_port):
 
 
 @pytest.mark.timeout(30)
+def test_redis_wait_timeout_is_a_timeout_with_fields(redis_port):
+    import ddl.distributed as dist
+
+    s = dist.RedisStore("127.0.0.1", redis_port)
+    t0 = time.monotonic()
+    with pytest.raises(dist.DistributedTimeoutError, match="timed out after 300 ms") as e:
+        s.wait(["never"], timeout=0.3)
+    assert 0.25 < time.monotonic() - t0 < 5
+    assert isinstance(e.value, TimeoutError) and "never" in str(e.value)
+    assert e.value.op == "wait" and e.value.peer == f"127.0.0.1:{redis_port}"
+    assert e.value.ranks == () and e.value.rank is None and e.value.seq is None
+
+
+@pytest.mark.timeout(30)
 def test_redis_unreachable_is_a_clear_error():
     import ddl.distributed as dist
 
-    with pytest.raises(dist.DistributedError, match="cannot connect"):
-        dist.RedisStore("127.0.0.1", _free_port())
+    port = _free_port()
+    with pytest.raises(dist.DistributedError, match="cannot connect") as e:
+        dist.RedisStore("127.0.0.1", port)
+    assert e.value.op == "connect" and e.value.peer == f"127.0.0.1:{port}", vars(e.value)
+    assert e.value.ranks == () and e.value.errno is None
 
 
 @pytest.mark.timeout(60)

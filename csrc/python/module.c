@@ -6,6 +6,40 @@ PyTypeObject *pyddl_tensor_class = &PyTensor_Type;
 /* One table from status to exception; the distributed ones are set by ddl.distributed. */
 static PyObject *exc_comm, *exc_timeout;
 
+/* Put the failure's fields (ddl_last_error_info) on a distributed exception: rank, ranks,
+ * op, seq, peer, errno (None / () where nothing is known). 0 or -1 with an exception set. */
+static int set_error_fields(PyObject *exc, const ddl_error_info *info) {
+    PyObject *ranks = PyTuple_New(info->n_ranks);
+    if (!ranks) return -1;
+    for (int i = 0; i < info->n_ranks; i++) {
+        PyObject *r = PyLong_FromLong(info->ranks[i]);
+        if (!r) {
+            Py_DECREF(ranks);
+            return -1;
+        }
+        PyTuple_SET_ITEM(ranks, i, r);
+    }
+    struct {
+        const char *name;
+        PyObject *value;
+    } fields[] = {
+        {"ranks", ranks},
+        {"rank", info->rank >= 0 ? PyLong_FromLong(info->rank) : Py_NewRef(Py_None)},
+        {"op", info->op[0] ? PyUnicode_FromString(info->op) : Py_NewRef(Py_None)},
+        {"seq", info->seq >= 0 ? PyLong_FromLongLong(info->seq) : Py_NewRef(Py_None)},
+        {"peer", info->peer[0] ? PyUnicode_FromString(info->peer) : Py_NewRef(Py_None)},
+        {"errno", info->sys_errno ? PyLong_FromLong(info->sys_errno) : Py_NewRef(Py_None)},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        if (rc == 0 && (!fields[i].value ||
+                        PyObject_SetAttrString(exc, fields[i].name, fields[i].value) < 0))
+            rc = -1;
+        Py_XDECREF(fields[i].value);
+    }
+    return rc;
+}
+
 PyObject *pyddl_raise(ddl_status st) {
     PyObject *type;
     switch (st) {
@@ -17,8 +51,21 @@ PyObject *pyddl_raise(ddl_status st) {
     case DDL_E_TIMEOUT: type = exc_timeout ? exc_timeout : PyExc_TimeoutError; break;
     default: type = PyExc_RuntimeError; break;
     }
-    const char *msg = ddl_last_error();
-    PyErr_SetString(type, msg[0] ? msg : ddl_status_name(st));
+    ddl_error_info info = *ddl_last_error_info(); /* copied: building the exception runs Python */
+    const char *text = ddl_last_error();
+    if (!text[0]) text = ddl_status_name(st);
+    PyObject *msg = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+    if (!msg) return NULL;
+    PyObject *exc = PyObject_CallOneArg(type, msg);
+    Py_DECREF(msg);
+    if (!exc) return NULL;
+    if ((st == DDL_E_COMM || st == DDL_E_TIMEOUT) &&
+        set_error_fields(exc, &info) < 0) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
     return NULL;
 }
 

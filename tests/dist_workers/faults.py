@@ -6,12 +6,15 @@
         starts one more all_reduce (async, so it is mid-flight) and then os._exit(17)s
         (exit), SIGKILLs itself (kill), or stops calling collectives and sleeps (sleep).
         The victim prints "DYING <time.time()>" first. Every survivor prints
-        "CAUGHT <time.time()> <elapsed since its last success> <type> <message>", checks that
-        a later all_reduce fails at once with the same error ("AGAIN <seconds> <same>"), and
-        then re-raises, so it exits non-zero with the message on stderr.
+        "CAUGHT <time.time()> <elapsed since its last success> <type> <message>" and
+        "FIELDS <json>" (the exception's rank, ranks, op, seq, peer, errno), checks that a
+        later all_reduce fails at once with the same error ("AGAIN <seconds> <same>",
+        "AGAIN-FIELDS <json>"), and then re-raises, so it exits non-zero with the message on
+        stderr.
     faults.py mismatch
         Scenarios of ranks disagreeing at the same step, each on a fresh group of all ranks:
-        prints "MISMATCH <name> <type> <message>" per scenario and "FAILFAST <name> <same>"
+        prints "MISMATCH <name> <type> <message>" and "FIELDS <name> <json>" per scenario and
+        "FAILFAST <name> <same>"
         for the call after it, then a final mismatch on the world group left uncaught (exit
         status 1 from Python, not an abort).
     faults.py stall [--timeout S]
@@ -22,9 +25,10 @@
         (the subgroup join times out naming the missing group ranks and their global ranks).
     faults.py join [--timeout S]
         init_process_group, one all_reduce checked against the expected sum, "JOINED" or
-        "JOINFAIL <elapsed> <type> <mro names> <message>" (exit 3).
+        "JOINFAIL <elapsed> <type> <mro names> <message>" and "FIELDS <json>" (exit 3).
 """
 import argparse
+import json
 import os
 import signal
 import sys
@@ -38,6 +42,14 @@ import ddl.distributed as dist
 
 def say(*parts):
     print(*parts, flush=True)
+
+
+FIELDS = ("rank", "ranks", "op", "seq", "peer", "errno")
+
+
+def fields(e):
+    """The structured fields a DistributedError carries, as one JSON word."""
+    return json.dumps({k: getattr(e, k, "MISSING") for k in FIELDS}, separators=(",", ":"))
 
 
 def _init(a):
@@ -82,12 +94,14 @@ def loop(a):
         now = time.time()
         say("CAUGHT", repr(now), f"{now - last_ok:.3f}", type(e).__name__,
             "TimeoutError" if isinstance(e, TimeoutError) else "-", str(e).replace("\n", " "))
+        say("FIELDS", fields(e))
         t0 = time.perf_counter()
         try:
             dist.all_reduce(np.ones(1, np.float32))
             say("AGAIN no error")
         except dist.DistributedError as e2:
             say("AGAIN", f"{time.perf_counter() - t0:.4f}", str(e2) == str(e))
+            say("AGAIN-FIELDS", fields(e2))
         raise
 
 
@@ -115,6 +129,7 @@ def mismatch(a):
             continue
         except dist.DistributedError as e:
             say("MISMATCH", name, type(e).__name__, str(e).replace("\n", " "))
+            say("FIELDS", name, fields(e))
             err = str(e)
         t0 = time.perf_counter()
         try:
@@ -152,6 +167,7 @@ def stall(a):
     except dist.DistributedError as e:
         now = time.time()
         say("CAUGHT", repr(now), "0", type(e).__name__, "-", str(e).replace("\n", " "))
+        say("FIELDS", fields(e))
         sys.exit(1)
 
 
@@ -175,6 +191,7 @@ def join(a):
     except Exception as e:  # noqa: BLE001
         say("JOINFAIL", f"{time.time() - t0:.3f}", type(e).__name__,
             ",".join(c.__name__ for c in type(e).__mro__), str(e).replace("\n", " "))
+        say("FIELDS", fields(e))
         sys.exit(3)
     t = ddl.ones(8) * (dist.get_rank() + 1)
     dist.all_reduce(t)

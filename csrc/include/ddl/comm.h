@@ -1,4 +1,7 @@
-/* comm.h: process groups and collectives over Gloo (csrc/comm_gloo.cc), part of the C API.
+/* comm.h: process groups and collectives, part of the C API. Implemented in csrc/comm/: pg.cc
+ * (the group, its queue and thread, these entry points), agreement.cc (descriptors),
+ * failure.cc (diagnosis, watchdog), over a transport (transport.h; Gloo over TCP in
+ * csrc/comm/gloo/, the only code that calls Gloo besides csrc/store/redis.cc).
  *
  * A process group (`ddl_pg`) is one Gloo context over TCP plus a communication thread with a
  * FIFO queue: every collective is queued there and runs in the order it was issued, so the
@@ -16,13 +19,15 @@
  *    larger ones, asynchronous ones (and DDP's buckets) on the group's comm thread, always in
  *    issue order.
  *  - Failures: a dead peer, a closed connection or a timeout fails the collective on every
- *    surviving rank with a message naming the op, its sequence number and the peer rank(s);
- *    the group is then broken and later calls fail at once with the same message. The first
+ *    surviving rank with a message naming the op, its sequence number and the peer rank(s),
+ *    and the same as fields of ddl_last_error_info() (rank, ranks at fault, op as the C API
+ *    names it: "allreduce", seq, the peer's address, errno when known); the group is then
+ *    broken and later calls fail at once with the same message and fields. The first
  *    ranks to see a connection fail close theirs at once (so every rank fails within
  *    milliseconds) and every failing rank reports in the store: ranks with no report within
  *    1 s are named as dead; after a timeout, the ranks that never reached the collective.
  *    A per-group watchdog thread releases the waiter of a collective stuck in a Gloo transfer
- *    whose connection died (Gloo would hold it until the timeout); see comm_gloo.cc, watch().
+ *    whose connection died (Gloo would hold it until the timeout); see comm/failure.cc, watch().
  *  - Gloo's C++ exceptions never cross into C; SIGPIPE is ignored (Gloo writes without
  *    MSG_NOSIGNAL).
  */
@@ -38,8 +43,6 @@ extern "C" {
 
 typedef struct ddl_pg ddl_pg;
 
-/* A store over a Redis server through Gloo's RedisStore (set/get/wait/check only). */
-ddl_status ddl_store_new_redis(ddl_store **out, const char *host, int port);
 typedef struct ddl_work ddl_work;
 
 typedef enum { DDL_COMM_SUM = 0, DDL_COMM_AVG, DDL_COMM_MIN, DDL_COMM_MAX, DDL_COMM_PRODUCT, DDL_COMM_NUM_OPS } ddl_comm_op;
@@ -52,7 +55,8 @@ typedef enum {
 /* Join a group of `size` ranks as `rank`: rendezvous through `store` under `prefix` (distinct
  * per group), binding Gloo's TCP device to `hostname` (an address of this machine; NULL uses
  * `iface`, a network interface name, and when both are NULL 127.0.0.1). The store must outlive
- * the group. Ranks that do not join within timeout_ms are named in the DDL_E_TIMEOUT error;
+ * the group. Ranks that do not join within timeout_ms are named in the DDL_E_TIMEOUT error
+ * (and its record: op "join", ranks);
  * ranks started with a different `size` fail every rank at once with DDL_E_VALUE. */
 ddl_status ddl_pg_new(ddl_pg **out, ddl_store *store, const char *prefix, int rank, int size,
                       const char *hostname, const char *iface, int64_t timeout_ms);

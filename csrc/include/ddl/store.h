@@ -11,7 +11,8 @@
  *   - file: a directory on a filesystem every rank sees, one file per key
  *     (ddl_store_new_file(); ddl_store_file_remove() cleans it up).
  *   - prefix: every key of another store prefixed with "<prefix>/" (ddl_store_new_prefix()).
- *   - Redis: ddl_store_new_redis() in comm.h (set/get/wait/check only).
+ *   - Redis: a Redis server through Gloo's RedisStore (ddl_store_new_redis(); set/get/wait/
+ *     check only).
  *
  * Keys are NUL-terminated strings of at most DDL_STORE_MAX_KEY bytes (the empty key is
  * allowed). Values are arbitrary bytes, NULs included. `get` and `wait` block until the keys
@@ -97,6 +98,11 @@ void ddl_tcp_server_free(ddl_tcp_server *srv);
  * resolvable), DDL_E_TIMEOUT (no server answered in time; the message has the last connect
  * error, sys_errno its errno). */
 ddl_status ddl_store_new_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms);
+
+/* A store over the Redis server at host:port (csrc/store/redis.cc, through Gloo's RedisStore):
+ * set/get/wait/check only; the others fail with DDL_E_VALUE. Errors name the server in the
+ * record's peer ("host:port") and the call in its op ("connect", "set", "get", "wait"). */
+ddl_status ddl_store_new_redis(ddl_store **out, const char *host, int port);
 
 /* Open (creating it and its parents if missing) the directory `path` as a store. A directory
  * used before is fine: keys left in it stay visible and may be overwritten. Handle timeout:
