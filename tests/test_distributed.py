@@ -459,6 +459,22 @@ def test_ranks_with_different_world_sizes_fail_naming_both(world):
         assert f"was started with world size {theirs} but rank {r} with {mine}" in m[3], out
 
 
+@pytest.mark.timeout(40)
+def test_rank_dying_in_ddp_backward_is_named_with_fields(world):
+    port = _free_port()
+    for r in range(3):
+        world.rank(r, 3, port, FAULTS, "ddp", "--victim", 2, "--timeout", 20)
+    res = world.wait(35)
+    assert res["rank2"][0] == 17, world.dump()
+    for r in (0, 1):
+        rc, out, _ = res[f"rank{r}"]
+        assert rc == 1, world.dump()
+        _, _, kind, _, msg = _caught(out)
+        assert kind == "DistributedError" and "rank(s) 2 died" in msg, world.dump()
+        f = _fields(out)  # the reducer's wait keeps what the comm layer recorded
+        assert f["ranks"] == [2] and f["op"] == "allreduce" and f["rank"] == r, f
+
+
 @pytest.mark.timeout(30)
 def test_new_group_in_different_orders_times_out_naming_ranks(world):
     port = _free_port()
@@ -474,6 +490,9 @@ def test_new_group_in_different_orders_times_out_naming_ranks(world):
         missing = 1 - first.index(r)
         assert f"rank(s) {missing} of 2 never joined within 2000 ms" in m[2], out
         assert f"[in the group of global ranks {first}, group rank i is global rank " in m[2], out
+        f = json.loads(re.search(r"^FIELDS (.*)$", out, re.MULTILINE)[1])
+        assert f["ranks"] == [first[missing]], out  # the fields name global ranks too
+        assert f["rank"] == r and f["op"] == "join", out
 
 
 # ---- bad arguments: ValueError before any networking -----------------------------------------

@@ -130,6 +130,7 @@ static ddl_status build_buckets(ddl_reducer *r, const int *order) {
 static ddl_status wait_all(ddl_reducer *r) {
     ddl_status first = DDL_OK;
     char msg[1024] = "";
+    ddl_error_info info;
     for (int k = 0; k < r->nb; k++) {
         bucket *bk = &r->b[k];
         if (!bk->work) continue;
@@ -138,11 +139,15 @@ static ddl_status wait_all(ddl_reducer *r) {
         if (st && !first) {
             first = st;
             snprintf(msg, sizeof msg, "%s", ddl_last_error());
+            info = *ddl_last_error_info();
         }
         ddl_work_free(bk->work);
         bk->work = NULL;
     }
-    if (first) ddl_fail(first, "%s", msg);
+    if (first) { /* the first failure, with its fields (ranks, op, ...), as it was */
+        ddl_fail(first, "%s", msg);
+        *ddl_error_detail() = info;
+    }
     return first;
 }
 

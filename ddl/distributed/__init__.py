@@ -355,14 +355,20 @@ def _ms(timeout, g):
 @contextlib.contextmanager
 def _global_ranks_in_errors(g):
     """Errors from a subgroup name its ranks by their index in the group: say which global
-    ranks those are."""
+    ranks those are, in the message and in the structured fields (rank, ranks)."""
     try:
         yield
     except DistributedError as e:
         if g is None or g is _world or list(g.ranks) == list(range(len(g.ranks))):
             raise
-        raise type(e)(f"{e} [in the group of global ranks {g.ranks}, group rank i is global "
-                      f"rank {g.ranks}[i]]") from None
+        new = type(e)(f"{e} [in the group of global ranks {g.ranks}, group rank i is global "
+                      f"rank {g.ranks}[i]]")
+        new.__dict__.update(e.__dict__)  # op, seq, peer, errno as the core recorded them
+        glob = list(g.ranks)
+        if e.rank is not None and 0 <= e.rank < len(glob):
+            new.rank = glob[e.rank]
+        new.ranks = tuple(glob[r] if 0 <= r < len(glob) else r for r in e.ranks)
+        raise new from None
 
 
 def _run(kind, g, a, b, root, op, timeout, async_op, after=None):

@@ -182,6 +182,7 @@ def swap(a):
         say("SWAP no error")
     except dist.DistributedError as e:
         say("SWAP", type(e).__name__, str(e).replace("\n", " "))
+        say("FIELDS", fields(e))
 
 
 def join(a):
@@ -201,9 +202,34 @@ def join(a):
     say("JOINED")
 
 
+def ddp(a):
+    """DDP training where the victim exits before its 5th backward: the survivors' backward
+    raises, and the reducer passes on the comm layer's fields (ranks, op) with the message."""
+    import ddl
+    from ddl.nn.parallel import DistributedDataParallel as DDP
+
+    _init(a)
+    rank = dist.get_rank()
+    ddl.manual_seed(0)
+    model = DDP(ddl.nn.Sequential(ddl.nn.Linear(64, 256), ddl.nn.ReLU(), ddl.nn.Linear(256, 4)))
+    x = ddl.randn(32, 64)
+    try:
+        for i in range(1, 10000):
+            if rank == a.victim and i == 5:
+                say("DYING", repr(time.time()))
+                os._exit(17)
+            model(x).sum().backward()
+        say("NEVER FAILED")
+        sys.exit(6)
+    except dist.DistributedError as e:
+        say("CAUGHT", repr(time.time()), "0", type(e).__name__, "-", str(e).replace("\n", " "))
+        say("FIELDS", fields(e))
+        sys.exit(1)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["loop", "mismatch", "join", "swap", "stall"])
+    p.add_argument("mode", choices=["loop", "mismatch", "join", "swap", "stall", "ddp"])
     p.add_argument("--victim", type=int, default=1)
     p.add_argument("--how", choices=["exit", "kill", "sleep"], default="exit")
     p.add_argument("--timeout", type=float, default=30)
@@ -212,7 +238,8 @@ def main():
     pidfile = os.environ.get("DDL_TEST_PIDDIR")
     if pidfile:  # lets the test kill this rank's process group whatever happens
         open(os.path.join(pidfile, str(os.getpid())), "w").close()
-    {"loop": loop, "mismatch": mismatch, "join": join, "swap": swap, "stall": stall}[a.mode](a)
+    {"loop": loop, "mismatch": mismatch, "join": join, "swap": swap, "stall": stall,
+     "ddp": ddp}[a.mode](a)
 
 
 if __name__ == "__main__":
