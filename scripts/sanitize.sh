@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build ddl._C with AddressSanitizer + UndefinedBehaviorSanitizer into build/sanitize/ and run
-# the test suite against that build (the normal editable install is left untouched).
+# the test suite against that build (the normal editable install is left untouched). The tests
+# run from a copy in build/sanitize/ (scripts/_mirror.sh), so the ranks that multi-process tests
+# spawn load this build too, with the sanitizer runtimes inherited through LD_PRELOAD.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=$repo/build/sanitize
@@ -11,8 +13,7 @@ cd "$repo"
 DDL_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1 -g ${DDL_EXTRA_CFLAGS:-}" \
     $PYTHON setup.py -q build_ext --build-lib "$out" --build-temp "$out/tmp" >"$out/build.log" 2>&1 ||
     { cat "$out/build.log"; exit 1; }
-cp ddl/*.py "$out/ddl/"
-for d in ddl/*/; do [ -d "$d" ] && cp -r "$d" "$out/ddl/"; done
+scripts/_mirror.sh "$out"
 
 libasan=$(gcc -print-file-name=libasan.so)
 libubsan=$(gcc -print-file-name=libubsan.so)
@@ -23,4 +24,4 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export DDL_EXPECT_BUILD="$out"
 LD_PRELOAD="$libasan $libubsan" PYTHONPATH="$out" $PYTHON -m pytest -q -p no:cacheprovider \
-    --rootdir "$repo" -c "$repo/pyproject.toml" "$repo/tests" "$@"
+    "$@"

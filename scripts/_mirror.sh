@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Lay out a sanitizer build folder ($1, holding ddl/_C*.so from `setup.py build_ext --build-lib`)
+# as a copy of the repository: ddl's Python files and tests/ copied, the rest linked. Tests and
+# the ranks they spawn find the repository root from their own file's path and put it first on
+# PYTHONPATH, so running the tests from this copy makes every process load this build.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=$1
+cd "$repo"
+cp ddl/*.py "$out/ddl/"
+for d in ddl/*/; do
+    if [ "$d" != ddl/__pycache__/ ]; then cp -r "$d" "$out/ddl/"; fi
+done
+rm -rf "$out/tests"
+cp -r tests "$out/tests"
+for f in csrc examples benchmarks scripts docs pyproject.toml README.md; do
+    if [ -e "$f" ]; then ln -sfn "$repo/$f" "$out/$f"; fi
+done
