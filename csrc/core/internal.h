@@ -100,6 +100,11 @@ int ddl_tensor_same_view(const ddl_tensor *a, const ddl_tensor *b);
 /* Whether two of t's elements share memory (a stride-0 dim of size > 1, as from expand). */
 int ddl_tensor_has_internal_overlap(const ddl_tensor *t);
 
+/* A new header over t's storage with (ndim, shape, strides, offset): the one constructor of
+ * views (views.c); not checked against the storage (the callers derive valid strides). */
+ddl_status ddl_view_of(ddl_tensor **out, const ddl_tensor *t, int ndim, const int64_t *shape,
+                       const int64_t *strides, int64_t offset);
+
 /* Allocate a tensor shaped like (ndim, shape) (contiguous). */
 static inline ddl_status ddl_new_like_shape(ddl_tensor **out, ddl_dtype dt, int ndim,
                                             const int64_t *shape) {

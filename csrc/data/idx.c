@@ -1,4 +1,4 @@
-/* data.c: dataset plumbing in C: IDX files (MNIST / Fashion-MNIST, gzip or raw) and row
+/* idx.c: dataset plumbing in C: IDX files (MNIST / Fashion-MNIST, gzip or raw) and row
  * gathering for batch assembly. */
 #include "core/internal.h"
 #include "ddl/data.h"

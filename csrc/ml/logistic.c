@@ -1,4 +1,4 @@
-/* ml_logistic.c: logistic-regression margins, loss and gradient over dense or CSR rows
+/* logistic.c: logistic-regression margins, loss and gradient over dense or CSR rows
  * (binomial and multinomial), accumulated in float64. The optimizers (L-BFGS, OWL-QN) live in
  * ddl/ml/optimize.py; these kernels are the per-iteration pass over the data. */
 #include "core/internal.h"
