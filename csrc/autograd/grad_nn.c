@@ -58,7 +58,7 @@ static void release_all(ddl_tensor **ts, int n) {
 
 /* What a forward records: the node's name, backward and inputs (NULL for inputs without a
  * gradient), its integer and double arguments, and the tensors backward reads (saved[i],
- * NULL entries skipped). */
+ * NULL entries skipped); then the forward's temporaries, dropped once the node is made. */
 typedef struct {
     const char *name;
     ddl_backward_fn backward;
@@ -67,11 +67,13 @@ typedef struct {
     int64_t iargs[2 * DDL_MAX_DIMS];
     double dargs[4];
     const ddl_tensor *save[DDL_NODE_MAX_SAVED];
+    ddl_tensor *drop[8];
 } node_spec;
 
 /* The end of every forward here: when st is DDL_OK, record spec's node on o (if an input
- * requires grad) and hand o to *out; on any failure release o. Returns the status. */
-static ddl_status finish(ddl_tensor **out, ddl_status st, ddl_tensor *o, const node_spec *spec) {
+ * requires grad) and hand o to *out; on any failure release o. Either way release spec's
+ * temporaries. Returns the status. */
+static ddl_status finish(ddl_tensor **out, ddl_status st, ddl_tensor *o, node_spec *spec) {
     ddl_node *n = NULL;
     if (!st) st = ddl_node_record(&n, o, spec->name, spec->backward, spec->n_inputs, spec->in);
     if (!st && n) {
@@ -80,6 +82,7 @@ static ddl_status finish(ddl_tensor **out, ddl_status st, ddl_tensor *o, const n
         for (int i = 0; i < DDL_NODE_MAX_SAVED && !st; i++)
             if (spec->save[i]) st = ddl_node_save(n, i, spec->save[i]);
     }
+    release_all(spec->drop, 8);
     if (st) ddl_tensor_release(o);
     else *out = o;
     return st;
@@ -140,11 +143,10 @@ ddl_status ddl_ag_linear(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
         for (int64_t r = 0; r < B; r++)
             for (int64_t j = 0; j < OUT; j++) y[r * OUT + j] = bias ? bias[j] : 0.0f;
     }
-    st = finish(out, st, o,
-                &(node_spec){"LinearBackward", linear_backward, 3, {x, w, b},
-                             .iargs = {B, IN, OUT}, .save = {t[0], t[1]}});
-    release_all(t, 3);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = "LinearBackward", .backward = linear_backward,
+                               .n_inputs = 3, .in = {x, w, b}, .iargs = {B, IN, OUT},
+                               .save = {t[0], t[1]}, .drop = {t[0], t[1], t[2]}});
 }
 
 /* ---- conv2d ----------------------------------------------------------------------------- */
@@ -199,13 +201,12 @@ ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
         st = ddl_conv2d_forward(F(o), FOPT(col), F(t[0]), F(t[1]), FOPT(t[2]), N, C, H, W, O, KH,
                                 KW, stride[0], stride[1], pad[0], pad[1], dil[0], dil[1]);
     ddl_tensor_release(col);
-    st = finish(out, st, o,
-                &(node_spec){"Conv2dBackward", conv2d_backward, 3, {x, w, b},
-                             .iargs = {N, C, H, W, O, KH, KW, stride[0], stride[1], pad[0], pad[1],
-                                       dil[0], dil[1]},
-                             .save = {t[0], t[1]}});
-    release_all(t, 3);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = "Conv2dBackward", .backward = conv2d_backward,
+                               .n_inputs = 3, .in = {x, w, b},
+                               .iargs = {N, C, H, W, O, KH, KW, stride[0], stride[1], pad[0],
+                                         pad[1], dil[0], dil[1]},
+                               .save = {t[0], t[1]}, .drop = {t[0], t[1], t[2]}});
 }
 
 /* ---- pooling -------------------------------------------------------------------------------- */
@@ -265,16 +266,14 @@ ddl_status ddl_ag_pool2d(ddl_tensor **out, ddl_pool_kind kind, const ddl_tensor 
         else
             st = ddl_adaptive_avg_pool2d_forward(F(o), F(xc), N, C, H, W, OH, OW);
     }
-    st = finish(out, st, o,
-                &(node_spec){kind == DDL_POOL_MAX ? "MaxPool2dBackward" : "AvgPool2dBackward",
-                             pool_backward, 1, {x},
-                             .iargs = {kind, N, C, H, W, k[0], k[1], adaptive ? 0 : stride[0],
-                                       adaptive ? 0 : stride[1], adaptive ? 0 : pad[0],
-                                       adaptive ? 0 : pad[1], OH, OW},
-                             .save = {idx}});
-    ddl_tensor_release(xc);
-    ddl_tensor_release(idx);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = kind == DDL_POOL_MAX ? "MaxPool2dBackward"
+                                                            : "AvgPool2dBackward",
+                               .backward = pool_backward, .n_inputs = 1, .in = {x},
+                               .iargs = {kind, N, C, H, W, k[0], k[1], adaptive ? 0 : stride[0],
+                                         adaptive ? 0 : stride[1], adaptive ? 0 : pad[0],
+                                         adaptive ? 0 : pad[1], OH, OW},
+                               .save = {idx}, .drop = {xc, idx}});
 }
 
 /* ---- batch norm ---------------------------------------------------------------------------- */
@@ -328,15 +327,15 @@ ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *
     if (!st && N * C * S > 0)
         st = ddl_batchnorm_forward(F(o), F(t[2]), F(t[3]), FOPT(running_mean), FOPT(running_var),
                                    F(t[0]), FOPT(t[1]), FOPT(bc), N, C, S, training, momentum, eps);
-    st = finish(out, st, o,
-                &(node_spec){"BatchNormBackward", batchnorm_backward, 3, {x, weight, bias},
-                             .iargs = {N, C, S, training}, .save = {t[0], t[1], t[2], t[3]}});
-    release_all(t, 4);
-    ddl_tensor_release(bc);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = "BatchNormBackward", .backward = batchnorm_backward,
+                               .n_inputs = 3, .in = {x, weight, bias}, .iargs = {N, C, S, training},
+                               .save = {t[0], t[1], t[2], t[3]},
+                               .drop = {t[0], t[1], t[2], t[3], bc}});
 }
 
-/* ---- softmax / log_softmax over the last dim --------------------------------------------------- */
+/* ---- softmax / log_softmax over the last dim ---------------------------------------------------
+ */
 
 static ddl_status softmax_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                    const int *need) {
@@ -358,14 +357,14 @@ ddl_status ddl_ag_softmax(ddl_tensor **out, const ddl_tensor *x, int log) {
     if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, x->ndim, x->shape);
     if (!st && B * C > 0)
         st = (log ? ddl_log_softmax_forward : ddl_softmax_forward)(F(o), F(xc), B, C);
-    st = finish(out, st, o,
-                &(node_spec){log ? "LogSoftmaxBackward" : "SoftmaxBackward", softmax_backward, 1,
-                             {x}, .iargs = {log, B, C}, .save = {o}});
-    ddl_tensor_release(xc);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = log ? "LogSoftmaxBackward" : "SoftmaxBackward",
+                               .backward = softmax_backward, .n_inputs = 1, .in = {x},
+                               .iargs = {log, B, C}, .save = {o}, .drop = {xc}});
 }
 
-/* ---- losses ----------------------------------------------------------------------------------- */
+/* ---- losses -----------------------------------------------------------------------------------
+ */
 
 static ddl_status loss_output(ddl_tensor **loss, ddl_tensor **losses, ddl_reduction reduction,
                               int ndim, const int64_t *shape) {
@@ -418,14 +417,12 @@ ddl_status ddl_ag_class_loss(ddl_tensor **out, ddl_class_loss_kind kind, const d
     else if (!st)
         st = ddl_nll_loss_forward(FOPT(loss), FOPT(losses), F(xc), ddl_tensor_data(tc), B, C,
                                   reduction, ignore_index);
-    st = finish(out, st, loss ? loss : losses,
-                &(node_spec){ce ? "CrossEntropyBackward" : "NllLossBackward", class_loss_backward,
-                             1, {x}, .iargs = {kind, B, C, reduction, ignore_index},
-                             .dargs = {label_smoothing}, .save = {xc, tc, lse}});
-    ddl_tensor_release(xc);
-    ddl_tensor_release(tc);
-    ddl_tensor_release(lse);
-    return st;
+    return finish(out, st, loss ? loss : losses,
+                  &(node_spec){.name = ce ? "CrossEntropyBackward" : "NllLossBackward",
+                               .backward = class_loss_backward, .n_inputs = 1, .in = {x},
+                               .iargs = {kind, B, C, reduction, ignore_index},
+                               .dargs = {label_smoothing}, .save = {xc, tc, lse},
+                               .drop = {xc, tc, lse}});
 }
 
 /* iargs: kind (ddl_pair_loss_kind) N C reduction ; saved: input, target,
@@ -489,14 +486,14 @@ ddl_status ddl_ag_pair_loss(ddl_tensor **out, ddl_pair_loss_kind kind, const ddl
         /* an empty input: sum is 0, mean is NaN (as PyTorch) */
         *F(loss) = reduction == DDL_REDUCTION_SUM ? 0.0f : NAN;
     }
-    st = finish(out, st, loss ? loss : losses,
-                &(node_spec){node_names[kind], pair_loss_backward, 2, {x, y},
-                             .iargs = {kind, N, C, reduction}, .save = {t[0], t[1], t[2]}});
-    release_all(t, 3);
-    return st;
+    return finish(out, st, loss ? loss : losses,
+                  &(node_spec){.name = node_names[kind], .backward = pair_loss_backward,
+                               .n_inputs = 2, .in = {x, y}, .iargs = {kind, N, C, reduction},
+                               .save = {t[0], t[1], t[2]}, .drop = {t[0], t[1], t[2]}});
 }
 
-/* ---- activations with their own kernels --------------------------------------------------------- */
+/* ---- activations with their own kernels ---------------------------------------------------------
+ */
 
 /* iargs: kind (ddl_act_kind) approximate ; dargs[0] slope ; saved: input */
 static ddl_status act_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
@@ -531,14 +528,15 @@ ddl_status ddl_ag_activation(ddl_tensor **out, ddl_act_kind kind, const ddl_tens
         if (leaky) st = ddl_leaky_relu_forward(F(o), F(xc), N, (float)slope);
         else st = ddl_gelu_forward(F(o), F(xc), N, approximate);
     }
-    st = finish(out, st, o,
-                &(node_spec){leaky ? "LeakyReluBackward" : "GeluBackward", act_backward, 1, {x},
-                             .iargs = {kind, approximate}, .dargs = {slope}, .save = {xc}});
-    ddl_tensor_release(xc);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = leaky ? "LeakyReluBackward" : "GeluBackward",
+                               .backward = act_backward, .n_inputs = 1, .in = {x},
+                               .iargs = {kind, approximate}, .dargs = {slope}, .save = {xc},
+                               .drop = {xc}});
 }
 
-/* ---- embedding ---------------------------------------------------------------------------------- */
+/* ---- embedding ----------------------------------------------------------------------------------
+ */
 
 /* iargs: N V D padding_idx ; saved: indices */
 static ddl_status embedding_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
@@ -566,15 +564,14 @@ ddl_status ddl_ag_embedding(ddl_tensor **out, const ddl_tensor *idx, const ddl_t
     oshape[idx->ndim] = D;
     if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, idx->ndim + 1, oshape);
     if (!st && N > 0) st = ddl_embedding_forward(F(o), F(wc), ddl_tensor_data(ic), N, V, D);
-    st = finish(out, st, o,
-                &(node_spec){"EmbeddingBackward", embedding_backward, 2, {NULL, w},
-                             .iargs = {N, V, D, padding_idx}, .save = {ic}});
-    ddl_tensor_release(ic);
-    ddl_tensor_release(wc);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = "EmbeddingBackward", .backward = embedding_backward,
+                               .n_inputs = 2, .in = {NULL, w}, .iargs = {N, V, D, padding_idx},
+                               .save = {ic}, .drop = {ic, wc}});
 }
 
-/* ---- dropout ------------------------------------------------------------------------------------ */
+/* ---- dropout ------------------------------------------------------------------------------------
+ */
 
 static ddl_status dropout_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                    const int *need) {
@@ -598,16 +595,14 @@ ddl_status ddl_ag_dropout(ddl_tensor **out, const ddl_tensor *x, double p) {
     if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, x->ndim, x->shape);
     int64_t N = ddl_tensor_numel(x);
     if (!st && N > 0) st = ddl_dropout_forward(F(o), F(xc), ddl_tensor_data(mask), N, (float)p);
-    st = finish(out, st, o,
-                &(node_spec){"DropoutBackward", dropout_backward, 1, {x}, .dargs = {p},
-                             .save = {mask}});
-    ddl_tensor_release(xc);
-    ddl_tensor_release(r);
-    ddl_tensor_release(mask);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = "DropoutBackward", .backward = dropout_backward,
+                               .n_inputs = 1, .in = {x}, .dargs = {p}, .save = {mask},
+                               .drop = {xc, r, mask}});
 }
 
-/* ---- recurrent cells --------------------------------------------------------------------------- */
+/* ---- recurrent cells ---------------------------------------------------------------------------
+ */
 
 /* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind (ddl_cell_kind) B I H nonlinearity ;
  * saved: x h c w_ih w_hh cache */
@@ -616,7 +611,7 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
     int64_t kind = n->iargs[0], B = n->iargs[1], I = n->iargs[2], H = n->iargs[3];
     ddl_tensor *g = NULL, *dh_new = NULL, *dc_new = NULL, *scratch = NULL, *tmp = NULL;
     ddl_status st = ddl_tensor_contiguous(&g, dout);
-    if (!st && kind == DDL_CELL_LSTM) { /* the output is [h', c'] side by side: split the gradient */
+    if (!st && kind == DDL_CELL_LSTM) { /* the output is [h', c'] side by side: split dout */
         st = ddl_tensor_slice(&tmp, g, 1, 0, H, 1);
         if (!st) st = ddl_tensor_clone(&dh_new, tmp);
         ddl_tensor_release(tmp);
@@ -725,11 +720,10 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
         st = ddl_rnn_cell_forward(F(o), F(cache), F(t[0]), F(t[1]), F(t[3]), F(t[4]), FOPT(t[5]),
                                   FOPT(t[6]), B, I, H, nonlinearity);
     }
-    st = finish(out, st, o,
-                &(node_spec){node_names[kind], cell_backward, 7, {x, h, c, w_ih, w_hh, b_ih, b_hh},
-                             .iargs = {kind, B, I, H, nonlinearity},
-                             .save = {t[0], t[1], t[2], t[3], t[4], cache}});
-    release_all(t, 7);
-    ddl_tensor_release(cache);
-    return st;
+    return finish(out, st, o,
+                  &(node_spec){.name = node_names[kind], .backward = cell_backward, .n_inputs = 7,
+                               .in = {x, h, c, w_ih, w_hh, b_ih, b_hh},
+                               .iargs = {kind, B, I, H, nonlinearity},
+                               .save = {t[0], t[1], t[2], t[3], t[4], cache},
+                               .drop = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], cache}});
 }

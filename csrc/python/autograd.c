@@ -9,8 +9,8 @@ static ddl_tensor *tensor_arg(PyObject *o) {
     return pyddl_conv_tensor_base(o, &t) ? t : NULL;
 }
 
-static PyObject *py_requires_grad(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(requires_grad, "(t, flag=None, /)", "Whether t requires grad; with flag, set it.");
+static PyObject *py_requires_grad(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t;
     int flag = -1;
     if (!PyArg_ParseTuple(args, "O&|p", pyddl_conv_tensor_base, &t, &flag)) return NULL;
@@ -19,8 +19,8 @@ static PyObject *py_requires_grad(PyObject *self, PyObject *args) {
 }
 
 /* grad(t) -> Tensor or None ; grad(t, g or None) sets it */
-static PyObject *py_grad(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(grad, "(t, g=None, /)", "t's gradient or None; with g (a tensor or None), set it.");
+static PyObject *py_grad(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *g = NULL;
     ddl_tensor *t;
     if (!PyArg_ParseTuple(args, "O&|O", pyddl_conv_tensor_base, &t, &g)) return NULL;
@@ -46,8 +46,8 @@ static PyObject *py_grad(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_grad_fn_name(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(grad_fn_name, "(t, /)", "Name of t's graph node, or None for leaves.");
+static PyObject *py_grad_fn_name(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t = tensor_arg(o);
     if (!t) return NULL;
     const char *name = ddl_tensor_grad_fn_name(t);
@@ -55,16 +55,17 @@ static PyObject *py_grad_fn_name(PyObject *self, PyObject *o) {
     return PyUnicode_FromString(name);
 }
 
-static PyObject *py_detach(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(detach, "(t, /)", "A new tensor sharing t's memory, cut from the graph.");
+static PyObject *py_detach(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t = tensor_arg(o), *r = NULL;
     if (!t) return NULL;
     ddl_status st = ddl_tensor_detach(&r, t);
     return pyddl_return_tensor(st, r);
 }
 
-static PyObject *py_backward(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(backward, "(t, gradient, retain_graph, /)",
+          "Accumulate gradients into the leaves (gradient None: ones).");
+static PyObject *py_backward(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t, *g = NULL;
     int retain;
     if (!PyArg_ParseTuple(args, "O&O&p", pyddl_conv_tensor_base, &t, pyddl_conv_tensor_or_none,
@@ -80,8 +81,8 @@ static PyObject *py_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_set_grad_enabled(PyObject *self, PyObject *arg) {
-    (void)self;
+PYDDL_DOC(set_grad_enabled, "(mode, /)", "Set grad mode; returns the old one.");
+static PyObject *py_set_grad_enabled(PyObject *Py_UNUSED(self), PyObject *arg) {
     int on = PyObject_IsTrue(arg);
     if (on < 0) return NULL;
     int was = ddl_is_grad_enabled();
@@ -89,8 +90,8 @@ static PyObject *py_set_grad_enabled(PyObject *self, PyObject *arg) {
     return PyBool_FromLong(was);
 }
 
-static PyObject *py_is_grad_enabled(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(is_grad_enabled, "()", "Whether ops record the graph.");
+static PyObject *py_is_grad_enabled(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyBool_FromLong(ddl_is_grad_enabled());
 }
 
@@ -142,8 +143,9 @@ static void release_python_hooks(void *ctx) {
     PyGILState_Release(gs);
 }
 
-static PyObject *py_register_hook(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(register_hook, "(leaf, fn, /)",
+          "fn(grad) runs when the leaf's gradient is final; returns the hook list.");
+static PyObject *py_register_hook(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *fn;
     ddl_tensor *t;
     if (!PyArg_ParseTuple(args, "O&O", pyddl_conv_tensor_base, &t, &fn)) return NULL;
@@ -172,8 +174,8 @@ static PyObject *py_register_hook(PyObject *self, PyObject *args) {
 }
 
 /* graph_leaves(t) -> set of tensor ids (see tensor_id) of the leaves backward would reach */
-static PyObject *py_graph_leaves(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(graph_leaves, "(t, /)", "The ids (tensor_id) of the leaves backward from t reaches.");
+static PyObject *py_graph_leaves(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t = tensor_arg(o);
     if (!t) return NULL;
     int64_t n = ddl_graph_leaves(t, NULL, 0);
@@ -191,32 +193,22 @@ static PyObject *py_graph_leaves(PyObject *self, PyObject *o) {
     return set;
 }
 
-static PyObject *py_tensor_id(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(tensor_id, "(t, /)", "Identity of t's C tensor (see graph_leaves).");
+static PyObject *py_tensor_id(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t = tensor_arg(o);
     return t ? PyLong_FromVoidPtr(t) : NULL;
 }
 
 PyMethodDef pyddl_autograd_functions[] = {
-    PYDDL_FN("graph_leaves", py_graph_leaves, METH_O, "(t, /)",
-             "The ids (tensor_id) of the leaves backward from t reaches."),
-    PYDDL_FN("tensor_id", py_tensor_id, METH_O, "(t, /)",
-             "Identity of t's C tensor (see graph_leaves)."),
-    PYDDL_FN("requires_grad", py_requires_grad, METH_VARARGS, "(t, flag=None, /)",
-             "Whether t requires grad; with flag, set it."),
-    PYDDL_FN("grad", py_grad, METH_VARARGS, "(t, g=None, /)",
-             "t's gradient or None; with g (a tensor or None), set it."),
-    PYDDL_FN("grad_fn_name", py_grad_fn_name, METH_O, "(t, /)",
-             "Name of t's graph node, or None for leaves."),
-    PYDDL_FN("detach", py_detach, METH_O, "(t, /)",
-             "A new tensor sharing t's memory, cut from the graph."),
-    PYDDL_FN("backward", py_backward, METH_VARARGS, "(t, gradient, retain_graph, /)",
-             "Accumulate gradients into the leaves (gradient None: ones)."),
-    PYDDL_FN("set_grad_enabled", py_set_grad_enabled, METH_O, "(mode, /)",
-             "Set grad mode; returns the old one."),
-    PYDDL_FN("is_grad_enabled", py_is_grad_enabled, METH_NOARGS, "()",
-             "Whether ops record the graph."),
-    PYDDL_FN("register_hook", py_register_hook, METH_VARARGS, "(leaf, fn, /)",
-             "fn(grad) runs when the leaf's gradient is final; returns the hook list."),
+    PYDDL_FN(graph_leaves, METH_O),
+    PYDDL_FN(tensor_id, METH_O),
+    PYDDL_FN(requires_grad, METH_VARARGS),
+    PYDDL_FN(grad, METH_VARARGS),
+    PYDDL_FN(grad_fn_name, METH_O),
+    PYDDL_FN(detach, METH_O),
+    PYDDL_FN(backward, METH_VARARGS),
+    PYDDL_FN(set_grad_enabled, METH_O),
+    PYDDL_FN(is_grad_enabled, METH_NOARGS),
+    PYDDL_FN(register_hook, METH_VARARGS),
     PYDDL_FN_END,
 };

@@ -6,6 +6,7 @@
 
 /* Stop the group and drop this handle's reference, with the GIL released (joins threads). */
 static void stop_pg(void *pg) {
+    if (!pg) return;
     Py_BEGIN_ALLOW_THREADS
     ddl_pg_shutdown(pg);
     ddl_pg_release(pg);
@@ -17,21 +18,16 @@ static void free_work(void *w) {
     Py_END_ALLOW_THREADS
 }
 
-static void pg_destructor(PyObject *cap) {
-    ddl_pg *pg = PyCapsule_GetPointer(cap, PYDDL_PG_CAPSULE);
-    if (pg) stop_pg(pg);
-    else PyErr_Clear();
-}
+static void pg_destructor(PyObject *cap) { stop_pg(pyddl_capsule_pointer(cap, PYDDL_PG_CAPSULE)); }
 
 static void work_destructor(PyObject *cap) {
-    ddl_work *w = PyCapsule_GetPointer(cap, PYDDL_WORK_CAPSULE);
-    if (w) free_work(w);
-    else PyErr_Clear();
+    free_work(pyddl_capsule_pointer(cap, PYDDL_WORK_CAPSULE));
 }
 
 /* pg_new(store, prefix, rank, size, hostname or None, iface or None, timeout_ms) */
-static PyObject *py_pg_new(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(pg_new, "(store, prefix, rank, size, hostname, iface, timeout_ms, /)",
+          "Join a process group of size ranks through store -> a group handle.");
+static PyObject *py_pg_new(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *store;
     const char *prefix, *host = NULL, *iface = NULL;
     int rank, size;
@@ -47,16 +43,16 @@ static PyObject *py_pg_new(PyObject *self, PyObject *args) {
 }
 
 /* pg_free(pg): stop the group now (the capsule becomes inert). */
-static PyObject *py_pg_free(PyObject *self, PyObject *cap) {
-    (void)self;
+PYDDL_DOC(pg_free, "(pg, /)", "Stop a process group now.");
+static PyObject *py_pg_free(PyObject *Py_UNUSED(self), PyObject *cap) {
     ddl_pg *pg;
     if (!pyddl_conv_pg(cap, &pg) || PyCapsule_SetDestructor(cap, NULL) < 0) return NULL;
     stop_pg(pg);
     Py_RETURN_NONE;
 }
 
-static PyObject *py_pg_check(PyObject *self, PyObject *cap) {
-    (void)self;
+PYDDL_DOC(pg_check, "(pg, /)", "Raise the error that broke the group, if any.");
+static PyObject *py_pg_check(PyObject *Py_UNUSED(self), PyObject *cap) {
     ddl_pg *pg;
     return pyddl_conv_pg(cap, &pg) ? pyddl_return_none(ddl_pg_check(pg)) : NULL;
 }
@@ -71,8 +67,10 @@ static PyObject *done(ddl_status st, ddl_work *w, int async) {
  *   kind: "allreduce" (a), "broadcast" (a, root), "allgather" (out a, in b),
  *         "reduce_scatter" (out a, in b, op), "reduce" (a, root, op), "gather" (out a, in b,
  *         root), "scatter" (out a, in b, root), "alltoall" (out a, in b), "barrier" */
-static PyObject *py_collective(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(collective, "(kind, pg, a, b, root, op, timeout_ms, async_op, /)",
+          "Run one collective (kind 'allreduce', 'broadcast', ...; op a ddl_comm_op, COMM_SUM...) "
+          "-> None, or a work handle when async_op.");
+static PyObject *py_collective(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *kind;
     ddl_pg *pg;
     ddl_tensor *t[2] = {NULL, NULL}, *a, *b;
@@ -91,7 +89,8 @@ static PyObject *py_collective(PyObject *self, PyObject *args) {
     else if (!strcmp(kind, "allgather")) st = ddl_pg_allgather(pg, a, b, timeout_ms, wp);
     else if (!strcmp(kind, "reduce_scatter"))
         st = ddl_pg_reduce_scatter(pg, a, b, (ddl_comm_op)op, timeout_ms, wp);
-    else if (!strcmp(kind, "reduce")) st = ddl_pg_reduce(pg, a, root, (ddl_comm_op)op, timeout_ms, wp);
+    else if (!strcmp(kind, "reduce"))
+        st = ddl_pg_reduce(pg, a, root, (ddl_comm_op)op, timeout_ms, wp);
     else if (!strcmp(kind, "gather")) st = ddl_pg_gather(pg, a, b, root, timeout_ms, wp);
     else if (!strcmp(kind, "scatter")) st = ddl_pg_scatter(pg, a, b, root, timeout_ms, wp);
     else if (!strcmp(kind, "alltoall")) st = ddl_pg_alltoall(pg, a, b, timeout_ms, wp);
@@ -102,8 +101,8 @@ static PyObject *py_collective(PyObject *self, PyObject *args) {
     return done(st, w, async);
 }
 
-static PyObject *py_work_wait(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(work_wait, "(work, timeout_ms=-1, /)", "Wait for an async collective; raises its error.");
+static PyObject *py_work_wait(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_work *w;
     long long timeout_ms = -1;
     if (!PyArg_ParseTuple(args, "O&|L", pyddl_conv_work, &w, &timeout_ms)) return NULL;
@@ -113,14 +112,14 @@ static PyObject *py_work_wait(PyObject *self, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
-static PyObject *py_work_done(PyObject *self, PyObject *wo) {
-    (void)self;
+PYDDL_DOC(work_done, "(work, /)", "Whether the work finished.");
+static PyObject *py_work_done(PyObject *Py_UNUSED(self), PyObject *wo) {
     ddl_work *w;
     return pyddl_conv_work(wo, &w) ? PyBool_FromLong(ddl_work_is_completed(w)) : NULL;
 }
 
-static PyObject *py_work_times(PyObject *self, PyObject *wo) {
-    (void)self;
+PYDDL_DOC(work_times, "(work, /)", "(start_us, end_us) on the comm thread.");
+static PyObject *py_work_times(PyObject *Py_UNUSED(self), PyObject *wo) {
     ddl_work *w;
     if (!pyddl_conv_work(wo, &w)) return NULL;
     int64_t s, e;
@@ -128,27 +127,19 @@ static PyObject *py_work_times(PyObject *self, PyObject *wo) {
     return Py_BuildValue("(LL)", (long long)s, (long long)e);
 }
 
-static PyObject *py_now_us(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(now_us, "()", "The clock work_times uses.");
+static PyObject *py_now_us(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyLong_FromLongLong(ddl_now_us());
 }
 
 PyMethodDef pyddl_comm_functions[] = {
-    PYDDL_FN("pg_new", py_pg_new, METH_VARARGS,
-             "(store, prefix, rank, size, hostname, iface, timeout_ms, /)",
-             "Join a process group of size ranks through store -> a group handle."),
-    PYDDL_FN("pg_free", py_pg_free, METH_O, "(pg, /)", "Stop a process group now."),
-    PYDDL_FN("pg_check", py_pg_check, METH_O, "(pg, /)",
-             "Raise the error that broke the group, if any."),
-    PYDDL_FN("collective", py_collective, METH_VARARGS,
-             "(kind, pg, a, b, root, op, timeout_ms, async_op, /)",
-             "Run one collective (kind 'allreduce', 'broadcast', ...; op a ddl_comm_op, "
-             "COMM_SUM...) -> None, or a work handle when async_op."),
-    PYDDL_FN("work_wait", py_work_wait, METH_VARARGS, "(work, timeout_ms=-1, /)",
-             "Wait for an async collective; raises its error."),
-    PYDDL_FN("work_done", py_work_done, METH_O, "(work, /)", "Whether the work finished."),
-    PYDDL_FN("work_times", py_work_times, METH_O, "(work, /)",
-             "(start_us, end_us) on the comm thread."),
-    PYDDL_FN("now_us", py_now_us, METH_NOARGS, "()", "The clock work_times uses."),
+    PYDDL_FN(pg_new, METH_VARARGS),
+    PYDDL_FN(pg_free, METH_O),
+    PYDDL_FN(pg_check, METH_O),
+    PYDDL_FN(collective, METH_VARARGS),
+    PYDDL_FN(work_wait, METH_VARARGS),
+    PYDDL_FN(work_done, METH_O),
+    PYDDL_FN(work_times, METH_O),
+    PYDDL_FN(now_us, METH_NOARGS),
     PYDDL_FN_END,
 };

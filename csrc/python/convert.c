@@ -7,7 +7,7 @@
 
 PyObject *pyddl_array_converter;
 
-/* ---- tensors over foreign buffers -------------------------------------------------------------- */
+/* ---- tensors over foreign buffers ------------------------------------------------------------ */
 
 /* Runs when the last tensor over a borrowed buffer goes, maybe on a thread without the GIL. */
 static void release_buffer(void *ctx) {
@@ -285,7 +285,7 @@ int pyddl_conv_reducer(PyObject *o, void *out) {
     return capsule_conv(o, out, PYDDL_REDUCER_CAPSULE, "reducer");
 }
 
-/* ---- tensor lists ------------------------------------------------------------------------------ */
+/* ---- tensor lists ---------------------------------------------------------------------------- */
 
 void pyddl_release_tensors(ddl_tensor **ts, int n) {
     for (int i = 0; i < n; i++) {
@@ -351,7 +351,7 @@ error:
     return -1;
 }
 
-/* ---- results ------------------------------------------------------------------------------------ */
+/* ---- results --------------------------------------------------------------------------------- */
 
 PyObject *pyddl_return_tensor(ddl_status st, ddl_tensor *t) {
     return st ? pyddl_raise(st) : pyddl_wrap(t);
@@ -364,6 +364,12 @@ PyObject *pyddl_return_none(ddl_status st) {
 PyObject *pyddl_finish(ddl_status st, ddl_tensor *t, ddl_tensor **args, int n) {
     pyddl_release_tensors(args, n);
     return pyddl_return_tensor(st, t);
+}
+
+void *pyddl_capsule_pointer(PyObject *cap, const char *name) {
+    void *p = PyCapsule_GetPointer(cap, name);
+    if (!p) PyErr_Clear();
+    return p;
 }
 
 PyObject *pyddl_capsule_new(void *p, const char *name, PyCapsule_Destructor destructor,

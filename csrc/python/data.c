@@ -1,8 +1,8 @@
 /* data.c (binding): IDX loading and row gathering for datasets and the DataLoader. */
 #include "pyddl.h"
 
-static PyObject *py_idx_load(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(idx_load, "(path, /)", "Load an IDX file (gzip or raw) as a tensor.");
+static PyObject *py_idx_load(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *bytes;
     if (!PyArg_ParseTuple(args, "O&", PyUnicode_FSConverter, &bytes)) return NULL;
     ddl_tensor *t = NULL;
@@ -13,8 +13,9 @@ static PyObject *py_idx_load(PyObject *self, PyObject *args) {
 }
 
 /* gather_rows(src, indices): indices an int64 tensor or array */
-static PyObject *py_gather_rows(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(gather_rows, "(src, indices, /)",
+          "src[indices] along dim 0 (indices a 1-D int64 tensor or array).");
+static PyObject *py_gather_rows(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* src, indices */
     if (!PyArg_ParseTuple(args, "O&O&", pyddl_conv_tensor, &t[0], pyddl_conv_index_vector, &t[1]))
         return NULL;
@@ -24,9 +25,7 @@ static PyObject *py_gather_rows(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_data_functions[] = {
-    PYDDL_FN("idx_load", py_idx_load, METH_VARARGS, "(path, /)",
-             "Load an IDX file (gzip or raw) as a tensor."),
-    PYDDL_FN("gather_rows", py_gather_rows, METH_VARARGS, "(src, indices, /)",
-             "src[indices] along dim 0 (indices a 1-D int64 tensor or array)."),
+    PYDDL_FN(idx_load, METH_VARARGS),
+    PYDDL_FN(gather_rows, METH_VARARGS),
     PYDDL_FN_END,
 };

@@ -21,8 +21,10 @@ static PyObject *tensor_tuple(ddl_tensor **ts, int n, PyObject *extra) {
 }
 
 /* libsvm_load(path, start, end, n_features, dtype) -> (indptr, indices, values, labels, max_col) */
-static PyObject *py_libsvm_load(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(libsvm_load, "(path, start, end, n_features, dtype, /)",
+          "-> (indptr, indices, values, labels, max_col): the lines starting in bytes [start, end) "
+          "(end < 0: to the end).");
+static PyObject *py_libsvm_load(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *bytes;
     long long start, end, n_features;
     ddl_dtype dt;
@@ -40,8 +42,8 @@ static PyObject *py_libsvm_load(PyObject *self, PyObject *args) {
 }
 
 /* murmur3_32(data: bytes-like, seed) -> unsigned 32-bit int */
-static PyObject *py_murmur3_32(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(murmur3_32, "(data, seed, /)", "MurmurHash3_x86_32 of data.");
+static PyObject *py_murmur3_32(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer buf;
     unsigned long seed;
     if (!PyArg_ParseTuple(args, "y*k", &buf, &seed)) return NULL;
@@ -52,8 +54,9 @@ static PyObject *py_murmur3_32(PyObject *self, PyObject *args) {
 
 /* hashing_tf(text, token_ends, doc_ends, num_features, binary, dtype) -> (indptr, indices,
  * values) */
-static PyObject *py_hashing_tf(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(hashing_tf, "(text, token_ends, doc_ends, num_features, binary, dtype, /)",
+          "-> (indptr, indices, values): hashed term frequencies, CSR.");
+static PyObject *py_hashing_tf(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer text;
     ddl_tensor *in[2] = {NULL, NULL}, *ts[3] = {NULL, NULL, NULL}; /* token_ends, doc_ends */
     long long num_features;
@@ -80,8 +83,9 @@ static ddl_csr rows(ddl_tensor *const *t, long long n_cols) {
 }
 
 /* linear_margins(indptr, indices, values, n_cols, coef, intercept) -> (n, k) float64 */
-static PyObject *py_linear_margins(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(linear_margins, "(indptr, indices, values, n_cols, coef, intercept, /)",
+          "X @ coef.T + intercept.");
+static PyObject *py_linear_margins(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[5] = {NULL}, *r = NULL; /* indptr, indices, values, coef, intercept */
     long long n_cols;
     if (!PyArg_ParseTuple(args, "O&O&O&LO&O&", T_OPT, &t[0], T_OPT, &t[1], T, &t[2], &n_cols, T,
@@ -106,8 +110,11 @@ static int conv_out_buffer(PyObject *o, void *out) {
 
 /* logistic_loss_grad(indptr, indices, values, n_cols, y, coef, intercept, dcoef, dintercept,
  * multinomial) -> summed loss; dcoef/dintercept (writable float64) accumulate the gradient */
-static PyObject *py_logistic_loss_grad(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(
+    logistic_loss_grad,
+    "(indptr, indices, values, n_cols, y, coef, intercept, dcoef, dintercept, multinomial, /)",
+    "-> the summed log-loss; accumulates the gradient into dcoef and dintercept.");
+static PyObject *py_logistic_loss_grad(PyObject *Py_UNUSED(self), PyObject *args) {
     /* indptr, indices, values, y, coef, intercept, dcoef, dintercept */
     ddl_tensor *t[8] = {NULL};
     long long n_cols;
@@ -127,20 +134,10 @@ static PyObject *py_logistic_loss_grad(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_ml_functions[] = {
-    PYDDL_FN("libsvm_load", py_libsvm_load, METH_VARARGS,
-             "(path, start, end, n_features, dtype, /)",
-             "-> (indptr, indices, values, labels, max_col): the lines starting in bytes "
-             "[start, end) (end < 0: to the end)."),
-    PYDDL_FN("murmur3_32", py_murmur3_32, METH_VARARGS, "(data, seed, /)",
-             "MurmurHash3_x86_32 of data."),
-    PYDDL_FN("hashing_tf", py_hashing_tf, METH_VARARGS,
-             "(text, token_ends, doc_ends, num_features, binary, dtype, /)",
-             "-> (indptr, indices, values): hashed term frequencies, CSR."),
-    PYDDL_FN("linear_margins", py_linear_margins, METH_VARARGS,
-             "(indptr, indices, values, n_cols, coef, intercept, /)", "X @ coef.T + intercept."),
-    PYDDL_FN("logistic_loss_grad", py_logistic_loss_grad, METH_VARARGS,
-             "(indptr, indices, values, n_cols, y, coef, intercept, dcoef, dintercept, "
-             "multinomial, /)",
-             "-> the summed log-loss; accumulates the gradient into dcoef and dintercept."),
+    PYDDL_FN(libsvm_load, METH_VARARGS),
+    PYDDL_FN(murmur3_32, METH_VARARGS),
+    PYDDL_FN(hashing_tf, METH_VARARGS),
+    PYDDL_FN(linear_margins, METH_VARARGS),
+    PYDDL_FN(logistic_loss_grad, METH_VARARGS),
     PYDDL_FN_END,
 };

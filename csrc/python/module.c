@@ -21,8 +21,8 @@ PyObject *pyddl_raise(ddl_status st) {
     return NULL;
 }
 
-static PyObject *py_set_tensor_class(PyObject *self, PyObject *cls) {
-    (void)self;
+PYDDL_DOC(_set_tensor_class, "(cls, /)", "Register the class results are made of.");
+static PyObject *py__set_tensor_class(PyObject *Py_UNUSED(self), PyObject *cls) {
     if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTensor_Type)) {
         PyErr_SetString(PyExc_TypeError, "expected a subclass of _C.TensorBase");
         return NULL;
@@ -32,8 +32,9 @@ static PyObject *py_set_tensor_class(PyObject *self, PyObject *cls) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_set_error_types(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(_set_error_types, "(comm, timeout, /)",
+          "Register (DistributedError, DistributedTimeoutError).");
+static PyObject *py__set_error_types(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *comm, *timeout;
     if (!PyArg_ParseTuple(args, "OO", &comm, &timeout)) return NULL;
     Py_XSETREF(exc_comm, Py_NewRef(comm));
@@ -41,8 +42,8 @@ static PyObject *py_set_error_types(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
-    (void)self;
+PYDDL_DOC(set_num_threads, "(n, /)", "Threads for ddl kernels and OpenBLAS.");
+static PyObject *py_set_num_threads(PyObject *Py_UNUSED(self), PyObject *arg) {
     long n = PyLong_AsLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
     if (n < 1) {
@@ -53,24 +54,25 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(get_num_threads, "()", "Current thread count.");
+static PyObject *py_get_num_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyLong_FromLong(ddl_get_num_threads());
 }
 
-static PyObject *py_blas_info(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(blas_info, "()", "The OpenBLAS kernel and build config in use.");
+static PyObject *py_blas_info(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return Py_BuildValue("{ss,ss}", "corename", ddl_blas_corename(), "config",
                          ddl_blas_version());
 }
 
-static PyObject *py_gloo_version(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(gloo_version, "()", "Version of the Gloo headers ddl built with.");
+static PyObject *py_gloo_version(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyUnicode_FromString(ddl_gloo_version());
 }
 
-static PyObject *py_gloo_selftest(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(gloo_selftest, "()",
+          "Allreduce between two in-process ranks over loopback TCP; returns 3.0.");
+static PyObject *py_gloo_selftest(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     double r = 0;
     ddl_status st;
     PYDDL_NOGIL(st, ddl_gloo_selftest(&r));
@@ -78,19 +80,13 @@ static PyObject *py_gloo_selftest(PyObject *self, PyObject *unused) {
 }
 
 static PyMethodDef module_functions[] = {
-    PYDDL_FN("_set_tensor_class", py_set_tensor_class, METH_O, "(cls, /)",
-             "Register the class results are made of."),
-    PYDDL_FN("_set_error_types", py_set_error_types, METH_VARARGS, "(comm, timeout, /)",
-             "Register (DistributedError, DistributedTimeoutError)."),
-    PYDDL_FN("set_num_threads", py_set_num_threads, METH_O, "(n, /)",
-             "Threads for ddl kernels and OpenBLAS."),
-    PYDDL_FN("get_num_threads", py_get_num_threads, METH_NOARGS, "()", "Current thread count."),
-    PYDDL_FN("blas_info", py_blas_info, METH_NOARGS, "()",
-             "The OpenBLAS kernel and build config in use."),
-    PYDDL_FN("gloo_version", py_gloo_version, METH_NOARGS, "()",
-             "Version of the Gloo headers ddl built with."),
-    PYDDL_FN("gloo_selftest", py_gloo_selftest, METH_NOARGS, "()",
-             "Allreduce between two in-process ranks over loopback TCP; returns 3.0."),
+    PYDDL_FN(_set_tensor_class, METH_O),
+    PYDDL_FN(_set_error_types, METH_VARARGS),
+    PYDDL_FN(set_num_threads, METH_O),
+    PYDDL_FN(get_num_threads, METH_NOARGS),
+    PYDDL_FN(blas_info, METH_NOARGS),
+    PYDDL_FN(gloo_version, METH_NOARGS),
+    PYDDL_FN(gloo_selftest, METH_NOARGS),
     PYDDL_FN_END,
 };
 

@@ -6,8 +6,8 @@
 #define T pyddl_conv_tensor
 #define T_OPT pyddl_conv_tensor_or_none
 
-static PyObject *py_linear(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(linear, "(x, w, b, /)", "x @ w.T + b (b may be None).");
+static PyObject *py_linear(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* x, w, b */
     if (!PyArg_ParseTuple(args, "O&O&O&", T, &t[0], T, &t[1], T_OPT, &t[2])) return NULL;
     ddl_status st;
@@ -15,8 +15,9 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, t, 3);
 }
 
-static PyObject *py_conv2d(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(conv2d, "(x, w, b, sh, sw, ph, pw, dh, dw, /)",
+          "2-D convolution of x (N, C, H, W) with w (O, C, KH, KW); b may be None.");
+static PyObject *py_conv2d(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* x, w, b */
     int64_t s[2], p[2], d[2];
     if (!PyArg_ParseTuple(args, "O&O&O&LLLLLL", T, &t[0], T, &t[1], T_OPT, &t[2], &s[0], &s[1],
@@ -27,8 +28,9 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, t, 3);
 }
 
-static PyObject *py_pool2d(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(pool2d, "(kind, x, kh, kw, sh, sw, ph, pw, /)",
+          "kind POOL_MAX, POOL_AVG or POOL_ADAPTIVE_AVG (k = the output size).");
+static PyObject *py_pool2d(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind;
     ddl_tensor *x = NULL, *r = NULL;
     int64_t k[2], s[2], p[2];
@@ -40,8 +42,9 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, &x, 1);
 }
 
-static PyObject *py_batch_norm(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(batch_norm, "(x, running_mean, running_var, weight, bias, training, momentum, eps, /)",
+          "Batch norm over dim 1; the running stats are updated in place when training.");
+static PyObject *py_batch_norm(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[5] = {NULL, NULL, NULL, NULL, NULL}, *r = NULL; /* x, rm, rv, w, b */
     int training;
     double momentum, eps;
@@ -53,8 +56,8 @@ static PyObject *py_batch_norm(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, t, 5);
 }
 
-static PyObject *py_softmax(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(softmax, "(x, log, /)", "softmax (log_softmax when log) over the last dim.");
+static PyObject *py_softmax(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *x = NULL, *r = NULL;
     int log;
     if (!PyArg_ParseTuple(args, "O&p", T, &x, &log)) return NULL;
@@ -63,8 +66,9 @@ static PyObject *py_softmax(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, &x, 1);
 }
 
-static PyObject *py_class_loss(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(class_loss, "(kind, x, target, reduction, ignore_index, label_smoothing, /)",
+          "kind CLASS_LOSS_CROSS_ENTROPY or CLASS_LOSS_NLL; reduction REDUCTION_*.");
+static PyObject *py_class_loss(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind, reduction;
     ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* x, target */
     long long ignore;
@@ -78,8 +82,9 @@ static PyObject *py_class_loss(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, t, 2);
 }
 
-static PyObject *py_pair_loss(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(pair_loss, "(kind, x, y, pos_weight, reduction, /)",
+          "kind PAIR_LOSS_BCE_WITH_LOGITS, PAIR_LOSS_MSE or PAIR_LOSS_L1.");
+static PyObject *py_pair_loss(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind, reduction;
     ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* x, y, pos_weight */
     if (!PyArg_ParseTuple(args, "iO&O&O&i", &kind, T, &t[0], T, &t[1], T_OPT, &t[2], &reduction))
@@ -90,8 +95,9 @@ static PyObject *py_pair_loss(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, t, 3);
 }
 
-static PyObject *py_activation(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(activation, "(kind, x, slope, approximate, /)",
+          "kind ACT_LEAKY_RELU (slope) or ACT_GELU (approximate GELU_NONE or GELU_TANH).");
+static PyObject *py_activation(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind, approximate;
     ddl_tensor *x = NULL, *r = NULL;
     double slope;
@@ -102,8 +108,9 @@ static PyObject *py_activation(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, &x, 1);
 }
 
-static PyObject *py_embedding(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(embedding, "(indices, weight, padding_idx, /)",
+          "weight[indices]; padding_idx < 0 for none.");
+static PyObject *py_embedding(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* indices, weight */
     long long padding_idx;
     if (!PyArg_ParseTuple(args, "O&O&L", T, &t[0], T, &t[1], &padding_idx)) return NULL;
@@ -112,8 +119,8 @@ static PyObject *py_embedding(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, t, 2);
 }
 
-static PyObject *py_dropout(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(dropout, "(x, p, /)", "Training-mode dropout.");
+static PyObject *py_dropout(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *x = NULL, *r = NULL;
     double p;
     if (!PyArg_ParseTuple(args, "O&d", T, &x, &p)) return NULL;
@@ -122,8 +129,10 @@ static PyObject *py_dropout(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, &x, 1);
 }
 
-static PyObject *py_rnn_cell(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(rnn_cell, "(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, nonlinearity, /)",
+          "One step of CELL_RNN (nonlinearity RNN_TANH or RNN_RELU), CELL_LSTM (c needed; returns "
+          "[h', c']) or CELL_GRU.");
+static PyObject *py_rnn_cell(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind, nonlinearity;
     ddl_tensor *t[7] = {NULL}, *r = NULL; /* x, h, c, w_ih, w_hh, b_ih, b_hh */
     if (!PyArg_ParseTuple(args, "iO&O&O&O&O&O&O&i", &kind, T, &t[0], T, &t[1], T_OPT, &t[2], T,
@@ -136,29 +145,16 @@ static PyObject *py_rnn_cell(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_nn_functions[] = {
-    PYDDL_FN("linear", py_linear, METH_VARARGS, "(x, w, b, /)", "x @ w.T + b (b may be None)."),
-    PYDDL_FN("conv2d", py_conv2d, METH_VARARGS, "(x, w, b, sh, sw, ph, pw, dh, dw, /)",
-             "2-D convolution of x (N, C, H, W) with w (O, C, KH, KW); b may be None."),
-    PYDDL_FN("pool2d", py_pool2d, METH_VARARGS, "(kind, x, kh, kw, sh, sw, ph, pw, /)",
-             "kind POOL_MAX, POOL_AVG or POOL_ADAPTIVE_AVG (k = the output size)."),
-    PYDDL_FN("batch_norm", py_batch_norm, METH_VARARGS,
-             "(x, running_mean, running_var, weight, bias, training, momentum, eps, /)",
-             "Batch norm over dim 1; the running stats are updated in place when training."),
-    PYDDL_FN("softmax", py_softmax, METH_VARARGS, "(x, log, /)",
-             "softmax (log_softmax when log) over the last dim."),
-    PYDDL_FN("class_loss", py_class_loss, METH_VARARGS,
-             "(kind, x, target, reduction, ignore_index, label_smoothing, /)",
-             "kind CLASS_LOSS_CROSS_ENTROPY or CLASS_LOSS_NLL; reduction REDUCTION_*."),
-    PYDDL_FN("pair_loss", py_pair_loss, METH_VARARGS, "(kind, x, y, pos_weight, reduction, /)",
-             "kind PAIR_LOSS_BCE_WITH_LOGITS, PAIR_LOSS_MSE or PAIR_LOSS_L1."),
-    PYDDL_FN("activation", py_activation, METH_VARARGS, "(kind, x, slope, approximate, /)",
-             "kind ACT_LEAKY_RELU (slope) or ACT_GELU (approximate GELU_NONE or GELU_TANH)."),
-    PYDDL_FN("embedding", py_embedding, METH_VARARGS, "(indices, weight, padding_idx, /)",
-             "weight[indices]; padding_idx < 0 for none."),
-    PYDDL_FN("dropout", py_dropout, METH_VARARGS, "(x, p, /)", "Training-mode dropout."),
-    PYDDL_FN("rnn_cell", py_rnn_cell, METH_VARARGS,
-             "(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, nonlinearity, /)",
-             "One step of CELL_RNN (nonlinearity RNN_TANH or RNN_RELU), CELL_LSTM (c needed; "
-             "returns [h', c']) or CELL_GRU."),
+    PYDDL_FN(linear, METH_VARARGS),
+    PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),
+    PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),
+    PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS),
+    PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS),
+    PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),
     PYDDL_FN_END,
 };

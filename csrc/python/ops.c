@@ -30,8 +30,9 @@ static int exact_scalar(PyObject *o, int is_float, const ddl_tensor *t, ddl_tens
 }
 
 /* _C.binary(op, a, b): tensors, arrays or a scalar on either side. */
-static PyObject *py_binary(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(binary, "(op, a, b, /)",
+          "a op b (op a ddl_binary_op, OP_ADD...); tensors, arrays or a scalar on either side.");
+static PyObject *py_binary(PyObject *Py_UNUSED(self), PyObject *args) {
     int op;
     PyObject *ao, *bo;
     if (!PyArg_ParseTuple(args, "iOO", &op, &ao, &bo)) return NULL;
@@ -67,8 +68,8 @@ error:
 }
 
 /* _C.binary_(op, a, b): a op= b in place; returns a. */
-static PyObject *py_binary_(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(binary_, "(op, a, b, /)", "a op= b in place; returns a.");
+static PyObject *py_binary_(PyObject *Py_UNUSED(self), PyObject *args) {
     int op;
     PyObject *ao, *bo;
     if (!PyArg_ParseTuple(args, "iO!O", &op, &PyTensor_Type, &ao, &bo)) return NULL;
@@ -103,8 +104,9 @@ static PyObject *py_binary_(PyObject *self, PyObject *args) {
     return Py_NewRef(ao);
 }
 
-static PyObject *py_unary(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(unary, "(op, a, inplace=False, /)",
+          "op(a) (op a ddl_unary_op, OP_NEG...), in place when inplace.");
+static PyObject *py_unary(PyObject *Py_UNUSED(self), PyObject *args) {
     int op, inplace = 0;
     PyObject *ao;
     if (!PyArg_ParseTuple(args, "iO|p", &op, &ao, &inplace)) return NULL;
@@ -129,8 +131,8 @@ static int bound(PyObject *o, int *has, double *v) {
     return *v == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
-static PyObject *py_clamp(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(clamp, "(a, min, max, /)", "a clamped to [min, max]; None for no bound.");
+static PyObject *py_clamp(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *lo_o, *hi_o;
     ddl_tensor *a, *r = NULL;
     int has_lo, has_hi;
@@ -145,8 +147,8 @@ static PyObject *py_clamp(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, &a, 1);
 }
 
-static PyObject *py_where(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(where, "(cond, a, b, /)", "cond ? a : b, broadcast.");
+static PyObject *py_where(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* cond, a, b */
     if (!PyArg_ParseTuple(args, "O&O&O&", pyddl_conv_tensor, &t[0], pyddl_conv_tensor, &t[1],
                           pyddl_conv_tensor, &t[2]))
@@ -158,8 +160,9 @@ static PyObject *py_where(PyObject *self, PyObject *args) {
 }
 
 /* _C.reduce(op, a, dims or None, keepdim, correction) */
-static PyObject *py_reduce(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(reduce, "(op, a, dims, keepdim, correction, /)",
+          "Reduce a over dims (None: all) by op, a ddl_reduce_op (REDUCE_SUM...).");
+static PyObject *py_reduce(PyObject *Py_UNUSED(self), PyObject *args) {
     int op, keepdim;
     long long correction;
     PyObject *dims_o;
@@ -178,8 +181,8 @@ static PyObject *py_reduce(PyObject *self, PyObject *args) {
     return pyddl_finish(st, r, &a, 1);
 }
 
-static PyObject *py_matmul(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(matmul, "(a, b, /)", "a @ b with NumPy's rules.");
+static PyObject *py_matmul(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[2] = {NULL, NULL}, *r = NULL;
     if (!PyArg_ParseTuple(args, "O&O&", pyddl_conv_tensor, &t[0], pyddl_conv_tensor, &t[1]))
         return NULL;
@@ -189,8 +192,8 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
 }
 
 /* _C.join(kind, tensors, dim): "cat" | "stack" */
-static PyObject *py_join(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(join, "(kind, tensors, dim, /)", "kind 'cat' or 'stack' of the tensors along dim.");
+static PyObject *py_join(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *kind;
     PyObject *seq;
     int dim;
@@ -209,19 +212,13 @@ static PyObject *py_join(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_op_functions[] = {
-    PYDDL_FN("binary", py_binary, METH_VARARGS, "(op, a, b, /)",
-             "a op b (op a ddl_binary_op, OP_ADD...); tensors, arrays or a scalar on either side."),
-    PYDDL_FN("binary_", py_binary_, METH_VARARGS, "(op, a, b, /)",
-             "a op= b in place; returns a."),
-    PYDDL_FN("unary", py_unary, METH_VARARGS, "(op, a, inplace=False, /)",
-             "op(a) (op a ddl_unary_op, OP_NEG...), in place when inplace."),
-    PYDDL_FN("clamp", py_clamp, METH_VARARGS, "(a, min, max, /)",
-             "a clamped to [min, max]; None for no bound."),
-    PYDDL_FN("where", py_where, METH_VARARGS, "(cond, a, b, /)", "cond ? a : b, broadcast."),
-    PYDDL_FN("reduce", py_reduce, METH_VARARGS, "(op, a, dims, keepdim, correction, /)",
-             "Reduce a over dims (None: all) by op, a ddl_reduce_op (REDUCE_SUM...)."),
-    PYDDL_FN("matmul", py_matmul, METH_VARARGS, "(a, b, /)", "a @ b with NumPy's rules."),
-    PYDDL_FN("join", py_join, METH_VARARGS, "(kind, tensors, dim, /)",
-             "kind 'cat' or 'stack' of the tensors along dim."),
+    PYDDL_FN(binary, METH_VARARGS),
+    PYDDL_FN(binary_, METH_VARARGS),
+    PYDDL_FN(unary, METH_VARARGS),
+    PYDDL_FN(clamp, METH_VARARGS),
+    PYDDL_FN(where, METH_VARARGS),
+    PYDDL_FN(reduce, METH_VARARGS),
+    PYDDL_FN(matmul, METH_VARARGS),
+    PYDDL_FN(join, METH_VARARGS),
     PYDDL_FN_END,
 };

@@ -5,12 +5,30 @@
 
 #include <stdlib.h>
 
-/* The list flags of the arguments below: entries None allowed (a parameter without a
- * gradient), optional lists may be None, state updated in place must be Tensors. */
+/* The per-parameter lists of one optimizer step, each with one entry per parameter: the
+ * params (updated in place), their grads (None for a parameter without one), and the
+ * optimizer state (updated in place; a whole list may be None where the step allows). */
 #define IN PYDDL_LIST_HOLES
 #define STATE (PYDDL_LIST_HOLES | PYDDL_LIST_INPLACE)
 #define OPT_STATE (PYDDL_LIST_HOLES | PYDDL_LIST_INPLACE | PYDDL_LIST_OPTIONAL)
-#define LIST(l, o, n, flags, name) pyddl_tensor_list_get(&l, o, n, flags, who, name)
+
+typedef struct {
+    const char *name; /* in errors: "adam_step: exp_avgs has 2 entries, expected 3" */
+    int flags;        /* pyddl_list_flags */
+} list_spec;
+
+/* Fill l[0..n) from seqs by spec; l[0] sets the parameter count the others must match.
+ * Returns 0, or -1 with an exception and every list empty. */
+static int group_get(pyddl_tensor_list *l, PyObject *const *seqs, const list_spec *spec, int n,
+                     const char *who) {
+    for (int i = 0; i < n; i++)
+        if (pyddl_tensor_list_get(&l[i], seqs[i], i ? l[0].n : -1, spec[i].flags, who,
+                                  spec[i].name) < 0) {
+            pyddl_tensor_list_release(l, i);
+            return -1;
+        }
+    return 0;
+}
 
 /* first_step flags: a sequence of n truth values, or None (-> NULL). */
 static int flags_get(int **out, PyObject *seq, int n, const char *who) {
@@ -46,23 +64,25 @@ static int flags_get(int **out, PyObject *seq, int n, const char *who) {
 
 #define CONST_TS(l) ((const ddl_tensor *const *)(l).t)
 
-/* _C.sgd_step(params, grads, momentum_bufs or None, first_step or None, lr, momentum,
- *             dampening, weight_decay, nesterov, maximize) */
-static PyObject *py_sgd_step(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *who = "sgd_step";
-    PyObject *po, *go, *bo, *fo;
+PYDDL_DOC(sgd_step,
+          "(params, grads, momentum_bufs, first_step, lr, momentum, dampening, weight_decay, "
+          "nesterov, maximize, /)",
+          "One SGD step over a parameter group, in place (momentum_bufs, first_step: None without "
+          "momentum).");
+static PyObject *py_sgd_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[3], *fo;
     double lr, momentum, dampening, wd;
     int nesterov, maximize, *first = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOddddpp", &po, &go, &bo, &fo, &lr, &momentum, &dampening,
-                          &wd, &nesterov, &maximize))
+    if (!PyArg_ParseTuple(args, "OOOOddddpp", &o[0], &o[1], &o[2], &fo, &lr, &momentum,
+                          &dampening, &wd, &nesterov, &maximize))
         return NULL;
     enum { P, G, B, N };
-    pyddl_tensor_list l[N] = {{0}};
+    static const list_spec spec[N] = {
+        {"params", STATE}, {"grads", IN}, {"momentum_bufs", OPT_STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "sgd_step") < 0) return NULL;
     ddl_status st = DDL_OK;
-    int ok = !(LIST(l[P], po, -1, STATE, "params") || LIST(l[G], go, l[P].n, IN, "grads") ||
-               LIST(l[B], bo, l[P].n, OPT_STATE, "momentum_bufs") ||
-               flags_get(&first, fo, l[P].n, who));
+    int ok = flags_get(&first, fo, l[P].n, "sgd_step") == 0;
     if (ok)
         PYDDL_NOGIL(st, ddl_sgd_step(l[P].n, l[P].t, CONST_TS(l[G]), l[B].t, first, lr, momentum,
                                      dampening, wd, nesterov, maximize));
@@ -71,63 +91,60 @@ static PyObject *py_sgd_step(PyObject *self, PyObject *args) {
     return ok ? pyddl_return_none(st) : NULL;
 }
 
-/* _C.adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs or None, steps, lr, beta1,
- *              beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize) */
-static PyObject *py_adam_step(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *who = "adam_step";
-    PyObject *po, *go, *mo, *vo, *xo, *so;
+PYDDL_DOC(adam_step,
+          "(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, "
+          "weight_decay, amsgrad, decoupled_weight_decay, maximize, /)",
+          "One Adam/AdamW step over a parameter group, in place (max_exp_avg_sqs: None without "
+          "amsgrad).");
+static PyObject *py_adam_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[6];
     double lr, beta1, beta2, eps, wd;
     int amsgrad, decoupled, maximize;
-    if (!PyArg_ParseTuple(args, "OOOOOOdddddppp", &po, &go, &mo, &vo, &xo, &so, &lr, &beta1,
-                          &beta2, &eps, &wd, &amsgrad, &decoupled, &maximize))
+    if (!PyArg_ParseTuple(args, "OOOOOOdddddppp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &lr,
+                          &beta1, &beta2, &eps, &wd, &amsgrad, &decoupled, &maximize))
         return NULL;
     enum { P, G, M, V, X, S, N };
-    pyddl_tensor_list l[N] = {{0}};
-    ddl_status st = DDL_OK;
-    int ok = !(LIST(l[P], po, -1, STATE, "params") || LIST(l[G], go, l[P].n, IN, "grads") ||
-               LIST(l[M], mo, l[P].n, STATE, "exp_avgs") ||
-               LIST(l[V], vo, l[P].n, STATE, "exp_avg_sqs") ||
-               LIST(l[X], xo, l[P].n, OPT_STATE, "max_exp_avg_sqs") ||
-               LIST(l[S], so, l[P].n, STATE, "steps"));
-    if (ok)
-        PYDDL_NOGIL(st, ddl_adam_step(l[P].n, l[P].t, CONST_TS(l[G]), l[M].t, l[V].t, l[X].t,
-                                      l[S].t, lr, beta1, beta2, eps, wd, amsgrad, decoupled,
-                                      maximize));
+    static const list_spec spec[N] = {{"params", STATE},   {"grads", IN},
+                                      {"exp_avgs", STATE}, {"exp_avg_sqs", STATE},
+                                      {"max_exp_avg_sqs", OPT_STATE}, {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "adam_step") < 0) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_adam_step(l[P].n, l[P].t, CONST_TS(l[G]), l[M].t, l[V].t, l[X].t, l[S].t,
+                                  lr, beta1, beta2, eps, wd, amsgrad, decoupled, maximize));
     pyddl_tensor_list_release(l, N);
-    return ok ? pyddl_return_none(st) : NULL;
+    return pyddl_return_none(st);
 }
 
-/* _C.rmsprop_step(params, grads, square_avgs, momentum_bufs or None, grad_avgs or None, steps,
- *                 lr, alpha, eps, weight_decay, momentum, centered, maximize) */
-static PyObject *py_rmsprop_step(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *who = "rmsprop_step";
-    PyObject *po, *go, *qo, *bo, *ao, *so;
+PYDDL_DOC(rmsprop_step,
+          "(params, grads, square_avgs, momentum_bufs, grad_avgs, steps, lr, alpha, eps, "
+          "weight_decay, momentum, centered, maximize, /)",
+          "One RMSprop step over a parameter group, in place (momentum_bufs: None without "
+          "momentum; grad_avgs: None unless centered).");
+static PyObject *py_rmsprop_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[6];
     double lr, alpha, eps, wd, momentum;
     int centered, maximize;
-    if (!PyArg_ParseTuple(args, "OOOOOOdddddpp", &po, &go, &qo, &bo, &ao, &so, &lr, &alpha, &eps,
-                          &wd, &momentum, &centered, &maximize))
+    if (!PyArg_ParseTuple(args, "OOOOOOdddddpp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &lr,
+                          &alpha, &eps, &wd, &momentum, &centered, &maximize))
         return NULL;
     enum { P, G, Q, B, A, S, N };
-    pyddl_tensor_list l[N] = {{0}};
-    ddl_status st = DDL_OK;
-    int ok = !(LIST(l[P], po, -1, STATE, "params") || LIST(l[G], go, l[P].n, IN, "grads") ||
-               LIST(l[Q], qo, l[P].n, STATE, "square_avgs") ||
-               LIST(l[B], bo, l[P].n, OPT_STATE, "momentum_bufs") ||
-               LIST(l[A], ao, l[P].n, OPT_STATE, "grad_avgs") ||
-               LIST(l[S], so, l[P].n, STATE, "steps"));
-    if (ok)
-        PYDDL_NOGIL(st, ddl_rmsprop_step(l[P].n, l[P].t, CONST_TS(l[G]), l[Q].t, l[B].t, l[A].t,
-                                         l[S].t, lr, alpha, eps, wd, momentum, centered,
-                                         maximize));
+    static const list_spec spec[N] = {{"params", STATE},        {"grads", IN},
+                                      {"square_avgs", STATE},   {"momentum_bufs", OPT_STATE},
+                                      {"grad_avgs", OPT_STATE}, {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "rmsprop_step") < 0) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_rmsprop_step(l[P].n, l[P].t, CONST_TS(l[G]), l[Q].t, l[B].t, l[A].t,
+                                     l[S].t, lr, alpha, eps, wd, momentum, centered, maximize));
     pyddl_tensor_list_release(l, N);
-    return ok ? pyddl_return_none(st) : NULL;
+    return pyddl_return_none(st);
 }
 
 /* _C.grad_norm(grads, norm_type) -> float */
-static PyObject *py_grad_norm(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(grad_norm, "(grads, norm_type, /)",
+          "The norm of all grads together (None entries skipped).");
+static PyObject *py_grad_norm(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *go;
     double norm_type, out = 0;
     if (!PyArg_ParseTuple(args, "Od", &go, &norm_type)) return NULL;
@@ -140,8 +157,8 @@ static PyObject *py_grad_norm(PyObject *self, PyObject *args) {
 }
 
 /* _C.scale_(tensors, factor): each tensor *= factor in place */
-static PyObject *py_scale_(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(scale_, "(tensors, factor, /)", "Multiply each tensor by factor in place.");
+static PyObject *py_scale_(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *to;
     double factor;
     if (!PyArg_ParseTuple(args, "Od", &to, &factor)) return NULL;
@@ -154,22 +171,10 @@ static PyObject *py_scale_(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_optim_functions[] = {
-    PYDDL_FN("sgd_step", py_sgd_step, METH_VARARGS,
-             "(params, grads, momentum_bufs, first_step, lr, momentum, dampening, weight_decay, "
-             "nesterov, maximize, /)",
-             "One SGD step over a parameter group, in place (momentum_bufs, first_step: None "
-             "without momentum)."),
-    PYDDL_FN("adam_step", py_adam_step, METH_VARARGS,
-             "(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, "
-             "eps, weight_decay, amsgrad, decoupled_weight_decay, maximize, /)",
-             "One Adam/AdamW step over a parameter group, in place."),
-    PYDDL_FN("rmsprop_step", py_rmsprop_step, METH_VARARGS,
-             "(params, grads, square_avgs, momentum_bufs, grad_avgs, steps, lr, alpha, eps, "
-             "weight_decay, momentum, centered, maximize, /)",
-             "One RMSprop step over a parameter group, in place."),
-    PYDDL_FN("grad_norm", py_grad_norm, METH_VARARGS, "(grads, norm_type, /)",
-             "The norm of all grads together (None entries skipped)."),
-    PYDDL_FN("scale_", py_scale_, METH_VARARGS, "(tensors, factor, /)",
-             "Multiply each tensor by factor in place."),
+    PYDDL_FN(sgd_step, METH_VARARGS),
+    PYDDL_FN(adam_step, METH_VARARGS),
+    PYDDL_FN(rmsprop_step, METH_VARARGS),
+    PYDDL_FN(grad_norm, METH_VARARGS),
+    PYDDL_FN(scale_, METH_VARARGS),
     PYDDL_FN_END,
 };

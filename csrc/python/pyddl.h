@@ -129,6 +129,8 @@ PyObject *pyddl_finish(ddl_status st, ddl_tensor *t, ddl_tensor **args, int n);
 /* A capsule owning p (destructor runs when it goes); on failure destroy(p) runs now. */
 PyObject *pyddl_capsule_new(void *p, const char *name, PyCapsule_Destructor destructor,
                             void (*destroy)(void *));
+/* For capsule destructors: the pointer under `name`, or NULL (with no exception left set). */
+void *pyddl_capsule_pointer(PyObject *cap, const char *name);
 
 /* The capsule names, one place: each capsule holds the C handle named. */
 #define PYDDL_PG_CAPSULE "ddl.ProcessGroup"   /* ddl_pg * */
@@ -137,7 +139,7 @@ PyObject *pyddl_capsule_new(void *p, const char *name, PyCapsule_Destructor dest
 #define PYDDL_SERVER_CAPSULE "ddl._C.tcpstore_server" /* a box holding a ddl_tcp_server * */
 #define PYDDL_REDUCER_CAPSULE "ddl.Reducer"   /* ddl_reducer * (context: its pg capsule) */
 
-/* ---- the GIL ---------------------------------------------------------------------------------- */
+/* ---- the GIL --------------------------------------------------------------------------------- */
 
 /* Work above this many bytes runs with the GIL released. */
 #define PYDDL_NOGIL_BYTES (16 * 1024)
@@ -158,11 +160,14 @@ PyObject *pyddl_capsule_new(void *p, const char *name, PyCapsule_Destructor dest
 
 /* ---- the module (one method table per file, put together by module.c) ------------------------ */
 
-/* A method-table row whose docstring carries the text signature, so that inspect.signature and
- * the _C.pyi check (tests/test_c_stub.py) see the parameters:
- *   PYDDL_FN("linear", py_linear, METH_VARARGS, "(x, w, b, /)", "y = x @ w.T + b") */
-#define PYDDL_FN(name, fn, flags, params, doc)                                                   \
-    { name, (PyCFunction)(void (*)(void))(fn), flags, name params "\n--\n\n" doc }
+/* The docstring of binding function `name`, starting with its text signature so that
+ * inspect.signature and the _C.pyi check (tests/test_c_stub.py) see the parameters. It stands
+ * right above the function py_<name>:
+ *   PYDDL_DOC(linear, "(x, w, b, /)", "x @ w.T + b");
+ *   static PyObject *py_linear(PyObject *Py_UNUSED(self), PyObject *args) { ... }
+ * and the file's method table lists PYDDL_FN(linear, METH_VARARGS). */
+#define PYDDL_DOC(name, params, doc) PyDoc_STRVAR(name##_doc, #name params "\n--\n\n" doc)
+#define PYDDL_FN(name, flags) {#name, (PyCFunction)(void (*)(void))py_##name, flags, name##_doc}
 #define PYDDL_FN_END {NULL, NULL, 0, NULL}
 
 extern PyMethodDef pyddl_tensor_functions[];

@@ -7,16 +7,15 @@ static void free_reducer(void *r) {
 }
 
 static void reducer_destructor(PyObject *cap) {
-    ddl_reducer *r = PyCapsule_GetPointer(cap, PYDDL_REDUCER_CAPSULE);
     PyObject *pg = PyCapsule_GetContext(cap);
-    if (r) free_reducer(r);
-    else PyErr_Clear();
+    free_reducer(pyddl_capsule_pointer(cap, PYDDL_REDUCER_CAPSULE));
     Py_XDECREF(pg); /* the group goes after the reducer that uses it */
 }
 
 /* reducer_new(pg, params, bucket_cap_bytes, first_bucket_bytes) */
-static PyObject *py_reducer_new(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(reducer_new, "(pg, params, bucket_cap_bytes, first_bucket_bytes, /)",
+          "A reducer over params (Tensors) that all-reduces their gradients in buckets.");
+static PyObject *py_reducer_new(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *pgo, *list;
     long long cap, first;
     if (!PyArg_ParseTuple(args, "OOLL", &pgo, &list, &cap, &first)) return NULL;
@@ -35,8 +34,9 @@ static PyObject *py_reducer_new(PyObject *self, PyObject *args) {
 }
 
 /* reducer_prepare(r, unused: bytes of n flags, or None) */
-static PyObject *py_prepare(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(reducer_prepare, "(r, unused, /)",
+          "Arm the reducer for one backward (unused: bytes of per-parameter flags, or None).");
+static PyObject *py_reducer_prepare(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_reducer *r;
     PyObject *uo;
     if (!PyArg_ParseTuple(args, "O&O", pyddl_conv_reducer, &r, &uo)) return NULL;
@@ -53,8 +53,8 @@ static PyObject *py_prepare(PyObject *self, PyObject *args) {
     return pyddl_return_none(st);
 }
 
-static PyObject *py_set_sync(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(reducer_set_sync, "(r, flag, /)", "Whether backward all-reduces (False under no_sync).");
+static PyObject *py_reducer_set_sync(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_reducer *r;
     int sync;
     if (!PyArg_ParseTuple(args, "O&p", pyddl_conv_reducer, &r, &sync)) return NULL;
@@ -84,8 +84,8 @@ static int pending_query(const ddl_reducer *r, int b, int *idx, int n) {
     return ddl_reducer_pending(r, idx, n);
 }
 
-static PyObject *py_pending(PyObject *self, PyObject *ro) {
-    (void)self;
+PYDDL_DOC(reducer_pending, "(r, /)", "Parameter indices still waiting for a gradient.");
+static PyObject *py_reducer_pending(PyObject *Py_UNUSED(self), PyObject *ro) {
     ddl_reducer *r;
     return pyddl_conv_reducer(ro, &r) ? int_list(r, 0, pending_query) : NULL;
 }
@@ -99,19 +99,19 @@ static PyObject *reducer_call(PyObject *ro, ddl_status (*fn)(ddl_reducer *)) {
     return pyddl_return_none(st);
 }
 
-static PyObject *py_rebuild(PyObject *self, PyObject *ro) {
-    (void)self;
+PYDDL_DOC(reducer_rebuild, "(r, /)", "Re-bucket by the observed gradient order.");
+static PyObject *py_reducer_rebuild(PyObject *Py_UNUSED(self), PyObject *ro) {
     return reducer_call(ro, ddl_reducer_rebuild);
 }
 
-static PyObject *py_shadow(PyObject *self, PyObject *ro) {
-    (void)self;
+PYDDL_DOC(reducer_shadow, "(r, /)", "All-reduce zeros in every bucket (Join).");
+static PyObject *py_reducer_shadow(PyObject *Py_UNUSED(self), PyObject *ro) {
     return reducer_call(ro, ddl_reducer_shadow);
 }
 
 /* reducer_buckets(r) -> [(param indices, start_us, end_us), ...] */
-static PyObject *py_buckets(PyObject *self, PyObject *ro) {
-    (void)self;
+PYDDL_DOC(reducer_buckets, "(r, /)", "[(param indices, start_us, end_us)] per bucket.");
+static PyObject *py_reducer_buckets(PyObject *Py_UNUSED(self), PyObject *ro) {
     ddl_reducer *r;
     if (!pyddl_conv_reducer(ro, &r)) return NULL;
     int nb = ddl_reducer_num_buckets(r);
@@ -128,8 +128,8 @@ static PyObject *py_buckets(PyObject *self, PyObject *ro) {
 }
 
 /* allreduce_sum_ag(pg, t): a differentiable SUM all-reduce */
-static PyObject *py_allreduce_sum_ag(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(allreduce_sum_ag, "(pg, t, /)", "Differentiable SUM all-reduce.");
+static PyObject *py_allreduce_sum_ag(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_pg *pg;
     ddl_tensor *t = NULL, *r = NULL;
     if (!PyArg_ParseTuple(args, "O&O&", pyddl_conv_pg, &pg, pyddl_conv_tensor, &t)) return NULL;
@@ -139,22 +139,13 @@ static PyObject *py_allreduce_sum_ag(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_reducer_functions[] = {
-    PYDDL_FN("reducer_new", py_reducer_new, METH_VARARGS,
-             "(pg, params, bucket_cap_bytes, first_bucket_bytes, /)",
-             "A reducer over params (Tensors) that all-reduces their gradients in buckets."),
-    PYDDL_FN("reducer_prepare", py_prepare, METH_VARARGS, "(r, unused, /)",
-             "Arm the reducer for one backward (unused: bytes of per-parameter flags, or None)."),
-    PYDDL_FN("reducer_set_sync", py_set_sync, METH_VARARGS, "(r, flag, /)",
-             "Whether backward all-reduces (False under no_sync)."),
-    PYDDL_FN("reducer_pending", py_pending, METH_O, "(r, /)",
-             "Parameter indices still waiting for a gradient."),
-    PYDDL_FN("reducer_rebuild", py_rebuild, METH_O, "(r, /)",
-             "Re-bucket by the observed gradient order."),
-    PYDDL_FN("reducer_shadow", py_shadow, METH_O, "(r, /)",
-             "All-reduce zeros in every bucket (Join)."),
-    PYDDL_FN("reducer_buckets", py_buckets, METH_O, "(r, /)",
-             "[(param indices, start_us, end_us)] per bucket."),
-    PYDDL_FN("allreduce_sum_ag", py_allreduce_sum_ag, METH_VARARGS, "(pg, t, /)",
-             "Differentiable SUM all-reduce."),
+    PYDDL_FN(reducer_new, METH_VARARGS),
+    PYDDL_FN(reducer_prepare, METH_VARARGS),
+    PYDDL_FN(reducer_set_sync, METH_VARARGS),
+    PYDDL_FN(reducer_pending, METH_O),
+    PYDDL_FN(reducer_rebuild, METH_O),
+    PYDDL_FN(reducer_shadow, METH_O),
+    PYDDL_FN(reducer_buckets, METH_O),
+    PYDDL_FN(allreduce_sum_ag, METH_VARARGS),
     PYDDL_FN_END,
 };

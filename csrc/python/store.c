@@ -11,9 +11,7 @@
 static void release_store(void *s) { ddl_store_release(s); }
 
 static void store_capsule_free(PyObject *cap) {
-    ddl_store *s = PyCapsule_GetPointer(cap, PYDDL_STORE_CAPSULE);
-    if (s) ddl_store_release(s);
-    else PyErr_Clear();
+    ddl_store_release(pyddl_capsule_pointer(cap, PYDDL_STORE_CAPSULE));
 }
 
 /* st ? the exception : a capsule owning s. Calls take the capsule as their argument (through
@@ -37,20 +35,19 @@ static void server_stop_box(server_box *b) {
 }
 
 static void free_box(void *b) {
-    server_stop_box(b);
+    if (b) server_stop_box(b);
     free(b);
 }
 
 static void server_capsule_free(PyObject *cap) {
-    server_box *b = PyCapsule_GetPointer(cap, PYDDL_SERVER_CAPSULE);
-    if (b) free_box(b);
-    else PyErr_Clear();
+    free_box(pyddl_capsule_pointer(cap, PYDDL_SERVER_CAPSULE));
 }
 
-/* ---- server ----------------------------------------------------------------------------------- */
+/* ---- server ---------------------------------------------------------------------------------- */
 
-static PyObject *py_server_start(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(tcpstore_server_start, "(host, port, /)",
+          "Start a TCP store server -> (server handle, bound port).");
+static PyObject *py_tcpstore_server_start(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *host;
     int port;
     if (!PyArg_ParseTuple(args, "si:tcpstore_server_start", &host, &port)) return NULL;
@@ -68,8 +65,9 @@ static PyObject *py_server_start(PyObject *self, PyObject *args) {
     return cap ? Py_BuildValue("(Ni)", cap, bound) : NULL;
 }
 
-static PyObject *py_server_stop(PyObject *self, PyObject *cap) {
-    (void)self;
+PYDDL_DOC(tcpstore_server_stop, "(server, /)",
+          "Stop a TCP store server (joins its thread; closes its connections). Idempotent.");
+static PyObject *py_tcpstore_server_stop(PyObject *Py_UNUSED(self), PyObject *cap) {
     server_box *b = PyCapsule_GetPointer(cap, PYDDL_SERVER_CAPSULE);
     if (!b) return NULL;
     server_stop_box(b);
@@ -78,8 +76,9 @@ static PyObject *py_server_stop(PyObject *self, PyObject *cap) {
 
 /* ---- constructors ---------------------------------------------------------------------------- */
 
-static PyObject *py_connect_tcp(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_connect_tcp, "(host, port, timeout_ms, /)",
+          "-> a store handle (retries until the timeout).");
+static PyObject *py_store_connect_tcp(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *host;
     int port;
     long long timeout_ms;
@@ -90,8 +89,8 @@ static PyObject *py_connect_tcp(PyObject *self, PyObject *args) {
     return return_store(st, s);
 }
 
-static PyObject *py_open_file(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_open_file, "(path, /)", "A store in a directory of files -> a store handle.");
+static PyObject *py_store_open_file(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *bytes;
     if (!PyArg_ParseTuple(args, "O&", PyUnicode_FSConverter, &bytes)) return NULL;
     ddl_store *s = NULL;
@@ -102,8 +101,8 @@ static PyObject *py_open_file(PyObject *self, PyObject *args) {
 }
 
 /* store_open_redis(host, port) -> store handle (Gloo's RedisStore) */
-static PyObject *py_open_redis(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_open_redis, "(host, port, /)", "A store on a Redis server -> a store handle.");
+static PyObject *py_store_open_redis(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *host;
     int port;
     if (!PyArg_ParseTuple(args, "si", &host, &port)) return NULL;
@@ -113,8 +112,9 @@ static PyObject *py_open_redis(PyObject *self, PyObject *args) {
     return return_store(st, s);
 }
 
-static PyObject *py_file_remove(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_file_remove, "(path, /)",
+          "Remove a file store's files (and its directory when left empty).");
+static PyObject *py_store_file_remove(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *bytes;
     if (!PyArg_ParseTuple(args, "O&", PyUnicode_FSConverter, &bytes)) return NULL;
     ddl_status st;
@@ -123,8 +123,9 @@ static PyObject *py_file_remove(PyObject *self, PyObject *args) {
     return pyddl_return_none(st);
 }
 
-static PyObject *py_prefix(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_prefix, "(prefix, base, /)",
+          "A view of base with every key prefixed -> a store handle.");
+static PyObject *py_store_prefix(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *prefix;
     ddl_store *base, *s = NULL;
     if (!PyArg_ParseTuple(args, "sO&:store_prefix", &prefix, pyddl_conv_store, &base)) return NULL;
@@ -132,10 +133,10 @@ static PyObject *py_prefix(PyObject *self, PyObject *args) {
     return return_store(st, s); /* no I/O */
 }
 
-/* ---- operations -------------------------------------------------------------------------------- */
+/* ---- operations ------------------------------------------------------------------------------ */
 
-static PyObject *py_set(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_set, "(handle, key, value, /)", "Set key to value (bytes).");
+static PyObject *py_store_set(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     const char *key;
     Py_buffer v;
@@ -153,8 +154,9 @@ static PyObject *take_bytes(void *p, size_t n) {
     return r;
 }
 
-static PyObject *py_get(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_get, "(handle, key, timeout_ms, /)",
+          "The value of key (bytes), waiting for it until the timeout.");
+static PyObject *py_store_get(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     const char *key;
     long long timeout_ms;
@@ -167,8 +169,9 @@ static PyObject *py_get(PyObject *self, PyObject *args) {
     return st ? pyddl_raise(st) : take_bytes(val, len);
 }
 
-static PyObject *py_add(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_add, "(handle, key, delta, /)",
+          "Add delta to the counter at key -> the new value.");
+static PyObject *py_store_add(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     const char *key;
     long long delta;
@@ -180,8 +183,9 @@ static PyObject *py_add(PyObject *self, PyObject *args) {
     return st ? pyddl_raise(st) : PyLong_FromLongLong(r);
 }
 
-static PyObject *py_compare_set(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_compare_set, "(handle, key, expected, desired, /)",
+          "Set key to desired when it holds expected -> the value now there.");
+static PyObject *py_store_compare_set(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     const char *key;
     Py_buffer e, d;
@@ -242,8 +246,8 @@ static int conv_keys(PyObject *seq, void *out) {
     return Py_CLEANUP_SUPPORTED;
 }
 
-static PyObject *py_wait(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_wait, "(handle, keys, timeout_ms, /)", "Wait until every key is set.");
+static PyObject *py_store_wait(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     key_list keys;
     long long timeout_ms;
@@ -256,8 +260,8 @@ static PyObject *py_wait(PyObject *self, PyObject *args) {
     return pyddl_return_none(st);
 }
 
-static PyObject *py_check(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_check, "(handle, keys, /)", "Whether every key is set.");
+static PyObject *py_store_check(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     key_list keys;
     if (!PyArg_ParseTuple(args, "O&O&:store_check", pyddl_conv_store, &s, conv_keys, &keys))
@@ -269,8 +273,8 @@ static PyObject *py_check(PyObject *self, PyObject *args) {
     return st ? pyddl_raise(st) : PyBool_FromLong(all);
 }
 
-static PyObject *py_delete(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_delete, "(handle, key, /)", "Delete key -> whether it was there.");
+static PyObject *py_store_delete(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     const char *key;
     if (!PyArg_ParseTuple(args, "O&s:store_delete", pyddl_conv_store, &s, &key)) return NULL;
@@ -280,8 +284,8 @@ static PyObject *py_delete(PyObject *self, PyObject *args) {
     return st ? pyddl_raise(st) : PyBool_FromLong(deleted);
 }
 
-static PyObject *py_num_keys(PyObject *self, PyObject *cap) {
-    (void)self;
+PYDDL_DOC(store_num_keys, "(handle, /)", "The number of keys.");
+static PyObject *py_store_num_keys(PyObject *Py_UNUSED(self), PyObject *cap) {
     ddl_store *s;
     if (!pyddl_conv_store(cap, &s)) return NULL;
     int64_t n = 0;
@@ -290,8 +294,9 @@ static PyObject *py_num_keys(PyObject *self, PyObject *cap) {
     return st ? pyddl_raise(st) : PyLong_FromLongLong(n);
 }
 
-static PyObject *py_set_timeout(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(store_set_timeout, "(handle, timeout_ms, /)",
+          "The deadline for calls without their own.");
+static PyObject *py_store_set_timeout(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     long long timeout_ms;
     if (!PyArg_ParseTuple(args, "O&L:store_set_timeout", pyddl_conv_store, &s, &timeout_ms))
@@ -300,37 +305,21 @@ static PyObject *py_set_timeout(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_store_functions[] = {
-    PYDDL_FN("tcpstore_server_start", py_server_start, METH_VARARGS, "(host, port, /)",
-             "Start a TCP store server -> (server handle, bound port)."),
-    PYDDL_FN("tcpstore_server_stop", py_server_stop, METH_O, "(server, /)",
-             "Stop a TCP store server (joins its thread; closes its connections). Idempotent."),
-    PYDDL_FN("store_connect_tcp", py_connect_tcp, METH_VARARGS, "(host, port, timeout_ms, /)",
-             "-> a store handle (retries until the timeout)."),
-    PYDDL_FN("store_open_file", py_open_file, METH_VARARGS, "(path, /)",
-             "A store in a directory of files -> a store handle."),
-    PYDDL_FN("store_open_redis", py_open_redis, METH_VARARGS, "(host, port, /)",
-             "A store on a Redis server -> a store handle."),
-    PYDDL_FN("store_file_remove", py_file_remove, METH_VARARGS, "(path, /)",
-             "Remove a file store's files (and its directory when left empty)."),
-    PYDDL_FN("store_prefix", py_prefix, METH_VARARGS, "(prefix, base, /)",
-             "A view of base with every key prefixed -> a store handle."),
-    PYDDL_FN("store_set", py_set, METH_VARARGS, "(handle, key, value, /)",
-             "Set key to value (bytes)."),
-    PYDDL_FN("store_get", py_get, METH_VARARGS, "(handle, key, timeout_ms, /)",
-             "The value of key (bytes), waiting for it until the timeout."),
-    PYDDL_FN("store_add", py_add, METH_VARARGS, "(handle, key, delta, /)",
-             "Add delta to the counter at key -> the new value."),
-    PYDDL_FN("store_compare_set", py_compare_set, METH_VARARGS,
-             "(handle, key, expected, desired, /)",
-             "Set key to desired when it holds expected -> the value now there."),
-    PYDDL_FN("store_wait", py_wait, METH_VARARGS, "(handle, keys, timeout_ms, /)",
-             "Wait until every key is set."),
-    PYDDL_FN("store_check", py_check, METH_VARARGS, "(handle, keys, /)",
-             "Whether every key is set."),
-    PYDDL_FN("store_delete", py_delete, METH_VARARGS, "(handle, key, /)",
-             "Delete key -> whether it was there."),
-    PYDDL_FN("store_num_keys", py_num_keys, METH_O, "(handle, /)", "The number of keys."),
-    PYDDL_FN("store_set_timeout", py_set_timeout, METH_VARARGS, "(handle, timeout_ms, /)",
-             "The deadline for calls without their own."),
+    PYDDL_FN(tcpstore_server_start, METH_VARARGS),
+    PYDDL_FN(tcpstore_server_stop, METH_O),
+    PYDDL_FN(store_connect_tcp, METH_VARARGS),
+    PYDDL_FN(store_open_file, METH_VARARGS),
+    PYDDL_FN(store_open_redis, METH_VARARGS),
+    PYDDL_FN(store_file_remove, METH_VARARGS),
+    PYDDL_FN(store_prefix, METH_VARARGS),
+    PYDDL_FN(store_set, METH_VARARGS),
+    PYDDL_FN(store_get, METH_VARARGS),
+    PYDDL_FN(store_add, METH_VARARGS),
+    PYDDL_FN(store_compare_set, METH_VARARGS),
+    PYDDL_FN(store_wait, METH_VARARGS),
+    PYDDL_FN(store_check, METH_VARARGS),
+    PYDDL_FN(store_delete, METH_VARARGS),
+    PYDDL_FN(store_num_keys, METH_O),
+    PYDDL_FN(store_set_timeout, METH_VARARGS),
     PYDDL_FN_END,
 };

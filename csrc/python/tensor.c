@@ -7,8 +7,9 @@ static int big(const ddl_tensor *t) {
     return (size_t)ddl_tensor_numel(t) * ddl_dtype_size(t->dtype) > PYDDL_NOGIL_BYTES;
 }
 
-static PyObject *py_set_array_converter(PyObject *self, PyObject *fn) {
-    (void)self;
+PYDDL_DOC(_set_array_converter, "(fn, /)",
+          "Register fn(array) -> Tensor for arrays of other element types (copies).");
+static PyObject *py__set_array_converter(PyObject *Py_UNUSED(self), PyObject *fn) {
     if (!PyCallable_Check(fn)) {
         PyErr_SetString(PyExc_TypeError, "expected a callable");
         return NULL;
@@ -17,16 +18,17 @@ static PyObject *py_set_array_converter(PyObject *self, PyObject *fn) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_from_buffer(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(from_buffer, "(array, /)", "Zero-copy tensor over a buffer (NumPy array).");
+static PyObject *py_from_buffer(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t;
     if (pyddl_from_buffer(o, &t, 0) < 0) return NULL;
     return pyddl_wrap(t);
 }
 
 /* _C.full(shape, value, dtype) ; value None means uninitialized (empty) */
-static PyObject *py_full(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(full, "(shape, value, dtype, /)",
+          "A new tensor filled with value (None: uninitialized).");
+static PyObject *py_full(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *shp, *val;
     int64_t shape[DDL_MAX_DIMS];
     ddl_dtype dt;
@@ -53,8 +55,8 @@ static PyObject *py_full(PyObject *self, PyObject *args) {
     return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_arange(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(arange, "(start, end, step, dtype, /)", "Values from start to end (exclusive) by step.");
+static PyObject *py_arange(PyObject *Py_UNUSED(self), PyObject *args) {
     double a, b, s;
     ddl_dtype dt;
     if (!PyArg_ParseTuple(args, "dddO&", &a, &b, &s, pyddl_conv_dtype, &dt)) return NULL;
@@ -63,8 +65,9 @@ static PyObject *py_arange(PyObject *self, PyObject *args) {
     return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_linspace(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(linspace, "(start, end, steps, dtype, /)",
+          "steps values evenly spaced from start to end (inclusive).");
+static PyObject *py_linspace(PyObject *Py_UNUSED(self), PyObject *args) {
     double a, b;
     long long n;
     ddl_dtype dt;
@@ -74,8 +77,8 @@ static PyObject *py_linspace(PyObject *self, PyObject *args) {
     return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_eye(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(eye, "(n, m, dtype, /)", "The (n, m) identity.");
+static PyObject *py_eye(PyObject *Py_UNUSED(self), PyObject *args) {
     long long n, m;
     ddl_dtype dt;
     if (!PyArg_ParseTuple(args, "LLO&", &n, &m, pyddl_conv_dtype, &dt)) return NULL;
@@ -90,8 +93,9 @@ static PyObject *py_eye(PyObject *self, PyObject *args) {
 
 /* _C.random(kind, shape, dtype[, low, high]): kind "u" uniform [0, 1), "n" normal, "i" ints
  * in [low, high) (int64) */
-static PyObject *py_random(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(random, "(kind, shape, dtype, low=0, high=0, /)",
+          "kind 'u' uniform [0, 1), 'n' standard normal, 'i' int64 in [low, high).");
+static PyObject *py_random(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *kind;
     PyObject *shp;
     ddl_dtype dt;
@@ -109,16 +113,16 @@ static PyObject *py_random(PyObject *self, PyObject *args) {
     return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_manual_seed(PyObject *self, PyObject *arg) {
-    (void)self;
+PYDDL_DOC(manual_seed, "(seed, /)", "Seed the global generator.");
+static PyObject *py_manual_seed(PyObject *Py_UNUSED(self), PyObject *arg) {
     unsigned long long s = PyLong_AsUnsignedLongLongMask(arg);
     if (PyErr_Occurred()) return NULL;
     ddl_manual_seed(s);
     Py_RETURN_NONE;
 }
 
-static PyObject *py_rng_state(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(rng_state, "(*state)", "rng_state() -> (seed, offset); rng_state(seed, offset) sets it.");
+static PyObject *py_rng_state(PyObject *Py_UNUSED(self), PyObject *args) {
     unsigned long long seed, off;
     if (PyTuple_GET_SIZE(args) == 0) {
         uint64_t s, o;
@@ -130,16 +134,17 @@ static PyObject *py_rng_state(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_initial_seed(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(initial_seed, "()", "The seed last set.");
+static PyObject *py_initial_seed(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyLong_FromUnsignedLongLong(ddl_initial_seed());
 }
 
-/* ---- views ------------------------------------------------------------------------------------ */
+/* ---- views ----------------------------------------------------------------------------------- */
 
 /* _C.reshape(op, t, shape): op a ddl_shape_op (_C.SHAPE_VIEW, _C.SHAPE_RESHAPE, _C.SHAPE_EXPAND) */
-static PyObject *py_reshape(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(reshape, "(op, t, shape, /)",
+          "t to shape by op: SHAPE_VIEW, SHAPE_RESHAPE or SHAPE_EXPAND (a ddl_shape_op).");
+static PyObject *py_reshape(PyObject *Py_UNUSED(self), PyObject *args) {
     int op;
     ddl_tensor *t, *r = NULL;
     PyObject *shp;
@@ -151,8 +156,8 @@ static PyObject *py_reshape(PyObject *self, PyObject *args) {
     return pyddl_return_tensor(st, r);
 }
 
-static PyObject *py_permute(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(permute, "(t, dims, /)", "t with its dims reordered.");
+static PyObject *py_permute(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t, *r = NULL;
     PyObject *dims_o;
     int dims[DDL_MAX_DIMS];
@@ -189,8 +194,9 @@ static ddl_status record_view(ddl_tensor **r, const ddl_tensor *t, int transpose
 
 /* _C.dimop(kind, t, a, b): transpose(a, b), squeeze(a; DDL_ALL for all), unsqueeze(a),
  * flatten(a, b), select(a=dim, b=index) */
-static PyObject *py_dimop(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(dimop, "(kind, t, a=0, b=0, /)",
+          "transpose(a, b), squeeze(a), unsqueeze(a), flatten(a, b) or select(dim a, index b).");
+static PyObject *py_dimop(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *kind;
     ddl_tensor *t, *r = NULL;
     long long a = 0, b = 0;
@@ -208,8 +214,8 @@ static PyObject *py_dimop(PyObject *self, PyObject *args) {
     return pyddl_return_tensor(st, r);
 }
 
-static PyObject *py_slice(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(slice, "(t, dim, start, stop, step, /)", "t[start:stop:step] along dim, a view.");
+static PyObject *py_slice(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t, *r = NULL;
     int dim;
     long long start, stop, step;
@@ -219,11 +225,11 @@ static PyObject *py_slice(PyObject *self, PyObject *args) {
     return pyddl_return_tensor(st, r);
 }
 
-/* ---- copies ------------------------------------------------------------------------------------ */
+/* ---- copies ---------------------------------------------------------------------------------- */
 
 /* _C.copy(kind, t[, dtype]): "contiguous" | "clone" | "to" */
-static PyObject *py_copy(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(copy, "(kind, t, dtype=None, /)", "kind 'contiguous', 'clone' or 'to' (dtype).");
+static PyObject *py_copy(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *kind;
     ddl_tensor *t, *r = NULL;
     ddl_dtype dt = DDL_FLOAT32;
@@ -239,8 +245,8 @@ static PyObject *py_copy(PyObject *self, PyObject *args) {
     return pyddl_return_tensor(st, r);
 }
 
-static PyObject *py_copy_(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(copy_, "(dst, src, /)", "dst[...] = src (a tensor, array or scalar); returns dst.");
+static PyObject *py_copy_(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *dsto, *srco;
     if (!PyArg_ParseTuple(args, "O!O", &PyTensor_Type, &dsto, &srco)) return NULL;
     ddl_tensor *dst = ((PyTensor *)dsto)->t, *src;
@@ -263,8 +269,8 @@ static PyObject *py_copy_(PyObject *self, PyObject *args) {
     return Py_NewRef(dsto);
 }
 
-static PyObject *py_zero_(PyObject *self, PyObject *to) {
-    (void)self;
+PYDDL_DOC(zero_, "(t, /)", "t[...] = 0; returns t.");
+static PyObject *py_zero_(PyObject *Py_UNUSED(self), PyObject *to) {
     ddl_tensor *t;
     if (!pyddl_conv_tensor_base(to, &t) || pyddl_check_inplace(t, "zero_") < 0) return NULL;
     ddl_status st;
@@ -273,8 +279,8 @@ static PyObject *py_zero_(PyObject *self, PyObject *to) {
     return Py_NewRef(to);
 }
 
-static PyObject *py_item(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(item, "(t, flat_index, /)", "One element as a Python number.");
+static PyObject *py_item(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t;
     long long i;
     if (!PyArg_ParseTuple(args, "O&L", pyddl_conv_tensor_base, &t, &i)) return NULL;
@@ -295,37 +301,23 @@ static PyObject *py_item(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_tensor_functions[] = {
-    PYDDL_FN("from_buffer", py_from_buffer, METH_O, "(array, /)",
-             "Zero-copy tensor over a buffer (NumPy array)."),
-    PYDDL_FN("_set_array_converter", py_set_array_converter, METH_O, "(fn, /)",
-             "Register fn(array) -> Tensor for arrays of other element types (copies)."),
-    PYDDL_FN("full", py_full, METH_VARARGS, "(shape, value, dtype, /)",
-             "A new tensor filled with value (None: uninitialized)."),
-    PYDDL_FN("arange", py_arange, METH_VARARGS, "(start, end, step, dtype, /)",
-             "Values from start to end (exclusive) by step."),
-    PYDDL_FN("linspace", py_linspace, METH_VARARGS, "(start, end, steps, dtype, /)",
-             "steps values evenly spaced from start to end (inclusive)."),
-    PYDDL_FN("eye", py_eye, METH_VARARGS, "(n, m, dtype, /)", "The (n, m) identity."),
-    PYDDL_FN("random", py_random, METH_VARARGS, "(kind, shape, dtype, low=0, high=0, /)",
-             "kind 'u' uniform [0, 1), 'n' standard normal, 'i' int64 in [low, high)."),
-    PYDDL_FN("manual_seed", py_manual_seed, METH_O, "(seed, /)", "Seed the global generator."),
-    PYDDL_FN("initial_seed", py_initial_seed, METH_NOARGS, "()", "The seed last set."),
-    PYDDL_FN("rng_state", py_rng_state, METH_VARARGS, "(*state)",
-             "rng_state() -> (seed, offset); rng_state(seed, offset) sets it."),
-    PYDDL_FN("reshape", py_reshape, METH_VARARGS, "(op, t, shape, /)",
-             "t to shape by op: SHAPE_VIEW, SHAPE_RESHAPE or SHAPE_EXPAND (a ddl_shape_op)."),
-    PYDDL_FN("permute", py_permute, METH_VARARGS, "(t, dims, /)", "t with its dims reordered."),
-    PYDDL_FN("dimop", py_dimop, METH_VARARGS, "(kind, t, a=0, b=0, /)",
-             "transpose(a, b), squeeze(a), unsqueeze(a), flatten(a, b) or select(dim a, "
-             "index b)."),
-    PYDDL_FN("slice", py_slice, METH_VARARGS, "(t, dim, start, stop, step, /)",
-             "t[start:stop:step] along dim, a view."),
-    PYDDL_FN("copy", py_copy, METH_VARARGS, "(kind, t, dtype=None, /)",
-             "kind 'contiguous', 'clone' or 'to' (dtype)."),
-    PYDDL_FN("copy_", py_copy_, METH_VARARGS, "(dst, src, /)",
-             "dst[...] = src (a tensor, array or scalar); returns dst."),
-    PYDDL_FN("zero_", py_zero_, METH_O, "(t, /)", "t[...] = 0; returns t."),
-    PYDDL_FN("item", py_item, METH_VARARGS, "(t, flat_index, /)",
-             "One element as a Python number."),
+    PYDDL_FN(from_buffer, METH_O),
+    PYDDL_FN(_set_array_converter, METH_O),
+    PYDDL_FN(full, METH_VARARGS),
+    PYDDL_FN(arange, METH_VARARGS),
+    PYDDL_FN(linspace, METH_VARARGS),
+    PYDDL_FN(eye, METH_VARARGS),
+    PYDDL_FN(random, METH_VARARGS),
+    PYDDL_FN(manual_seed, METH_O),
+    PYDDL_FN(initial_seed, METH_NOARGS),
+    PYDDL_FN(rng_state, METH_VARARGS),
+    PYDDL_FN(reshape, METH_VARARGS),
+    PYDDL_FN(permute, METH_VARARGS),
+    PYDDL_FN(dimop, METH_VARARGS),
+    PYDDL_FN(slice, METH_VARARGS),
+    PYDDL_FN(copy, METH_VARARGS),
+    PYDDL_FN(copy_, METH_VARARGS),
+    PYDDL_FN(zero_, METH_O),
+    PYDDL_FN(item, METH_VARARGS),
     PYDDL_FN_END,
 };

@@ -35,7 +35,7 @@ static PyObject *tensor_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     return NULL;
 }
 
-/* ---- metadata: one getter, the field chosen by the getset closure ----------------------------- */
+/* ---- metadata: one getter, the field chosen by the getset closure ---------------------------- */
 
 enum { F_SHAPE, F_STRIDES, F_DTYPE_CODE, F_NDIM, F_OFFSET, F_DATA_PTR, F_STORAGE_ID };
 
