@@ -3,6 +3,8 @@ import builtins
 
 import numpy as np
 
+from . import _C
+
 
 class dtype:
     """A tensor element type. Compare with `is` or `==`; `ddl.float32.itemsize == 4`."""
@@ -23,12 +25,12 @@ class dtype:
         return (_by_name, (self.name,))
 
 
-float32 = dtype("float32", 0, 4, np.float32, True)
-float64 = dtype("float64", 1, 8, np.float64, True)
-int64 = dtype("int64", 2, 8, np.int64, False)
-bool_ = dtype("bool", 3, 1, np.bool_, False)
+float32 = dtype("float32", _C.FLOAT32, 4, np.float32, True)
+float64 = dtype("float64", _C.FLOAT64, 8, np.float64, True)
+int64 = dtype("int64", _C.INT64, 8, np.int64, False)
+bool_ = dtype("bool", _C.BOOL, 1, np.bool_, False)
 
-BY_CODE = (float32, float64, int64, bool_)
+BY_CODE = tuple(sorted((float32, float64, int64, bool_), key=lambda d: d.code))
 _NAMES = {
     "float32": float32, "float": float32, "float64": float64, "double": float64,
     "int64": int64, "long": int64, "bool": bool_,

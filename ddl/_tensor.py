@@ -1,13 +1,20 @@
 """ddl.Tensor: the Python face of the C tensor (operators, indexing, NumPy interop)."""
+from typing import ClassVar
+
 import numpy as np
 
 from . import _C
 from ._dtype import BY_CODE, to_dtype
 
-# op codes: the order of ddl_binary_op / ddl_unary_op / ddl_reduce_op in csrc/ddl.h
-ADD, SUB, MUL, DIV, POW, MAXIMUM, MINIMUM, EQ, NE, LT, LE, GT, GE = range(13)
-NEG, EXP, LOG, SQRT, ABS, TANH, SIGMOID, RELU, SIGN = range(9)
-R_SUM, R_MEAN, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN, R_VAR, R_STD, R_PROD = range(9)
+# op codes: ddl_binary_op / ddl_unary_op / ddl_reduce_op (csrc/include/ddl/core.h), from C
+ADD, SUB, MUL, DIV, POW = _C.OP_ADD, _C.OP_SUB, _C.OP_MUL, _C.OP_DIV, _C.OP_POW
+MAXIMUM, MINIMUM = _C.OP_MAXIMUM, _C.OP_MINIMUM
+EQ, NE, LT, LE, GT, GE = _C.OP_EQ, _C.OP_NE, _C.OP_LT, _C.OP_LE, _C.OP_GT, _C.OP_GE
+NEG, EXP, LOG, SQRT, ABS = _C.OP_NEG, _C.OP_EXP, _C.OP_LOG, _C.OP_SQRT, _C.OP_ABS
+TANH, SIGMOID, RELU, SIGN = _C.OP_TANH, _C.OP_SIGMOID, _C.OP_RELU, _C.OP_SIGN
+R_SUM, R_MEAN, R_MAX, R_MIN = _C.REDUCE_SUM, _C.REDUCE_MEAN, _C.REDUCE_MAX, _C.REDUCE_MIN
+R_ARGMAX, R_ARGMIN = _C.REDUCE_ARGMAX, _C.REDUCE_ARGMIN
+R_VAR, R_STD, R_PROD = _C.REDUCE_VAR, _C.REDUCE_STD, _C.REDUCE_PROD
 
 _binary = _C.binary
 _binary_ = _C.binary_
@@ -142,12 +149,12 @@ class Tensor(_C.TensorBase):
             "strides": tuple(s * self.dtype.itemsize for s in self._strides),
         }
 
-    _UFUNCS = {
+    _UFUNCS: ClassVar[dict] = {
         np.add: ADD, np.subtract: SUB, np.multiply: MUL, np.true_divide: DIV, np.power: POW,
         np.maximum: MAXIMUM, np.minimum: MINIMUM, np.equal: EQ, np.not_equal: NE,
         np.less: LT, np.less_equal: LE, np.greater: GT, np.greater_equal: GE,
     }
-    _UNARY_UFUNCS = {
+    _UNARY_UFUNCS: ClassVar[dict] = {
         np.negative: NEG, np.exp: EXP, np.log: LOG, np.sqrt: SQRT, np.absolute: ABS,
         np.tanh: TANH, np.sign: SIGN,
     }
@@ -248,17 +255,17 @@ class Tensor(_C.TensorBase):
 
     # ---- views -----------------------------------------------------------------------------
     def view(self, *shape):
-        return _C.reshape("view", self, _shape_args(shape))
+        return _C.reshape(_C.SHAPE_VIEW, self, _shape_args(shape))
 
     def reshape(self, *shape):
-        return _C.reshape("reshape", self, _shape_args(shape))
+        return _C.reshape(_C.SHAPE_RESHAPE, self, _shape_args(shape))
 
     def expand(self, *shape):
         shape = _shape_args(shape)
         lead = len(shape) - self.ndim
         shape = tuple(self.shape[i - lead] if s == -1 and i >= lead else s
                       for i, s in enumerate(shape))
-        return _C.reshape("expand", self, shape)
+        return _C.reshape(_C.SHAPE_EXPAND, self, shape)
 
     def expand_as(self, other):
         return self.expand(other.shape)
@@ -281,7 +288,7 @@ class Tensor(_C.TensorBase):
         return self.transpose(0, -1) if self.ndim == 2 else self
 
     def squeeze(self, dim=None):
-        return _C.dimop("squeeze", self, -1000 if dim is None else dim)
+        return _C.dimop("squeeze", self, _C.ALL if dim is None else dim)
 
     def unsqueeze(self, dim):
         return _C.dimop("unsqueeze", self, dim)

@@ -215,8 +215,8 @@ def _key(k):
 
 
 def _tensor_from(a):
-    codes = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.int64): 2,
-             np.dtype(np.bool_): 3}
+    codes = {np.dtype(np.float32): _C.FLOAT32, np.dtype(np.float64): _C.FLOAT64,
+             np.dtype(np.int64): _C.INT64, np.dtype(np.bool_): _C.BOOL}
     code = codes.get(a.dtype)
     if code is None:
         raise ValueError(f"ddl.load: a tensor of dtype {a.dtype} is not a ddl dtype")

@@ -933,15 +933,21 @@ def test_binding_rejects_unknown_kinds():
     v = t32(np.zeros((2, 3)))
     t = ddl.zeros(2, dtype=ddl.int64)
     h, w_ih, w_hh = t32(np.zeros((2, 4))), t32(np.zeros((4, 3))), t32(np.zeros((4, 4)))
-    calls = [
-        lambda: _C.pool2d("q", x, 2, 2, 2, 2, 0, 0),
-        lambda: _C.class_loss("q", v, t, 1, -100, 0.0),
-        lambda: _C.pair_loss("q", v, v, None, 1),
-        lambda: _C.activation("q", v, 0.0, 0),
-        lambda: _C.activation("g", v, 0.0, 5),
-        lambda: _C.rnn_cell("q", v, h, None, w_ih, w_hh, None, None, 0),
-        lambda: _C.rnn_cell("r", v, h, None, w_ih, w_hh, None, None, 7),
-    ]
-    for call in calls:
-        with pytest.raises(ValueError, match="unknown"):
-            call()
+    for bad in (99, -1):  # outside every kind enum
+        calls = [
+            (_C.pool2d, bad, x, 2, 2, 2, 2, 0, 0),
+            (_C.class_loss, bad, v, t, _C.REDUCTION_MEAN, -100, 0.0),
+            (_C.pair_loss, bad, v, v, None, _C.REDUCTION_MEAN),
+            (_C.activation, bad, v, 0.0, _C.GELU_NONE),
+            (_C.activation, _C.ACT_GELU, v, 0.0, bad),
+            (_C.rnn_cell, bad, v, h, None, w_ih, w_hh, None, None, _C.RNN_TANH),
+            (_C.rnn_cell, _C.CELL_RNN, v, h, None, w_ih, w_hh, None, None, bad),
+            (_C.reshape, bad, v, (3, 2)),
+        ]
+        for fn, *args in calls:
+            with pytest.raises(ValueError, match="unknown"):
+                fn(*args)
+    with pytest.raises(ValueError, match="invalid reduction"):
+        _C.class_loss(_C.CLASS_LOSS_NLL, v, t, 7, -100, 0.0)
+    with pytest.raises(TypeError):  # kinds are enum values now, not characters
+        _C.pool2d("m", x, 2, 2, 2, 2, 0, 0)

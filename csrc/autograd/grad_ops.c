@@ -415,10 +415,26 @@ static ddl_status as_matrix(ddl_tensor **out, const ddl_tensor *x, int left) {
     return ddl_tensor_unsqueeze(out, x, left ? 0 : 1);
 }
 
+/* d(operand) = lhs @ rhs (one side transposed by the caller), summed over the broadcast
+ * batch dims to the operand's matrix shape `m`, then shaped as the original operand `x0`. */
+static ddl_status matmul_operand_grad(ddl_tensor **out, const ddl_tensor *lhs,
+                                      const ddl_tensor *rhs, const ddl_edge *edge,
+                                      const ddl_tensor *m, const ddl_tensor *x0) {
+    ddl_tensor *u = NULL, *t = NULL;
+    DDL_TRY(ddl_matmul(&u, lhs, rhs));
+    ddl_edge e = *edge;
+    e.ndim = m->ndim;
+    memcpy(e.shape, m->shape, sizeof e.shape);
+    ddl_status st = grad_for(&t, u, &e);
+    if (!st) st = ddl_tensor_reshape(out, t, x0->ndim, x0->shape);
+    ddl_tensor_release(t);
+    return st;
+}
+
 static ddl_status matmul_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                   const int *need) {
     const ddl_tensor *a0 = n->saved[0], *b0 = n->saved[1];
-    ddl_tensor *a = NULL, *b = NULL, *g = NULL, *t = NULL, *u = NULL;
+    ddl_tensor *a = NULL, *b = NULL, *g = NULL, *t = NULL;
     ddl_status st = as_matrix(&a, a0, 1);
     if (!st) st = as_matrix(&b, b0, 0);
     if (!st) { /* dout with the dims matmul dropped for 1-D operands put back */
@@ -432,35 +448,15 @@ static ddl_status matmul_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
         }
         ddl_tensor_release(g1);
     }
-    if (!st && need[0]) { /* da = g @ b^T, summed over broadcast batch dims */
+    if (!st && need[0]) { /* da = g @ b^T */
         st = ddl_tensor_transpose(&t, b, -1, -2);
-        if (!st) st = ddl_matmul(&u, g, t);
-        ddl_tensor_release(t);
-        t = NULL;
-        if (!st) {
-            ddl_edge e = n->in[0];
-            e.ndim = a->ndim;
-            memcpy(e.shape, a->shape, sizeof e.shape);
-            st = grad_for(&t, u, &e);
-            u = NULL;
-        }
-        if (!st) st = ddl_tensor_reshape(&dinp[0], t, a0->ndim, a0->shape);
+        if (!st) st = matmul_operand_grad(&dinp[0], g, t, &n->in[0], a, a0);
         ddl_tensor_release(t);
         t = NULL;
     }
     if (!st && need[1]) { /* db = a^T @ g */
         st = ddl_tensor_transpose(&t, a, -1, -2);
-        if (!st) st = ddl_matmul(&u, t, g);
-        ddl_tensor_release(t);
-        t = NULL;
-        if (!st) {
-            ddl_edge e = n->in[1];
-            e.ndim = b->ndim;
-            memcpy(e.shape, b->shape, sizeof e.shape);
-            st = grad_for(&t, u, &e);
-            u = NULL;
-        }
-        if (!st) st = ddl_tensor_reshape(&dinp[1], t, b0->ndim, b0->shape);
+        if (!st) st = matmul_operand_grad(&dinp[1], t, g, &n->in[1], b, b0);
         ddl_tensor_release(t);
     }
     ddl_tensor_release(a);
@@ -488,22 +484,28 @@ static ddl_status reshape_backward(ddl_node *n, const ddl_tensor *dout, ddl_tens
                                    const int *need) {
     (void)need;
     const ddl_edge *e = &n->in[0];
-    if (n->iargs[0] == 'e') {
+    if (n->iargs[0] == DDL_SHAPE_EXPAND) {
         ddl_tensor_retain((ddl_tensor *)dout);
         return grad_for(&dinp[0], (ddl_tensor *)dout, e);
     }
     return ddl_tensor_reshape(&dinp[0], dout, e->ndim, e->shape);
 }
 
-ddl_status ddl_ag_reshape(ddl_tensor **out, char kind, const ddl_tensor *t, int ndim,
+ddl_status ddl_ag_reshape(ddl_tensor **out, ddl_shape_op op, const ddl_tensor *t, int ndim,
                           const int64_t *shape) {
-    if (kind == 'v') DDL_TRY(ddl_tensor_view(out, t, ndim, shape));
-    else if (kind == 'e') DDL_TRY(ddl_tensor_expand(out, t, ndim, shape));
-    else DDL_TRY(ddl_tensor_reshape(out, t, ndim, shape));
+    switch (op) {
+    case DDL_SHAPE_VIEW: DDL_TRY(ddl_tensor_view(out, t, ndim, shape)); break;
+    case DDL_SHAPE_RESHAPE: DDL_TRY(ddl_tensor_reshape(out, t, ndim, shape)); break;
+    case DDL_SHAPE_EXPAND: DDL_TRY(ddl_tensor_expand(out, t, ndim, shape)); break;
+    default:
+        DDL_FAIL(DDL_E_VALUE, "reshape: unknown shape op %d (DDL_SHAPE_VIEW, _RESHAPE, _EXPAND)",
+                 (int)op);
+    }
     ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, kind == 'e' ? "ExpandBackward" : "ViewBackward",
+    ddl_status st = ddl_node_record(&n, *out, op == DDL_SHAPE_EXPAND ? "ExpandBackward"
+                                                                     : "ViewBackward",
                                     reshape_backward, 1, &t);
-    if (!st && n) n->iargs[0] = kind;
+    if (!st && n) n->iargs[0] = op;
     if (st) ddl_tensor_release(*out);
     return st;
 }
@@ -650,7 +652,7 @@ ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, in
     for (int i = 0; i < n && !st; i++) {
         const ddl_tensor *t = ts[i];
         for (int k = 0, j = 0; k <= t->ndim; k++) shape[k] = k == d ? 1 : t->shape[j++];
-        st = ddl_ag_reshape(&u[i], 'v', t, t->ndim + 1, shape);
+        st = ddl_ag_reshape(&u[i], DDL_SHAPE_VIEW, t, t->ndim + 1, shape);
     }
     if (!st) st = ddl_ag_cat(out, n, (const ddl_tensor *const *)u, d);
     for (int i = 0; i < n; i++) ddl_tensor_release(u[i]);

@@ -1,43 +1,29 @@
 /* autograd.c (binding): requires_grad, .grad, backward, grad mode and gradient hooks. */
 #include "pyddl.h"
 
+#include <string.h>
+
+/* The tensor of a TensorBase argument, borrowed; NULL with a TypeError for anything else. */
 static ddl_tensor *tensor_arg(PyObject *o) {
-    if (!PyTensor_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "expected a Tensor, got %s", Py_TYPE(o)->tp_name);
-        return NULL;
-    }
-    return ((PyTensor *)o)->t;
+    ddl_tensor *t = NULL;
+    return pyddl_conv_tensor_base(o, &t) ? t : NULL;
 }
 
-int pyddl_check_inplace(const ddl_tensor *t, const char *who) {
-    if (!t->requires_grad || !ddl_is_grad_enabled()) return 0;
-    PyErr_Format(PyExc_RuntimeError,
-                 "%s: in-place ops on a tensor that requires grad would corrupt the graph; "
-                 "wrap the update in `with ddl.no_grad():` or use the out-of-place form",
-                 who);
-    return -1;
-}
-
-static PyObject *py_requires_grad(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *o;
+PYDDL_DOC(requires_grad, "(t, flag=None, /)", "Whether t requires grad; with flag, set it.");
+static PyObject *py_requires_grad(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t;
     int flag = -1;
-    if (!PyArg_ParseTuple(args, "O|p", &o, &flag)) return NULL;
-    ddl_tensor *t = tensor_arg(o);
-    if (!t) return NULL;
+    if (!PyArg_ParseTuple(args, "O&|p", pyddl_conv_tensor_base, &t, &flag)) return NULL;
     if (flag < 0) return PyBool_FromLong(t->requires_grad);
-    ddl_status st = ddl_tensor_set_requires_grad(t, flag);
-    if (st) return pyddl_raise(st);
-    Py_RETURN_NONE;
+    return pyddl_return_none(ddl_tensor_set_requires_grad(t, flag));
 }
 
 /* grad(t) -> Tensor or None ; grad(t, g or None) sets it */
-static PyObject *py_grad(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *o, *g = NULL;
-    if (!PyArg_ParseTuple(args, "O|O", &o, &g)) return NULL;
-    ddl_tensor *t = tensor_arg(o);
-    if (!t) return NULL;
+PYDDL_DOC(grad, "(t, g=None, /)", "t's gradient or None; with g (a tensor or None), set it.");
+static PyObject *py_grad(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *g = NULL;
+    ddl_tensor *t;
+    if (!PyArg_ParseTuple(args, "O&|O", pyddl_conv_tensor_base, &t, &g)) return NULL;
     if (!g) {
         if (!t->grad) Py_RETURN_NONE;
         ddl_tensor_retain(t->grad);
@@ -60,8 +46,8 @@ static PyObject *py_grad(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_grad_fn_name(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(grad_fn_name, "(t, /)", "Name of t's graph node, or None for leaves.");
+static PyObject *py_grad_fn_name(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t = tensor_arg(o);
     if (!t) return NULL;
     const char *name = ddl_tensor_grad_fn_name(t);
@@ -69,25 +55,24 @@ static PyObject *py_grad_fn_name(PyObject *self, PyObject *o) {
     return PyUnicode_FromString(name);
 }
 
-static PyObject *py_detach(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(detach, "(t, /)", "A new tensor sharing t's memory, cut from the graph.");
+static PyObject *py_detach(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t = tensor_arg(o), *r = NULL;
     if (!t) return NULL;
     ddl_status st = ddl_tensor_detach(&r, t);
-    return st ? pyddl_raise(st) : pyddl_wrap(r);
+    return pyddl_return_tensor(st, r);
 }
 
-static PyObject *py_backward(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *o, *go;
+PYDDL_DOC(backward, "(t, gradient, retain_graph, /)",
+          "Accumulate gradients into the leaves (gradient None: ones).");
+static PyObject *py_backward(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t, *g = NULL;
     int retain;
-    if (!PyArg_ParseTuple(args, "OOp", &o, &go, &retain)) return NULL;
-    ddl_tensor *t = tensor_arg(o), *g = NULL;
-    if (!t) return NULL;
-    if (go != Py_None && pyddl_as_tensor(go, &g, "backward") < 0) return NULL;
+    if (!PyArg_ParseTuple(args, "O&O&p", pyddl_conv_tensor_base, &t, pyddl_conv_tensor_or_none,
+                          &g, &retain))
+        return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_backward(t, g, retain);
-    Py_END_ALLOW_THREADS
+    PYDDL_NOGIL(st, ddl_backward(t, g, retain));
     ddl_tensor_release(g);
     if (st) {
         if (PyErr_Occurred()) return NULL; /* a Python hook raised: keep its exception */
@@ -96,8 +81,8 @@ static PyObject *py_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_set_grad_enabled(PyObject *self, PyObject *arg) {
-    (void)self;
+PYDDL_DOC(set_grad_enabled, "(mode, /)", "Set grad mode; returns the old one.");
+static PyObject *py_set_grad_enabled(PyObject *Py_UNUSED(self), PyObject *arg) {
     int on = PyObject_IsTrue(arg);
     if (on < 0) return NULL;
     int was = ddl_is_grad_enabled();
@@ -105,8 +90,8 @@ static PyObject *py_set_grad_enabled(PyObject *self, PyObject *arg) {
     return PyBool_FromLong(was);
 }
 
-static PyObject *py_is_grad_enabled(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(is_grad_enabled, "()", "Whether ops record the graph.");
+static PyObject *py_is_grad_enabled(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyBool_FromLong(ddl_is_grad_enabled());
 }
 
@@ -158,12 +143,12 @@ static void release_python_hooks(void *ctx) {
     PyGILState_Release(gs);
 }
 
-static PyObject *py_register_hook(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *o, *fn;
-    if (!PyArg_ParseTuple(args, "OO", &o, &fn)) return NULL;
-    ddl_tensor *t = tensor_arg(o);
-    if (!t) return NULL;
+PYDDL_DOC(register_hook, "(leaf, fn, /)",
+          "fn(grad) runs when the leaf's gradient is final; returns the hook list.");
+static PyObject *py_register_hook(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *fn;
+    ddl_tensor *t;
+    if (!PyArg_ParseTuple(args, "O&O", pyddl_conv_tensor_base, &t, &fn)) return NULL;
     if (!t->requires_grad || t->grad_fn) {
         PyErr_SetString(PyExc_ValueError,
                         "register_hook: hooks are supported on leaf tensors that require grad");
@@ -189,8 +174,8 @@ static PyObject *py_register_hook(PyObject *self, PyObject *args) {
 }
 
 /* graph_leaves(t) -> set of tensor ids (see tensor_id) of the leaves backward would reach */
-static PyObject *py_graph_leaves(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(graph_leaves, "(t, /)", "The ids (tensor_id) of the leaves backward from t reaches.");
+static PyObject *py_graph_leaves(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t = tensor_arg(o);
     if (!t) return NULL;
     int64_t n = ddl_graph_leaves(t, NULL, 0);
@@ -208,23 +193,22 @@ static PyObject *py_graph_leaves(PyObject *self, PyObject *o) {
     return set;
 }
 
-static PyObject *py_tensor_id(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(tensor_id, "(t, /)", "Identity of t's C tensor (see graph_leaves).");
+static PyObject *py_tensor_id(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t = tensor_arg(o);
     return t ? PyLong_FromVoidPtr(t) : NULL;
 }
 
 PyMethodDef pyddl_autograd_functions[] = {
-    {"graph_leaves", py_graph_leaves, METH_O, "ids of the leaves backward from t reaches"},
-    {"tensor_id", py_tensor_id, METH_O, "identity of t's C tensor (see graph_leaves)"},
-    {"requires_grad", py_requires_grad, METH_VARARGS, "requires_grad(t[, flag])"},
-    {"grad", py_grad, METH_VARARGS, "grad(t[, g or None])"},
-    {"grad_fn_name", py_grad_fn_name, METH_O, "Name of t's graph node, or None for leaves."},
-    {"detach", py_detach, METH_O, "A new tensor sharing t's memory, cut from the graph."},
-    {"backward", py_backward, METH_VARARGS, "backward(t, gradient or None, retain_graph)"},
-    {"set_grad_enabled", py_set_grad_enabled, METH_O, "Set grad mode; returns the old one."},
-    {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, "Whether ops record the graph."},
-    {"register_hook", py_register_hook, METH_VARARGS,
-     "register_hook(leaf, fn): fn(grad) runs when the leaf's gradient is final."},
-    {NULL, NULL, 0, NULL},
+    PYDDL_FN(graph_leaves, METH_O),
+    PYDDL_FN(tensor_id, METH_O),
+    PYDDL_FN(requires_grad, METH_VARARGS),
+    PYDDL_FN(grad, METH_VARARGS),
+    PYDDL_FN(grad_fn_name, METH_O),
+    PYDDL_FN(detach, METH_O),
+    PYDDL_FN(backward, METH_VARARGS),
+    PYDDL_FN(set_grad_enabled, METH_O),
+    PYDDL_FN(is_grad_enabled, METH_NOARGS),
+    PYDDL_FN(register_hook, METH_VARARGS),
+    PYDDL_FN_END,
 };

@@ -1,46 +1,31 @@
 /* data.c (binding): IDX loading and row gathering for datasets and the DataLoader. */
 #include "pyddl.h"
 
-static PyObject *py_idx_load(PyObject *self, PyObject *arg) {
-    (void)self;
+PYDDL_DOC(idx_load, "(path, /)", "Load an IDX file (gzip or raw) as a tensor.");
+static PyObject *py_idx_load(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *bytes;
-    if (!PyUnicode_FSConverter(arg, &bytes)) return NULL;
+    if (!PyArg_ParseTuple(args, "O&", PyUnicode_FSConverter, &bytes)) return NULL;
     ddl_tensor *t = NULL;
     ddl_status st;
-    const char *path = PyBytes_AS_STRING(bytes);
-    Py_BEGIN_ALLOW_THREADS st = ddl_idx_load(&t, path);
-    Py_END_ALLOW_THREADS
+    PYDDL_NOGIL(st, ddl_idx_load(&t, PyBytes_AS_STRING(bytes)));
     Py_DECREF(bytes);
-    return st ? pyddl_raise(st) : pyddl_wrap(t);
+    return pyddl_return_tensor(st, t);
 }
 
 /* gather_rows(src, indices): indices an int64 tensor or array */
-static PyObject *py_gather_rows(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *so, *io;
-    if (!PyArg_ParseTuple(args, "OO", &so, &io)) return NULL;
-    ddl_tensor *src = NULL, *idx = NULL, *idc = NULL, *r = NULL;
-    if (pyddl_as_tensor(so, &src, "gather_rows") < 0) return NULL;
-    if (pyddl_as_tensor(io, &idx, "gather_rows") < 0) {
-        ddl_tensor_release(src);
+PYDDL_DOC(gather_rows, "(src, indices, /)",
+          "src[indices] along dim 0 (indices a 1-D int64 tensor or array).");
+static PyObject *py_gather_rows(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* src, indices */
+    if (!PyArg_ParseTuple(args, "O&O&", pyddl_conv_tensor, &t[0], pyddl_conv_index_vector, &t[1]))
         return NULL;
-    }
-    ddl_status st = DDL_OK;
-    if (idx->dtype != DDL_INT64 || idx->ndim != 1)
-        st = ddl_fail(DDL_E_TYPE, "gather_rows: indices must be a 1-D int64 tensor");
-    if (!st) st = ddl_tensor_contiguous(&idc, idx);
-    if (!st) {
-        Py_BEGIN_ALLOW_THREADS st = ddl_gather_rows(&r, src, ddl_tensor_data(idc), idc->shape[0]);
-        Py_END_ALLOW_THREADS
-    }
-    ddl_tensor_release(src);
-    ddl_tensor_release(idx);
-    ddl_tensor_release(idc);
-    return st ? pyddl_raise(st) : pyddl_wrap(r);
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_gather_rows(&r, t[0], ddl_tensor_data(t[1]), t[1]->shape[0]));
+    return pyddl_finish(st, r, t, 2);
 }
 
 PyMethodDef pyddl_data_functions[] = {
-    {"idx_load", py_idx_load, METH_O, "Load an IDX file (gzip or raw) as a tensor."},
-    {"gather_rows", py_gather_rows, METH_VARARGS, "gather_rows(src, indices) -> src[indices]"},
-    {NULL, NULL, 0, NULL},
+    PYDDL_FN(idx_load, METH_VARARGS),
+    PYDDL_FN(gather_rows, METH_VARARGS),
+    PYDDL_FN_END,
 };

@@ -1,7 +1,6 @@
-/* module.c: the ddl._C module: exception table, type registration, runtime queries. */
+/* module.c: the ddl._C module: exception table, type registration, runtime queries, and the
+ * method tables of every binding file put together. */
 #include "pyddl.h"
-
-PyTypeObject *pyddl_tensor_class = &PyTensor_Type;
 
 /* One table from status to exception; the distributed ones are set by ddl.distributed. */
 static PyObject *exc_comm, *exc_timeout;
@@ -69,8 +68,8 @@ PyObject *pyddl_raise(ddl_status st) {
     return NULL;
 }
 
-static PyObject *py_set_tensor_class(PyObject *self, PyObject *cls) {
-    (void)self;
+PYDDL_DOC(_set_tensor_class, "(cls, /)", "Register the class results are made of.");
+static PyObject *py__set_tensor_class(PyObject *Py_UNUSED(self), PyObject *cls) {
     if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTensor_Type)) {
         PyErr_SetString(PyExc_TypeError, "expected a subclass of _C.TensorBase");
         return NULL;
@@ -80,8 +79,9 @@ static PyObject *py_set_tensor_class(PyObject *self, PyObject *cls) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_set_error_types(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(_set_error_types, "(comm, timeout, /)",
+          "Register (DistributedError, DistributedTimeoutError).");
+static PyObject *py__set_error_types(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *comm, *timeout;
     if (!PyArg_ParseTuple(args, "OO", &comm, &timeout)) return NULL;
     Py_XSETREF(exc_comm, Py_NewRef(comm));
@@ -89,8 +89,8 @@ static PyObject *py_set_error_types(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
-    (void)self;
+PYDDL_DOC(set_num_threads, "(n, /)", "Threads for ddl kernels and OpenBLAS.");
+static PyObject *py_set_num_threads(PyObject *Py_UNUSED(self), PyObject *arg) {
     long n = PyLong_AsLong(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
     if (n < 1) {
@@ -101,48 +101,49 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_get_num_threads(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(get_num_threads, "()", "Current thread count.");
+static PyObject *py_get_num_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyLong_FromLong(ddl_get_num_threads());
 }
 
-static PyObject *py_blas_info(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(blas_info, "()", "The OpenBLAS kernel and build config in use.");
+static PyObject *py_blas_info(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return Py_BuildValue("{ss,ss}", "corename", ddl_blas_corename(), "config",
                          ddl_blas_version());
 }
 
-static PyObject *py_gloo_version(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(gloo_version, "()", "Version of the Gloo headers ddl built with.");
+static PyObject *py_gloo_version(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyUnicode_FromString(ddl_gloo_version());
 }
 
-static PyObject *py_gloo_selftest(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(gloo_selftest, "()",
+          "Allreduce between two in-process ranks over loopback TCP; returns 3.0.");
+static PyObject *py_gloo_selftest(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     double r = 0;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_gloo_selftest(&r);
-    Py_END_ALLOW_THREADS
-    if (st) return pyddl_raise(st);
-    return PyFloat_FromDouble(r);
+    PYDDL_NOGIL(st, ddl_gloo_selftest(&r));
+    return st ? pyddl_raise(st) : PyFloat_FromDouble(r);
 }
 
 static PyMethodDef module_functions[] = {
-    {"_set_tensor_class", py_set_tensor_class, METH_O, "Register the class results are made of."},
-    {"_set_error_types", py_set_error_types, METH_VARARGS,
-     "Register (DistributedError, DistributedTimeoutError)."},
-    {"set_num_threads", py_set_num_threads, METH_O, "Threads for ddl kernels and OpenBLAS."},
-    {"get_num_threads", py_get_num_threads, METH_NOARGS, "Current thread count."},
-    {"blas_info", py_blas_info, METH_NOARGS, "The OpenBLAS kernel and build config in use."},
-    {"gloo_version", py_gloo_version, METH_NOARGS, "Version of the Gloo headers ddl built with."},
-    {"gloo_selftest", py_gloo_selftest, METH_NOARGS,
-     "Allreduce between two in-process ranks over loopback TCP; returns 3.0."},
-    {NULL, NULL, 0, NULL},
+    PYDDL_FN(_set_tensor_class, METH_O),
+    PYDDL_FN(_set_error_types, METH_VARARGS),
+    PYDDL_FN(set_num_threads, METH_O),
+    PYDDL_FN(get_num_threads, METH_NOARGS),
+    PYDDL_FN(blas_info, METH_NOARGS),
+    PYDDL_FN(gloo_version, METH_NOARGS),
+    PYDDL_FN(gloo_selftest, METH_NOARGS),
+    PYDDL_FN_END,
 };
 
-static int add_functions(PyObject *m, PyMethodDef *defs) {
-    return PyModule_AddFunctions(m, defs);
-}
+/* Every file's table, in the order of the layers. */
+static PyMethodDef *const tables[] = {
+    module_functions,      pyddl_tensor_functions, pyddl_op_functions,
+    pyddl_autograd_functions, pyddl_nn_functions,  pyddl_optim_functions,
+    pyddl_data_functions,  pyddl_ml_functions,     pyddl_store_functions,
+    pyddl_comm_functions,  pyddl_reducer_functions,
+};
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "ddl._C", "ddl's C core (tensors, ops, collectives).", -1, NULL,
@@ -155,16 +156,9 @@ PyMODINIT_FUNC PyInit__C(void) {
     ddl_tune_allocator();
     if (PyType_Ready(&PyTensor_Type) < 0) goto error;
     if (PyModule_AddObjectRef(m, "TensorBase", (PyObject *)&PyTensor_Type) < 0) goto error;
-    if (add_functions(m, module_functions) < 0 || add_functions(m, pyddl_tensor_functions) < 0 ||
-        add_functions(m, pyddl_op_functions) < 0 || add_functions(m, pyddl_autograd_functions) < 0 ||
-        add_functions(m, pyddl_nn_functions) < 0 || add_functions(m, pyddl_data_functions) < 0 ||
-        add_functions(m, pyddl_comm_functions) < 0 ||
-        add_functions(m, pyddl_reducer_functions) < 0 ||
-        add_functions(m, pyddl_store_functions) < 0 ||
-        add_functions(m, pyddl_ml_functions) < 0 ||
-        add_functions(m, pyddl_optim_functions) < 0)
-        goto error;
-    if (PyModule_AddIntConstant(m, "MAX_DIMS", DDL_MAX_DIMS) < 0) goto error;
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        if (PyModule_AddFunctions(m, tables[i]) < 0) goto error;
+    if (pyddl_add_constants(m) < 0) goto error;
     return m;
 error:
     Py_DECREF(m);

@@ -1,239 +1,160 @@
-/* nn.c (binding): the layer ops of grad_nn.h, each one C call with the GIL released. */
-#include "ddl/autograd.h"
+/* nn.c (binding): the differentiable layer ops of autograd.h, each one C call with the GIL
+ * released. The tensors come in through the O& converters of convert.c and go back through
+ * pyddl_finish; the kinds are the enums of autograd.h (exported as _C.POOL_MAX, ...). */
 #include "pyddl.h"
 
-/* Up to 8 tensor arguments, None allowed where `optional`; released by args_release. */
-typedef struct {
-    ddl_tensor *t[8];
-    int n;
-} targs;
+#define T pyddl_conv_tensor
+#define T_OPT pyddl_conv_tensor_or_none
 
-static int args_get(targs *a, PyObject *o, int optional, const char *who) {
-    ddl_tensor *t = NULL;
-    if (o == Py_None && optional) {
-        a->t[a->n++] = NULL;
-        return 0;
-    }
-    if (pyddl_as_tensor(o, &t, who) < 0) return -1;
-    a->t[a->n++] = t;
-    return 0;
-}
-
-static void args_release(targs *a) {
-    for (int i = 0; i < a->n; i++) ddl_tensor_release(a->t[i]);
-}
-
-static PyObject *finish(ddl_status st, ddl_tensor *r, targs *a) {
-    args_release(a);
-    return st ? pyddl_raise(st) : pyddl_wrap(r);
-}
-
-static PyObject *py_linear(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *x, *w, *b;
-    if (!PyArg_ParseTuple(args, "OOO", &x, &w, &b)) return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "linear") || args_get(&a, w, 0, "linear") || args_get(&a, b, 1, "linear")) {
-        args_release(&a);
-        return NULL;
-    }
-    ddl_tensor *r = NULL;
+PYDDL_DOC(linear, "(x, w, b, /)", "x @ w.T + b (b may be None).");
+static PyObject *py_linear(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* x, w, b */
+    if (!PyArg_ParseTuple(args, "O&O&O&", T, &t[0], T, &t[1], T_OPT, &t[2])) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_linear(&r, a.t[0], a.t[1], a.t[2]);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_linear(&r, t[0], t[1], t[2]));
+    return pyddl_finish(st, r, t, 3);
 }
 
-static PyObject *py_conv2d(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *x, *w, *b;
+PYDDL_DOC(conv2d, "(x, w, b, sh, sw, ph, pw, dh, dw, /)",
+          "2-D convolution of x (N, C, H, W) with w (O, C, KH, KW); b may be None.");
+static PyObject *py_conv2d(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* x, w, b */
     int64_t s[2], p[2], d[2];
-    if (!PyArg_ParseTuple(args, "OOOLLLLLL", &x, &w, &b, &s[0], &s[1], &p[0], &p[1], &d[0], &d[1]))
+    if (!PyArg_ParseTuple(args, "O&O&O&LLLLLL", T, &t[0], T, &t[1], T_OPT, &t[2], &s[0], &s[1],
+                          &p[0], &p[1], &d[0], &d[1]))
         return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "conv2d") || args_get(&a, w, 0, "conv2d") || args_get(&a, b, 1, "conv2d")) {
-        args_release(&a);
-        return NULL;
-    }
-    ddl_tensor *r = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_conv2d(&r, a.t[0], a.t[1], a.t[2], s, p, d);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_conv2d(&r, t[0], t[1], t[2], s, p, d));
+    return pyddl_finish(st, r, t, 3);
 }
 
-static PyObject *py_pool2d(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(pool2d, "(kind, x, kh, kw, sh, sw, ph, pw, /)",
+          "kind POOL_MAX, POOL_AVG or POOL_ADAPTIVE_AVG (k = the output size).");
+static PyObject *py_pool2d(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind;
-    PyObject *x;
+    ddl_tensor *x = NULL, *r = NULL;
     int64_t k[2], s[2], p[2];
-    if (!PyArg_ParseTuple(args, "COLLLLLL", &kind, &x, &k[0], &k[1], &s[0], &s[1], &p[0], &p[1]))
+    if (!PyArg_ParseTuple(args, "iO&LLLLLL", &kind, T, &x, &k[0], &k[1], &s[0], &s[1], &p[0],
+                          &p[1]))
         return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "pool2d")) return NULL;
-    ddl_tensor *r = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_pool2d(&r, (char)kind, a.t[0], k, s, p);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_pool2d(&r, (ddl_pool_kind)kind, x, k, s, p));
+    return pyddl_finish(st, r, &x, 1);
 }
 
-static PyObject *py_batch_norm(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *x, *rm, *rv, *w, *b;
+PYDDL_DOC(batch_norm, "(x, running_mean, running_var, weight, bias, training, momentum, eps, /)",
+          "Batch norm over dim 1; the running stats are updated in place when training.");
+static PyObject *py_batch_norm(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[5] = {NULL, NULL, NULL, NULL, NULL}, *r = NULL; /* x, rm, rv, w, b */
     int training;
     double momentum, eps;
-    if (!PyArg_ParseTuple(args, "OOOOOpdd", &x, &rm, &rv, &w, &b, &training, &momentum, &eps))
+    if (!PyArg_ParseTuple(args, "O&O&O&O&O&pdd", T, &t[0], T_OPT, &t[1], T_OPT, &t[2], T_OPT,
+                          &t[3], T_OPT, &t[4], &training, &momentum, &eps))
         return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "batch_norm") || args_get(&a, rm, 1, "batch_norm") ||
-        args_get(&a, rv, 1, "batch_norm") || args_get(&a, w, 1, "batch_norm") ||
-        args_get(&a, b, 1, "batch_norm")) {
-        args_release(&a);
-        return NULL;
-    }
-    ddl_tensor *r = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_batch_norm(&r, a.t[0], a.t[1], a.t[2], a.t[3], a.t[4],
-                                                  training, momentum, eps);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_batch_norm(&r, t[0], t[1], t[2], t[3], t[4], training, momentum, eps));
+    return pyddl_finish(st, r, t, 5);
 }
 
-static PyObject *py_softmax(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *x;
+PYDDL_DOC(softmax, "(x, log, /)", "softmax (log_softmax when log) over the last dim.");
+static PyObject *py_softmax(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *x = NULL, *r = NULL;
     int log;
-    if (!PyArg_ParseTuple(args, "Op", &x, &log)) return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "softmax")) return NULL;
-    ddl_tensor *r = NULL;
+    if (!PyArg_ParseTuple(args, "O&p", T, &x, &log)) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_softmax(&r, a.t[0], log);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_softmax(&r, x, log));
+    return pyddl_finish(st, r, &x, 1);
 }
 
-static PyObject *py_class_loss(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(class_loss, "(kind, x, target, reduction, ignore_index, label_smoothing, /)",
+          "kind CLASS_LOSS_CROSS_ENTROPY or CLASS_LOSS_NLL; reduction REDUCTION_*.");
+static PyObject *py_class_loss(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind, reduction;
-    PyObject *x, *t;
+    ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* x, target */
     long long ignore;
     double smoothing;
-    if (!PyArg_ParseTuple(args, "COOiLd", &kind, &x, &t, &reduction, &ignore, &smoothing))
+    if (!PyArg_ParseTuple(args, "iO&O&iLd", &kind, T, &t[0], T, &t[1], &reduction, &ignore,
+                          &smoothing))
         return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "loss") || args_get(&a, t, 0, "loss")) {
-        args_release(&a);
-        return NULL;
-    }
-    ddl_tensor *r = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st =
-        ddl_ag_class_loss(&r, (char)kind, a.t[0], a.t[1], reduction, ignore, smoothing);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_class_loss(&r, (ddl_class_loss_kind)kind, t[0], t[1],
+                                      (ddl_reduction)reduction, ignore, smoothing));
+    return pyddl_finish(st, r, t, 2);
 }
 
-static PyObject *py_pair_loss(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(pair_loss, "(kind, x, y, pos_weight, reduction, /)",
+          "kind PAIR_LOSS_BCE_WITH_LOGITS, PAIR_LOSS_MSE or PAIR_LOSS_L1.");
+static PyObject *py_pair_loss(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind, reduction;
-    PyObject *x, *y, *pw;
-    if (!PyArg_ParseTuple(args, "COOOi", &kind, &x, &y, &pw, &reduction)) return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "loss") || args_get(&a, y, 0, "loss") || args_get(&a, pw, 1, "loss")) {
-        args_release(&a);
+    ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* x, y, pos_weight */
+    if (!PyArg_ParseTuple(args, "iO&O&O&i", &kind, T, &t[0], T, &t[1], T_OPT, &t[2], &reduction))
         return NULL;
-    }
-    ddl_tensor *r = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_pair_loss(&r, (char)kind, a.t[0], a.t[1], a.t[2], reduction);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_pair_loss(&r, (ddl_pair_loss_kind)kind, t[0], t[1], t[2],
+                                     (ddl_reduction)reduction));
+    return pyddl_finish(st, r, t, 3);
 }
 
-static PyObject *py_activation(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(activation, "(kind, x, slope, approximate, /)",
+          "kind ACT_LEAKY_RELU (slope) or ACT_GELU (approximate GELU_NONE or GELU_TANH).");
+static PyObject *py_activation(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind, approximate;
-    PyObject *x;
+    ddl_tensor *x = NULL, *r = NULL;
     double slope;
-    if (!PyArg_ParseTuple(args, "COdi", &kind, &x, &slope, &approximate)) return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "activation")) return NULL;
-    ddl_tensor *r = NULL;
+    if (!PyArg_ParseTuple(args, "iO&di", &kind, T, &x, &slope, &approximate)) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_activation(&r, (char)kind, a.t[0], slope, approximate);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_activation(&r, (ddl_act_kind)kind, x, slope,
+                                      (ddl_gelu_approximate)approximate));
+    return pyddl_finish(st, r, &x, 1);
 }
 
-static PyObject *py_embedding(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *idx, *w;
+PYDDL_DOC(embedding, "(indices, weight, padding_idx, /)",
+          "weight[indices]; padding_idx < 0 for none.");
+static PyObject *py_embedding(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* indices, weight */
     long long padding_idx;
-    if (!PyArg_ParseTuple(args, "OOL", &idx, &w, &padding_idx)) return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, idx, 0, "embedding") || args_get(&a, w, 0, "embedding")) {
-        args_release(&a);
-        return NULL;
-    }
-    ddl_tensor *r = NULL;
+    if (!PyArg_ParseTuple(args, "O&O&L", T, &t[0], T, &t[1], &padding_idx)) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_embedding(&r, a.t[0], a.t[1], padding_idx);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_embedding(&r, t[0], t[1], padding_idx));
+    return pyddl_finish(st, r, t, 2);
 }
 
-static PyObject *py_dropout(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *x;
+PYDDL_DOC(dropout, "(x, p, /)", "Training-mode dropout.");
+static PyObject *py_dropout(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *x = NULL, *r = NULL;
     double p;
-    if (!PyArg_ParseTuple(args, "Od", &x, &p)) return NULL;
-    targs a = {.n = 0};
-    if (args_get(&a, x, 0, "dropout")) return NULL;
-    ddl_tensor *r = NULL;
+    if (!PyArg_ParseTuple(args, "O&d", T, &x, &p)) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_dropout(&r, a.t[0], p);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_dropout(&r, x, p));
+    return pyddl_finish(st, r, &x, 1);
 }
 
-static PyObject *py_rnn_cell(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(rnn_cell, "(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, nonlinearity, /)",
+          "One step of CELL_RNN (nonlinearity RNN_TANH or RNN_RELU), CELL_LSTM (c needed; returns "
+          "[h', c']) or CELL_GRU.");
+static PyObject *py_rnn_cell(PyObject *Py_UNUSED(self), PyObject *args) {
     int kind, nonlinearity;
-    PyObject *o[7];
-    if (!PyArg_ParseTuple(args, "COOOOOOOi", &kind, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
-                          &o[6], &nonlinearity))
+    ddl_tensor *t[7] = {NULL}, *r = NULL; /* x, h, c, w_ih, w_hh, b_ih, b_hh */
+    if (!PyArg_ParseTuple(args, "iO&O&O&O&O&O&O&i", &kind, T, &t[0], T, &t[1], T_OPT, &t[2], T,
+                          &t[3], T, &t[4], T_OPT, &t[5], T_OPT, &t[6], &nonlinearity))
         return NULL;
-    targs a = {.n = 0};
-    for (int i = 0; i < 7; i++)
-        if (args_get(&a, o[i], i == 2 || i >= 5, "rnn_cell")) {
-            args_release(&a);
-            return NULL;
-        }
-    ddl_tensor *r = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_rnn_cell(&r, (char)kind, a.t[0], a.t[1], a.t[2], a.t[3],
-                                                a.t[4], a.t[5], a.t[6], nonlinearity);
-    Py_END_ALLOW_THREADS
-    return finish(st, r, &a);
+    PYDDL_NOGIL(st, ddl_ag_rnn_cell(&r, (ddl_cell_kind)kind, t[0], t[1], t[2], t[3], t[4], t[5],
+                                    t[6], (ddl_rnn_nonlinearity)nonlinearity));
+    return pyddl_finish(st, r, t, 7);
 }
 
 PyMethodDef pyddl_nn_functions[] = {
-    {"linear", py_linear, METH_VARARGS, "linear(x, w, b or None)"},
-    {"conv2d", py_conv2d, METH_VARARGS, "conv2d(x, w, b, sh, sw, ph, pw, dh, dw)"},
-    {"pool2d", py_pool2d, METH_VARARGS, "pool2d(kind 'm'|'a'|'A', x, kh, kw, sh, sw, ph, pw)"},
-    {"batch_norm", py_batch_norm, METH_VARARGS,
-     "batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)"},
-    {"softmax", py_softmax, METH_VARARGS, "softmax(x, log): over the last dim"},
-    {"class_loss", py_class_loss, METH_VARARGS,
-     "class_loss(kind 'c'|'n', x, target, reduction, ignore_index, label_smoothing)"},
-    {"pair_loss", py_pair_loss, METH_VARARGS,
-     "pair_loss(kind 'b'|'s'|'l', x, y, pos_weight, reduction)"},
-    {"activation", py_activation, METH_VARARGS, "activation(kind 'l'|'g', x, slope, approximate)"},
-    {"embedding", py_embedding, METH_VARARGS, "embedding(indices, weight, padding_idx)"},
-    {"dropout", py_dropout, METH_VARARGS, "dropout(x, p): training mode"},
-    {"rnn_cell", py_rnn_cell, METH_VARARGS,
-     "rnn_cell(kind 'r'|'l'|'g', x, h, c, w_ih, w_hh, b_ih, b_hh, nonlinearity)"},
-    {NULL, NULL, 0, NULL},
+    PYDDL_FN(linear, METH_VARARGS),
+    PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),
+    PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),
+    PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS),
+    PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS),
+    PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),
+    PYDDL_FN_END,
 };

@@ -1,8 +1,6 @@
 /* ops.c: bindings of the math ops: parse, borrow, drop the GIL for big work, one C call. */
 #include "pyddl.h"
 
-#include <stdlib.h>
-
 static int64_t nbytes_of(const ddl_tensor *t) {
     return ddl_tensor_numel(t) * (int64_t)ddl_dtype_size(t->dtype);
 }
@@ -32,8 +30,9 @@ static int exact_scalar(PyObject *o, int is_float, const ddl_tensor *t, ddl_tens
 }
 
 /* _C.binary(op, a, b): tensors, arrays or a scalar on either side. */
-static PyObject *py_binary(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(binary, "(op, a, b, /)",
+          "a op b (op a ddl_binary_op, OP_ADD...); tensors, arrays or a scalar on either side.");
+static PyObject *py_binary(PyObject *Py_UNUSED(self), PyObject *args) {
     int op;
     PyObject *ao, *bo;
     if (!PyArg_ParseTuple(args, "iOO", &op, &ao, &bo)) return NULL;
@@ -60,9 +59,8 @@ static PyObject *py_binary(PyObject *self, PyObject *args) {
     if (a && b)
         PYDDL_CALL(st, nbytes_of(a) + nbytes_of(b) > PYDDL_NOGIL_BYTES,
                    ddl_ag_binary(&r, (ddl_binary_op)op, a, b));
-    ddl_tensor_release(a);
-    ddl_tensor_release(b);
-    return st ? pyddl_raise(st) : pyddl_wrap(r);
+    ddl_tensor *args_[2] = {a, b};
+    return pyddl_finish(st, r, args_, 2);
 error:
     ddl_tensor_release(a);
     ddl_tensor_release(b);
@@ -70,8 +68,8 @@ error:
 }
 
 /* _C.binary_(op, a, b): a op= b in place; returns a. */
-static PyObject *py_binary_(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(binary_, "(op, a, b, /)", "a op= b in place; returns a.");
+static PyObject *py_binary_(PyObject *Py_UNUSED(self), PyObject *args) {
     int op;
     PyObject *ao, *bo;
     if (!PyArg_ParseTuple(args, "iO!O", &op, &PyTensor_Type, &ao, &bo)) return NULL;
@@ -106,8 +104,9 @@ static PyObject *py_binary_(PyObject *self, PyObject *args) {
     return Py_NewRef(ao);
 }
 
-static PyObject *py_unary(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(unary, "(op, a, inplace=False, /)",
+          "op(a) (op a ddl_unary_op, OP_NEG...), in place when inplace.");
+static PyObject *py_unary(PyObject *Py_UNUSED(self), PyObject *args) {
     int op, inplace = 0;
     PyObject *ao;
     if (!PyArg_ParseTuple(args, "iO|p", &op, &ao, &inplace)) return NULL;
@@ -125,127 +124,101 @@ static PyObject *py_unary(PyObject *self, PyObject *args) {
     return inplace ? Py_NewRef(ao) : pyddl_wrap(r);
 }
 
-static PyObject *py_clamp(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *ao, *lo_o, *hi_o;
-    if (!PyArg_ParseTuple(args, "OOO", &ao, &lo_o, &hi_o)) return NULL;
-    double lo = 0, hi = 0;
-    if (lo_o != Py_None && (lo = PyFloat_AsDouble(lo_o)) == -1.0 && PyErr_Occurred()) return NULL;
-    if (hi_o != Py_None && (hi = PyFloat_AsDouble(hi_o)) == -1.0 && PyErr_Occurred()) return NULL;
-    ddl_tensor *a, *r = NULL;
-    if (pyddl_as_tensor(ao, &a, "clamp") < 0) return NULL;
-    ddl_status st;
-    PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
-               ddl_ag_clamp(&r, a, lo_o != Py_None, lo, hi_o != Py_None, hi));
-    ddl_tensor_release(a);
-    return st ? pyddl_raise(st) : pyddl_wrap(r);
+/* A bound of clamp: None (no bound) or a number. Returns 0 or -1 with an exception. */
+static int bound(PyObject *o, int *has, double *v) {
+    *has = o != Py_None;
+    *v = *has ? PyFloat_AsDouble(o) : 0.0;
+    return *v == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
-static PyObject *py_where(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *co, *ao, *bo;
-    if (!PyArg_ParseTuple(args, "OOO", &co, &ao, &bo)) return NULL;
-    ddl_tensor *c = NULL, *a = NULL, *b = NULL, *r = NULL;
+PYDDL_DOC(clamp, "(a, min, max, /)", "a clamped to [min, max]; None for no bound.");
+static PyObject *py_clamp(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *lo_o, *hi_o;
+    ddl_tensor *a, *r = NULL;
+    int has_lo, has_hi;
+    double lo, hi;
+    if (!PyArg_ParseTuple(args, "O&OO", pyddl_conv_tensor, &a, &lo_o, &hi_o)) return NULL;
     ddl_status st = DDL_OK;
-    if (pyddl_as_tensor(co, &c, "where") < 0 || pyddl_as_tensor(ao, &a, "where") < 0 ||
-        pyddl_as_tensor(bo, &b, "where") < 0) {
-        ddl_tensor_release(c);
+    if (bound(lo_o, &has_lo, &lo) < 0 || bound(hi_o, &has_hi, &hi) < 0) {
         ddl_tensor_release(a);
         return NULL;
     }
-    PYDDL_CALL(st, nbytes_of(a) + nbytes_of(b) > PYDDL_NOGIL_BYTES, ddl_ag_where(&r, c, a, b));
-    ddl_tensor_release(c);
-    ddl_tensor_release(a);
-    ddl_tensor_release(b);
-    return st ? pyddl_raise(st) : pyddl_wrap(r);
+    PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_ag_clamp(&r, a, has_lo, lo, has_hi, hi));
+    return pyddl_finish(st, r, &a, 1);
+}
+
+PYDDL_DOC(where, "(cond, a, b, /)", "cond ? a : b, broadcast.");
+static PyObject *py_where(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* cond, a, b */
+    if (!PyArg_ParseTuple(args, "O&O&O&", pyddl_conv_tensor, &t[0], pyddl_conv_tensor, &t[1],
+                          pyddl_conv_tensor, &t[2]))
+        return NULL;
+    ddl_status st;
+    PYDDL_CALL(st, nbytes_of(t[1]) + nbytes_of(t[2]) > PYDDL_NOGIL_BYTES,
+               ddl_ag_where(&r, t[0], t[1], t[2]));
+    return pyddl_finish(st, r, t, 3);
 }
 
 /* _C.reduce(op, a, dims or None, keepdim, correction) */
-static PyObject *py_reduce(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(reduce, "(op, a, dims, keepdim, correction, /)",
+          "Reduce a over dims (None: all) by op, a ddl_reduce_op (REDUCE_SUM...).");
+static PyObject *py_reduce(PyObject *Py_UNUSED(self), PyObject *args) {
     int op, keepdim;
     long long correction;
-    PyObject *ao, *dims_o;
-    if (!PyArg_ParseTuple(args, "iOOpL", &op, &ao, &dims_o, &keepdim, &correction)) return NULL;
-    int64_t d64[DDL_MAX_DIMS];
-    int dims[DDL_MAX_DIMS], nd = 0;
-    if (dims_o != Py_None) {
-        if ((nd = pyddl_parse_shape(dims_o, d64, "reduce")) < 0) return NULL;
-        for (int i = 0; i < nd; i++) dims[i] = (int)d64[i];
-    }
+    PyObject *dims_o;
     ddl_tensor *a, *r = NULL;
-    if (pyddl_as_tensor(ao, &a, "reduce") < 0) return NULL;
-    ddl_status st;
-    PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
-               ddl_ag_reduce(&r, (ddl_reduce_op)op, a, nd, dims, keepdim, correction));
-    ddl_tensor_release(a);
-    return st ? pyddl_raise(st) : pyddl_wrap(r);
-}
-
-static PyObject *py_matmul(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *ao, *bo;
-    if (!PyArg_ParseTuple(args, "OO", &ao, &bo)) return NULL;
-    ddl_tensor *a = NULL, *b = NULL, *r = NULL;
-    if (pyddl_as_tensor(ao, &a, "matmul") < 0) return NULL;
-    if (pyddl_as_tensor(bo, &b, "matmul") < 0) {
+    if (!PyArg_ParseTuple(args, "iO&OpL", &op, pyddl_conv_tensor, &a, &dims_o, &keepdim,
+                          &correction))
+        return NULL;
+    int dims[DDL_MAX_DIMS], nd = 0;
+    if (dims_o != Py_None && (nd = pyddl_parse_dims(dims_o, dims, "reduce")) < 0) {
         ddl_tensor_release(a);
         return NULL;
     }
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_ag_matmul(&r, a, b);
-    Py_END_ALLOW_THREADS
-    ddl_tensor_release(a);
-    ddl_tensor_release(b);
-    return st ? pyddl_raise(st) : pyddl_wrap(r);
+    PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES,
+               ddl_ag_reduce(&r, (ddl_reduce_op)op, a, nd, dims, keepdim, correction));
+    return pyddl_finish(st, r, &a, 1);
+}
+
+PYDDL_DOC(matmul, "(a, b, /)", "a @ b with NumPy's rules.");
+static PyObject *py_matmul(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[2] = {NULL, NULL}, *r = NULL;
+    if (!PyArg_ParseTuple(args, "O&O&", pyddl_conv_tensor, &t[0], pyddl_conv_tensor, &t[1]))
+        return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_matmul(&r, t[0], t[1]));
+    return pyddl_finish(st, r, t, 2);
 }
 
 /* _C.join(kind, tensors, dim): "cat" | "stack" */
-static PyObject *py_join(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(join, "(kind, tensors, dim, /)", "kind 'cat' or 'stack' of the tensors along dim.");
+static PyObject *py_join(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *kind;
     PyObject *seq;
     int dim;
     if (!PyArg_ParseTuple(args, "sOi", &kind, &seq, &dim)) return NULL;
-    PyObject *fast = PySequence_Fast(seq, "expected a sequence of tensors");
-    if (!fast) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    if (n > INT32_MAX) {
-        Py_DECREF(fast);
-        PyErr_SetString(PyExc_ValueError, "too many tensors");
-        return NULL;
-    }
-    ddl_tensor **ts = calloc((size_t)(n ? n : 1), sizeof *ts), *r = NULL;
-    if (!ts) {
-        Py_DECREF(fast);
-        return PyErr_NoMemory();
-    }
-    PyObject *ret = NULL;
+    pyddl_tensor_list l;
+    if (pyddl_tensor_list_get(&l, seq, -1, 0, kind, "tensors") < 0) return NULL;
+    const ddl_tensor *const *ts = (const ddl_tensor *const *)l.t;
     int64_t total = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (pyddl_as_tensor(PySequence_Fast_GET_ITEM(fast, i), &ts[i], kind) < 0) goto done;
-        total += nbytes_of(ts[i]);
-    }
+    for (int i = 0; i < l.n; i++) total += nbytes_of(ts[i]);
+    ddl_tensor *r = NULL;
     ddl_status st;
     PYDDL_CALL(st, total > PYDDL_NOGIL_BYTES,
-               kind[0] == 's' ? ddl_ag_stack(&r, (int)n, (const ddl_tensor *const *)ts, dim)
-                              : ddl_ag_cat(&r, (int)n, (const ddl_tensor *const *)ts, dim));
-    ret = st ? pyddl_raise(st) : pyddl_wrap(r);
-done:
-    for (Py_ssize_t i = 0; i < n; i++) ddl_tensor_release(ts[i]);
-    free(ts);
-    Py_DECREF(fast);
-    return ret;
+               kind[0] == 's' ? ddl_ag_stack(&r, l.n, ts, dim) : ddl_ag_cat(&r, l.n, ts, dim));
+    pyddl_tensor_list_release(&l, 1);
+    return pyddl_return_tensor(st, r);
 }
 
 PyMethodDef pyddl_op_functions[] = {
-    {"binary", py_binary, METH_VARARGS, "binary(op, a, b)"},
-    {"binary_", py_binary_, METH_VARARGS, "binary_(op, a, b): in place on a"},
-    {"unary", py_unary, METH_VARARGS, "unary(op, a[, inplace])"},
-    {"clamp", py_clamp, METH_VARARGS, "clamp(a, min or None, max or None)"},
-    {"where", py_where, METH_VARARGS, "where(cond, a, b)"},
-    {"reduce", py_reduce, METH_VARARGS, "reduce(op, a, dims or None, keepdim, correction)"},
-    {"matmul", py_matmul, METH_VARARGS, "matmul(a, b)"},
-    {"join", py_join, METH_VARARGS, "join('cat' | 'stack', tensors, dim)"},
-    {NULL, NULL, 0, NULL},
+    PYDDL_FN(binary, METH_VARARGS),
+    PYDDL_FN(binary_, METH_VARARGS),
+    PYDDL_FN(unary, METH_VARARGS),
+    PYDDL_FN(clamp, METH_VARARGS),
+    PYDDL_FN(where, METH_VARARGS),
+    PYDDL_FN(reduce, METH_VARARGS),
+    PYDDL_FN(matmul, METH_VARARGS),
+    PYDDL_FN(join, METH_VARARGS),
+    PYDDL_FN_END,
 };

@@ -3,65 +3,31 @@
 #include "ddl/optim.h"
 #include "pyddl.h"
 
-#include <limits.h>
 #include <stdlib.h>
 
-/* n borrowed-then-retained tensors from a Python sequence (None entries -> NULL). The sequence
- * itself may be None when `optional` (-> a NULL array). `inplace`: entries are updated in
- * place, so they must be Tensors (not arrays, which would be copied) and pass the in-place
- * check. */
+/* The per-parameter lists of one optimizer step, each with one entry per parameter: the
+ * params (updated in place), their grads (None for a parameter without one), and the
+ * optimizer state (updated in place; a whole list may be None where the step allows). */
+#define IN PYDDL_LIST_HOLES
+#define STATE (PYDDL_LIST_HOLES | PYDDL_LIST_INPLACE)
+#define OPT_STATE (PYDDL_LIST_HOLES | PYDDL_LIST_INPLACE | PYDDL_LIST_OPTIONAL)
+
 typedef struct {
-    ddl_tensor **t; /* (n,) or NULL */
-    int n;
-} tlist;
+    const char *name; /* in errors: "adam_step: exp_avgs has 2 entries, expected 3" */
+    int flags;        /* pyddl_list_flags */
+} list_spec;
 
-static void tlist_release(tlist *l) {
-    if (l->t)
-        for (int i = 0; i < l->n; i++) ddl_tensor_release(l->t[i]);
-    free(l->t);
-    l->t = NULL;
-}
-
-static int tlist_get(tlist *l, PyObject *seq, int n, int optional, int inplace, const char *who,
-                     const char *name) {
-    l->t = NULL;
-    l->n = 0;
-    if (seq == Py_None && optional) return 0;
-    PyObject *fast = PySequence_Fast(seq, "expected a list of tensors");
-    if (!fast) return -1;
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
-    if (n >= 0 && len != n) {
-        PyErr_Format(PyExc_ValueError, "%s: %s has %zd entries, expected %d (one per parameter)",
-                     who, name, len, n);
-        goto error;
-    }
-    if (len > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s: too many tensors (%zd)", who, len);
-        goto error;
-    }
-    l->t = calloc(len ? (size_t)len : 1, sizeof(ddl_tensor *));
-    if (!l->t) {
-        PyErr_NoMemory();
-        goto error;
-    }
-    l->n = (int)len; /* entries not filled in yet are NULL: releasing them is a no-op */
-    for (Py_ssize_t i = 0; i < len; i++) {
-        PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
-        if (o == Py_None) continue;
-        if (inplace && !PyTensor_Check(o)) {
-            PyErr_Format(PyExc_TypeError, "%s: %s[%zd] must be a Tensor (updated in place), got %s",
-                         who, name, i, Py_TYPE(o)->tp_name);
-            goto error;
+/* Fill l[0..n) from seqs by spec; l[0] sets the parameter count the others must match.
+ * Returns 0, or -1 with an exception and every list empty. */
+static int group_get(pyddl_tensor_list *l, PyObject *const *seqs, const list_spec *spec, int n,
+                     const char *who) {
+    for (int i = 0; i < n; i++)
+        if (pyddl_tensor_list_get(&l[i], seqs[i], i ? l[0].n : -1, spec[i].flags, who,
+                                  spec[i].name) < 0) {
+            pyddl_tensor_list_release(l, i);
+            return -1;
         }
-        if (pyddl_as_tensor(o, &l->t[i], who) < 0) goto error;
-        if (inplace && pyddl_check_inplace(l->t[i], who) < 0) goto error;
-    }
-    Py_DECREF(fast);
     return 0;
-error:
-    tlist_release(l);
-    Py_DECREF(fast);
-    return -1;
 }
 
 /* first_step flags: a sequence of n truth values, or None (-> NULL). */
@@ -96,149 +62,119 @@ static int flags_get(int **out, PyObject *seq, int n, const char *who) {
     return 0;
 }
 
-/* _C.sgd_step(params, grads, momentum_bufs or None, first_step or None, lr, momentum,
- *             dampening, weight_decay, nesterov, maximize) */
-static PyObject *py_sgd_step(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *who = "sgd_step";
-    PyObject *po, *go, *bo, *fo;
+#define CONST_TS(l) ((const ddl_tensor *const *)(l).t)
+
+PYDDL_DOC(sgd_step,
+          "(params, grads, momentum_bufs, first_step, lr, momentum, dampening, weight_decay, "
+          "nesterov, maximize, /)",
+          "One SGD step over a parameter group, in place (momentum_bufs, first_step: None without "
+          "momentum).");
+static PyObject *py_sgd_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[3], *fo;
     double lr, momentum, dampening, wd;
-    int nesterov, maximize;
-    if (!PyArg_ParseTuple(args, "OOOOddddpp", &po, &go, &bo, &fo, &lr, &momentum, &dampening,
-                          &wd, &nesterov, &maximize))
+    int nesterov, maximize, *first = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOddddpp", &o[0], &o[1], &o[2], &fo, &lr, &momentum,
+                          &dampening, &wd, &nesterov, &maximize))
         return NULL;
-    tlist p = {0}, g = {0}, b = {0};
-    int *first = NULL;
-    PyObject *r = NULL;
-    if (tlist_get(&p, po, -1, 0, 1, who, "params") || tlist_get(&g, go, p.n, 0, 0, who, "grads") ||
-        tlist_get(&b, bo, p.n, 1, 1, who, "momentum_bufs") || flags_get(&first, fo, p.n, who))
-        goto done;
-    ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_sgd_step(p.n, p.t, (const ddl_tensor *const *)g.t, b.t, first,
-                                             lr, momentum, dampening, wd, nesterov, maximize);
-    Py_END_ALLOW_THREADS
-    r = st ? pyddl_raise(st) : Py_NewRef(Py_None);
-done:
-    tlist_release(&p);
-    tlist_release(&g);
-    tlist_release(&b);
+    enum { P, G, B, N };
+    static const list_spec spec[N] = {
+        {"params", STATE}, {"grads", IN}, {"momentum_bufs", OPT_STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "sgd_step") < 0) return NULL;
+    ddl_status st = DDL_OK;
+    int ok = flags_get(&first, fo, l[P].n, "sgd_step") == 0;
+    if (ok)
+        PYDDL_NOGIL(st, ddl_sgd_step(l[P].n, l[P].t, CONST_TS(l[G]), l[B].t, first, lr, momentum,
+                                     dampening, wd, nesterov, maximize));
+    pyddl_tensor_list_release(l, N);
     free(first);
-    return r;
+    return ok ? pyddl_return_none(st) : NULL;
 }
 
-/* _C.adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs or None, steps, lr, beta1,
- *              beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize) */
-static PyObject *py_adam_step(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *who = "adam_step";
-    PyObject *po, *go, *mo, *vo, *xo, *so;
+PYDDL_DOC(adam_step,
+          "(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2, eps, "
+          "weight_decay, amsgrad, decoupled_weight_decay, maximize, /)",
+          "One Adam/AdamW step over a parameter group, in place (max_exp_avg_sqs: None without "
+          "amsgrad).");
+static PyObject *py_adam_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[6];
     double lr, beta1, beta2, eps, wd;
     int amsgrad, decoupled, maximize;
-    if (!PyArg_ParseTuple(args, "OOOOOOdddddppp", &po, &go, &mo, &vo, &xo, &so, &lr, &beta1,
-                          &beta2, &eps, &wd, &amsgrad, &decoupled, &maximize))
+    if (!PyArg_ParseTuple(args, "OOOOOOdddddppp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &lr,
+                          &beta1, &beta2, &eps, &wd, &amsgrad, &decoupled, &maximize))
         return NULL;
-    tlist p = {0}, g = {0}, m = {0}, v = {0}, x = {0}, s = {0};
-    PyObject *r = NULL;
-    if (tlist_get(&p, po, -1, 0, 1, who, "params") || tlist_get(&g, go, p.n, 0, 0, who, "grads") ||
-        tlist_get(&m, mo, p.n, 0, 1, who, "exp_avgs") ||
-        tlist_get(&v, vo, p.n, 0, 1, who, "exp_avg_sqs") ||
-        tlist_get(&x, xo, p.n, 1, 1, who, "max_exp_avg_sqs") ||
-        tlist_get(&s, so, p.n, 0, 1, who, "steps"))
-        goto done;
+    enum { P, G, M, V, X, S, N };
+    static const list_spec spec[N] = {{"params", STATE},   {"grads", IN},
+                                      {"exp_avgs", STATE}, {"exp_avg_sqs", STATE},
+                                      {"max_exp_avg_sqs", OPT_STATE}, {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "adam_step") < 0) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st =
-        ddl_adam_step(p.n, p.t, (const ddl_tensor *const *)g.t, m.t, v.t, x.t, s.t, lr, beta1,
-                      beta2, eps, wd, amsgrad, decoupled, maximize);
-    Py_END_ALLOW_THREADS
-    r = st ? pyddl_raise(st) : Py_NewRef(Py_None);
-done:
-    tlist_release(&p);
-    tlist_release(&g);
-    tlist_release(&m);
-    tlist_release(&v);
-    tlist_release(&x);
-    tlist_release(&s);
-    return r;
+    PYDDL_NOGIL(st, ddl_adam_step(l[P].n, l[P].t, CONST_TS(l[G]), l[M].t, l[V].t, l[X].t, l[S].t,
+                                  lr, beta1, beta2, eps, wd, amsgrad, decoupled, maximize));
+    pyddl_tensor_list_release(l, N);
+    return pyddl_return_none(st);
 }
 
-/* _C.rmsprop_step(params, grads, square_avgs, momentum_bufs or None, grad_avgs or None, steps,
- *                 lr, alpha, eps, weight_decay, momentum, centered, maximize) */
-static PyObject *py_rmsprop_step(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *who = "rmsprop_step";
-    PyObject *po, *go, *qo, *bo, *ao, *so;
+PYDDL_DOC(rmsprop_step,
+          "(params, grads, square_avgs, momentum_bufs, grad_avgs, steps, lr, alpha, eps, "
+          "weight_decay, momentum, centered, maximize, /)",
+          "One RMSprop step over a parameter group, in place (momentum_bufs: None without "
+          "momentum; grad_avgs: None unless centered).");
+static PyObject *py_rmsprop_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[6];
     double lr, alpha, eps, wd, momentum;
     int centered, maximize;
-    if (!PyArg_ParseTuple(args, "OOOOOOdddddpp", &po, &go, &qo, &bo, &ao, &so, &lr, &alpha, &eps,
-                          &wd, &momentum, &centered, &maximize))
+    if (!PyArg_ParseTuple(args, "OOOOOOdddddpp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &lr,
+                          &alpha, &eps, &wd, &momentum, &centered, &maximize))
         return NULL;
-    tlist p = {0}, g = {0}, q = {0}, b = {0}, a = {0}, s = {0};
-    PyObject *r = NULL;
-    if (tlist_get(&p, po, -1, 0, 1, who, "params") || tlist_get(&g, go, p.n, 0, 0, who, "grads") ||
-        tlist_get(&q, qo, p.n, 0, 1, who, "square_avgs") ||
-        tlist_get(&b, bo, p.n, 1, 1, who, "momentum_bufs") ||
-        tlist_get(&a, ao, p.n, 1, 1, who, "grad_avgs") ||
-        tlist_get(&s, so, p.n, 0, 1, who, "steps"))
-        goto done;
+    enum { P, G, Q, B, A, S, N };
+    static const list_spec spec[N] = {{"params", STATE},        {"grads", IN},
+                                      {"square_avgs", STATE},   {"momentum_bufs", OPT_STATE},
+                                      {"grad_avgs", OPT_STATE}, {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "rmsprop_step") < 0) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st =
-        ddl_rmsprop_step(p.n, p.t, (const ddl_tensor *const *)g.t, q.t, b.t, a.t, s.t, lr, alpha,
-                         eps, wd, momentum, centered, maximize);
-    Py_END_ALLOW_THREADS
-    r = st ? pyddl_raise(st) : Py_NewRef(Py_None);
-done:
-    tlist_release(&p);
-    tlist_release(&g);
-    tlist_release(&q);
-    tlist_release(&b);
-    tlist_release(&a);
-    tlist_release(&s);
-    return r;
+    PYDDL_NOGIL(st, ddl_rmsprop_step(l[P].n, l[P].t, CONST_TS(l[G]), l[Q].t, l[B].t, l[A].t,
+                                     l[S].t, lr, alpha, eps, wd, momentum, centered, maximize));
+    pyddl_tensor_list_release(l, N);
+    return pyddl_return_none(st);
 }
 
 /* _C.grad_norm(grads, norm_type) -> float */
-static PyObject *py_grad_norm(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(grad_norm, "(grads, norm_type, /)",
+          "The norm of all grads together (None entries skipped).");
+static PyObject *py_grad_norm(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *go;
     double norm_type, out = 0;
     if (!PyArg_ParseTuple(args, "Od", &go, &norm_type)) return NULL;
-    tlist g = {0};
-    if (tlist_get(&g, go, -1, 0, 0, "grad_norm", "grads")) return NULL;
+    pyddl_tensor_list g;
+    if (pyddl_tensor_list_get(&g, go, -1, IN, "grad_norm", "grads")) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_grad_norm(&out, g.n, (const ddl_tensor *const *)g.t, norm_type);
-    Py_END_ALLOW_THREADS
-    tlist_release(&g);
+    PYDDL_NOGIL(st, ddl_grad_norm(&out, g.n, CONST_TS(g), norm_type));
+    pyddl_tensor_list_release(&g, 1);
     return st ? pyddl_raise(st) : PyFloat_FromDouble(out);
 }
 
 /* _C.scale_(tensors, factor): each tensor *= factor in place */
-static PyObject *py_scale_(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(scale_, "(tensors, factor, /)", "Multiply each tensor by factor in place.");
+static PyObject *py_scale_(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *to;
     double factor;
     if (!PyArg_ParseTuple(args, "Od", &to, &factor)) return NULL;
-    tlist t = {0};
-    if (tlist_get(&t, to, -1, 0, 1, "scale_", "tensors")) return NULL;
+    pyddl_tensor_list t;
+    if (pyddl_tensor_list_get(&t, to, -1, STATE, "scale_", "tensors")) return NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS st = ddl_scale_(t.n, t.t, factor);
-    Py_END_ALLOW_THREADS
-    tlist_release(&t);
-    if (st) return pyddl_raise(st);
-    Py_RETURN_NONE;
+    PYDDL_NOGIL(st, ddl_scale_(t.n, t.t, factor));
+    pyddl_tensor_list_release(&t, 1);
+    return pyddl_return_none(st);
 }
 
 PyMethodDef pyddl_optim_functions[] = {
-    {"sgd_step", py_sgd_step, METH_VARARGS,
-     "sgd_step(params, grads, momentum_bufs|None, first_step|None, lr, momentum, dampening, "
-     "weight_decay, nesterov, maximize)"},
-    {"adam_step", py_adam_step, METH_VARARGS,
-     "adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs|None, steps, lr, beta1, "
-     "beta2, eps, weight_decay, amsgrad, decoupled_weight_decay, maximize)"},
-    {"rmsprop_step", py_rmsprop_step, METH_VARARGS,
-     "rmsprop_step(params, grads, square_avgs, momentum_bufs|None, grad_avgs|None, steps, lr, "
-     "alpha, eps, weight_decay, momentum, centered, maximize)"},
-    {"grad_norm", py_grad_norm, METH_VARARGS,
-     "grad_norm(grads, norm_type) -> the norm of all grads together (None entries skipped)"},
-    {"scale_", py_scale_, METH_VARARGS, "scale_(tensors, factor): multiply each in place"},
-    {NULL, NULL, 0, NULL},
+    PYDDL_FN(sgd_step, METH_VARARGS),
+    PYDDL_FN(adam_step, METH_VARARGS),
+    PYDDL_FN(rmsprop_step, METH_VARARGS),
+    PYDDL_FN(grad_norm, METH_VARARGS),
+    PYDDL_FN(scale_, METH_VARARGS),
+    PYDDL_FN_END,
 };

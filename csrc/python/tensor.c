@@ -1,502 +1,128 @@
-/* tensor_object.c: the TensorBase type, the buffer protocol both ways, creation and views. */
+/* tensor.c (binding): tensor creation, the RNG, views, copies and element reads of core.h. */
 #include "pyddl.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-/* ---- the type ---------------------------------------------------------------------------- */
-
-PyObject *pyddl_wrap(ddl_tensor *t) {
-    PyTensor *self = (PyTensor *)pyddl_tensor_class->tp_alloc(pyddl_tensor_class, 0);
-    if (!self) {
-        ddl_tensor_release(t);
-        return NULL;
-    }
-    self->t = t;
-    return (PyObject *)self;
+static int big(const ddl_tensor *t) {
+    return (size_t)ddl_tensor_numel(t) * ddl_dtype_size(t->dtype) > PYDDL_NOGIL_BYTES;
 }
 
-static void tensor_dealloc(PyTensor *self) {
-    if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
-    ddl_tensor *t = self->t;
-    self->t = NULL;
-    ddl_tensor_release(t);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *tensor_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    (void)args, (void)kw;
-    PyErr_Format(PyExc_TypeError,
-                 "%s cannot be built directly; use ddl.tensor(data), ddl.from_numpy(array) or "
-                 "ddl.zeros(shape)",
-                 type->tp_name);
-    return NULL;
-}
-
-static int check(PyTensor *self) {
-    if (!self->t) {
-        PyErr_SetString(PyExc_RuntimeError, "tensor is not initialized");
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *get_shape(PyTensor *self, void *c) {
-    (void)c;
-    if (check(self)) return NULL;
-    PyObject *tup = PyTuple_New(self->t->ndim);
-    for (int i = 0; tup && i < self->t->ndim; i++)
-        PyTuple_SET_ITEM(tup, i, PyLong_FromLongLong(self->t->shape[i]));
-    return tup;
-}
-
-static PyObject *get_strides(PyTensor *self, void *c) {
-    (void)c;
-    if (check(self)) return NULL;
-    PyObject *tup = PyTuple_New(self->t->ndim);
-    for (int i = 0; tup && i < self->t->ndim; i++)
-        PyTuple_SET_ITEM(tup, i, PyLong_FromLongLong(self->t->strides[i]));
-    return tup;
-}
-
-static PyObject *get_dtype_code(PyTensor *self, void *c) {
-    (void)c;
-    if (check(self)) return NULL;
-    return PyLong_FromLong(self->t->dtype);
-}
-
-static PyObject *get_ndim(PyTensor *self, void *c) {
-    (void)c;
-    if (check(self)) return NULL;
-    return PyLong_FromLong(self->t->ndim);
-}
-
-static PyObject *get_offset(PyTensor *self, void *c) {
-    (void)c;
-    if (check(self)) return NULL;
-    return PyLong_FromLongLong(self->t->offset);
-}
-
-static PyObject *get_data_ptr(PyTensor *self, void *c) {
-    (void)c;
-    if (check(self)) return NULL;
-    return PyLong_FromVoidPtr(ddl_tensor_data(self->t));
-}
-
-static PyObject *get_storage_id(PyTensor *self, void *c) {
-    (void)c;
-    if (check(self)) return NULL;
-    return PyLong_FromVoidPtr(self->t->storage);
-}
-
-static PyObject *tensor_numel(PyTensor *self, PyObject *unused) {
-    (void)unused;
-    if (check(self)) return NULL;
-    return PyLong_FromLongLong(ddl_tensor_numel(self->t));
-}
-
-static PyObject *tensor_is_contiguous(PyTensor *self, PyObject *unused) {
-    (void)unused;
-    if (check(self)) return NULL;
-    return PyBool_FromLong(ddl_tensor_is_contiguous(self->t));
-}
-
-static Py_ssize_t tensor_len(PyTensor *self) {
-    if (check(self)) return -1;
-    if (self->t->ndim == 0) {
-        PyErr_SetString(PyExc_TypeError, "len() of a 0-d tensor");
-        return -1;
-    }
-    return (Py_ssize_t)self->t->shape[0];
-}
-
-/* Export: a NumPy array or memoryview over the tensor's memory (keeps the tensor alive). */
-static const char *format_of(ddl_dtype dt) {
-    switch (dt) {
-    case DDL_FLOAT32: return "f";
-    case DDL_FLOAT64: return "d";
-    case DDL_INT64: return "q";
-    default: return "?";
-    }
-}
-
-static int tensor_getbuffer(PyTensor *self, Py_buffer *view, int flags) {
-    if (check(self)) return -1;
-    ddl_tensor *t = self->t;
-    Py_ssize_t *dims = PyMem_Malloc(sizeof(Py_ssize_t) * 2 * (size_t)(t->ndim ? t->ndim : 1));
-    if (!dims) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    Py_ssize_t es = (Py_ssize_t)ddl_dtype_size(t->dtype);
-    for (int i = 0; i < t->ndim; i++) {
-        dims[i] = (Py_ssize_t)t->shape[i];
-        dims[t->ndim + i] = (Py_ssize_t)t->strides[i] * es;
-    }
-    if (!(flags & PyBUF_STRIDES) && !ddl_tensor_is_contiguous(t)) {
-        PyMem_Free(dims);
-        PyErr_SetString(PyExc_BufferError, "tensor is not contiguous: ask for a strided buffer");
-        return -1;
-    }
-    view->buf = ddl_tensor_data(t);
-    view->obj = Py_NewRef(self);
-    view->len = (Py_ssize_t)ddl_tensor_numel(t) * es;
-    view->readonly = 0;
-    view->itemsize = es;
-    view->format = (flags & PyBUF_FORMAT) ? (char *)format_of(t->dtype) : NULL;
-    view->ndim = t->ndim;
-    view->shape = dims;
-    view->strides = (flags & PyBUF_STRIDES) ? dims + t->ndim : NULL;
-    view->suboffsets = NULL;
-    view->internal = dims;
-    return 0;
-}
-
-static void tensor_releasebuffer(PyTensor *self, Py_buffer *view) {
-    (void)self;
-    PyMem_Free(view->internal);
-}
-
-static PyBufferProcs tensor_as_buffer = {(getbufferproc)tensor_getbuffer,
-                                         (releasebufferproc)tensor_releasebuffer};
-
-static PyGetSetDef tensor_getset[] = {
-    {"shape", (getter)get_shape, NULL, "The size of each dim, as a tuple.", NULL},
-    {"_strides", (getter)get_strides, NULL, "Strides in elements.", NULL},
-    {"_dtype_code", (getter)get_dtype_code, NULL, "The dtype's code.", NULL},
-    {"ndim", (getter)get_ndim, NULL, "Number of dims.", NULL},
-    {"_offset", (getter)get_offset, NULL, "Offset into the storage, in elements.", NULL},
-    {"_data_ptr", (getter)get_data_ptr, NULL, "Address of the first element.", NULL},
-    {"_storage_id", (getter)get_storage_id, NULL, "Identity of the storage (for tests).", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyMethodDef tensor_methods[] = {
-    {"numel", (PyCFunction)tensor_numel, METH_NOARGS, "Number of elements."},
-    {"is_contiguous", (PyCFunction)tensor_is_contiguous, METH_NOARGS,
-     "Whether the elements are laid out densely in row-major order."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PySequenceMethods tensor_as_sequence = {.sq_length = (lenfunc)tensor_len};
-
-PyTypeObject PyTensor_Type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ddl._C.TensorBase",
-    .tp_basicsize = sizeof(PyTensor),
-    .tp_dealloc = (destructor)tensor_dealloc,
-    .tp_as_buffer = &tensor_as_buffer,
-    .tp_as_sequence = &tensor_as_sequence,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "The C base of ddl.Tensor.",
-    .tp_weaklistoffset = offsetof(PyTensor, weakrefs),
-    .tp_methods = tensor_methods,
-    .tp_getset = tensor_getset,
-    .tp_new = tensor_new,
-};
-
-/* ---- import: tensors over foreign buffers ------------------------------------------------- */
-
-/* Runs when the last tensor over a borrowed buffer goes, maybe on a thread without the GIL. */
-static void release_buffer(void *ctx) {
-    Py_buffer *view = ctx;
-    if (!Py_IsInitialized()) return; /* interpreter gone: the memory goes with the process */
-    PyGILState_STATE g = PyGILState_Ensure();
-    PyBuffer_Release(view);
-    PyGILState_Release(g);
-    free(view);
-}
-
-static int dtype_of_format(const char *fmt, Py_ssize_t itemsize, ddl_dtype *dt) {
-    if (!fmt) fmt = "B";
-    while (*fmt == '@' || *fmt == '=' || *fmt == '<' || *fmt == '!') fmt++;
-    if (fmt[1] != '\0') return -1;
-    switch (*fmt) {
-    case 'f': *dt = DDL_FLOAT32; return itemsize == 4 ? 0 : -1;
-    case 'd': *dt = DDL_FLOAT64; return itemsize == 8 ? 0 : -1;
-    case 'q': case 'l': *dt = DDL_INT64; return itemsize == 8 ? 0 : -1;
-    case '?': *dt = DDL_BOOL; return itemsize == 1 ? 0 : -1;
-    default: return -1;
-    }
-}
-
-int pyddl_from_buffer(PyObject *o, ddl_tensor **out, int writable_required) {
-    Py_buffer *view = malloc(sizeof *view);
-    if (!view) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (PyObject_GetBuffer(o, view, PyBUF_RECORDS) < 0) {
-        if (writable_required) {
-            free(view);
-            return -1;
-        }
-        PyErr_Clear();
-        if (PyObject_GetBuffer(o, view, PyBUF_RECORDS_RO) < 0) {
-            free(view);
-            return -1;
-        }
-    }
-    ddl_dtype dt;
-    if (dtype_of_format(view->format, view->itemsize, &dt) < 0) {
-        PyErr_Format(PyExc_TypeError,
-                     "unsupported element type '%s' (%zd bytes): ddl tensors hold float32, "
-                     "float64, int64 or bool",
-                     view->format ? view->format : "B", view->itemsize);
-        goto fail;
-    }
-    if (view->ndim > DDL_MAX_DIMS) {
-        PyErr_Format(PyExc_ValueError, "arrays of %d dims are not supported (at most %d)",
-                     view->ndim, DDL_MAX_DIMS);
-        goto fail;
-    }
-    int64_t shape[DDL_MAX_DIMS], strides[DDL_MAX_DIMS], lo = 0, hi = 0, numel = 1;
-    for (int i = 0; i < view->ndim; i++) {
-        shape[i] = view->shape[i];
-        numel *= shape[i];
-        Py_ssize_t bs = view->strides ? view->strides[i] : 0;
-        if (!view->strides) {
-            bs = view->itemsize;
-            for (int j = i + 1; j < view->ndim; j++) bs *= view->shape[j];
-        }
-        if (bs % view->itemsize) {
-            PyErr_SetString(PyExc_ValueError,
-                            "array strides are not a multiple of its item size; copy it first "
-                            "(numpy.ascontiguousarray)");
-            goto fail;
-        }
-        strides[i] = bs / view->itemsize;
-    }
-    for (int i = 0; numel && i < view->ndim; i++) {
-        int64_t ext = strides[i] * (shape[i] - 1);
-        if (ext < 0) lo += ext;
-        else hi += ext;
-    }
-    /* the storage spans [lowest element, highest element]; negative strides keep working */
-    ddl_storage *s;
-    char *base = (char *)view->buf + lo * view->itemsize;
-    size_t nbytes = numel ? (size_t)(hi - lo + 1) * (size_t)view->itemsize : 0;
-    ddl_status st = ddl_storage_borrow(&s, base, nbytes, release_buffer, view);
-    if (st) {
-        pyddl_raise(st);
-        goto fail;
-    }
-    st = ddl_tensor_from_storage(out, s, dt, view->ndim, shape, strides, -lo);
-    ddl_storage_release(s); /* the tensor holds it now; on failure this releases the buffer */
-    if (st) {
-        pyddl_raise(st);
-        return -1;
-    }
-    return 0;
-fail:
-    PyBuffer_Release(view);
-    free(view);
-    return -1;
-}
-
-/* Copies arrays of element types ddl does not hold (int32, float16, ...) into a new tensor; a
- * Python callable registered by ddl._tensor, so the conversion rules live in one place. */
-static PyObject *array_converter;
-
-int pyddl_as_tensor(PyObject *o, ddl_tensor **out, const char *who) {
-    if (PyTensor_Check(o)) {
-        if (check((PyTensor *)o)) return -1;
-        ddl_tensor_retain(((PyTensor *)o)->t);
-        *out = ((PyTensor *)o)->t;
-        return 0;
-    }
-    if (PyObject_CheckBuffer(o)) {
-        if (pyddl_from_buffer(o, out, 0) == 0) return 0;
-        if (!array_converter || !PyErr_ExceptionMatches(PyExc_TypeError)) return -1;
-        PyErr_Clear();
-        PyObject *t = PyObject_CallOneArg(array_converter, o);
-        if (!t) return -1;
-        if (!PyTensor_Check(t) || check((PyTensor *)t)) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "%s: the array converter returned %s", who,
-                             Py_TYPE(t)->tp_name);
-            Py_DECREF(t);
-            return -1;
-        }
-        ddl_tensor_retain(((PyTensor *)t)->t);
-        *out = ((PyTensor *)t)->t;
-        Py_DECREF(t);
-        return 0;
-    }
-    PyErr_Format(PyExc_TypeError, "%s: expected a Tensor or an array, got %s", who,
-                 Py_TYPE(o)->tp_name);
-    return -1;
-}
-
-int pyddl_parse_shape(PyObject *seq, int64_t *shape, const char *who) {
-    PyObject *fast = PySequence_Fast(seq, "shape must be a sequence of ints");
-    if (!fast) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    if (n > DDL_MAX_DIMS) {
-        Py_DECREF(fast);
-        PyErr_Format(PyExc_ValueError, "%s: at most %d dims, got %zd", who, DDL_MAX_DIMS, n);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
-        if (!PyIndex_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "%s: shape entries must be ints, got %s", who,
-                         Py_TYPE(item)->tp_name);
-            Py_DECREF(fast);
-            return -1;
-        }
-        long long v = PyLong_AsLongLong(item);
-        if (v == -1 && PyErr_Occurred()) {
-            Py_DECREF(fast);
-            return -1;
-        }
-        shape[i] = v;
-    }
-    Py_DECREF(fast);
-    return (int)n;
-}
-
-int pyddl_parse_dtype(PyObject *o, ddl_dtype *dt) {
-    long v = PyLong_AsLong(o);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    if (v < 0 || v >= DDL_NUM_DTYPES) {
-        PyErr_Format(PyExc_TypeError, "invalid dtype code %ld", v);
-        return -1;
-    }
-    *dt = (ddl_dtype)v;
-    return 0;
-}
-
-int pyddl_int64_scalar(PyObject *o, ddl_tensor **out) {
-    long long v = PyLong_AsLongLong(o);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    ddl_status st = ddl_tensor_empty(out, DDL_INT64, 0, NULL);
-    if (st) {
-        pyddl_raise(st);
-        return -1;
-    }
-    *(int64_t *)ddl_tensor_data(*out) = v;
-    return 0;
-}
-
-/* ---- module functions: creation, views, copies ------------------------------------------ */
-
-static PyObject *py_set_array_converter(PyObject *self, PyObject *fn) {
-    (void)self;
+PYDDL_DOC(_set_array_converter, "(fn, /)",
+          "Register fn(array) -> Tensor for arrays of other element types (copies).");
+static PyObject *py__set_array_converter(PyObject *Py_UNUSED(self), PyObject *fn) {
     if (!PyCallable_Check(fn)) {
         PyErr_SetString(PyExc_TypeError, "expected a callable");
         return NULL;
     }
-    Py_XSETREF(array_converter, Py_NewRef(fn));
+    Py_XSETREF(pyddl_array_converter, Py_NewRef(fn));
     Py_RETURN_NONE;
 }
 
-#define RETURN_TENSOR(st, t) return (st) ? pyddl_raise(st) : pyddl_wrap(t)
-
-static PyObject *py_from_buffer(PyObject *self, PyObject *o) {
-    (void)self;
+PYDDL_DOC(from_buffer, "(array, /)", "Zero-copy tensor over a buffer (NumPy array).");
+static PyObject *py_from_buffer(PyObject *Py_UNUSED(self), PyObject *o) {
     ddl_tensor *t;
     if (pyddl_from_buffer(o, &t, 0) < 0) return NULL;
     return pyddl_wrap(t);
 }
 
 /* _C.full(shape, value, dtype) ; value None means uninitialized (empty) */
-static PyObject *py_full(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *shp, *val, *dto;
+PYDDL_DOC(full, "(shape, value, dtype, /)",
+          "A new tensor filled with value (None: uninitialized).");
+static PyObject *py_full(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *shp, *val;
     int64_t shape[DDL_MAX_DIMS];
     ddl_dtype dt;
-    if (!PyArg_ParseTuple(args, "OOO", &shp, &val, &dto)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOO&", &shp, &val, pyddl_conv_dtype, &dt)) return NULL;
     int nd = pyddl_parse_shape(shp, shape, "full");
-    if (nd < 0 || pyddl_parse_dtype(dto, &dt) < 0) return NULL;
-    ddl_tensor *t = NULL;
+    if (nd < 0) return NULL;
+    ddl_tensor *t = NULL, *s = NULL;
     ddl_status st;
     if (val == Py_None) {
         st = ddl_tensor_empty(&t, dt, nd, shape);
-    } else {
-        double v = PyFloat_AsDouble(val);
-        if (v == -1.0 && PyErr_Occurred()) return NULL;
-        if (PyLong_Check(val) && dt == DDL_INT64) {
-            /* keep large integers exact */
-            long long iv = PyLong_AsLongLong(val);
-            if (iv == -1 && PyErr_Occurred()) return NULL;
-            st = ddl_tensor_empty(&t, dt, nd, shape);
-            if (!st) {
-                int64_t n = ddl_tensor_numel(t), *p = ddl_tensor_data(t);
-                for (int64_t i = 0; i < n; i++) p[i] = iv;
-            }
-        } else {
-            Py_BEGIN_ALLOW_THREADS st = ddl_tensor_full(&t, dt, nd, shape, v);
-            Py_END_ALLOW_THREADS
-        }
+        return pyddl_return_tensor(st, t);
     }
-    RETURN_TENSOR(st, t);
+    if (PyLong_Check(val) && dt == DDL_INT64) { /* keep large integers exact */
+        if (pyddl_int64_scalar(val, &s) < 0) return NULL;
+        st = ddl_tensor_empty(&t, dt, nd, shape);
+        if (!st) PYDDL_CALL(st, big(t), ddl_copy_(t, s));
+        ddl_tensor_release(s);
+        if (st) ddl_tensor_release(t);
+        return pyddl_return_tensor(st, t);
+    }
+    double v = PyFloat_AsDouble(val);
+    if (v == -1.0 && PyErr_Occurred()) return NULL;
+    PYDDL_NOGIL(st, ddl_tensor_full(&t, dt, nd, shape, v));
+    return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_arange(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(arange, "(start, end, step, dtype, /)", "Values from start to end (exclusive) by step.");
+static PyObject *py_arange(PyObject *Py_UNUSED(self), PyObject *args) {
     double a, b, s;
-    int dt;
-    if (!PyArg_ParseTuple(args, "dddi", &a, &b, &s, &dt)) return NULL;
+    ddl_dtype dt;
+    if (!PyArg_ParseTuple(args, "dddO&", &a, &b, &s, pyddl_conv_dtype, &dt)) return NULL;
     ddl_tensor *t = NULL;
-    ddl_status st = ddl_tensor_arange(&t, (ddl_dtype)dt, a, b, s);
-    RETURN_TENSOR(st, t);
+    ddl_status st = ddl_tensor_arange(&t, dt, a, b, s);
+    return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_linspace(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(linspace, "(start, end, steps, dtype, /)",
+          "steps values evenly spaced from start to end (inclusive).");
+static PyObject *py_linspace(PyObject *Py_UNUSED(self), PyObject *args) {
     double a, b;
     long long n;
-    int dt;
-    if (!PyArg_ParseTuple(args, "ddLi", &a, &b, &n, &dt)) return NULL;
+    ddl_dtype dt;
+    if (!PyArg_ParseTuple(args, "ddLO&", &a, &b, &n, pyddl_conv_dtype, &dt)) return NULL;
     ddl_tensor *t = NULL;
-    ddl_status st = ddl_tensor_linspace(&t, (ddl_dtype)dt, a, b, n);
-    RETURN_TENSOR(st, t);
+    ddl_status st = ddl_tensor_linspace(&t, dt, a, b, n);
+    return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_eye(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(eye, "(n, m, dtype, /)", "The (n, m) identity.");
+static PyObject *py_eye(PyObject *Py_UNUSED(self), PyObject *args) {
     long long n, m;
-    int dt;
-    if (!PyArg_ParseTuple(args, "LLi", &n, &m, &dt)) return NULL;
+    ddl_dtype dt;
+    if (!PyArg_ParseTuple(args, "LLO&", &n, &m, pyddl_conv_dtype, &dt)) return NULL;
     if (n < 0) {
         PyErr_Format(PyExc_ValueError, "eye: n must be >= 0, got %lld", n);
         return NULL;
     }
     ddl_tensor *t = NULL;
-    ddl_status st = ddl_tensor_eye(&t, (ddl_dtype)dt, n, m);
-    RETURN_TENSOR(st, t);
+    ddl_status st = ddl_tensor_eye(&t, dt, n, m);
+    return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_random(PyObject *self, PyObject *args) {
-    (void)self;
+/* _C.random(kind, shape, dtype[, low, high]): kind "u" uniform [0, 1), "n" normal, "i" ints
+ * in [low, high) (int64) */
+PYDDL_DOC(random, "(kind, shape, dtype, low=0, high=0, /)",
+          "kind 'u' uniform [0, 1), 'n' standard normal, 'i' int64 in [low, high).");
+static PyObject *py_random(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *kind;
     PyObject *shp;
-    int dt;
+    ddl_dtype dt;
     long long lo = 0, hi = 0;
     int64_t shape[DDL_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "sOi|LL", &kind, &shp, &dt, &lo, &hi)) return NULL;
+    if (!PyArg_ParseTuple(args, "sOO&|LL", &kind, &shp, pyddl_conv_dtype, &dt, &lo, &hi))
+        return NULL;
     int nd = pyddl_parse_shape(shp, shape, kind);
     if (nd < 0) return NULL;
     ddl_tensor *t = NULL;
     ddl_status st;
-    Py_BEGIN_ALLOW_THREADS
-    if (kind[0] == 'n') st = ddl_randn(&t, (ddl_dtype)dt, nd, shape);
-    else if (kind[0] == 'i') st = ddl_randint(&t, lo, hi, nd, shape);
-    else st = ddl_rand(&t, (ddl_dtype)dt, nd, shape);
-    Py_END_ALLOW_THREADS
-    RETURN_TENSOR(st, t);
+    if (kind[0] == 'n') PYDDL_NOGIL(st, ddl_randn(&t, dt, nd, shape));
+    else if (kind[0] == 'i') PYDDL_NOGIL(st, ddl_randint(&t, lo, hi, nd, shape));
+    else PYDDL_NOGIL(st, ddl_rand(&t, dt, nd, shape));
+    return pyddl_return_tensor(st, t);
 }
 
-static PyObject *py_manual_seed(PyObject *self, PyObject *arg) {
-    (void)self;
+PYDDL_DOC(manual_seed, "(seed, /)", "Seed the global generator.");
+static PyObject *py_manual_seed(PyObject *Py_UNUSED(self), PyObject *arg) {
     unsigned long long s = PyLong_AsUnsignedLongLongMask(arg);
     if (PyErr_Occurred()) return NULL;
     ddl_manual_seed(s);
     Py_RETURN_NONE;
 }
 
-static PyObject *py_rng_state(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(rng_state, "(*state)", "rng_state() -> (seed, offset); rng_state(seed, offset) sets it.");
+static PyObject *py_rng_state(PyObject *Py_UNUSED(self), PyObject *args) {
     unsigned long long seed, off;
     if (PyTuple_GET_SIZE(args) == 0) {
         uint64_t s, o;
@@ -508,122 +134,119 @@ static PyObject *py_rng_state(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_initial_seed(PyObject *self, PyObject *unused) {
-    (void)self, (void)unused;
+PYDDL_DOC(initial_seed, "()", "The seed last set.");
+static PyObject *py_initial_seed(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return PyLong_FromUnsignedLongLong(ddl_initial_seed());
 }
 
-/* _C.view(kind, t, shape): kind "view" | "reshape" | "expand" */
-static PyObject *py_reshape(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *kind;
-    PyObject *to, *shp;
+/* ---- views ----------------------------------------------------------------------------------- */
+
+/* _C.reshape(op, t, shape): op a ddl_shape_op (_C.SHAPE_VIEW, _C.SHAPE_RESHAPE, _C.SHAPE_EXPAND) */
+PYDDL_DOC(reshape, "(op, t, shape, /)",
+          "t to shape by op: SHAPE_VIEW, SHAPE_RESHAPE or SHAPE_EXPAND (a ddl_shape_op).");
+static PyObject *py_reshape(PyObject *Py_UNUSED(self), PyObject *args) {
+    int op;
+    ddl_tensor *t, *r = NULL;
+    PyObject *shp;
     int64_t shape[DDL_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "sO!O", &kind, &PyTensor_Type, &to, &shp)) return NULL;
-    int nd = pyddl_parse_shape(shp, shape, kind);
+    if (!PyArg_ParseTuple(args, "iO&O", &op, pyddl_conv_tensor_base, &t, &shp)) return NULL;
+    int nd = pyddl_parse_shape(shp, shape, "reshape");
     if (nd < 0) return NULL;
-    ddl_tensor *t = ((PyTensor *)to)->t, *r = NULL;
-    ddl_status st;
-    st = ddl_ag_reshape(&r, kind[0] == 'v' ? 'v' : kind[0] == 'e' ? 'e' : 'r', t, nd, shape);
-    RETURN_TENSOR(st, r);
+    ddl_status st = ddl_ag_reshape(&r, (ddl_shape_op)op, t, nd, shape);
+    return pyddl_return_tensor(st, r);
 }
 
-static PyObject *py_permute(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *to, *dims_o;
-    int64_t d64[DDL_MAX_DIMS];
+PYDDL_DOC(permute, "(t, dims, /)", "t with its dims reordered.");
+static PyObject *py_permute(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t, *r = NULL;
+    PyObject *dims_o;
     int dims[DDL_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "O!O", &PyTensor_Type, &to, &dims_o)) return NULL;
-    ddl_tensor *t = ((PyTensor *)to)->t, *r = NULL;
-    int nd = pyddl_parse_shape(dims_o, d64, "permute");
+    if (!PyArg_ParseTuple(args, "O&O", pyddl_conv_tensor_base, &t, &dims_o)) return NULL;
+    int nd = pyddl_parse_dims(dims_o, dims, "permute");
     if (nd < 0) return NULL;
     if (nd != t->ndim) {
         PyErr_Format(PyExc_ValueError, "permute: got %d dims for a tensor of %d dims", nd,
                      t->ndim);
         return NULL;
     }
-    for (int i = 0; i < nd; i++) dims[i] = (int)d64[i];
     ddl_status st = ddl_ag_permute(&r, t, dims);
-    RETURN_TENSOR(st, r);
+    return pyddl_return_tensor(st, r);
 }
 
-/* _C.dimop(kind, t, a, b): transpose(a, b), squeeze(a), unsqueeze(a), flatten(a, b),
- * select(a=dim, b=index) */
-static PyObject *py_dimop(PyObject *self, PyObject *args) {
-    (void)self;
-    const char *kind;
-    PyObject *to;
-    long long a = 0, b = 0;
-    if (!PyArg_ParseTuple(args, "sO!|LL", &kind, &PyTensor_Type, &to, &a, &b)) return NULL;
-    ddl_tensor *t = ((PyTensor *)to)->t, *r = NULL;
+/* The shape-only view r of t, recorded for autograd: transpose as the permutation it is, the
+ * others as a reshape to r's shape. Replaces *r. */
+static ddl_status record_view(ddl_tensor **r, const ddl_tensor *t, int transpose, int a, int b) {
+    ddl_tensor *v = NULL;
     ddl_status st;
-    if (!strcmp(kind, "transpose")) st = ddl_tensor_transpose(&r, t, (int)a, (int)b);
+    if (transpose && t->ndim > 0) {
+        int dims[DDL_MAX_DIMS], i0 = a < 0 ? a + t->ndim : a, i1 = b < 0 ? b + t->ndim : b;
+        for (int i = 0; i < t->ndim; i++) dims[i] = i;
+        dims[i0] = i1;
+        dims[i1] = i0;
+        st = ddl_ag_permute(&v, t, dims);
+    } else {
+        st = ddl_ag_reshape(&v, DDL_SHAPE_RESHAPE, t, (*r)->ndim, (*r)->shape);
+    }
+    ddl_tensor_release(*r);
+    *r = v;
+    return st;
+}
+
+/* _C.dimop(kind, t, a, b): transpose(a, b), squeeze(a; DDL_ALL for all), unsqueeze(a),
+ * flatten(a, b), select(a=dim, b=index) */
+PYDDL_DOC(dimop, "(kind, t, a=0, b=0, /)",
+          "transpose(a, b), squeeze(a), unsqueeze(a), flatten(a, b) or select(dim a, index b).");
+static PyObject *py_dimop(PyObject *Py_UNUSED(self), PyObject *args) {
+    const char *kind;
+    ddl_tensor *t, *r = NULL;
+    long long a = 0, b = 0;
+    if (!PyArg_ParseTuple(args, "sO&|LL", &kind, pyddl_conv_tensor_base, &t, &a, &b)) return NULL;
+    int transpose = !strcmp(kind, "transpose");
+    ddl_status st;
+    if (transpose) st = ddl_tensor_transpose(&r, t, (int)a, (int)b);
     else if (!strcmp(kind, "squeeze")) st = ddl_tensor_squeeze(&r, t, (int)a);
     else if (!strcmp(kind, "unsqueeze")) st = ddl_tensor_unsqueeze(&r, t, (int)a);
     else if (!strcmp(kind, "flatten")) st = ddl_tensor_flatten(&r, t, (int)a, (int)b);
     else if (!strcmp(kind, "select")) st = ddl_ag_select(&r, t, (int)a, b);
-    else {
-        PyErr_Format(PyExc_ValueError, "unknown dim op %s", kind);
-        return NULL;
-    }
-    if (!st && t->requires_grad && !r->requires_grad && ddl_is_grad_enabled()) {
-        /* a shape-only view: record it as one (transpose as the permutation it is) */
-        ddl_tensor *v = NULL;
-        if (!strcmp(kind, "transpose") && t->ndim > 0) {
-            int dims[DDL_MAX_DIMS], i0 = (int)(a < 0 ? a + t->ndim : a),
-                                    i1 = (int)(b < 0 ? b + t->ndim : b);
-            for (int i = 0; i < t->ndim; i++) dims[i] = i;
-            dims[i0] = i1;
-            dims[i1] = i0;
-            st = ddl_ag_permute(&v, t, dims);
-        } else {
-            st = ddl_ag_reshape(&v, 'r', t, r->ndim, r->shape);
-        }
-        ddl_tensor_release(r);
-        r = v;
-    }
-    RETURN_TENSOR(st, r);
+    else st = ddl_fail(DDL_E_VALUE, "unknown dim op %s", kind);
+    if (!st && t->requires_grad && !r->requires_grad && ddl_is_grad_enabled())
+        st = record_view(&r, t, transpose, (int)a, (int)b);
+    return pyddl_return_tensor(st, r);
 }
 
-static PyObject *py_slice(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *to;
+PYDDL_DOC(slice, "(t, dim, start, stop, step, /)", "t[start:stop:step] along dim, a view.");
+static PyObject *py_slice(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t, *r = NULL;
     int dim;
     long long start, stop, step;
-    if (!PyArg_ParseTuple(args, "O!iLLL", &PyTensor_Type, &to, &dim, &start, &stop, &step))
+    if (!PyArg_ParseTuple(args, "O&iLLL", pyddl_conv_tensor_base, &t, &dim, &start, &stop, &step))
         return NULL;
-    ddl_tensor *r = NULL;
-    ddl_status st = ddl_ag_slice(&r, ((PyTensor *)to)->t, dim, start, stop, step);
-    RETURN_TENSOR(st, r);
+    ddl_status st = ddl_ag_slice(&r, t, dim, start, stop, step);
+    return pyddl_return_tensor(st, r);
 }
 
-static int big(const ddl_tensor *t) {
-    return (size_t)ddl_tensor_numel(t) * ddl_dtype_size(t->dtype) > PYDDL_NOGIL_BYTES;
-}
+/* ---- copies ---------------------------------------------------------------------------------- */
 
 /* _C.copy(kind, t[, dtype]): "contiguous" | "clone" | "to" */
-static PyObject *py_copy(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(copy, "(kind, t, dtype=None, /)", "kind 'contiguous', 'clone' or 'to' (dtype).");
+static PyObject *py_copy(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *kind;
-    PyObject *to;
-    int dt = -1;
-    if (!PyArg_ParseTuple(args, "sO!|i", &kind, &PyTensor_Type, &to, &dt)) return NULL;
-    ddl_tensor *t = ((PyTensor *)to)->t, *r = NULL;
+    ddl_tensor *t, *r = NULL;
+    ddl_dtype dt = DDL_FLOAT32;
+    PyObject *dto = NULL;
+    if (!PyArg_ParseTuple(args, "sO&|O", &kind, pyddl_conv_tensor_base, &t, &dto)) return NULL;
     ddl_status st;
-    if (kind[0] == 'c' && kind[1] == 'o') PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 0));
-    else if (kind[0] == 'c') PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 1));
-    else {
-        if (dt < 0 || dt >= DDL_NUM_DTYPES) {
-            PyErr_Format(PyExc_TypeError, "invalid dtype code %d", dt);
-            return NULL;
-        }
-        PYDDL_CALL(st, big(t), ddl_ag_to(&r, t, (ddl_dtype)dt));
-    }
-    RETURN_TENSOR(st, r);
+    if (!strcmp(kind, "contiguous")) PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 0));
+    else if (!strcmp(kind, "clone")) PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 1));
+    else if (!dto || pyddl_parse_dtype(dto, &dt) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "copy: 'to' needs a dtype code");
+        return NULL;
+    } else PYDDL_CALL(st, big(t), ddl_ag_to(&r, t, dt));
+    return pyddl_return_tensor(st, r);
 }
 
-static PyObject *py_copy_(PyObject *self, PyObject *args) {
-    (void)self;
+PYDDL_DOC(copy_, "(dst, src, /)", "dst[...] = src (a tensor, array or scalar); returns dst.");
+static PyObject *py_copy_(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *dsto, *srco;
     if (!PyArg_ParseTuple(args, "O!O", &PyTensor_Type, &dsto, &srco)) return NULL;
     ddl_tensor *dst = ((PyTensor *)dsto)->t, *src;
@@ -646,26 +269,21 @@ static PyObject *py_copy_(PyObject *self, PyObject *args) {
     return Py_NewRef(dsto);
 }
 
-static PyObject *py_zero_(PyObject *self, PyObject *to) {
-    (void)self;
-    if (!PyTensor_Check(to)) {
-        PyErr_SetString(PyExc_TypeError, "zero_: expected a Tensor");
-        return NULL;
-    }
-    ddl_tensor *t = ((PyTensor *)to)->t;
+PYDDL_DOC(zero_, "(t, /)", "t[...] = 0; returns t.");
+static PyObject *py_zero_(PyObject *Py_UNUSED(self), PyObject *to) {
+    ddl_tensor *t;
+    if (!pyddl_conv_tensor_base(to, &t) || pyddl_check_inplace(t, "zero_") < 0) return NULL;
     ddl_status st;
-    if (pyddl_check_inplace(t, "zero_") < 0) return NULL;
     PYDDL_CALL(st, big(t), ddl_zero_(t));
     if (st) return pyddl_raise(st);
     return Py_NewRef(to);
 }
 
-static PyObject *py_item(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *to;
+PYDDL_DOC(item, "(t, flat_index, /)", "One element as a Python number.");
+static PyObject *py_item(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t;
     long long i;
-    if (!PyArg_ParseTuple(args, "O!L", &PyTensor_Type, &to, &i)) return NULL;
-    ddl_tensor *t = ((PyTensor *)to)->t;
+    if (!PyArg_ParseTuple(args, "O&L", pyddl_conv_tensor_base, &t, &i)) return NULL;
     double v;
     ddl_status st = ddl_tensor_item(&v, t, i);
     if (st) return pyddl_raise(st);
@@ -683,24 +301,23 @@ static PyObject *py_item(PyObject *self, PyObject *args) {
 }
 
 PyMethodDef pyddl_tensor_functions[] = {
-    {"from_buffer", py_from_buffer, METH_O, "Zero-copy tensor over a buffer (NumPy array)."},
-    {"_set_array_converter", py_set_array_converter, METH_O,
-     "Register f(array) -> Tensor for arrays of other element types (copies)."},
-    {"full", py_full, METH_VARARGS, "full(shape, value or None, dtype)"},
-    {"arange", py_arange, METH_VARARGS, "arange(start, end, step, dtype)"},
-    {"linspace", py_linspace, METH_VARARGS, "linspace(start, end, steps, dtype)"},
-    {"eye", py_eye, METH_VARARGS, "eye(n, m, dtype)"},
-    {"random", py_random, METH_VARARGS, "random(kind, shape, dtype[, low, high])"},
-    {"manual_seed", py_manual_seed, METH_O, "Seed the global generator."},
-    {"initial_seed", py_initial_seed, METH_NOARGS, "The seed last set."},
-    {"rng_state", py_rng_state, METH_VARARGS, "rng_state() -> (seed, offset); rng_state(s, o)"},
-    {"reshape", py_reshape, METH_VARARGS, "reshape(kind, t, shape)"},
-    {"permute", py_permute, METH_VARARGS, "permute(t, dims)"},
-    {"dimop", py_dimop, METH_VARARGS, "dimop(kind, t, a, b)"},
-    {"slice", py_slice, METH_VARARGS, "slice(t, dim, start, stop, step)"},
-    {"copy", py_copy, METH_VARARGS, "copy(kind, t[, dtype])"},
-    {"copy_", py_copy_, METH_VARARGS, "copy_(dst, src or scalar)"},
-    {"zero_", py_zero_, METH_O, "zero_(t)"},
-    {"item", py_item, METH_VARARGS, "item(t, flat_index)"},
-    {NULL, NULL, 0, NULL},
+    PYDDL_FN(from_buffer, METH_O),
+    PYDDL_FN(_set_array_converter, METH_O),
+    PYDDL_FN(full, METH_VARARGS),
+    PYDDL_FN(arange, METH_VARARGS),
+    PYDDL_FN(linspace, METH_VARARGS),
+    PYDDL_FN(eye, METH_VARARGS),
+    PYDDL_FN(random, METH_VARARGS),
+    PYDDL_FN(manual_seed, METH_O),
+    PYDDL_FN(initial_seed, METH_NOARGS),
+    PYDDL_FN(rng_state, METH_VARARGS),
+    PYDDL_FN(reshape, METH_VARARGS),
+    PYDDL_FN(permute, METH_VARARGS),
+    PYDDL_FN(dimop, METH_VARARGS),
+    PYDDL_FN(slice, METH_VARARGS),
+    PYDDL_FN(copy, METH_VARARGS),
+    PYDDL_FN(copy_, METH_VARARGS),
+    PYDDL_FN(zero_, METH_O),
+    PYDDL_FN(item, METH_VARARGS),
+    PYDDL_FN_END,
 };

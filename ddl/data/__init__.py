@@ -78,7 +78,7 @@ class RandomSampler(Sampler):
         self.n = len(data_source)
 
     def __iter__(self):
-        seed = int(_C.random("i", (), 2, 0, 2**62).item())
+        seed = int(_C.random("i", (), _C.INT64, 0, 2**62).item())
         return iter(_permutation(self.n, seed).tolist())
 
     def __len__(self):

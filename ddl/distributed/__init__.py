@@ -58,15 +58,16 @@ DEFAULT_TIMEOUT = timedelta(seconds=300)
 
 
 class ReduceOp:
-    SUM = 0
-    AVG = 1
-    MIN = 2
-    MAX = 3
-    PRODUCT = 4
+    SUM = _C.COMM_SUM
+    AVG = _C.COMM_AVG
+    MIN = _C.COMM_MIN
+    MAX = _C.COMM_MAX
+    PRODUCT = _C.COMM_PRODUCT
     PRODUCT_ = PRODUCT
 
 
-_OP_NAMES = {"sum": 0, "avg": 1, "min": 2, "max": 3, "product": 4, "prod": 4}
+_OP_NAMES = {"sum": _C.COMM_SUM, "avg": _C.COMM_AVG, "min": _C.COMM_MIN, "max": _C.COMM_MAX,
+             "product": _C.COMM_PRODUCT, "prod": _C.COMM_PRODUCT}
 
 
 def _op(op):
@@ -75,7 +76,7 @@ def _op(op):
             return _OP_NAMES[op.lower()]
         except KeyError:
             raise ValueError(f"unknown reduce op {op!r}") from None
-    if op not in (0, 1, 2, 3, 4):
+    if op not in range(_C.COMM_NUM_OPS):
         raise ValueError(f"unknown reduce op {op!r}: use ddl.distributed.ReduceOp")
     return int(op)
 
@@ -418,8 +419,8 @@ def _stacked_like(tensors, who):
             raise ValueError(f"{who}: tensor {i} has shape {tuple(t.shape)} / {t.dtype}; all "
                              f"must match tensor 0's {tuple(first.shape)} / {dtype}")
     code = dtype.code if isinstance(first, Tensor) else {
-        np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.int64): 2}.get(
-        np.dtype(dtype))
+        np.dtype(np.float32): _C.FLOAT32, np.dtype(np.float64): _C.FLOAT64,
+        np.dtype(np.int64): _C.INT64}.get(np.dtype(dtype))
     if code is None:
         raise TypeError(f"{who}: unsupported dtype {dtype}")
     return _C.full(shape, None, code)

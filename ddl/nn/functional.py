@@ -5,7 +5,7 @@ arguments (ints or pairs, reductions, dims) and call one C function each.
 """
 from .. import _C
 
-_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+_REDUCTIONS = {"none": _C.REDUCTION_NONE, "mean": _C.REDUCTION_MEAN, "sum": _C.REDUCTION_SUM}
 
 
 def _pair(v, name):
@@ -74,21 +74,21 @@ def _pool(kind, input, kernel_size, stride, padding, ceil_mode, name):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     if dilation not in (1, (1, 1)):
         raise ValueError("max_pool2d: only dilation=1 is supported")
-    return _pool("m", input, kernel_size, stride, padding, ceil_mode, "max_pool2d")
+    return _pool(_C.POOL_MAX, input, kernel_size, stride, padding, ceil_mode, "max_pool2d")
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True):
     if not count_include_pad:
         raise ValueError("avg_pool2d: only count_include_pad=True is supported")
-    return _pool("a", input, kernel_size, stride, padding, ceil_mode, "avg_pool2d")
+    return _pool(_C.POOL_AVG, input, kernel_size, stride, padding, ceil_mode, "avg_pool2d")
 
 
 def adaptive_avg_pool2d(input, output_size):
     oh, ow = _pair(output_size, "output_size")
     if input.ndim == 3:
-        return _C.pool2d("A", input.unsqueeze(0), oh, ow, 0, 0, 0, 0).squeeze(0)
-    return _C.pool2d("A", input, oh, ow, 0, 0, 0, 0)
+        return _C.pool2d(_C.POOL_ADAPTIVE_AVG, input.unsqueeze(0), oh, ow, 0, 0, 0, 0).squeeze(0)
+    return _C.pool2d(_C.POOL_ADAPTIVE_AVG, input, oh, ow, 0, 0, 0, 0)
 
 
 # ---- normalization, dropout, embedding ---------------------------------------------------------
@@ -134,13 +134,14 @@ def relu(input, inplace=False):
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
-    return _C.activation("l", input, float(negative_slope), 0)
+    return _C.activation(_C.ACT_LEAKY_RELU, input, float(negative_slope), _C.GELU_NONE)
 
 
 def gelu(input, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return _C.activation("g", input, 0.0, 1 if approximate == "tanh" else 0)
+    return _C.activation(_C.ACT_GELU, input, 0.0,
+                         _C.GELU_TANH if approximate == "tanh" else _C.GELU_NONE)
 
 
 def tanh(input):
@@ -213,52 +214,54 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     """Cross entropy from logits (N, C) and int64 class targets (N,)."""
     if weight is not None:
         raise ValueError("cross_entropy: class weights are not supported")
-    return _C.class_loss("c", input, target, _reduction(reduction), int(ignore_index),
-                         float(label_smoothing))
+    return _C.class_loss(_C.CLASS_LOSS_CROSS_ENTROPY, input, target, _reduction(reduction),
+                         int(ignore_index), float(label_smoothing))
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log likelihood from log-probabilities (N, C) and int64 targets (N,)."""
     if weight is not None:
         raise ValueError("nll_loss: class weights are not supported")
-    return _C.class_loss("n", input, target, _reduction(reduction), int(ignore_index), 0.0)
+    return _C.class_loss(_C.CLASS_LOSS_NLL, input, target, _reduction(reduction),
+                         int(ignore_index), 0.0)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
                                      pos_weight=None):
     if weight is not None:
         raise ValueError("binary_cross_entropy_with_logits: weight is not supported")
-    return _C.pair_loss("b", input, target, pos_weight, _reduction(reduction))
+    return _C.pair_loss(_C.PAIR_LOSS_BCE_WITH_LOGITS, input, target, pos_weight,
+                        _reduction(reduction))
 
 
 def mse_loss(input, target, reduction="mean"):
-    return _C.pair_loss("s", input, target, None, _reduction(reduction))
+    return _C.pair_loss(_C.PAIR_LOSS_MSE, input, target, None, _reduction(reduction))
 
 
 def l1_loss(input, target, reduction="mean"):
-    return _C.pair_loss("l", input, target, None, _reduction(reduction))
+    return _C.pair_loss(_C.PAIR_LOSS_L1, input, target, None, _reduction(reduction))
 
 
 # ---- recurrent cells (one time step over the batch) ---------------------------------------------
 
 
 def rnn_tanh_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
-    return _C.rnn_cell("r", input, hx, None, w_ih, w_hh, b_ih, b_hh, 0)
+    return _C.rnn_cell(_C.CELL_RNN, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
 
 
 def rnn_relu_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
-    return _C.rnn_cell("r", input, hx, None, w_ih, w_hh, b_ih, b_hh, 1)
+    return _C.rnn_cell(_C.CELL_RNN, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_RELU)
 
 
 def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step (PyTorch's gate order i, f, g, o); returns (h', c')."""
-    hc = _C.rnn_cell("l", input, hx, cx, w_ih, w_hh, b_ih, b_hh, 0)
+    hc = _C.rnn_cell(_C.CELL_LSTM, input, hx, cx, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
     h = hx.shape[1]
     return hc[:, :h], hc[:, h:]
 
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
-    return _C.rnn_cell("g", input, hx, None, w_ih, w_hh, b_ih, b_hh, 0)
+    return _C.rnn_cell(_C.CELL_GRU, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
 
 
 __all__ = [n for n in dir() if not n.startswith("_") and n not in ("math", "Tensor")]

@@ -15,7 +15,7 @@ class Parameter(Tensor):
 
     def __new__(cls, data=None, requires_grad=True):
         if data is None:
-            data = _C.full((0,), None, 0)
+            data = _C.full((0,), None, _C.FLOAT32)
         if not isinstance(data, Tensor):
             raise TypeError(f"Parameter: expected a Tensor, got {type(data).__name__}")
         t = _C.detach(data)  # shares memory with data, cut from any graph

@@ -27,7 +27,7 @@ def _grads(parameters):
 def _norm_tensor(value, tensors):
     """A 0-d tensor holding value, float64 when any tensor is float64 (else float32)."""
     f64 = any(t.dtype.name == "float64" for t in tensors)
-    return _C.full((), float(value), 1 if f64 else 0)
+    return _C.full((), float(value), _C.FLOAT64 if f64 else _C.FLOAT32)
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -36,7 +36,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     tensors = [t for t in _as_list(tensors) if t is not None]
     norm_type = float(norm_type)
     if not tensors:
-        return _C.full((), 0.0, 0)
+        return _C.full((), 0.0, _C.FLOAT32)
     readable = [t if t.is_contiguous() else t.contiguous() for t in tensors]
     total = _C.grad_norm(readable, norm_type)
     if error_if_nonfinite and not math.isfinite(total):

@@ -38,7 +38,7 @@ def _empty(p):
 
 def _step_counter():
     """PyTorch's step state: a 0-d float32 tensor (the fused C update increments it)."""
-    return _C.full((), 0.0, 0)
+    return _C.full((), 0.0, _C.FLOAT32)
 
 
 def _lazy_state(state, p, *names):

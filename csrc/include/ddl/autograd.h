@@ -4,13 +4,16 @@
 #define DDL_AUTOGRAD_H
 
 #include "core.h"
+#include "nn_act.h"
+#include "nn_loss.h"
+#include "nn_rnn.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* ---- autograd (define by run) ------------------------------------------------------------
- * The differentiable ops are the ddl_ag_* functions (csrc/grad_ops.c): each runs the plain op
+ * The differentiable ops are the ddl_ag_* functions (csrc/autograd/grad_ops.c, grad_nn.c): each runs the plain op
  * above and, when grad mode is on and an input requires grad, records a graph node on the
  * output. The plain ops never record: backward passes and optimizers use them. */
 
@@ -49,8 +52,16 @@ ddl_status ddl_ag_unary(ddl_tensor **out, ddl_unary_op op, const ddl_tensor *a);
 ddl_status ddl_ag_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, int ndims,
                          const int *dims, int keepdim, int64_t correction);
 ddl_status ddl_ag_matmul(ddl_tensor **out, const ddl_tensor *a, const ddl_tensor *b);
-/* view / reshape / expand of t to (ndim, shape): kind 'v', 'r' or 'e' */
-ddl_status ddl_ag_reshape(ddl_tensor **out, char kind, const ddl_tensor *t, int ndim,
+/* How ddl_ag_reshape gets t to a new shape. */
+typedef enum {
+    DDL_SHAPE_VIEW = 0,    /* a view of t's memory, or DDL_E_VALUE when the strides forbid it */
+    DDL_SHAPE_RESHAPE = 1, /* a view when the strides allow it, else a copy */
+    DDL_SHAPE_EXPAND = 2,  /* broadcast size-1 dims (stride 0); backward sums them back */
+    DDL_NUM_SHAPE_OPS
+} ddl_shape_op;
+
+/* t as (ndim, shape) by `op` */
+ddl_status ddl_ag_reshape(ddl_tensor **out, ddl_shape_op op, const ddl_tensor *t, int ndim,
                           const int64_t *shape);
 ddl_status ddl_ag_permute(ddl_tensor **out, const ddl_tensor *t, const int *dims);
 ddl_status ddl_ag_to(ddl_tensor **out, const ddl_tensor *t, ddl_dtype dt);
@@ -69,6 +80,41 @@ ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, in
 
 /* ---- differentiable layer ops (float32) --------------------------------------------- */
 
+/* The modes of the layer ops below that serve several layers; every value is exported to
+ * Python as ddl._C.<name without DDL_>. An out-of-range value is DDL_E_VALUE. */
+typedef enum {
+    DDL_POOL_MAX = 0,
+    DDL_POOL_AVG = 1,          /* count_include_pad */
+    DDL_POOL_ADAPTIVE_AVG = 2, /* k is the output size; stride and pad unused */
+    DDL_NUM_POOL_KINDS
+} ddl_pool_kind;
+
+typedef enum {
+    DDL_CLASS_LOSS_CROSS_ENTROPY = 0, /* from logits, with label smoothing */
+    DDL_CLASS_LOSS_NLL = 1,           /* from log-probabilities */
+    DDL_NUM_CLASS_LOSSES
+} ddl_class_loss_kind;
+
+typedef enum {
+    DDL_PAIR_LOSS_BCE_WITH_LOGITS = 0,
+    DDL_PAIR_LOSS_MSE = 1,
+    DDL_PAIR_LOSS_L1 = 2,
+    DDL_NUM_PAIR_LOSSES
+} ddl_pair_loss_kind;
+
+typedef enum {
+    DDL_ACT_LEAKY_RELU = 0, /* slope for x < 0 */
+    DDL_ACT_GELU = 1,       /* exact or tanh (ddl_gelu_approximate) */
+    DDL_NUM_ACTS
+} ddl_act_kind;
+
+typedef enum {
+    DDL_CELL_RNN = 0, /* h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), act by nonlinearity */
+    DDL_CELL_LSTM = 1,
+    DDL_CELL_GRU = 2,
+    DDL_NUM_CELL_KINDS
+} ddl_cell_kind;
+
 /* y (..., OUT) = x (..., IN) @ w^T (OUT, IN) + b (OUT,) ; b may be NULL */
 ddl_status ddl_ag_linear(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *w,
                          const ddl_tensor *b);
@@ -76,8 +122,8 @@ ddl_status ddl_ag_linear(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
 ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *w,
                          const ddl_tensor *b, const int64_t stride[2], const int64_t pad[2],
                          const int64_t dil[2]);
-/* kind 'm' max, 'a' average (count_include_pad), 'A' adaptive average (k = output size) */
-ddl_status ddl_ag_pool2d(ddl_tensor **out, char kind, const ddl_tensor *x, const int64_t k[2],
+/* x (N, C, H, W) -> (N, C, OH, OW) */
+ddl_status ddl_ag_pool2d(ddl_tensor **out, ddl_pool_kind kind, const ddl_tensor *x, const int64_t k[2],
                          const int64_t stride[2], const int64_t pad[2]);
 /* x (N, C, ...); running stats (C,) updated in place when training (either may be NULL) */
 ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *running_mean,
@@ -85,27 +131,29 @@ ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *
                              const ddl_tensor *bias, int training, double momentum, double eps);
 /* over the last dim; log != 0 for log_softmax */
 ddl_status ddl_ag_softmax(ddl_tensor **out, const ddl_tensor *x, int log);
-/* kind 'c' cross entropy from logits, 'n' nll from log-probs: x (N, C), target int64 (N,);
- * reduction 0 none, 1 mean, 2 sum (PyTorch's codes) */
-ddl_status ddl_ag_class_loss(ddl_tensor **out, char kind, const ddl_tensor *x,
-                             const ddl_tensor *target, int reduction, int64_t ignore_index,
-                             double label_smoothing);
-/* kind 'b' BCE with logits (pos_weight (C,) or NULL), 's' MSE, 'l' L1; x and y same shape */
-ddl_status ddl_ag_pair_loss(ddl_tensor **out, char kind, const ddl_tensor *x,
-                            const ddl_tensor *y, const ddl_tensor *pos_weight, int reduction);
-/* kind 'l' leaky relu (slope), 'g' gelu (approximate: 0 exact, 1 tanh) */
-ddl_status ddl_ag_activation(ddl_tensor **out, char kind, const ddl_tensor *x, double slope,
-                             int approximate);
+/* x (N, C), target int64 (N,); label_smoothing only for cross entropy */
+ddl_status ddl_ag_class_loss(ddl_tensor **out, ddl_class_loss_kind kind, const ddl_tensor *x,
+                             const ddl_tensor *target, ddl_reduction reduction,
+                             int64_t ignore_index, double label_smoothing);
+/* x and y of one shape; pos_weight (C,) or NULL, only for BCE with logits */
+ddl_status ddl_ag_pair_loss(ddl_tensor **out, ddl_pair_loss_kind kind, const ddl_tensor *x,
+                            const ddl_tensor *y, const ddl_tensor *pos_weight,
+                            ddl_reduction reduction);
+/* slope for leaky relu, approximate for gelu (the other is ignored) */
+ddl_status ddl_ag_activation(ddl_tensor **out, ddl_act_kind kind, const ddl_tensor *x,
+                             double slope, ddl_gelu_approximate approximate);
 /* idx int64 (...), w (V, D) -> (..., D); padding_idx < 0 for none */
 ddl_status ddl_ag_embedding(ddl_tensor **out, const ddl_tensor *idx, const ddl_tensor *w,
                             int64_t padding_idx);
 /* training-mode dropout with a mask from the seeded Philox stream */
 ddl_status ddl_ag_dropout(ddl_tensor **out, const ddl_tensor *x, double p);
-/* One step of a recurrent cell over the batch. kind 'r' (nonlinearity 0 tanh, 1 relu), 'l'
- * LSTM (c required; the output is (B, 2H) = [h', c']), 'g' GRU. Biases may be NULL. */
-ddl_status ddl_ag_rnn_cell(ddl_tensor **out, char kind, const ddl_tensor *x, const ddl_tensor *h,
-                           const ddl_tensor *c, const ddl_tensor *w_ih, const ddl_tensor *w_hh,
-                           const ddl_tensor *b_ih, const ddl_tensor *b_hh, int nonlinearity);
+/* One step of a recurrent cell over the batch: x (B, I), h (B, H); c (B, H) for LSTM only,
+ * whose output is (B, 2H) = [h', c']; nonlinearity for DDL_CELL_RNN only. Biases may be
+ * NULL. */
+ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tensor *x,
+                           const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
+                           const ddl_tensor *w_hh, const ddl_tensor *b_ih,
+                           const ddl_tensor *b_hh, ddl_rnn_nonlinearity nonlinearity);
 
 #ifdef __cplusplus
 }
