@@ -24,7 +24,7 @@ done
 ((${#gates[@]})) || gates=(ruff format layers)
 
 # The C and C++ files the format check covers (tracked files, so build output never counts).
-c_files() { git ls-files 'csrc/*.c' 'csrc/*.cc' 'csrc/*.h' 'tests/c/*.c'; }
+c_files() { git ls-files 'csrc/*.c' 'csrc/*.cc' 'csrc/*.h' 'tests/c/*.c' 'tests/c/*.h' 'examples/c/*.c'; }
 
 gate_ruff() {
     if ! command -v ruff >/dev/null; then

@@ -54,9 +54,7 @@ static void node_destroy(ddl_object *self) {
 
 void ddl_node_release(ddl_node *n) { ddl_object_release(n ? &n->base : NULL); }
 
-static int input_requires_grad(const ddl_tensor *t) {
-    return t && t->requires_grad;
-}
+static int input_requires_grad(const ddl_tensor *t) { return t && t->requires_grad; }
 
 ddl_status ddl_node_record(ddl_node **node, ddl_tensor *out, const char *name,
                            ddl_backward_fn backward, int n, const ddl_tensor *const *inputs) {
@@ -342,8 +340,7 @@ ddl_status ddl_backward(ddl_tensor *root, const ddl_tensor *grad, int retain_gra
 
 /* ---- shared backward helpers ----------------------------------------------------------- */
 
-ddl_status ddl_sum_to_shape(ddl_tensor **out, const ddl_tensor *g, int ndim,
-                            const int64_t *shape) {
+ddl_status ddl_sum_to_shape(ddl_tensor **out, const ddl_tensor *g, int ndim, const int64_t *shape) {
     int dims[DDL_MAX_DIMS], nd = 0, lead = g->ndim - ndim;
     for (int d = 0; d < g->ndim; d++)
         if (d < lead || (shape[d - lead] == 1 && g->shape[d] != 1)) dims[nd++] = d;

@@ -36,7 +36,8 @@ static ddl_status i64(ddl_tensor **out, const ddl_tensor *t, const char *who, co
 /* Zeroed gradients for the needed inputs (kernels accumulate into them). */
 static ddl_status zero_grads(ddl_node *n, ddl_tensor **dinp, const int *need) {
     for (int i = 0; i < n->n_inputs; i++)
-        if (need[i]) DDL_TRY(ddl_tensor_zeros(&dinp[i], DDL_FLOAT32, n->in[i].ndim, n->in[i].shape));
+        if (need[i])
+            DDL_TRY(ddl_tensor_zeros(&dinp[i], DDL_FLOAT32, n->in[i].ndim, n->in[i].shape));
     return DDL_OK;
 }
 
@@ -83,8 +84,10 @@ static ddl_status finish(ddl_tensor **out, ddl_status st, ddl_tensor *o, node_sp
             if (spec->save[i]) st = ddl_node_save(n, i, spec->save[i]);
     }
     release_all(spec->drop, 8);
-    if (st) ddl_tensor_release(o);
-    else *out = o;
+    if (st)
+        ddl_tensor_release(o);
+    else
+        *out = o;
     return st;
 }
 
@@ -106,8 +109,8 @@ static ddl_status linear_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
                                  need[2] ? F(dinp[2]) : NULL, F(g), F(n->saved[0]), F(n->saved[1]),
                                  B, IN, OUT);
     else if (!st && need[2] && IN == 0) {
-        float *db = F(dinp[2]);  // (OUT,)
-        const float *dy = F(g);  // (B, OUT)
+        float *db = F(dinp[2]); // (OUT,)
+        const float *dy = F(g); // (B, OUT)
         for (int64_t r = 0; r < B; r++)
             for (int64_t j = 0; j < OUT; j++) db[j] += dy[r * OUT + j];
     }
@@ -118,9 +121,11 @@ static ddl_status linear_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
 ddl_status ddl_ag_linear(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *w,
                          const ddl_tensor *b) {
     char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
-    if (w->ndim != 2) DDL_FAIL(DDL_E_VALUE, "linear: weight must be 2-D (out, in), got %s", shp(b1, w));
+    if (w->ndim != 2)
+        DDL_FAIL(DDL_E_VALUE, "linear: weight must be 2-D (out, in), got %s", shp(b1, w));
     if (x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1])
-        DDL_FAIL(DDL_E_VALUE, "linear: input of shape %s does not match weight %s (in_features=%lld)",
+        DDL_FAIL(DDL_E_VALUE,
+                 "linear: input of shape %s does not match weight %s (in_features=%lld)",
                  shp(b1, x), shp(b2, w), (long long)w->shape[1]);
     if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
         DDL_FAIL(DDL_E_VALUE, "linear: bias of shape %s for %lld out_features", shp(b1, b),
@@ -138,15 +143,19 @@ ddl_status ddl_ag_linear(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
     if (!st && B > 0 && OUT > 0 && IN > 0)
         st = ddl_linear_forward(F(o), F(t[0]), F(t[1]), FOPT(t[2]), B, IN, OUT);
     else if (!st && B > 0 && OUT > 0) { /* no input features: every row is the bias (or 0) */
-        float *y = F(o);                 // (B, OUT)
-        const float *bias = FOPT(t[2]);  // (OUT,) or NULL
+        float *y = F(o);                // (B, OUT)
+        const float *bias = FOPT(t[2]); // (OUT,) or NULL
         for (int64_t r = 0; r < B; r++)
             for (int64_t j = 0; j < OUT; j++) y[r * OUT + j] = bias ? bias[j] : 0.0f;
     }
     return finish(out, st, o,
-                  &(node_spec){.name = "LinearBackward", .backward = linear_backward,
-                               .n_inputs = 3, .in = {x, w, b}, .iargs = {B, IN, OUT},
-                               .save = {t[0], t[1]}, .drop = {t[0], t[1], t[2]}});
+                  &(node_spec){.name = "LinearBackward",
+                               .backward = linear_backward,
+                               .n_inputs = 3,
+                               .in = {x, w, b},
+                               .iargs = {B, IN, OUT},
+                               .save = {t[0], t[1]},
+                               .drop = {t[0], t[1], t[2]}});
 }
 
 /* ---- conv2d ----------------------------------------------------------------------------- */
@@ -176,8 +185,10 @@ ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
                          const ddl_tensor *b, const int64_t stride[2], const int64_t pad[2],
                          const int64_t dil[2]) {
     char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
-    if (x->ndim != 4) DDL_FAIL(DDL_E_VALUE, "conv2d: input must be 4-D (N, C, H, W), got %s", shp(b1, x));
-    if (w->ndim != 4) DDL_FAIL(DDL_E_VALUE, "conv2d: weight must be 4-D (O, C, KH, KW), got %s", shp(b1, w));
+    if (x->ndim != 4)
+        DDL_FAIL(DDL_E_VALUE, "conv2d: input must be 4-D (N, C, H, W), got %s", shp(b1, x));
+    if (w->ndim != 4)
+        DDL_FAIL(DDL_E_VALUE, "conv2d: weight must be 4-D (O, C, KH, KW), got %s", shp(b1, w));
     if (x->shape[1] != w->shape[1])
         DDL_FAIL(DDL_E_VALUE, "conv2d: input %s has %lld channels but weight %s expects %lld",
                  shp(b1, x), (long long)x->shape[1], shp(b2, w), (long long)w->shape[1]);
@@ -202,11 +213,14 @@ ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
                                 KW, stride[0], stride[1], pad[0], pad[1], dil[0], dil[1]);
     ddl_tensor_release(col);
     return finish(out, st, o,
-                  &(node_spec){.name = "Conv2dBackward", .backward = conv2d_backward,
-                               .n_inputs = 3, .in = {x, w, b},
+                  &(node_spec){.name = "Conv2dBackward",
+                               .backward = conv2d_backward,
+                               .n_inputs = 3,
+                               .in = {x, w, b},
                                .iargs = {N, C, H, W, O, KH, KW, stride[0], stride[1], pad[0],
                                          pad[1], dil[0], dil[1]},
-                               .save = {t[0], t[1]}, .drop = {t[0], t[1], t[2]}});
+                               .save = {t[0], t[1]},
+                               .drop = {t[0], t[1], t[2]}});
 }
 
 /* ---- pooling -------------------------------------------------------------------------------- */
@@ -221,7 +235,8 @@ static ddl_status pool_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
         float *d = F(dinp[0]);
         if (a[0] == DDL_POOL_MAX)
             st = ddl_max_pool2d_backward(d, F(g), (const int64_t *)ddl_tensor_data(n->saved[0]),
-                                         a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+                                         a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9],
+                                         a[10]);
         else if (a[0] == DDL_POOL_AVG)
             st = ddl_avg_pool2d_backward(d, F(g), a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
                                          a[9], a[10]);
@@ -240,7 +255,8 @@ ddl_status ddl_ag_pool2d(ddl_tensor **out, ddl_pool_kind kind, const ddl_tensor 
         DDL_FAIL(DDL_E_VALUE, "pool2d: unknown kind %d (a ddl_pool_kind)", (int)kind);
     const char *who = names[kind];
     char b1[DDL_SHAPE_BUF];
-    if (x->ndim != 4) DDL_FAIL(DDL_E_VALUE, "%s: input must be 4-D (N, C, H, W), got %s", who, shp(b1, x));
+    if (x->ndim != 4)
+        DDL_FAIL(DDL_E_VALUE, "%s: input must be 4-D (N, C, H, W), got %s", who, shp(b1, x));
     int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], OH, OW;
     int adaptive = kind == DDL_POOL_ADAPTIVE_AVG;
     if (adaptive) {
@@ -249,7 +265,8 @@ ddl_status ddl_ag_pool2d(ddl_tensor **out, ddl_pool_kind kind, const ddl_tensor 
             DDL_FAIL(DDL_E_VALUE, "%s: output size (%lld, %lld) must be positive", who,
                      (long long)OH, (long long)OW);
     } else {
-        DDL_TRY(ddl_pool2d_out_size(&OH, &OW, H, W, k[0], k[1], stride[0], stride[1], pad[0], pad[1]));
+        DDL_TRY(
+            ddl_pool2d_out_size(&OH, &OW, H, W, k[0], k[1], stride[0], stride[1], pad[0], pad[1]));
     }
     ddl_tensor *xc = NULL, *o = NULL, *idx = NULL;
     ddl_status st = f32(&xc, x, who, "input");
@@ -266,14 +283,17 @@ ddl_status ddl_ag_pool2d(ddl_tensor **out, ddl_pool_kind kind, const ddl_tensor 
         else
             st = ddl_adaptive_avg_pool2d_forward(F(o), F(xc), N, C, H, W, OH, OW);
     }
-    return finish(out, st, o,
-                  &(node_spec){.name = kind == DDL_POOL_MAX ? "MaxPool2dBackward"
-                                                            : "AvgPool2dBackward",
-                               .backward = pool_backward, .n_inputs = 1, .in = {x},
-                               .iargs = {kind, N, C, H, W, k[0], k[1], adaptive ? 0 : stride[0],
-                                         adaptive ? 0 : stride[1], adaptive ? 0 : pad[0],
-                                         adaptive ? 0 : pad[1], OH, OW},
-                               .save = {idx}, .drop = {xc, idx}});
+    return finish(
+        out, st, o,
+        &(node_spec){.name = kind == DDL_POOL_MAX ? "MaxPool2dBackward" : "AvgPool2dBackward",
+                     .backward = pool_backward,
+                     .n_inputs = 1,
+                     .in = {x},
+                     .iargs = {kind, N, C, H, W, k[0], k[1], adaptive ? 0 : stride[0],
+                               adaptive ? 0 : stride[1], adaptive ? 0 : pad[0],
+                               adaptive ? 0 : pad[1], OH, OW},
+                     .save = {idx},
+                     .drop = {xc, idx}});
 }
 
 /* ---- batch norm ---------------------------------------------------------------------------- */
@@ -298,7 +318,8 @@ ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *
                              const ddl_tensor *bias, int training, double momentum, double eps) {
     char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
     if (x->ndim < 2)
-        DDL_FAIL(DDL_E_VALUE, "batch_norm: input must be (N, C) or (N, C, ...), got %s", shp(b1, x));
+        DDL_FAIL(DDL_E_VALUE, "batch_norm: input must be (N, C) or (N, C, ...), got %s",
+                 shp(b1, x));
     int64_t N = x->shape[0], C = x->shape[1], S = C && N ? ddl_tensor_numel(x) / (N * C) : 0;
     const ddl_tensor *per_channel[4] = {running_mean, running_var, weight, bias};
     static const char *pc_names[4] = {"running_mean", "running_var", "weight", "bias"};
@@ -306,10 +327,13 @@ ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *
         const ddl_tensor *p = per_channel[i];
         if (!p) continue;
         if (p->dtype != DDL_FLOAT32)
-            DDL_FAIL(DDL_E_TYPE, "batch_norm: %s must be float32 (ddl's layer kernels are float32), "
-                     "got %s", pc_names[i], ddl_dtype_name(p->dtype));
+            DDL_FAIL(DDL_E_TYPE,
+                     "batch_norm: %s must be float32 (ddl's layer kernels are float32), "
+                     "got %s",
+                     pc_names[i], ddl_dtype_name(p->dtype));
         if (ddl_tensor_numel(p) != C)
-            DDL_FAIL(DDL_E_VALUE, "batch_norm: %s of shape %s does not match %lld channels of input %s",
+            DDL_FAIL(DDL_E_VALUE,
+                     "batch_norm: %s of shape %s does not match %lld channels of input %s",
                      pc_names[i], shp(b2, p), (long long)C, shp(b1, x));
         /* the running stats are updated in place, so they cannot be contiguous copies */
         if (i < 2 && !ddl_tensor_is_contiguous(p))
@@ -328,8 +352,11 @@ ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *
         st = ddl_batchnorm_forward(F(o), F(t[2]), F(t[3]), FOPT(running_mean), FOPT(running_var),
                                    F(t[0]), FOPT(t[1]), FOPT(bc), N, C, S, training, momentum, eps);
     return finish(out, st, o,
-                  &(node_spec){.name = "BatchNormBackward", .backward = batchnorm_backward,
-                               .n_inputs = 3, .in = {x, weight, bias}, .iargs = {N, C, S, training},
+                  &(node_spec){.name = "BatchNormBackward",
+                               .backward = batchnorm_backward,
+                               .n_inputs = 3,
+                               .in = {x, weight, bias},
+                               .iargs = {N, C, S, training},
                                .save = {t[0], t[1], t[2], t[3]},
                                .drop = {t[0], t[1], t[2], t[3], bc}});
 }
@@ -350,7 +377,8 @@ static ddl_status softmax_backward(ddl_node *n, const ddl_tensor *dout, ddl_tens
 
 ddl_status ddl_ag_softmax(ddl_tensor **out, const ddl_tensor *x, int log) {
     char b1[DDL_SHAPE_BUF];
-    if (x->ndim < 1) DDL_FAIL(DDL_E_VALUE, "softmax: input must have at least 1 dim, got %s", shp(b1, x));
+    if (x->ndim < 1)
+        DDL_FAIL(DDL_E_VALUE, "softmax: input must have at least 1 dim, got %s", shp(b1, x));
     int64_t C = x->shape[x->ndim - 1], B = C ? ddl_tensor_numel(x) / C : 0;
     ddl_tensor *xc = NULL, *o = NULL;
     ddl_status st = f32(&xc, x, log ? "log_softmax" : "softmax", "input");
@@ -359,8 +387,12 @@ ddl_status ddl_ag_softmax(ddl_tensor **out, const ddl_tensor *x, int log) {
         st = (log ? ddl_log_softmax_forward : ddl_softmax_forward)(F(o), F(xc), B, C);
     return finish(out, st, o,
                   &(node_spec){.name = log ? "LogSoftmaxBackward" : "SoftmaxBackward",
-                               .backward = softmax_backward, .n_inputs = 1, .in = {x},
-                               .iargs = {log, B, C}, .save = {o}, .drop = {xc}});
+                               .backward = softmax_backward,
+                               .n_inputs = 1,
+                               .in = {x},
+                               .iargs = {log, B, C},
+                               .save = {o},
+                               .drop = {xc}});
 }
 
 /* ---- losses -----------------------------------------------------------------------------------
@@ -381,9 +413,8 @@ static ddl_status class_loss_backward(ddl_node *n, const ddl_tensor *dout, ddl_t
     ddl_status st = begin_backward(&g, n, dout, dinp, need);
     const int64_t *tg = ddl_tensor_data(n->saved[1]);
     if (!st && need[0] && a[0] == DDL_CLASS_LOSS_CROSS_ENTROPY)
-        st = ddl_cross_entropy_backward(F(dinp[0]), F(g), F(n->saved[0]), F(n->saved[2]), tg,
-                                        a[1], a[2], (ddl_reduction)a[3], a[4],
-                                        (float)n->dargs[0]);
+        st = ddl_cross_entropy_backward(F(dinp[0]), F(g), F(n->saved[0]), F(n->saved[2]), tg, a[1],
+                                        a[2], (ddl_reduction)a[3], a[4], (float)n->dargs[0]);
     else if (!st && need[0])
         st = ddl_nll_loss_backward(F(dinp[0]), F(g), tg, a[1], a[2], (ddl_reduction)a[3], a[4]);
     ddl_tensor_release(g);
@@ -404,7 +435,8 @@ ddl_status ddl_ag_class_loss(ddl_tensor **out, ddl_class_loss_kind kind, const d
     if ((unsigned)reduction > DDL_REDUCTION_SUM)
         DDL_FAIL(DDL_E_VALUE, "%s: invalid reduction %d", who, (int)reduction);
     if (label_smoothing < 0 || label_smoothing > 1)
-        DDL_FAIL(DDL_E_VALUE, "%s: label_smoothing must be in [0, 1], got %g", who, label_smoothing);
+        DDL_FAIL(DDL_E_VALUE, "%s: label_smoothing must be in [0, 1], got %g", who,
+                 label_smoothing);
     int64_t B = x->shape[0], C = x->shape[1];
     ddl_tensor *xc = NULL, *tc = NULL, *lse = NULL, *loss = NULL, *losses = NULL;
     ddl_status st = f32(&xc, x, who, "input");
@@ -419,9 +451,12 @@ ddl_status ddl_ag_class_loss(ddl_tensor **out, ddl_class_loss_kind kind, const d
                                   reduction, ignore_index);
     return finish(out, st, loss ? loss : losses,
                   &(node_spec){.name = ce ? "CrossEntropyBackward" : "NllLossBackward",
-                               .backward = class_loss_backward, .n_inputs = 1, .in = {x},
+                               .backward = class_loss_backward,
+                               .n_inputs = 1,
+                               .in = {x},
                                .iargs = {kind, B, C, reduction, ignore_index},
-                               .dargs = {label_smoothing}, .save = {xc, tc, lse},
+                               .dargs = {label_smoothing},
+                               .save = {xc, tc, lse},
                                .drop = {xc, tc, lse}});
 }
 
@@ -450,8 +485,8 @@ static ddl_status pair_loss_backward(ddl_node *n, const ddl_tensor *dout, ddl_te
 ddl_status ddl_ag_pair_loss(ddl_tensor **out, ddl_pair_loss_kind kind, const ddl_tensor *x,
                             const ddl_tensor *y, const ddl_tensor *pos_weight,
                             ddl_reduction reduction) {
-    static const char *names[DDL_NUM_PAIR_LOSSES] = {"binary_cross_entropy_with_logits",
-                                                     "mse_loss", "l1_loss"};
+    static const char *names[DDL_NUM_PAIR_LOSSES] = {"binary_cross_entropy_with_logits", "mse_loss",
+                                                     "l1_loss"};
     static const char *node_names[DDL_NUM_PAIR_LOSSES] = {"BceWithLogitsBackward",
                                                           "MseLossBackward", "L1LossBackward"};
     if ((unsigned)kind >= DDL_NUM_PAIR_LOSSES)
@@ -487,9 +522,13 @@ ddl_status ddl_ag_pair_loss(ddl_tensor **out, ddl_pair_loss_kind kind, const ddl
         *F(loss) = reduction == DDL_REDUCTION_SUM ? 0.0f : NAN;
     }
     return finish(out, st, loss ? loss : losses,
-                  &(node_spec){.name = node_names[kind], .backward = pair_loss_backward,
-                               .n_inputs = 2, .in = {x, y}, .iargs = {kind, N, C, reduction},
-                               .save = {t[0], t[1], t[2]}, .drop = {t[0], t[1], t[2]}});
+                  &(node_spec){.name = node_names[kind],
+                               .backward = pair_loss_backward,
+                               .n_inputs = 2,
+                               .in = {x, y},
+                               .iargs = {kind, N, C, reduction},
+                               .save = {t[0], t[1], t[2]},
+                               .drop = {t[0], t[1], t[2]}});
 }
 
 /* ---- activations with their own kernels ---------------------------------------------------------
@@ -512,8 +551,8 @@ static ddl_status act_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor *
     return st;
 }
 
-ddl_status ddl_ag_activation(ddl_tensor **out, ddl_act_kind kind, const ddl_tensor *x,
-                             double slope, ddl_gelu_approximate approximate) {
+ddl_status ddl_ag_activation(ddl_tensor **out, ddl_act_kind kind, const ddl_tensor *x, double slope,
+                             ddl_gelu_approximate approximate) {
     if ((unsigned)kind >= DDL_NUM_ACTS)
         DDL_FAIL(DDL_E_VALUE, "activation: unknown kind %d (a ddl_act_kind)", (int)kind);
     int leaky = kind == DDL_ACT_LEAKY_RELU;
@@ -525,13 +564,19 @@ ddl_status ddl_ag_activation(ddl_tensor **out, ddl_act_kind kind, const ddl_tens
     if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, x->ndim, x->shape);
     int64_t N = ddl_tensor_numel(x);
     if (!st && N > 0) {
-        if (leaky) st = ddl_leaky_relu_forward(F(o), F(xc), N, (float)slope);
-        else st = ddl_gelu_forward(F(o), F(xc), N, approximate);
+        if (leaky)
+            st = ddl_leaky_relu_forward(F(o), F(xc), N, (float)slope);
+        else
+            st = ddl_gelu_forward(F(o), F(xc), N, approximate);
     }
     return finish(out, st, o,
                   &(node_spec){.name = leaky ? "LeakyReluBackward" : "GeluBackward",
-                               .backward = act_backward, .n_inputs = 1, .in = {x},
-                               .iargs = {kind, approximate}, .dargs = {slope}, .save = {xc},
+                               .backward = act_backward,
+                               .n_inputs = 1,
+                               .in = {x},
+                               .iargs = {kind, approximate},
+                               .dargs = {slope},
+                               .save = {xc},
                                .drop = {xc}});
 }
 
@@ -553,7 +598,8 @@ static ddl_status embedding_backward(ddl_node *n, const ddl_tensor *dout, ddl_te
 ddl_status ddl_ag_embedding(ddl_tensor **out, const ddl_tensor *idx, const ddl_tensor *w,
                             int64_t padding_idx) {
     char b1[DDL_SHAPE_BUF];
-    if (w->ndim != 2) DDL_FAIL(DDL_E_VALUE, "embedding: weight must be 2-D (num, dim), got %s", shp(b1, w));
+    if (w->ndim != 2)
+        DDL_FAIL(DDL_E_VALUE, "embedding: weight must be 2-D (num, dim), got %s", shp(b1, w));
     if (idx->ndim >= DDL_MAX_DIMS) DDL_FAIL(DDL_E_VALUE, "embedding: too many index dims");
     int64_t N = ddl_tensor_numel(idx), V = w->shape[0], D = w->shape[1];
     ddl_tensor *ic = NULL, *wc = NULL, *o = NULL;
@@ -565,9 +611,13 @@ ddl_status ddl_ag_embedding(ddl_tensor **out, const ddl_tensor *idx, const ddl_t
     if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, idx->ndim + 1, oshape);
     if (!st && N > 0) st = ddl_embedding_forward(F(o), F(wc), ddl_tensor_data(ic), N, V, D);
     return finish(out, st, o,
-                  &(node_spec){.name = "EmbeddingBackward", .backward = embedding_backward,
-                               .n_inputs = 2, .in = {NULL, w}, .iargs = {N, V, D, padding_idx},
-                               .save = {ic}, .drop = {ic, wc}});
+                  &(node_spec){.name = "EmbeddingBackward",
+                               .backward = embedding_backward,
+                               .n_inputs = 2,
+                               .in = {NULL, w},
+                               .iargs = {N, V, D, padding_idx},
+                               .save = {ic},
+                               .drop = {ic, wc}});
 }
 
 /* ---- dropout ------------------------------------------------------------------------------------
@@ -596,8 +646,12 @@ ddl_status ddl_ag_dropout(ddl_tensor **out, const ddl_tensor *x, double p) {
     int64_t N = ddl_tensor_numel(x);
     if (!st && N > 0) st = ddl_dropout_forward(F(o), F(xc), ddl_tensor_data(mask), N, (float)p);
     return finish(out, st, o,
-                  &(node_spec){.name = "DropoutBackward", .backward = dropout_backward,
-                               .n_inputs = 1, .in = {x}, .dargs = {p}, .save = {mask},
+                  &(node_spec){.name = "DropoutBackward",
+                               .backward = dropout_backward,
+                               .n_inputs = 1,
+                               .in = {x},
+                               .dargs = {p},
+                               .save = {mask},
                                .drop = {xc, r, mask}});
 }
 
@@ -623,9 +677,9 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
         dh_new = g;
         ddl_tensor_retain(g);
     }
-    int64_t ns = kind == DDL_CELL_LSTM ? ddl_lstm_cell_scratch_floats(B, H)
+    int64_t ns = kind == DDL_CELL_LSTM  ? ddl_lstm_cell_scratch_floats(B, H)
                  : kind == DDL_CELL_GRU ? ddl_gru_cell_scratch_floats(B, H)
-                               : ddl_rnn_cell_scratch_floats(B, H);
+                                        : ddl_rnn_cell_scratch_floats(B, H);
     if (ns < 1) ns = 1;
     if (!st) st = ddl_tensor_empty(&scratch, DDL_FLOAT32, 1, &ns);
     if (!st) st = zero_grads(n, dinp, need);
@@ -633,9 +687,9 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
     for (int i = 0; i < 7; i++) d[i] = need[i] ? F(dinp[i]) : NULL;
     ddl_tensor *const *s = n->saved;
     if (!st && kind == DDL_CELL_LSTM)
-        st = ddl_lstm_cell_backward(d[0], d[1], d[2], d[3], d[4], d[5], d[6], F(scratch),
-                                    F(dh_new), F(dc_new), F(s[5]), F(s[0]), F(s[1]), F(s[2]),
-                                    F(s[3]), F(s[4]), B, I, H);
+        st = ddl_lstm_cell_backward(d[0], d[1], d[2], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
+                                    F(dc_new), F(s[5]), F(s[0]), F(s[1]), F(s[2]), F(s[3]), F(s[4]),
+                                    B, I, H);
     else if (!st && kind == DDL_CELL_GRU)
         st = ddl_gru_cell_backward(d[0], d[1], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
                                    F(s[5]), F(s[0]), F(s[1]), F(s[3]), F(s[4]), B, I, H);
@@ -652,8 +706,8 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
 
 ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tensor *x,
                            const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
-                           const ddl_tensor *w_hh, const ddl_tensor *b_ih,
-                           const ddl_tensor *b_hh, ddl_rnn_nonlinearity nonlinearity) {
+                           const ddl_tensor *w_hh, const ddl_tensor *b_ih, const ddl_tensor *b_hh,
+                           ddl_rnn_nonlinearity nonlinearity) {
     static const char *names[DDL_NUM_CELL_KINDS] = {"rnn_cell", "lstm_cell", "gru_cell"};
     static const char *node_names[DDL_NUM_CELL_KINDS] = {"RnnCellBackward", "LstmCellBackward",
                                                          "GruCellBackward"};
@@ -672,8 +726,7 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
         w_hh->shape[0] != gates * H || w_hh->shape[1] != H)
         DDL_FAIL(DDL_E_VALUE,
                  "%s: input %s, hidden %s do not match weight_ih %s (expected (%lld, %lld))", who,
-                 shp(b1, x), shp(b2, h), shp(b3, w_ih),
-                 (long long)(gates * H), (long long)I);
+                 shp(b1, x), shp(b2, h), shp(b3, w_ih), (long long)(gates * H), (long long)I);
     if ((kind == DDL_CELL_LSTM) != (c != NULL))
         DDL_FAIL(DDL_E_VALUE, "%s: a cell state is needed by (and only by) LSTM", who);
     if (c && (c->ndim != 2 || c->shape[0] != B || c->shape[1] != H))
@@ -686,12 +739,13 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
                      (long long)(gates * H));
     ddl_tensor *t[7] = {0}, *cache = NULL, *o = NULL;
     const ddl_tensor *ins[7] = {x, h, c, w_ih, w_hh, b_ih, b_hh};
-    static const char *arg[7] = {"input", "hx", "cx", "weight_ih", "weight_hh", "bias_ih", "bias_hh"};
+    static const char *arg[7] = {"input",     "hx",      "cx",     "weight_ih",
+                                 "weight_hh", "bias_ih", "bias_hh"};
     ddl_status st = DDL_OK;
     for (int i = 0; i < 7 && !st; i++) st = f32(&t[i], ins[i], who, arg[i]);
-    int64_t nc = kind == DDL_CELL_LSTM ? ddl_lstm_cell_cache_floats(B, H)
+    int64_t nc = kind == DDL_CELL_LSTM  ? ddl_lstm_cell_cache_floats(B, H)
                  : kind == DDL_CELL_GRU ? ddl_gru_cell_cache_floats(B, H)
-                               : ddl_rnn_cell_cache_floats(B, H);
+                                        : ddl_rnn_cell_cache_floats(B, H);
     if (nc < 1) nc = 1;
     int64_t oshape[2] = {B, kind == DDL_CELL_LSTM ? 2 * H : H};
     if (!st) st = ddl_tensor_empty(&cache, DDL_FLOAT32, 1, &nc);
@@ -721,7 +775,9 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
                                   FOPT(t[6]), B, I, H, nonlinearity);
     }
     return finish(out, st, o,
-                  &(node_spec){.name = node_names[kind], .backward = cell_backward, .n_inputs = 7,
+                  &(node_spec){.name = node_names[kind],
+                               .backward = cell_backward,
+                               .n_inputs = 7,
                                .in = {x, h, c, w_ih, w_hh, b_ih, b_hh},
                                .iargs = {kind, B, I, H, nonlinearity},
                                .save = {t[0], t[1], t[2], t[3], t[4], cache},

@@ -6,7 +6,8 @@
 #include <stdlib.h>
 /* dx = a > 0 ? dout : 0 as a vector select (clones for AVX-512, AVX2, baseline) */
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),
-               optimize("no-trapping-math"))) static void relu_bwd_f32(float *restrict o, const float *restrict a, const float *restrict g, int64_t n) {
+               optimize("no-trapping-math"))) static void
+relu_bwd_f32(float *restrict o, const float *restrict a, const float *restrict g, int64_t n) {
     for (int64_t i = 0; i < n; i++) o[i] = a[i] > 0.0f ? g[i] : 0.0f;
 }
 
@@ -47,8 +48,8 @@ static ddl_status where_zero(ddl_tensor **out, const ddl_tensor *mask, const ddl
 /* ---- binary ------------------------------------------------------------------------------- */
 
 static const char *binary_node_names[DDL_NUM_BINARY_OPS] = {
-    "AddBackward", "SubBackward", "MulBackward", "DivBackward", "PowBackward",
-    "MaximumBackward", "MinimumBackward"};
+    "AddBackward", "SubBackward",     "MulBackward",    "DivBackward",
+    "PowBackward", "MaximumBackward", "MinimumBackward"};
 
 ddl_status ddl_ag_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
                          const ddl_tensor *b);
@@ -156,8 +157,7 @@ static ddl_status binary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
             if (!st) st = grad_for(&dinp[1], v, &n->in[1]);
         }
         return st;
-    default:
-        return ddl_fail(DDL_E_INTERNAL, "binary op %d has no backward", (int)op);
+    default: return ddl_fail(DDL_E_INTERNAL, "binary op %d has no backward", (int)op);
     }
 }
 
@@ -194,7 +194,7 @@ ddl_status ddl_ag_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_te
 /* ---- unary -------------------------------------------------------------------------------- */
 
 static const char *unary_node_names[DDL_NUM_UNARY_OPS] = {
-    "NegBackward", "ExpBackward",     "LogBackward",  "SqrtBackward", "AbsBackward",
+    "NegBackward",  "ExpBackward",     "LogBackward",  "SqrtBackward", "AbsBackward",
     "TanhBackward", "SigmoidBackward", "ReluBackward", "SignBackward"};
 
 static ddl_status unary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
@@ -237,8 +237,9 @@ static ddl_status unary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor
         if (a->dtype == DDL_FLOAT32 && dout->dtype == DDL_FLOAT32 && ddl_tensor_is_contiguous(a) &&
             ddl_tensor_is_contiguous(dout) && ddl_tensor_numel(a) == ddl_tensor_numel(dout)) {
             st = ddl_tensor_empty(&t, DDL_FLOAT32, a->ndim, a->shape);
-            if (!st) relu_bwd_f32((float *)ddl_tensor_data(t), (const float *)ddl_tensor_data(a),
-                                  (const float *)ddl_tensor_data(dout), ddl_tensor_numel(a));
+            if (!st)
+                relu_bwd_f32((float *)ddl_tensor_data(t), (const float *)ddl_tensor_data(a),
+                             (const float *)ddl_tensor_data(dout), ddl_tensor_numel(a));
             break;
         }
         st = ddl_binary_scalar(&u, DDL_OP_GT, a, 0.0, 1, 0);
@@ -335,21 +336,20 @@ static ddl_status reduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
         int dims[DDL_MAX_DIMS], nd = 0;
         for (int d = 0; d < e->ndim; d++)
             if ((mask >> d) & 1) dims[nd++] = d;
-        ddl_tensor *z = NULL, *a1 = NULL, *p1 = NULL, *cnt = NULL, *c = NULL, *x = NULL,
-                   *y = NULL;
-        st = bin_s(&z, DDL_OP_EQ, a, 0.0);                          /* bool */
-        if (!st) st = bin(&a1, DDL_OP_ADD, a, z);                   /* zeros -> 1 */
+        ddl_tensor *z = NULL, *a1 = NULL, *p1 = NULL, *cnt = NULL, *c = NULL, *x = NULL, *y = NULL;
+        st = bin_s(&z, DDL_OP_EQ, a, 0.0);        /* bool */
+        if (!st) st = bin(&a1, DDL_OP_ADD, a, z); /* zeros -> 1 */
         if (!st) st = ddl_reduce(&p1, DDL_REDUCE_PROD, a1, nd, dims, 1, 0);
         if (!st) st = ddl_reduce(&cnt, DDL_REDUCE_SUM, z, nd, dims, 1, 0);
         if (!st) st = bin_s(&c, DDL_OP_EQ, cnt, 0.0);
         if (!st) st = bin(&x, DDL_OP_DIV, p1, a1);
-        if (!st) st = bin(&u, DDL_OP_MUL, x, c);                    /* no zeros */
+        if (!st) st = bin(&u, DDL_OP_MUL, x, c); /* no zeros */
         ddl_tensor_release(c);
         ddl_tensor_release(x);
         c = x = NULL;
         if (!st) st = bin_s(&c, DDL_OP_EQ, cnt, 1.0);
         if (!st) st = bin(&x, DDL_OP_MUL, p1, c);
-        if (!st) st = bin(&y, DDL_OP_MUL, x, z);                    /* one zero */
+        if (!st) st = bin(&y, DDL_OP_MUL, x, z); /* one zero */
         ddl_tensor_release(x);
         x = NULL;
         if (!st) st = bin(&x, DDL_OP_ADD, u, y);
@@ -373,8 +373,8 @@ static ddl_status reduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
 }
 
 static const char *reduce_node_names[DDL_NUM_REDUCE_OPS] = {
-    "SumBackward", "MeanBackward", "MaxBackward", "MinBackward", NULL, NULL,
-    "VarBackward", "StdBackward", "ProdBackward"};
+    "SumBackward", "MeanBackward", "MaxBackward", "MinBackward", NULL,
+    NULL,          "VarBackward",  "StdBackward", "ProdBackward"};
 
 ddl_status ddl_ag_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, int ndims,
                          const int *dims, int keepdim, int64_t correction) {
@@ -439,9 +439,11 @@ static ddl_status matmul_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     if (!st) st = as_matrix(&b, b0, 0);
     if (!st) { /* dout with the dims matmul dropped for 1-D operands put back */
         ddl_tensor *g1 = NULL;
-        st = a0->ndim == 1 ? ddl_tensor_unsqueeze(&g1, dout, dout->ndim - (b0->ndim == 1 ? 0 : 1))
-                           : (ddl_tensor_retain((ddl_tensor *)dout), g1 = (ddl_tensor *)dout, DDL_OK);
-        if (!st && b0->ndim == 1) st = ddl_tensor_unsqueeze(&g, g1, g1->ndim);
+        st = a0->ndim == 1
+                 ? ddl_tensor_unsqueeze(&g1, dout, dout->ndim - (b0->ndim == 1 ? 0 : 1))
+                 : (ddl_tensor_retain((ddl_tensor *)dout), g1 = (ddl_tensor *)dout, DDL_OK);
+        if (!st && b0->ndim == 1)
+            st = ddl_tensor_unsqueeze(&g, g1, g1->ndim);
         else if (!st) {
             g = g1;
             g1 = NULL;
@@ -502,9 +504,9 @@ ddl_status ddl_ag_reshape(ddl_tensor **out, ddl_shape_op op, const ddl_tensor *t
                  (int)op);
     }
     ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, op == DDL_SHAPE_EXPAND ? "ExpandBackward"
-                                                                     : "ViewBackward",
-                                    reshape_backward, 1, &t);
+    ddl_status st =
+        ddl_node_record(&n, *out, op == DDL_SHAPE_EXPAND ? "ExpandBackward" : "ViewBackward",
+                        reshape_backward, 1, &t);
     if (!st && n) n->iargs[0] = op;
     if (st) ddl_tensor_release(*out);
     return st;
@@ -554,19 +556,20 @@ static ddl_status index_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor
     const ddl_edge *e = &n->in[0];
     ddl_tensor *z, *v = NULL;
     DDL_TRY(ddl_tensor_zeros(&z, e->dtype, e->ndim, e->shape));
-    ddl_status st = n->iargs[0] == 's'
-                        ? ddl_tensor_slice(&v, z, (int)n->iargs[1], n->iargs[2], n->iargs[3],
-                                           n->iargs[4])
-                        : ddl_tensor_select(&v, z, (int)n->iargs[1], n->iargs[2]);
+    ddl_status st = n->iargs[0] == 's' ? ddl_tensor_slice(&v, z, (int)n->iargs[1], n->iargs[2],
+                                                          n->iargs[3], n->iargs[4])
+                                       : ddl_tensor_select(&v, z, (int)n->iargs[1], n->iargs[2]);
     if (!st) st = ddl_copy_(v, dout);
     ddl_tensor_release(v);
-    if (st) ddl_tensor_release(z);
-    else dinp[0] = z;
+    if (st)
+        ddl_tensor_release(z);
+    else
+        dinp[0] = z;
     return st;
 }
 
-ddl_status ddl_ag_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t start,
-                        int64_t stop, int64_t step) {
+ddl_status ddl_ag_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t start, int64_t stop,
+                        int64_t step) {
     DDL_TRY(ddl_tensor_slice(out, t, dim, start, stop, step));
     ddl_node *n;
     ddl_status st = ddl_node_record(&n, *out, "SliceBackward", index_backward, 1, &t);

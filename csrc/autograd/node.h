@@ -58,8 +58,7 @@ struct ddl_leaf_hook {
 };
 
 /* Sum g down to (ndim, shape) over the dims broadcasting expanded (a new reference). */
-ddl_status ddl_sum_to_shape(ddl_tensor **out, const ddl_tensor *g, int ndim,
-                            const int64_t *shape);
+ddl_status ddl_sum_to_shape(ddl_tensor **out, const ddl_tensor *g, int ndim, const int64_t *shape);
 
 /* Run `expr` with grad mode off on this thread. */
 extern _Thread_local int ddl_grad_mode_off;

@@ -24,19 +24,18 @@ bool same(const Descriptor& a, const Descriptor& b) {
            a.root == b.root && a.redop == b.redop && a.count2 == b.count2;
 }
 
-}  // namespace
+} // namespace
 
 const char* coll_name(int coll) {
-    static const char* names[] = {"?",      "all_reduce", "broadcast", "all_gather",
-                                  "reduce_scatter", "reduce", "gather", "scatter",
-                                  "all_to_all", "barrier"};
+    static const char* names[] = {
+        "?",      "all_reduce", "broadcast", "all_gather", "reduce_scatter",
+        "reduce", "gather",     "scatter",   "all_to_all", "barrier"};
     return coll >= 1 && coll <= 9 ? names[coll] : "?";
 }
 
 const char* coll_op_name(int coll) {
-    static const char* names[] = {"",       "allreduce", "broadcast", "allgather",
-                                  "reduce_scatter", "reduce", "gather", "scatter",
-                                  "alltoall", "barrier"};
+    static const char* names[] = {"",       "allreduce", "broadcast", "allgather", "reduce_scatter",
+                                  "reduce", "gather",    "scatter",   "alltoall",  "barrier"};
     return coll >= 1 && coll <= 9 ? names[coll] : "";
 }
 
@@ -96,9 +95,8 @@ bool Agreement::agree(Transport& t, int rank, int size, const Descriptor& d, voi
                      ? (bytes + 63) / 64 * 64
                      : kEagerMin;
     if (!eager) return false;
-    reduce_blocks(data, xout_.data() + sizeof(Descriptor), block, size, d.count, d.dtype,
-                  d.redop);
+    reduce_blocks(data, xout_.data() + sizeof(Descriptor), block, size, d.count, d.dtype, d.redop);
     return true;
 }
 
-}  // namespace ddl_comm
+} // namespace ddl_comm

@@ -22,7 +22,7 @@ struct Descriptor {
     int64_t count;
     int32_t root;
     int32_t redop;
-    int64_t count2;  // the second buffer's count where the op has two
+    int64_t count2; // the second buffer's count where the op has two
     char pad[24];
 };
 static_assert(sizeof(Descriptor) == 64, "descriptor must be 64 bytes");
@@ -59,10 +59,10 @@ class Agreement {
                int64_t timeout_ms);
 
   private:
-    std::vector<uint8_t> xin_, xout_;  // the exchange's blocks, one per rank
-    size_t eager_cap_ = kEagerMin;     // payload bytes of the next exchange
+    std::vector<uint8_t> xin_, xout_; // the exchange's blocks, one per rank
+    size_t eager_cap_ = kEagerMin;    // payload bytes of the next exchange
 };
 
-}  // namespace ddl_comm
+} // namespace ddl_comm
 
 #endif

@@ -23,7 +23,7 @@ void copy_str(char* dst, size_t n, const std::string& src) {
     dst[k] = '\0';
 }
 
-}  // namespace
+} // namespace
 
 Failure::Failure() : info(blank_info()) {}
 Failure::Failure(ddl_status s, std::string m) : st(s), msg(std::move(m)), info(blank_info()) {}
@@ -68,7 +68,7 @@ ddl_status map_exception(const char* where) {
         return ddl_fail(DDL_E_COMM, "%s: %s", where, e.text.c_str());
     } catch (const std::bad_alloc&) {
         return ddl_fail(DDL_E_NOMEM, "%s: out of memory", where);
-    } catch (const std::exception& e) {  // gloo::EnforceNotMet derives from std::exception
+    } catch (const std::exception& e) { // gloo::EnforceNotMet derives from std::exception
         return ddl_fail(DDL_E_INTERNAL, "%s: %s", where, e.what());
     } catch (...) {
         return ddl_fail(DDL_E_INTERNAL, "%s: unknown C++ exception", where);
@@ -81,4 +81,4 @@ std::string rank_list(const std::set<int>& ranks) {
     return out;
 }
 
-}  // namespace ddl_comm
+} // namespace ddl_comm

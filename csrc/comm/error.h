@@ -25,14 +25,23 @@ struct Failure {
     // This thread's last error, its message after `prefix`, its fields kept.
     static Failure last(ddl_status s, const std::string& prefix);
 
-    Failure& rank(int r) { info.rank = r; return *this; }
-    Failure& seq(int64_t s) { info.seq = s; return *this; }
+    Failure& rank(int r) {
+        info.rank = r;
+        return *this;
+    }
+    Failure& seq(int64_t s) {
+        info.seq = s;
+        return *this;
+    }
     Failure& op(const char* name);
     Failure& peer(const std::string& address);
-    Failure& sys_errno(int e) { info.sys_errno = e; return *this; }
-    Failure& ranks(const std::set<int>& rs);  // the first DDL_ERROR_MAX_RANKS of them
+    Failure& sys_errno(int e) {
+        info.sys_errno = e;
+        return *this;
+    }
+    Failure& ranks(const std::set<int>& rs); // the first DDL_ERROR_MAX_RANKS of them
 
-    ddl_status raise() const;  // ddl_fail with msg, then the fields; returns st
+    ddl_status raise() const; // ddl_fail with msg, then the fields; returns st
 };
 
 // Thrown inside the comm layer (and out of the store adapter through Gloo's rendezvous code),
@@ -59,6 +68,6 @@ ddl_status map_exception(const char* where);
 // "0, 2, 3"
 std::string rank_list(const std::set<int>& ranks);
 
-}  // namespace ddl_comm
+} // namespace ddl_comm
 
 #endif

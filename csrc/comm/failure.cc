@@ -21,15 +21,15 @@ std::string what_of(const ddl_work* w) {
     return std::string(coll_name(w->desc.coll)) + " #" + std::to_string(w->desc.seq);
 }
 
-}  // namespace
+} // namespace
 
 // Which of the other ranks have set "<key>/<rank>"? Polls (every 20 ms, each look without
 // waiting) until all have or grace_ms passes: reports land in *got, the others stay in
 // *missing. False when the store cannot be reached at all; if it goes away midway (its host
 // exited after its own grace period, by when every live rank had reported) what was seen
 // so far stands.
-bool ddl_pg::poll_reports(const std::string& key, int64_t grace_ms,
-                          std::map<int, std::string>* got, std::set<int>* missing) {
+bool ddl_pg::poll_reports(const std::string& key, int64_t grace_ms, std::map<int, std::string>* got,
+                          std::set<int>* missing) {
     for (int r = 0; r < size; r++)
         if (r != rank) missing->insert(r);
     int64_t deadline = now_us() + grace_ms * 1000;
@@ -84,8 +84,8 @@ Failure ddl_pg::connection_failure(const ddl_work* w, const std::set<int>& seen,
     } else if (!lost.empty()) {
         f.msg += "rank(s) " + rank_list(lost) +
                  " died or stopped responding (no failure report from them within " +
-                 std::to_string(kReportGraceMs) + " ms; every other rank reported); seen here: " +
-                 how;
+                 std::to_string(kReportGraceMs) +
+                 " ms; every other rank reported); seen here: " + how;
         f.ranks(lost);
     } else {
         // every rank is alive: quote why the first peer that closed on us failed
@@ -115,21 +115,19 @@ Failure ddl_pg::diagnose(const ddl_work* w, bool* reported) {
         bool timed_out = now_us() - w->t_start >= w->timeout_ms * 900;
         if (timed_out) {
             std::set<int> absent = absent_ranks(w->desc.seq);
-            f = Failure(DDL_E_TIMEOUT,
-                        me + what_of(w) + " timed out after " + std::to_string(w->timeout_ms) +
-                            " ms" +
-                            (absent.empty() ? "" : "; rank(s) " + rank_list(absent) +
-                                                       " never arrived") +
-                            " (" + e.text + ")");
+            f = Failure(
+                DDL_E_TIMEOUT,
+                me + what_of(w) + " timed out after " + std::to_string(w->timeout_ms) + " ms" +
+                    (absent.empty() ? "" : "; rank(s) " + rank_list(absent) + " never arrived") +
+                    " (" + e.text + ")");
             f.ranks(absent);
         } else {
             int err = 0;
-            std::set<int> seen = transport->dead_peers(&err);  // before close() hangs up
-            f = connection_failure(
-                w, seen,
-                (seen.empty() ? "a peer" : "peer rank(s) " + rank_list(seen)) +
-                    " closed the connection (" + e.text + ")",
-                err);
+            std::set<int> seen = transport->dead_peers(&err); // before close() hangs up
+            f = connection_failure(w, seen,
+                                   (seen.empty() ? "a peer" : "peer rank(s) " + rank_list(seen)) +
+                                       " closed the connection (" + e.text + ")",
+                                   err);
             *reported = true;
         }
     } catch (const std::exception& e) {
@@ -171,7 +169,7 @@ void ddl_pg::watch() {
         if (watch_stop || !running || broken.load() || now_us() - running_since < kWatchMs * 1000)
             continue;
         ddl_work* w = running;
-        w->refs.fetch_add(1);  // kept alive while we look (execute unregisters it under wm)
+        w->refs.fetch_add(1); // kept alive while we look (execute unregisters it under wm)
         lock.unlock();
         int err = 0;
         std::set<int> dead = transport->dead_peers(&err);

@@ -64,6 +64,6 @@ class GroupStore {
     int64_t timeout_ms_;
 };
 
-}  // namespace ddl_comm
+} // namespace ddl_comm
 
 #endif

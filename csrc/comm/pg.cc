@@ -45,7 +45,7 @@ void ddl_pg::execute(ddl_work* w) {
         running = w;
         running_since = w->t_start;
     }
-    struct Unwatch {  // however execute leaves, the watchdog stops looking at w first
+    struct Unwatch { // however execute leaves, the watchdog stops looking at w first
         ddl_pg* pg;
         ~Unwatch() {
             std::lock_guard<std::mutex> lock(pg->wm);
@@ -58,10 +58,10 @@ void ddl_pg::execute(ddl_work* w) {
         void* pb = w->b ? ddl_tensor_data(w->b) : nullptr;
         // a barrier is the exchange itself: every rank has heard from every other; one rank
         // needs no agreement (the transport handles it locally)
-        bool done = size > 1 ? agreement.agree(*transport, rank, size, d, pa, w->timeout_ms)
-                             : false;
+        bool done =
+            size > 1 ? agreement.agree(*transport, rank, size, d, pa, w->timeout_ms) : false;
         if (!done && d.coll != DDL_COLL_BARRIER) transport->run(d, pa, pb, w->timeout_ms);
-        w->finish(Failure());  // (if the watchdog completed w already, its result stands)
+        w->finish(Failure()); // (if the watchdog completed w already, its result stands)
     } catch (...) {
         fail(w);
     }
@@ -83,7 +83,7 @@ void ddl_pg::run() {
             busy = true;
         }
         execute(w);
-        ddl_work_free(w);  // the queue's reference
+        ddl_work_free(w); // the queue's reference
         std::lock_guard<std::mutex> lock(qm);
         busy = false;
     }
@@ -106,24 +106,23 @@ void join(GroupStore& store, int rank, int size, int64_t timeout_ms) {
             for (int q = r + 1; q < size; q++)
                 if (store.get_status("ddl/joined/" + std::to_string(q), &v, 0) != DDL_OK)
                     missing.insert(q);
-            throw DdlError(Failure(DDL_E_TIMEOUT, "process group: rank(s) " +
-                                                      rank_list(missing) + " of " + my_size +
-                                                      " never joined within " +
+            throw DdlError(Failure(DDL_E_TIMEOUT, "process group: rank(s) " + rank_list(missing) +
+                                                      " of " + my_size + " never joined within " +
                                                       std::to_string(timeout_ms) + " ms")
                                .op("join")
                                .rank(rank)
                                .ranks(missing));
         }
         if (st != DDL_OK) {
-            Failure f = Failure::last(
-                st, "process group: waiting for rank " + std::to_string(r) + " to join: ");
+            Failure f = Failure::last(st, "process group: waiting for rank " + std::to_string(r) +
+                                              " to join: ");
             throw DdlError(f.op("join").rank(rank).ranks({r}));
         }
         if (v != my_size)
             throw DdlError(Failure(DDL_E_VALUE, "process group: rank " + std::to_string(r) +
                                                     " was started with world size " + v +
-                                                    " but rank " + std::to_string(rank) +
-                                                    " with " + my_size +
+                                                    " but rank " + std::to_string(rank) + " with " +
+                                                    my_size +
                                                     ": every rank needs the same WORLD_SIZE")
                                .op("join")
                                .rank(rank)
@@ -218,7 +217,7 @@ ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int 
     w->timeout_ms = timeout_ms > 0 ? timeout_ms : pg->timeout_ms;
     w->a = a ? ddl_tensor_retain(a) : nullptr;
     w->b = b ? ddl_tensor_retain(const_cast<ddl_tensor*>(b)) : nullptr;
-    w->refs = 2;  // the caller's and the queue's
+    w->refs = 2; // the caller's and the queue's
     bool here = false;
     {
         std::lock_guard<std::mutex> lock(pg->qm);
@@ -229,15 +228,17 @@ ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int 
         // transport after a failure until the watchdog completes the work for its waiter)
         here = !work && !pg->busy && pg->queue.empty() &&
                (size_t)count * ddl_dtype_size((ddl_dtype)w->desc.dtype) <= kEagerMax;
-        if (here) pg->busy = true;
-        else pg->queue.push_back(w);
+        if (here)
+            pg->busy = true;
+        else
+            pg->queue.push_back(w);
     }
     if (here) {
         pg->execute(w);
-        ddl_work_free(w);  // the queue's reference
+        ddl_work_free(w); // the queue's reference
         std::lock_guard<std::mutex> lock(pg->qm);
         pg->busy = false;
-        pg->qcv.notify_all();  // under the lock: ddl_pg_release may delete pg once it sees !busy
+        pg->qcv.notify_all(); // under the lock: ddl_pg_release may delete pg once it sees !busy
     } else {
         pg->qcv.notify_one();
     }
@@ -271,7 +272,7 @@ ddl_status rooted(ddl_pg* pg, int coll, ddl_tensor* out, const ddl_tensor* in, i
     return submit(pg, coll, out, in, root, 0, ddl_tensor_numel(part), timeout_ms, work);
 }
 
-}  // namespace
+} // namespace
 
 extern "C" {
 
@@ -331,8 +332,7 @@ ddl_status ddl_pg_allreduce(ddl_pg* pg, ddl_tensor* t, ddl_comm_op op, int64_t t
     ddl_status st = check_tensor(t, "all_reduce", "tensor");
     if (!st) st = check_op(op, t, "all_reduce");
     if (st) return st;
-    return submit(pg, DDL_COLL_ALLREDUCE, t, nullptr, 0, op, ddl_tensor_numel(t), timeout_ms,
-                  work);
+    return submit(pg, DDL_COLL_ALLREDUCE, t, nullptr, 0, op, ddl_tensor_numel(t), timeout_ms, work);
 }
 
 ddl_status ddl_pg_broadcast(ddl_pg* pg, ddl_tensor* t, int root, int64_t timeout_ms,
@@ -370,8 +370,7 @@ ddl_status ddl_pg_reduce(ddl_pg* pg, ddl_tensor* t, int root, ddl_comm_op op, in
     if (!st) st = check_root(pg, root, "reduce");
     if (!st) st = check_op(op, t, "reduce");
     if (st) return st;
-    return submit(pg, DDL_COLL_REDUCE, t, nullptr, root, op, ddl_tensor_numel(t), timeout_ms,
-                  work);
+    return submit(pg, DDL_COLL_REDUCE, t, nullptr, root, op, ddl_tensor_numel(t), timeout_ms, work);
 }
 
 ddl_status ddl_pg_gather(ddl_pg* pg, ddl_tensor* out, const ddl_tensor* in, int root,
@@ -440,4 +439,4 @@ void ddl_work_times(ddl_work* w, int64_t* start_us, int64_t* end_us) {
 
 int64_t ddl_now_us(void) { return now_us(); }
 
-}  // extern "C"
+} // extern "C"

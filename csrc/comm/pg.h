@@ -24,12 +24,12 @@ struct ddl_work {
     std::mutex m;
     std::condition_variable cv;
     bool done = false;
-    ddl_comm::Failure result;  // result.st == DDL_OK: it succeeded
+    ddl_comm::Failure result; // result.st == DDL_OK: it succeeded
     int64_t t_start = 0, t_end = 0;
     // the job
     ddl_comm::Descriptor desc{};
-    ddl_tensor* a = nullptr;  // the in-place / output tensor
-    ddl_tensor* b = nullptr;  // the input where the op has a separate one
+    ddl_tensor* a = nullptr; // the in-place / output tensor
+    ddl_tensor* b = nullptr; // the input where the op has a separate one
     int64_t timeout_ms = 0;
 
     // Called once the collective has left the transport. If the watchdog completed the work
@@ -46,7 +46,7 @@ struct ddl_pg {
     int64_t timeout_ms = 30000;
     std::unique_ptr<ddl_comm::GroupStore> store;
     std::unique_ptr<ddl_comm::Transport> transport;
-    ddl_comm::Agreement agreement;  // used by the one runner at a time
+    ddl_comm::Agreement agreement; // used by the one runner at a time
 
     // The queue and the communication thread (pg.cc), under qm.
     std::thread thread;
@@ -55,16 +55,16 @@ struct ddl_pg {
     std::deque<ddl_work*> queue;
     bool shut_down = false;
     bool stopping = false;
-    uint64_t next_seq = 0;       // assigned at issue time
-    bool busy = false;           // a collective is running (comm thread or an inline caller)
-    bool thread_exited = false;  // the comm thread left run()
-    bool leaked = false;         // shut down with its comm thread stuck in the transport
+    uint64_t next_seq = 0;      // assigned at issue time
+    bool busy = false;          // a collective is running (comm thread or an inline caller)
+    bool thread_exited = false; // the comm thread left run()
+    bool leaked = false;        // shut down with its comm thread stuck in the transport
 
     // Broken: the first failure, kept whole (message and fields) and raised again by every
     // later call. broken_f is written once, under fail_m, before broken is set.
     std::atomic<int> broken{0};
     ddl_comm::Failure broken_f;
-    std::mutex fail_m;  // one failure handler at a time (the collective's runner, the watchdog)
+    std::mutex fail_m; // one failure handler at a time (the collective's runner, the watchdog)
 
     // The watchdog (failure.cc, watch()): the work now in the transport and since when, under wm.
     std::thread watchdog;
@@ -78,7 +78,7 @@ struct ddl_pg {
     void run();
     void execute(ddl_work* w);
     // failure.cc
-    void fail(ddl_work* w);  // inside a catch block: diagnose, break the group, finish w
+    void fail(ddl_work* w); // inside a catch block: diagnose, break the group, finish w
     void watch();
 
   private:

@@ -16,8 +16,7 @@ namespace ddl_comm {
 // reduced as SUM (divide by the world size afterwards, see finish_avg).
 typedef void (*ReduceFn)(void* c, const void* a, const void* b, size_t n);
 
-template <typename T>
-ReduceFn reduce_fn(int op) {
+template <typename T> ReduceFn reduce_fn(int op) {
     switch (op) {
     case DDL_COMM_MIN:
         return [](void* c, const void* a, const void* b, size_t n) {
@@ -45,11 +44,13 @@ ReduceFn reduce_fn(int op) {
 }
 
 // f(T{}) with T the C type of a collective's dtype (float32, float64, else int64).
-template <typename F>
-void with_type(int dtype, F&& f) {
-    if (dtype == DDL_FLOAT32) f(float{});
-    else if (dtype == DDL_FLOAT64) f(double{});
-    else f(int64_t{});
+template <typename F> void with_type(int dtype, F&& f) {
+    if (dtype == DDL_FLOAT32)
+        f(float{});
+    else if (dtype == DDL_FLOAT64)
+        f(double{});
+    else
+        f(int64_t{});
 }
 
 inline ReduceFn reduce_fn_for(int dtype, int redop) {
@@ -79,6 +80,6 @@ inline void reduce_blocks(void* out, const uint8_t* blocks, size_t stride, int n
     finish_avg(out, dtype, redop, count, n);
 }
 
-}  // namespace ddl_comm
+} // namespace ddl_comm
 
 #endif

@@ -38,6 +38,6 @@ class Transport {
     virtual std::string peer_address(int rank) const = 0;
 };
 
-}  // namespace ddl_comm
+} // namespace ddl_comm
 
 #endif

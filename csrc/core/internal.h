@@ -9,16 +9,16 @@
 #include <string.h>
 
 /* Set the thread's message and return the status from the current function. */
-#define DDL_FAIL(st, ...)                                                                        \
-    do {                                                                                         \
-        ddl_fail((st), __VA_ARGS__);                                                             \
-        return (st); /* a constant, so the compiler sees the error path */                      \
+#define DDL_FAIL(st, ...)                                                                          \
+    do {                                                                                           \
+        ddl_fail((st), __VA_ARGS__);                                                               \
+        return (st); /* a constant, so the compiler sees the error path */                         \
     } while (0)
 /* Propagate a failing status. */
-#define DDL_TRY(expr)                                                                            \
-    do {                                                                                         \
-        ddl_status st_ = (expr);                                                                 \
-        if (st_ != DDL_OK) return st_;                                                           \
+#define DDL_TRY(expr)                                                                              \
+    do {                                                                                           \
+        ddl_status st_ = (expr);                                                                   \
+        if (st_ != DDL_OK) return st_;                                                             \
     } while (0)
 
 /* Largest tensor a single allocation may describe (guards size arithmetic overflow). */
@@ -120,8 +120,8 @@ typedef struct ddl_object {
 } ddl_object;
 
 static inline void ddl_object_release(ddl_object *o) {
-    if (o && atomic_fetch_sub_explicit((_Atomic int64_t *)&o->refcount, 1,
-                                       memory_order_acq_rel) == 1)
+    if (o &&
+        atomic_fetch_sub_explicit((_Atomic int64_t *)&o->refcount, 1, memory_order_acq_rel) == 1)
         o->destroy(o);
 }
 

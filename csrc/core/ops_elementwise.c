@@ -14,10 +14,10 @@
  * VMATH: whether the float32 exp/tanh/sigmoid use vmath.h. Without clones or a native FMA,
  * vmath's fma() calls would be library calls, slower than libm's expf/tanhf, so those builds
  * keep libm. */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) &&       \
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) &&           \
     defined(__ELF__) && !defined(DDL_NO_CLONES)
-#define KERNEL                                                                                   \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                \
+#define KERNEL                                                                                     \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                   \
                    optimize("no-trapping-math")))
 #define VMATH 1
 #elif defined(__GNUC__) && !defined(__clang__)
@@ -45,38 +45,38 @@ static int is_compare(ddl_binary_op op) { return op >= DDL_OP_EQ; }
 typedef void (*binary_kernel)(char *o, const char *a, const char *b, int64_t n, int64_t so,
                               int64_t sa, int64_t sb);
 
-#define DEFINE_BINARY(NAME, T, OT, EXPR)                                                         \
-    KERNEL static void NAME(char *o, const char *a, const char *b, int64_t n, int64_t so,       \
-                            int64_t sa, int64_t sb) {                                            \
-        if (so == sizeof(OT) && sa == sizeof(T) && sb == sizeof(T)) {                            \
-            OT *restrict po = (OT *)o;                                                           \
-            const T *restrict pa = (const T *)a, *restrict pb = (const T *)b;                    \
-            for (int64_t i = 0; i < n; i++) {                                                    \
-                T x = pa[i], y = pb[i];                                                          \
-                po[i] = (OT)(EXPR);                                                              \
-            }                                                                                    \
-        } else if (so == sizeof(OT) && sa == sizeof(T) && sb == 0) {                             \
-            OT *restrict po = (OT *)o;                                                           \
-            const T *restrict pa = (const T *)a;                                                 \
-            const T y = *(const T *)b;                                                           \
-            for (int64_t i = 0; i < n; i++) {                                                    \
-                T x = pa[i];                                                                     \
-                po[i] = (OT)(EXPR);                                                              \
-            }                                                                                    \
-        } else if (so == sizeof(OT) && sa == 0 && sb == sizeof(T)) {                             \
-            OT *restrict po = (OT *)o;                                                           \
-            const T *restrict pb = (const T *)b;                                                 \
-            const T x = *(const T *)a;                                                           \
-            for (int64_t i = 0; i < n; i++) {                                                    \
-                T y = pb[i];                                                                     \
-                po[i] = (OT)(EXPR);                                                              \
-            }                                                                                    \
-        } else {                                                                                 \
-            for (int64_t i = 0; i < n; i++) {                                                    \
-                T x = *(const T *)(a + i * sa), y = *(const T *)(b + i * sb);                    \
-                *(OT *)(o + i * so) = (OT)(EXPR);                                                \
-            }                                                                                    \
-        }                                                                                        \
+#define DEFINE_BINARY(NAME, T, OT, EXPR)                                                           \
+    KERNEL static void NAME(char *o, const char *a, const char *b, int64_t n, int64_t so,          \
+                            int64_t sa, int64_t sb) {                                              \
+        if (so == sizeof(OT) && sa == sizeof(T) && sb == sizeof(T)) {                              \
+            OT *restrict po = (OT *)o;                                                             \
+            const T *restrict pa = (const T *)a, *restrict pb = (const T *)b;                      \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = pa[i], y = pb[i];                                                            \
+                po[i] = (OT)(EXPR);                                                                \
+            }                                                                                      \
+        } else if (so == sizeof(OT) && sa == sizeof(T) && sb == 0) {                               \
+            OT *restrict po = (OT *)o;                                                             \
+            const T *restrict pa = (const T *)a;                                                   \
+            const T y = *(const T *)b;                                                             \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = pa[i];                                                                       \
+                po[i] = (OT)(EXPR);                                                                \
+            }                                                                                      \
+        } else if (so == sizeof(OT) && sa == 0 && sb == sizeof(T)) {                               \
+            OT *restrict po = (OT *)o;                                                             \
+            const T *restrict pb = (const T *)b;                                                   \
+            const T x = *(const T *)a;                                                             \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T y = pb[i];                                                                       \
+                po[i] = (OT)(EXPR);                                                                \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = *(const T *)(a + i * sa), y = *(const T *)(b + i * sb);                      \
+                *(OT *)(o + i * so) = (OT)(EXPR);                                                  \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 static inline int64_t ipow(int64_t base, int64_t e) {
@@ -93,17 +93,17 @@ static inline int64_t ipow(int64_t base, int64_t e) {
 #define FMAX(x, y) ((x) != (x) || (x) > (y) ? (x) : (y))
 #define FMIN(x, y) ((x) != (x) || (x) < (y) ? (x) : (y))
 
-#define DEFINE_ARITH(SUF, T)                                                                     \
-    DEFINE_BINARY(add_##SUF, T, T, x + y)                                                        \
-    DEFINE_BINARY(sub_##SUF, T, T, x - y)                                                        \
-    DEFINE_BINARY(mul_##SUF, T, T, x *y)                                                         \
-    DEFINE_BINARY(eq_##SUF, T, uint8_t, x == y)                                                  \
-    DEFINE_BINARY(ne_##SUF, T, uint8_t, x != y)                                                  \
-    DEFINE_BINARY(lt_##SUF, T, uint8_t, x < y)                                                   \
-    DEFINE_BINARY(le_##SUF, T, uint8_t, x <= y)                                                  \
-    DEFINE_BINARY(gt_##SUF, T, uint8_t, x > y)                                                   \
-    DEFINE_BINARY(ge_##SUF, T, uint8_t, x >= y)                                                  \
-    DEFINE_BINARY(max_##SUF, T, T, FMAX(x, y))                                                   \
+#define DEFINE_ARITH(SUF, T)                                                                       \
+    DEFINE_BINARY(add_##SUF, T, T, x + y)                                                          \
+    DEFINE_BINARY(sub_##SUF, T, T, x - y)                                                          \
+    DEFINE_BINARY(mul_##SUF, T, T, x *y)                                                           \
+    DEFINE_BINARY(eq_##SUF, T, uint8_t, x == y)                                                    \
+    DEFINE_BINARY(ne_##SUF, T, uint8_t, x != y)                                                    \
+    DEFINE_BINARY(lt_##SUF, T, uint8_t, x < y)                                                     \
+    DEFINE_BINARY(le_##SUF, T, uint8_t, x <= y)                                                    \
+    DEFINE_BINARY(gt_##SUF, T, uint8_t, x > y)                                                     \
+    DEFINE_BINARY(ge_##SUF, T, uint8_t, x >= y)                                                    \
+    DEFINE_BINARY(max_##SUF, T, T, FMAX(x, y))                                                     \
     DEFINE_BINARY(min_##SUF, T, T, FMIN(x, y))
 
 DEFINE_ARITH(f32, float)
@@ -117,12 +117,12 @@ DEFINE_BINARY(pow_i64, int64_t, int64_t, ipow(x, y))
 
 /* [op][0: float32, 1: float64, 2: int64]; NULL: not defined for that dtype. */
 static const binary_kernel binary_kernels[DDL_NUM_BINARY_OPS][3] = {
-    [DDL_OP_ADD] = {add_f32, add_f64, add_i64},  [DDL_OP_SUB] = {sub_f32, sub_f64, sub_i64},
-    [DDL_OP_MUL] = {mul_f32, mul_f64, mul_i64},  [DDL_OP_DIV] = {div_f32, div_f64, NULL},
-    [DDL_OP_POW] = {pow_f32, pow_f64, pow_i64},  [DDL_OP_MAXIMUM] = {max_f32, max_f64, max_i64},
+    [DDL_OP_ADD] = {add_f32, add_f64, add_i64},     [DDL_OP_SUB] = {sub_f32, sub_f64, sub_i64},
+    [DDL_OP_MUL] = {mul_f32, mul_f64, mul_i64},     [DDL_OP_DIV] = {div_f32, div_f64, NULL},
+    [DDL_OP_POW] = {pow_f32, pow_f64, pow_i64},     [DDL_OP_MAXIMUM] = {max_f32, max_f64, max_i64},
     [DDL_OP_MINIMUM] = {min_f32, min_f64, min_i64}, [DDL_OP_EQ] = {eq_f32, eq_f64, eq_i64},
-    [DDL_OP_NE] = {ne_f32, ne_f64, ne_i64},      [DDL_OP_LT] = {lt_f32, lt_f64, lt_i64},
-    [DDL_OP_LE] = {le_f32, le_f64, le_i64},      [DDL_OP_GT] = {gt_f32, gt_f64, gt_i64},
+    [DDL_OP_NE] = {ne_f32, ne_f64, ne_i64},         [DDL_OP_LT] = {lt_f32, lt_f64, lt_i64},
+    [DDL_OP_LE] = {le_f32, le_f64, le_i64},         [DDL_OP_GT] = {gt_f32, gt_f64, gt_i64},
     [DDL_OP_GE] = {ge_f32, ge_f64, ge_i64},
 };
 
@@ -162,8 +162,7 @@ static ddl_status with_dtype(const ddl_tensor **use, ddl_tensor **owned, const d
 
 /* Run kernel k over out = a op b where a and b already have the compute dtype and are
  * broadcast-compatible with out's shape. */
-static void run_binary(binary_kernel k, ddl_tensor *out, const ddl_tensor *a,
-                       const ddl_tensor *b) {
+static void run_binary(binary_kernel k, ddl_tensor *out, const ddl_tensor *a, const ddl_tensor *b) {
     int nd = out->ndim;
     int64_t shape[DDL_MAX_DIMS], st[3][DDL_MAX_DIMS], tmp[DDL_MAX_DIMS];
     int64_t es_o = (int64_t)ddl_dtype_size(out->dtype), es = (int64_t)ddl_dtype_size(a->dtype);
@@ -196,8 +195,8 @@ ddl_status ddl_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
     if ((unsigned)op >= DDL_NUM_BINARY_OPS) DDL_FAIL(DDL_E_VALUE, "unknown binary op %d", op);
     int nd;
     int64_t shape[DDL_MAX_DIMS];
-    DDL_TRY(ddl_broadcast_shapes(&nd, shape, a->ndim, a->shape, b->ndim, b->shape,
-                                 binary_names[op]));
+    DDL_TRY(
+        ddl_broadcast_shapes(&nd, shape, a->ndim, a->shape, b->ndim, b->shape, binary_names[op]));
     ddl_dtype cdt = compute_dtype(op, a->dtype, b->dtype);
     binary_kernel k = binary_kernels[op][kernel_slot(cdt)];
     const ddl_tensor *ua, *ub;
@@ -226,8 +225,8 @@ ddl_status ddl_binary_(ddl_tensor *a, ddl_binary_op op, const ddl_tensor *b) {
                  binary_names[op], ddl_dtype_name(cdt), ddl_dtype_name(a->dtype));
     int nd;
     int64_t shape[DDL_MAX_DIMS];
-    DDL_TRY(ddl_broadcast_shapes(&nd, shape, a->ndim, a->shape, b->ndim, b->shape,
-                                 binary_names[op]));
+    DDL_TRY(
+        ddl_broadcast_shapes(&nd, shape, a->ndim, a->shape, b->ndim, b->shape, binary_names[op]));
     if (nd != a->ndim || memcmp(shape, a->shape, sizeof(int64_t) * (size_t)nd)) {
         char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
         DDL_FAIL(DDL_E_VALUE, "%s_: the result shape %s differs from the in-place target's %s",
@@ -274,8 +273,10 @@ static ddl_tensor *stack_scalar_init(stack_scalar *sc, ddl_dtype dt, double v) {
 /* The dtype of a Python-style scalar next to tensor a (see ddl.h for the rule). */
 static ddl_dtype scalar_dtype(const ddl_tensor *a, double s, int is_float) {
     ddl_dtype dt = a->dtype;
-    if (is_float && !ddl_dtype_is_float(dt)) dt = DDL_FLOAT32;
-    else if (!is_float && dt == DDL_BOOL && s != 0.0 && s != 1.0) dt = DDL_INT64;
+    if (is_float && !ddl_dtype_is_float(dt))
+        dt = DDL_FLOAT32;
+    else if (!is_float && dt == DDL_BOOL && s != 0.0 && s != 1.0)
+        dt = DDL_INT64;
     return dt;
 }
 
@@ -295,29 +296,29 @@ ddl_status ddl_binary_scalar_(ddl_tensor *a, ddl_binary_op op, double s) {
 
 typedef void (*unary_kernel)(char *o, const char *a, int64_t n, int64_t so, int64_t sa);
 
-#define DEFINE_UNARY(NAME, T, EXPR)                                                              \
-    KERNEL static void NAME(char *o, const char *a, int64_t n, int64_t so, int64_t sa) {         \
-        if (so == sizeof(T) && sa == sizeof(T)) {                                                \
-            T *restrict po = (T *)o;                                                             \
-            const T *restrict pa = (const T *)a;                                                 \
-            for (int64_t i = 0; i < n; i++) {                                                    \
-                T x = pa[i];                                                                     \
-                po[i] = (T)(EXPR);                                                               \
-            }                                                                                    \
-        } else {                                                                                 \
-            for (int64_t i = 0; i < n; i++) {                                                    \
-                T x = *(const T *)(a + i * sa);                                                  \
-                *(T *)(o + i * so) = (T)(EXPR);                                                  \
-            }                                                                                    \
-        }                                                                                        \
+#define DEFINE_UNARY(NAME, T, EXPR)                                                                \
+    KERNEL static void NAME(char *o, const char *a, int64_t n, int64_t so, int64_t sa) {           \
+        if (so == sizeof(T) && sa == sizeof(T)) {                                                  \
+            T *restrict po = (T *)o;                                                               \
+            const T *restrict pa = (const T *)a;                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = pa[i];                                                                       \
+                po[i] = (T)(EXPR);                                                                 \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                T x = *(const T *)(a + i * sa);                                                    \
+                *(T *)(o + i * so) = (T)(EXPR);                                                    \
+            }                                                                                      \
+        }                                                                                          \
     }
 
-#define DEFINE_UNARY_FLOAT(SUF, T, LOG, SQRT, FABS)                                              \
-    DEFINE_UNARY(neg_##SUF, T, -x)                                                               \
-    DEFINE_UNARY(log_##SUF, T, LOG(x))                                                           \
-    DEFINE_UNARY(sqrt_##SUF, T, SQRT(x))                                                         \
-    DEFINE_UNARY(abs_##SUF, T, FABS(x))                                                          \
-    DEFINE_UNARY(relu_##SUF, T, x > 0 ? x : (x != x ? x : 0))                                    \
+#define DEFINE_UNARY_FLOAT(SUF, T, LOG, SQRT, FABS)                                                \
+    DEFINE_UNARY(neg_##SUF, T, -x)                                                                 \
+    DEFINE_UNARY(log_##SUF, T, LOG(x))                                                             \
+    DEFINE_UNARY(sqrt_##SUF, T, SQRT(x))                                                           \
+    DEFINE_UNARY(abs_##SUF, T, FABS(x))                                                            \
+    DEFINE_UNARY(relu_##SUF, T, x > 0 ? x : (x != x ? x : 0))                                      \
     DEFINE_UNARY(sign_##SUF, T, x > 0 ? 1 : x < 0 ? -1 : x)
 
 DEFINE_UNARY_FLOAT(f32, float, logf, sqrtf, fabsf)
@@ -416,16 +417,16 @@ ddl_status ddl_unary_(ddl_tensor *a, ddl_unary_op op) {
 
 /* ---- clamp, where ------------------------------------------------------------------------ */
 
-#define CLAMP_LOOP(T)                                                                            \
-    do {                                                                                         \
-        T *restrict p = (T *)ddl_tensor_data(o);                                                 \
-        const T l = (T)lo, h = (T)hi;                                                            \
-        for (int64_t i = 0; i < n; i++) {                                                        \
-            T x = p[i];                                                                          \
-            if (has_lo && x < l) x = l;                                                          \
-            if (has_hi && x > h) x = h;                                                          \
-            p[i] = x;                                                                            \
-        }                                                                                        \
+#define CLAMP_LOOP(T)                                                                              \
+    do {                                                                                           \
+        T *restrict p = (T *)ddl_tensor_data(o);                                                   \
+        const T l = (T)lo, h = (T)hi;                                                              \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T x = p[i];                                                                            \
+            if (has_lo && x < l) x = l;                                                            \
+            if (has_hi && x > h) x = h;                                                            \
+            p[i] = x;                                                                              \
+        }                                                                                          \
     } while (0)
 
 ddl_status ddl_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double lo, int has_hi,
@@ -435,9 +436,12 @@ ddl_status ddl_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double l
     ddl_tensor *o;
     DDL_TRY(ddl_tensor_to(&o, a, dt));
     int64_t n = ddl_tensor_numel(o);
-    if (dt == DDL_FLOAT32) CLAMP_LOOP(float);
-    else if (dt == DDL_FLOAT64) CLAMP_LOOP(double);
-    else CLAMP_LOOP(int64_t);
+    if (dt == DDL_FLOAT32)
+        CLAMP_LOOP(float);
+    else if (dt == DDL_FLOAT64)
+        CLAMP_LOOP(double);
+    else
+        CLAMP_LOOP(int64_t);
     *out = o;
     return DDL_OK;
 }

@@ -57,9 +57,9 @@ ddl_status ddl_matmul(ddl_tensor **out, const ddl_tensor *a0, const ddl_tensor *
     if (dt == DDL_BOOL) dt = DDL_INT64;
 
     ddl_tensor *a = NULL, *b = NULL, *o = NULL;
-    ddl_status st = a0->dtype == dt ? (ddl_tensor_retain((ddl_tensor *)a0), a = (ddl_tensor *)a0,
-                                       DDL_OK)
-                                    : ddl_tensor_to(&a, a0, dt);
+    ddl_status st = a0->dtype == dt
+                        ? (ddl_tensor_retain((ddl_tensor *)a0), a = (ddl_tensor *)a0, DDL_OK)
+                        : ddl_tensor_to(&a, a0, dt);
     if (!st)
         st = b0->dtype == dt ? (ddl_tensor_retain((ddl_tensor *)b0), b = (ddl_tensor *)b0, DDL_OK)
                              : ddl_tensor_to(&b, b0, dt);
@@ -136,8 +136,8 @@ ddl_status ddl_matmul(ddl_tensor **out, const ddl_tensor *a0, const ddl_tensor *
                             (const double *)A, (int)lda, (const double *)B, (int)ldb, 0.0,
                             (double *)C, (int)n);
         else
-            gemm_i64((int64_t *)C, (const int64_t *)A, (const int64_t *)B, m, n, k, ars, acs,
-                     brs, bcs);
+            gemm_i64((int64_t *)C, (const int64_t *)A, (const int64_t *)B, m, n, k, ars, acs, brs,
+                     bcs);
         for (int d = bn - 1; d >= 0; d--) {
             aoff += abst[d];
             boff += bbst[d];
@@ -150,8 +150,10 @@ ddl_status ddl_matmul(ddl_tensor **out, const ddl_tensor *a0, const ddl_tensor *
 done:
     ddl_tensor_release(a);
     ddl_tensor_release(b);
-    if (st) ddl_tensor_release(o);
-    else *out = o;
+    if (st)
+        ddl_tensor_release(o);
+    else
+        *out = o;
     return st;
 }
 

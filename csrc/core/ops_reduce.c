@@ -189,7 +189,7 @@ static inline int nan_u8(uint8_t v) { return (void)v, 0; }
         for (int64_t j = 0; j < k; j++) acc[j] = INIT;                                             \
         for (int64_t i = 0; i < nr; i++) {                                                         \
             const T *restrict row = (const T *)(xb + i * rs);                                      \
-            for (int64_t j = 0; j < k; j++) acc[j] OP (A)row[j];                                   \
+            for (int64_t j = 0; j < k; j++) acc[j] OP(A) row[j];                                   \
         }                                                                                          \
     }
 #define DEF_COL_PROD(S, T) DEF_COL_FOLD(prod, S, T, double, 1.0, *=)

@@ -39,8 +39,8 @@ ddl_dtype ddl_promote(ddl_dtype a, ddl_dtype b) {
 
 ddl_status ddl_storage_new(ddl_storage **out, size_t nbytes, int zero) {
     if (nbytes > DDL_MAX_NBYTES)
-        DDL_FAIL(DDL_E_NOMEM, "cannot allocate %zu bytes: larger than ddl's limit of %zu",
-                 nbytes, (size_t)DDL_MAX_NBYTES);
+        DDL_FAIL(DDL_E_NOMEM, "cannot allocate %zu bytes: larger than ddl's limit of %zu", nbytes,
+                 (size_t)DDL_MAX_NBYTES);
     size_t alloc = nbytes ? (nbytes + 63) & ~(size_t)63 : 64;
     ddl_storage *s = malloc(sizeof *s + 63 + alloc);
     if (!s) DDL_FAIL(DDL_E_NOMEM, "out of memory allocating %zu bytes", nbytes);
@@ -133,8 +133,10 @@ static void byte_span(const ddl_tensor *t, int64_t *lo, int64_t *hi) {
     }
     for (int i = 0; i < t->ndim; i++) {
         int64_t ext = t->strides[i] * (t->shape[i] - 1);
-        if (ext < 0) a += ext;
-        else b += ext;
+        if (ext < 0)
+            a += ext;
+        else
+            b += ext;
     }
     *lo = a * es;
     *hi = (b + 1) * es;
@@ -186,8 +188,10 @@ ddl_status ddl_shape_numel(int64_t *out, int ndim, const int64_t *shape) {
         if (shape[i] < 0)
             DDL_FAIL(DDL_E_VALUE, "negative dimension in shape %s",
                      ddl_shape_str(buf, sizeof buf, ndim, shape));
-        if (shape[i] && n > INT64_MAX / shape[i]) overflow = 1;
-        else n *= shape[i];
+        if (shape[i] && n > INT64_MAX / shape[i])
+            overflow = 1;
+        else
+            n *= shape[i];
     }
     for (int i = 0; i < ndim; i++)
         if (shape[i] == 0) overflow = 0, n = 0;
@@ -256,7 +260,7 @@ ddl_status ddl_tensor_full(ddl_tensor **out, ddl_dtype dt, int ndim, const int64
 
 /* A new header viewing t's storage with the given geometry. */
 ddl_status ddl_view_of(ddl_tensor **out, const ddl_tensor *t, int ndim, const int64_t *shape,
-                          const int64_t *strides, int64_t offset) {
+                       const int64_t *strides, int64_t offset) {
     ddl_tensor *v;
     DDL_TRY(tensor_alloc(&v));
     v->dtype = t->dtype;
@@ -282,8 +286,10 @@ ddl_status ddl_tensor_from_storage(ddl_tensor **out, ddl_storage *storage, ddl_d
     if (n > 0)
         for (int i = 0; i < ndim; i++) {
             int64_t ext = strides[i] * (shape[i] - 1);
-            if (ext < 0) lo += ext;
-            else hi += ext;
+            if (ext < 0)
+                lo += ext;
+            else
+                hi += ext;
         }
     int64_t cap = (int64_t)(storage->nbytes / ddl_dtype_size(dt));
     if (n > 0 && (lo < 0 || hi >= cap))
@@ -313,13 +319,15 @@ ddl_status ddl_tensor_arange(ddl_tensor **out, ddl_dtype dt, double start, doubl
     DDL_TRY(ddl_tensor_empty(out, dt, 1, &n));
     char *p = ddl_tensor_data(*out);
     size_t es = ddl_dtype_size(dt);
-    for (int64_t i = 0; i < n; i++) ddl_store_elem(p + i * (int64_t)es, dt, start + (double)i * step);
+    for (int64_t i = 0; i < n; i++)
+        ddl_store_elem(p + i * (int64_t)es, dt, start + (double)i * step);
     return DDL_OK;
 }
 
 ddl_status ddl_tensor_linspace(ddl_tensor **out, ddl_dtype dt, double start, double end,
                                int64_t steps) {
-    if (steps < 0) DDL_FAIL(DDL_E_VALUE, "linspace: steps must be >= 0, got %lld", (long long)steps);
+    if (steps < 0)
+        DDL_FAIL(DDL_E_VALUE, "linspace: steps must be >= 0, got %lld", (long long)steps);
     DDL_TRY(ddl_tensor_empty(out, dt, 1, &steps));
     char *p = ddl_tensor_data(*out);
     size_t es = ddl_dtype_size(dt);
@@ -495,6 +503,6 @@ ddl_status ddl_tensor_item(double *out, const ddl_tensor *t, int64_t flat) {
         flat /= t->shape[d];
     }
     *out = ddl_load_elem((const char *)ddl_tensor_data(t) + off * (int64_t)ddl_dtype_size(t->dtype),
-                    t->dtype);
+                         t->dtype);
     return DDL_OK;
 }

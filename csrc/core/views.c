@@ -81,8 +81,7 @@ ddl_status ddl_tensor_view(ddl_tensor **out, const ddl_tensor *t, int ndim, cons
     return ddl_view_of(out, t, ndim, shape, strides, t->offset);
 }
 
-ddl_status ddl_tensor_reshape(ddl_tensor **out, const ddl_tensor *t, int ndim,
-                              const int64_t *req) {
+ddl_status ddl_tensor_reshape(ddl_tensor **out, const ddl_tensor *t, int ndim, const int64_t *req) {
     int64_t shape[DDL_MAX_DIMS], strides[DDL_MAX_DIMS];
     DDL_TRY(infer_shape(shape, ndim, req, ddl_tensor_numel(t), t, "reshape"));
     if (view_strides(strides, t, ndim, shape))
@@ -186,7 +185,7 @@ ddl_status ddl_tensor_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int6
     shape[d] = len;
     strides[d] = t->strides[d] * step;
     return ddl_view_of(out, t, t->ndim, shape, strides,
-                   t->offset + (len ? start * t->strides[d] : 0));
+                       t->offset + (len ? start * t->strides[d] : 0));
 }
 
 ddl_status ddl_tensor_select(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t index) {
@@ -227,8 +226,10 @@ ddl_status ddl_broadcast_shapes(int *out_ndim, int64_t *out, int na, const int64
 void ddl_broadcast_strides(int64_t *strides, const ddl_tensor *t, int ndim, const int64_t *shape) {
     int lead = ndim - t->ndim;
     for (int i = 0; i < ndim; i++) {
-        if (i < lead) strides[i] = 0;
-        else strides[i] = (t->shape[i - lead] == 1 && shape[i] != 1) ? 0 : t->strides[i - lead];
+        if (i < lead)
+            strides[i] = 0;
+        else
+            strides[i] = (t->shape[i - lead] == 1 && shape[i] != 1) ? 0 : t->strides[i - lead];
     }
 }
 

@@ -109,7 +109,7 @@ VM_INLINE float vm_tanh_f32(float x) {
     float ax = fabsf(x);
     ax = ax > 10.0f ? 10.0f : ax; /* tanh(10) rounds to 1 */
     double s, em = vm_expm1_reduced(-2.0 * (double)ax, &s);
-    double m = fma(s, em, s - 1.0);   /* e^(-2|x|) - 1, in (-1, 0] */
+    double m = fma(s, em, s - 1.0);        /* e^(-2|x|) - 1, in (-1, 0] */
     double t = -m * vm_recip_f64(2.0 + m); /* tanh|x| = -m / (2 + m) */
     /* |t| then x's sign: tanh(-0) = -0 and tanh(+0) = +0 */
     float y = vm_f32_bits((vm_bits_f32((float)t) & 0x7fffffffu) | (vm_bits_f32(x) & 0x80000000u));
@@ -120,7 +120,7 @@ VM_INLINE float vm_sigmoid_f32(float x) {
     float ax = fabsf(x);
     ax = ax > 104.0f ? 104.0f : ax; /* e^-104 rounds to 0 */
     double s, em = vm_expm1_reduced(-(double)ax, &s);
-    double e = fma(s, em, s);                 /* e^-|x|, in [0, 1] */
+    double e = fma(s, em, s);                          /* e^-|x|, in [0, 1] */
     uint64_t neg = (uint64_t)0 - (uint64_t)(x < 0.0f); /* a bit select keeps this branch-free */
     double num = vm_f64_bits((vm_bits_f64(e) & neg) | (vm_bits_f64(1.0) & ~neg));
     float y = (float)(num * vm_recip_f64(1.0 + e)); /* 1/(1+e) if x >= 0, e/(1+e) if x < 0 */

@@ -70,8 +70,10 @@ ddl_status ddl_idx_load(ddl_tensor **out, const char *path) {
     }
     int type = buf[2], ndim = buf[3];
     if (type != 0x08) {
-        st = ddl_fail(DDL_E_VALUE, "%s: IDX element type 0x%02x is not supported (only unsigned "
-                                   "bytes, 0x08)", path, type);
+        st = ddl_fail(DDL_E_VALUE,
+                      "%s: IDX element type 0x%02x is not supported (only unsigned "
+                      "bytes, 0x08)",
+                      path, type);
         goto done;
     }
     if (ndim < 1 || ndim > DDL_MAX_DIMS - 1) {
@@ -89,8 +91,9 @@ ddl_status ddl_idx_load(ddl_tensor **out, const char *path) {
     }
     size_t header = 4 + 4 * (size_t)ndim;
     if (len - header != count) {
-        st = ddl_fail(DDL_E_VALUE, "%s: %s IDX data: the header promises %llu bytes, the file "
-                                   "holds %zu",
+        st = ddl_fail(DDL_E_VALUE,
+                      "%s: %s IDX data: the header promises %llu bytes, the file "
+                      "holds %zu",
                       path, len - header < count ? "truncated" : "oversized",
                       (unsigned long long)count, len - header);
         goto done;
@@ -111,14 +114,15 @@ done:
     return st;
 }
 
-ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_t *idx,
-                           int64_t n) {
+ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_t *idx, int64_t n) {
     if (src->ndim < 1) DDL_FAIL(DDL_E_VALUE, "gather_rows: source must have at least 1 dim");
     int64_t rows = src->shape[0];
     for (int64_t i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= rows)
-            DDL_FAIL(DDL_E_INDEX, "gather_rows: index %lld at position %lld is out of range for "
-                                  "%lld rows", (long long)idx[i], (long long)i, (long long)rows);
+            DDL_FAIL(DDL_E_INDEX,
+                     "gather_rows: index %lld at position %lld is out of range for "
+                     "%lld rows",
+                     (long long)idx[i], (long long)i, (long long)rows);
     ddl_tensor *c;
     DDL_TRY(ddl_tensor_contiguous(&c, src));
     int64_t shape[DDL_MAX_DIMS];

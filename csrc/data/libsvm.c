@@ -1,8 +1,8 @@
 /* libsvm.c: the libsvm/svmlight text format parsed into CSR arrays, over a byte range of a
  * file so that each rank of a job reads only its own part (see ml.h for the contract). */
 #include "core/internal.h"
-#include "ddl/data.h"
 #include "core/vec.h"
+#include "ddl/data.h"
 
 #include <errno.h>
 #include <fcntl.h>

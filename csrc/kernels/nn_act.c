@@ -52,9 +52,9 @@ ddl_status ddl_leaky_relu_backward(float *dinp, const float *dout, const float *
 
 /* ---- gelu ----------------------------------------------------------------------------------- */
 
-#define GELU_SQRT1_2 0.70710678118654752440f    /* 1/sqrt(2) */
+#define GELU_SQRT1_2 0.70710678118654752440f     /* 1/sqrt(2) */
 #define GELU_INV_SQRT2PI 0.39894228040143267794f /* 1/sqrt(2 pi) */
-#define GELU_SQRT_2_PI 0.79788456080286535588f  /* sqrt(2/pi) */
+#define GELU_SQRT_2_PI 0.79788456080286535588f   /* sqrt(2/pi) */
 #define GELU_COEF 0.044715f
 
 static ddl_status check_approx(const char *who, ddl_gelu_approximate a) {
@@ -149,8 +149,8 @@ static ddl_status check_embedding(const char *who, const int64_t *indices, int64
     return DDL_OK;
 }
 
-ddl_status ddl_embedding_forward(float *out, const float *weight, const int64_t *indices,
-                                 int64_t N, int64_t V, int64_t D) {
+ddl_status ddl_embedding_forward(float *out, const float *weight, const int64_t *indices, int64_t N,
+                                 int64_t V, int64_t D) {
     const char *who = "embedding_forward";
     DDL_TRY(check_embedding(who, indices, N, V, D));
     DDL_TRY(check_buf(who, "out", out, N * D));
@@ -173,8 +173,8 @@ ddl_status ddl_embedding_backward(float *dweight, const float *dout, const int64
     for (int64_t n = 0; n < N; n++) {
         int64_t v = indices[n];
         if (padding_idx >= 0 && v == padding_idx) continue;
-        float *dw = dweight + v * D;      // (D,)
-        const float *dy = dout + n * D;   // (D,)
+        float *dw = dweight + v * D;    // (D,)
+        const float *dy = dout + n * D; // (D,)
         for (int64_t d = 0; d < D; d++) dw[d] += dy[d];
     }
     return DDL_OK;

@@ -101,9 +101,9 @@ static ddl_status conv_geom_init(conv_geom *g, const char *who, int64_t N, int64
 
 /* A conv2d forward's (fast or naive) geometry and buffers. */
 static ddl_status conv_forward_args(conv_geom *g, const float *out, const float *inp,
-                                    const float *weight, int64_t N, int64_t C, int64_t H,
-                                    int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t sh,
-                                    int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+                                    const float *weight, int64_t N, int64_t C, int64_t H, int64_t W,
+                                    int64_t O, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
+                                    int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
     DDL_TRY(conv_geom_init(g, "conv2d", N, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw));
     return forward_bufs_check("conv2d", out, inp, weight);
 }
@@ -132,7 +132,7 @@ ddl_status ddl_conv2d_out_size(int64_t *OH, int64_t *OW, int64_t H, int64_t W, i
     int64_t oh, ow;
     if (!OH || !OW) DDL_FAIL(DDL_E_VALUE, "conv2d_out_size: OH and OW must not be NULL");
     ddl_status st = ddl_window_out_size("conv2d", &oh, &ow, H, W, KH, KW, stride_h, stride_w, pad_h,
-                                    pad_w, dil_h, dil_w);
+                                        pad_w, dil_h, dil_w);
     if (st != DDL_OK) return st;
     *OH = oh, *OW = ow;
     return DDL_OK;
@@ -407,8 +407,8 @@ static ddl_status linear_forward_args(const float *out, const float *inp, const 
 }
 
 static ddl_status linear_backward_args(const float *dinp, const float *dweight, const float *dout,
-                                       const float *inp, const float *weight, int64_t B,
-                                       int64_t IN, int64_t OUT) {
+                                       const float *inp, const float *weight, int64_t B, int64_t IN,
+                                       int64_t OUT) {
     DDL_TRY(linear_check("linear_backward", B, IN, OUT));
     return grad_inputs_check("linear_backward", dinp, dweight, dout, inp, weight);
 }

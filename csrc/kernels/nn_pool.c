@@ -47,17 +47,25 @@ ddl_status ddl_pool2d_out_size(int64_t *OH, int64_t *OW, int64_t H, int64_t W, i
 
 /* The common 2x2, stride 2, no padding case, branch-free (first maximum wins, NaN wins) */
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),
-               optimize("no-trapping-math"))) static void maxpool22(float *restrict y, int64_t *restrict ix, const float *restrict x, int64_t W,
-                      int64_t OH, int64_t OW) {
+               optimize("no-trapping-math"))) static void
+maxpool22(float *restrict y, int64_t *restrict ix, const float *restrict x, int64_t W, int64_t OH,
+          int64_t OW) {
     for (int64_t oh = 0; oh < OH; oh++) {
         const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
         for (int64_t ow = 0; ow < OW; ow++) {
             float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
             int64_t ia = 2 * oh * W + 2 * ow;
-            float best = a; int64_t arg = ia;
-            int tb = b > best || b != b; best = tb ? b : best; arg = tb ? ia + 1 : arg;
-            int tc = c > best || c != c; best = tc ? c : best; arg = tc ? ia + W : arg;
-            int td = d > best || d != d; best = td ? d : best; arg = td ? ia + W + 1 : arg;
+            float best = a;
+            int64_t arg = ia;
+            int tb = b > best || b != b;
+            best = tb ? b : best;
+            arg = tb ? ia + 1 : arg;
+            int tc = c > best || c != c;
+            best = tc ? c : best;
+            arg = tc ? ia + W : arg;
+            int td = d > best || d != d;
+            best = td ? d : best;
+            arg = td ? ia + W + 1 : arg;
             y[oh * OW + ow] = best;
             ix[oh * OW + ow] = arg;
         }

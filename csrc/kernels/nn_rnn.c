@@ -6,18 +6,19 @@
 
 #include "kernels/common.h"
 
+#include "core/vmath.h"
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
-#include "core/vmath.h"
 /* The gate nonlinearities of one batch row, vectorized (vmath.h's float32 sigmoid/tanh) and
  * compiled for AVX-512, AVX2 and baseline x86-64; the CPU picks one at load. */
-#define XKERNEL                                                                                  \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                \
+#define XKERNEL                                                                                    \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                   \
                    optimize("no-trapping-math")))
 
-XKERNEL static void lstm_row(float *restrict q, const float *restrict bsum, const float *restrict cp,
-                             float *restrict hn, float *restrict cn, int64_t H) {
+XKERNEL static void lstm_row(float *restrict q, const float *restrict bsum,
+                             const float *restrict cp, float *restrict hn, float *restrict cn,
+                             int64_t H) {
     for (int64_t j = 0; j < H; j++) {
         float i = vm_sigmoid_f32(q[j] + bsum[j]);
         float f = vm_sigmoid_f32(q[H + j] + bsum[H + j]);
@@ -25,8 +26,13 @@ XKERNEL static void lstm_row(float *restrict q, const float *restrict bsum, cons
         float o = vm_sigmoid_f32(q[3 * H + j] + bsum[3 * H + j]);
         float cc = f * cp[j] + i * g;
         float tc = vm_tanh_f32(cc);
-        q[j] = i; q[H + j] = f; q[2 * H + j] = g; q[3 * H + j] = o; q[4 * H + j] = tc;
-        cn[j] = cc; hn[j] = o * tc;
+        q[j] = i;
+        q[H + j] = f;
+        q[2 * H + j] = g;
+        q[3 * H + j] = o;
+        q[4 * H + j] = tc;
+        cn[j] = cc;
+        hn[j] = o * tc;
     }
 }
 
@@ -103,7 +109,6 @@ static ddl_status check_cell(const char *who, const float *x, const float *h, co
     return check_buf(who, "w_hh", w_hh, G * H * H);
 }
 
-
 static ddl_status check_nonlinearity(const char *who, ddl_rnn_nonlinearity nl) {
     if (nl != DDL_RNN_TANH && nl != DDL_RNN_RELU)
         DDL_FAIL(DDL_E_VALUE, "%s: unknown nonlinearity %d (0 tanh, 1 relu)", who, (int)nl);
@@ -111,9 +116,9 @@ static ddl_status check_nonlinearity(const char *who, ddl_rnn_nonlinearity nl) {
 }
 
 /* check_cell for the plain RNN cell, and its nonlinearity. */
-static ddl_status check_rnn_cell(const char *who, const float *x, const float *h,
-                                 const float *w_ih, const float *w_hh, int64_t B, int64_t Din,
-                                 int64_t H, ddl_rnn_nonlinearity nl) {
+static ddl_status check_rnn_cell(const char *who, const float *x, const float *h, const float *w_ih,
+                                 const float *w_hh, int64_t B, int64_t Din, int64_t H,
+                                 ddl_rnn_nonlinearity nl) {
     DDL_TRY(check_cell(who, x, h, w_ih, w_hh, B, Din, H, 1, 1));
     return check_nonlinearity(who, nl);
 }
@@ -147,10 +152,10 @@ static void weight_side_backward(int naive, float *dx, float *dh, float *dw_ih, 
 int64_t ddl_rnn_cell_cache_floats(int64_t B, int64_t H) { return buffer_floats(B, H, 1); }
 int64_t ddl_rnn_cell_scratch_floats(int64_t B, int64_t H) { return buffer_floats(B, H, 1); }
 
-static ddl_status rnn_forward(int naive, float *h_new, float *cache, const float *x,
-                              const float *h, const float *w_ih, const float *w_hh,
-                              const float *b_ih, const float *b_hh, int64_t B, int64_t Din,
-                              int64_t H, ddl_rnn_nonlinearity nl) {
+static ddl_status rnn_forward(int naive, float *h_new, float *cache, const float *x, const float *h,
+                              const float *w_ih, const float *w_hh, const float *b_ih,
+                              const float *b_hh, int64_t B, int64_t Din, int64_t H,
+                              ddl_rnn_nonlinearity nl) {
     const char *who = naive ? "rnn_cell_forward_naive" : "rnn_cell_forward";
     DDL_TRY(check_rnn_cell(who, x, h, w_ih, w_hh, B, Din, H, nl));
     DDL_TRY(check_buf(who, "h_new", h_new, B * H));
@@ -229,10 +234,10 @@ ddl_status ddl_rnn_cell_backward_naive(float *dx, float *dh, float *dw_ih, float
 int64_t ddl_lstm_cell_cache_floats(int64_t B, int64_t H) { return buffer_floats(B, H, 5); }
 int64_t ddl_lstm_cell_scratch_floats(int64_t B, int64_t H) { return buffer_floats(B, H, 4); }
 
-static ddl_status lstm_forward(int naive, float *h_new, float *c_new, float *cache,
-                               const float *x, const float *h, const float *c, const float *w_ih,
-                               const float *w_hh, const float *b_ih, const float *b_hh, int64_t B,
-                               int64_t Din, int64_t H) {
+static ddl_status lstm_forward(int naive, float *h_new, float *c_new, float *cache, const float *x,
+                               const float *h, const float *c, const float *w_ih, const float *w_hh,
+                               const float *b_ih, const float *b_hh, int64_t B, int64_t Din,
+                               int64_t H) {
     const char *who = naive ? "lstm_cell_forward_naive" : "lstm_cell_forward";
     DDL_TRY(check_cell(who, x, h, w_ih, w_hh, B, Din, H, 4, 5));
     DDL_TRY(check_buf(who, "c", c, B * H));
@@ -252,10 +257,10 @@ static ddl_status lstm_forward(int naive, float *h_new, float *c_new, float *cac
         return DDL_OK;
     }
     for (int64_t b = 0; b < B; b++) {
-        float *q = cache + b * W;     // (5H,) [i f g o tanh(c')]
-        const float *cp = c + b * H;  // (H,)
-        float *hn = h_new + b * H;    // (H,)
-        float *cn = c_new + b * H;    // (H,)
+        float *q = cache + b * W;    // (5H,) [i f g o tanh(c')]
+        const float *cp = c + b * H; // (H,)
+        float *hn = h_new + b * H;   // (H,)
+        float *cn = c_new + b * H;   // (H,)
         for (int64_t j = 0; j < H; j++) {
             float ai = q[j] + bias_at(b_ih, j) + bias_at(b_hh, j);
             float af = q[H + j] + bias_at(b_ih, H + j) + bias_at(b_hh, H + j);
@@ -312,8 +317,8 @@ static ddl_status lstm_backward(int naive, float *dx, float *dh, float *dc, floa
 
 ddl_status ddl_lstm_cell_forward(float *h_new, float *c_new, float *cache, const float *x,
                                  const float *h, const float *c, const float *w_ih,
-                                 const float *w_hh, const float *b_ih, const float *b_hh,
-                                 int64_t B, int64_t Din, int64_t H) {
+                                 const float *w_hh, const float *b_ih, const float *b_hh, int64_t B,
+                                 int64_t Din, int64_t H) {
     return lstm_forward(0, h_new, c_new, cache, x, h, c, w_ih, w_hh, b_ih, b_hh, B, Din, H);
 }
 
@@ -333,8 +338,8 @@ ddl_status ddl_lstm_cell_forward_naive(float *h_new, float *c_new, float *cache,
     return lstm_forward(1, h_new, c_new, cache, x, h, c, w_ih, w_hh, b_ih, b_hh, B, Din, H);
 }
 
-ddl_status ddl_lstm_cell_backward_naive(float *dx, float *dh, float *dc, float *dw_ih,
-                                        float *dw_hh, float *db_ih, float *db_hh, float *scratch,
+ddl_status ddl_lstm_cell_backward_naive(float *dx, float *dh, float *dc, float *dw_ih, float *dw_hh,
+                                        float *db_ih, float *db_hh, float *scratch,
                                         const float *dh_new, const float *dc_new,
                                         const float *cache, const float *x, const float *h,
                                         const float *c, const float *w_ih, const float *w_hh,
@@ -348,10 +353,9 @@ ddl_status ddl_lstm_cell_backward_naive(float *dx, float *dh, float *dc, float *
 int64_t ddl_gru_cell_cache_floats(int64_t B, int64_t H) { return buffer_floats(B, H, 6); }
 int64_t ddl_gru_cell_scratch_floats(int64_t B, int64_t H) { return buffer_floats(B, H, 6); }
 
-static ddl_status gru_forward(int naive, float *h_new, float *cache, const float *x,
-                              const float *h, const float *w_ih, const float *w_hh,
-                              const float *b_ih, const float *b_hh, int64_t B, int64_t Din,
-                              int64_t H) {
+static ddl_status gru_forward(int naive, float *h_new, float *cache, const float *x, const float *h,
+                              const float *w_ih, const float *w_hh, const float *b_ih,
+                              const float *b_hh, int64_t B, int64_t Din, int64_t H) {
     const char *who = naive ? "gru_cell_forward_naive" : "gru_cell_forward";
     DDL_TRY(check_cell(who, x, h, w_ih, w_hh, B, Din, H, 3, 6));
     DDL_TRY(check_buf(who, "h_new", h_new, B * H));
@@ -366,8 +370,8 @@ static ddl_status gru_forward(int naive, float *h_new, float *cache, const float
         float *hn = h_new + b * H;   // (H,)
         for (int64_t j = 0; j < H; j++) {
             float r = sigmoidf_(q[j] + bias_at(b_ih, j) + q[G + j] + bias_at(b_hh, j));
-            float z = sigmoidf_(q[H + j] + bias_at(b_ih, H + j) + q[G + H + j] +
-                                bias_at(b_hh, H + j));
+            float z =
+                sigmoidf_(q[H + j] + bias_at(b_ih, H + j) + q[G + H + j] + bias_at(b_hh, H + j));
             float hh = q[G + 2 * H + j] + bias_at(b_hh, 2 * H + j);
             float n = tanhf(q[2 * H + j] + bias_at(b_ih, 2 * H + j) + r * hh);
             q[j] = r;

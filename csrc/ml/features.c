@@ -1,8 +1,8 @@
 /* features.c: MurmurHash3_x86_32 and the hashing trick of Spark's HashingTF (terms to columns
  * of a sparse term-frequency matrix), so a term lands in the same column everywhere. */
 #include "core/internal.h"
-#include "ddl/ml.h"
 #include "core/vec.h"
+#include "ddl/ml.h"
 
 #include <stdlib.h>
 
@@ -76,7 +76,7 @@ ddl_status ddl_hashing_tf(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor 
 
     ddl_status st = DDL_OK;
     ddl_vec ip = ddl_vec_make(sizeof(int64_t)), ix = ddl_vec_make(sizeof(int64_t)),
-           vx = ddl_vec_make(dt == DDL_FLOAT32 ? sizeof(float) : sizeof(double));
+            vx = ddl_vec_make(dt == DDL_FLOAT32 ? sizeof(float) : sizeof(double));
     int64_t *cols = malloc(sizeof(int64_t) * (size_t)(widest ? widest : 1)); /* (widest) */
     ddl_tensor *outs[3] = {NULL, NULL, NULL};
     if (!cols || ddl_vec_reserve(&ip, (size_t)n_docs + 1) ||

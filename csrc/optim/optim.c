@@ -54,8 +54,8 @@ static ddl_status check_members(const char *who, int i, const member *ms, int k)
 }
 
 static ddl_status check_step(const char *who, int i, const ddl_tensor *s) {
-    if (s == NULL) DDL_FAIL(DDL_E_VALUE, "%s: steps[%d] is NULL but params[%d] has a gradient",
-                            who, i, i);
+    if (s == NULL)
+        DDL_FAIL(DDL_E_VALUE, "%s: steps[%d] is NULL but params[%d] has a gradient", who, i, i);
     if (ddl_tensor_numel(s) != 1)
         DDL_FAIL(DDL_E_VALUE, "%s: steps[%d] must have one element, got %lld", who, i,
                  (long long)ddl_tensor_numel(s));
@@ -92,31 +92,30 @@ static void *data(ddl_tensor *const *ts, int i) { return ts ? ddl_tensor_data(ts
 #define LERP(a, b, w, w1, lo) ((lo) ? (a) + (w) * ((b) - (a)) : (b) - ((b) - (a)) * (w1))
 
 /* use_buf: momentum != 0; first: the buffers are new (set to the gradient) */
-#define DEFINE_SGD(T)                                                                            \
-    static ALWAYS_INLINE void sgd_body_##T(T *restrict p, const T *restrict g, T *restrict buf,  \
-                                           int64_t N, T lr, T wd, T momentum, T damp1,           \
-                                           const int use_buf, const int first, int nesterov,     \
-                                           int maximize) {                                       \
-        for (int64_t i = 0; i < N; i++) {                                                        \
-            T d = maximize ? -g[i] : g[i];                                                       \
-            if (wd != 0) d = d + wd * p[i];                                                      \
-            if (use_buf) {                                                                       \
-                T b = first ? d : buf[i] * momentum + damp1 * d;                                 \
-                buf[i] = b;                                                                      \
-                d = nesterov ? d + momentum * b : b;                                             \
-            }                                                                                    \
-            p[i] = p[i] - lr * d;                                                                \
-        }                                                                                        \
-    }                                                                                            \
-    static void sgd_##T(T *restrict p, const T *restrict g, T *restrict buf, int64_t N, T lr,   \
-                        T wd, T momentum, T damp1, int use_buf, int first, int nesterov,         \
-                        int maximize) {                                                          \
-        if (!use_buf)                                                                            \
-            sgd_body_##T(p, g, buf, N, lr, wd, momentum, damp1, 0, 0, nesterov, maximize);       \
-        else if (first)                                                                          \
-            sgd_body_##T(p, g, buf, N, lr, wd, momentum, damp1, 1, 1, nesterov, maximize);       \
-        else                                                                                     \
-            sgd_body_##T(p, g, buf, N, lr, wd, momentum, damp1, 1, 0, nesterov, maximize);       \
+#define DEFINE_SGD(T)                                                                              \
+    static ALWAYS_INLINE void sgd_body_##T(                                                        \
+        T *restrict p, const T *restrict g, T *restrict buf, int64_t N, T lr, T wd, T momentum,    \
+        T damp1, const int use_buf, const int first, int nesterov, int maximize) {                 \
+        for (int64_t i = 0; i < N; i++) {                                                          \
+            T d = maximize ? -g[i] : g[i];                                                         \
+            if (wd != 0) d = d + wd * p[i];                                                        \
+            if (use_buf) {                                                                         \
+                T b = first ? d : buf[i] * momentum + damp1 * d;                                   \
+                buf[i] = b;                                                                        \
+                d = nesterov ? d + momentum * b : b;                                               \
+            }                                                                                      \
+            p[i] = p[i] - lr * d;                                                                  \
+        }                                                                                          \
+    }                                                                                              \
+    static void sgd_##T(T *restrict p, const T *restrict g, T *restrict buf, int64_t N, T lr,      \
+                        T wd, T momentum, T damp1, int use_buf, int first, int nesterov,           \
+                        int maximize) {                                                            \
+        if (!use_buf)                                                                              \
+            sgd_body_##T(p, g, buf, N, lr, wd, momentum, damp1, 0, 0, nesterov, maximize);         \
+        else if (first)                                                                            \
+            sgd_body_##T(p, g, buf, N, lr, wd, momentum, damp1, 1, 1, nesterov, maximize);         \
+        else                                                                                       \
+            sgd_body_##T(p, g, buf, N, lr, wd, momentum, damp1, 1, 0, nesterov, maximize);         \
     }
 DEFINE_SGD(float)
 DEFINE_SGD(double)
@@ -124,125 +123,124 @@ DEFINE_SGD(double)
 /* decay: AdamW's 1 - lr*wd (1 for Adam: exact); wd: Adam's L2 term (0 for AdamW);
  * w1 = 1 - beta1 (lerp weight), w1c = 1 - w1; omb2 = 1 - beta2; bc2s = sqrt(1 - beta2^step);
  * neg_step = -lr / (1 - beta1^step). */
-#define DEFINE_ADAM(T, SQRT)                                                                     \
-    static ALWAYS_INLINE void adam_body_##T(T *restrict p, const T *restrict g, T *restrict m,   \
-                                            T *restrict v, T *restrict vmax, int64_t N, T decay, \
-                                            T wd, T w1, T w1c, int lerp_lo, T beta2, T omb2,     \
-                                            T bc2s, T eps, T neg_step, const int amsgrad,        \
-                                            int maximize) {                                      \
-        for (int64_t i = 0; i < N; i++) {                                                        \
-            T d = maximize ? -g[i] : g[i];                                                       \
-            T pi = p[i] * decay;                                                                 \
-            if (wd != 0) d = d + wd * pi;                                                        \
-            T mi = LERP(m[i], d, w1, w1c, lerp_lo);                                              \
-            T vi = v[i] * beta2 + omb2 * d * d;                                                  \
-            m[i] = mi;                                                                           \
-            v[i] = vi;                                                                           \
-            if (amsgrad) {                                                                       \
-                T mx = vmax[i];                                                                  \
-                vi = (mx != mx || mx > vi) ? mx : vi; /* torch.maximum: NaN wins */              \
-                vmax[i] = vi;                                                                    \
-            }                                                                                    \
-            T denom = SQRT(vi) / bc2s + eps;                                                     \
-            p[i] = pi + neg_step * mi / denom;                                                   \
-        }                                                                                        \
-    }                                                                                            \
-    static void adam_##T(T *restrict p, const T *restrict g, T *restrict m, T *restrict v,      \
-                         T *restrict vmax, int64_t N, T decay, T wd, T w1, T w1c, int lerp_lo,   \
-                         T beta2, T omb2, T bc2s, T eps, T neg_step, int amsgrad, int maximize) { \
-        if (amsgrad)                                                                             \
-            adam_body_##T(p, g, m, v, vmax, N, decay, wd, w1, w1c, lerp_lo, beta2, omb2, bc2s,   \
-                          eps, neg_step, 1, maximize);                                           \
-        else                                                                                     \
-            adam_body_##T(p, g, m, v, vmax, N, decay, wd, w1, w1c, lerp_lo, beta2, omb2, bc2s,   \
-                          eps, neg_step, 0, maximize);                                           \
+#define DEFINE_ADAM(T, SQRT)                                                                       \
+    static ALWAYS_INLINE void adam_body_##T(                                                       \
+        T *restrict p, const T *restrict g, T *restrict m, T *restrict v, T *restrict vmax,        \
+        int64_t N, T decay, T wd, T w1, T w1c, int lerp_lo, T beta2, T omb2, T bc2s, T eps,        \
+        T neg_step, const int amsgrad, int maximize) {                                             \
+        for (int64_t i = 0; i < N; i++) {                                                          \
+            T d = maximize ? -g[i] : g[i];                                                         \
+            T pi = p[i] * decay;                                                                   \
+            if (wd != 0) d = d + wd * pi;                                                          \
+            T mi = LERP(m[i], d, w1, w1c, lerp_lo);                                                \
+            T vi = v[i] * beta2 + omb2 * d * d;                                                    \
+            m[i] = mi;                                                                             \
+            v[i] = vi;                                                                             \
+            if (amsgrad) {                                                                         \
+                T mx = vmax[i];                                                                    \
+                vi = (mx != mx || mx > vi) ? mx : vi; /* torch.maximum: NaN wins */                \
+                vmax[i] = vi;                                                                      \
+            }                                                                                      \
+            T denom = SQRT(vi) / bc2s + eps;                                                       \
+            p[i] = pi + neg_step * mi / denom;                                                     \
+        }                                                                                          \
+    }                                                                                              \
+    static void adam_##T(T *restrict p, const T *restrict g, T *restrict m, T *restrict v,         \
+                         T *restrict vmax, int64_t N, T decay, T wd, T w1, T w1c, int lerp_lo,     \
+                         T beta2, T omb2, T bc2s, T eps, T neg_step, int amsgrad, int maximize) {  \
+        if (amsgrad)                                                                               \
+            adam_body_##T(p, g, m, v, vmax, N, decay, wd, w1, w1c, lerp_lo, beta2, omb2, bc2s,     \
+                          eps, neg_step, 1, maximize);                                             \
+        else                                                                                       \
+            adam_body_##T(p, g, m, v, vmax, N, decay, wd, w1, w1c, lerp_lo, beta2, omb2, bc2s,     \
+                          eps, neg_step, 0, maximize);                                             \
     }
 DEFINE_ADAM(float, sqrtf)
 DEFINE_ADAM(double, sqrt)
 
 /* omal = 1 - alpha (also the lerp weight of the centered average), w1c = 1 - omal */
-#define DEFINE_RMSPROP(T, SQRT)                                                                  \
-    static ALWAYS_INLINE void rmsprop_body_##T(                                                  \
-        T *restrict p, const T *restrict g, T *restrict sq, T *restrict buf, T *restrict ga,     \
-        int64_t N, T lr, T wd, T alpha, T omal, T w1c, int lerp_lo, T eps, T momentum,           \
-        const int use_buf, const int centered, int maximize) {                                   \
-        for (int64_t i = 0; i < N; i++) {                                                        \
-            T d = maximize ? -g[i] : g[i];                                                       \
-            if (wd != 0) d = d + wd * p[i];                                                      \
-            T s = sq[i] * alpha + omal * d * d;                                                  \
-            sq[i] = s;                                                                           \
-            if (centered) {                                                                      \
-                T a = LERP(ga[i], d, omal, w1c, lerp_lo);                                        \
-                ga[i] = a;                                                                       \
-                s = s + -a * a;                                                                  \
-            }                                                                                    \
-            T avg = SQRT(s) + eps;                                                               \
-            if (use_buf) {                                                                       \
-                T b = buf[i] * momentum + d / avg;                                               \
-                buf[i] = b;                                                                      \
-                p[i] = p[i] + -lr * b;                                                           \
-            } else {                                                                             \
-                p[i] = p[i] + -lr * d / avg;                                                     \
-            }                                                                                    \
-        }                                                                                        \
-    }                                                                                            \
-    static void rmsprop_##T(T *restrict p, const T *restrict g, T *restrict sq, T *restrict buf, \
-                            T *restrict ga, int64_t N, T lr, T wd, T alpha, T omal, T w1c,       \
-                            int lerp_lo, T eps, T momentum, int use_buf, int centered,           \
-                            int maximize) {                                                      \
-        if (use_buf && centered)                                                                 \
-            rmsprop_body_##T(p, g, sq, buf, ga, N, lr, wd, alpha, omal, w1c, lerp_lo, eps,       \
-                             momentum, 1, 1, maximize);                                          \
-        else if (use_buf)                                                                        \
-            rmsprop_body_##T(p, g, sq, buf, ga, N, lr, wd, alpha, omal, w1c, lerp_lo, eps,       \
-                             momentum, 1, 0, maximize);                                          \
-        else if (centered)                                                                       \
-            rmsprop_body_##T(p, g, sq, buf, ga, N, lr, wd, alpha, omal, w1c, lerp_lo, eps,       \
-                             momentum, 0, 1, maximize);                                          \
-        else                                                                                     \
-            rmsprop_body_##T(p, g, sq, buf, ga, N, lr, wd, alpha, omal, w1c, lerp_lo, eps,       \
-                             momentum, 0, 0, maximize);                                          \
+#define DEFINE_RMSPROP(T, SQRT)                                                                    \
+    static ALWAYS_INLINE void rmsprop_body_##T(                                                    \
+        T *restrict p, const T *restrict g, T *restrict sq, T *restrict buf, T *restrict ga,       \
+        int64_t N, T lr, T wd, T alpha, T omal, T w1c, int lerp_lo, T eps, T momentum,             \
+        const int use_buf, const int centered, int maximize) {                                     \
+        for (int64_t i = 0; i < N; i++) {                                                          \
+            T d = maximize ? -g[i] : g[i];                                                         \
+            if (wd != 0) d = d + wd * p[i];                                                        \
+            T s = sq[i] * alpha + omal * d * d;                                                    \
+            sq[i] = s;                                                                             \
+            if (centered) {                                                                        \
+                T a = LERP(ga[i], d, omal, w1c, lerp_lo);                                          \
+                ga[i] = a;                                                                         \
+                s = s + -a * a;                                                                    \
+            }                                                                                      \
+            T avg = SQRT(s) + eps;                                                                 \
+            if (use_buf) {                                                                         \
+                T b = buf[i] * momentum + d / avg;                                                 \
+                buf[i] = b;                                                                        \
+                p[i] = p[i] + -lr * b;                                                             \
+            } else {                                                                               \
+                p[i] = p[i] + -lr * d / avg;                                                       \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void rmsprop_##T(T *restrict p, const T *restrict g, T *restrict sq, T *restrict buf,   \
+                            T *restrict ga, int64_t N, T lr, T wd, T alpha, T omal, T w1c,         \
+                            int lerp_lo, T eps, T momentum, int use_buf, int centered,             \
+                            int maximize) {                                                        \
+        if (use_buf && centered)                                                                   \
+            rmsprop_body_##T(p, g, sq, buf, ga, N, lr, wd, alpha, omal, w1c, lerp_lo, eps,         \
+                             momentum, 1, 1, maximize);                                            \
+        else if (use_buf)                                                                          \
+            rmsprop_body_##T(p, g, sq, buf, ga, N, lr, wd, alpha, omal, w1c, lerp_lo, eps,         \
+                             momentum, 1, 0, maximize);                                            \
+        else if (centered)                                                                         \
+            rmsprop_body_##T(p, g, sq, buf, ga, N, lr, wd, alpha, omal, w1c, lerp_lo, eps,         \
+                             momentum, 0, 1, maximize);                                            \
+        else                                                                                       \
+            rmsprop_body_##T(p, g, sq, buf, ga, N, lr, wd, alpha, omal, w1c, lerp_lo, eps,         \
+                             momentum, 0, 0, maximize);                                            \
     }
 DEFINE_RMSPROP(float, sqrtf)
 DEFINE_RMSPROP(double, sqrt)
 
 /* Eight independent accumulators: the compiler vectorizes them without reassociating a single
  * sum (which -O3 alone may not do for floating point). */
-#define DEFINE_NORM(T)                                                                           \
-    static double sumsq_##T(const T *restrict x, int64_t N) {                                    \
-        double acc[8] = {0};                                                                     \
-        int64_t i = 0;                                                                           \
-        for (; i + 8 <= N; i += 8)                                                               \
-            for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k] * (double)x[i + k];           \
-        for (; i < N; i++) acc[0] += (double)x[i] * (double)x[i];                                \
-        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
-    }                                                                                            \
-    static double sumabs_##T(const T *restrict x, int64_t N) {                                   \
-        double acc[8] = {0};                                                                     \
-        int64_t i = 0;                                                                           \
-        for (; i + 8 <= N; i += 8)                                                               \
-            for (int k = 0; k < 8; k++) acc[k] += fabs((double)x[i + k]);                        \
-        for (; i < N; i++) acc[0] += fabs((double)x[i]);                                         \
-        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
-    }                                                                                            \
-    static double sumpow_##T(const T *restrict x, int64_t N, double p) {                         \
-        double s = 0;                                                                            \
-        for (int64_t i = 0; i < N; i++) s += pow(fabs((double)x[i]), p);                         \
-        return s;                                                                                \
-    }                                                                                            \
-    /* max |x|; NaN when any element is NaN */                                                   \
-    static double maxabs_##T(const T *restrict x, int64_t N) {                                   \
-        T m = 0;                                                                                 \
-        int nan = 0;                                                                             \
-        for (int64_t i = 0; i < N; i++) {                                                        \
-            T a = x[i] < 0 ? -x[i] : x[i];                                                       \
-            m = a > m ? a : m;                                                                   \
-            nan |= a != a;                                                                       \
-        }                                                                                        \
-        return nan ? NAN : (double)m;                                                            \
-    }                                                                                            \
-    static void scale_##T(T *restrict x, int64_t N, T f) {                                       \
-        for (int64_t i = 0; i < N; i++) x[i] = x[i] * f;                                         \
+#define DEFINE_NORM(T)                                                                             \
+    static double sumsq_##T(const T *restrict x, int64_t N) {                                      \
+        double acc[8] = {0};                                                                       \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= N; i += 8)                                                                 \
+            for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k] * (double)x[i + k];             \
+        for (; i < N; i++) acc[0] += (double)x[i] * (double)x[i];                                  \
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));  \
+    }                                                                                              \
+    static double sumabs_##T(const T *restrict x, int64_t N) {                                     \
+        double acc[8] = {0};                                                                       \
+        int64_t i = 0;                                                                             \
+        for (; i + 8 <= N; i += 8)                                                                 \
+            for (int k = 0; k < 8; k++) acc[k] += fabs((double)x[i + k]);                          \
+        for (; i < N; i++) acc[0] += fabs((double)x[i]);                                           \
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));  \
+    }                                                                                              \
+    static double sumpow_##T(const T *restrict x, int64_t N, double p) {                           \
+        double s = 0;                                                                              \
+        for (int64_t i = 0; i < N; i++) s += pow(fabs((double)x[i]), p);                           \
+        return s;                                                                                  \
+    }                                                                                              \
+    /* max |x|; NaN when any element is NaN */                                                     \
+    static double maxabs_##T(const T *restrict x, int64_t N) {                                     \
+        T m = 0;                                                                                   \
+        int nan = 0;                                                                               \
+        for (int64_t i = 0; i < N; i++) {                                                          \
+            T a = x[i] < 0 ? -x[i] : x[i];                                                         \
+            m = a > m ? a : m;                                                                     \
+            nan |= a != a;                                                                         \
+        }                                                                                          \
+        return nan ? NAN : (double)m;                                                              \
+    }                                                                                              \
+    static void scale_##T(T *restrict x, int64_t N, T f) {                                         \
+        for (int64_t i = 0; i < N; i++) x[i] = x[i] * f;                                           \
     }
 DEFINE_NORM(float)
 DEFINE_NORM(double)
@@ -273,8 +271,8 @@ ddl_status ddl_sgd_step(int n, ddl_tensor *const *params, const ddl_tensor *cons
         int first = use_buf && first_step[i];
         if (p->dtype == DDL_FLOAT32)
             sgd_float(ddl_tensor_data(p), ddl_tensor_data(grads[i]), buf, N, (float)lr,
-                      (float)weight_decay, (float)momentum, (float)damp1, use_buf, first,
-                      nesterov, maximize);
+                      (float)weight_decay, (float)momentum, (float)damp1, use_buf, first, nesterov,
+                      maximize);
         else
             sgd_double(ddl_tensor_data(p), ddl_tensor_data(grads[i]), buf, N, lr, weight_decay,
                        momentum, damp1, use_buf, first, nesterov, maximize);
@@ -375,15 +373,14 @@ ddl_status ddl_rmsprop_step(int n, ddl_tensor *const *params, const ddl_tensor *
                           1.0f - (float)omal, lo, (float)eps, (float)momentum, use_buf, centered,
                           maximize);
         else
-            rmsprop_double(ddl_tensor_data(p), ddl_tensor_data(grads[i]), data(square_avgs, i),
-                           buf, ga, N, lr, weight_decay, alpha, omal, 1.0 - omal, lo, eps,
-                           momentum, use_buf, centered, maximize);
+            rmsprop_double(ddl_tensor_data(p), ddl_tensor_data(grads[i]), data(square_avgs, i), buf,
+                           ga, N, lr, weight_decay, alpha, omal, 1.0 - omal, lo, eps, momentum,
+                           use_buf, centered, maximize);
     }
     return DDL_OK;
 }
 
 /* ---- gradient norm and scaling (clip_grad_norm_) ------------------------------------------- */
-
 
 static ddl_status check_float_contiguous(const char *who, const char *name, int i,
                                          const ddl_tensor *t) {

@@ -32,8 +32,7 @@ static PyObject *py_grad(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *ng = NULL;
     if (g != Py_None) {
         if (!(ng = tensor_arg(g))) return NULL;
-        if (ng->ndim != t->ndim ||
-            memcmp(ng->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) ||
+        if (ng->ndim != t->ndim || memcmp(ng->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) ||
             ng->dtype != t->dtype) {
             PyErr_SetString(PyExc_ValueError,
                             "assigned grad must have the tensor's shape and dtype");
@@ -68,8 +67,8 @@ PYDDL_DOC(backward, "(t, gradient, retain_graph, /)",
 static PyObject *py_backward(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t, *g = NULL;
     int retain;
-    if (!PyArg_ParseTuple(args, "O&O&p", pyddl_conv_tensor_base, &t, pyddl_conv_tensor_or_none,
-                          &g, &retain))
+    if (!PyArg_ParseTuple(args, "O&O&p", pyddl_conv_tensor_base, &t, pyddl_conv_tensor_or_none, &g,
+                          &retain))
         return NULL;
     ddl_status st;
     PYDDL_NOGIL(st, ddl_backward(t, g, retain));

@@ -14,7 +14,8 @@ static void stop_pg(void *pg) {
 }
 
 static void free_work(void *w) {
-    Py_BEGIN_ALLOW_THREADS ddl_work_free(w);
+    Py_BEGIN_ALLOW_THREADS
+    ddl_work_free(w);
     Py_END_ALLOW_THREADS
 }
 
@@ -32,8 +33,8 @@ static PyObject *py_pg_new(PyObject *Py_UNUSED(self), PyObject *args) {
     const char *prefix, *host = NULL, *iface = NULL;
     int rank, size;
     long long timeout_ms;
-    if (!PyArg_ParseTuple(args, "O&siizzL", pyddl_conv_store, &store, &prefix, &rank, &size,
-                          &host, &iface, &timeout_ms))
+    if (!PyArg_ParseTuple(args, "O&siizzL", pyddl_conv_store, &store, &prefix, &rank, &size, &host,
+                          &iface, &timeout_ms))
         return NULL;
     ddl_pg *pg = NULL;
     ddl_status st;
@@ -76,26 +77,33 @@ static PyObject *py_collective(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[2] = {NULL, NULL}, *a, *b;
     int root, op, async;
     long long timeout_ms;
-    if (!PyArg_ParseTuple(args, "sO&O&O&iiLp", &kind, pyddl_conv_pg, &pg,
-                          pyddl_conv_tensor_or_none, &t[0], pyddl_conv_tensor_or_none, &t[1],
-                          &root, &op, &timeout_ms, &async))
+    if (!PyArg_ParseTuple(args, "sO&O&O&iiLp", &kind, pyddl_conv_pg, &pg, pyddl_conv_tensor_or_none,
+                          &t[0], pyddl_conv_tensor_or_none, &t[1], &root, &op, &timeout_ms, &async))
         return NULL;
     a = t[0], b = t[1];
     ddl_work *w = NULL, **wp = async ? &w : NULL;
     ddl_status st = DDL_OK;
     Py_BEGIN_ALLOW_THREADS
-    if (!strcmp(kind, "allreduce")) st = ddl_pg_allreduce(pg, a, (ddl_comm_op)op, timeout_ms, wp);
-    else if (!strcmp(kind, "broadcast")) st = ddl_pg_broadcast(pg, a, root, timeout_ms, wp);
-    else if (!strcmp(kind, "allgather")) st = ddl_pg_allgather(pg, a, b, timeout_ms, wp);
+    if (!strcmp(kind, "allreduce"))
+        st = ddl_pg_allreduce(pg, a, (ddl_comm_op)op, timeout_ms, wp);
+    else if (!strcmp(kind, "broadcast"))
+        st = ddl_pg_broadcast(pg, a, root, timeout_ms, wp);
+    else if (!strcmp(kind, "allgather"))
+        st = ddl_pg_allgather(pg, a, b, timeout_ms, wp);
     else if (!strcmp(kind, "reduce_scatter"))
         st = ddl_pg_reduce_scatter(pg, a, b, (ddl_comm_op)op, timeout_ms, wp);
     else if (!strcmp(kind, "reduce"))
         st = ddl_pg_reduce(pg, a, root, (ddl_comm_op)op, timeout_ms, wp);
-    else if (!strcmp(kind, "gather")) st = ddl_pg_gather(pg, a, b, root, timeout_ms, wp);
-    else if (!strcmp(kind, "scatter")) st = ddl_pg_scatter(pg, a, b, root, timeout_ms, wp);
-    else if (!strcmp(kind, "alltoall")) st = ddl_pg_alltoall(pg, a, b, timeout_ms, wp);
-    else if (!strcmp(kind, "barrier")) st = ddl_pg_barrier(pg, timeout_ms, wp);
-    else st = ddl_fail(DDL_E_VALUE, "unknown collective %s", kind);
+    else if (!strcmp(kind, "gather"))
+        st = ddl_pg_gather(pg, a, b, root, timeout_ms, wp);
+    else if (!strcmp(kind, "scatter"))
+        st = ddl_pg_scatter(pg, a, b, root, timeout_ms, wp);
+    else if (!strcmp(kind, "alltoall"))
+        st = ddl_pg_alltoall(pg, a, b, timeout_ms, wp);
+    else if (!strcmp(kind, "barrier"))
+        st = ddl_pg_barrier(pg, timeout_ms, wp);
+    else
+        st = ddl_fail(DDL_E_VALUE, "unknown collective %s", kind);
     Py_END_ALLOW_THREADS
     pyddl_release_tensors(t, 2);
     return done(st, w, async);

@@ -26,7 +26,8 @@ static int dtype_of_format(const char *fmt, Py_ssize_t itemsize, ddl_dtype *dt) 
     switch (*fmt) {
     case 'f': *dt = DDL_FLOAT32; return itemsize == 4 ? 0 : -1;
     case 'd': *dt = DDL_FLOAT64; return itemsize == 8 ? 0 : -1;
-    case 'q': case 'l': *dt = DDL_INT64; return itemsize == 8 ? 0 : -1;
+    case 'q':
+    case 'l': *dt = DDL_INT64; return itemsize == 8 ? 0 : -1;
     case '?': *dt = DDL_BOOL; return itemsize == 1 ? 0 : -1;
     default: return -1;
     }
@@ -81,8 +82,10 @@ int pyddl_from_buffer(PyObject *o, ddl_tensor **out, int writable_required) {
     }
     for (int i = 0; numel && i < view->ndim; i++) {
         int64_t ext = strides[i] * (shape[i] - 1);
-        if (ext < 0) lo += ext;
-        else hi += ext;
+        if (ext < 0)
+            lo += ext;
+        else
+            hi += ext;
     }
     /* the storage spans [lowest element, highest element]; negative strides keep working */
     ddl_storage *s;
@@ -106,7 +109,6 @@ fail:
     return -1;
 }
 
-
 int pyddl_as_tensor(PyObject *o, ddl_tensor **out, const char *who) {
     if (PyTensor_Check(o)) {
         if (pyddl_check_initialized((PyTensor *)o)) return -1;
@@ -122,8 +124,8 @@ int pyddl_as_tensor(PyObject *o, ddl_tensor **out, const char *who) {
         if (!t) return -1;
         if (!PyTensor_Check(t) || pyddl_check_initialized((PyTensor *)t)) {
             if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "%s%sthe array converter returned %s",
-                             who ? who : "", who ? ": " : "", Py_TYPE(t)->tp_name);
+                PyErr_Format(PyExc_TypeError, "%s%sthe array converter returned %s", who ? who : "",
+                             who ? ": " : "", Py_TYPE(t)->tp_name);
             Py_DECREF(t);
             return -1;
         }
@@ -188,14 +190,12 @@ int pyddl_int64_scalar(PyObject *o, ddl_tensor **out) {
     return 0;
 }
 
-
 int pyddl_parse_dims(PyObject *seq, int *dims, const char *who) {
     int64_t d64[DDL_MAX_DIMS];
     int nd = pyddl_parse_shape(seq, d64, who);
     for (int i = 0; i < nd; i++) {
         if (d64[i] < INT_MIN || d64[i] > INT_MAX) {
-            PyErr_Format(PyExc_IndexError, "%s: dim %lld is out of range", who,
-                         (long long)d64[i]);
+            PyErr_Format(PyExc_IndexError, "%s: dim %lld is out of range", who, (long long)d64[i]);
             return -1;
         }
         dims[i] = (int)d64[i];
@@ -309,8 +309,7 @@ static int list_entry(ddl_tensor **out, PyObject *o, Py_ssize_t i, int flags, co
     if (o == Py_None && (flags & PYDDL_LIST_HOLES)) return 0;
     if ((flags & (PYDDL_LIST_TENSORS | PYDDL_LIST_INPLACE)) && !PyTensor_Check(o)) {
         PyErr_Format(PyExc_TypeError, "%s: %s[%zd] must be a Tensor%s, got %s", who, name, i,
-                     flags & PYDDL_LIST_INPLACE ? " (updated in place)" : "",
-                     Py_TYPE(o)->tp_name);
+                     flags & PYDDL_LIST_INPLACE ? " (updated in place)" : "", Py_TYPE(o)->tp_name);
         return -1;
     }
     if (pyddl_as_tensor(o, out, who) < 0) return -1;
@@ -357,9 +356,7 @@ PyObject *pyddl_return_tensor(ddl_status st, ddl_tensor *t) {
     return st ? pyddl_raise(st) : pyddl_wrap(t);
 }
 
-PyObject *pyddl_return_none(ddl_status st) {
-    return st ? pyddl_raise(st) : Py_NewRef(Py_None);
-}
+PyObject *pyddl_return_none(ddl_status st) { return st ? pyddl_raise(st) : Py_NewRef(Py_None); }
 
 PyObject *pyddl_finish(ddl_status st, ddl_tensor *t, ddl_tensor **args, int n) {
     pyddl_release_tensors(args, n);

@@ -11,12 +11,16 @@ static PyObject *tensor_tuple(ddl_tensor **ts, int n, PyObject *extra) {
     for (int i = 0; tup && i < n; i++) {
         PyObject *o = pyddl_wrap(ts[i]); /* steals ts[i] even when it fails */
         ts[i] = NULL;
-        if (!o) Py_CLEAR(tup);
-        else PyTuple_SET_ITEM(tup, i, o);
+        if (!o)
+            Py_CLEAR(tup);
+        else
+            PyTuple_SET_ITEM(tup, i, o);
     }
     pyddl_release_tensors(ts, n); /* those not reached after a failure */
-    if (tup && extra) PyTuple_SET_ITEM(tup, n, extra);
-    else Py_XDECREF(extra);
+    if (tup && extra)
+        PyTuple_SET_ITEM(tup, n, extra);
+    else
+        Py_XDECREF(extra);
     return tup;
 }
 
@@ -28,8 +32,8 @@ static PyObject *py_libsvm_load(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *bytes;
     long long start, end, n_features;
     ddl_dtype dt;
-    if (!PyArg_ParseTuple(args, "O&LLLO&", PyUnicode_FSConverter, &bytes, &start, &end,
-                          &n_features, pyddl_conv_dtype, &dt))
+    if (!PyArg_ParseTuple(args, "O&LLLO&", PyUnicode_FSConverter, &bytes, &start, &end, &n_features,
+                          pyddl_conv_dtype, &dt))
         return NULL;
     ddl_tensor *ts[4] = {NULL, NULL, NULL, NULL};
     int64_t max_col = 0;
@@ -63,8 +67,8 @@ static PyObject *py_hashing_tf(PyObject *Py_UNUSED(self), PyObject *args) {
     int binary;
     ddl_dtype dt;
     if (!PyArg_ParseTuple(args, "y*O&O&LpO&", &text, pyddl_conv_index_vector, &in[0],
-                          pyddl_conv_index_vector, &in[1], &num_features, &binary,
-                          pyddl_conv_dtype, &dt))
+                          pyddl_conv_index_vector, &in[1], &num_features, &binary, pyddl_conv_dtype,
+                          &dt))
         return NULL;
     ddl_status st;
     PYDDL_CALL(st, text.len > PYDDL_NOGIL_BYTES,
@@ -119,25 +123,24 @@ static PyObject *py_logistic_loss_grad(PyObject *Py_UNUSED(self), PyObject *args
     ddl_tensor *t[8] = {NULL};
     long long n_cols;
     int multinomial;
-    if (!PyArg_ParseTuple(args, "O&O&O&LO&O&O&O&O&p", T_OPT, &t[0], T_OPT, &t[1], T, &t[2],
-                          &n_cols, T, &t[3], T, &t[4], T_OPT, &t[5], conv_out_buffer, &t[6],
-                          conv_out_buffer, &t[7], &multinomial))
+    if (!PyArg_ParseTuple(args, "O&O&O&LO&O&O&O&O&p", T_OPT, &t[0], T_OPT, &t[1], T, &t[2], &n_cols,
+                          T, &t[3], T, &t[4], T_OPT, &t[5], conv_out_buffer, &t[6], conv_out_buffer,
+                          &t[7], &multinomial))
         return NULL;
     ddl_csr x = rows(t, n_cols);
     double loss = 0;
     ddl_status st = DDL_OK;
-    if (!t[6]) st = ddl_fail(DDL_E_TYPE, "logistic_loss_grad: dcoef must be a writable array");
-    else PYDDL_NOGIL(st, ddl_logistic_loss_grad(&loss, t[6], t[7], &x, t[3], t[4], t[5],
-                                                multinomial));
+    if (!t[6])
+        st = ddl_fail(DDL_E_TYPE, "logistic_loss_grad: dcoef must be a writable array");
+    else
+        PYDDL_NOGIL(st,
+                    ddl_logistic_loss_grad(&loss, t[6], t[7], &x, t[3], t[4], t[5], multinomial));
     pyddl_release_tensors(t, 8);
     return st ? pyddl_raise(st) : PyFloat_FromDouble(loss);
 }
 
 PyMethodDef pyddl_ml_functions[] = {
-    PYDDL_FN(libsvm_load, METH_VARARGS),
-    PYDDL_FN(murmur3_32, METH_VARARGS),
-    PYDDL_FN(hashing_tf, METH_VARARGS),
-    PYDDL_FN(linear_margins, METH_VARARGS),
-    PYDDL_FN(logistic_loss_grad, METH_VARARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(libsvm_load, METH_VARARGS),        PYDDL_FN(murmur3_32, METH_VARARGS),
+    PYDDL_FN(hashing_tf, METH_VARARGS),         PYDDL_FN(linear_margins, METH_VARARGS),
+    PYDDL_FN(logistic_loss_grad, METH_VARARGS), PYDDL_FN_END,
 };

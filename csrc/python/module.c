@@ -31,8 +31,8 @@ static int set_error_fields(PyObject *exc, const ddl_error_info *info) {
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-        if (rc == 0 && (!fields[i].value ||
-                        PyObject_SetAttrString(exc, fields[i].name, fields[i].value) < 0))
+        if (rc == 0 &&
+            (!fields[i].value || PyObject_SetAttrString(exc, fields[i].name, fields[i].value) < 0))
             rc = -1;
         Py_XDECREF(fields[i].value);
     }
@@ -58,8 +58,7 @@ PyObject *pyddl_raise(ddl_status st) {
     PyObject *exc = PyObject_CallOneArg(type, msg);
     Py_DECREF(msg);
     if (!exc) return NULL;
-    if ((st == DDL_E_COMM || st == DDL_E_TIMEOUT) &&
-        set_error_fields(exc, &info) < 0) {
+    if ((st == DDL_E_COMM || st == DDL_E_TIMEOUT) && set_error_fields(exc, &info) < 0) {
         Py_DECREF(exc);
         return NULL;
     }
@@ -108,8 +107,7 @@ static PyObject *py_get_num_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUS
 
 PYDDL_DOC(blas_info, "()", "The OpenBLAS kernel and build config in use.");
 static PyObject *py_blas_info(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
-    return Py_BuildValue("{ss,ss}", "corename", ddl_blas_corename(), "config",
-                         ddl_blas_version());
+    return Py_BuildValue("{ss,ss}", "corename", ddl_blas_corename(), "config", ddl_blas_version());
 }
 
 PYDDL_DOC(gloo_version, "()", "Version of the Gloo headers ddl built with.");
@@ -127,27 +125,30 @@ static PyObject *py_gloo_selftest(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED
 }
 
 static PyMethodDef module_functions[] = {
-    PYDDL_FN(_set_tensor_class, METH_O),
-    PYDDL_FN(_set_error_types, METH_VARARGS),
-    PYDDL_FN(set_num_threads, METH_O),
-    PYDDL_FN(get_num_threads, METH_NOARGS),
-    PYDDL_FN(blas_info, METH_NOARGS),
-    PYDDL_FN(gloo_version, METH_NOARGS),
-    PYDDL_FN(gloo_selftest, METH_NOARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(_set_tensor_class, METH_O),  PYDDL_FN(_set_error_types, METH_VARARGS),
+    PYDDL_FN(set_num_threads, METH_O),    PYDDL_FN(get_num_threads, METH_NOARGS),
+    PYDDL_FN(blas_info, METH_NOARGS),     PYDDL_FN(gloo_version, METH_NOARGS),
+    PYDDL_FN(gloo_selftest, METH_NOARGS), PYDDL_FN_END,
 };
 
 /* Every file's table, in the order of the layers. */
 static PyMethodDef *const tables[] = {
-    module_functions,      pyddl_tensor_functions, pyddl_op_functions,
-    pyddl_autograd_functions, pyddl_nn_functions,  pyddl_optim_functions,
-    pyddl_data_functions,  pyddl_ml_functions,     pyddl_store_functions,
-    pyddl_comm_functions,  pyddl_reducer_functions,
+    module_functions,         pyddl_tensor_functions,  pyddl_op_functions,
+    pyddl_autograd_functions, pyddl_nn_functions,      pyddl_optim_functions,
+    pyddl_data_functions,     pyddl_ml_functions,      pyddl_store_functions,
+    pyddl_comm_functions,     pyddl_reducer_functions,
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "ddl._C", "ddl's C core (tensors, ops, collectives).", -1, NULL,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "ddl._C",
+    "ddl's C core (tensors, ops, collectives).",
+    -1,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC PyInit__C(void) {

@@ -48,8 +48,8 @@ static PyObject *py_batch_norm(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_tensor *t[5] = {NULL, NULL, NULL, NULL, NULL}, *r = NULL; /* x, rm, rv, w, b */
     int training;
     double momentum, eps;
-    if (!PyArg_ParseTuple(args, "O&O&O&O&O&pdd", T, &t[0], T_OPT, &t[1], T_OPT, &t[2], T_OPT,
-                          &t[3], T_OPT, &t[4], &training, &momentum, &eps))
+    if (!PyArg_ParseTuple(args, "O&O&O&O&O&pdd", T, &t[0], T_OPT, &t[1], T_OPT, &t[2], T_OPT, &t[3],
+                          T_OPT, &t[4], &training, &momentum, &eps))
         return NULL;
     ddl_status st;
     PYDDL_NOGIL(st, ddl_ag_batch_norm(&r, t[0], t[1], t[2], t[3], t[4], training, momentum, eps));
@@ -103,8 +103,8 @@ static PyObject *py_activation(PyObject *Py_UNUSED(self), PyObject *args) {
     double slope;
     if (!PyArg_ParseTuple(args, "iO&di", &kind, T, &x, &slope, &approximate)) return NULL;
     ddl_status st;
-    PYDDL_NOGIL(st, ddl_ag_activation(&r, (ddl_act_kind)kind, x, slope,
-                                      (ddl_gelu_approximate)approximate));
+    PYDDL_NOGIL(
+        st, ddl_ag_activation(&r, (ddl_act_kind)kind, x, slope, (ddl_gelu_approximate)approximate));
     return pyddl_finish(st, r, &x, 1);
 }
 
@@ -145,16 +145,10 @@ static PyObject *py_rnn_cell(PyObject *Py_UNUSED(self), PyObject *args) {
 }
 
 PyMethodDef pyddl_nn_functions[] = {
-    PYDDL_FN(linear, METH_VARARGS),
-    PYDDL_FN(conv2d, METH_VARARGS),
-    PYDDL_FN(pool2d, METH_VARARGS),
-    PYDDL_FN(batch_norm, METH_VARARGS),
-    PYDDL_FN(softmax, METH_VARARGS),
-    PYDDL_FN(class_loss, METH_VARARGS),
-    PYDDL_FN(pair_loss, METH_VARARGS),
-    PYDDL_FN(activation, METH_VARARGS),
-    PYDDL_FN(embedding, METH_VARARGS),
-    PYDDL_FN(dropout, METH_VARARGS),
-    PYDDL_FN(rnn_cell, METH_VARARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(linear, METH_VARARGS),    PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),    PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),   PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS), PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS), PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),  PYDDL_FN_END,
 };

@@ -117,8 +117,10 @@ static PyObject *py_unary(PyObject *Py_UNUSED(self), PyObject *args) {
         return NULL;
     }
     ddl_status st;
-    if (inplace) PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_unary_(a, (ddl_unary_op)op));
-    else PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_ag_unary(&r, (ddl_unary_op)op, a));
+    if (inplace)
+        PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_unary_(a, (ddl_unary_op)op));
+    else
+        PYDDL_CALL(st, nbytes_of(a) > PYDDL_NOGIL_BYTES, ddl_ag_unary(&r, (ddl_unary_op)op, a));
     ddl_tensor_release(a);
     if (st) return pyddl_raise(st);
     return inplace ? Py_NewRef(ao) : pyddl_wrap(r);
@@ -212,13 +214,7 @@ static PyObject *py_join(PyObject *Py_UNUSED(self), PyObject *args) {
 }
 
 PyMethodDef pyddl_op_functions[] = {
-    PYDDL_FN(binary, METH_VARARGS),
-    PYDDL_FN(binary_, METH_VARARGS),
-    PYDDL_FN(unary, METH_VARARGS),
-    PYDDL_FN(clamp, METH_VARARGS),
-    PYDDL_FN(where, METH_VARARGS),
-    PYDDL_FN(reduce, METH_VARARGS),
-    PYDDL_FN(matmul, METH_VARARGS),
-    PYDDL_FN(join, METH_VARARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(binary, METH_VARARGS), PYDDL_FN(binary_, METH_VARARGS), PYDDL_FN(unary, METH_VARARGS),
+    PYDDL_FN(clamp, METH_VARARGS),  PYDDL_FN(where, METH_VARARGS),   PYDDL_FN(reduce, METH_VARARGS),
+    PYDDL_FN(matmul, METH_VARARGS), PYDDL_FN(join, METH_VARARGS),    PYDDL_FN_END,
 };

@@ -73,8 +73,8 @@ static PyObject *py_sgd_step(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *o[3], *fo;
     double lr, momentum, dampening, wd;
     int nesterov, maximize, *first = NULL;
-    if (!PyArg_ParseTuple(args, "OOOOddddpp", &o[0], &o[1], &o[2], &fo, &lr, &momentum,
-                          &dampening, &wd, &nesterov, &maximize))
+    if (!PyArg_ParseTuple(args, "OOOOddddpp", &o[0], &o[1], &o[2], &fo, &lr, &momentum, &dampening,
+                          &wd, &nesterov, &maximize))
         return NULL;
     enum { P, G, B, N };
     static const list_spec spec[N] = {
@@ -104,9 +104,12 @@ static PyObject *py_adam_step(PyObject *Py_UNUSED(self), PyObject *args) {
                           &beta1, &beta2, &eps, &wd, &amsgrad, &decoupled, &maximize))
         return NULL;
     enum { P, G, M, V, X, S, N };
-    static const list_spec spec[N] = {{"params", STATE},   {"grads", IN},
-                                      {"exp_avgs", STATE}, {"exp_avg_sqs", STATE},
-                                      {"max_exp_avg_sqs", OPT_STATE}, {"steps", STATE}};
+    static const list_spec spec[N] = {{"params", STATE},
+                                      {"grads", IN},
+                                      {"exp_avgs", STATE},
+                                      {"exp_avg_sqs", STATE},
+                                      {"max_exp_avg_sqs", OPT_STATE},
+                                      {"steps", STATE}};
     pyddl_tensor_list l[N];
     if (group_get(l, o, spec, N, "adam_step") < 0) return NULL;
     ddl_status st;
@@ -135,8 +138,8 @@ static PyObject *py_rmsprop_step(PyObject *Py_UNUSED(self), PyObject *args) {
     pyddl_tensor_list l[N];
     if (group_get(l, o, spec, N, "rmsprop_step") < 0) return NULL;
     ddl_status st;
-    PYDDL_NOGIL(st, ddl_rmsprop_step(l[P].n, l[P].t, CONST_TS(l[G]), l[Q].t, l[B].t, l[A].t,
-                                     l[S].t, lr, alpha, eps, wd, momentum, centered, maximize));
+    PYDDL_NOGIL(st, ddl_rmsprop_step(l[P].n, l[P].t, CONST_TS(l[G]), l[Q].t, l[B].t, l[A].t, l[S].t,
+                                     lr, alpha, eps, wd, momentum, centered, maximize));
     pyddl_tensor_list_release(l, N);
     return pyddl_return_none(st);
 }
@@ -171,10 +174,7 @@ static PyObject *py_scale_(PyObject *Py_UNUSED(self), PyObject *args) {
 }
 
 PyMethodDef pyddl_optim_functions[] = {
-    PYDDL_FN(sgd_step, METH_VARARGS),
-    PYDDL_FN(adam_step, METH_VARARGS),
-    PYDDL_FN(rmsprop_step, METH_VARARGS),
-    PYDDL_FN(grad_norm, METH_VARARGS),
-    PYDDL_FN(scale_, METH_VARARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(sgd_step, METH_VARARGS),     PYDDL_FN(adam_step, METH_VARARGS),
+    PYDDL_FN(rmsprop_step, METH_VARARGS), PYDDL_FN(grad_norm, METH_VARARGS),
+    PYDDL_FN(scale_, METH_VARARGS),       PYDDL_FN_END,
 };

@@ -23,8 +23,7 @@
 
 /* The C base of ddl.Tensor: owns one reference to a ddl_tensor. */
 typedef struct {
-    PyObject_HEAD
-    ddl_tensor *t;
+    PyObject_HEAD ddl_tensor *t;
     PyObject *weakrefs;
 } PyTensor;
 
@@ -133,11 +132,11 @@ PyObject *pyddl_capsule_new(void *p, const char *name, PyCapsule_Destructor dest
 void *pyddl_capsule_pointer(PyObject *cap, const char *name);
 
 /* The capsule names, one place: each capsule holds the C handle named. */
-#define PYDDL_PG_CAPSULE "ddl.ProcessGroup"   /* ddl_pg * */
-#define PYDDL_WORK_CAPSULE "ddl.Work"         /* ddl_work * */
-#define PYDDL_STORE_CAPSULE "ddl._C.store"    /* ddl_store * */
+#define PYDDL_PG_CAPSULE "ddl.ProcessGroup"           /* ddl_pg * */
+#define PYDDL_WORK_CAPSULE "ddl.Work"                 /* ddl_work * */
+#define PYDDL_STORE_CAPSULE "ddl._C.store"            /* ddl_store * */
 #define PYDDL_SERVER_CAPSULE "ddl._C.tcpstore_server" /* a box holding a ddl_tcp_server * */
-#define PYDDL_REDUCER_CAPSULE "ddl.Reducer"   /* ddl_reducer * (context: its pg capsule) */
+#define PYDDL_REDUCER_CAPSULE "ddl.Reducer"           /* ddl_reducer * (context: its pg capsule) */
 
 /* ---- the GIL --------------------------------------------------------------------------------- */
 
@@ -145,17 +144,20 @@ void *pyddl_capsule_pointer(PyObject *cap, const char *name);
 #define PYDDL_NOGIL_BYTES (16 * 1024)
 
 /* st = EXPR (a ddl_status expression) with the GIL released: no Python API inside EXPR. */
-#define PYDDL_NOGIL(st, EXPR)                                                                    \
-    do {                                                                                         \
-        Py_BEGIN_ALLOW_THREADS st = (EXPR);                                                      \
-        Py_END_ALLOW_THREADS                                                                     \
+#define PYDDL_NOGIL(st, EXPR)                                                                      \
+    do {                                                                                           \
+        Py_BEGIN_ALLOW_THREADS                                                                     \
+        st = (EXPR);                                                                               \
+        Py_END_ALLOW_THREADS                                                                       \
     } while (0)
 
 /* The same when `big` is true; small work keeps the GIL (releasing costs more than it saves). */
-#define PYDDL_CALL(st, big, EXPR)                                                                \
-    do {                                                                                         \
-        if (big) PYDDL_NOGIL(st, EXPR);                                                          \
-        else st = (EXPR);                                                                        \
+#define PYDDL_CALL(st, big, EXPR)                                                                  \
+    do {                                                                                           \
+        if (big)                                                                                   \
+            PYDDL_NOGIL(st, EXPR);                                                                 \
+        else                                                                                       \
+            st = (EXPR);                                                                           \
     } while (0)
 
 /* ---- the module (one method table per file, put together by module.c) ------------------------ */
@@ -167,8 +169,10 @@ void *pyddl_capsule_pointer(PyObject *cap, const char *name);
  *   static PyObject *py_linear(PyObject *Py_UNUSED(self), PyObject *args) { ... }
  * and the file's method table lists PYDDL_FN(linear, METH_VARARGS). */
 #define PYDDL_DOC(name, params, doc) PyDoc_STRVAR(name##_doc, #name params "\n--\n\n" doc)
-#define PYDDL_FN(name, flags) {#name, (PyCFunction)(void (*)(void))py_##name, flags, name##_doc}
-#define PYDDL_FN_END {NULL, NULL, 0, NULL}
+#define PYDDL_FN(name, flags)                                                                      \
+    { #name, (PyCFunction)(void (*)(void))py_##name, flags, name##_doc }
+#define PYDDL_FN_END                                                                               \
+    { NULL, NULL, 0, NULL }
 
 extern PyMethodDef pyddl_tensor_functions[];
 extern PyMethodDef pyddl_op_functions[];

@@ -2,7 +2,8 @@
 #include "pyddl.h"
 
 static void free_reducer(void *r) {
-    Py_BEGIN_ALLOW_THREADS ddl_reducer_free(r);
+    Py_BEGIN_ALLOW_THREADS
+    ddl_reducer_free(r);
     Py_END_ALLOW_THREADS
 }
 
@@ -72,8 +73,10 @@ static PyObject *int_list(const ddl_reducer *r, int b,
     PyObject *l = PyList_New(n);
     for (int i = 0; l && i < n; i++) {
         PyObject *x = PyLong_FromLong(idx[i]);
-        if (!x) Py_CLEAR(l);
-        else PyList_SET_ITEM(l, i, x);
+        if (!x)
+            Py_CLEAR(l);
+        else
+            PyList_SET_ITEM(l, i, x);
     }
     PyMem_Free(idx);
     return l;
@@ -121,8 +124,10 @@ static PyObject *py_reducer_buckets(PyObject *Py_UNUSED(self), PyObject *ro) {
         ddl_reducer_bucket_times(r, b, &s, &e);
         PyObject *item = Py_BuildValue("(NLL)", int_list(r, b, ddl_reducer_bucket_params),
                                        (long long)s, (long long)e);
-        if (!item) Py_CLEAR(out);
-        else PyList_SET_ITEM(out, b, item);
+        if (!item)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, b, item);
     }
     return out;
 }

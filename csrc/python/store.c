@@ -30,7 +30,8 @@ static void server_stop_box(server_box *b) {
     ddl_tcp_server *srv = b->srv;
     b->srv = NULL; /* under the GIL: a second stop sees NULL */
     if (!srv) return;
-    Py_BEGIN_ALLOW_THREADS ddl_tcp_server_free(srv);
+    Py_BEGIN_ALLOW_THREADS
+    ddl_tcp_server_free(srv);
     Py_END_ALLOW_THREADS
 }
 
@@ -175,8 +176,7 @@ static PyObject *py_store_add(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *s;
     const char *key;
     long long delta;
-    if (!PyArg_ParseTuple(args, "O&sL:store_add", pyddl_conv_store, &s, &key, &delta))
-        return NULL;
+    if (!PyArg_ParseTuple(args, "O&sL:store_add", pyddl_conv_store, &s, &key, &delta)) return NULL;
     int64_t r = 0;
     ddl_status st;
     PYDDL_NOGIL(st, ddl_store_add(s, key, delta, &r));
@@ -194,8 +194,8 @@ static PyObject *py_store_compare_set(PyObject *Py_UNUSED(self), PyObject *args)
     void *cur = NULL;
     size_t cl = 0;
     ddl_status st;
-    PYDDL_NOGIL(st, ddl_store_compare_set(s, key, e.buf, (size_t)e.len, d.buf, (size_t)d.len,
-                                          &cur, &cl));
+    PYDDL_NOGIL(
+        st, ddl_store_compare_set(s, key, e.buf, (size_t)e.len, d.buf, (size_t)d.len, &cur, &cl));
     PyBuffer_Release(&e);
     PyBuffer_Release(&d);
     return st ? pyddl_raise(st) : take_bytes(cur, cl);

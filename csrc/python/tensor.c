@@ -107,9 +107,12 @@ static PyObject *py_random(PyObject *Py_UNUSED(self), PyObject *args) {
     if (nd < 0) return NULL;
     ddl_tensor *t = NULL;
     ddl_status st;
-    if (kind[0] == 'n') PYDDL_NOGIL(st, ddl_randn(&t, dt, nd, shape));
-    else if (kind[0] == 'i') PYDDL_NOGIL(st, ddl_randint(&t, lo, hi, nd, shape));
-    else PYDDL_NOGIL(st, ddl_rand(&t, dt, nd, shape));
+    if (kind[0] == 'n')
+        PYDDL_NOGIL(st, ddl_randn(&t, dt, nd, shape));
+    else if (kind[0] == 'i')
+        PYDDL_NOGIL(st, ddl_randint(&t, lo, hi, nd, shape));
+    else
+        PYDDL_NOGIL(st, ddl_rand(&t, dt, nd, shape));
     return pyddl_return_tensor(st, t);
 }
 
@@ -165,8 +168,7 @@ static PyObject *py_permute(PyObject *Py_UNUSED(self), PyObject *args) {
     int nd = pyddl_parse_dims(dims_o, dims, "permute");
     if (nd < 0) return NULL;
     if (nd != t->ndim) {
-        PyErr_Format(PyExc_ValueError, "permute: got %d dims for a tensor of %d dims", nd,
-                     t->ndim);
+        PyErr_Format(PyExc_ValueError, "permute: got %d dims for a tensor of %d dims", nd, t->ndim);
         return NULL;
     }
     ddl_status st = ddl_ag_permute(&r, t, dims);
@@ -203,12 +205,18 @@ static PyObject *py_dimop(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!PyArg_ParseTuple(args, "sO&|LL", &kind, pyddl_conv_tensor_base, &t, &a, &b)) return NULL;
     int transpose = !strcmp(kind, "transpose");
     ddl_status st;
-    if (transpose) st = ddl_tensor_transpose(&r, t, (int)a, (int)b);
-    else if (!strcmp(kind, "squeeze")) st = ddl_tensor_squeeze(&r, t, (int)a);
-    else if (!strcmp(kind, "unsqueeze")) st = ddl_tensor_unsqueeze(&r, t, (int)a);
-    else if (!strcmp(kind, "flatten")) st = ddl_tensor_flatten(&r, t, (int)a, (int)b);
-    else if (!strcmp(kind, "select")) st = ddl_ag_select(&r, t, (int)a, b);
-    else st = ddl_fail(DDL_E_VALUE, "unknown dim op %s", kind);
+    if (transpose)
+        st = ddl_tensor_transpose(&r, t, (int)a, (int)b);
+    else if (!strcmp(kind, "squeeze"))
+        st = ddl_tensor_squeeze(&r, t, (int)a);
+    else if (!strcmp(kind, "unsqueeze"))
+        st = ddl_tensor_unsqueeze(&r, t, (int)a);
+    else if (!strcmp(kind, "flatten"))
+        st = ddl_tensor_flatten(&r, t, (int)a, (int)b);
+    else if (!strcmp(kind, "select"))
+        st = ddl_ag_select(&r, t, (int)a, b);
+    else
+        st = ddl_fail(DDL_E_VALUE, "unknown dim op %s", kind);
     if (!st && t->requires_grad && !r->requires_grad && ddl_is_grad_enabled())
         st = record_view(&r, t, transpose, (int)a, (int)b);
     return pyddl_return_tensor(st, r);
@@ -236,12 +244,15 @@ static PyObject *py_copy(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *dto = NULL;
     if (!PyArg_ParseTuple(args, "sO&|O", &kind, pyddl_conv_tensor_base, &t, &dto)) return NULL;
     ddl_status st;
-    if (!strcmp(kind, "contiguous")) PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 0));
-    else if (!strcmp(kind, "clone")) PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 1));
+    if (!strcmp(kind, "contiguous"))
+        PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 0));
+    else if (!strcmp(kind, "clone"))
+        PYDDL_CALL(st, big(t), ddl_ag_contiguous(&r, t, 1));
     else if (!dto || pyddl_parse_dtype(dto, &dt) < 0) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "copy: 'to' needs a dtype code");
         return NULL;
-    } else PYDDL_CALL(st, big(t), ddl_ag_to(&r, t, dt));
+    } else
+        PYDDL_CALL(st, big(t), ddl_ag_to(&r, t, dt));
     return pyddl_return_tensor(st, r);
 }
 

@@ -43,8 +43,10 @@ static PyObject *int_tuple(const int64_t *v, int n) {
     PyObject *tup = PyTuple_New(n);
     for (int i = 0; tup && i < n; i++) {
         PyObject *x = PyLong_FromLongLong(v[i]);
-        if (!x) Py_CLEAR(tup);
-        else PyTuple_SET_ITEM(tup, i, x);
+        if (!x)
+            Py_CLEAR(tup);
+        else
+            PyTuple_SET_ITEM(tup, i, x);
     }
     return tup;
 }
@@ -135,7 +137,8 @@ static void tensor_releasebuffer(PyTensor *self, Py_buffer *view) {
 static PyBufferProcs tensor_as_buffer = {(getbufferproc)tensor_getbuffer,
                                          (releasebufferproc)tensor_releasebuffer};
 
-#define FIELD(name, field, doc) {name, (getter)get_field, NULL, doc, (void *)(intptr_t)(field)}
+#define FIELD(name, field, doc)                                                                    \
+    { name, (getter)get_field, NULL, doc, (void *)(intptr_t)(field) }
 
 static PyGetSetDef tensor_getset[] = {
     FIELD("shape", F_SHAPE, "The size of each dim, as a tuple."),

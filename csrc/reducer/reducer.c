@@ -8,12 +8,12 @@
 
 typedef struct {
     ddl_dtype dtype;
-    int n;            /* parameters in this bucket */
-    int *params;      /* their indices */
-    int64_t numel;    /* elements of the flat buffer */
-    ddl_tensor *buf;  /* (numel,) the gradients, back to back */
-    int pending;      /* parameters not yet ready this iteration */
-    ddl_work *work;   /* the allreduce in flight */
+    int n;           /* parameters in this bucket */
+    int *params;     /* their indices */
+    int64_t numel;   /* elements of the flat buffer */
+    ddl_tensor *buf; /* (numel,) the gradients, back to back */
+    int pending;     /* parameters not yet ready this iteration */
+    ddl_work *work;  /* the allreduce in flight */
     int64_t t_start, t_end;
 } bucket;
 
@@ -174,7 +174,8 @@ static ddl_status on_grad_ready(ddl_tensor *leaf, void *vctx) {
     if (r->ready[i])
         DDL_FAIL(DDL_E_VALUE,
                  "DistributedDataParallel: parameter %d got a gradient twice in one iteration "
-                 "(a second backward through the same forward?); run forward again first", i);
+                 "(a second backward through the same forward?); run forward again first",
+                 i);
     r->ready[i] = 1;
     if (!r->rebuilt && r->ready_count < r->n) r->ready_order[r->ready_count++] = i;
     if (leaf->grad != r->views[i]) { /* someone replaced .grad: move it into the bucket */
@@ -190,15 +191,20 @@ static ddl_status on_grad_ready(ddl_tensor *leaf, void *vctx) {
 
 ddl_status ddl_reducer_new(ddl_reducer **out, ddl_pg *pg, int n, ddl_tensor *const *params,
                            int64_t bucket_cap_bytes, int64_t first_bucket_bytes) {
-    if (n < 1) DDL_FAIL(DDL_E_VALUE, "DistributedDataParallel: the module has no parameters "
-                                     "that require gradients");
+    if (n < 1)
+        DDL_FAIL(DDL_E_VALUE, "DistributedDataParallel: the module has no parameters "
+                              "that require gradients");
     for (int i = 0; i < n; i++) {
         if (!ddl_dtype_is_float(params[i]->dtype) || !ddl_tensor_is_contiguous(params[i]))
-            DDL_FAIL(DDL_E_VALUE, "DistributedDataParallel: parameter %d must be a contiguous "
-                                  "float tensor", i);
+            DDL_FAIL(DDL_E_VALUE,
+                     "DistributedDataParallel: parameter %d must be a contiguous "
+                     "float tensor",
+                     i);
         if (ddl_tensor_get_hook(params[i], NULL))
-            DDL_FAIL(DDL_E_VALUE, "DistributedDataParallel: parameter %d already has a gradient "
-                                  "hook; register hooks after wrapping is not supported", i);
+            DDL_FAIL(DDL_E_VALUE,
+                     "DistributedDataParallel: parameter %d already has a gradient "
+                     "hook; register hooks after wrapping is not supported",
+                     i);
     }
     ddl_reducer *r = calloc(1, sizeof *r);
     if (!r) DDL_FAIL(DDL_E_NOMEM, "DistributedDataParallel: out of memory");
@@ -295,8 +301,10 @@ ddl_status ddl_reducer_prepare(ddl_reducer *r, const uint8_t *unused) {
     for (int i = 0; i < r->n; i++) {
         ddl_tensor *p = r->params[i];
         if (p->grad == r->views[i]) continue; /* accumulating (no_sync, or zeroed in place) */
-        if (p->grad) DDL_TRY(ddl_copy_(r->views[i], p->grad));
-        else DDL_TRY(ddl_zero_(r->views[i]));
+        if (p->grad)
+            DDL_TRY(ddl_copy_(r->views[i], p->grad));
+        else
+            DDL_TRY(ddl_zero_(r->views[i]));
         ddl_tensor_release(p->grad);
         ddl_tensor_retain(r->views[i]);
         p->grad = r->views[i];
@@ -342,8 +350,10 @@ ddl_status ddl_reducer_rebuild(ddl_reducer *r) {
     int *order = malloc(sizeof(int) * (size_t)r->n);
     if (!order && !st) st = ddl_fail(DDL_E_NOMEM, "DistributedDataParallel: out of memory");
     for (int i = 0; !st && i < r->n; i++) {
-        if (o[i] < 0 || o[i] >= r->n) st = ddl_fail(DDL_E_INTERNAL, "bad bucket order from rank 0");
-        else order[i] = (int)o[i];
+        if (o[i] < 0 || o[i] >= r->n)
+            st = ddl_fail(DDL_E_INTERNAL, "bad bucket order from rank 0");
+        else
+            order[i] = (int)o[i];
     }
     if (!st) st = build_buckets(r, order);
     free(order);
@@ -384,8 +394,10 @@ static ddl_status allreduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_te
     ddl_tensor *g;
     DDL_TRY(ddl_tensor_to(&g, dout, n->in[0].dtype)); /* a private contiguous copy */
     ddl_status st = ddl_pg_allreduce(pg, g, DDL_COMM_SUM, 0, NULL);
-    if (st) ddl_tensor_release(g);
-    else dinp[0] = g;
+    if (st)
+        ddl_tensor_release(g);
+    else
+        dinp[0] = g;
     return st;
 }
 
@@ -396,7 +408,9 @@ ddl_status ddl_ag_allreduce_sum(ddl_tensor **out, ddl_pg *pg, const ddl_tensor *
     ddl_node *n = NULL;
     if (!st) st = ddl_node_record(&n, o, "AllreduceBackward", allreduce_backward, 1, &t);
     if (!st && n) n->iargs[0] = (int64_t)(intptr_t)pg;
-    if (st) ddl_tensor_release(o);
-    else *out = o;
+    if (st)
+        ddl_tensor_release(o);
+    else
+        *out = o;
     return st;
 }

@@ -267,11 +267,11 @@ static ddl_status fs_get(ddl_store *s, const char *key, void **val, size_t *len,
     free(path);
     if (r <= 0) return (ddl_status)r;
     char q[STORE_KEY_STR];
-    return store_detail(
-        ddl_fail(DDL_E_TIMEOUT,
-                 "store get: timed out after %" PRId64 " ms waiting for key %s (file store %s)",
-                 timeout_ms, store_key_str(q, key, strlen(key)), f->dir),
-        0, "get", NULL);
+    return store_detail(ddl_fail(DDL_E_TIMEOUT,
+                                 "store get: timed out after %" PRId64
+                                 " ms waiting for key %s (file store %s)",
+                                 timeout_ms, store_key_str(q, key, strlen(key)), f->dir),
+                        0, "get", NULL);
 }
 
 static ddl_status fs_add(ddl_store *s, const char *key, int64_t delta, int64_t *result) {
@@ -322,8 +322,8 @@ static ddl_status fs_exist(file_store *f, const char *who, const char *const *ke
         DDL_TRY(key_path(f, who, keys[i], &path));
         struct stat st;
         int r = stat(path, &st), e = errno;
-        ddl_status bad = r < 0 && e != ENOENT ? fs_sys_fail(who, "file store: ", "stat", path, e)
-                                              : DDL_OK;
+        ddl_status bad =
+            r < 0 && e != ENOENT ? fs_sys_fail(who, "file store: ", "stat", path, e) : DDL_OK;
         free(path);
         if (bad) return bad;
         if (r < 0) {
@@ -344,11 +344,11 @@ static ddl_status fs_wait(ddl_store *s, const char *const *keys, int n, int64_t 
     } while (store_nap(deadline, &nap, 32));
     char what[512];
     store_keys_str(what, sizeof what, keys + missing, n - missing);
-    return store_detail(
-        ddl_fail(DDL_E_TIMEOUT,
-                 "store wait: timed out after %" PRId64 " ms waiting for %s (file store %s)",
-                 timeout_ms, what, f->dir),
-        0, "wait", NULL);
+    return store_detail(ddl_fail(DDL_E_TIMEOUT,
+                                 "store wait: timed out after %" PRId64
+                                 " ms waiting for %s (file store %s)",
+                                 timeout_ms, what, f->dir),
+                        0, "wait", NULL);
 }
 
 static ddl_status fs_check(ddl_store *s, const char *const *keys, int n, int *all_exist) {

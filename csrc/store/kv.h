@@ -16,8 +16,8 @@ typedef struct kv_entry {
 } kv_entry;
 
 typedef struct {
-    kv_entry **b; /* (nb,) chains; nb a power of two or 0 */
-    size_t nb, n; /* n: number of keys */
+    kv_entry **b;  /* (nb,) chains; nb a power of two or 0 */
+    size_t nb, n;  /* n: number of keys */
     uint64_t seed; /* random per server, so clients cannot choose colliding keys */
 } kv_map;
 

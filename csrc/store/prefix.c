@@ -49,24 +49,24 @@ static ddl_status pfx_keys(prefix_store *p, const char *const *keys, int n, char
 
 /* Forward one call to the base store with key (or keys[0:n]) prefixed: `pk` / `pks` name the
  * prefixed key(s) and `p_` the prefix store inside CALL. */
-#define PFX_CALL(s, key, CALL)                                                                   \
-    do {                                                                                         \
-        prefix_store *p_ = (prefix_store *)(s);                                                  \
-        char *pk;                                                                                \
-        DDL_TRY(pfx_key(p_, key, &pk));                                                          \
-        ddl_status st_ = (CALL);                                                                 \
-        free(pk);                                                                                \
-        return st_;                                                                              \
+#define PFX_CALL(s, key, CALL)                                                                     \
+    do {                                                                                           \
+        prefix_store *p_ = (prefix_store *)(s);                                                    \
+        char *pk;                                                                                  \
+        DDL_TRY(pfx_key(p_, key, &pk));                                                            \
+        ddl_status st_ = (CALL);                                                                   \
+        free(pk);                                                                                  \
+        return st_;                                                                                \
     } while (0)
-#define PFX_CALL_KEYS(s, keys, n, CALL)                                                          \
-    do {                                                                                         \
-        prefix_store *p_ = (prefix_store *)(s);                                                  \
-        char **k_;                                                                               \
-        DDL_TRY(pfx_keys(p_, keys, n, &k_));                                                     \
-        const char *const *pks = (const char *const *)k_;                                        \
-        ddl_status st_ = (CALL);                                                                 \
-        free_keys(k_, n);                                                                        \
-        return st_;                                                                              \
+#define PFX_CALL_KEYS(s, keys, n, CALL)                                                            \
+    do {                                                                                           \
+        prefix_store *p_ = (prefix_store *)(s);                                                    \
+        char **k_;                                                                                 \
+        DDL_TRY(pfx_keys(p_, keys, n, &k_));                                                       \
+        const char *const *pks = (const char *const *)k_;                                          \
+        ddl_status st_ = (CALL);                                                                   \
+        free_keys(k_, n);                                                                          \
+        return st_;                                                                                \
     } while (0)
 
 static ddl_status pfx_set(ddl_store *s, const char *key, const void *val, size_t len) {
@@ -117,7 +117,8 @@ ddl_status ddl_store_new_prefix(ddl_store **out, const char *prefix, ddl_store *
     if (!prefix) DDL_FAIL(DDL_E_VALUE, "prefix store: prefix is NULL");
     size_t pl = strlen(prefix);
     if (pl >= DDL_STORE_MAX_KEY)
-        DDL_FAIL(DDL_E_VALUE, "prefix store: prefix is longer than %d bytes", DDL_STORE_MAX_KEY - 1);
+        DDL_FAIL(DDL_E_VALUE, "prefix store: prefix is longer than %d bytes",
+                 DDL_STORE_MAX_KEY - 1);
     char *pc;
     prefix_store *p = store_new(sizeof *p, prefix, &pc);
     if (!p) DDL_FAIL(DDL_E_NOMEM, "prefix store: out of memory");

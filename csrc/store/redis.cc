@@ -19,15 +19,14 @@
 #include <thread>
 #include <vector>
 
-
 namespace {
 
 struct RedisStoreBox {
-    ddl_store base;  // first: the vtable's ddl_store* is this box
+    ddl_store base; // first: the vtable's ddl_store* is this box
     std::unique_ptr<gloo::rendezvous::RedisStore> rs;
-    std::mutex m;  // a redisContext is not thread-safe
+    std::mutex m; // a redisContext is not thread-safe
     int64_t timeout_ms = 300000;
-    std::string address;  // "host:port", for the error record
+    std::string address; // "host:port", for the error record
 };
 
 RedisStoreBox* box(ddl_store* s) { return reinterpret_cast<RedisStoreBox*>(s); }
@@ -41,8 +40,7 @@ ddl_status detail(ddl_status st, const char* op, const std::string& address) {
 }
 
 // Run f (one Gloo RedisStore call) under the box's lock, its exceptions as statuses.
-template <typename F>
-ddl_status redis_call(RedisStoreBox* b, const char* op, F&& f) {
+template <typename F> ddl_status redis_call(RedisStoreBox* b, const char* op, F&& f) {
     ddl_status st;
     try {
         std::lock_guard<std::mutex> lock(b->m);
@@ -103,18 +101,23 @@ ddl_status redis_get(ddl_store* s, const char* key, void** val, size_t* len, int
     st = redis_call(b, "get", [&] { v = b->rs->get(key); });
     if (st) return st;
     *val = malloc(v.size() ? v.size() : 1);
-    if (!*val) return detail(ddl_fail(DDL_E_NOMEM, "redis store get: out of memory"), "get", b->address);
+    if (!*val)
+        return detail(ddl_fail(DDL_E_NOMEM, "redis store get: out of memory"), "get", b->address);
     memcpy(*val, v.data(), v.size());
     *len = v.size();
     return DDL_OK;
 }
 
 ddl_status redis_unsupported(const char* what) {
-    return ddl_fail(DDL_E_VALUE, "the redis store does not support %s (Gloo's RedisStore offers "
-                                 "set, get, wait and check)", what);
+    return ddl_fail(DDL_E_VALUE,
+                    "the redis store does not support %s (Gloo's RedisStore offers "
+                    "set, get, wait and check)",
+                    what);
 }
 
-ddl_status redis_add(ddl_store*, const char*, int64_t, int64_t*) { return redis_unsupported("add"); }
+ddl_status redis_add(ddl_store*, const char*, int64_t, int64_t*) {
+    return redis_unsupported("add");
+}
 ddl_status redis_cas(ddl_store*, const char*, const void*, size_t, const void*, size_t, void**,
                      size_t*) {
     return redis_unsupported("compare_set");
@@ -125,11 +128,11 @@ void redis_set_timeout(ddl_store* s, int64_t ms) { box(s)->timeout_ms = ms; }
 void redis_destroy(ddl_store* s) { delete box(s); }
 
 const ddl_store_vtable redis_vtable = {
-    "redis",   redis_set, redis_get,         redis_add,     redis_cas, redis_wait, redis_check,
-    redis_del, redis_num_keys, redis_set_timeout, redis_destroy,
+    "redis",     redis_set, redis_get,      redis_add,         redis_cas,     redis_wait,
+    redis_check, redis_del, redis_num_keys, redis_set_timeout, redis_destroy,
 };
 
-}  // namespace
+} // namespace
 
 ddl_status ddl_store_new_redis(ddl_store** out, const char* host, int port) {
     if (!host || !*host || port < 1 || port > 65535)
@@ -145,8 +148,8 @@ ddl_status ddl_store_new_redis(ddl_store** out, const char* host, int port) {
     } catch (const std::bad_alloc&) {
         return detail(ddl_fail(DDL_E_NOMEM, "redis store: out of memory"), "connect", address);
     } catch (const std::exception& e) {
-        return detail(ddl_fail(DDL_E_COMM, "redis store: cannot connect to %s: %s",
-                               address.c_str(), e.what()),
+        return detail(ddl_fail(DDL_E_COMM, "redis store: cannot connect to %s: %s", address.c_str(),
+                               e.what()),
                       "connect", address);
     } catch (...) {
         return detail(ddl_fail(DDL_E_COMM, "redis store: cannot connect to %s", address.c_str()),

@@ -60,8 +60,8 @@ ddl_status ddl_store_compare_set(ddl_store *s, const char *key, const void *expe
     size_t cl = 0;
     if (current) *current = NULL;
     if (clen) *clen = 0;
-    DDL_TRY(s->vt->compare_set(s, key, expected ? expected : "", elen, desired ? desired : "",
-                               dlen, &cur, &cl));
+    DDL_TRY(s->vt->compare_set(s, key, expected ? expected : "", elen, desired ? desired : "", dlen,
+                               &cur, &cl));
     if (current)
         *current = cur;
     else

@@ -100,13 +100,13 @@ static int connect_pass(const char *host, int port, const char *op, const char *
         return 1;
     }
     if (g)
-        return store_detail(ddl_fail(DDL_E_VALUE, "store: cannot resolve host '%s': %s", host,
-                                     gai_strerror(g)),
-                            0, op, addr);
+        return store_detail(
+            ddl_fail(DDL_E_VALUE, "store: cannot resolve host '%s': %s", host, gai_strerror(g)), 0,
+            op, addr);
     int result = 1;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                        ai->ai_protocol);
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             *err = errno;
             continue;
@@ -260,9 +260,8 @@ static ddl_status exchange(tcp_client *c, const char *who, const char *label, in
 }
 
 /* The status and message of an error answer body[0:n] (code != 0, then a message field). */
-static ddl_status answer_error(tcp_client *c, const char *who, const char *what,
-                               const char *label, int op, int64_t wait_ms, const uint8_t *body,
-                               size_t n) {
+static ddl_status answer_error(tcp_client *c, const char *who, const char *what, const char *label,
+                               int op, int64_t wait_ms, const uint8_t *body, size_t n) {
     int code = body[0];
     const uint8_t *p = body + 1;
     wire_field m = {(const uint8_t *)"", 0};
@@ -297,16 +296,14 @@ static ddl_status tcp_call(tcp_client *c, const char *who, const char *what, int
     int64_t io = tcp_timeout(c);
     int parks = op == OP_GET || op == OP_WAIT;
     /* a parked request may take its own timeout, plus the handle's for the network */
-    int64_t deadline = io < 0 || (parks && wait_ms < 0)
-                           ? INT64_MAX
-                           : store_deadline(io + (parks ? wait_ms : 0));
+    int64_t deadline =
+        io < 0 || (parks && wait_ms < 0) ? INT64_MAX : store_deadline(io + (parks ? wait_ms : 0));
     int fd = -1;
     ddl_status st = pool_take(c, who, deadline, &fd);
     char label[600]; /* "store get key 'x'" */
     snprintf(label, sizeof label, "store %s%s%s", who, what[0] ? " " : "", what);
     if (!st)
-        st = exchange(c, who, label, fd, req, reqlen, deadline, (parks ? wait_ms : 0) + io, &b,
-                      &n);
+        st = exchange(c, who, label, fd, req, reqlen, deadline, (parks ? wait_ms : 0) + io, &b, &n);
     free(req);
     if (st) return st;
     pool_put(c, fd);
@@ -317,8 +314,8 @@ static ddl_status tcp_call(tcp_client *c, const char *who, const char *what, int
         if (wire_next_field(&p, b + n, res) != 1 || p != b + n ||
             (want_len >= 0 && res->n != (size_t)want_len))
             st = store_detail(ddl_fail(DDL_E_COMM,
-                                       "store %s: malformed response from the store server %s",
-                                       who, c->addr),
+                                       "store %s: malformed response from the store server %s", who,
+                                       c->addr),
                               0, who, c->addr);
     }
     if (st || !res) {
@@ -395,8 +392,8 @@ static ddl_status tcp_compare_set(ddl_store *s, const char *key, const void *exp
                                   const void *desired, size_t dlen, void **current, size_t *clen) {
     uint8_t *b;
     wire_field f[3] = {KEY_FIELD(key), {expected, elen}, {desired, dlen}}, v;
-    DDL_TRY(tcp_key_call((tcp_client *)s, "compare_set", key, OP_COMPARE_SET, f, 3, -1, -1, &b,
-                         &v));
+    DDL_TRY(
+        tcp_key_call((tcp_client *)s, "compare_set", key, OP_COMPARE_SET, f, 3, -1, -1, &b, &v));
     take_value(b, &v, current, clen);
     return DDL_OK;
 }
@@ -462,8 +459,7 @@ ddl_status ddl_store_new_tcp(ddl_store **out, const char *host, int port, int64_
         if (err == ERR_RESOLVE_AGAIN)
             return store_detail(
                 ddl_fail(DDL_E_VALUE,
-                         "store connect: cannot resolve host '%s': %s (retried for %" PRId64
-                         " ms)",
+                         "store connect: cannot resolve host '%s': %s (retried for %" PRId64 " ms)",
                          host, gai_strerror(EAI_AGAIN), timeout_ms),
                 0, "connect", addr);
         char eb[128];

@@ -34,7 +34,7 @@
 typedef struct {
     int fd;
     int dead;
-    int parked;           /* the frame at the head of `in` is a GET/WAIT waiting for keys */
+    int parked;            /* the frame at the head of `in` is a GET/WAIT waiting for keys */
     int64_t park_deadline; /* when a parked request times out (INT64_MAX: never) */
     char peer[64];
     uint8_t *in; /* (in_cap,) bytes received, not yet handled */
@@ -107,7 +107,9 @@ static int reply_err(srv_conn *c, ddl_status st, const char *msg) {
     return reply(c, -(int)st, 1, &f);
 }
 
-static int key_ok(const wire_field *k) { return k->n <= DDL_STORE_MAX_KEY && !memchr(k->p, 0, k->n); }
+static int key_ok(const wire_field *k) {
+    return k->n <= DDL_STORE_MAX_KEY && !memchr(k->p, 0, k->n);
+}
 
 /* Set key k to v for a request: 0 done (a new key wakes the parked requests), or -1 with an
  * out-of-memory answer queued. */
@@ -182,7 +184,8 @@ static int handle(ddl_tcp_server *srv, srv_conn *c, const uint8_t *b, size_t n) 
             nk++;
         }
         if (r < 0 || nk == 0) return H_BAD;
-        for (q = keys; all && wire_next_field(&q, end, &k) == 1;) all = kv_find(m, k.p, k.n) != NULL;
+        for (q = keys; all && wire_next_field(&q, end, &k) == 1;)
+            all = kv_find(m, k.p, k.n) != NULL;
         if (b[0] == OP_CHECK) {
             reply_u8(c, all);
             return H_DONE;
@@ -213,8 +216,8 @@ static int handle(ddl_tcp_server *srv, srv_conn *c, const uint8_t *b, size_t n) 
 
 static void conn_flush(srv_conn *c) {
     while (!c->dead && c->out_off < c->out_len) {
-        ssize_t r = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t r =
+            send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r > 0)
             c->out_off += (size_t)r;
         else if (r < 0 && errno == EINTR)
@@ -432,10 +435,11 @@ static void *server_main(void *arg) {
                 pfd = p, pcap = n;
             }
         }
-        if (srv->accept_paused_to && store_now_ms() >= srv->accept_paused_to) srv->accept_paused_to = 0;
+        if (srv->accept_paused_to && store_now_ms() >= srv->accept_paused_to)
+            srv->accept_paused_to = 0;
         pfd[0] = (struct pollfd){.fd = srv->wake[0], .events = POLLIN};
-        pfd[1] = (struct pollfd){.fd = srv->accept_paused_to ? -1 : srv->listen_fd,
-                                 .events = POLLIN};
+        pfd[1] =
+            (struct pollfd){.fd = srv->accept_paused_to ? -1 : srv->listen_fd, .events = POLLIN};
         size_t npolled = n - 2;
         for (size_t i = 0; i < npolled; i++) {
             srv_conn *c = srv->conns[i];
@@ -483,8 +487,8 @@ static void server_free(ddl_tcp_server *srv) {
  * with the errno of the last attempt in *err. */
 static int listen_on(const struct addrinfo *res, int *err) {
     for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                        ai->ai_protocol);
+        int fd =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (fd < 0) {
             *err = errno;
             continue;
@@ -508,7 +512,8 @@ ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port, 
     if (g) {
         err = g == EAI_SYSTEM ? errno : 0;
         return store_detail(ddl_fail(DDL_E_VALUE, "tcpstore server: cannot resolve host '%s': %s",
-                                     host, err ? store_errstr(err, eb, sizeof eb) : gai_strerror(g)),
+                                     host,
+                                     err ? store_errstr(err, eb, sizeof eb) : gai_strerror(g)),
                             err, "listen", addr);
     }
     int fd = listen_on(res, &err);

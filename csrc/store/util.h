@@ -28,28 +28,28 @@ int store_nap(int64_t deadline, int64_t *nap, int64_t max);
 
 /* The vtable `var` of a store kind named `kind` whose functions are p##_set, p##_get, ...
  * p##_destroy (the members of ddl_store_vtable, store_impl.h). */
-#define STORE_VTABLE(var, kind, p)                                                               \
-    static const ddl_store_vtable var = {                                                        \
-        .name = kind,                                                                            \
-        .set = p##_set,                                                                          \
-        .get = p##_get,                                                                          \
-        .add = p##_add,                                                                          \
-        .compare_set = p##_compare_set,                                                          \
-        .wait = p##_wait,                                                                        \
-        .check = p##_check,                                                                      \
-        .del = p##_del,                                                                          \
-        .num_keys = p##_num_keys,                                                                \
-        .set_timeout = p##_set_timeout,                                                          \
-        .destroy = p##_destroy,                                                                  \
+#define STORE_VTABLE(var, kind, p)                                                                 \
+    static const ddl_store_vtable var = {                                                          \
+        .name = kind,                                                                              \
+        .set = p##_set,                                                                            \
+        .get = p##_get,                                                                            \
+        .add = p##_add,                                                                            \
+        .compare_set = p##_compare_set,                                                            \
+        .wait = p##_wait,                                                                          \
+        .check = p##_check,                                                                        \
+        .del = p##_del,                                                                            \
+        .num_keys = p##_num_keys,                                                                  \
+        .set_timeout = p##_set_timeout,                                                            \
+        .destroy = p##_destroy,                                                                    \
     }
 
 /* ---- checks and messages ------------------------------------------------------------------ */
 
 /* *out = NULL, or DDL_E_VALUE "<who>: output pointer is NULL" from the calling function. */
-#define STORE_CHECK_OUT(out, who)                                                                \
-    do {                                                                                         \
-        if (!(out)) DDL_FAIL(DDL_E_VALUE, "%s: output pointer is NULL", who);                   \
-        *(out) = NULL;                                                                           \
+#define STORE_CHECK_OUT(out, who)                                                                  \
+    do {                                                                                           \
+        if (!(out)) DDL_FAIL(DDL_E_VALUE, "%s: output pointer is NULL", who);                      \
+        *(out) = NULL;                                                                             \
     } while (0)
 
 /* A non-empty host and a port in [1, 65535] ([0, 65535] with allow_zero). */

@@ -19,8 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define D 8           /* features */
-#define N 256         /* rows per rank */
+#define D 8   /* features */
+#define N 256 /* rows per rank */
 #define STEPS 200
 #define LR 0.1
 
@@ -81,7 +81,7 @@ int main(void) {
     if (!failed) {
         ddl_tensor *xw = NULL, *wt = NULL, *scaled = NULL, *shifted = NULL;
         ddl_status st = ddl_tensor_transpose(&wt, w_true, 0, 1);
-        if (!st) st = ddl_matmul(&xw, x, wt);                                 /* (N, 1) */
+        if (!st) st = ddl_matmul(&xw, x, wt); /* (N, 1) */
         if (!st) st = ddl_binary_scalar(&scaled, DDL_OP_MUL, noise, 0.01, 1, 0);
         if (!st) st = ddl_binary_scalar(&shifted, DDL_OP_ADD, xw, 0.5, 1, 0); /* b* = 0.5 */
         if (!st) st = ddl_binary(&y, DDL_OP_ADD, shifted, scaled);
@@ -107,8 +107,8 @@ int main(void) {
         if (!failed) failed = check(mse(&loss, x, w, b, y), "forward");
         if (!failed) failed = check(ddl_backward(loss, NULL, 0), "backward");
         for (int i = 0; !failed && i < 2; i++) /* average the gradients over the ranks */
-            failed = check(ddl_pg_allreduce(pg, params[i]->grad, DDL_COMM_AVG, 0, NULL),
-                           "allreduce");
+            failed =
+                check(ddl_pg_allreduce(pg, params[i]->grad, DDL_COMM_AVG, 0, NULL), "allreduce");
         const ddl_tensor *grads[2] = {failed ? NULL : w->grad, failed ? NULL : b->grad};
         if (!failed)
             failed = check(ddl_sgd_step(2, params, grads, NULL, NULL, LR, 0, 0, 0, 0, 0), "sgd");
@@ -125,8 +125,8 @@ int main(void) {
         }
         if (!failed) failed = check(ddl_tensor_item(&bias, b, 0), "item");
         if (!failed) {
-            printf("rank %d/%d: loss %.6f max|w - w*| %.5f bias %.5f weights", rank, world, l,
-                   err, bias);
+            printf("rank %d/%d: loss %.6f max|w - w*| %.5f bias %.5f weights", rank, world, l, err,
+                   bias);
             for (int j = 0; j < D; j++) {
                 double a;
                 ddl_tensor_item(&a, w, j);

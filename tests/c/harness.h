@@ -25,15 +25,15 @@
 #include <string.h>
 
 static int n_fail = 0, n_check = 0;
-#define CHECK(cond, ...)                                                                         \
-    do {                                                                                         \
-        n_check++;                                                                               \
-        if (!(cond)) {                                                                           \
-            n_fail++;                                                                            \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                 \
-            printf("\n");                                                                        \
-        }                                                                                        \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        n_check++;                                                                                 \
+        if (!(cond)) {                                                                             \
+            n_fail++;                                                                              \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+        }                                                                                          \
     } while (0)
 
 /* ---- random numbers (splitmix64) ---------------------------------------------------------- */

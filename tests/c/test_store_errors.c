@@ -11,14 +11,14 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                         \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);            \
-            fprintf(stderr, __VA_ARGS__);                                                        \
-            fprintf(stderr, " (message: %s)\n", ddl_last_error());                               \
-            failures++;                                                                          \
-        }                                                                                        \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, " (message: %s)\n", ddl_last_error());                                 \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 /* The call failed with st, and the record says op/peer/errno (peer NULL: must be empty;
@@ -102,7 +102,9 @@ int main(int argc, char **argv) {
     }
     tcp_checks();
     file_checks(argv[1]);
-    if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
-    else printf("store error detail: all checks passed\n");
+    if (failures)
+        fprintf(stderr, "%d check(s) failed\n", failures);
+    else
+        printf("store error detail: all checks passed\n");
     return failures ? 1 : 0;
 }

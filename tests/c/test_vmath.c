@@ -14,15 +14,15 @@
 #include <string.h>
 
 /* the kernels' loops as ops_elementwise.c builds them: vectorized, once per ISA */
-#define LOOPS(SUF, ATTR)                                                                         \
-    ATTR static void exp_##SUF(float *o, const float *x, int64_t n) {                            \
-        for (int64_t i = 0; i < n; i++) o[i] = vm_exp_f32(x[i]);                                 \
-    }                                                                                            \
-    ATTR static void tanh_##SUF(float *o, const float *x, int64_t n) {                           \
-        for (int64_t i = 0; i < n; i++) o[i] = vm_tanh_f32(x[i]);                                \
-    }                                                                                            \
-    ATTR static void sigmoid_##SUF(float *o, const float *x, int64_t n) {                        \
-        for (int64_t i = 0; i < n; i++) o[i] = vm_sigmoid_f32(x[i]);                             \
+#define LOOPS(SUF, ATTR)                                                                           \
+    ATTR static void exp_##SUF(float *o, const float *x, int64_t n) {                              \
+        for (int64_t i = 0; i < n; i++) o[i] = vm_exp_f32(x[i]);                                   \
+    }                                                                                              \
+    ATTR static void tanh_##SUF(float *o, const float *x, int64_t n) {                             \
+        for (int64_t i = 0; i < n; i++) o[i] = vm_tanh_f32(x[i]);                                  \
+    }                                                                                              \
+    ATTR static void sigmoid_##SUF(float *o, const float *x, int64_t n) {                          \
+        for (int64_t i = 0; i < n; i++) o[i] = vm_sigmoid_f32(x[i]);                               \
     }
 
 typedef void (*loop_fn)(float *, const float *, int64_t);
@@ -115,8 +115,8 @@ static void check_block(const float *x, int64_t n, float *out[N_ISA], stats st[3
                                 (y[j] == g && signbit(y[j]) == signbit(g)));
             if (dg > 2 || de > 1 || bad_special) {
                 if (s->fail++ < 10)
-                    printf("FAIL %s(%a) = %a: glibc %a (%lld ulp), exact %a (%lld ulp)\n",
-                           names[f], x[j], y[j], g, (long long)dg, e, (long long)de);
+                    printf("FAIL %s(%a) = %a: glibc %a (%lld ulp), exact %a (%lld ulp)\n", names[f],
+                           x[j], y[j], g, (long long)dg, e, (long long)de);
             }
         }
     }
@@ -134,11 +134,38 @@ int main(int argc, char **argv) {
     memset(st, 0, sizeof st);
 
     /* special and boundary values first */
-    const float specials[] = {
-        0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f, 1e-38f, -1e-38f,
-        88.72283172607421875f, 88.72283935546875f, 89.0f, 100.0f, 1e30f, -87.33654f,
-        -103.972076f, -103.97208f, -104.0f, -1e30f, 9.01f, 10.0f, -10.0f, 20.0f,
-        0x1.fffffep127f, -0x1.fffffep127f, 0.5f, -0.5f, 1.0f, -1.0f, 0.625f, 0.0292666f};
+    const float specials[] = {0.0f,
+                              -0.0f,
+                              INFINITY,
+                              -INFINITY,
+                              NAN,
+                              -NAN,
+                              1e-45f,
+                              -1e-45f,
+                              1e-38f,
+                              -1e-38f,
+                              88.72283172607421875f,
+                              88.72283935546875f,
+                              89.0f,
+                              100.0f,
+                              1e30f,
+                              -87.33654f,
+                              -103.972076f,
+                              -103.97208f,
+                              -104.0f,
+                              -1e30f,
+                              9.01f,
+                              10.0f,
+                              -10.0f,
+                              20.0f,
+                              0x1.fffffep127f,
+                              -0x1.fffffep127f,
+                              0.5f,
+                              -0.5f,
+                              1.0f,
+                              -1.0f,
+                              0.625f,
+                              0.0292666f};
     int64_t ns = (int64_t)(sizeof specials / sizeof specials[0]);
     memcpy(x, specials, sizeof specials);
     check_block(x, ns, out, st);

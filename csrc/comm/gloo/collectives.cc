@@ -21,7 +21,7 @@ namespace ddl_comm {
 
 namespace {
 
-constexpr uint32_t kTag = 2;  // the descriptor exchange uses tag 1
+constexpr uint32_t kTag = 2; // the descriptor exchange uses tag 1
 
 // Every collective's last step: its tag and timeout, then the call itself unless there is
 // nothing to move (Gloo's algorithms reject empty buffers).
@@ -33,8 +33,7 @@ void issue(Opts& opts, Op op, int64_t timeout_ms, bool any = true) {
 }
 
 // A reduction's output buffer, typed, and its reduce function.
-template <typename Opts>
-void set_reduction(Opts& opts, void* p, const Descriptor& d) {
+template <typename Opts> void set_reduction(Opts& opts, void* p, const Descriptor& d) {
     with_type(d.dtype, [&](auto t) {
         using T = decltype(t);
         opts.setOutput(static_cast<T*>(p), (size_t)d.count);
@@ -42,7 +41,7 @@ void set_reduction(Opts& opts, void* p, const Descriptor& d) {
     });
 }
 
-}  // namespace
+} // namespace
 
 void GlooTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout_ms) {
     try {
@@ -114,7 +113,7 @@ void GlooTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout
             gloo::ScatterOptions opts(ctx_);
             opts.setRoot(d.root);
             opts.setOutput(a, bytes);
-            std::vector<uint8_t*> chunks;  // root's input, one chunk per rank
+            std::vector<uint8_t*> chunks; // root's input, one chunk per rank
             for (int r = 0; rank_ == d.root && r < size_; r++)
                 chunks.push_back(b + (size_t)r * bytes);
             if (rank_ == d.root) opts.setInputs(chunks, bytes);
@@ -126,12 +125,11 @@ void GlooTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout
             issue(opts, gloo::barrier, timeout_ms);
             break;
         }
-        default:
-            throw DdlError(DDL_E_INTERNAL, "unknown collective");
+        default: throw DdlError(DDL_E_INTERNAL, "unknown collective");
         }
     } catch (...) {
         rethrow_translated();
     }
 }
 
-}  // namespace ddl_comm
+} // namespace ddl_comm

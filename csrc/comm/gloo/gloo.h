@@ -18,7 +18,7 @@ class Context;
 namespace transport {
 class Device;
 }
-}  // namespace gloo
+} // namespace gloo
 
 namespace ddl_comm {
 
@@ -45,7 +45,7 @@ class GlooTransport : public Transport {
     GlooTransport(GroupStore& store, int rank, int size, const std::string& host,
                   const std::string& iface, int64_t timeout_ms);
     void exchange(void* out, const void* in, size_t block, int64_t timeout_ms) override;
-    void run(const Descriptor& d, void* a, void* b, int64_t timeout_ms) override;  // collectives.cc
+    void run(const Descriptor& d, void* a, void* b, int64_t timeout_ms) override; // collectives.cc
     void close() noexcept override;
     std::set<int> dead_peers(int* sys_errno) noexcept override;
     std::string peer_address(int rank) const override;
@@ -58,6 +58,6 @@ class GlooTransport : public Transport {
     std::map<int, std::pair<std::string, std::string>> ends_;
 };
 
-}  // namespace ddl_comm
+} // namespace ddl_comm
 
 #endif

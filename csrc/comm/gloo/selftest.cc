@@ -27,7 +27,7 @@ ddl_status map_gloo_exception(const char* where) {
     }
 }
 
-}  // namespace
+} // namespace
 
 extern "C" {
 
@@ -66,8 +66,8 @@ ddl_status ddl_gloo_selftest(double* result) {
         for (int r = 0; r < 2; r++)
             if (st[r] != DDL_OK) return ddl_fail(st[r], "%s", err[r].c_str());
         if (v[0] != 3.0 || v[1] != 3.0)
-            return ddl_fail(DDL_E_INTERNAL, "gloo self-test: allreduce gave %g and %g, not 3",
-                            v[0], v[1]);
+            return ddl_fail(DDL_E_INTERNAL, "gloo self-test: allreduce gave %g and %g, not 3", v[0],
+                            v[1]);
         *result = v[0];
         return DDL_OK;
     } catch (...) {
@@ -75,4 +75,4 @@ ddl_status ddl_gloo_selftest(double* result) {
     }
 }
 
-}  // extern "C"
+} // extern "C"

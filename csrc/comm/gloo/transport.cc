@@ -56,8 +56,10 @@ std::shared_ptr<gloo::transport::Device> gloo_device(const std::string& host,
     auto it = devices->find(key);
     if (it != devices->end()) return it->second;
     gloo::transport::tcp::attr attr;
-    if (!iface.empty()) attr.iface = iface;
-    else attr.hostname = host.empty() ? "127.0.0.1" : host;
+    if (!iface.empty())
+        attr.iface = iface;
+    else
+        attr.hostname = host.empty() ? "127.0.0.1" : host;
     attr.ai_family = AF_INET;
     auto dev = gloo::transport::tcp::CreateDevice(attr);
     (*devices)[key] = dev;
@@ -78,9 +80,7 @@ class StoreAdapter : public gloo::rendezvous::Store {
         std::string v = s_.get(key);
         return std::vector<char>(v.begin(), v.end());
     }
-    void wait(const std::vector<std::string>& keys) override {
-        s_.wait(keys, s_.timeout_ms());
-    }
+    void wait(const std::vector<std::string>& keys) override { s_.wait(keys, s_.timeout_ms()); }
     void wait(const std::vector<std::string>& keys,
               const std::chrono::milliseconds& timeout) override {
         s_.wait(keys, timeout.count());
@@ -106,7 +106,7 @@ std::string host_port(const sockaddr_storage& ss) {
     return "";
 }
 
-}  // namespace
+} // namespace
 
 GlooTransport::GlooTransport(GroupStore& store, int rank, int size, const std::string& host,
                              const std::string& iface, int64_t timeout_ms)
@@ -127,7 +127,8 @@ GlooTransport::GlooTransport(GroupStore& store, int rank, int size, const std::s
         return host_port(a.getSockaddr());
     };
     for (int r = 0; r < size; r++)
-        if (r != rank) store.set("ddl/addr/" + std::to_string(rank) + "/" + std::to_string(r), end_of(r));
+        if (r != rank)
+            store.set("ddl/addr/" + std::to_string(rank) + "/" + std::to_string(r), end_of(r));
     for (int r = 0; r < size; r++)
         if (r != rank)
             ends_[r] = {end_of(r),
@@ -139,7 +140,7 @@ void GlooTransport::exchange(void* out, const void* in, size_t block, int64_t ti
         gloo::AlltoallOptions opts(ctx_);
         opts.setInput(static_cast<uint8_t*>(const_cast<void*>(in)), block * size_);
         opts.setOutput(static_cast<uint8_t*>(out), block * size_);
-        opts.setTag(1);  // the collectives' data uses tag 2
+        opts.setTag(1); // the collectives' data uses tag 2
         opts.setTimeout(std::chrono::milliseconds(timeout_ms));
         gloo::alltoall(opts);
     } catch (...) {
@@ -161,7 +162,7 @@ std::set<int> GlooTransport::dead_peers(int* sys_errno) noexcept {
     std::set<int> dead;
     if (sys_errno) *sys_errno = 0;
     DIR* dir = opendir("/proc/self/fd");
-    if (!dir) return dead;  // nothing known: nothing named
+    if (!dir) return dead; // nothing known: nothing named
     try {
         std::map<std::pair<std::string, std::string>, int> fd_of;
         while (dirent* e = readdir(dir)) {
@@ -191,7 +192,7 @@ std::set<int> GlooTransport::dead_peers(int* sys_errno) noexcept {
                     *sys_errno = err;
             }
         }
-    } catch (...) {  // out of memory: what was found so far
+    } catch (...) { // out of memory: what was found so far
     }
     closedir(dir);
     return dead;
@@ -209,4 +210,4 @@ std::unique_ptr<Transport> gloo_transport_new(GroupStore& store, int rank, int s
         new GlooTransport(store, rank, size, host, iface, timeout_ms));
 }
 
-}  // namespace ddl_comm
+} // namespace ddl_comm

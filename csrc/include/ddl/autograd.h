@@ -65,8 +65,8 @@ ddl_status ddl_ag_reshape(ddl_tensor **out, ddl_shape_op op, const ddl_tensor *t
                           const int64_t *shape);
 ddl_status ddl_ag_permute(ddl_tensor **out, const ddl_tensor *t, const int *dims);
 ddl_status ddl_ag_to(ddl_tensor **out, const ddl_tensor *t, ddl_dtype dt);
-ddl_status ddl_ag_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t start,
-                        int64_t stop, int64_t step);
+ddl_status ddl_ag_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t start, int64_t stop,
+                        int64_t step);
 ddl_status ddl_ag_select(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t index);
 ddl_status ddl_ag_cat(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
 /* t itself when contiguous (unless force_copy), else a recorded copy */
@@ -76,7 +76,6 @@ ddl_status ddl_ag_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, doubl
 ddl_status ddl_ag_where(ddl_tensor **out, const ddl_tensor *cond, const ddl_tensor *a,
                         const ddl_tensor *b);
 ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
-
 
 /* ---- differentiable layer ops (float32) --------------------------------------------- */
 
@@ -123,8 +122,8 @@ ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
                          const ddl_tensor *b, const int64_t stride[2], const int64_t pad[2],
                          const int64_t dil[2]);
 /* x (N, C, H, W) -> (N, C, OH, OW) */
-ddl_status ddl_ag_pool2d(ddl_tensor **out, ddl_pool_kind kind, const ddl_tensor *x, const int64_t k[2],
-                         const int64_t stride[2], const int64_t pad[2]);
+ddl_status ddl_ag_pool2d(ddl_tensor **out, ddl_pool_kind kind, const ddl_tensor *x,
+                         const int64_t k[2], const int64_t stride[2], const int64_t pad[2]);
 /* x (N, C, ...); running stats (C,) updated in place when training (either may be NULL) */
 ddl_status ddl_ag_batch_norm(ddl_tensor **out, const ddl_tensor *x, ddl_tensor *running_mean,
                              ddl_tensor *running_var, const ddl_tensor *weight,
@@ -140,8 +139,8 @@ ddl_status ddl_ag_pair_loss(ddl_tensor **out, ddl_pair_loss_kind kind, const ddl
                             const ddl_tensor *y, const ddl_tensor *pos_weight,
                             ddl_reduction reduction);
 /* slope for leaky relu, approximate for gelu (the other is ignored) */
-ddl_status ddl_ag_activation(ddl_tensor **out, ddl_act_kind kind, const ddl_tensor *x,
-                             double slope, ddl_gelu_approximate approximate);
+ddl_status ddl_ag_activation(ddl_tensor **out, ddl_act_kind kind, const ddl_tensor *x, double slope,
+                             ddl_gelu_approximate approximate);
 /* idx int64 (...), w (V, D) -> (..., D); padding_idx < 0 for none */
 ddl_status ddl_ag_embedding(ddl_tensor **out, const ddl_tensor *idx, const ddl_tensor *w,
                             int64_t padding_idx);
@@ -152,8 +151,8 @@ ddl_status ddl_ag_dropout(ddl_tensor **out, const ddl_tensor *x, double p);
  * NULL. */
 ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tensor *x,
                            const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
-                           const ddl_tensor *w_hh, const ddl_tensor *b_ih,
-                           const ddl_tensor *b_hh, ddl_rnn_nonlinearity nonlinearity);
+                           const ddl_tensor *w_hh, const ddl_tensor *b_ih, const ddl_tensor *b_hh,
+                           ddl_rnn_nonlinearity nonlinearity);
 
 #ifdef __cplusplus
 }

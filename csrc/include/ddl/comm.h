@@ -45,11 +45,25 @@ typedef struct ddl_pg ddl_pg;
 
 typedef struct ddl_work ddl_work;
 
-typedef enum { DDL_COMM_SUM = 0, DDL_COMM_AVG, DDL_COMM_MIN, DDL_COMM_MAX, DDL_COMM_PRODUCT, DDL_COMM_NUM_OPS } ddl_comm_op;
+typedef enum {
+    DDL_COMM_SUM = 0,
+    DDL_COMM_AVG,
+    DDL_COMM_MIN,
+    DDL_COMM_MAX,
+    DDL_COMM_PRODUCT,
+    DDL_COMM_NUM_OPS
+} ddl_comm_op;
 
 typedef enum {
-    DDL_COLL_ALLREDUCE = 1, DDL_COLL_BROADCAST, DDL_COLL_ALLGATHER, DDL_COLL_REDUCE_SCATTER,
-    DDL_COLL_REDUCE, DDL_COLL_GATHER, DDL_COLL_SCATTER, DDL_COLL_ALLTOALL, DDL_COLL_BARRIER,
+    DDL_COLL_ALLREDUCE = 1,
+    DDL_COLL_BROADCAST,
+    DDL_COLL_ALLGATHER,
+    DDL_COLL_REDUCE_SCATTER,
+    DDL_COLL_REDUCE,
+    DDL_COLL_GATHER,
+    DDL_COLL_SCATTER,
+    DDL_COLL_ALLTOALL,
+    DDL_COLL_BARRIER,
 } ddl_coll;
 
 /* Join a group of `size` ranks as `rank`: rendezvous through `store` under `prefix` (distinct
@@ -82,8 +96,8 @@ ddl_status ddl_pg_allreduce(ddl_pg *pg, ddl_tensor *t, ddl_comm_op op, int64_t t
 ddl_status ddl_pg_broadcast(ddl_pg *pg, ddl_tensor *t, int root, int64_t timeout_ms,
                             ddl_work **work);
 /* out (size * numel(in)) = every rank's `in`, in rank order */
-ddl_status ddl_pg_allgather(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in,
-                            int64_t timeout_ms, ddl_work **work);
+ddl_status ddl_pg_allgather(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, int64_t timeout_ms,
+                            ddl_work **work);
 /* out (n) = reduction over ranks of their in[rank*n .. (rank+1)*n) chunk; in (size * n) */
 ddl_status ddl_pg_reduce_scatter(ddl_pg *pg, ddl_tensor *out, const ddl_tensor *in, ddl_comm_op op,
                                  int64_t timeout_ms, ddl_work **work);

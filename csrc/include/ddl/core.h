@@ -64,13 +64,13 @@ const char *ddl_status_name(ddl_status st);
  * then fills what it knows with ddl_error_detail(). */
 #define DDL_ERROR_MAX_RANKS 16
 typedef struct {
-    int sys_errno;                    /* errno of the failing system call, or 0 */
-    int rank;                         /* the reporting process's rank, or -1 */
-    int n_ranks;                      /* how many of ranks[] are set */
-    int ranks[DDL_ERROR_MAX_RANKS];   /* the ranks at fault (dead, missing, disagreeing) */
-    int64_t seq;                      /* the collective's sequence number, or -1 */
-    char op[32];                      /* the collective or store call ("allreduce", "get"), or "" */
-    char peer[96];                    /* the peer's address ("host:port"), or "" */
+    int sys_errno;                  /* errno of the failing system call, or 0 */
+    int rank;                       /* the reporting process's rank, or -1 */
+    int n_ranks;                    /* how many of ranks[] are set */
+    int ranks[DDL_ERROR_MAX_RANKS]; /* the ranks at fault (dead, missing, disagreeing) */
+    int64_t seq;                    /* the collective's sequence number, or -1 */
+    char op[32];                    /* the collective or store call ("allreduce", "get"), or "" */
+    char peer[96];                  /* the peer's address ("host:port"), or "" */
 } ddl_error_info;
 
 /* This thread's record of the last error (valid until the next ddl_fail on this thread). */
@@ -100,8 +100,8 @@ int ddl_dtype_is_float(ddl_dtype dt);
 typedef void (*ddl_release_fn)(void *ctx);
 
 typedef struct ddl_storage {
-    int64_t refcount;       /* atomic */
-    void *data;             /* 64-byte aligned when owned */
+    int64_t refcount; /* atomic */
+    void *data;       /* 64-byte aligned when owned */
     size_t nbytes;
     ddl_release_fn release; /* NULL: owned, freed with free(); else called with release_ctx */
     void *release_ctx;
@@ -131,9 +131,9 @@ typedef struct ddl_tensor {
     ddl_storage *storage;
     /* autograd (autograd.h) */
     int requires_grad;
-    struct ddl_tensor *grad;      /* accumulated gradient of a leaf, or NULL */
-    struct ddl_node *grad_fn;     /* the node that made this tensor (NULL for leaves) */
-    struct ddl_leaf_hook *hook;   /* set by ddl_tensor_set_hook, else NULL */
+    struct ddl_tensor *grad;    /* accumulated gradient of a leaf, or NULL */
+    struct ddl_node *grad_fn;   /* the node that made this tensor (NULL for leaves) */
+    struct ddl_leaf_hook *hook; /* set by ddl_tensor_set_hook, else NULL */
 } ddl_tensor;
 
 /* Add a reference; returns t. */
@@ -154,8 +154,7 @@ ddl_status ddl_tensor_full(ddl_tensor **out, ddl_dtype dt, int ndim, const int64
 ddl_status ddl_tensor_from_storage(ddl_tensor **out, ddl_storage *storage, ddl_dtype dt, int ndim,
                                    const int64_t *shape, const int64_t *strides, int64_t offset);
 /* 1-D: start, start+step, ... < end (> end for negative step). */
-ddl_status ddl_tensor_arange(ddl_tensor **out, ddl_dtype dt, double start, double end,
-                             double step);
+ddl_status ddl_tensor_arange(ddl_tensor **out, ddl_dtype dt, double start, double end, double step);
 ddl_status ddl_tensor_linspace(ddl_tensor **out, ddl_dtype dt, double start, double end,
                                int64_t steps);
 ddl_status ddl_tensor_eye(ddl_tensor **out, ddl_dtype dt, int64_t n, int64_t m);
@@ -176,8 +175,7 @@ ddl_status ddl_tensor_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int6
 /* Integer index on one dim: drops the dim. Negative indices count from the end. */
 ddl_status ddl_tensor_select(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t index);
 /* Broadcast `t` to `shape` as a stride-0 view (NumPy rules). */
-ddl_status ddl_tensor_expand(ddl_tensor **out, const ddl_tensor *t, int ndim,
-                             const int64_t *shape);
+ddl_status ddl_tensor_expand(ddl_tensor **out, const ddl_tensor *t, int ndim, const int64_t *shape);
 #define DDL_ALL (-1000)
 
 /* Copies */
@@ -194,19 +192,36 @@ ddl_status ddl_tensor_item(double *out, const ddl_tensor *t, int64_t flat_index)
 /* ---- elementwise ops (NumPy broadcasting; result dtype by ddl_promote) ----------------- */
 
 typedef enum {
-    DDL_OP_ADD, DDL_OP_SUB, DDL_OP_MUL, DDL_OP_DIV, DDL_OP_POW, DDL_OP_MAXIMUM, DDL_OP_MINIMUM,
-    DDL_OP_EQ, DDL_OP_NE, DDL_OP_LT, DDL_OP_LE, DDL_OP_GT, DDL_OP_GE, /* -> bool */
+    DDL_OP_ADD,
+    DDL_OP_SUB,
+    DDL_OP_MUL,
+    DDL_OP_DIV,
+    DDL_OP_POW,
+    DDL_OP_MAXIMUM,
+    DDL_OP_MINIMUM,
+    DDL_OP_EQ,
+    DDL_OP_NE,
+    DDL_OP_LT,
+    DDL_OP_LE,
+    DDL_OP_GT,
+    DDL_OP_GE, /* -> bool */
     DDL_NUM_BINARY_OPS
 } ddl_binary_op;
 
 typedef enum {
-    DDL_OP_NEG, DDL_OP_EXP, DDL_OP_LOG, DDL_OP_SQRT, DDL_OP_ABS, DDL_OP_TANH, DDL_OP_SIGMOID,
-    DDL_OP_RELU, DDL_OP_SIGN,
+    DDL_OP_NEG,
+    DDL_OP_EXP,
+    DDL_OP_LOG,
+    DDL_OP_SQRT,
+    DDL_OP_ABS,
+    DDL_OP_TANH,
+    DDL_OP_SIGMOID,
+    DDL_OP_RELU,
+    DDL_OP_SIGN,
     DDL_NUM_UNARY_OPS
 } ddl_unary_op;
 
-ddl_status ddl_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
-                      const ddl_tensor *b);
+ddl_status ddl_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a, const ddl_tensor *b);
 /* In place: a = a op b, b broadcast to a's shape; a keeps its dtype. */
 ddl_status ddl_binary_(ddl_tensor *a, ddl_binary_op op, const ddl_tensor *b);
 /* op with a scalar on the right (`reverse`: on the left). The scalar takes a's dtype, except
@@ -231,8 +246,15 @@ static inline ddl_status ddl_add(ddl_tensor **out, const ddl_tensor *a, const dd
 /* ---- reductions ------------------------------------------------------------------------- */
 
 typedef enum {
-    DDL_REDUCE_SUM, DDL_REDUCE_MEAN, DDL_REDUCE_MAX, DDL_REDUCE_MIN, DDL_REDUCE_ARGMAX, DDL_REDUCE_ARGMIN,
-    DDL_REDUCE_VAR, DDL_REDUCE_STD, DDL_REDUCE_PROD,
+    DDL_REDUCE_SUM,
+    DDL_REDUCE_MEAN,
+    DDL_REDUCE_MAX,
+    DDL_REDUCE_MIN,
+    DDL_REDUCE_ARGMAX,
+    DDL_REDUCE_ARGMIN,
+    DDL_REDUCE_VAR,
+    DDL_REDUCE_STD,
+    DDL_REDUCE_PROD,
     DDL_NUM_REDUCE_OPS
 } ddl_reduce_op;
 

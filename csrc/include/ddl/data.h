@@ -14,9 +14,7 @@ extern "C" {
  * DDL_E_VALUE naming the file and what is wrong. */
 ddl_status ddl_idx_load(ddl_tensor **out, const char *path);
 /* out (n, ...) = src[idx[0]], ..., src[idx[n-1]] (rows of dim 0; a batch assembly). */
-ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_t *idx,
-                           int64_t n);
-
+ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_t *idx, int64_t n);
 
 /* ---- libsvm ---------------------------------------------------------------------------------
  * Lines look like `label index:value index:value ... # comment`, indices 1-based and strictly

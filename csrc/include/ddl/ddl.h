@@ -19,18 +19,18 @@
 #ifndef DDL_H
 #define DDL_H
 
+#include "autograd.h"
+#include "comm.h"
 #include "core.h"
+#include "data.h"
+#include "ml.h"
 #include "nn_act.h"
 #include "nn_conv.h"
 #include "nn_loss.h"
 #include "nn_norm.h"
 #include "nn_rnn.h"
-#include "autograd.h"
 #include "optim.h"
-#include "data.h"
-#include "ml.h"
-#include "store.h"
-#include "comm.h"
 #include "reducer.h"
+#include "store.h"
 
 #endif /* DDL_H */

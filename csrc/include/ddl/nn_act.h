@@ -71,9 +71,9 @@ ddl_status ddl_sigmoid_backward(float *dinp,       // (N,)
 
 /* out[n] = weight[indices[n]]. An index outside [0, V) is DDL_E_INDEX:
  * "embedding: index 12 at position 3 is out of range for 10 embeddings" (the first one). */
-ddl_status ddl_embedding_forward(float *out,              // (N, D)
-                                 const float *weight,     // (V, D)
-                                 const int64_t *indices,  // (N,)
+ddl_status ddl_embedding_forward(float *out,             // (N, D)
+                                 const float *weight,    // (V, D)
+                                 const int64_t *indices, // (N,)
                                  int64_t N, int64_t V, int64_t D);
 /* dweight[indices[n]] += dout[n] (scatter-add; repeated indices add up), except for rows whose
  * index is padding_idx when padding_idx >= 0 (padding_idx < 0: none). padding_idx must be < V. */

@@ -118,11 +118,11 @@ ddl_status ddl_nll_loss_backward(float *dlogp,           // (B, C)
  * which is max(x, 0) - x*y + log1p(exp(-|x|)) when w = 1: stable for any x. MEAN divides by
  * N*C. Without pos_weight the row split does not matter (pass N = numel, C = 1). `losses` is
  * (N, C) here. */
-ddl_status ddl_binary_cross_entropy_with_logits_forward(float *loss,              // (1,) or NULL
-                                                        float *losses,            // (N, C) or NULL
-                                                        const float *inp,         // (N, C) logits
-                                                        const float *target,      // (N, C)
-                                                        const float *pos_weight,  // (C,) or NULL
+ddl_status ddl_binary_cross_entropy_with_logits_forward(float *loss,             // (1,) or NULL
+                                                        float *losses,           // (N, C) or NULL
+                                                        const float *inp,        // (N, C) logits
+                                                        const float *target,     // (N, C)
+                                                        const float *pos_weight, // (C,) or NULL
                                                         int64_t N, int64_t C,
                                                         ddl_reduction reduction);
 /* dinp += g * ((1 - y) - w * sigmoid(-x)), (= sigmoid(x) - y when w = 1);

@@ -48,14 +48,14 @@ typedef enum {
 int64_t ddl_rnn_cell_cache_floats(int64_t B, int64_t H);
 int64_t ddl_rnn_cell_scratch_floats(int64_t B, int64_t H);
 
-ddl_status ddl_rnn_cell_forward(float *h_new,       // (B, H)
-                                float *cache,       // (B, H)
-                                const float *x,     // (B, Din)
-                                const float *h,     // (B, H)
-                                const float *w_ih,  // (H, Din)
-                                const float *w_hh,  // (H, H)
-                                const float *b_ih,  // (H,) or NULL
-                                const float *b_hh,  // (H,) or NULL
+ddl_status ddl_rnn_cell_forward(float *h_new,      // (B, H)
+                                float *cache,      // (B, H)
+                                const float *x,    // (B, Din)
+                                const float *h,    // (B, H)
+                                const float *w_ih, // (H, Din)
+                                const float *w_hh, // (H, H)
+                                const float *b_ih, // (H,) or NULL
+                                const float *b_hh, // (H,) or NULL
                                 int64_t B, int64_t Din, int64_t H,
                                 ddl_rnn_nonlinearity nonlinearity);
 ddl_status ddl_rnn_cell_backward(float *dx,           // (B, Din) or NULL
@@ -155,8 +155,8 @@ ddl_status ddl_lstm_cell_forward_naive(float *h_new, float *c_new, float *cache,
                                        const float *h, const float *c, const float *w_ih,
                                        const float *w_hh, const float *b_ih, const float *b_hh,
                                        int64_t B, int64_t Din, int64_t H);
-ddl_status ddl_lstm_cell_backward_naive(float *dx, float *dh, float *dc, float *dw_ih,
-                                        float *dw_hh, float *db_ih, float *db_hh, float *scratch,
+ddl_status ddl_lstm_cell_backward_naive(float *dx, float *dh, float *dc, float *dw_ih, float *dw_hh,
+                                        float *db_ih, float *db_hh, float *scratch,
                                         const float *dh_new, const float *dc_new,
                                         const float *cache, const float *x, const float *h,
                                         const float *c, const float *w_ih, const float *w_hh,

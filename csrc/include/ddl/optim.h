@@ -114,8 +114,7 @@ ddl_status ddl_rmsprop_step(int n,
  * Euclidean norm), +INFINITY gives max |x|. Accumulates in double; a NaN element gives NaN.
  * NULL entries are skipped; no gradients (or only empty ones) give 0. grads must be contiguous
  * float32/float64 (dtypes may differ between entries). Other norm_type values: DDL_E_VALUE. */
-ddl_status ddl_grad_norm(double *out,
-                         int n,
+ddl_status ddl_grad_norm(double *out, int n,
                          const ddl_tensor *const *grads, // (n,) each (*) or NULL
                          double norm_type);
 
