@@ -9,14 +9,21 @@
 
 /* ---- pooling ----------------------------------------------------------------------------- */
 
+/* Every size of the input (N, C, H, W) and of the window or output (a, b) is positive. */
+static ddl_status check_positive(const char *who, int64_t N, int64_t C, int64_t H, int64_t W,
+                                 const char *what, int64_t a, int64_t b) {
+    if (N < 1 || C < 1 || H < 1 || W < 1 || a < 1 || b < 1)
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: input (N, C, H, W) = (%lld, %lld, %lld, %lld) and %s (%lld, %lld) must "
+                 "be positive",
+                 who, (ll)N, (ll)C, (ll)H, (ll)W, what, (ll)a, (ll)b);
+    return DDL_OK;
+}
+
 static ddl_status pool_check(const char *who, int64_t *OH, int64_t *OW, int64_t N, int64_t C,
                              int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
                              int64_t ph, int64_t pw) {
-    if (N < 1 || C < 1 || H < 1 || W < 1 || KH < 1 || KW < 1)
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: input (N, C, H, W) = (%lld, %lld, %lld, %lld) and kernel (%lld, %lld) "
-                 "must have positive sizes",
-                 who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)KH, (ll)KW);
+    DDL_TRY(check_positive(who, N, C, H, W, "kernel", KH, KW));
     if (N > MAX_DIM || C > MAX_DIM)
         DDL_FAIL(DDL_E_VALUE, "%s: sizes beyond 2^31 - 1 are not supported", who);
     ddl_status st = ddl_window_out_size(who, OH, OW, H, W, KH, KW, sh, sw, ph, pw, 1, 1);
@@ -220,11 +227,7 @@ static int64_t bin_end(int64_t i, int64_t in, int64_t out) {
 
 static ddl_status adaptive_check(const char *who, int64_t N, int64_t C, int64_t H, int64_t W,
                                  int64_t OH, int64_t OW) {
-    if (N < 1 || C < 1 || H < 1 || W < 1 || OH < 1 || OW < 1)
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: input (N, C, H, W) = (%lld, %lld, %lld, %lld) and output size "
-                 "(%lld, %lld) must be positive",
-                 who, (ll)N, (ll)C, (ll)H, (ll)W, (ll)OH, (ll)OW);
+    DDL_TRY(check_positive(who, N, C, H, W, "output size", OH, OW));
     int64_t t;
     if (N > MAX_DIM || C > MAX_DIM || H > MAX_DIM || W > MAX_DIM || OH > MAX_DIM || OW > MAX_DIM ||
         !prod4(&t, N, C, H, W) || !prod4(&t, N, C, OH, OW))

@@ -116,4 +116,11 @@ static inline double grad_check(const char *name, objective_fn f, void *ctx, flo
     return worst;
 }
 
+/* free() every pointer named (NULL ones too). */
+#define FREE_ALL(...)                                                                              \
+    do {                                                                                           \
+        void *ptrs_[] = {__VA_ARGS__};                                                             \
+        for (size_t i_ = 0; i_ < sizeof ptrs_ / sizeof *ptrs_; i_++) free(ptrs_[i_]);              \
+    } while (0)
+
 #endif

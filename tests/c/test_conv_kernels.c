@@ -160,25 +160,7 @@ static void test_conv(cc c) {
     if (e > worst_conv_fd) worst_conv_fd = e;
     e = grad_check("conv2d_backward dbias", conv_loss_ref, &k, b, c.O, gb, 1e-2, GC_RTOL, 24);
     if (e > worst_conv_fd) worst_conv_fd = e;
-    free(gi);
-    free(gw);
-    free(gb);
-    free(inp);
-    free(w);
-    free(b);
-    free(R);
-    free(col);
-    free(o1);
-    free(o2);
-    free(gi0);
-    free(gw0);
-    free(gb0);
-    free(gi1);
-    free(gw1);
-    free(gb1);
-    free(gi2);
-    free(gw2);
-    free(gb2);
+    FREE_ALL(gi, gw, gb, inp, w, b, R, col, o1, o2, gi0, gw0, gb0, gi1, gw1, gb1, gi2, gw2, gb2);
 }
 
 /* ---------------- linear ---------------- */
@@ -235,25 +217,7 @@ static void test_linear(int64_t B, int64_t IN, int64_t OUT) {
     CHECK(ddl_linear_backward(a, NULL, NULL, R, NULL, w, B, IN, OUT) == DDL_OK &&
               maxdiff(a, gi1, B * IN) == 0,
           "linear dinp alone");
-    free(a);
-    free(gi);
-    free(gw);
-    free(gb);
-    free(inp);
-    free(w);
-    free(b);
-    free(R);
-    free(o1);
-    free(o2);
-    free(gi0);
-    free(gw0);
-    free(gb0);
-    free(gi1);
-    free(gw1);
-    free(gb1);
-    free(gi2);
-    free(gw2);
-    free(gb2);
+    FREE_ALL(a, gi, gw, gb, inp, w, b, R, o1, o2, gi0, gw0, gb0, gi1, gw1, gb1, gi2, gw2, gb2);
 }
 
 /* ---------------- pooling ---------------- */
@@ -495,24 +459,7 @@ static void test_bn(int64_t N, int64_t C, int64_t S, int training, int affine, d
     CHECK(ddl_batchnorm_backward(NULL, NULL, g2, R, NULL, NULL, NULL, NULL, N, C, S, training) == 0,
           "bn dbias alone: %s", ddl_last_error());
     if (affine) CHECK(maxdiff(g2, gb, C) <= 1e-4 * (1 + maxabs(gb, C)), "bn dbias alone differs");
-    free(g2);
-    free(inp);
-    free(w);
-    free(b);
-    free(R);
-    free(out);
-    free(rm);
-    free(rv);
-    free(rm0);
-    free(rv0);
-    free(sm);
-    free(si);
-    free(gi0);
-    free(gw0);
-    free(gb0);
-    free(gi);
-    free(gw);
-    free(gb);
+    FREE_ALL(g2, inp, w, b, R, out, rm, rv, rm0, rv0, sm, si, gi0, gw0, gb0, gi, gw, gb);
 }
 
 static void test_bn_hand(void) {
