@@ -1,4 +1,5 @@
-/* engine.c: graph nodes, leaf hooks, grad mode, and the backward engine. */
+/* engine.c: graph nodes, leaf hooks, grad mode, the backward engine, and the helpers every
+ * differentiable op shares (recording a forward, finishing an input's gradient). */
 #include "autograd/node.h"
 
 #include <stdlib.h>
@@ -353,6 +354,38 @@ ddl_status ddl_sum_to_shape(ddl_tensor **out, const ddl_tensor *g, int ndim, con
     DDL_TRY(ddl_reduce(&s, DDL_REDUCE_SUM, g, nd, dims, 1, 0));
     ddl_status st = ddl_tensor_reshape(out, s, ndim, shape);
     ddl_tensor_release(s);
+    return st;
+}
+
+ddl_status ddl_edge_grad(ddl_tensor **out, ddl_tensor *g, const ddl_edge *e) {
+    ddl_tensor *s = NULL;
+    ddl_status st = ddl_sum_to_shape(&s, g, e->ndim, e->shape);
+    ddl_tensor_release(g);
+    if (st) return st;
+    if (s->dtype == e->dtype) {
+        *out = s;
+        return DDL_OK;
+    }
+    st = ddl_tensor_to(out, s, e->dtype);
+    ddl_tensor_release(s);
+    return st;
+}
+
+ddl_status ddl_node_finish(ddl_tensor **out, ddl_status st, ddl_tensor *o,
+                           const ddl_node_spec *spec) {
+    ddl_node *n = NULL;
+    if (!st) st = ddl_node_record(&n, o, spec->name, spec->backward, spec->n_inputs, spec->in);
+    if (!st && n) {
+        memcpy(n->iargs, spec->iargs, sizeof n->iargs);
+        memcpy(n->dargs, spec->dargs, sizeof n->dargs);
+        for (int i = 0; i < DDL_NODE_MAX_SAVED && !st; i++)
+            if (spec->save[i]) st = ddl_node_save(n, i, spec->save[i]);
+    }
+    for (int i = 0; i < 8; i++) ddl_tensor_release(spec->drop[i]);
+    if (st)
+        ddl_tensor_release(o);
+    else
+        *out = o;
     return st;
 }
 

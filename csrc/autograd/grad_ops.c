@@ -1,9 +1,8 @@
-/* grad_ops.c: the differentiable ops (ddl_ag_*): each forward records a node whose backward
- * sits right below it. Backward functions use the plain ops (grad mode is off in backward). */
+/* grad_ops.c: the differentiable tensor math (ddl_ag_*: binary, unary, reductions, matmul,
+ * clamp, where): each forward records a node whose backward sits right below it. Backward
+ * functions use the plain ops (grad mode is off in backward). Shape ops are in grad_shape.c. */
 #include "autograd/node.h"
 
-#include <math.h>
-#include <stdlib.h>
 /* dx = a > 0 ? dout : 0 as a vector select (clones for AVX-512, AVX2, baseline) */
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),
                optimize("no-trapping-math"))) static void
@@ -11,22 +10,7 @@ relu_bwd_f32(float *restrict o, const float *restrict a, const float *restrict g
     for (int64_t i = 0; i < n; i++) o[i] = a[i] > 0.0f ? g[i] : 0.0f;
 }
 
-/* Finish d(input) for edge e: sum over broadcast dims, cast to the input's dtype. Steals g. */
-static ddl_status grad_for(ddl_tensor **out, ddl_tensor *g, const ddl_edge *e) {
-    ddl_tensor *s = NULL;
-    ddl_status st = ddl_sum_to_shape(&s, g, e->ndim, e->shape);
-    ddl_tensor_release(g);
-    if (st) return st;
-    if (s->dtype == e->dtype) {
-        *out = s;
-        return DDL_OK;
-    }
-    st = ddl_tensor_to(out, s, e->dtype);
-    ddl_tensor_release(s);
-    return st;
-}
-
-/* out = a op b, then release a and b (for chaining temporaries in backward formulas). */
+/* out = a op b and out = a op s, short for the chains of backward formulas */
 static ddl_status bin(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
                       const ddl_tensor *b) {
     return ddl_binary(out, op, a, b);
@@ -65,7 +49,7 @@ static ddl_status binary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     case DDL_OP_SUB:
         if (need[0]) {
             ddl_tensor_retain((ddl_tensor *)dout);
-            st = grad_for(&dinp[0], (ddl_tensor *)dout, &n->in[0]);
+            st = ddl_edge_grad(&dinp[0], (ddl_tensor *)dout, &n->in[0]);
         }
         if (!st && need[1]) {
             if (op == DDL_OP_ADD) {
@@ -74,16 +58,18 @@ static ddl_status binary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
             } else {
                 st = ddl_unary(&t, DDL_OP_NEG, dout);
             }
-            if (!st) st = grad_for(&dinp[1], t, &n->in[1]);
+            if (!st) st = ddl_edge_grad(&dinp[1], t, &n->in[1]);
         }
         return st;
     case DDL_OP_MUL:
-        if (need[0] && !(st = bin(&t, DDL_OP_MUL, dout, b))) st = grad_for(&dinp[0], t, &n->in[0]);
+        if (need[0] && !(st = bin(&t, DDL_OP_MUL, dout, b)))
+            st = ddl_edge_grad(&dinp[0], t, &n->in[0]);
         if (!st && need[1] && !(st = bin(&u, DDL_OP_MUL, dout, a)))
-            st = grad_for(&dinp[1], u, &n->in[1]);
+            st = ddl_edge_grad(&dinp[1], u, &n->in[1]);
         return st;
     case DDL_OP_DIV: /* d/da = dout / b ; d/db = -dout * out / b */
-        if (need[0] && !(st = bin(&t, DDL_OP_DIV, dout, b))) st = grad_for(&dinp[0], t, &n->in[0]);
+        if (need[0] && !(st = bin(&t, DDL_OP_DIV, dout, b)))
+            st = ddl_edge_grad(&dinp[0], t, &n->in[0]);
         if (!st && need[1]) {
             st = bin(&u, DDL_OP_MUL, dout, o);
             if (!st) st = bin(&v, DDL_OP_DIV, u, b);
@@ -91,7 +77,7 @@ static ddl_status binary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
             u = NULL;
             if (!st) st = ddl_unary(&u, DDL_OP_NEG, v);
             ddl_tensor_release(v);
-            if (!st) st = grad_for(&dinp[1], u, &n->in[1]);
+            if (!st) st = ddl_edge_grad(&dinp[1], u, &n->in[1]);
         }
         return st;
     case DDL_OP_POW: /* d/da = dout * b * a^(b-1), 0 where b == 0 (a^0 is constant, even at
@@ -118,7 +104,7 @@ static ddl_status binary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
             if (!st) st = bin(&u, DDL_OP_MUL, t, dout);
             ddl_tensor_release(t);
             t = NULL;
-            if (!st) st = grad_for(&dinp[0], u, &n->in[0]);
+            if (!st) st = ddl_edge_grad(&dinp[0], u, &n->in[0]);
             u = NULL;
         }
         if (!st && need[1]) {
@@ -138,7 +124,7 @@ static ddl_status binary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
             u = NULL;
             if (!st) st = bin(&u, DDL_OP_MUL, t, dout);
             ddl_tensor_release(t);
-            if (!st) st = grad_for(&dinp[1], u, &n->in[1]);
+            if (!st) st = ddl_edge_grad(&dinp[1], u, &n->in[1]);
         }
         return st;
     case DDL_OP_MAXIMUM:
@@ -148,13 +134,13 @@ static ddl_status binary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
             if (!st) st = bin(&u, DDL_OP_MUL, dout, t);
             ddl_tensor_release(t);
             t = NULL;
-            if (!st) st = grad_for(&dinp[0], u, &n->in[0]);
+            if (!st) st = ddl_edge_grad(&dinp[0], u, &n->in[0]);
         }
         if (!st && need[1]) { /* b wins strictly: no -0.0 from negating dout * (mask - 1) */
             st = bin(&t, op == DDL_OP_MAXIMUM ? DDL_OP_LT : DDL_OP_GT, a, b);
             if (!st) st = bin(&v, DDL_OP_MUL, dout, t);
             ddl_tensor_release(t);
-            if (!st) st = grad_for(&dinp[1], v, &n->in[1]);
+            if (!st) st = ddl_edge_grad(&dinp[1], v, &n->in[1]);
         }
         return st;
     default: return ddl_fail(DDL_E_INTERNAL, "binary op %d has no backward", (int)op);
@@ -163,21 +149,19 @@ static ddl_status binary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
 
 ddl_status ddl_ag_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
                          const ddl_tensor *b) {
-    DDL_TRY(ddl_binary(out, op, a, b));
-    if (op >= DDL_OP_EQ) return DDL_OK; /* comparisons: bool, no gradient */
-    ddl_node *n;
-    const ddl_tensor *ins[2] = {a, b};
-    ddl_status st = ddl_node_record(&n, *out, binary_node_names[op], binary_backward, 2, ins);
-    if (!st && n) {
-        n->iargs[0] = op;
-        if (op != DDL_OP_ADD && op != DDL_OP_SUB) {
-            st = ddl_node_save(n, 0, a);
-            if (!st) st = ddl_node_save(n, 1, b);
-            if (!st && (op == DDL_OP_DIV || op == DDL_OP_POW)) st = ddl_node_save(n, 2, *out);
-        }
-    }
-    if (st) ddl_tensor_release(*out);
-    return st;
+    if (op >= DDL_OP_EQ) return ddl_binary(out, op, a, b); /* comparisons: bool, no gradient */
+    ddl_tensor *o = NULL;
+    DDL_TRY(ddl_binary(&o, op, a, b)); /* a valid op: names[op] exists */
+    int operands = op != DDL_OP_ADD && op != DDL_OP_SUB,
+        result = op == DDL_OP_DIV || op == DDL_OP_POW;
+    return ddl_node_finish(
+        out, DDL_OK, o,
+        &(ddl_node_spec){.name = binary_node_names[op],
+                         .backward = binary_backward,
+                         .n_inputs = 2,
+                         .in = {a, b},
+                         .iargs = {op},
+                         .save = {operands ? a : NULL, operands ? b : NULL, result ? o : NULL}});
 }
 
 ddl_status ddl_ag_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a, double s,
@@ -250,20 +234,19 @@ static ddl_status unary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor
     }
     ddl_tensor_release(u);
     if (st) return st;
-    return grad_for(&dinp[0], t, &n->in[0]);
+    return ddl_edge_grad(&dinp[0], t, &n->in[0]);
 }
 
 ddl_status ddl_ag_unary(ddl_tensor **out, ddl_unary_op op, const ddl_tensor *a) {
-    DDL_TRY(ddl_unary(out, op, a));
-    ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, unary_node_names[op], unary_backward, 1, &a);
-    if (!st && n) {
-        n->iargs[0] = op;
-        st = ddl_node_save(n, 0, a);
-        if (!st) st = ddl_node_save(n, 1, *out);
-    }
-    if (st) ddl_tensor_release(*out);
-    return st;
+    ddl_tensor *o = NULL;
+    DDL_TRY(ddl_unary(&o, op, a)); /* a valid op: names[op] exists */
+    return ddl_node_finish(out, DDL_OK, o,
+                           &(ddl_node_spec){.name = unary_node_names[op],
+                                            .backward = unary_backward,
+                                            .n_inputs = 1,
+                                            .in = {a},
+                                            .iargs = {op},
+                                            .save = {a, o}});
 }
 
 /* ---- reductions --------------------------------------------------------------------------- */
@@ -369,7 +352,7 @@ static ddl_status reduce_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     ddl_tensor_release(u);
     ddl_tensor_release(ok);
     if (st) return st;
-    return grad_for(&dinp[0], t, e);
+    return ddl_edge_grad(&dinp[0], t, e);
 }
 
 static const char *reduce_node_names[DDL_NUM_REDUCE_OPS] = {
@@ -378,29 +361,28 @@ static const char *reduce_node_names[DDL_NUM_REDUCE_OPS] = {
 
 ddl_status ddl_ag_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, int ndims,
                          const int *dims, int keepdim, int64_t correction) {
-    DDL_TRY(ddl_reduce(out, op, a, ndims, dims, keepdim, correction));
-    if (!reduce_node_names[op]) return DDL_OK;
-    ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, reduce_node_names[op], reduce_backward, 1, &a);
-    if (!st && n) {
-        int64_t mask = 0, count = 1;
-        for (int i = 0; i < ndims; i++) {
-            int d;
-            ddl_norm_dim(&d, dims[i], a->ndim, "reduce"); /* validated by ddl_reduce */
-            mask |= (int64_t)1 << d;
-        }
-        if (ndims == 0) mask = ((int64_t)1 << a->ndim) - 1;
-        for (int d = 0; d < a->ndim; d++)
-            if ((mask >> d) & 1) count *= a->shape[d];
-        n->iargs[0] = op;
-        n->iargs[1] = mask;
-        n->iargs[2] = correction;
-        n->iargs[3] = count;
-        st = ddl_node_save(n, 0, a);
-        if (!st) st = ddl_node_save(n, 1, *out);
+    ddl_tensor *o = NULL;
+    DDL_TRY(ddl_reduce(&o, op, a, ndims, dims, keepdim, correction)); /* a valid op */
+    if (!reduce_node_names[op]) { /* no gradient (argmax, argmin) */
+        *out = o;
+        return DDL_OK;
     }
-    if (st) ddl_tensor_release(*out);
-    return st;
+    int64_t mask = 0, count = 1;
+    for (int i = 0; i < ndims; i++) {
+        int d;
+        ddl_norm_dim(&d, dims[i], a->ndim, "reduce"); /* validated by ddl_reduce */
+        mask |= (int64_t)1 << d;
+    }
+    if (ndims == 0) mask = ((int64_t)1 << a->ndim) - 1;
+    for (int d = 0; d < a->ndim; d++)
+        if ((mask >> d) & 1) count *= a->shape[d];
+    return ddl_node_finish(out, DDL_OK, o,
+                           &(ddl_node_spec){.name = reduce_node_names[op],
+                                            .backward = reduce_backward,
+                                            .n_inputs = 1,
+                                            .in = {a},
+                                            .iargs = {op, mask, correction, count},
+                                            .save = {a, o}});
 }
 
 /* ---- matmul ------------------------------------------------------------------------------- */
@@ -425,7 +407,7 @@ static ddl_status matmul_operand_grad(ddl_tensor **out, const ddl_tensor *lhs,
     ddl_edge e = *edge;
     e.ndim = m->ndim;
     memcpy(e.shape, m->shape, sizeof e.shape);
-    ddl_status st = grad_for(&t, u, &e);
+    ddl_status st = ddl_edge_grad(&t, u, &e);
     if (!st) st = ddl_tensor_reshape(out, t, x0->ndim, x0->shape);
     ddl_tensor_release(t);
     return st;
@@ -468,211 +450,17 @@ static ddl_status matmul_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
 }
 
 ddl_status ddl_ag_matmul(ddl_tensor **out, const ddl_tensor *a, const ddl_tensor *b) {
-    DDL_TRY(ddl_matmul(out, a, b));
-    ddl_node *n;
-    const ddl_tensor *ins[2] = {a, b};
-    ddl_status st = ddl_node_record(&n, *out, "MatmulBackward", matmul_backward, 2, ins);
-    if (!st && n) {
-        st = ddl_node_save(n, 0, a);
-        if (!st) st = ddl_node_save(n, 1, b);
-    }
-    if (st) ddl_tensor_release(*out);
-    return st;
+    ddl_tensor *o = NULL;
+    ddl_status st = ddl_matmul(&o, a, b);
+    return ddl_node_finish(out, st, o,
+                           &(ddl_node_spec){.name = "MatmulBackward",
+                                            .backward = matmul_backward,
+                                            .n_inputs = 2,
+                                            .in = {a, b},
+                                            .save = {a, b}});
 }
 
-/* ---- shape ops ---------------------------------------------------------------------------- */
-
-static ddl_status reshape_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
-                                   const int *need) {
-    (void)need;
-    const ddl_edge *e = &n->in[0];
-    if (n->iargs[0] == DDL_SHAPE_EXPAND) {
-        ddl_tensor_retain((ddl_tensor *)dout);
-        return grad_for(&dinp[0], (ddl_tensor *)dout, e);
-    }
-    return ddl_tensor_reshape(&dinp[0], dout, e->ndim, e->shape);
-}
-
-ddl_status ddl_ag_reshape(ddl_tensor **out, ddl_shape_op op, const ddl_tensor *t, int ndim,
-                          const int64_t *shape) {
-    switch (op) {
-    case DDL_SHAPE_VIEW: DDL_TRY(ddl_tensor_view(out, t, ndim, shape)); break;
-    case DDL_SHAPE_RESHAPE: DDL_TRY(ddl_tensor_reshape(out, t, ndim, shape)); break;
-    case DDL_SHAPE_EXPAND: DDL_TRY(ddl_tensor_expand(out, t, ndim, shape)); break;
-    default:
-        DDL_FAIL(DDL_E_VALUE, "reshape: unknown shape op %d (DDL_SHAPE_VIEW, _RESHAPE, _EXPAND)",
-                 (int)op);
-    }
-    ddl_node *n;
-    ddl_status st =
-        ddl_node_record(&n, *out, op == DDL_SHAPE_EXPAND ? "ExpandBackward" : "ViewBackward",
-                        reshape_backward, 1, &t);
-    if (!st && n) n->iargs[0] = op;
-    if (st) ddl_tensor_release(*out);
-    return st;
-}
-
-static ddl_status permute_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
-                                   const int *need) {
-    (void)need;
-    int inv[DDL_MAX_DIMS];
-    for (int i = 0; i < n->in[0].ndim; i++) inv[n->iargs[i]] = i;
-    return ddl_tensor_permute(&dinp[0], dout, inv);
-}
-
-ddl_status ddl_ag_permute(ddl_tensor **out, const ddl_tensor *t, const int *dims) {
-    DDL_TRY(ddl_tensor_permute(out, t, dims));
-    ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, "PermuteBackward", permute_backward, 1, &t);
-    if (!st && n)
-        for (int i = 0; i < t->ndim; i++) {
-            int d;
-            ddl_norm_dim(&d, dims[i], t->ndim, "permute");
-            n->iargs[i] = d;
-        }
-    if (st) ddl_tensor_release(*out);
-    return st;
-}
-
-static ddl_status to_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
-                              const int *need) {
-    (void)need;
-    return ddl_tensor_to(&dinp[0], dout, n->in[0].dtype);
-}
-
-ddl_status ddl_ag_to(ddl_tensor **out, const ddl_tensor *t, ddl_dtype dt) {
-    DDL_TRY(ddl_tensor_to(out, t, dt));
-    ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, "ToCopyBackward", to_backward, 1, &t);
-    if (st) ddl_tensor_release(*out);
-    return st;
-}
-
-/* slice (iargs[0] = 's': dim, start, stop, step) and select ('i': dim, index): the gradient
- * is zeros of the input's shape with dout written through the same view. */
-static ddl_status index_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
-                                 const int *need) {
-    (void)need;
-    const ddl_edge *e = &n->in[0];
-    ddl_tensor *z, *v = NULL;
-    DDL_TRY(ddl_tensor_zeros(&z, e->dtype, e->ndim, e->shape));
-    ddl_status st = n->iargs[0] == 's' ? ddl_tensor_slice(&v, z, (int)n->iargs[1], n->iargs[2],
-                                                          n->iargs[3], n->iargs[4])
-                                       : ddl_tensor_select(&v, z, (int)n->iargs[1], n->iargs[2]);
-    if (!st) st = ddl_copy_(v, dout);
-    ddl_tensor_release(v);
-    if (st)
-        ddl_tensor_release(z);
-    else
-        dinp[0] = z;
-    return st;
-}
-
-ddl_status ddl_ag_slice(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t start, int64_t stop,
-                        int64_t step) {
-    DDL_TRY(ddl_tensor_slice(out, t, dim, start, stop, step));
-    ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, "SliceBackward", index_backward, 1, &t);
-    if (!st && n) {
-        n->iargs[0] = 's';
-        n->iargs[1] = dim;
-        n->iargs[2] = start;
-        n->iargs[3] = stop;
-        n->iargs[4] = step;
-    }
-    if (st) ddl_tensor_release(*out);
-    return st;
-}
-
-ddl_status ddl_ag_select(ddl_tensor **out, const ddl_tensor *t, int dim, int64_t index) {
-    DDL_TRY(ddl_tensor_select(out, t, dim, index));
-    ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, "SelectBackward", index_backward, 1, &t);
-    if (!st && n) {
-        n->iargs[0] = 'i';
-        n->iargs[1] = dim;
-        n->iargs[2] = index;
-    }
-    if (st) ddl_tensor_release(*out);
-    return st;
-}
-
-/* cat: the gradient of each input is its slice of dout along dim (iargs[0] = dim). */
-static ddl_status cat_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
-                               const int *need) {
-    int dim = (int)n->iargs[0];
-    int64_t at = 0;
-    for (int i = 0; i < n->n_inputs; i++) {
-        int64_t len = n->in[i].shape[dim];
-        if (need[i]) {
-            ddl_tensor *v;
-            DDL_TRY(ddl_tensor_slice(&v, dout, dim, at, at + len, 1));
-            ddl_status st = ddl_tensor_to(&dinp[i], v, n->in[i].dtype);
-            ddl_tensor_release(v);
-            DDL_TRY(st);
-        }
-        at += len;
-    }
-    return DDL_OK;
-}
-
-static ddl_status cat_small(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim) {
-    DDL_TRY(ddl_cat(out, n, ts, dim));
-    ddl_node *node;
-    ddl_status st = ddl_node_record(&node, *out, "CatBackward", cat_backward, n, ts);
-    if (!st && node) ddl_norm_dim(&dim, dim, ts[0]->ndim, "cat"), node->iargs[0] = dim;
-    if (st) ddl_tensor_release(*out);
-    return st;
-}
-
-ddl_status ddl_ag_cat(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim) {
-    int any = 0;
-    for (int i = 0; i < n; i++) any |= ts[i]->requires_grad;
-    if (!any || ddl_grad_mode_off || n <= DDL_NODE_MAX_INPUTS) return cat_small(out, n, ts, dim);
-    /* a node takes at most DDL_NODE_MAX_INPUTS inputs: join groups, then join the groups */
-    int groups = (n + DDL_NODE_MAX_INPUTS - 1) / DDL_NODE_MAX_INPUTS;
-    ddl_tensor **parts = calloc((size_t)groups, sizeof *parts);
-    if (!parts) DDL_FAIL(DDL_E_NOMEM, "cat: out of memory");
-    ddl_status st = DDL_OK;
-    for (int g = 0; g < groups && !st; g++) {
-        int k = n - g * DDL_NODE_MAX_INPUTS;
-        if (k > DDL_NODE_MAX_INPUTS) k = DDL_NODE_MAX_INPUTS;
-        st = cat_small(&parts[g], k, ts + g * DDL_NODE_MAX_INPUTS, dim);
-    }
-    if (!st) st = ddl_ag_cat(out, groups, (const ddl_tensor *const *)parts, dim);
-    for (int g = 0; g < groups; g++) ddl_tensor_release(parts[g]);
-    free(parts);
-    return st;
-}
-
-ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim) {
-    int d;
-    DDL_TRY(ddl_stack_check(&d, n, ts, dim));
-    ddl_tensor **u = calloc((size_t)n, sizeof *u);
-    if (!u) DDL_FAIL(DDL_E_NOMEM, "stack: out of memory");
-    ddl_status st = DDL_OK;
-    int64_t shape[DDL_MAX_DIMS];
-    for (int i = 0; i < n && !st; i++) {
-        const ddl_tensor *t = ts[i];
-        for (int k = 0, j = 0; k <= t->ndim; k++) shape[k] = k == d ? 1 : t->shape[j++];
-        st = ddl_ag_reshape(&u[i], DDL_SHAPE_VIEW, t, t->ndim + 1, shape);
-    }
-    if (!st) st = ddl_ag_cat(out, n, (const ddl_tensor *const *)u, d);
-    for (int i = 0; i < n; i++) ddl_tensor_release(u[i]);
-    free(u);
-    return st;
-}
-
-/* ---- copies, clamp, where --------------------------------------------------------------- */
-
-ddl_status ddl_ag_contiguous(ddl_tensor **out, const ddl_tensor *t, int force_copy) {
-    if (!force_copy && ddl_tensor_is_contiguous(t)) {
-        ddl_tensor_retain((ddl_tensor *)t);
-        *out = (ddl_tensor *)t;
-        return DDL_OK;
-    }
-    return ddl_ag_to(out, t, t->dtype); /* a copy whose backward passes dout through */
-}
+/* ---- clamp, where ------------------------------------------------------------------------- */
 
 /* the gradient flows where lo <= a <= hi (inclusive, as PyTorch) */
 static ddl_status clamp_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
@@ -698,21 +486,21 @@ static ddl_status clamp_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor
     if (!st) st = ddl_binary(&u, DDL_OP_MUL, dout, m);
     ddl_tensor_release(m);
     if (st) return st;
-    return grad_for(&dinp[0], u, &n->in[0]);
+    return ddl_edge_grad(&dinp[0], u, &n->in[0]);
 }
 
 ddl_status ddl_ag_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double lo, int has_hi,
                         double hi) {
-    DDL_TRY(ddl_clamp(out, a, has_lo, lo, has_hi, hi));
-    ddl_node *n;
-    ddl_status st = ddl_node_record(&n, *out, "ClampBackward", clamp_backward, 1, &a);
-    if (!st && n) {
-        n->iargs[0] = has_lo, n->iargs[1] = has_hi;
-        n->dargs[0] = lo, n->dargs[1] = hi;
-        st = ddl_node_save(n, 0, a);
-    }
-    if (st) ddl_tensor_release(*out);
-    return st;
+    ddl_tensor *o = NULL;
+    ddl_status st = ddl_clamp(&o, a, has_lo, lo, has_hi, hi);
+    return ddl_node_finish(out, st, o,
+                           &(ddl_node_spec){.name = "ClampBackward",
+                                            .backward = clamp_backward,
+                                            .n_inputs = 1,
+                                            .in = {a},
+                                            .iargs = {has_lo, has_hi},
+                                            .dargs = {lo, hi},
+                                            .save = {a}});
 }
 
 /* d a = where(cond, dout, 0), d b = where(cond, 0, dout), each summed to its input's shape */
@@ -726,7 +514,7 @@ static ddl_status where_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor
         if (!need[i]) continue;
         ddl_tensor *g = NULL;
         st = i == 1 ? ddl_where(&g, cond, dout, zero) : ddl_where(&g, cond, zero, dout);
-        if (!st) st = grad_for(&dinp[i], g, &n->in[i]);
+        if (!st) st = ddl_edge_grad(&dinp[i], g, &n->in[i]);
     }
     ddl_tensor_release(zero);
     return st;
@@ -734,11 +522,12 @@ static ddl_status where_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor
 
 ddl_status ddl_ag_where(ddl_tensor **out, const ddl_tensor *cond, const ddl_tensor *a,
                         const ddl_tensor *b) {
-    DDL_TRY(ddl_where(out, cond, a, b));
-    ddl_node *n;
-    const ddl_tensor *ins[3] = {NULL, a, b};
-    ddl_status st = ddl_node_record(&n, *out, "WhereBackward", where_backward, 3, ins);
-    if (!st && n) st = ddl_node_save(n, 0, cond);
-    if (st) ddl_tensor_release(*out);
-    return st;
+    ddl_tensor *o = NULL;
+    ddl_status st = ddl_where(&o, cond, a, b);
+    return ddl_node_finish(out, st, o,
+                           &(ddl_node_spec){.name = "WhereBackward",
+                                            .backward = where_backward,
+                                            .n_inputs = 3,
+                                            .in = {NULL, a, b},
+                                            .save = {cond}});
 }

@@ -57,8 +57,32 @@ struct ddl_leaf_hook {
     int64_t pending; /* engine scratch: contributions still to come in this backward pass */
 };
 
+/* What a forward records: the node's name, backward and inputs (NULL for inputs without a
+ * gradient), its integer and double arguments, and the tensors backward reads (saved[i],
+ * NULL entries skipped); then the forward's temporaries, dropped once the node is made. */
+typedef struct {
+    const char *name;
+    ddl_backward_fn backward;
+    int n_inputs;
+    const ddl_tensor *in[DDL_NODE_MAX_INPUTS];
+    int64_t iargs[2 * DDL_MAX_DIMS];
+    double dargs[4];
+    const ddl_tensor *save[DDL_NODE_MAX_SAVED];
+    ddl_tensor *drop[8];
+} ddl_node_spec;
+
+/* The end of every differentiable forward: when st is DDL_OK, record spec's node on o (if an
+ * input requires grad) and hand o to *out; on any failure release o. Either way release
+ * spec's temporaries. Returns the status. */
+ddl_status ddl_node_finish(ddl_tensor **out, ddl_status st, ddl_tensor *o,
+                           const ddl_node_spec *spec);
+
 /* Sum g down to (ndim, shape) over the dims broadcasting expanded (a new reference). */
 ddl_status ddl_sum_to_shape(ddl_tensor **out, const ddl_tensor *g, int ndim, const int64_t *shape);
+
+/* Finish d(input) for edge e: sum g over the broadcast dims, cast to the input's dtype.
+ * Steals g. */
+ddl_status ddl_edge_grad(ddl_tensor **out, ddl_tensor *g, const ddl_edge *e);
 
 /* Run `expr` with grad mode off on this thread. */
 extern _Thread_local int ddl_grad_mode_off;

@@ -125,8 +125,13 @@ static inline void ddl_object_release(ddl_object *o) {
         o->destroy(o);
 }
 
-/* The shape checks of stack (plain and differentiable): *dim_out is the new dim, normalized. */
-ddl_status ddl_stack_check(int *dim_out, int n, const ddl_tensor *const *ts, int dim);
+/* stack as its two steps, for the plain op and its differentiable twin alike: check the
+ * shapes, `unsqueeze` each input at the (normalized) new dim, then `cat` them along it. The
+ * plain ddl_stack passes ddl_tensor_unsqueeze and ddl_cat; autograd passes its recorded ones. */
+typedef ddl_status (*ddl_unsqueeze_fn)(ddl_tensor **out, const ddl_tensor *t, int dim);
+typedef ddl_status (*ddl_cat_fn)(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
+ddl_status ddl_stack_with(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim,
+                          ddl_unsqueeze_fn unsqueeze, ddl_cat_fn cat);
 
 /* Threads for ddl's own kernels (OpenBLAS keeps its own count, set together). */
 extern int ddl_num_threads;

@@ -200,26 +200,18 @@ ddl_status ddl_cat(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim
     return DDL_OK;
 }
 
-/* stack = cat of views with a new dim of size 1; the differentiable twin (autograd/grad_ops.c)
- * composes the recorded versions of the same two steps. */
+/* stack = cat of views with a new dim of size 1 (see ddl_stack_with in core/internal.h). */
 ddl_status ddl_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim) {
-    int d;
-    DDL_TRY(ddl_stack_check(&d, n, ts, dim));
-    ddl_tensor **u = calloc((size_t)n, sizeof *u);
-    if (!u) DDL_FAIL(DDL_E_NOMEM, "stack: out of memory");
-    ddl_status st = DDL_OK;
-    for (int i = 0; i < n && !st; i++) st = ddl_tensor_unsqueeze(&u[i], ts[i], d);
-    if (!st) st = ddl_cat(out, n, (const ddl_tensor *const *)u, d);
-    for (int i = 0; i < n; i++) ddl_tensor_release(u[i]);
-    free(u);
-    return st;
+    return ddl_stack_with(out, n, ts, dim, ddl_tensor_unsqueeze, ddl_cat);
 }
 
-ddl_status ddl_stack_check(int *dim_out, int n, const ddl_tensor *const *ts, int dim) {
+ddl_status ddl_stack_with(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim,
+                          ddl_unsqueeze_fn unsqueeze, ddl_cat_fn cat) {
     if (n <= 0) DDL_FAIL(DDL_E_VALUE, "stack: expected a non-empty list of tensors");
     if (ts[0]->ndim >= DDL_MAX_DIMS)
         DDL_FAIL(DDL_E_VALUE, "stack: tensors have at most %d dims", DDL_MAX_DIMS - 1);
-    DDL_TRY(ddl_norm_dim(dim_out, dim, ts[0]->ndim + 1, "stack"));
+    int d;
+    DDL_TRY(ddl_norm_dim(&d, dim, ts[0]->ndim + 1, "stack"));
     for (int i = 1; i < n; i++)
         if (ts[i]->ndim != ts[0]->ndim ||
             memcmp(ts[i]->shape, ts[0]->shape, sizeof(int64_t) * (size_t)ts[0]->ndim)) {
@@ -228,5 +220,12 @@ ddl_status ddl_stack_check(int *dim_out, int n, const ddl_tensor *const *ts, int
                      ddl_shape_str(b1, sizeof b1, ts[i]->ndim, ts[i]->shape),
                      ddl_shape_str(b2, sizeof b2, ts[0]->ndim, ts[0]->shape));
         }
-    return DDL_OK;
+    ddl_tensor **u = calloc((size_t)n, sizeof *u);
+    if (!u) DDL_FAIL(DDL_E_NOMEM, "stack: out of memory");
+    ddl_status st = DDL_OK;
+    for (int i = 0; i < n && !st; i++) st = unsqueeze(&u[i], ts[i], d);
+    if (!st) st = cat(out, n, (const ddl_tensor *const *)u, d);
+    for (int i = 0; i < n; i++) ddl_tensor_release(u[i]);
+    free(u);
+    return st;
 }

@@ -1,0 +1,134 @@
+/* grad_rnn.c: the differentiable recurrent cells (RNN, LSTM, GRU: one time step) on top of
+ * the float32 kernels of nn_rnn.c; the forward records a node whose backward sits below it. */
+#include "autograd/grad_layer.h"
+#include "ddl/autograd.h"
+#include "ddl/nn_rnn.h"
+
+/* ---- recurrent cells ------------------------------------------------------------------------- */
+
+/* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind (ddl_cell_kind) B I H nonlinearity ;
+ * saved: x h c w_ih w_hh cache */
+static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
+                                const int *need) {
+    int64_t kind = n->iargs[0], B = n->iargs[1], I = n->iargs[2], H = n->iargs[3];
+    ddl_tensor *g = NULL, *dh_new = NULL, *dc_new = NULL, *scratch = NULL, *tmp = NULL;
+    ddl_status st = ddl_tensor_contiguous(&g, dout);
+    if (!st && kind == DDL_CELL_LSTM) { /* the output is [h', c'] side by side: split dout */
+        st = ddl_tensor_slice(&tmp, g, 1, 0, H, 1);
+        if (!st) st = ddl_tensor_clone(&dh_new, tmp);
+        ddl_tensor_release(tmp);
+        tmp = NULL;
+        if (!st) st = ddl_tensor_slice(&tmp, g, 1, H, 2 * H, 1);
+        if (!st) st = ddl_tensor_clone(&dc_new, tmp);
+        ddl_tensor_release(tmp);
+    } else if (!st) {
+        dh_new = g;
+        ddl_tensor_retain(g);
+    }
+    int64_t ns = kind == DDL_CELL_LSTM  ? ddl_lstm_cell_scratch_floats(B, H)
+                 : kind == DDL_CELL_GRU ? ddl_gru_cell_scratch_floats(B, H)
+                                        : ddl_rnn_cell_scratch_floats(B, H);
+    if (ns < 1) ns = 1;
+    if (!st) st = ddl_tensor_empty(&scratch, DDL_FLOAT32, 1, &ns);
+    if (!st) st = zero_grads(n, dinp, need);
+    float *d[7];
+    for (int i = 0; i < 7; i++) d[i] = need[i] ? F(dinp[i]) : NULL;
+    ddl_tensor *const *s = n->saved;
+    if (!st && kind == DDL_CELL_LSTM)
+        st = ddl_lstm_cell_backward(d[0], d[1], d[2], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
+                                    F(dc_new), F(s[5]), F(s[0]), F(s[1]), F(s[2]), F(s[3]), F(s[4]),
+                                    B, I, H);
+    else if (!st && kind == DDL_CELL_GRU)
+        st = ddl_gru_cell_backward(d[0], d[1], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
+                                   F(s[5]), F(s[0]), F(s[1]), F(s[3]), F(s[4]), B, I, H);
+    else if (!st)
+        st = ddl_rnn_cell_backward(d[0], d[1], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
+                                   F(s[5]), F(s[0]), F(s[1]), F(s[3]), F(s[4]), B, I, H,
+                                   (ddl_rnn_nonlinearity)n->iargs[4]);
+    ddl_tensor_release(g);
+    ddl_tensor_release(dh_new);
+    ddl_tensor_release(dc_new);
+    ddl_tensor_release(scratch);
+    return st;
+}
+
+ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tensor *x,
+                           const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
+                           const ddl_tensor *w_hh, const ddl_tensor *b_ih, const ddl_tensor *b_hh,
+                           ddl_rnn_nonlinearity nonlinearity) {
+    static const char *names[DDL_NUM_CELL_KINDS] = {"rnn_cell", "lstm_cell", "gru_cell"};
+    static const char *node_names[DDL_NUM_CELL_KINDS] = {"RnnCellBackward", "LstmCellBackward",
+                                                         "GruCellBackward"};
+    if ((unsigned)kind >= DDL_NUM_CELL_KINDS)
+        DDL_FAIL(DDL_E_VALUE, "rnn_cell: unknown kind %d (a ddl_cell_kind)", (int)kind);
+    if (kind == DDL_CELL_RNN && nonlinearity != DDL_RNN_TANH && nonlinearity != DDL_RNN_RELU)
+        DDL_FAIL(DDL_E_VALUE, "rnn_cell: unknown nonlinearity %d (0 tanh, 1 relu)",
+                 (int)nonlinearity);
+    const char *who = names[kind];
+    char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF], b3[DDL_SHAPE_BUF];
+    int64_t gates = kind == DDL_CELL_LSTM ? 4 : kind == DDL_CELL_GRU ? 3 : 1;
+    if (x->ndim != 2 || h->ndim != 2 || w_ih->ndim != 2 || w_hh->ndim != 2)
+        DDL_FAIL(DDL_E_VALUE, "%s: expected 2-D input, hidden state and weights", who);
+    int64_t B = x->shape[0], I = x->shape[1], H = h->shape[1];
+    if (h->shape[0] != B || w_ih->shape[0] != gates * H || w_ih->shape[1] != I ||
+        w_hh->shape[0] != gates * H || w_hh->shape[1] != H)
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: input %s, hidden %s do not match weight_ih %s (expected (%lld, %lld))", who,
+                 shp(b1, x), shp(b2, h), shp(b3, w_ih), (long long)(gates * H), (long long)I);
+    if ((kind == DDL_CELL_LSTM) != (c != NULL))
+        DDL_FAIL(DDL_E_VALUE, "%s: a cell state is needed by (and only by) LSTM", who);
+    if (c && (c->ndim != 2 || c->shape[0] != B || c->shape[1] != H))
+        DDL_FAIL(DDL_E_VALUE, "%s: cell state %s should be (%lld, %lld)", who, shp(b1, c),
+                 (long long)B, (long long)H);
+    const ddl_tensor *bs[2] = {b_ih, b_hh};
+    for (int i = 0; i < 2; i++)
+        if (bs[i] && ddl_tensor_numel(bs[i]) != gates * H)
+            DDL_FAIL(DDL_E_VALUE, "%s: bias of shape %s for %lld gates", who, shp(b1, bs[i]),
+                     (long long)(gates * H));
+    ddl_tensor *t[7] = {0}, *cache = NULL, *o = NULL;
+    const ddl_tensor *ins[7] = {x, h, c, w_ih, w_hh, b_ih, b_hh};
+    static const char *arg[7] = {"input",     "hx",      "cx",     "weight_ih",
+                                 "weight_hh", "bias_ih", "bias_hh"};
+    ddl_status st = DDL_OK;
+    for (int i = 0; i < 7 && !st; i++) st = f32(&t[i], ins[i], who, arg[i]);
+    int64_t nc = kind == DDL_CELL_LSTM  ? ddl_lstm_cell_cache_floats(B, H)
+                 : kind == DDL_CELL_GRU ? ddl_gru_cell_cache_floats(B, H)
+                                        : ddl_rnn_cell_cache_floats(B, H);
+    if (nc < 1) nc = 1;
+    int64_t oshape[2] = {B, kind == DDL_CELL_LSTM ? 2 * H : H};
+    if (!st) st = ddl_tensor_empty(&cache, DDL_FLOAT32, 1, &nc);
+    if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, 2, oshape);
+    if (!st && kind == DDL_CELL_LSTM) {
+        ddl_tensor *hn = NULL, *cn = NULL; /* h' and c' are written to scratch, then packed */
+        st = ddl_tensor_empty(&hn, DDL_FLOAT32, 2, h->shape);
+        if (!st) st = ddl_tensor_empty(&cn, DDL_FLOAT32, 2, h->shape);
+        if (!st)
+            st = ddl_lstm_cell_forward(F(hn), F(cn), F(cache), F(t[0]), F(t[1]), F(t[2]), F(t[3]),
+                                       F(t[4]), FOPT(t[5]), FOPT(t[6]), B, I, H);
+        ddl_tensor *half = NULL;
+        if (!st) st = ddl_tensor_slice(&half, o, 1, 0, H, 1);
+        if (!st) st = ddl_copy_(half, hn);
+        ddl_tensor_release(half);
+        half = NULL;
+        if (!st) st = ddl_tensor_slice(&half, o, 1, H, 2 * H, 1);
+        if (!st) st = ddl_copy_(half, cn);
+        ddl_tensor_release(half);
+        ddl_tensor_release(hn);
+        ddl_tensor_release(cn);
+    } else if (!st && kind == DDL_CELL_GRU) {
+        st = ddl_gru_cell_forward(F(o), F(cache), F(t[0]), F(t[1]), F(t[3]), F(t[4]), FOPT(t[5]),
+                                  FOPT(t[6]), B, I, H);
+    } else if (!st) {
+        st = ddl_rnn_cell_forward(F(o), F(cache), F(t[0]), F(t[1]), F(t[3]), F(t[4]), FOPT(t[5]),
+                                  FOPT(t[6]), B, I, H, nonlinearity);
+    }
+    return ddl_node_finish(
+        out, st, o,
+        &(ddl_node_spec){.name = node_names[kind],
+                         .backward = cell_backward,
+                         .n_inputs = 7,
+                         .in = {x, h, c, w_ih, w_hh, b_ih, b_hh},
+                         .iargs = {kind, B, I, H, nonlinearity},
+                         .save = {t[0], t[1], t[2], t[3], t[4], cache},
+                         .drop = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], cache}});
+}
