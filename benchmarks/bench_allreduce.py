@@ -87,7 +87,7 @@ ROUNDS_FULL, ROUNDS_QUICK = 12, 3
 PROBE_ITERS_FULL, PROBE_ITERS_QUICK = 30, 15
 WARM_LATER = 5
 BCUBE_MAX = 16 * MIB  # BCUBE at 64 MiB is several times slower than RING here: not worth the time
-# ddl's mismatch check (csrc/comm_gloo.cc): one alltoall of blocks of a 64-byte descriptor and
+# ddl's mismatch check (csrc/comm/agreement.cc): one alltoall of blocks of a 64-byte descriptor and
 # an eager payload: 4096 bytes, or the previous allreduce's size up to EAGER bytes, so that a
 # loop of equal allreduces of at most EAGER bytes travels inside it (from its second call)
 CHECK_BLOCK, EAGER = 64 + 4096, 64 * KIB

@@ -1,4 +1,4 @@
-"""Finite-difference gradient check for the float32 layer ops (ddl.nn, csrc/grad_nn.c).
+"""Finite-difference gradient check for the float32 layer ops (ddl.nn, csrc/autograd/grad_nn.c, grad_loss.c, grad_rnn.c).
 
 The layer kernels run in float32 only, so the numeric side cannot move to float64 as
 tests/test_autograd.py does. Instead: loss = sum_k sum(out_k * R_k) for fixed random

@@ -12,7 +12,7 @@ there), and user code may use one on its own as a small shared dictionary::
     store.get("answer")                                          # b'42' (waits for the key)
     store.add("counter", 1)                                      # 1, atomically
 
-Each store wraps a handle of the C core (csrc/store.h); every call is one C call with the GIL
+Each store wraps a handle of the C core (csrc/include/ddl/store.h); every call is one C call with the GIL
 released. Keys are str (UTF-8, at most 4096 bytes, no NUL); values str (stored as UTF-8) or
 bytes, returned as bytes. `get` and `wait` wait up to the store's timeout for missing keys and
 then raise a TimeoutError naming them. docs/store.md describes the wire format and limits.

@@ -13,9 +13,9 @@ extern "C" {
 #endif
 
 /* ---- autograd (define by run) ------------------------------------------------------------
- * The differentiable ops are the ddl_ag_* functions (csrc/autograd/grad_ops.c, grad_nn.c): each runs the plain op
- * above and, when grad mode is on and an input requires grad, records a graph node on the
- * output. The plain ops never record: backward passes and optimizers use them. */
+ * The differentiable ops are the ddl_ag_* functions (csrc/autograd/grad_*.c): each runs the
+ * plain op above and, when grad mode is on and an input requires grad, records a graph node on
+ * the output. The plain ops never record: backward passes and optimizers use them. */
 
 /* Grad mode is per thread, on by default. */
 void ddl_set_grad_enabled(int enabled);
