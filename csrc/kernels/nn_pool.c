@@ -20,9 +20,14 @@ static ddl_status check_positive(const char *who, int64_t N, int64_t C, int64_t 
     return DDL_OK;
 }
 
+/* The sizes of a pooling call, and the buffers it must have: a (named an) and b (bn, or NULL
+ * when the call needs only one). */
 static ddl_status pool_check(const char *who, int64_t *OH, int64_t *OW, int64_t N, int64_t C,
                              int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
-                             int64_t ph, int64_t pw) {
+                             int64_t ph, int64_t pw, const void *a, const char *an, const void *b,
+                             const char *bn) {
+    if (an) DDL_TRY(check_buf(who, an, a, 1));
+    if (bn) DDL_TRY(check_buf(who, bn, b, 1));
     DDL_TRY(check_positive(who, N, C, H, W, "kernel", KH, KW));
     if (N > MAX_DIM || C > MAX_DIM)
         DDL_FAIL(DDL_E_VALUE, "%s: sizes beyond 2^31 - 1 are not supported", who);
@@ -45,9 +50,8 @@ ddl_status ddl_pool2d_out_size(int64_t *OH, int64_t *OW, int64_t H, int64_t W, i
                                int64_t pad_w) {
     int64_t oh, ow;
     if (!OH || !OW) DDL_FAIL(DDL_E_VALUE, "pool2d_out_size: OH and OW must not be NULL");
-    ddl_status st =
-        pool_check("pool2d", &oh, &ow, 1, 1, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
+    DDL_TRY(pool_check("pool2d", &oh, &ow, 1, 1, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
+                       NULL, NULL, NULL, NULL));
     *OH = oh, *OW = ow;
     return DDL_OK;
 }
@@ -85,11 +89,9 @@ ddl_status ddl_max_pool2d_forward(float *out, int64_t *indices, const float *inp
                                   int64_t pad_w) {
     // out (N, C, OH, OW), indices (N, C, OH, OW), inp (N, C, H, W)
     int64_t OH, OW;
-    ddl_status st =
-        pool_check("max_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    if (!out || !indices || !inp)
-        DDL_FAIL(DDL_E_VALUE, "max_pool2d: out, indices and inp must not be NULL");
+    DDL_TRY(pool_check("max_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
+                       out, "out", indices, "indices"));
+    DDL_TRY(check_buf("max_pool2d", "inp", inp, 1));
     if (KH == 2 && KW == 2 && stride_h == 2 && stride_w == 2 && pad_h == 0 && pad_w == 0) {
         for (int64_t p = 0; p < N * C; p++)
             maxpool22(out + p * OH * OW, indices + p * OH * OW, inp + p * H * W, W, OH, OW);
@@ -129,11 +131,8 @@ ddl_status ddl_max_pool2d_backward(float *dinp, const float *dout, const int64_t
                                    int64_t pad_w) {
     // dinp (N, C, H, W), dout (N, C, OH, OW), indices (N, C, OH, OW)
     int64_t OH, OW;
-    ddl_status st = pool_check("max_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h,
-                               stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    if (!dout || !indices)
-        DDL_FAIL(DDL_E_VALUE, "max_pool2d_backward: dout and indices must not be NULL");
+    DDL_TRY(pool_check("max_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w,
+                       pad_h, pad_w, dout, "dout", indices, "indices"));
     if (!dinp) return DDL_OK;
     const int64_t total = N * C * OH * OW;
     for (int64_t i = 0; i < total; i++) /* checked before any write: nothing changes on error */
@@ -174,10 +173,8 @@ ddl_status ddl_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64
                                   int64_t stride_w, int64_t pad_h, int64_t pad_w) {
     // out (N, C, OH, OW), inp (N, C, H, W)
     int64_t OH, OW;
-    ddl_status st =
-        pool_check("avg_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "avg_pool2d: out and inp must not be NULL");
+    DDL_TRY(pool_check("avg_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
+                       out, "out", inp, "inp"));
     for (int64_t p = 0; p < N * C; p++) {
         const float *x = inp + p * H * W; // (H, W)
         float *y = out + p * OH * OW;     // (OH, OW)
@@ -199,10 +196,8 @@ ddl_status ddl_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, in
                                    int64_t stride_w, int64_t pad_h, int64_t pad_w) {
     // dinp (N, C, H, W), dout (N, C, OH, OW)
     int64_t OH, OW;
-    ddl_status st = pool_check("avg_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h,
-                               stride_w, pad_h, pad_w);
-    if (st != DDL_OK) return st;
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "avg_pool2d_backward: dout must not be NULL");
+    DDL_TRY(pool_check("avg_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w,
+                       pad_h, pad_w, dout, "dout", NULL, NULL));
     if (!dinp) return DDL_OK;
     for (int64_t p = 0; p < N * C; p++) {
         float *dx = dinp + p * H * W;         // (H, W)
@@ -226,7 +221,10 @@ static int64_t bin_end(int64_t i, int64_t in, int64_t out) {
 }
 
 static ddl_status adaptive_check(const char *who, int64_t N, int64_t C, int64_t H, int64_t W,
-                                 int64_t OH, int64_t OW) {
+                                 int64_t OH, int64_t OW, const void *a, const char *an,
+                                 const void *b, const char *bn) {
+    if (an) DDL_TRY(check_buf(who, an, a, 1));
+    if (bn) DDL_TRY(check_buf(who, bn, b, 1));
     DDL_TRY(check_positive(who, N, C, H, W, "output size", OH, OW));
     int64_t t;
     if (N > MAX_DIM || C > MAX_DIM || H > MAX_DIM || W > MAX_DIM || OH > MAX_DIM || OW > MAX_DIM ||
@@ -241,9 +239,7 @@ static ddl_status adaptive_check(const char *who, int64_t N, int64_t C, int64_t 
 ddl_status ddl_adaptive_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64_t C,
                                            int64_t H, int64_t W, int64_t OH, int64_t OW) {
     // out (N, C, OH, OW), inp (N, C, H, W)
-    ddl_status st = adaptive_check("adaptive_avg_pool2d", N, C, H, W, OH, OW);
-    if (st != DDL_OK) return st;
-    if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "adaptive_avg_pool2d: out and inp must not be NULL");
+    DDL_TRY(adaptive_check("adaptive_avg_pool2d", N, C, H, W, OH, OW, out, "out", inp, "inp"));
     for (int64_t p = 0; p < N * C; p++) {
         const float *x = inp + p * H * W; // (H, W)
         float *y = out + p * OH * OW;     // (OH, OW)
@@ -264,9 +260,8 @@ ddl_status ddl_adaptive_avg_pool2d_forward(float *out, const float *inp, int64_t
 ddl_status ddl_adaptive_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C,
                                             int64_t H, int64_t W, int64_t OH, int64_t OW) {
     // dinp (N, C, H, W), dout (N, C, OH, OW)
-    ddl_status st = adaptive_check("adaptive_avg_pool2d_backward", N, C, H, W, OH, OW);
-    if (st != DDL_OK) return st;
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "adaptive_avg_pool2d_backward: dout must not be NULL");
+    DDL_TRY(adaptive_check("adaptive_avg_pool2d_backward", N, C, H, W, OH, OW, dout, "dout", NULL,
+                           NULL));
     if (!dinp) return DDL_OK;
     for (int64_t p = 0; p < N * C; p++) {
         float *dx = dinp + p * H * W;         // (H, W)
