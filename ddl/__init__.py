@@ -5,7 +5,7 @@ collectives over Gloo) under a thin CPython extension, with PyTorch's names:
 
     import ddl
     x = ddl.randn(64, 784)
-    w = ddl.randn(784, 10, requires_grad=True)
+    w = ddl.randn(784, 10).requires_grad_()
     loss = (x @ w).relu().sum()
     loss.backward()                     # w.grad
 
@@ -67,32 +67,13 @@ def __getattr__(name):
     raise AttributeError(f"module 'ddl' has no attribute {name!r}")
 
 def _version():
-    """The version pyproject.toml gives: read from this source tree's pyproject.toml when ddl
-    runs from a checkout (an in-place build; the metadata of some other installed copy would
-    not describe this code), else from the installed distribution's metadata. Computed on first
-    use of ddl.__version__: importlib.metadata costs ~10 ms of `import ddl`."""
-    import os
-    import re
+    """The installed distribution's version (pyproject.toml's, through the package metadata);
+    computed on first use of ddl.__version__, since importlib.metadata costs ~10 ms of import."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    pyproject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "pyproject.toml")
-    try:
-        with open(pyproject, encoding="utf-8") as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    project = re.search(r"^\[project\]$(.*?)(?=^\[|\Z)", text, re.MULTILINE | re.DOTALL)
-    if project and re.search(r'^name\s*=\s*"ddl"', project.group(1), re.MULTILINE):
-        m = re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.MULTILINE)
-        if m:
-            return m.group(1)
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # Python < 3.8
-        return "0+unknown"
     try:
         return version("ddl")
-    except PackageNotFoundError:
+    except PackageNotFoundError:  # a source tree that was never installed
         return "0+unknown"
 
 

@@ -31,3 +31,11 @@ def test_threads_round_trip():
         assert ddl.get_num_threads() == 2
     finally:
         ddl.set_num_threads(old)
+
+
+def test_version_is_the_project_metadata():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as f:
+        declared = re.search(r'^version = "([^"]+)"', f.read(), re.MULTILINE)[1]
+    assert ddl.__version__ == declared
+    assert "__version__" in ddl.__dict__  # computed once, then a plain attribute
