@@ -122,8 +122,8 @@ def _numerical_jacobians(fn, inputs, checked, outs_shape, eps):
                 minus = [o.numpy().astype(np.float64).reshape(-1) for o in
                          _as_tuple(fn(*inputs))]
                 flat[e] = orig
-                for k in cols:
-                    cols[k][:, e] = (plus[k] - minus[k]) / (2 * eps)
+                for k, col in cols.items():
+                    col[:, e] = (plus[k] - minus[k]) / (2 * eps)
             for k, c in cols.items():
                 jac[(k, i)] = c
     return jac

@@ -3,10 +3,10 @@ pytest process: passing and failing ranks, a hang ending with stacks, parametriz
 inside, xdist, the entry point, and no process or port left behind."""
 import os
 import socket
-import tomllib
 import xml.etree.ElementTree as ET
 
 import pytest
+import tomllib
 
 pytest_plugins = ["pytester"]
 
@@ -150,8 +150,8 @@ def test_scenarios(pytester, monkeypatch):
                          "*in test_raises_before_first_collective"])
     # a deadlock: every rank's stack, rank 0 in the barrier, rank 1 waiting for the others
     lines.fnmatch_lines(["*_ test_deadlock _*",
-                         "ddl_world(2): timed out after 4 s; rank(s) ?0? of 2 still running; "
-                         "rank(s) ?1? passed and were waiting*",
+                         ("ddl_world(2): timed out after 4 s; rank(s) ?0? of 2 still running; "
+                          "rank(s) ?1? passed and were waiting*"),
                          "*= rank 0: its stack (faulthandler) =*", "*in barrier",
                          "*in test_deadlock", "*= rank 1: its stack (faulthandler) =*",
                          "*the rank finished its test and waits for the other ranks*"])

@@ -237,7 +237,8 @@ def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False, che
     the one to raise. Raises AssertionError on a mismatch, TypeError on inputs that cannot be
     compared, ValueError on bad tolerances."""
     _tolerances(("bool",), rtol, atol)  # checks them before anything is compared
-    opts = dict(rtol=rtol, atol=atol, equal_nan=bool(equal_nan), check_dtype=bool(check_dtype))
+    opts = {"rtol": rtol, "atol": atol, "equal_nan": bool(equal_nan),
+            "check_dtype": bool(check_dtype)}
     try:
         _compare(actual, expected, (), opts)
     except _Mismatch as m:
