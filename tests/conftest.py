@@ -3,6 +3,10 @@ import pytest
 
 import ddl
 
+# @pytest.mark.ddl_world(N) and the rank fixtures (also loaded by the pytest11 entry point of
+# an installed ddl, under the same name: registered once)
+pytest_plugins = ["ddl.testing.pytest_plugin"]
+
 
 @pytest.fixture
 def rng():

@@ -1,6 +1,7 @@
 """DistributedDataParallel, Join and SyncBatchNorm on real multi-process worlds.
 
-Every test starts a world of 2 (or 3) processes running tests/ddp_workers/ddp_worker.py with
+Tests marked ddl_world run their body on N ranks forked by ddl's pytest plugin and assert there
+(docs/testing.md). The others start a world of 2 (or 3) processes running tests/ddp_workers/ddp_worker.py with
 RANK / WORLD_SIZE / MASTER_ADDR=127.0.0.1 / MASTER_PORT=<free port> in the environment; each
 rank writes its results (parameters, gradients, buffers, messages, timings) to tmp_path and
 rank 0 also writes the single-process reference on the whole global batch. The comparisons
@@ -19,6 +20,14 @@ import numpy as np
 import pytest
 
 import ddl
+import ddl.distributed as dist
+import ddl.nn.functional as F
+from ddl.nn.parallel import DistributedDataParallel as DDP
+from ddl.nn.parallel import SyncBatchNorm
+
+# the ddl_world tests share the spawned workers' models, data and reference (tests/ is on
+# sys.path); tests/conftest.py loads the plugin
+from ddp_workers import ddp_worker as W  # isort: skip
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -136,25 +145,39 @@ def rank_and_ref_arrays(tmp_path, world=2):
 # ---- equivalence with one process ------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn_bn"])
-def test_equivalent_to_one_process(tmp_path, kind):
+@pytest.mark.ddl_world(2, timeout=60)
+def test_equivalent_to_one_process(kind, rank, world_size):
     """2 ranks x 32 samples == 1 process x 64 samples after 12 SGD-momentum steps (several
     buckets; the BatchNorm CNN converted with convert_sync_batchnorm vs plain BatchNorm)."""
-    spawn(tmp_path, "eq_" + kind)
-    ranks, ref = rank_and_ref_arrays(tmp_path)
-    meta = info(tmp_path, "rank0")
-    assert len(meta["buckets"]) >= 3, meta["buckets"]
+    n, base = 32 * world_size, W.build(kind)
     if kind == "cnn_bn":
-        assert meta["sync_bn"] == 2
-        assert any("running_var" in k for k in ref)
-    assert_same_across_ranks(ranks)
-    assert set(ranks[0]) == set(ref)
-    for k in ref:
-        if k.endswith("num_batches_tracked"):
-            assert ranks[0][k] == ref[k] == 12
-        else:
-            assert_close_rel(ranks[0][k], ref[k], k)
+        base = SyncBatchNorm.convert_sync_batchnorm(base)
+        assert sum(isinstance(m, SyncBatchNorm) for m in base.modules()) == 2
+    model = DDP(base, bucket_cap_mb=0.001)  # ~1 KiB buckets: several of them
+    assert len(model.bucket_info()) >= 3, model.bucket_info()
+    opt = W.sgd(model.parameters())
+    for s in range(W.STEPS):
+        xs, ys = W.shard(*W.batch(kind, s, n), rank, world_size)
+        loss = F.cross_entropy(model(xs), ys)
+        opt.zero_grad(set_to_none=kind != "cnn")  # the CNN zeroes the bucket views in place
+        loss.backward()
+        opt.step()
+    got = {**W.params_of(base), **W.buffers_of(base)}
+    for k, v in got.items():  # the same on every rank, bit for bit
+        mine = ddl.tensor(v)
+        dist.broadcast(mine, src=0)
+        np.testing.assert_array_equal(v, mine.numpy(), err_msg=f"{k}: rank {rank} vs 0")
+    if rank == 0:
+        ref = W.reference(kind, W.STEPS, n)
+        want = {**W.params_of(ref), **W.buffers_of(ref)}
+        assert set(got) == set(want) and (kind != "cnn_bn" or any("running_var" in k
+                                                                  for k in want))
+        for k, v in want.items():
+            if k.endswith("num_batches_tracked"):
+                assert got[k] == v == 12
+            else:
+                assert_close_rel(got[k], v, k)
 
 
 @pytest.mark.timeout(60)
@@ -277,15 +300,16 @@ def test_join_uneven_inputs(tmp_path, world):
 # ---- construction ----------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
-def test_parameter_shape_mismatch_is_an_error_naming_it(tmp_path):
-    spawn(tmp_path, "mismatch")
-    for r in range(2):
-        res = info(tmp_path, f"rank{r}")
-        assert res["raised"] == "ValueError", res
-        msg = res["message"]
-        assert "'2.weight'" in msg and "(5, 8)" in msg and "(6, 8)" in msg, msg
-        assert "rank 0" in msg and "rank 1" in msg, msg
+@pytest.mark.ddl_world(2, timeout=60)
+def test_parameter_shape_mismatch_is_an_error_naming_it(rank):
+    ddl.manual_seed(0)  # rank 1's model has a differently shaped second layer
+    m = ddl.nn.Sequential(ddl.nn.Linear(4, 8), ddl.nn.ReLU(),
+                          ddl.nn.Linear(8, 6 if rank == 1 else 5))
+    with pytest.raises(ValueError) as e:
+        DDP(m)
+    msg = str(e.value)
+    assert "'2.weight'" in msg and "(5, 8)" in msg and "(6, 8)" in msg, msg
+    assert "rank 0" in msg and "rank 1" in msg, msg
 
 
 @pytest.mark.timeout(60)
@@ -338,13 +362,18 @@ def test_peer_death_during_backward_raises(tmp_path):
     assert res["elapsed"] < 25, res  # a detected death, not a 30 s timeout
 
 
-@pytest.mark.timeout(60)
-def test_wrap_twice_and_use_after_destroy_are_errors(tmp_path):
-    spawn(tmp_path, "destroyed")
-    for r in range(2):
-        res = info(tmp_path, f"rank{r}")
-        assert res["raised"] == "RuntimeError" and "destroyed" in res["message"], res
-        assert res["wrapped_twice"] and "gradient hook" in res["wrapped_twice"], res
+@pytest.mark.ddl_world(2, timeout=60)
+def test_wrap_twice_and_use_after_destroy_are_errors(rank, world_size):
+    """Wrapping a module twice is an error; so is using a DDP model after
+    destroy_process_group (not a hang or a crash)."""
+    model = DDP(W.build("mlp"))
+    with pytest.raises(ValueError, match="gradient hook"):  # one reducer per parameter
+        DDP(model.module)
+    xs, ys = W.shard(*W.batch("mlp", 0, 8 * world_size), rank, world_size)
+    F.cross_entropy(model(xs), ys).backward()
+    dist.destroy_process_group()
+    with pytest.raises(RuntimeError, match="destroyed"):
+        F.cross_entropy(model(xs), ys).backward()
 
 
 # ---- single process (no group needed) ---------------------------------------------------------
