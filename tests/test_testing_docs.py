@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _examples():
     with open(os.path.join(ROOT, "docs", "testing.md")) as f:
-        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.DOTALL)
     return [b for b in blocks if "\ndef test_" in b]
 
 
