@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import _C
 from ..sparse import CSRMatrix
+from ._javaregex import compile_java, java_split
 
 _JAVA_WS = re.compile(r"[ \t\n\x0b\f\r]")  # Java's \s: ASCII whitespace only
 
@@ -72,9 +73,12 @@ class Tokenizer(_Transformer):
 
 
 class RegexTokenizer(_Transformer):
-    """Spark's RegexTokenizer: with gaps=True the pattern matches separators (split), else
-    tokens (find all); tokens shorter than min_token_length are dropped. Patterns use ASCII
-    classes (\\s, \\w, \\d), as Java's regular expressions do."""
+    """Spark's RegexTokenizer: with gaps=True the pattern matches separators (split, as Java's
+    Pattern.split), else tokens (find all); tokens shorter than min_token_length are dropped.
+    The pattern is Java's syntax with Java's meaning (ddl/features/_javaregex.py, on the
+    `regex` package): ASCII \\w \\d \\s and POSIX classes such as \\p{Punct} unless (?U),
+    \\p{L} and the other Unicode properties, \\h, Unicode-aware \\b, class intersection
+    [a-z&&[^aeiou]], \\Q...\\E. What has no faithful translation raises ValueError."""
 
     def __init__(self, pattern=r"\s+", gaps=True, min_token_length=1, to_lowercase=True):
         if min_token_length < 0:
@@ -82,7 +86,7 @@ class RegexTokenizer(_Transformer):
                              f"{min_token_length}")
         self.pattern, self.gaps = pattern, bool(gaps)
         self.min_token_length, self.to_lowercase = int(min_token_length), bool(to_lowercase)
-        self._re = re.compile(pattern, re.ASCII)
+        self._re = compile_java(pattern)
 
     def get_params(self):
         return {"pattern": self.pattern, "gaps": self.gaps,
@@ -93,7 +97,8 @@ class RegexTokenizer(_Transformer):
         for d in _documents(docs, "RegexTokenizer"):
             if self.to_lowercase:
                 d = d.lower()
-            toks = self._re.split(d) if self.gaps else self._re.findall(d)
+            toks = java_split(self._re, d) if self.gaps else [
+                m.group(0) for m in self._re.finditer(d)]
             out.append([t for t in toks if len(t) >= n])
         return out
 
