@@ -238,13 +238,20 @@ def test_live_tokenizers_and_hashing_match_spark(spark):
     got = [r.words for r in STokenizer(inputCol="text", outputCol="words").transform(df)
            .select("words").collect()]
     assert Tokenizer().transform(DOCS) == got
-    for pattern, gaps in PATTERNS:
+    from pyspark.ml import Pipeline as SPipeline
+
+    stages, cases = [], []
+    for pattern, gaps in PATTERNS:  # every tokenizer in one pass over the documents
         for lower in (True, False):
-            st = SRegexTokenizer(inputCol="text", outputCol="words", pattern=pattern, gaps=gaps,
-                                 toLowercase=lower, minTokenLength=1)
-            want = [r.words for r in st.transform(df).select("words").collect()]
-            ours = RegexTokenizer(pattern=pattern, gaps=gaps, to_lowercase=lower).transform(DOCS)
-            assert ours == want, (pattern, gaps, lower)
+            stages.append(SRegexTokenizer(inputCol="text", outputCol=f"t{len(stages)}",
+                                          pattern=pattern, gaps=gaps, toLowercase=lower,
+                                          minTokenLength=1))
+            cases.append((pattern, gaps, lower))
+    rows = SPipeline(stages=stages).fit(df).transform(df).collect()
+    for i, (pattern, gaps, lower) in enumerate(cases):
+        want = [r[f"t{i}"] for r in rows]
+        ours = RegexTokenizer(pattern=pattern, gaps=gaps, to_lowercase=lower).transform(DOCS)
+        assert ours == want, (pattern, gaps, lower)
     toks = RegexTokenizer(pattern=r"\p{L}+", gaps=False).transform(DOCS)
     tdf = spark.createDataFrame([(t,) for t in toks], ["words"])
     for n in (1, 7, 1000):
