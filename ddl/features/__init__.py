@@ -14,7 +14,6 @@ import numpy as np
 
 from .. import _C
 from ..sparse import CSRMatrix
-from ._javaregex import compile_java, java_split
 
 _JAVA_WS = re.compile(r"[ \t\n\x0b\f\r]")  # Java's \s: ASCII whitespace only
 
@@ -72,6 +71,12 @@ class Tokenizer(_Transformer):
         return out
 
 
+def _java_split(rx, s):
+    from ._javaregex import java_split
+
+    return java_split(rx, s)
+
+
 class RegexTokenizer(_Transformer):
     """Spark's RegexTokenizer: with gaps=True the pattern matches separators (split, as Java's
     Pattern.split), else tokens (find all); tokens shorter than min_token_length are dropped.
@@ -86,6 +91,11 @@ class RegexTokenizer(_Transformer):
                              f"{min_token_length}")
         self.pattern, self.gaps = pattern, bool(gaps)
         self.min_token_length, self.to_lowercase = int(min_token_length), bool(to_lowercase)
+        try:
+            from ._javaregex import compile_java
+        except ImportError:
+            raise ImportError("RegexTokenizer needs the `regex` package (pip install regex), "
+                              "which gives Java's pattern syntax its meaning") from None
         self._re = compile_java(pattern)
 
     def get_params(self):
@@ -97,7 +107,7 @@ class RegexTokenizer(_Transformer):
         for d in _documents(docs, "RegexTokenizer"):
             if self.to_lowercase:
                 d = d.lower()
-            toks = java_split(self._re, d) if self.gaps else [
+            toks = _java_split(self._re, d) if self.gaps else [
                 m.group(0) for m in self._re.finditer(d)]
             out.append([t for t in toks if len(t) >= n])
         return out
