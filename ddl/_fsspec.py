@@ -27,6 +27,17 @@ def _fs(url):
     return fsspec.core.url_to_fs(url)
 
 
+def filesystem(url):
+    """(fs, path) of a URL (fsspec.core.url_to_fs), with a clear error without fsspec."""
+    return _fs(url)
+
+
+def read_file(url):
+    """A whole (small) file's bytes, e.g. a shard directory's manifest.json."""
+    fs, path = _fs(url)
+    return fs.cat_file(path)
+
+
 def expand(url, who="load_libsvm"):
     """[(fs, path, url)] of a URL or a glob URL (sorted)."""
     fs, path = _fs(url)

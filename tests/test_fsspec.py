@@ -80,3 +80,17 @@ def test_url_errors(files):
         load_libsvm("memory://ddltest/none.svm")
     with pytest.raises(FileNotFoundError, match="no file matches"):
         load_libsvm("memory://ddltest/*.nope")
+
+
+def test_helpers_for_other_readers(files):
+    """The pieces a byte-range reader (such as ShardedDataset on a URL) needs."""
+    fs, path = _fsspec.filesystem("memory://ddltest/a.svm")
+    total = _fsspec.size(fs, path)
+    data = _fsspec.read_file("memory://ddltest/a.svm")
+    assert len(data) == total
+    assert _fsspec.read_range(fs, path, 5, 17) == data[5:17]
+    # the lines starting in each quarter tile the file
+    cuts = [total * r // 4 for r in range(5)]
+    parts = [_fsspec.line_range(fs, path, a, b, total) for a, b in zip(cuts, cuts[1:])]
+    assert b"".join(parts) == data
+    assert _fsspec.is_url("s3://b/k") and not _fsspec.is_url("/tmp/x") and not _fsspec.is_url(3)
