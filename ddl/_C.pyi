@@ -256,6 +256,15 @@ def logistic_loss_grad(
     y: _TensorLike, coef: _TensorLike, intercept: _TensorLike | None, dcoef: Any, dintercept: Any,
     multinomial: bool, /,
 ) -> float: ...
+def column_moments(
+    indptr: _TensorLike | None, indices: _TensorLike | None, values: _TensorLike, n_cols: int,
+    weights: _TensorLike | None, acc: Any, /,
+) -> None: ...
+def logistic_sums(
+    indptr: _TensorLike | None, indices: _TensorLike | None, values: _TensorLike, n_cols: int,
+    y: _TensorLike, weights: _TensorLike | None, coef: _TensorLike, intercept: _TensorLike | None,
+    acc: Any, multinomial: bool, /,
+) -> None: ...
 
 # ---- rendezvous stores (store.c) -----------------------------------------------------------------
 

@@ -197,3 +197,46 @@ def test_regex_tokenizer():
     with pytest.raises(ValueError):
         RegexTokenizer(min_token_length=-1)
     assert "pattern" in repr(RegexTokenizer())
+
+
+# ---- Java regex syntax and meaning (the live comparison with Spark is in test_spark.py) -------
+
+
+@pytest.mark.parametrize("pattern,gaps,text,want", [
+    (r"\p{Punct}", True, "a$b+c,d", ["a", "b", "c", "d"]),       # POSIX: ASCII symbols too
+    (r"\w+", False, "café au lait", ["caf", "au", "lait"]),       # \w is ASCII in Java
+    (r"(?U)\w+", False, "café au lait", ["café", "au", "lait"]),  # ... unless (?U)
+    (r"\p{L}+", False, "café 12 ñu", ["café", "ñu"]),
+    (r"\p{Alpha}+", False, "café", ["caf"]),                      # POSIX Alpha: ASCII
+    (r"(?U)\p{Alpha}+", False, "café", ["café"]),
+    (r"\h+", True, "a\u00a0b\tc", ["a", "b", "c"]),
+    (r"[a-z&&[^aeiou]]+", False, "straße", ["str"]),              # class intersection
+    (r"\b\w", False, "straße x", ["s", "x"]),                     # \b knows ß is a letter
+    (r"a.b", False, "a\rb a-b", ["a-b"]),                         # '.' stops at \r too
+    (r"\Q.*\E", True, "a.*b", ["a", "b"]),
+    (r"\p{Lu}\p{Ll}*", False, "HelloWorld ÅNGSTRÖM", ["hello", "world", "å", "n", "g", "s", "t",
+                                                        "r", "ö", "m"]),
+])
+def test_regex_tokenizer_java_meaning(pattern, gaps, text, want):
+    lower = not pattern.startswith(r"\p{Lu}")
+    got = RegexTokenizer(pattern=pattern, gaps=gaps, to_lowercase=lower).transform([text])[0]
+    if not lower:
+        want = [w for w in want]  # as written above, case kept
+        got = [g.lower() for g in got]
+    assert got == want
+
+
+@pytest.mark.parametrize("pattern,what", [
+    (r"\cA", r"\\c"), (r"a(?U)b", r"\(\?U\)"), (r"\p{NoSuchThing}", r"\\p\{NoSuchThing\}"),
+    (r"(?d)a", r"\(\?d\)"),
+])
+def test_regex_tokenizer_refuses_what_it_cannot_translate(pattern, what):
+    with pytest.raises(ValueError, match=what):
+        RegexTokenizer(pattern=pattern)
+
+
+def test_regex_tokenizer_splits_like_java():
+    t = RegexTokenizer(pattern=r",", gaps=True, min_token_length=0)
+    assert t.transform(["a,,b,,", ",a", ""]) == [["a", "", "b"], ["", "a"], [""]]
+    z = RegexTokenizer(pattern=r"(?=b)", gaps=True, min_token_length=0)
+    assert z.transform(["bab"]) == [["ba", "b"]]  # no leading "" from a zero-width match at 0

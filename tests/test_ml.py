@@ -1,7 +1,7 @@
 """ddl.ml: the C loss/gradient kernel against NumPy, L-BFGS/OWL-QN, LogisticRegression against
 a direct optimization of the same objective (KKT conditions in NumPy; SciPy's L-BFGS-B) and
 against scikit-learn when installed, Pipeline, and the distributed fit: 1, 2 and 3 ranks give
-the same coefficients (within 1e-6 relative)."""
+bitwise identical coefficients and iteration counts (compensated sums added in rank order)."""
 import inspect
 import json
 import os
@@ -179,7 +179,7 @@ def fit_case(fam, pen, icpt, sparse, **kw):
     X, y = problem(k=2 if fam == "binomial" else 3, sparse=sparse)
     lam, alpha = PENALTY[pen]
     opts = {"max_iter": 1000, "reg_param": lam, "elastic_net_param": alpha,
-            "fit_intercept": icpt, "tol": 1e-14}
+            "fit_intercept": icpt, "tol": 1e-14, "standardization": False}
     opts.update(kw)
     model = LogisticRegression(**opts).fit(as_input(X, sparse), y)
     return model, X, y, lam, alpha
@@ -542,7 +542,7 @@ def test_one_two_three_ranks_fit_the_same_model(tmp_path):
             if _uses(name, key):
                 m = LogisticRegression(**kw).fit(X, y)
                 single[name] = {"coef": m.coef_.tolist(), "intercept": m.intercept_.tolist(),
-                                "classes": m.classes_.tolist()}
+                                "classes": m.classes_.tolist(), "n_iter": m.n_iter_}
     for world in (2, 3):
         results = _run_world(tmp_path, world, paths)
         for r, res in enumerate(results):
@@ -552,7 +552,10 @@ def test_one_two_three_ranks_fit_the_same_model(tmp_path):
             for name in CONFIGS:
                 assert res[name]["classes"] == single[name]["classes"]
                 _close(res[name]["coef"], single[name]["coef"], (world, r, name))
-                _close(res[name]["intercept"], single[name]["intercept"], (world, r, name))
+                # 1, 2 and 3 ranks: the same bits and the same number of iterations
+                assert res[name]["coef"] == single[name]["coef"], (world, r, name)
+                assert res[name]["intercept"] == single[name]["intercept"], (world, r, name)
+                assert res[name]["n_iter"] == single[name]["n_iter"], (world, r, name)
                 # every rank holds the same model, bit for bit
                 assert res[name]["coef"] == results[0][name]["coef"]
 
@@ -596,3 +599,66 @@ def test_errors_on_one_rank_reach_every_rank(tmp_path):
     assert "FIT LogisticRegression.fit: y holds NaN" in outs[1]
     assert "FIT LogisticRegression.fit: another rank" in outs[0]
     assert all("AFTER 5" in o for o in outs)
+
+
+# ---- the compensated kernels the fit uses ----------------------------------------------------
+
+
+@pytest.mark.parametrize("multinomial", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_compensated_sums_match_plain_kernel(multinomial, sparse):
+    X, y = problem(n=40, d=5, k=3 if multinomial else 2, sparse=sparse, seed=3)
+    k = 3 if multinomial else 1
+    rng = np.random.default_rng(1)
+    W, b = rng.normal(size=(k, 5)), rng.normal(size=k)
+    m = CSRMatrix.from_dense(X) if sparse else None
+    args = (m.indptr, m.indices, m.data, 5) if sparse else (None, None, X, 5)
+    yi = y.astype(np.float64)
+    dW, db = np.zeros((k, 5)), np.zeros(k)
+    loss = _C.logistic_loss_grad(*args, yi, W, b, dW, db, multinomial)
+    w = 1.0 + (np.arange(40) % 2)
+    acc = np.zeros((2, 1 + 5 * k + k))
+    _C.logistic_sums(*args, yi, None, W, b, acc, multinomial)
+    tot = acc[0] + acc[1]
+    np.testing.assert_allclose(tot, np.concatenate([[loss], dW.ravel(), db]), rtol=1e-12)
+    acc[:] = 0
+    _C.logistic_sums(*args, yi, w, W, b, acc, multinomial)
+    ref = ref_loss_grad(np.repeat(X, w.astype(int), axis=0), np.repeat(yi, w.astype(int)), W, b,
+                        multinomial)
+    np.testing.assert_allclose(acc[0] + acc[1], np.concatenate(
+        [[ref[0]], np.ravel(ref[1]), np.ravel(ref[2])]), rtol=1e-12, atol=1e-12)
+    mom = np.zeros((2, 12))
+    _C.column_moments(*args, w, mom)
+    want = np.concatenate([[w.sum(), (w * w).sum()], w @ X, w @ (X * X)])
+    np.testing.assert_allclose(mom[0] + mom[1], want, rtol=1e-13)
+    with pytest.raises(ValueError, match="weight -1 of row 0"):
+        _C.logistic_sums(*args, yi, -w, W, b, acc, multinomial)
+    with pytest.raises(ValueError, match=r"acc must be a contiguous \(2, "):
+        _C.logistic_sums(*args, yi, None, W, b, np.zeros((2, 3)), multinomial)
+
+
+def test_compensated_sums_do_not_depend_on_the_split():
+    """The same rows, summed whole or in three pieces whose (hi, lo) pairs are then added in
+    order, give the same bits (a plain sum does not)."""
+    from ddl.ml._collective import fixed_sum
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 4)) * np.array([1e-3, 1.0, 1e3, 1e6])
+    y = (rng.random(3000) < 0.5).astype(np.float64)
+    W, b = rng.normal(size=(1, 4)) * 1e-4, np.array([0.3])
+
+    def acc_of(rows):
+        a = np.zeros((2, 6))
+        _C.logistic_sums(None, None, np.ascontiguousarray(X[rows]), 4, y[rows], None, W, b, a,
+                         False)
+        return a
+
+    whole = fixed_sum(acc_of(slice(None)))
+    parts = [acc_of(slice(a, c)) for a, c in ((0, 1234), (1234, 2001), (2001, 3000))]
+    hi, lo = np.zeros(6), np.zeros(6)
+    for p in parts:  # what fixed_sum does with the ranks' pairs
+        s = hi + p[0]
+        bv = s - hi
+        lo += (hi - (s - bv)) + (p[0] - bv) + p[1]
+        hi = s
+    assert np.array_equal(whole, hi + lo)

@@ -218,3 +218,157 @@ ddl_status ddl_logistic_loss_grad(double *loss, ddl_tensor *dcoef, ddl_tensor *d
     *loss = total;
     return DDL_OK;
 }
+
+/* ---- compensated sums (the same total whatever the split of the rows) ----------------------- */
+
+/* hi[j] + lo[j] += v, with the rounding error of the add kept in lo (Knuth's TwoSum): the
+ * (hi, lo) pair carries ~106 bits, so adding the same terms in any grouping (one rank, or
+ * shards whose pairs are added in rank order) rounds to the same double. */
+static inline void acc_add(double *hi, double *lo, int64_t j, double v) {
+    double a = hi[j], s = a + v, bv = s - a;
+    lo[j] += (a - (s - bv)) + (v - bv);
+    hi[j] = s;
+}
+
+/* acc_add of a * x_i into columns off + col */
+static void row_acc_axpy(double *hi, double *lo, double a, const rows *x, int64_t i) {
+    if (!x->indptr) {
+        int64_t d = x->d;
+        if (x->f32)
+            for (int64_t j = 0; j < d; j++)
+                acc_add(hi, lo, j, a * ((const float *)x->values)[i * d + j]);
+        else
+            for (int64_t j = 0; j < d; j++)
+                acc_add(hi, lo, j, a * ((const double *)x->values)[i * d + j]);
+        return;
+    }
+    const int64_t *col = x->indices;
+    for (int64_t p = x->indptr[i], e = x->indptr[i + 1]; p < e; p++) {
+        double v = x->f32 ? ((const float *)x->values)[p] : ((const double *)x->values)[p];
+        acc_add(hi, lo, col[p], a * v);
+    }
+}
+
+/* acc (2, m) float64 contiguous: checked, returns row 0 (hi) and row 1 (lo) */
+static ddl_status view_acc(double **hi, double **lo, ddl_tensor *acc, int64_t m, const char *who) {
+    if (!acc || acc->dtype != DDL_FLOAT64 || acc->ndim != 2 || acc->shape[0] != 2 ||
+        acc->shape[1] != m || !ddl_tensor_is_contiguous(acc))
+        DDL_FAIL(DDL_E_VALUE, "%s: acc must be a contiguous (2, %lld) float64 array", who,
+                 (long long)m);
+    *hi = ddl_tensor_data(acc);
+    *lo = *hi + m;
+    return DDL_OK;
+}
+
+/* weights (n) float64 or NULL; checked finite and >= 0 */
+static ddl_status view_weights(const double **w, const ddl_tensor *weights, int64_t n,
+                               const char *who) {
+    *w = NULL;
+    if (!weights) return DDL_OK;
+    if (!is_vec(weights, DDL_FLOAT64) || weights->shape[0] != n)
+        DDL_FAIL(DDL_E_VALUE, "%s: weights must be a contiguous (%lld,) float64 array", who,
+                 (long long)n);
+    *w = ddl_tensor_data(weights);
+    for (int64_t i = 0; i < n; i++)
+        if (!((*w)[i] >= 0 && isfinite((*w)[i])))
+            DDL_FAIL(DDL_E_VALUE, "%s: weight %g of row %lld is not a finite number >= 0", who,
+                     (*w)[i], (long long)i);
+    return DDL_OK;
+}
+
+ddl_status ddl_column_moments(ddl_tensor *acc, const ddl_csr *x, const ddl_tensor *weights) {
+    static const char who[] = "column_moments";
+    rows r;
+    double *hi, *lo;
+    const double *w;
+    DDL_TRY(view_rows(&r, x, who));
+    DDL_TRY(view_acc(&hi, &lo, acc, 2 + 2 * r.d, who));
+    DDL_TRY(view_weights(&w, weights, r.n, who));
+    double *sh = hi + 2, *sl = lo + 2, *qh = hi + 2 + r.d, *ql = lo + 2 + r.d;
+    for (int64_t i = 0; i < r.n; i++) {
+        double wi = w ? w[i] : 1.0;
+        acc_add(hi, lo, 0, wi);
+        acc_add(hi, lo, 1, wi * wi);
+        if (!r.indptr) {
+            for (int64_t j = 0; j < r.d; j++) {
+                double v = r.f32 ? ((const float *)r.values)[i * r.d + j]
+                                 : ((const double *)r.values)[i * r.d + j];
+                acc_add(sh, sl, j, wi * v);
+                acc_add(qh, ql, j, wi * v * v);
+            }
+            continue;
+        }
+        for (int64_t p = r.indptr[i]; p < r.indptr[i + 1]; p++) {
+            double v = r.f32 ? ((const float *)r.values)[p] : ((const double *)r.values)[p];
+            acc_add(sh, sl, r.indices[p], wi * v);
+            acc_add(qh, ql, r.indices[p], wi * v * v);
+        }
+    }
+    return DDL_OK;
+}
+
+ddl_status ddl_logistic_sums(ddl_tensor *acc, const ddl_csr *x, const ddl_tensor *y,
+                             const ddl_tensor *weights, const ddl_tensor *coef,
+                             const ddl_tensor *intercept, int multinomial) {
+    static const char who[] = "logistic_sums";
+    rows r;
+    int64_t k;
+    double *hi, *lo;
+    const double *wt;
+    DDL_TRY(view_rows(&r, x, who));
+    DDL_TRY(check_params(&k, coef, intercept, r.d, who));
+    if (multinomial ? k < 2 : k != 1)
+        DDL_FAIL(DDL_E_VALUE, "%s: a %s model needs %s coefficient rows, got %lld", who,
+                 multinomial ? "multinomial" : "binomial", multinomial ? ">= 2" : "1",
+                 (long long)k);
+    if (!is_vec(y, DDL_FLOAT64) || y->shape[0] != r.n)
+        DDL_FAIL(DDL_E_VALUE, "%s: y must be a contiguous (%lld,) float64 array", who,
+                 (long long)r.n);
+    DDL_TRY(view_acc(&hi, &lo, acc, 1 + k * r.d + k, who));
+    DDL_TRY(view_weights(&wt, weights, r.n, who));
+    const double *yv = ddl_tensor_data(y);
+    int64_t classes = multinomial ? k : 2;
+    for (int64_t i = 0; i < r.n; i++)
+        if (!(yv[i] >= 0 && yv[i] < (double)classes && yv[i] == floor(yv[i])))
+            DDL_FAIL(DDL_E_VALUE, "%s: label %g of row %lld is not a class in [0, %lld)", who,
+                     yv[i], (long long)i, (long long)classes);
+    const double *w = ddl_tensor_data(coef), *b = intercept ? ddl_tensor_data(intercept) : NULL;
+    double *gh = hi + 1, *gl = lo + 1;                     /* dcoef (k, d) */
+    double *bh = hi + 1 + k * r.d, *bl = lo + 1 + k * r.d; /* dintercept (k) */
+    if (!multinomial) {
+        double b0 = b ? b[0] : 0;
+        for (int64_t i = 0; i < r.n; i++) {
+            double wi = wt ? wt[i] : 1.0;
+            if (wi == 0) continue;
+            double m = row_dot(&r, i, w) + b0;
+            acc_add(hi, lo, 0, wi * (softplus(m) - yv[i] * m));
+            double g = wi * (sigmoid(m) - yv[i]);
+            if (g != 0) row_acc_axpy(gh, gl, g, &r, i);
+            acc_add(bh, bl, 0, g);
+        }
+        return DDL_OK;
+    }
+    double *m = malloc(sizeof(double) * (size_t)k); /* (k) margins of one row */
+    if (!m) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory", who);
+    for (int64_t i = 0; i < r.n; i++) {
+        double wi = wt ? wt[i] : 1.0;
+        if (wi == 0) continue;
+        double top = -INFINITY;
+        for (int64_t c = 0; c < k; c++) {
+            m[c] = row_dot(&r, i, w + c * r.d) + (b ? b[c] : 0);
+            if (m[c] > top) top = m[c];
+        }
+        double z = 0;
+        for (int64_t c = 0; c < k; c++) z += exp(m[c] - top);
+        double lse = top + log(z);
+        int64_t yi = (int64_t)yv[i];
+        acc_add(hi, lo, 0, wi * (lse - m[yi]));
+        for (int64_t c = 0; c < k; c++) {
+            double g = wi * (exp(m[c] - lse) - (c == yi ? 1.0 : 0.0));
+            if (g != 0) row_acc_axpy(gh + c * r.d, gl + c * r.d, g, &r, i);
+            acc_add(bh, bl, c, g);
+        }
+    }
+    free(m);
+    return DDL_OK;
+}

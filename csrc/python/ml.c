@@ -139,8 +139,52 @@ static PyObject *py_logistic_loss_grad(PyObject *Py_UNUSED(self), PyObject *args
     return st ? pyddl_raise(st) : PyFloat_FromDouble(loss);
 }
 
+/* column_moments(indptr, indices, values, n_cols, weights, acc): accumulates into acc (2, 2+2d) */
+PYDDL_DOC(column_moments, "(indptr, indices, values, n_cols, weights, acc, /)",
+          "accumulates [sum w, sum w^2, sum w x (d), sum w x^2 (d)] as (hi, lo) rows into acc.");
+static PyObject *py_column_moments(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[5] = {NULL}; /* indptr, indices, values, weights, acc */
+    long long n_cols;
+    if (!PyArg_ParseTuple(args, "O&O&O&LO&O&", T_OPT, &t[0], T_OPT, &t[1], T, &t[2], &n_cols, T_OPT,
+                          &t[3], conv_out_buffer, &t[4]))
+        return NULL;
+    ddl_csr x = rows(t, n_cols);
+    ddl_status st = DDL_OK;
+    if (!t[4])
+        st = ddl_fail(DDL_E_TYPE, "column_moments: acc must be a writable array");
+    else
+        PYDDL_NOGIL(st, ddl_column_moments(t[4], &x, t[3]));
+    pyddl_release_tensors(t, 5);
+    if (st) return pyddl_raise(st);
+    Py_RETURN_NONE;
+}
+
+/* logistic_sums(indptr, indices, values, n_cols, y, weights, coef, intercept, acc, multinomial) */
+PYDDL_DOC(logistic_sums,
+          "(indptr, indices, values, n_cols, y, weights, coef, intercept, acc, multinomial, /)",
+          "accumulates [weighted loss, dcoef, dintercept] as (hi, lo) rows into acc.");
+static PyObject *py_logistic_sums(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[8] = {NULL}; /* indptr, indices, values, y, weights, coef, intercept, acc */
+    long long n_cols;
+    int multinomial;
+    if (!PyArg_ParseTuple(args, "O&O&O&LO&O&O&O&O&p", T_OPT, &t[0], T_OPT, &t[1], T, &t[2], &n_cols,
+                          T, &t[3], T_OPT, &t[4], T, &t[5], T_OPT, &t[6], conv_out_buffer, &t[7],
+                          &multinomial))
+        return NULL;
+    ddl_csr x = rows(t, n_cols);
+    ddl_status st = DDL_OK;
+    if (!t[7])
+        st = ddl_fail(DDL_E_TYPE, "logistic_sums: acc must be a writable array");
+    else
+        PYDDL_NOGIL(st, ddl_logistic_sums(t[7], &x, t[3], t[4], t[5], t[6], multinomial));
+    pyddl_release_tensors(t, 8);
+    if (st) return pyddl_raise(st);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef pyddl_ml_functions[] = {
     PYDDL_FN(libsvm_load, METH_VARARGS),        PYDDL_FN(murmur3_32, METH_VARARGS),
     PYDDL_FN(hashing_tf, METH_VARARGS),         PYDDL_FN(linear_margins, METH_VARARGS),
-    PYDDL_FN(logistic_loss_grad, METH_VARARGS), PYDDL_FN_END,
+    PYDDL_FN(logistic_loss_grad, METH_VARARGS), PYDDL_FN(column_moments, METH_VARARGS),
+    PYDDL_FN(logistic_sums, METH_VARARGS),      PYDDL_FN_END,
 };

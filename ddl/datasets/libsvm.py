@@ -3,19 +3,26 @@
     X, y = ddl.datasets.load_libsvm("data.svm")                # X: ddl.sparse.CSRMatrix
     X, y = load_libsvm("data.svm", rank=1, world_size=4)       # the second quarter's lines
     X, y = load_libsvm("parts/part-*.svm")                     # a glob (or a list) of files
+    X, y = load_libsvm("hdfs://nn/data/part-*.svm")            # any fsspec URL (s3://, ...)
 
 Sharding: the files are seen as one byte stream (in list order; a glob sorted) cut into
 world_size equal byte ranges; a rank parses the lines that START in its range, each to its
 end, so the ranks' rows together are every line of the files exactly once, in order, and each
 rank reads about 1/world_size of the bytes. With no rank/world_size, an initialized process
 group supplies them (and the ranks agree on n_features). docs/ml.md has the format details.
+
+A URL (fsspec: hdfs://, s3://, file://, memory://, ...) is read the same way, each rank
+fetching only its byte range (and the rest of its last line); the lines are parsed by the same
+C parser (from a temporary local copy of the share). An error then names the URL and the
+line's number counted from the start of this rank's share.
 """
 import glob
 import os
+import tempfile
 
 import numpy as np
 
-from .. import _C
+from .. import _C, _fsspec
 from ..sparse import CSRMatrix
 
 _DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
@@ -33,6 +40,16 @@ def _dtype_code(dtype):
 
 
 def _files(path):
+    """[local path or (fs, path, url)] in order."""
+    if _fsspec.is_url(path):
+        return _fsspec.expand(path)
+    if isinstance(path, (list, tuple)) and any(_fsspec.is_url(p) for p in path):
+        out = []
+        for p in path:
+            out.extend(_fsspec.expand(p) if _fsspec.is_url(p) else [os.fsdecode(p)])
+        if not out:
+            raise ValueError("load_libsvm: an empty list of files")
+        return out
     if isinstance(path, (str, bytes, os.PathLike)):
         p = os.fsdecode(path)
         if glob.has_magic(p):
@@ -77,6 +94,26 @@ def byte_ranges(sizes, rank, world_size):
     return out
 
 
+def _parse(f, start, end, total, n_features, code):
+    """One file's lines that start in [start, end) (end < 0: to the end) through the C parser;
+    a URL's share is fetched (only those bytes) into a temporary file first."""
+    if not isinstance(f, tuple):
+        return _C.libsvm_load(f, start, end, n_features, code)
+    fs, path, url = f
+    data = _fsspec.line_range(fs, path, start, total if end < 0 else end, total)
+    fd, tmp = tempfile.mkstemp(prefix="ddl-libsvm-", suffix=".svm")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        try:
+            return _C.libsvm_load(tmp, 0, -1, n_features, code)
+        except ValueError as e:
+            where = url if start <= 0 else f"{url}[from byte {start}]"
+            raise ValueError(str(e).replace(tmp, where)) from None
+    finally:
+        os.unlink(tmp)
+
+
 def load_libsvm(path, n_features=None, dtype=np.float32, rank=None, world_size=None):
     """Load a libsvm file (or a list/glob of files): (X, y), X a CSRMatrix (n, n_features) of
     `dtype` values, y a float64 array of the labels.
@@ -97,7 +134,8 @@ def load_libsvm(path, n_features=None, dtype=np.float32, rank=None, world_size=N
             raise ValueError(f"load_libsvm: n_features must be >= 1, got {n_features}")
     rank, world_size, from_group = _rank_world(rank, world_size)
     files = _files(path)
-    sizes = [os.stat(f).st_size for f in files]
+    sizes = [_fsspec.size(f[0], f[1]) if isinstance(f, tuple) else os.stat(f).st_size
+             for f in files]
     pieces = byte_ranges(sizes, rank, world_size) if world_size > 1 else [
         (i, 0, -1) for i in range(len(files))]
     indptrs, indices, values, labels, max_col = [np.zeros(1, dtype=np.int64)], [], [], [], 0
@@ -105,7 +143,7 @@ def load_libsvm(path, n_features=None, dtype=np.float32, rank=None, world_size=N
     agree = n_features is None and from_group and world_size > 1
     try:
         for i, start, end in pieces:
-            ip, ix, v, y, mc = _C.libsvm_load(files[i], start, end, n_features or 0, code)
+            ip, ix, v, y, mc = _parse(files[i], start, end, sizes[i], n_features or 0, code)
             ip, ix, v, y = ip.numpy(), ix.numpy(), v.numpy(), y.numpy()
             indptrs.append(ip[1:] + nnz)
             indices.append(ix)

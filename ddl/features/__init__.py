@@ -71,10 +71,19 @@ class Tokenizer(_Transformer):
         return out
 
 
+def _java_split(rx, s):
+    from ._javaregex import java_split
+
+    return java_split(rx, s)
+
+
 class RegexTokenizer(_Transformer):
-    """Spark's RegexTokenizer: with gaps=True the pattern matches separators (split), else
-    tokens (find all); tokens shorter than min_token_length are dropped. Patterns use ASCII
-    classes (\\s, \\w, \\d), as Java's regular expressions do."""
+    """Spark's RegexTokenizer: with gaps=True the pattern matches separators (split, as Java's
+    Pattern.split), else tokens (find all); tokens shorter than min_token_length are dropped.
+    The pattern is Java's syntax with Java's meaning (ddl/features/_javaregex.py, on the
+    `regex` package): ASCII \\w \\d \\s and POSIX classes such as \\p{Punct} unless (?U),
+    \\p{L} and the other Unicode properties, \\h, Unicode-aware \\b, class intersection
+    [a-z&&[^aeiou]], \\Q...\\E. What has no faithful translation raises ValueError."""
 
     def __init__(self, pattern=r"\s+", gaps=True, min_token_length=1, to_lowercase=True):
         if min_token_length < 0:
@@ -82,7 +91,12 @@ class RegexTokenizer(_Transformer):
                              f"{min_token_length}")
         self.pattern, self.gaps = pattern, bool(gaps)
         self.min_token_length, self.to_lowercase = int(min_token_length), bool(to_lowercase)
-        self._re = re.compile(pattern, re.ASCII)
+        try:
+            from ._javaregex import compile_java
+        except ImportError:
+            raise ImportError("RegexTokenizer needs the `regex` package (pip install regex), "
+                              "which gives Java's pattern syntax its meaning") from None
+        self._re = compile_java(pattern)
 
     def get_params(self):
         return {"pattern": self.pattern, "gaps": self.gaps,
@@ -93,7 +107,8 @@ class RegexTokenizer(_Transformer):
         for d in _documents(docs, "RegexTokenizer"):
             if self.to_lowercase:
                 d = d.lower()
-            toks = self._re.split(d) if self.gaps else self._re.findall(d)
+            toks = _java_split(self._re, d) if self.gaps else [
+                m.group(0) for m in self._re.finditer(d)]
             out.append([t for t in toks if len(t) >= n])
         return out
 

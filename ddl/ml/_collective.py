@@ -40,3 +40,32 @@ def allgather_json(obj):
     dist.all_gather_into_tensor(out, mine)
     parts = out.reshape(size, mine.size)
     return [json.loads(bytes(p[:p[-1]].astype(np.uint8)).decode()) for p in parts]
+
+
+def fixed_sum(acc):
+    """The totals of compensated (hi, lo) sums, the same bits however the rows were split.
+
+    acc: (2, m) float64, row 0 the sums and row 1 their rounding errors (as the C kernels
+    ddl_column_moments / ddl_logistic_sums leave them). Every rank's pair is gathered and the
+    pairs are added in rank order with the error of each add kept (TwoSum); the ~106-bit
+    result is rounded once. One rank and N ranks thus differ only when the exact total lies
+    within ~2^-100 relative of a rounding boundary. Returns an (m,) array (the same on every
+    rank)."""
+    from .. import distributed as dist
+
+    acc = np.ascontiguousarray(acc, dtype=np.float64)
+    _, size, active = world()
+    if active:
+        out = np.zeros((size,) + acc.shape, dtype=np.float64)
+        dist.all_gather_into_tensor(out.reshape(-1), acc.reshape(-1))
+        parts = out
+    else:
+        parts = acc[None]
+    hi = np.zeros(acc.shape[1])
+    lo = np.zeros(acc.shape[1])
+    for p in parts:
+        s = hi + p[0]
+        bv = s - hi
+        lo += (hi - (s - bv)) + (p[0] - bv) + p[1]
+        hi = s
+    return hi + lo

@@ -79,6 +79,23 @@ ddl_status ddl_logistic_loss_grad(double *loss, ddl_tensor *dcoef, ddl_tensor *d
                                   const ddl_csr *x, const ddl_tensor *y, const ddl_tensor *coef,
                                   const ddl_tensor *intercept, int multinomial);
 
+/* Compensated sums for a fit whose rows may be split over ranks: every total is kept as a
+ * (hi, lo) pair of doubles (TwoSum), so the same rows give the same rounded totals however they
+ * are split, once the pairs are added in a fixed order (see ddl/ml/_collective.py).
+ *
+ * ddl_column_moments: acc (2, 2 + 2d) float64 (row 0 hi, row 1 lo) ACCUMULATES
+ * [sum w, sum w^2, sum_i w x_ij (d), sum_i w x_ij^2 (d)]; weights (n_rows) float64 >= 0 or
+ * NULL (all 1). */
+ddl_status ddl_column_moments(ddl_tensor *acc, const ddl_csr *x, const ddl_tensor *weights);
+
+/* ddl_logistic_sums: ddl_logistic_loss_grad with row weights (NULL: 1) and compensated totals:
+ * acc (2, 1 + k d + k) float64 ACCUMULATES [sum w loss, the gradient of it: dcoef (k, d)
+ * row-major, dintercept (k)]. Rows of weight 0 are skipped. Errors as ddl_logistic_loss_grad,
+ * and DDL_E_VALUE for a negative or non-finite weight. */
+ddl_status ddl_logistic_sums(ddl_tensor *acc, const ddl_csr *x, const ddl_tensor *y,
+                             const ddl_tensor *weights, const ddl_tensor *coef,
+                             const ddl_tensor *intercept, int multinomial);
+
 #ifdef __cplusplus
 }
 #endif
