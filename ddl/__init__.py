@@ -38,14 +38,20 @@ except ImportError as e:
         raise
     _preload_openblas()
     from . import _C
+# ---- PyTorch-compatibility surface (issue 15): devices, generators, modes -----------------
+from . import accelerator as accelerator
+from . import backends as backends
+from . import cuda as cuda
 from . import data as data  # the subpackages
 from . import datasets as datasets
 from . import nn as nn
 from . import optim as optim
+from ._device import device
 from ._dtype import bool_ as bool  # torch.bool
 from ._dtype import dtype, float32, float64, int64
 from ._functions import *  # the torch-style functions (their __all__)
 from ._functions import __all__ as _fn_all
+from ._random import Generator, default_generator
 from ._tensor import Tensor
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .serialization import load, save
@@ -60,7 +66,8 @@ def __getattr__(name):
         from .trainer import Trainer
 
         return Trainer
-    if name in ("distributed", "ml", "features", "sparse"):
+    if name in ("distributed", "ml", "features", "sparse", "utils", "vision",
+                "multiprocessing"):
         import importlib
 
         return importlib.import_module("." + name, __name__)
@@ -105,7 +112,8 @@ _C.set_num_threads(_initial_threads())
 __all__ = ["Tensor", "dtype", "float32", "float64", "int64", "bool", "float", "double", "long",
            "set_num_threads", "get_num_threads", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "blas_info", "gloo_version", "save",
-           "load"] + list(_fn_all)
+           "load", "device", "Generator", "default_generator", "cuda", "accelerator",
+           "backends"] + list(_fn_all)
 
 
 def blas_info():

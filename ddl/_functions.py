@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from . import _C
+from . import _C, _device, _random
 from ._dtype import float32, from_numpy_dtype, int64, to_dtype
 from ._tensor import (
     ABS,
@@ -48,11 +48,12 @@ def _default_dtype(a):
     return from_numpy_dtype(a.dtype) if a.dtype != np.float64 else float32
 
 
-def tensor(data, dtype=None, requires_grad=False):
+def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new tensor holding a copy of `data` (nested lists, scalars, arrays or tensors).
 
     Python floats become float32, ints int64, as in PyTorch; a NumPy array keeps its dtype.
     """
+    _device.check(device, "tensor")
     t = _tensor_copy(data, dtype)
     return t.requires_grad_() if requires_grad else t
 
@@ -90,8 +91,9 @@ def from_numpy(array):
     return _C.from_buffer(array)
 
 
-def as_tensor(data, dtype=None):
+def as_tensor(data, dtype=None, device=None):
     """Share memory with `data` when it is a tensor or a supported array, else copy."""
+    _device.check(device, "as_tensor")
     dt = to_dtype(dtype)
     if isinstance(data, Tensor):
         return data if dt is None else data.to(dt)
@@ -106,95 +108,121 @@ def is_tensor(obj):
     return isinstance(obj, Tensor)
 
 
+_FACTORY_KW = ("layout", "pin_memory", "memory_format", "out")
+
+
+def _made(t, device, requires_grad, kw, name):
+    """A factory's common keywords: device= is checked (CPU, or cuda under DDL_CUDA_AS_CPU),
+    requires_grad= sets the flag, PyTorch's layout/pin_memory are accepted and change nothing."""
+    for k, v in kw.items():
+        if k not in _FACTORY_KW:
+            raise TypeError(f"{name}() got an unexpected keyword argument {k!r}")
+        if k == "out" and v is not None:
+            raise TypeError(f"{name}(): out= is not supported")
+    _device.check(device, name)
+    return t.requires_grad_() if requires_grad else t
+
+
 def _dt(dtype, default=float32):
     return (to_dtype(dtype) or default).code
 
 
-def empty(*shape, dtype=None):
-    return _C.full(_shape_args(shape), None, _dt(dtype))
+def empty(*shape, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.full(_shape_args(shape), None, _dt(dtype)), device, requires_grad, kw, "empty")
 
 
-def zeros(*shape, dtype=None):
-    return _C.full(_shape_args(shape), 0.0, _dt(dtype))
+def zeros(*shape, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.full(_shape_args(shape), 0.0, _dt(dtype)), device, requires_grad, kw, "zeros")
 
 
-def ones(*shape, dtype=None):
-    return _C.full(_shape_args(shape), 1.0, _dt(dtype))
+def ones(*shape, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.full(_shape_args(shape), 1.0, _dt(dtype)), device, requires_grad, kw, "ones")
 
 
-def full(shape, fill_value, dtype=None):
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False, **kw):
     if dtype is None:
         dtype = (builtins.bool if isinstance(fill_value, builtins.bool)
                  else int64 if isinstance(fill_value, numbers.Integral) else float32)
-    return _C.full(tuple(shape) if not isinstance(shape, int) else (shape,), fill_value,
-                   _dt(dtype))
+    t = _C.full(tuple(shape) if not isinstance(shape, int) else (shape,), fill_value, _dt(dtype))
+    return _made(t, device, requires_grad, kw, "full")
 
 
-def empty_like(t, dtype=None):
-    return empty(t.shape, dtype=dtype or t.dtype)
+def empty_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return empty(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def zeros_like(t, dtype=None):
-    return zeros(t.shape, dtype=dtype or t.dtype)
+def zeros_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return zeros(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def ones_like(t, dtype=None):
-    return ones(t.shape, dtype=dtype or t.dtype)
+def ones_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return ones(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def full_like(t, fill_value, dtype=None):
-    return full(t.shape, fill_value, dtype=dtype or t.dtype)
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False, **kw):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device,
+                requires_grad=requires_grad, **kw)
 
 
-def rand_like(t, dtype=None):
-    return rand(t.shape, dtype=dtype or t.dtype)
+def rand_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return rand(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def randn_like(t, dtype=None):
-    return randn(t.shape, dtype=dtype or t.dtype)
+def randn_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return randn(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def arange(start, end=None, step=1, dtype=None):
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False, **kw):
     """Values start, start+step, ... < end; int64 when all arguments are ints, else float32."""
     if end is None:
         start, end = 0, start
     if dtype is None:
         ints = builtins.all(isinstance(v, numbers.Integral) for v in (start, end, step))
         dtype = int64 if ints else float32
-    return _C.arange(float(start), float(end), float(step), _dt(dtype))
+    return _made(_C.arange(float(start), float(end), float(step), _dt(dtype)), device,
+                 requires_grad, kw, "arange")
 
 
-def linspace(start, end, steps, dtype=None):
-    return _C.linspace(float(start), float(end), int(steps), _dt(dtype))
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.linspace(float(start), float(end), int(steps), _dt(dtype)), device,
+                 requires_grad, kw, "linspace")
 
 
-def eye(n, m=None, dtype=None):
-    return _C.eye(int(n), -1 if m is None else int(m), _dt(dtype))
+def eye(n, m=None, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.eye(int(n), -1 if m is None else int(m), _dt(dtype)), device,
+                 requires_grad, kw, "eye")
 
 
 # ---- random numbers (counter-based Philox: same seed, same numbers, any machine) ----------
 
 
-def rand(*shape, dtype=None):
+def rand(*shape, dtype=None, device=None, requires_grad=False, generator=None, **kw):
     """Uniform on [0, 1)."""
-    return _C.random("u", _shape_args(shape), _dt(dtype))
+    t = _random.draw(generator, _C.random, "u", _shape_args(shape), _dt(dtype))
+    return _made(t, device, requires_grad, kw, "rand")
 
 
-def randn(*shape, dtype=None):
+def randn(*shape, dtype=None, device=None, requires_grad=False, generator=None, **kw):
     """Standard normal."""
-    return _C.random("n", _shape_args(shape), _dt(dtype))
+    t = _random.draw(generator, _C.random, "n", _shape_args(shape), _dt(dtype))
+    return _made(t, device, requires_grad, kw, "randn")
 
 
-def randint(low, high=None, size=(), dtype=None):
+def randint(low, high=None, size=(), dtype=None, device=None, requires_grad=False,
+            generator=None, **kw):
     """int64 uniform on [low, high); randint(high, size) starts at 0, as in PyTorch."""
     if high is None:
         low, high = 0, low
-    t = _C.random("i", tuple(size), int64.code, int(low), int(high))
-    return t if dtype is None else t.to(dtype)
+    if isinstance(size, int):
+        size = (size,)
+    t = _random.draw(generator, _C.random, "i", tuple(size), int64.code, int(low), int(high))
+    return _made(t if dtype is None else t.to(dtype), device, requires_grad, kw, "randint")
 
 
 def manual_seed(seed):
-    _C.manual_seed(int(seed))
+    """Seed the global generator; returns ddl.default_generator, as PyTorch does."""
+    _C.manual_seed(int(seed) & (2**64 - 1))
+    return _random.default_generator
 
 
 def seed():
