@@ -73,6 +73,8 @@ OP_TANH: int
 OP_SIGMOID: int
 OP_RELU: int
 OP_SIGN: int
+OP_SIN: int
+OP_COS: int
 NUM_UNARY_OPS: int
 # core.h: ddl_reduce_op
 REDUCE_SUM: int

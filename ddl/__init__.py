@@ -38,7 +38,6 @@ except ImportError as e:
         raise
     _preload_openblas()
     from . import _C
-# ---- PyTorch-compatibility surface (issue 15): devices, generators, modes -----------------
 from . import accelerator as accelerator
 from . import backends as backends
 from . import cuda as cuda
@@ -47,14 +46,17 @@ from . import datasets as datasets
 from . import nn as nn
 from . import optim as optim
 from ._device import device
+from ._dtype import bfloat16, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
 from ._dtype import bool_ as bool  # torch.bool
-from ._dtype import dtype, float32, float64, int64
 from ._functions import *  # the torch-style functions (their __all__)
 from ._functions import __all__ as _fn_all
 from ._random import Generator, default_generator
 from ._tensor import Tensor
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .serialization import load, save
+
+half = float16  # PyTorch's narrower dtypes are stored widened (ddl/_dtype.py)
+short = int16
 
 
 def __getattr__(name):
@@ -113,7 +115,8 @@ __all__ = ["Tensor", "dtype", "float32", "float64", "int64", "bool", "float", "d
            "set_num_threads", "get_num_threads", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "blas_info", "gloo_version", "save",
            "load", "device", "Generator", "default_generator", "cuda", "accelerator",
-           "backends"] + list(_fn_all)
+           "backends", "int32", "int16", "int8", "uint8", "float16", "bfloat16", "half",
+           "short", "int"] + list(_fn_all)
 
 
 def blas_info():
@@ -124,3 +127,7 @@ def blas_info():
 def gloo_version():
     """The Gloo version ddl was built against."""
     return _C.gloo_version()
+
+
+# torch.int is int32 (stored as int64 here); bound last: the code above uses the builtin int
+globals()["int"] = int32

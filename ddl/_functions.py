@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from . import _C, _device, _random
-from ._dtype import float32, from_numpy_dtype, int64, to_dtype
+from ._dtype import float32, float64, from_numpy_dtype, int64, to_dtype
 from ._tensor import (
     ABS,
     ADD,
@@ -377,3 +377,141 @@ def numel(input):
 
 def allclose(a, b, rtol=1e-5, atol=1e-8):
     return builtins.bool(np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol))
+
+
+# ---- the PyTorch surface: function forms of ddl/_surface.py's methods, randperm, ... --------
+
+
+def _method_fn(name):
+    def f(input, *args, **kwargs):
+        return getattr(_t(input), name)(*args, **kwargs)
+
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = f"ddl.{name}(input, ...) is input.{name}(...)."
+    return f
+
+
+_SURFACE_FNS = ("gather", "index_select", "scatter", "scatter_add", "masked_fill", "sort",
+                "argsort", "topk", "cumsum", "narrow", "split", "chunk", "tensor_split",
+                "unbind", "flip", "mm", "bmm", "addcmul", "addcdiv", "lerp", "softmax",
+                "log_softmax", "sin", "cos", "square", "rsqrt", "reciprocal", "isnan", "isinf",
+                "isfinite", "logical_not", "equal")
+for _name in _SURFACE_FNS:
+    globals()[_name] = _method_fn(_name)
+__all__.extend(_SURFACE_FNS)
+__all__ += ["bernoulli", "count_nonzero", "einsum", "eq", "ge", "gt", "inference_mode",
+            "is_inference_mode_enabled", "isclose", "le", "logical_and", "logical_or", "lt",
+            "multinomial", "ne", "normal", "randperm"]
+
+from ._surface import einsum
+
+
+def _cmp_fn(name):
+    def f(input, other):
+        return getattr(_t(input), name)(other)
+
+    f.__name__ = f.__qualname__ = name
+    return f
+
+
+eq, ne, lt, le, gt, ge = (_cmp_fn(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
+
+
+def logical_and(a, b):
+    return _C.from_buffer(np.logical_and(np.asarray(_t(a)), np.asarray(_t(b))))
+
+
+def logical_or(a, b):
+    return _C.from_buffer(np.logical_or(np.asarray(_t(a)), np.asarray(_t(b))))
+
+
+def isclose(a, b, rtol=1e-5, atol=1e-8, equal_nan=False):
+    return _C.from_buffer(np.isclose(np.asarray(_t(a)), np.asarray(_t(b)), rtol=rtol, atol=atol,
+                                     equal_nan=equal_nan))
+
+
+def count_nonzero(input, dim=None):
+    return _C.from_buffer(np.asarray(np.count_nonzero(np.asarray(_t(input)), axis=dim),
+                                     dtype=np.int64))
+
+
+def randperm(n, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+    """A random permutation of 0..n-1 (int64) from ddl's generator (or `generator`)."""
+    keys = _random.draw(generator, _C.random, "u", (int(n),), float64_code())
+    t = _C.from_buffer(np.argsort(keys.numpy(), kind="stable").astype(np.int64))
+    return _made(t if dtype is None else t.to(dtype), device, requires_grad, kw, "randperm")
+
+
+def float64_code():
+    return _C.FLOAT64
+
+
+def multinomial(input, num_samples, replacement=False, generator=None):
+    """Indices drawn from each row of `input` (non-negative weights), as PyTorch's."""
+    p = np.asarray(_t(input).detach(), dtype=np.float64)
+    rows = p.reshape(1, -1) if p.ndim == 1 else p
+    if p.ndim not in (1, 2):
+        raise ValueError(f"multinomial: input must be 1-d or 2-d, got {p.ndim}-d")
+    if (rows < 0).any() or not np.isfinite(rows).all() or (rows.sum(1) <= 0).any():
+        raise ValueError("multinomial: each row must hold finite non-negative weights with a "
+                         "positive sum")
+    if not replacement and num_samples > (rows > 0).sum(1).min():
+        raise ValueError(f"multinomial: cannot draw {num_samples} samples without replacement "
+                         "from a row with fewer non-zero weights")
+    u = _random.draw(generator, _C.random, "u", (rows.shape[0], rows.shape[1] if not
+                                                 replacement else num_samples),
+                     float64_code()).numpy()
+    if replacement:
+        cdf = np.cumsum(rows, 1)
+        out = np.stack([np.minimum(np.searchsorted(c, uu * c[-1], side="right"), len(c) - 1)
+                        for c, uu in zip(cdf, u)])
+    else:  # Gumbel top-k: keys log(u) / w, the largest num_samples win
+        with np.errstate(divide="ignore"):
+            k = np.where(rows > 0, np.log(np.maximum(u, 1e-300)) / np.where(rows > 0, rows, 1),
+                         -np.inf)
+        out = np.argsort(-k, axis=1, kind="stable")[:, :num_samples]
+    out = out.astype(np.int64)
+    return _C.from_buffer(np.ascontiguousarray(out[0] if p.ndim == 1 else out))
+
+
+def bernoulli(input, p=None, generator=None):
+    probs = _t(input) if p is None else full(_t(input).shape, float(p), dtype=float64)
+    u = _random.draw(generator, _C.random, "u", tuple(probs.shape), float64_code())
+    return (u < probs.to(float64)).to(_t(input).dtype if _t(input).dtype.is_floating_point
+                                      else float32)
+
+
+def normal(mean, std=1.0, size=None, generator=None):
+    if size is not None:
+        return _random.draw(generator, _C.random, "n", tuple(size), float32.code) * std + mean
+    m = _t(mean) if not isinstance(mean, numbers.Number) else None
+    shape = (m if m is not None else _t(std)).shape
+    return _random.draw(generator, _C.random, "n", tuple(shape), float32.code) * std + mean
+
+
+from .autograd import no_grad as _no_grad
+
+
+class inference_mode(_no_grad):
+    """inference_mode(mode=True): as no_grad (ddl has no separate inference tensors)."""
+
+    def __init__(self, mode=True):
+        self._enabled = not mode
+
+    def __call__(self, fn):
+        if not callable(fn) or isinstance(fn, bool):
+            raise TypeError("inference_mode: use as a context manager or decorator")
+        mode = not self._enabled
+
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with inference_mode(mode):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def is_inference_mode_enabled():
+    return not _C.is_grad_enabled()

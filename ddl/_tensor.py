@@ -3,7 +3,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import _C, _device
+from . import _C, _device, _surface
 from ._dtype import BY_CODE, to_dtype
 
 # op codes: ddl_binary_op / ddl_unary_op / ddl_reduce_op (csrc/include/ddl/core.h), from C
@@ -389,7 +389,10 @@ class Tensor(_C.TensorBase):
         t = self._basic_index(key)
         if t is not None:
             return t
-        # advanced (integer-array or boolean-mask) indexing copies, as in NumPy and PyTorch
+        # advanced (integer-array or boolean-mask) indexing copies, as in NumPy and PyTorch;
+        # with a graph to record, through the differentiable gather of _surface.py
+        if self.requires_grad or _C.grad_fn_name(self) is not None:
+            return _surface.getitem_advanced(self, key)
         return _from_array_copy(self.numpy()[self._numpy_key(key)])
 
     def __setitem__(self, key, value):
@@ -719,6 +722,7 @@ def _from_array_copy(a):
     return t
 
 
+_surface.install(Tensor)  # gather, sort, split, einsum's kin, .data, __format__, ...
 _C._set_tensor_class(Tensor)
 # arrays of other dtypes (int32, float16, ...) mixed into ops are copied, converted
 _C._set_array_converter(_from_array_copy)

@@ -218,6 +218,8 @@ typedef enum {
     DDL_OP_SIGMOID,
     DDL_OP_RELU,
     DDL_OP_SIGN,
+    DDL_OP_SIN,
+    DDL_OP_COS,
     DDL_NUM_UNARY_OPS
 } ddl_unary_op;
 
