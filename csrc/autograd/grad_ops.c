@@ -178,9 +178,9 @@ ddl_status ddl_ag_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_te
 /* ---- unary -------------------------------------------------------------------------------- */
 
 static const char *unary_node_names[DDL_NUM_UNARY_OPS] = {
-    "NegBackward",  "ExpBackward",     "LogBackward",  "SqrtBackward", "AbsBackward",
-    "TanhBackward", "SigmoidBackward", "ReluBackward", "SignBackward",
-    "SinBackward",  "CosBackward"};
+    "NegBackward",  "ExpBackward",  "LogBackward",     "SqrtBackward",
+    "AbsBackward",  "TanhBackward", "SigmoidBackward", "ReluBackward",
+    "SignBackward", "SinBackward",  "CosBackward"};
 
 static ddl_status unary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                  const int *need) {

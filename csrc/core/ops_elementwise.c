@@ -313,7 +313,7 @@ typedef void (*unary_kernel)(char *o, const char *a, int64_t n, int64_t so, int6
         }                                                                                          \
     }
 
-#define DEFINE_UNARY_FLOAT(SUF, T, LOG, SQRT, FABS, SIN, COS)                                                \
+#define DEFINE_UNARY_FLOAT(SUF, T, LOG, SQRT, FABS, SIN, COS)                                      \
     DEFINE_UNARY(neg_##SUF, T, -x)                                                                 \
     DEFINE_UNARY(log_##SUF, T, LOG(x))                                                             \
     DEFINE_UNARY(sqrt_##SUF, T, SQRT(x))                                                           \

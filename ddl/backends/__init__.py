@@ -13,9 +13,8 @@ def _false(*_args, **_kwargs):
 cudnn = types.SimpleNamespace(enabled=False, benchmark=False, deterministic=False,
                               allow_tf32=False, is_available=_false, version=lambda: None)
 mps = types.SimpleNamespace(is_available=_false, is_built=_false)
-cuda = types.SimpleNamespace(is_built=_false,
-                             matmul=types.SimpleNamespace(allow_tf32=False,
-                                                          allow_fp16_reduced_precision_reduction=False))
+_matmul = types.SimpleNamespace(allow_tf32=False, allow_fp16_reduced_precision_reduction=False)
+cuda = types.SimpleNamespace(is_built=_false, matmul=_matmul)
 mkldnn = types.SimpleNamespace(enabled=False, is_available=_false)
 mkl = types.SimpleNamespace(is_available=_false)
 openmp = types.SimpleNamespace(is_available=_false)

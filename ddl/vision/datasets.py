@@ -93,8 +93,8 @@ class MNIST(_VisionDataset):
     mirrors = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
                "http://yann.lecun.com/exdb/mnist/")
     debian = ("mnist",)
-    classes: ClassVar[list] = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five",
-               "6 - six", "7 - seven", "8 - eight", "9 - nine"]
+    classes: ClassVar[list] = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
+                               "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine"]
 
     def __init__(self, root, train=True, transform=None, target_transform=None,
                  download=False):
@@ -161,8 +161,8 @@ class FashionMNIST(MNIST):
 
     mirrors = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
     debian = ("fashion-mnist",)
-    classes: ClassVar[list] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-               "Sneaker", "Bag", "Ankle boot"]
+    classes: ClassVar[list] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                               "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -184,8 +184,8 @@ class CIFAR10(_VisionDataset):
     binary version (cifar-10-batches-bin/*.bin) or the python one (cifar-10-batches-py/)."""
 
     url = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
-    classes: ClassVar[list] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-               "truck"]
+    classes: ClassVar[list] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                               "horse", "ship", "truck"]
 
     def __init__(self, root, train=True, transform=None, target_transform=None,
                  download=False):
@@ -200,7 +200,8 @@ class CIFAR10(_VisionDataset):
 
     def _load(self):
         names = [f"data_batch_{i}" for i in range(1, 6)] if self.train else ["test_batch"]
-        for folder in (self.root, os.path.join(self.root, "CIFAR10"), "/usr/share/datasets/cifar10"):
+        for folder in (self.root, os.path.join(self.root, "CIFAR10"),
+                       os.path.join(_DEBIAN, "cifar10")):
             binf = os.path.join(folder, "cifar-10-batches-bin")
             if all(os.path.isfile(os.path.join(binf, n + ".bin")) for n in names):
                 recs = [np.fromfile(os.path.join(binf, n + ".bin"), np.uint8) for n in names]

@@ -1,0 +1,124 @@
+"""The compatibility suite: scripts written for PyTorch (tests/compat/), run unmodified with
+`torch` -> ddl and `torchvision` -> ddl.vision (tests/compat/shim on PYTHONPATH). Each must
+train (its loss falls) and, where PyTorch is installed, match PyTorch's losses step by step
+from the same initial weights to 1e-5 relative."""
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ddl.vision import datasets
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COMPAT = os.path.join(HERE, "compat")
+ROOT = os.path.dirname(HERE)
+
+
+def _have_fashion_mnist():
+    try:
+        datasets.FashionMNIST(os.path.join(ROOT, "data"), train=False)
+    except RuntimeError:
+        return False
+    return True
+
+
+needs_data = pytest.mark.skipif(
+    not _have_fashion_mnist(),
+    reason="Fashion-MNIST is not installed (Debian: apt-get install dataset-fashion-mnist)")
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="PyTorch is not installed (CI installs torch==2.13.0)")
+
+
+def run(script, framework, tmp_path, **env):
+    """Run tests/compat/<script> with ddl (the shim) or PyTorch; returns its report."""
+    shim = os.path.join(COMPAT, "shim")
+    if framework == "torch":
+        have_tv = importlib.util.find_spec("torchvision") is not None
+        shim = "" if have_tv else os.path.join(COMPAT, "ref_shim")
+    work = tmp_path / framework
+    work.mkdir(exist_ok=True)
+    out = work / "report.json"
+    path = os.pathsep.join(p for p in (shim, COMPAT, ROOT) if p)
+    e = dict(os.environ, PYTHONPATH=path, COMPAT_OUT=str(out), OMP_NUM_THREADS="1",
+             **{k: str(v) for k, v in env.items()})
+    r = subprocess.run([sys.executable, os.path.join(COMPAT, script)], cwd=work, env=e,
+                       capture_output=True, text=True, timeout=900, check=False)
+    assert r.returncode == 0, f"{script} under {framework} failed:\n{r.stdout}\n{r.stderr}"
+    return out, r
+
+
+def _report(out):
+    with open(out) as f:
+        return json.load(f)
+
+
+def _falls(losses):
+    k = max(1, len(losses) // 4)
+    return np.mean(losses[-k:]) < np.mean(losses[:k])
+
+
+@needs_data
+def test_quickstart_trains(tmp_path):
+    out, r = run("quickstart.py", "ddl", tmp_path, COMPAT_STEPS=20)
+    rep = _report(out)
+    assert _falls(rep["losses"]) and rep["accuracy"] > 0.3
+    assert "Using cpu device" in r.stdout and "Predicted:" in r.stdout
+
+
+@needs_data
+@needs_torch
+def test_quickstart_matches_pytorch(tmp_path):
+    a = _report(run("quickstart.py", "ddl", tmp_path, COMPAT_STEPS=20)[0])
+    b = _report(run("quickstart.py", "torch", tmp_path, COMPAT_STEPS=20)[0])
+    assert np.allclose(a["losses"], b["losses"], rtol=1e-5, atol=0)
+    assert np.isclose(a["test_loss"], b["test_loss"], rtol=1e-5)
+
+
+@needs_data
+def test_mnist_cnn_trains_with_dropout_and_workers(tmp_path):
+    out, _ = run("mnist_cnn.py", "ddl", tmp_path, COMPAT_STEPS=12, COMPAT_WORKERS=2)
+    assert _falls(_report(out)["losses"])
+    assert (tmp_path / "ddl" / "mnist_cnn.pt").exists()
+
+
+@needs_data
+@needs_torch
+def test_mnist_cnn_matches_pytorch(tmp_path):
+    a = _report(run("mnist_cnn.py", "ddl", tmp_path, COMPAT_STEPS=8, COMPAT_DROPOUT=0)[0])
+    b = _report(run("mnist_cnn.py", "torch", tmp_path, COMPAT_STEPS=8, COMPAT_DROPOUT=0)[0])
+    assert _falls(a["losses"])
+    assert np.allclose(a["losses"], b["losses"], rtol=1e-5, atol=0)
+    assert np.isclose(a["test_loss"], b["test_loss"], rtol=1e-5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_tutorial_gpu_script_under_cuda_as_cpu(tmp_path):
+    out, r = run("ddp_tutorial.py", "ddl", tmp_path, DDL_CUDA_AS_CPU=2,
+                 COMPAT_PORT=_free_port(), COMPAT_STEPS=20)
+    r0, r1 = _report(f"{out}.0"), _report(f"{out}.1")
+    assert _falls(r0["losses"]) and _falls(r1["losses"])
+    assert np.allclose(r0["weights"], r1["weights"], rtol=1e-6)  # replicas stayed in sync
+    assert "Finished running basic DDP example on rank 1." in r.stdout
+    assert r.stderr.count("DDL_CUDA_AS_CPU is set") == 2  # once per process
+
+
+def test_ddp_tutorial_without_the_mode_names_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.delenv("DDL_CUDA_AS_CPU", raising=False)
+    shim = os.path.join(COMPAT, "shim")
+    code = ("import torch, torch.distributed as dist\n"
+            "dist.init_process_group('nccl', init_method='tcp://127.0.0.1:1', rank=0, "
+            "world_size=1)\n")
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join((shim, ROOT)))
+    r = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode != 0 and "DDL_CUDA_AS_CPU" in r.stderr
