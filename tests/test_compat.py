@@ -122,3 +122,32 @@ def test_ddp_tutorial_without_the_mode_names_the_way_out(tmp_path, monkeypatch):
     r = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
                        timeout=120, check=False)
     assert r.returncode != 0 and "DDL_CUDA_AS_CPU" in r.stderr
+
+
+def _soft_label_cross_entropy():
+    import ddl
+
+    try:
+        ddl.nn.functional.cross_entropy(ddl.zeros(2, 1), ddl.ones(2, 1))
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _soft_label_cross_entropy(),
+                    reason="the DDP tutorial series calls cross_entropy with probability "
+                           "targets, which is the layers issue's (issue 16)")
+def test_ddp_tutorial_series_multigpu_under_cuda_as_cpu(tmp_path):
+    e = {"DDL_CUDA_AS_CPU": 2, "COMPAT_PORT": _free_port()}
+    shim = os.path.join(COMPAT, "shim")
+    work = tmp_path / "series"
+    work.mkdir()
+    out = work / "report.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((shim, COMPAT, ROOT)),
+               COMPAT_OUT=str(out), **{k: str(v) for k, v in e.items()})
+    r = subprocess.run([sys.executable, os.path.join(COMPAT, "ddp_series_multigpu.py"), "2",
+                        "1", "--batch_size", "64"], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[GPU1] Epoch 1 | Batchsize: 64 | Steps: 16" in r.stdout
+    assert (work / "checkpoint.pt").exists() and len(_report(out)["losses"]) == 2
