@@ -1,7 +1,8 @@
 """The everyday tensor surface PyTorch users reach for, built on ddl's differentiable core ops.
 
 Each op here is a composition of ops that already carry autograd (slices, where, matmul, the
-embedding gather, reshapes), so gradients flow wherever PyTorch has them: gather,
+C take op -- a gather by flat position whose backward scatter-adds --, reshapes), so
+gradients flow wherever PyTorch has them: gather,
 index_select, advanced indexing, sort/topk values, masked_fill, cumsum, einsum, split/chunk/
 unbind/narrow, lerp/addcmul/addcdiv. Index computations (argsort, scatter positions) run in
 NumPy on the integer side, where there is no gradient. install(Tensor) attaches the methods.
@@ -37,30 +38,11 @@ def _np_index(index, name):
     return a.astype(np.int64, copy=False)
 
 
-_ONE_HOT_LIMIT = 1 << 24
-
-
 def take_flat(x, flat, shape):
-    """x.flatten()[flat].reshape(shape), differentiable in x (the embedding gather: its
-    backward scatter-adds, so repeated indices accumulate)."""
-    flat = np.ascontiguousarray(flat, dtype=np.int64).reshape(-1)
-    if flat.size and (flat.min() < 0 or flat.max() >= x.numel()):
-        raise IndexError("index out of range")
-    if x.dtype.is_floating_point and (x.requires_grad or _C.grad_fn_name(x) is not None):
-        if x.dtype.name == "float32":
-            out = _C.embedding(_C.from_buffer(flat), x.reshape(-1, 1), -1)
-            return out.reshape(tuple(shape))
-        # float64 (the embedding kernel is float32-only): a one-hot product, exact
-        if flat.size * x.numel() > _ONE_HOT_LIMIT:
-            raise NotImplementedError(
-                f"differentiable indexing of a float64 tensor of {x.numel()} elements taking "
-                f"{flat.size}: too large for ddl's float64 path (float32 has no limit)")
-        onehot = np.zeros((flat.size, x.numel()), dtype=np.float64)
-        onehot[np.arange(flat.size), flat] = 1.0
-        return (_C.from_buffer(onehot) @ x.reshape(-1)).reshape(tuple(shape))
-    from ._tensor import _from_array_copy
-
-    return _from_array_copy(np.ascontiguousarray(x.numpy()).reshape(-1)[flat].reshape(shape))
+    """x.flatten()[flat].reshape(shape) through the C take op (csrc/core/ops_index.c), whose
+    backward scatter-adds into x, so repeated positions accumulate."""
+    flat = np.ascontiguousarray(flat, dtype=np.int64).reshape(tuple(shape))
+    return _C.take(x, _C.from_buffer(flat))
 
 
 def _flat_ids(shape):

@@ -185,3 +185,24 @@ def test_gradients_match_pytorch(name, rng):
     (yd * ddl.tensor(proj)).sum().backward()
     (yt * torch.tensor(proj)).sum().backward()
     assert np.allclose(xd.grad.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_take_op_gathers_any_dtype_and_accumulates():
+    from ddl import _C
+
+    x = ddl.arange(12.0).reshape(3, 4).requires_grad_()
+    y = _C.take(x, ddl.tensor([[0, 5], [5, 11]]))
+    assert y.tolist() == [[0, 5], [5, 11]] and y.grad_fn == "TakeBackward"
+    y.sum().backward()
+    assert x.grad.numpy().reshape(-1).tolist() == [1, 0, 0, 0, 0, 2] + [0] * 5 + [1]
+    assert _C.take(ddl.tensor([True, False]), ddl.tensor([1, 0])).tolist() == [False, True]
+    assert _C.take(ddl.arange(5).t(), ddl.tensor([4])).tolist() == [4]
+    xt = ddl.arange(6.0).reshape(2, 3).t()  # a strided source reads in its logical order
+    assert _C.take(xt, ddl.tensor([1, 2])).tolist() == [3, 1]
+    with pytest.raises(IndexError, match="out of range"):
+        _C.take(x, ddl.tensor([12]))
+    with pytest.raises(TypeError, match="int64"):
+        _C.take(x, ddl.tensor([0.0]))
+    big = ddl.randn(300, 300, dtype=ddl.float64, requires_grad=True)  # no size limit
+    big[ddl.arange(300), ddl.arange(300)].sum().backward()
+    assert big.grad.sum().item() == 300
