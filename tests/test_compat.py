@@ -124,6 +124,41 @@ def test_ddp_tutorial_without_the_mode_names_the_way_out(tmp_path, monkeypatch):
     assert r.returncode != 0 and "DDL_CUDA_AS_CPU" in r.stderr
 
 
+@pytest.fixture
+def corpus(tmp_path):
+    """A small Markov-chain text (each word has three possible successors): learnable."""
+    rng = np.random.default_rng(0)
+    succ = rng.integers(0, 60, (60, 3))
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name, n, seed in (("train", 1500, 1), ("valid", 60, 2), ("test", 60, 3)):
+        r, w, lines = np.random.default_rng(seed), 0, []
+        for _ in range(n):
+            line = []
+            for _ in range(12):
+                line.append(f"w{w}")
+                w = succ[w, r.integers(0, 3)]
+            lines.append(" ".join(line))
+        (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_word_language_model_lstm_trains(tmp_path, corpus):
+    out, _ = run("word_language_model.py", "ddl", tmp_path, COMPAT_CORPUS=corpus,
+                 COMPAT_STEPS=40)
+    rep = _report(out)
+    assert _falls(rep["losses"]) and rep["val_loss"] < rep["losses"][0]
+
+
+@needs_torch
+def test_word_language_model_lstm_matches_pytorch(tmp_path, corpus):
+    env = {"COMPAT_CORPUS": corpus, "COMPAT_STEPS": 20, "COMPAT_DROPOUT": 0}
+    a = _report(run("word_language_model.py", "ddl", tmp_path, **env)[0])
+    b = _report(run("word_language_model.py", "torch", tmp_path, **env)[0])
+    assert np.allclose(a["losses"], b["losses"], rtol=1e-5, atol=0)
+    assert np.isclose(a["val_loss"], b["val_loss"], rtol=1e-5)
+
+
 def _soft_label_cross_entropy():
     import ddl
 
