@@ -116,7 +116,7 @@ __all__ = ["Tensor", "dtype", "float32", "float64", "int64", "bool", "float", "d
            "set_grad_enabled", "is_grad_enabled", "blas_info", "gloo_version", "save",
            "load", "device", "Generator", "default_generator", "cuda", "accelerator",
            "backends", "int32", "int16", "int8", "uint8", "float16", "bfloat16", "half",
-           "short", "int"] + list(_fn_all)
+           "short"] + list(_fn_all)
 
 
 def blas_info():

@@ -7,6 +7,7 @@ dropped or on an error -- or kept for the next epoch with persistent_workers=Tru
 loader is garbage-collected). A worker that dies is reported with its exit code; `timeout`
 bounds each wait for a batch. pin_memory is accepted and does nothing (no GPU).
 """
+import contextlib
 import itertools
 import multiprocessing as mp
 import queue
@@ -37,6 +38,8 @@ class DataLoader(_BaseLoader):
                                           drop_last):
             raise ValueError("DataLoader: batch_sampler is mutually exclusive with batch_size, "
                              "shuffle, sampler and drop_last")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
         self._iterable = isinstance(dataset, IterableDataset)
         if self._iterable and (shuffle or sampler is not None or batch_sampler is not None):
             raise ValueError("DataLoader with an IterableDataset: shuffle, sampler and "
@@ -101,7 +104,8 @@ class DataLoader(_BaseLoader):
     def __del__(self):
         pool = getattr(self, "_pool", None)
         if pool is not None:
-            pool.close()
+            with contextlib.suppress(Exception):  # at interpreter exit the queues may be gone
+                pool.close()
 
 
 class _Pool:
