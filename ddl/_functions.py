@@ -404,6 +404,93 @@ __all__ += ["bernoulli", "count_nonzero", "einsum", "eq", "ge", "gt", "inference
             "multinomial", "ne", "normal", "randperm"]
 
 from ._surface import einsum
+from ._surface_more import FUNCTIONS as _MORE_FNS
+from ._surface_more import Size
+
+for _name in _MORE_FNS:
+    globals()[_name] = _method_fn(_name)
+__all__.extend(_MORE_FNS)
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    p = _C.matmul(mat1, mat2)
+    return (input if beta == 1 else input * beta) + (p if alpha == 1 else p * alpha)
+
+
+def any(input, dim=None, keepdim=False):
+    return _t(input).any(dim, keepdim)
+
+
+def all(input, dim=None, keepdim=False):
+    return _t(input).all(dim, keepdim)
+
+
+def t(input):
+    return _t(input).t()
+
+
+def clone(input):
+    return _t(input).clone()
+
+
+def detach(input):
+    return _t(input).detach()
+
+
+def amax(input, dim=None, keepdim=False):
+    return _t(input).amax(dim, keepdim)
+
+
+def amin(input, dim=None, keepdim=False):
+    return _t(input).amin(dim, keepdim)
+
+
+def broadcast_to(input, shape):
+    return _t(input).expand(*shape)
+
+
+def meshgrid(*tensors, indexing="ij"):
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    ts = list(tensors)
+    if indexing == "xy" and len(ts) >= 2:
+        ts[0], ts[1] = ts[1], ts[0]
+    shape = tuple(x.numel() for x in ts)
+    out = []
+    for i, x in enumerate(ts):
+        view = [1] * len(ts)
+        view[i] = x.numel()
+        out.append(x.reshape(*view).expand(*shape))
+    if indexing == "xy" and len(out) >= 2:
+        out = [o.transpose(0, 1) for o in out]
+        out[0], out[1] = out[1], out[0]
+    return tuple(out)
+
+
+def std_mean(input, dim=None, keepdim=False, *, correction=1):
+    x = _t(input)
+    return x.std(dim, keepdim, correction=correction), x.mean(dim, keepdim)
+
+
+def var_mean(input, dim=None, keepdim=False, *, correction=1):
+    x = _t(input)
+    return x.var(dim, keepdim, correction=correction), x.mean(dim, keepdim)
+
+
+def randint_like(input, low=0, high=None, dtype=None, **kw):
+    if high is None:
+        low, high = 0, low
+    return randint(low, high, tuple(_t(input).shape), dtype=dtype or _t(input).dtype, **kw)
+
+
+def hypot(a, b):
+    return (a * a + b * b).sqrt()
+
+
+__all__ += ["Size", "addmm", "all", "amax", "amin", "any", "broadcast_to", "clone",
+            "detach", "hypot", "meshgrid", "randint_like", "std_mean", "t", "var_mean"]
 
 
 def _cmp_fn(name):

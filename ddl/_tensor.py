@@ -3,7 +3,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import _C, _device, _surface
+from . import _C, _device, _surface, _surface_more
 from ._dtype import BY_CODE, to_dtype
 
 # op codes: ddl_binary_op / ddl_unary_op / ddl_reduce_op (csrc/include/ddl/core.h), from C
@@ -232,24 +232,7 @@ class Tensor(_C.TensorBase):
         """Always ddl.device("cpu")."""
         return _device.CPU
 
-    is_cuda = False
-
-    def cpu(self):
-        return self
-
-    def cuda(self, device=None, non_blocking=False):
-        _device.check(device if device is not None else "cuda", "Tensor.cuda")
-        return self
-
-    def pin_memory(self):
-        """Page-locked memory only matters for GPU copies: returns self."""
-        return self
-
-    def is_pinned(self):
-        return False
-
-    def get_device(self):
-        return -1
+    is_cuda = False  # cpu(), cuda(), pin_memory(): ddl/_surface_more.py
 
     def type(self, dtype=None):
         if dtype is None:
@@ -723,6 +706,7 @@ def _from_array_copy(a):
 
 
 _surface.install(Tensor)  # gather, sort, split, einsum's kin, .data, __format__, ...
+_surface_more.install(Tensor)  # tril, norm, roll, uniform_, cpu(), ...
 _C._set_tensor_class(Tensor)
 # arrays of other dtypes (int32, float16, ...) mixed into ops are copied, converted
 _C._set_array_converter(_from_array_copy)

@@ -206,3 +206,78 @@ def test_take_op_gathers_any_dtype_and_accumulates():
     big = ddl.randn(300, 300, dtype=ddl.float64, requires_grad=True)  # no size limit
     big[ddl.arange(300), ddl.arange(300)].sum().backward()
     assert big.grad.sum().item() == 300
+
+
+def test_more_surface_values(rng):
+    a = rng.standard_normal((4, 5)).astype(np.float64)
+    x = ddl.tensor(a)
+    pairs = [
+        (ddl.tril(x), np.tril(a)), (x.triu(1), np.triu(a, 1)), (x.tril(-1), np.tril(a, -1)),
+        (ddl.floor(x), np.floor(a)), (x.ceil(), np.ceil(a)), (x.round(), np.round(a)),
+        (x.trunc(), np.trunc(a)), (ddl.log1p(x.abs()), np.log1p(np.abs(a))),
+        (x.expm1(), np.expm1(a)), (x.abs().log2(), np.log2(np.abs(a))),
+        (x.norm(), np.linalg.norm(a)), (x.norm(1, dim=1), np.abs(a).sum(1)),
+        (ddl.logsumexp(x, 1), np.log(np.exp(a).sum(1))), (x.diff(dim=1), np.diff(a, axis=1)),
+        (x.roll(2, 1), np.roll(a, 2, 1)), (x.roll(1), np.roll(a, 1)),
+        (ddl.diag(x), np.diag(a)), (ddl.diag(x, -1), np.diag(a, -1)),
+        (ddl.diag(x[0], 1), np.diag(a[0], 1)), (x.tile(2), np.tile(a, 2)),
+        (ddl.outer(x[0], x[1]), np.outer(a[0], a[1])), (ddl.dot(x[0], x[1]), a[0] @ a[1]),
+        (ddl.mv(x, x[0]), a @ a[0]), (x.remainder(0.7), np.remainder(a, 0.7)),
+        (x.fmod(0.7), np.fmod(a, 0.7)), (x.cumprod(1), np.cumprod(a, 1)),
+        (ddl.addmm(x[:, :4], x, x.t()[:, :4], beta=0.5, alpha=2),
+         0.5 * a[:, :4] + 2 * a @ a.T[:, :4]),
+        (x.masked_select(x > 0), a[a > 0]),
+    ]
+    for i, (got, ref) in enumerate(pairs):
+        assert np.allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12), i
+    assert ddl.tensor([[0, 1], [2, 0]]).nonzero().tolist() == [[0, 1], [1, 0]]
+    assert ddl.tensor([7, -7]).remainder(3).tolist() == [1, 2]
+    assert ddl.tensor([7, -7]).floor_divide(2).tolist() == [3, -4]
+    assert ddl.Size([2, 3]) == (2, 3) and ddl.Size([2, 3]).numel() == 6
+    i, j = ddl.meshgrid(ddl.arange(3), ddl.arange(2), indexing="ij")
+    assert i.shape == (3, 2) and j.tolist() == [[0, 1]] * 3
+    z = ddl.zeros(3, 4).index_add_(0, ddl.tensor([0, 0, 2]), ddl.ones(3, 4))
+    assert z[:, 0].tolist() == [2, 0, 1]
+
+
+def test_in_place_random_fills_follow_the_seed():
+    ddl.manual_seed(4)
+    a = ddl.empty(1000).uniform_(-2, 3)
+    assert -2 <= a.min().item() and a.max().item() < 3
+    n = ddl.empty(2000, dtype=ddl.float64).normal_(1.0, 0.5)
+    assert abs(n.mean().item() - 1.0) < 0.05 and abs(n.std().item() - 0.5) < 0.05
+    b = ddl.empty(1000).bernoulli_(0.25)
+    assert set(b.tolist()) <= {0.0, 1.0} and 0.15 < b.mean().item() < 0.35
+    assert ddl.empty(500).exponential_(2.0).min().item() >= 0
+    assert 0 <= ddl.empty(100).random_(0, 5).max().item() < 5
+    ddl.manual_seed(4)
+    assert ddl.empty(1000).uniform_(-2, 3).tolist() == a.tolist()
+
+
+MORE = {
+    "tril": lambda m, x: m.tril(x) * 2,
+    "triu": lambda m, x: x.triu(1) * 2,
+    "norm": lambda m, x: x.norm(dim=1),
+    "logsumexp": lambda m, x: m.logsumexp(x, 1),
+    "diag2": lambda m, x: m.diag(x, 1),
+    "diag1": lambda m, x: m.diag(x[0], -1),
+    "roll": lambda m, x: x.roll(1, 1) * m.arange(4.0),
+    "diff": lambda m, x: x.diff(dim=0),
+    "outer": lambda m, x: m.outer(x[0], x[1]),
+    "log1p": lambda m, x: (x * x).log1p(),
+    "remainder": lambda m, x: x.remainder(0.7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE))
+def test_more_gradients_match_pytorch(name, rng):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (CI installs it)")
+    a = rng.standard_normal((3, 4))
+    xd = ddl.tensor(a, dtype=ddl.float64, requires_grad=True)
+    xt = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    yd, yt = MORE[name](ddl, xd), MORE[name](torch, xt)
+    assert np.allclose(yd.detach().numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    proj = rng.standard_normal(tuple(yt.shape))
+    (yd * ddl.tensor(proj)).sum().backward()
+    (yt * torch.tensor(proj)).sum().backward()
+    assert np.allclose(xd.grad.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
