@@ -32,7 +32,7 @@ ddl_status ddl_take(ddl_tensor **out, const ddl_tensor *src, const ddl_tensor *i
     if (!st) {
         size_t es = ddl_dtype_size(src->dtype);
         const char *s = (const char *)ddl_tensor_data(sc); // (numel(src),)
-        char *d = (char *)ddl_tensor_data(o);               // (K,)
+        char *d = (char *)ddl_tensor_data(o);              // (K,)
         const int64_t *ix = (const int64_t *)ddl_tensor_data(ic);
         int64_t k = ddl_tensor_numel(ic);
         for (int64_t i = 0; i < k; i++) memcpy(d + (size_t)i * es, s + (size_t)ix[i] * es, es);
@@ -46,8 +46,7 @@ ddl_status ddl_take(ddl_tensor **out, const ddl_tensor *src, const ddl_tensor *i
 }
 
 ddl_status ddl_take_backward(ddl_tensor *dsrc, const ddl_tensor *dout, const ddl_tensor *index) {
-    if (dsrc->dtype != dout->dtype ||
-        (dsrc->dtype != DDL_FLOAT32 && dsrc->dtype != DDL_FLOAT64))
+    if (dsrc->dtype != dout->dtype || (dsrc->dtype != DDL_FLOAT32 && dsrc->dtype != DDL_FLOAT64))
         DDL_FAIL(DDL_E_TYPE, "take_backward: dsrc and dout must both be float32 or float64");
     if (!ddl_tensor_is_contiguous(dsrc))
         DDL_FAIL(DDL_E_VALUE, "take_backward: dsrc must be contiguous");
@@ -60,7 +59,7 @@ ddl_status ddl_take_backward(ddl_tensor *dsrc, const ddl_tensor *dout, const ddl
         const int64_t *ix = (const int64_t *)ddl_tensor_data(ic);
         int64_t k = ddl_tensor_numel(ic);
         if (dsrc->dtype == DDL_FLOAT32) {
-            float *d = (float *)ddl_tensor_data(dsrc);      // (numel(src),)
+            float *d = (float *)ddl_tensor_data(dsrc);           // (numel(src),)
             const float *g = (const float *)ddl_tensor_data(gc); // (K,)
             for (int64_t i = 0; i < k; i++) d[ix[i]] += g[i];
         } else {
