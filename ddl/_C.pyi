@@ -73,6 +73,8 @@ OP_TANH: int
 OP_SIGMOID: int
 OP_RELU: int
 OP_SIGN: int
+OP_SIN: int
+OP_COS: int
 NUM_UNARY_OPS: int
 # core.h: ddl_reduce_op
 REDUCE_SUM: int
@@ -164,6 +166,7 @@ def reduce(
 ) -> TensorBase: ...
 def matmul(a: _TensorLike, b: _TensorLike | None, /) -> TensorBase: ...
 def join(kind: str, tensors: Sequence[_TensorLike], dim: int, /) -> TensorBase: ...
+def take(src: _TensorLike, index: _TensorLike, /) -> TensorBase: ...
 
 # ---- autograd (autograd.c) -----------------------------------------------------------------------
 

@@ -38,17 +38,25 @@ except ImportError as e:
         raise
     _preload_openblas()
     from . import _C
+from . import accelerator as accelerator
+from . import backends as backends
+from . import cuda as cuda
 from . import data as data  # the subpackages
 from . import datasets as datasets
 from . import nn as nn
 from . import optim as optim
+from ._device import device
+from ._dtype import bfloat16, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
 from ._dtype import bool_ as bool  # torch.bool
-from ._dtype import dtype, float32, float64, int64
 from ._functions import *  # the torch-style functions (their __all__)
 from ._functions import __all__ as _fn_all
+from ._random import Generator, default_generator
 from ._tensor import Tensor
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .serialization import load, save
+
+half = float16  # PyTorch's narrower dtypes are stored widened (ddl/_dtype.py)
+short = int16
 
 
 def __getattr__(name):
@@ -60,7 +68,8 @@ def __getattr__(name):
         from .trainer import Trainer
 
         return Trainer
-    if name in ("distributed", "ml", "features", "sparse"):
+    if name in ("distributed", "ml", "features", "sparse", "utils", "vision",
+                "multiprocessing"):
         import importlib
 
         return importlib.import_module("." + name, __name__)
@@ -105,7 +114,9 @@ _C.set_num_threads(_initial_threads())
 __all__ = ["Tensor", "dtype", "float32", "float64", "int64", "bool", "float", "double", "long",
            "set_num_threads", "get_num_threads", "no_grad", "enable_grad",
            "set_grad_enabled", "is_grad_enabled", "blas_info", "gloo_version", "save",
-           "load"] + list(_fn_all)
+           "load", "device", "Generator", "default_generator", "cuda", "accelerator",
+           "backends", "int32", "int16", "int8", "uint8", "float16", "bfloat16", "half",
+           "short"] + list(_fn_all)
 
 
 def blas_info():
@@ -116,3 +127,7 @@ def blas_info():
 def gloo_version():
     """The Gloo version ddl was built against."""
     return _C.gloo_version()
+
+
+# torch.int is int32 (stored as int64 here); bound last: the code above uses the builtin int
+globals()["int"] = int32

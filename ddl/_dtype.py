@@ -1,4 +1,10 @@
-"""ddl's dtypes: float32, float64, int64 and bool, with their NumPy equivalents."""
+"""ddl's dtypes: float32, float64, int64 and bool, with their NumPy equivalents.
+
+PyTorch's narrower types (int32, int16, int8, uint8, float16, bfloat16) are accepted wherever
+a dtype is (`dtype=ddl.int32`, `t.to(ddl.float16)`) and stored widened: integers as int64,
+the 16-bit floats as float32 (the C core has no narrower storage). `t.dtype` then reports the
+stored type.
+"""
 import builtins
 
 import numpy as np
@@ -30,6 +36,29 @@ float64 = dtype("float64", _C.FLOAT64, 8, np.float64, True)
 int64 = dtype("int64", _C.INT64, 8, np.int64, False)
 bool_ = dtype("bool", _C.BOOL, 1, np.bool_, False)
 
+
+
+class _Widened(dtype):
+    """A PyTorch dtype ddl accepts and stores as a wider one (see the module docstring)."""
+
+    __slots__ = ("stored",)
+
+    def __init__(self, name, stored, numpy_dtype):
+        super().__init__(name, stored.code, stored.itemsize, numpy_dtype, stored.is_floating_point)
+        self.stored = stored
+
+    def __repr__(self):
+        return f"ddl.{self.name} (stored as {self.stored.name})"
+
+
+int32 = _Widened("int32", int64, np.int32)
+int16 = _Widened("int16", int64, np.int16)
+int8 = _Widened("int8", int64, np.int8)
+uint8 = _Widened("uint8", int64, np.uint8)
+float16 = _Widened("float16", float32, np.float16)
+bfloat16 = _Widened("bfloat16", float32, np.float32)  # NumPy has no bfloat16
+_WIDENED = {d.name: d for d in (int32, int16, int8, uint8, float16, bfloat16)}
+
 BY_CODE = tuple(sorted((float32, float64, int64, bool_), key=lambda d: d.code))
 _NAMES = {
     "float32": float32, "float": float32, "float64": float64, "double": float64,
@@ -40,11 +69,13 @@ _NUMPY = {np.dtype(np.float32): float32, np.dtype(np.float64): float64,
 
 
 def _by_name(name):
-    return _NAMES[name]
+    return _NAMES.get(name) or _WIDENED[name]
 
 
 def to_dtype(d):
     """Accept a ddl dtype, a NumPy dtype or type, a name, or the Python types float/int/bool."""
+    if isinstance(d, _Widened):
+        return d.stored
     if d is None or isinstance(d, dtype):
         return d
     if d is builtins.float:
@@ -55,12 +86,16 @@ def to_dtype(d):
         return bool_
     if isinstance(d, str) and d in _NAMES:
         return _NAMES[d]
+    if isinstance(d, str) and d in _WIDENED:
+        return _WIDENED[d].stored
     try:
         nd = np.dtype(d)
     except TypeError:
         raise TypeError(f"not a dtype: {d!r}") from None
     if nd in _NUMPY:
         return _NUMPY[nd]
+    if nd.kind in "iuf" and nd.itemsize < 8:  # int32, uint8, float16, ...: stored widened
+        return from_numpy_dtype(nd)
     raise TypeError(f"unsupported dtype {nd}: ddl tensors hold float32, float64, int64 or bool")
 
 

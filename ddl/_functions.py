@@ -4,8 +4,8 @@ import numbers
 
 import numpy as np
 
-from . import _C
-from ._dtype import float32, from_numpy_dtype, int64, to_dtype
+from . import _C, _device, _random
+from ._dtype import float32, float64, from_numpy_dtype, int64, to_dtype
 from ._tensor import (
     ABS,
     ADD,
@@ -48,11 +48,12 @@ def _default_dtype(a):
     return from_numpy_dtype(a.dtype) if a.dtype != np.float64 else float32
 
 
-def tensor(data, dtype=None, requires_grad=False):
+def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new tensor holding a copy of `data` (nested lists, scalars, arrays or tensors).
 
     Python floats become float32, ints int64, as in PyTorch; a NumPy array keeps its dtype.
     """
+    _device.check(device, "tensor")
     t = _tensor_copy(data, dtype)
     return t.requires_grad_() if requires_grad else t
 
@@ -90,8 +91,9 @@ def from_numpy(array):
     return _C.from_buffer(array)
 
 
-def as_tensor(data, dtype=None):
+def as_tensor(data, dtype=None, device=None):
     """Share memory with `data` when it is a tensor or a supported array, else copy."""
+    _device.check(device, "as_tensor")
     dt = to_dtype(dtype)
     if isinstance(data, Tensor):
         return data if dt is None else data.to(dt)
@@ -106,95 +108,121 @@ def is_tensor(obj):
     return isinstance(obj, Tensor)
 
 
+_FACTORY_KW = ("layout", "pin_memory", "memory_format", "out")
+
+
+def _made(t, device, requires_grad, kw, name):
+    """A factory's common keywords: device= is checked (CPU, or cuda under DDL_CUDA_AS_CPU),
+    requires_grad= sets the flag, PyTorch's layout/pin_memory are accepted and change nothing."""
+    for k, v in kw.items():
+        if k not in _FACTORY_KW:
+            raise TypeError(f"{name}() got an unexpected keyword argument {k!r}")
+        if k == "out" and v is not None:
+            raise TypeError(f"{name}(): out= is not supported")
+    _device.check(device, name)
+    return t.requires_grad_() if requires_grad else t
+
+
 def _dt(dtype, default=float32):
     return (to_dtype(dtype) or default).code
 
 
-def empty(*shape, dtype=None):
-    return _C.full(_shape_args(shape), None, _dt(dtype))
+def empty(*shape, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.full(_shape_args(shape), None, _dt(dtype)), device, requires_grad, kw, "empty")
 
 
-def zeros(*shape, dtype=None):
-    return _C.full(_shape_args(shape), 0.0, _dt(dtype))
+def zeros(*shape, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.full(_shape_args(shape), 0.0, _dt(dtype)), device, requires_grad, kw, "zeros")
 
 
-def ones(*shape, dtype=None):
-    return _C.full(_shape_args(shape), 1.0, _dt(dtype))
+def ones(*shape, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.full(_shape_args(shape), 1.0, _dt(dtype)), device, requires_grad, kw, "ones")
 
 
-def full(shape, fill_value, dtype=None):
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False, **kw):
     if dtype is None:
         dtype = (builtins.bool if isinstance(fill_value, builtins.bool)
                  else int64 if isinstance(fill_value, numbers.Integral) else float32)
-    return _C.full(tuple(shape) if not isinstance(shape, int) else (shape,), fill_value,
-                   _dt(dtype))
+    t = _C.full(tuple(shape) if not isinstance(shape, int) else (shape,), fill_value, _dt(dtype))
+    return _made(t, device, requires_grad, kw, "full")
 
 
-def empty_like(t, dtype=None):
-    return empty(t.shape, dtype=dtype or t.dtype)
+def empty_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return empty(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def zeros_like(t, dtype=None):
-    return zeros(t.shape, dtype=dtype or t.dtype)
+def zeros_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return zeros(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def ones_like(t, dtype=None):
-    return ones(t.shape, dtype=dtype or t.dtype)
+def ones_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return ones(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def full_like(t, fill_value, dtype=None):
-    return full(t.shape, fill_value, dtype=dtype or t.dtype)
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False, **kw):
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, device=device,
+                requires_grad=requires_grad, **kw)
 
 
-def rand_like(t, dtype=None):
-    return rand(t.shape, dtype=dtype or t.dtype)
+def rand_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return rand(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def randn_like(t, dtype=None):
-    return randn(t.shape, dtype=dtype or t.dtype)
+def randn_like(t, dtype=None, device=None, requires_grad=False, **kw):
+    return randn(t.shape, dtype=dtype or t.dtype, device=device, requires_grad=requires_grad, **kw)
 
 
-def arange(start, end=None, step=1, dtype=None):
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False, **kw):
     """Values start, start+step, ... < end; int64 when all arguments are ints, else float32."""
     if end is None:
         start, end = 0, start
     if dtype is None:
         ints = builtins.all(isinstance(v, numbers.Integral) for v in (start, end, step))
         dtype = int64 if ints else float32
-    return _C.arange(float(start), float(end), float(step), _dt(dtype))
+    return _made(_C.arange(float(start), float(end), float(step), _dt(dtype)), device,
+                 requires_grad, kw, "arange")
 
 
-def linspace(start, end, steps, dtype=None):
-    return _C.linspace(float(start), float(end), int(steps), _dt(dtype))
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.linspace(float(start), float(end), int(steps), _dt(dtype)), device,
+                 requires_grad, kw, "linspace")
 
 
-def eye(n, m=None, dtype=None):
-    return _C.eye(int(n), -1 if m is None else int(m), _dt(dtype))
+def eye(n, m=None, dtype=None, device=None, requires_grad=False, **kw):
+    return _made(_C.eye(int(n), -1 if m is None else int(m), _dt(dtype)), device,
+                 requires_grad, kw, "eye")
 
 
 # ---- random numbers (counter-based Philox: same seed, same numbers, any machine) ----------
 
 
-def rand(*shape, dtype=None):
+def rand(*shape, dtype=None, device=None, requires_grad=False, generator=None, **kw):
     """Uniform on [0, 1)."""
-    return _C.random("u", _shape_args(shape), _dt(dtype))
+    t = _random.draw(generator, _C.random, "u", _shape_args(shape), _dt(dtype))
+    return _made(t, device, requires_grad, kw, "rand")
 
 
-def randn(*shape, dtype=None):
+def randn(*shape, dtype=None, device=None, requires_grad=False, generator=None, **kw):
     """Standard normal."""
-    return _C.random("n", _shape_args(shape), _dt(dtype))
+    t = _random.draw(generator, _C.random, "n", _shape_args(shape), _dt(dtype))
+    return _made(t, device, requires_grad, kw, "randn")
 
 
-def randint(low, high=None, size=(), dtype=None):
+def randint(low, high=None, size=(), dtype=None, device=None, requires_grad=False,
+            generator=None, **kw):
     """int64 uniform on [low, high); randint(high, size) starts at 0, as in PyTorch."""
     if high is None:
         low, high = 0, low
-    t = _C.random("i", tuple(size), int64.code, int(low), int(high))
-    return t if dtype is None else t.to(dtype)
+    if isinstance(size, int):
+        size = (size,)
+    t = _random.draw(generator, _C.random, "i", tuple(size), int64.code, int(low), int(high))
+    return _made(t if dtype is None else t.to(dtype), device, requires_grad, kw, "randint")
 
 
 def manual_seed(seed):
-    _C.manual_seed(int(seed))
+    """Seed the global generator; returns ddl.default_generator, as PyTorch does."""
+    _C.manual_seed(int(seed) & (2**64 - 1))
+    return _random.default_generator
 
 
 def seed():
@@ -349,3 +377,228 @@ def numel(input):
 
 def allclose(a, b, rtol=1e-5, atol=1e-8):
     return builtins.bool(np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol))
+
+
+# ---- the PyTorch surface: function forms of ddl/_surface.py's methods, randperm, ... --------
+
+
+def _method_fn(name):
+    def f(input, *args, **kwargs):
+        return getattr(_t(input), name)(*args, **kwargs)
+
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = f"ddl.{name}(input, ...) is input.{name}(...)."
+    return f
+
+
+_SURFACE_FNS = ("gather", "index_select", "scatter", "scatter_add", "masked_fill", "sort",
+                "argsort", "topk", "cumsum", "narrow", "split", "chunk", "tensor_split",
+                "unbind", "flip", "mm", "bmm", "addcmul", "addcdiv", "lerp", "softmax",
+                "log_softmax", "sin", "cos", "square", "rsqrt", "reciprocal", "isnan", "isinf",
+                "isfinite", "logical_not", "equal")
+for _name in _SURFACE_FNS:
+    globals()[_name] = _method_fn(_name)
+__all__.extend(_SURFACE_FNS)
+__all__ += ["bernoulli", "count_nonzero", "einsum", "eq", "ge", "gt", "inference_mode",
+            "is_inference_mode_enabled", "isclose", "le", "logical_and", "logical_or", "lt",
+            "multinomial", "ne", "normal", "randperm"]
+
+from ._surface import einsum
+from ._surface_more import FUNCTIONS as _MORE_FNS
+from ._surface_more import Size
+
+for _name in _MORE_FNS:
+    globals()[_name] = _method_fn(_name)
+__all__.extend(_MORE_FNS)
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    p = _C.matmul(mat1, mat2)
+    return (input if beta == 1 else input * beta) + (p if alpha == 1 else p * alpha)
+
+
+def any(input, dim=None, keepdim=False):
+    return _t(input).any(dim, keepdim)
+
+
+def all(input, dim=None, keepdim=False):
+    return _t(input).all(dim, keepdim)
+
+
+def t(input):
+    return _t(input).t()
+
+
+def clone(input):
+    return _t(input).clone()
+
+
+def detach(input):
+    return _t(input).detach()
+
+
+def amax(input, dim=None, keepdim=False):
+    return _t(input).amax(dim, keepdim)
+
+
+def amin(input, dim=None, keepdim=False):
+    return _t(input).amin(dim, keepdim)
+
+
+def broadcast_to(input, shape):
+    return _t(input).expand(*shape)
+
+
+def meshgrid(*tensors, indexing="ij"):
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    ts = list(tensors)
+    if indexing == "xy" and len(ts) >= 2:
+        ts[0], ts[1] = ts[1], ts[0]
+    shape = tuple(x.numel() for x in ts)
+    out = []
+    for i, x in enumerate(ts):
+        view = [1] * len(ts)
+        view[i] = x.numel()
+        out.append(x.reshape(*view).expand(*shape))
+    if indexing == "xy" and len(out) >= 2:
+        out = [o.transpose(0, 1) for o in out]
+        out[0], out[1] = out[1], out[0]
+    return tuple(out)
+
+
+def std_mean(input, dim=None, keepdim=False, *, correction=1):
+    x = _t(input)
+    return x.std(dim, keepdim, correction=correction), x.mean(dim, keepdim)
+
+
+def var_mean(input, dim=None, keepdim=False, *, correction=1):
+    x = _t(input)
+    return x.var(dim, keepdim, correction=correction), x.mean(dim, keepdim)
+
+
+def randint_like(input, low=0, high=None, dtype=None, **kw):
+    if high is None:
+        low, high = 0, low
+    return randint(low, high, tuple(_t(input).shape), dtype=dtype or _t(input).dtype, **kw)
+
+
+def hypot(a, b):
+    return (a * a + b * b).sqrt()
+
+
+__all__ += ["Size", "addmm", "all", "amax", "amin", "any", "broadcast_to", "clone",
+            "detach", "hypot", "meshgrid", "randint_like", "std_mean", "t", "var_mean"]
+
+
+def _cmp_fn(name):
+    def f(input, other):
+        return getattr(_t(input), name)(other)
+
+    f.__name__ = f.__qualname__ = name
+    return f
+
+
+eq, ne, lt, le, gt, ge = (_cmp_fn(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
+
+
+def logical_and(a, b):
+    return _C.from_buffer(np.logical_and(np.asarray(_t(a)), np.asarray(_t(b))))
+
+
+def logical_or(a, b):
+    return _C.from_buffer(np.logical_or(np.asarray(_t(a)), np.asarray(_t(b))))
+
+
+def isclose(a, b, rtol=1e-5, atol=1e-8, equal_nan=False):
+    return _C.from_buffer(np.isclose(np.asarray(_t(a)), np.asarray(_t(b)), rtol=rtol, atol=atol,
+                                     equal_nan=equal_nan))
+
+
+def count_nonzero(input, dim=None):
+    return _C.from_buffer(np.asarray(np.count_nonzero(np.asarray(_t(input)), axis=dim),
+                                     dtype=np.int64))
+
+
+def randperm(n, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+    """A random permutation of 0..n-1 (int64) from ddl's generator (or `generator`)."""
+    keys = _random.draw(generator, _C.random, "u", (int(n),), float64_code())
+    t = _C.from_buffer(np.argsort(keys.numpy(), kind="stable").astype(np.int64))
+    return _made(t if dtype is None else t.to(dtype), device, requires_grad, kw, "randperm")
+
+
+def float64_code():
+    return _C.FLOAT64
+
+
+def multinomial(input, num_samples, replacement=False, generator=None):
+    """Indices drawn from each row of `input` (non-negative weights), as PyTorch's."""
+    p = np.asarray(_t(input).detach(), dtype=np.float64)
+    rows = p.reshape(1, -1) if p.ndim == 1 else p
+    if p.ndim not in (1, 2):
+        raise ValueError(f"multinomial: input must be 1-d or 2-d, got {p.ndim}-d")
+    if (rows < 0).any() or not np.isfinite(rows).all() or (rows.sum(1) <= 0).any():
+        raise ValueError("multinomial: each row must hold finite non-negative weights with a "
+                         "positive sum")
+    if not replacement and num_samples > (rows > 0).sum(1).min():
+        raise ValueError(f"multinomial: cannot draw {num_samples} samples without replacement "
+                         "from a row with fewer non-zero weights")
+    u = _random.draw(generator, _C.random, "u", (rows.shape[0], rows.shape[1] if not
+                                                 replacement else num_samples),
+                     float64_code()).numpy()
+    if replacement:
+        cdf = np.cumsum(rows, 1)
+        out = np.stack([np.minimum(np.searchsorted(c, uu * c[-1], side="right"), len(c) - 1)
+                        for c, uu in zip(cdf, u)])
+    else:  # Gumbel top-k: keys log(u) / w, the largest num_samples win
+        with np.errstate(divide="ignore"):
+            k = np.where(rows > 0, np.log(np.maximum(u, 1e-300)) / np.where(rows > 0, rows, 1),
+                         -np.inf)
+        out = np.argsort(-k, axis=1, kind="stable")[:, :num_samples]
+    out = out.astype(np.int64)
+    return _C.from_buffer(np.ascontiguousarray(out[0] if p.ndim == 1 else out))
+
+
+def bernoulli(input, p=None, generator=None):
+    probs = _t(input) if p is None else full(_t(input).shape, float(p), dtype=float64)
+    u = _random.draw(generator, _C.random, "u", tuple(probs.shape), float64_code())
+    return (u < probs.to(float64)).to(_t(input).dtype if _t(input).dtype.is_floating_point
+                                      else float32)
+
+
+def normal(mean, std=1.0, size=None, generator=None):
+    if size is not None:
+        return _random.draw(generator, _C.random, "n", tuple(size), float32.code) * std + mean
+    m = _t(mean) if not isinstance(mean, numbers.Number) else None
+    shape = (m if m is not None else _t(std)).shape
+    return _random.draw(generator, _C.random, "n", tuple(shape), float32.code) * std + mean
+
+
+from .autograd import no_grad as _no_grad
+
+
+class inference_mode(_no_grad):
+    """inference_mode(mode=True): as no_grad (ddl has no separate inference tensors)."""
+
+    def __init__(self, mode=True):
+        self._enabled = not mode
+
+    def __call__(self, fn):
+        if not callable(fn) or isinstance(fn, bool):
+            raise TypeError("inference_mode: use as a context manager or decorator")
+        mode = not self._enabled
+
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with inference_mode(mode):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def is_inference_mode_enabled():
+    return not _C.is_grad_enabled()

@@ -3,7 +3,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import _C
+from . import _C, _device, _surface, _surface_more
 from ._dtype import BY_CODE, to_dtype
 
 # op codes: ddl_binary_op / ddl_unary_op / ddl_reduce_op (csrc/include/ddl/core.h), from C
@@ -204,11 +204,41 @@ class Tensor(_C.TensorBase):
             )
         return bool(self.item())
 
-    def to(self, dtype):
-        dt = to_dtype(dtype)
-        return self if dt is self.dtype else _C.copy("to", self, dt.code)
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False,
+           memory_format=None):
+        """to(dtype), to(device), to(device, dtype), to(other): PyTorch's forms.
 
-    def type(self, dtype):
+        Every tensor is on the CPU: a device argument is checked (a GPU is an error outside
+        DDL_CUDA_AS_CPU, see ddl/_device.py) and changes nothing; non_blocking is accepted.
+        """
+        if len(args) > 2:
+            raise TypeError(f"to() takes at most 2 positional arguments, got {len(args)}")
+        for a in args:
+            if isinstance(a, Tensor):
+                dtype = a.dtype if dtype is None else dtype
+            elif _device.is_device_like(a):
+                device = a
+            else:
+                dtype = a
+        if device is not None:
+            _device.check(device, "Tensor.to")
+        dt = self.dtype if dtype is None else to_dtype(dtype)
+        if dt is self.dtype:
+            return self.clone() if copy else self
+        return _C.copy("to", self, dt.code)
+
+    @property
+    def device(self):
+        """Always ddl.device("cpu")."""
+        return _device.CPU
+
+    is_cuda = False  # cpu(), cuda(), pin_memory(): ddl/_surface_more.py
+
+    def type(self, dtype=None):
+        if dtype is None:
+            return {"float32": "ddl.FloatTensor", "float64": "ddl.DoubleTensor",
+                    "int64": "ddl.LongTensor", "bool": "ddl.BoolTensor"}.get(
+                        self.dtype.name, f"ddl.{self.dtype.name}")
         return self.to(dtype)
 
     def float(self):
@@ -342,7 +372,10 @@ class Tensor(_C.TensorBase):
         t = self._basic_index(key)
         if t is not None:
             return t
-        # advanced (integer-array or boolean-mask) indexing copies, as in NumPy and PyTorch
+        # advanced (integer-array or boolean-mask) indexing copies, as in NumPy and PyTorch;
+        # with a graph to record, through the differentiable gather of _surface.py
+        if self.requires_grad or _C.grad_fn_name(self) is not None:
+            return _surface.getitem_advanced(self, key)
         return _from_array_copy(self.numpy()[self._numpy_key(key)])
 
     def __setitem__(self, key, value):
@@ -672,6 +705,8 @@ def _from_array_copy(a):
     return t
 
 
+_surface.install(Tensor)  # gather, sort, split, einsum's kin, .data, __format__, ...
+_surface_more.install(Tensor)  # tril, norm, roll, uniform_, cpu(), ...
 _C._set_tensor_class(Tensor)
 # arrays of other dtypes (int32, float16, ...) mixed into ops are copied, converted
 _C._set_array_converter(_from_array_copy)

@@ -101,8 +101,85 @@ def _to_bytes(obj):
     return head, w.blobs
 
 
-def save(obj, f):
-    """Write obj to path f atomically (temp file, fsync, rename). See the module docstring."""
+def save(obj, f, *args, **kwargs):
+    """ddl.save(obj, path_or_fileobj): PyTorch's calling convention, ddl's data-only format.
+
+    A path is written atomically (temp file, fsync, rename; see the module docstring); a
+    writable binary file object (io.BytesIO, open(..., "wb")) gets the same bytes.
+    PyTorch's pickle_module/pickle_protocol/_use_new_zipfile_serialization are accepted and
+    ignored (nothing is pickled). Modules, optimizers and schedulers are refused with what to
+    save instead: their state_dict().
+    """
+    _refuse_objects(obj, "obj")
+    for k in kwargs:
+        if k not in _TORCH_SAVE_KW:
+            raise TypeError(f"ddl.save() got an unexpected keyword argument {k!r}")
+    if len(args) > 2:
+        raise TypeError("ddl.save(obj, f): too many positional arguments")
+    if hasattr(f, "write") and not isinstance(f, (str, bytes, os.PathLike)):
+        return _save_to_fileobj(obj, f)
+    return _save_path(obj, f)
+
+
+def _load_args(f, map_location, weights_only, kwargs):
+    """Check load's PyTorch-convention arguments; every tensor loads on the CPU."""
+    from ._device import check
+
+    for k in kwargs:
+        if k not in ("mmap", "pickle_module", "encoding"):
+            raise TypeError(f"ddl.load() got an unexpected keyword argument {k!r}")
+    if isinstance(map_location, dict):
+        for d in map_location.values():
+            check(d, "ddl.load(map_location=...)")
+    elif map_location is not None and not callable(map_location):
+        check(map_location, "ddl.load(map_location=...)")
+    if weights_only not in (True, False, None):
+        raise TypeError(f"ddl.load: weights_only must be a bool, got {weights_only!r}")
+
+
+_TORCH_SAVE_KW = ("pickle_module", "pickle_protocol", "_use_new_zipfile_serialization",
+                  "_disable_byteorder_record")
+
+
+def _refuse_objects(obj, where, depth=0):
+    """Whole modules, optimizers and schedulers are code, not data: say what to save instead."""
+    if depth > 50:
+        return
+    cls = type(obj)
+    names = {c.__module__ + "." + c.__name__ for c in cls.__mro__}
+    if "ddl.nn.module.Module" in names:
+        raise TypeError(
+            f"ddl.save: {where} is a whole module ({cls.__name__}); ddl saves data, not code "
+            "(no pickle). Save its weights instead: ddl.save(model.state_dict(), path), and "
+            "restore with model.load_state_dict(ddl.load(path)) on a model built by your code")
+    if "ddl.optim.optimizer.Optimizer" in names or any("lr_scheduler" in n for n in names):
+        raise TypeError(
+            f"ddl.save: {where} is a {cls.__name__} object; save its state instead: "
+            f"ddl.save({{'optimizer': opt.state_dict(), ...}}, path), then "
+            "opt.load_state_dict(ckpt['optimizer'])")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _refuse_objects(v, f"{where}[{k!r}]", depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _refuse_objects(v, f"{where}[{i}]", depth + 1)
+
+
+def _save_to_fileobj(obj, fileobj):
+    # the bytes of a file save, written to the caller's stream
+    folder = tempfile.mkdtemp(prefix="ddl-save-")
+    try:
+        path = os.path.join(folder, "ckpt")
+        _save_path(obj, path)
+        with open(path, "rb") as fh:
+            fileobj.write(fh.read())
+    finally:
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
+def _save_path(obj, f):
     path = os.fspath(f)
     head, blobs = _to_bytes(obj)
     folder = os.path.dirname(os.path.abspath(path))
@@ -144,10 +221,32 @@ def _corrupt(path, why):
     return ValueError(f"ddl.load: {path} is not a valid ddl checkpoint: {why}")
 
 
-def load(f):
-    """Read an object written by ddl.save. Tensors come back as ddl tensors (with their
+def load(f, map_location=None, weights_only=True, **kwargs):
+    """ddl.load(path_or_fileobj, map_location=None, weights_only=True): PyTorch's convention.
+
+    Reads an object written by ddl.save. Tensors come back as ddl tensors (with their
     requires_grad flag), arrays as NumPy arrays. Truncated or corrupted files raise ValueError
-    naming the file; nothing in the file is executed."""
+    naming the file; nothing in the file is executed, whatever weights_only says (the format
+    holds data only). map_location may name the CPU (or cuda under DDL_CUDA_AS_CPU), map
+    devices in a dict, or be a callable: every tensor loads on the CPU either way.
+    """
+    _load_args(f, map_location, weights_only, kwargs)
+    if hasattr(f, "read") and not isinstance(f, (str, bytes, os.PathLike)):
+        data = f.read()
+        folder = tempfile.mkdtemp(prefix="ddl-load-")
+        path = os.path.join(folder, "ckpt")
+        try:
+            with open(path, "wb") as out:
+                out.write(data)
+            return _load_path(path)
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+            os.rmdir(folder)
+    return _load_path(f)
+
+
+def _load_path(f):
     path = os.fspath(f)
     with open(path, "rb") as fh:
         data = fh.read()

@@ -29,10 +29,19 @@ def test_dtype_aliases():
     assert ddl.zeros(1, dtype=bool).dtype is ddl.bool
 
 
-@pytest.mark.parametrize("bad", [np.int32, np.float16, np.complex64, "int8", object])
+@pytest.mark.parametrize("bad", [np.complex64, "complex64", "float128", object])
 def test_unsupported_dtype_raises_type_error(bad):
     with pytest.raises(TypeError):
         ddl.zeros(2, dtype=bad)
+
+
+@pytest.mark.parametrize(("narrow", "stored"), [
+    (np.int32, "int64"), (np.float16, "float32"), ("int8", "int64"), ("uint8", "int64"),
+    ("int32", "int64"), ("bfloat16", "float32")])
+def test_narrow_dtypes_are_stored_widened(narrow, stored):
+    assert ddl.zeros(2, dtype=narrow).dtype.name == stored
+    t = ddl.tensor([1, 2]).to(getattr(ddl, narrow) if isinstance(narrow, str) else narrow)
+    assert t.dtype.name == stored and t.tolist() == [1, 2]
 
 
 # ---- tensor() ------------------------------------------------------------------------------

@@ -178,14 +178,15 @@ ddl_status ddl_ag_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_te
 /* ---- unary -------------------------------------------------------------------------------- */
 
 static const char *unary_node_names[DDL_NUM_UNARY_OPS] = {
-    "NegBackward",  "ExpBackward",     "LogBackward",  "SqrtBackward", "AbsBackward",
-    "TanhBackward", "SigmoidBackward", "ReluBackward", "SignBackward"};
+    "NegBackward",  "ExpBackward",  "LogBackward",     "SqrtBackward",
+    "AbsBackward",  "TanhBackward", "SigmoidBackward", "ReluBackward",
+    "SignBackward", "SinBackward",  "CosBackward"};
 
 static ddl_status unary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                  const int *need) {
     (void)need;
     const ddl_tensor *a = n->saved[0], *o = n->saved[1];
-    ddl_tensor *t = NULL, *u = NULL;
+    ddl_tensor *t = NULL, *u = NULL, *u2 = NULL;
     ddl_status st;
     switch ((ddl_unary_op)n->iargs[0]) {
     case DDL_OP_NEG: st = ddl_unary(&t, DDL_OP_NEG, dout); break;
@@ -230,10 +231,28 @@ static ddl_status unary_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor
         if (!st) st = bin(&t, DDL_OP_MUL, dout, u);
         break;
     case DDL_OP_SIGN: st = bin_s(&t, DDL_OP_MUL, dout, 0.0); break;
+    case DDL_OP_SIN: /* dout * cos(a) */
+        st = ddl_unary(&u, DDL_OP_COS, a);
+        if (!st) st = bin(&t, DDL_OP_MUL, dout, u);
+        break;
+    case DDL_OP_COS: /* -dout * sin(a) */
+        st = ddl_unary(&u, DDL_OP_SIN, a);
+        if (!st) st = bin(&t, DDL_OP_MUL, dout, u);
+        if (!st) st = ddl_unary(&u2, DDL_OP_NEG, t);
+        if (!st) {
+            ddl_tensor_release(t);
+            t = u2;
+            u2 = NULL;
+        }
+        break;
     default: st = ddl_fail(DDL_E_INTERNAL, "unary op without backward");
     }
     ddl_tensor_release(u);
-    if (st) return st;
+    ddl_tensor_release(u2);
+    if (st) {
+        ddl_tensor_release(t);
+        return st;
+    }
     return ddl_edge_grad(&dinp[0], t, &n->in[0]);
 }
 

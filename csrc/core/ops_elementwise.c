@@ -313,16 +313,18 @@ typedef void (*unary_kernel)(char *o, const char *a, int64_t n, int64_t so, int6
         }                                                                                          \
     }
 
-#define DEFINE_UNARY_FLOAT(SUF, T, LOG, SQRT, FABS)                                                \
+#define DEFINE_UNARY_FLOAT(SUF, T, LOG, SQRT, FABS, SIN, COS)                                      \
     DEFINE_UNARY(neg_##SUF, T, -x)                                                                 \
     DEFINE_UNARY(log_##SUF, T, LOG(x))                                                             \
     DEFINE_UNARY(sqrt_##SUF, T, SQRT(x))                                                           \
     DEFINE_UNARY(abs_##SUF, T, FABS(x))                                                            \
     DEFINE_UNARY(relu_##SUF, T, x > 0 ? x : (x != x ? x : 0))                                      \
-    DEFINE_UNARY(sign_##SUF, T, x > 0 ? 1 : x < 0 ? -1 : x)
+    DEFINE_UNARY(sign_##SUF, T, x > 0 ? 1 : x < 0 ? -1 : x)                                        \
+    DEFINE_UNARY(sin_##SUF, T, SIN(x))                                                             \
+    DEFINE_UNARY(cos_##SUF, T, COS(x))
 
-DEFINE_UNARY_FLOAT(f32, float, logf, sqrtf, fabsf)
-DEFINE_UNARY_FLOAT(f64, double, log, sqrt, fabs)
+DEFINE_UNARY_FLOAT(f32, float, logf, sqrtf, fabsf, sinf, cosf)
+DEFINE_UNARY_FLOAT(f64, double, log, sqrt, fabs, sin, cos)
 /* float64 keeps libm (correctly rounded but for rare cases); float32 uses vmath.h (see there
  * for its accuracy), libm's expf/tanhf where vmath would be slower than them. */
 DEFINE_UNARY(exp_f64, double, exp(x))
@@ -352,6 +354,8 @@ static const unary_kernel unary_kernels[DDL_NUM_UNARY_OPS][3] = {
     [DDL_OP_SIGMOID] = {sigmoid_f32, sigmoid_f64, NULL},
     [DDL_OP_RELU] = {relu_f32, relu_f64, relu_i64},
     [DDL_OP_SIGN] = {sign_f32, sign_f64, sign_i64},
+    [DDL_OP_SIN] = {sin_f32, sin_f64, NULL},
+    [DDL_OP_COS] = {cos_f32, cos_f64, NULL},
 };
 
 static void run_unary(unary_kernel k, ddl_tensor *out, const ddl_tensor *a) {

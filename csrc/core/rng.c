@@ -3,25 +3,57 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 /* The whole state is (seed, offset). Philox is keyed by the seed and maps a 64-bit counter to
  * 128 random bits; a call that needs `nblocks` blocks takes counters [offset, offset + nblocks)
  * and advances offset past them. Element i of a call is made from block offset + i / per-block
  * alone, so the numbers depend only on (seed, offset), never on the machine or thread count.
  *
- * The default seed is fixed (0x5eed, not the clock) so two fresh processes draw the same
- * numbers, as PyTorch's CPU generator does with its default seed. */
-#define DEFAULT_SEED 0x5eedu
-
-static uint64_t rng_seed = DEFAULT_SEED;
+ * Until the first ddl_manual_seed / ddl_rng_set_state, the seed comes from the OS
+ * (getrandom, /dev/urandom as fallback), drawn at the first use, so fresh processes -- the
+ * ranks of a job included -- draw different numbers unless they seed. ddl_manual_seed makes a
+ * run reproducible. (PyTorch's CPU generator starts from a fixed seed; issue 15 asked for an
+ * OS-random default.) */
+static uint64_t rng_seed = 0;
 static uint64_t rng_offset = 0;
+static int rng_seeded = 0;
 /* Guards the (seed, offset) pair: concurrent callers get disjoint counter ranges. */
 static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The OS's entropy, or the clock and pid where neither source works (a sandbox). Runs under
+ * rng_lock. */
+static void seed_from_os(void) {
+    uint64_t s = 0;
+    ssize_t got = getrandom(&s, sizeof s, GRND_NONBLOCK);
+    if (got != (ssize_t)sizeof s) {
+        FILE *f = fopen("/dev/urandom", "rb");
+        size_t n = f ? fread(&s, 1, sizeof s, f) : 0;
+        if (f) fclose(f);
+        if (n != sizeof s) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            s = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^
+                ((uint64_t)getpid() << 32);
+        }
+    }
+    rng_seed = s >> 1; /* < 2^63: round-trips through a signed 64-bit integer anywhere */
+    rng_offset = 0;
+    rng_seeded = 1;
+}
+
+static void ensure_seeded(void) {
+    if (!rng_seeded) seed_from_os();
+}
 
 void ddl_manual_seed(uint64_t seed) { ddl_rng_set_state(seed, 0); }
 
 uint64_t ddl_initial_seed(void) {
     pthread_mutex_lock(&rng_lock);
+    ensure_seeded();
     uint64_t s = rng_seed;
     pthread_mutex_unlock(&rng_lock);
     return s;
@@ -29,6 +61,7 @@ uint64_t ddl_initial_seed(void) {
 
 void ddl_rng_get_state(uint64_t *seed, uint64_t *offset) {
     pthread_mutex_lock(&rng_lock);
+    ensure_seeded();
     if (seed) *seed = rng_seed;
     if (offset) *offset = rng_offset;
     pthread_mutex_unlock(&rng_lock);
@@ -38,12 +71,14 @@ void ddl_rng_set_state(uint64_t seed, uint64_t offset) {
     pthread_mutex_lock(&rng_lock);
     rng_seed = seed;
     rng_offset = offset;
+    rng_seeded = 1;
     pthread_mutex_unlock(&rng_lock);
 }
 
 /* Reserve `nblocks` counters: returns the seed and the first counter. */
 static void rng_take(uint64_t *seed, uint64_t *first, uint64_t nblocks) {
     pthread_mutex_lock(&rng_lock);
+    ensure_seeded();
     *seed = rng_seed;
     *first = rng_offset;
     rng_offset += nblocks; /* wraps after 2^64 blocks */

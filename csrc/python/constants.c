@@ -42,6 +42,8 @@ static const struct {
     K(OP_SIGMOID),
     K(OP_RELU),
     K(OP_SIGN),
+    K(OP_SIN),
+    K(OP_COS),
     K(NUM_UNARY_OPS),
     /* core.h: ddl_reduce_op */
     K(REDUCE_SUM),

@@ -213,8 +213,21 @@ static PyObject *py_join(PyObject *Py_UNUSED(self), PyObject *args) {
     return pyddl_return_tensor(st, r);
 }
 
+PYDDL_DOC(take, "(src, index, /)",
+          "src at flat row-major positions index (int64), shaped like index; differentiable.");
+static PyObject *py_take(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* src, index */
+    if (!PyArg_ParseTuple(args, "O&O&", pyddl_conv_tensor, &t[0], pyddl_conv_tensor, &t[1]))
+        return NULL;
+    ddl_status st;
+    PYDDL_CALL(st, nbytes_of(t[1]) > PYDDL_NOGIL_BYTES, ddl_ag_take(&r, t[0], t[1]));
+    return pyddl_finish(st, r, t, 2);
+}
+
 PyMethodDef pyddl_op_functions[] = {
-    PYDDL_FN(binary, METH_VARARGS), PYDDL_FN(binary_, METH_VARARGS), PYDDL_FN(unary, METH_VARARGS),
-    PYDDL_FN(clamp, METH_VARARGS),  PYDDL_FN(where, METH_VARARGS),   PYDDL_FN(reduce, METH_VARARGS),
-    PYDDL_FN(matmul, METH_VARARGS), PYDDL_FN(join, METH_VARARGS),    PYDDL_FN_END,
+    PYDDL_FN(binary, METH_VARARGS), PYDDL_FN(binary_, METH_VARARGS),
+    PYDDL_FN(unary, METH_VARARGS),  PYDDL_FN(clamp, METH_VARARGS),
+    PYDDL_FN(where, METH_VARARGS),  PYDDL_FN(reduce, METH_VARARGS),
+    PYDDL_FN(matmul, METH_VARARGS), PYDDL_FN(join, METH_VARARGS),
+    PYDDL_FN(take, METH_VARARGS),   PYDDL_FN_END,
 };

@@ -180,6 +180,12 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
     if _world is not None:
         raise RuntimeError("init_process_group: the default process group is already initialized;"
                            " call destroy_process_group() first")
+    if backend in ("nccl", "NCCL", "cpu:gloo,cuda:nccl"):  # GPU scripts, DDL_CUDA_AS_CPU only
+        from .._device import cuda_as_cpu, no_gpu_error
+
+        if not cuda_as_cpu():
+            raise no_gpu_error(f"init_process_group(backend={backend!r})") from None
+        backend = "gloo"
     if backend not in ("gloo", None, "GLOO"):
         raise ValueError(f"init_process_group: backend {backend!r} is not available: ddl "
                          "runs on Gloo (CPU)")

@@ -237,10 +237,25 @@ class Module:
         fn(self)
         return self
 
-    def to(self, dtype):
-        """Convert floating-point parameters and buffers to `dtype` (e.g. ddl.float64)."""
+    def to(self, *args, dtype=None, device=None, non_blocking=False):
+        """to(dtype), to(device), to(device, dtype), to(tensor): PyTorch's forms. A dtype
+        converts floating-point parameters and buffers (e.g. ddl.float64); a device is
+        checked (CPU, or cuda under DDL_CUDA_AS_CPU: see ddl/_device.py) and moves nothing."""
+        from .. import _device
         from .._dtype import to_dtype
+        from .._tensor import Tensor
 
+        for a in args:
+            if isinstance(a, Tensor):
+                dtype = a.dtype
+            elif _device.is_device_like(a):
+                device = a
+            else:
+                dtype = a
+        if device is not None:
+            _device.check(device, "Module.to")
+        if dtype is None:
+            return self
         dt = to_dtype(dtype)
         if not dt.is_floating_point:
             raise TypeError(f"Module.to: expected a floating-point dtype, got {dt!r}")
@@ -266,6 +281,15 @@ class Module:
             for name, b in m._buffers.items():
                 if b is not None and b.dtype.is_floating_point and b.dtype is not dt:
                     m._buffers[name] = convert(b, lambda t: t.to(dt))
+        return self
+
+    def cpu(self):
+        return self
+
+    def cuda(self, device=None):
+        from .. import _device
+
+        _device.check(device if device is not None else "cuda", "Module.cuda")
         return self
 
     def float(self):

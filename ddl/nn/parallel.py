@@ -52,8 +52,11 @@ class DistributedDataParallel(Module):
                  find_unused_parameters=False, gradient_as_bucket_view=True,
                  static_graph=False):
         super().__init__()
-        if device_ids not in (None, [], ()):
-            raise ValueError("DistributedDataParallel: device_ids is for GPUs; ddl runs on CPU")
+        if device_ids not in (None, [], ()):  # cuda ids only under DDL_CUDA_AS_CPU
+            from .. import _device
+
+            for d in (*device_ids, *([] if output_device is None else [output_device])):
+                _device.check(d, "DistributedDataParallel(device_ids=...)")
         self.module = module
         self.process_group = _group(process_group)
         self.broadcast_buffers = broadcast_buffers

@@ -76,6 +76,8 @@ ddl_status ddl_ag_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, doubl
 ddl_status ddl_ag_where(ddl_tensor **out, const ddl_tensor *cond, const ddl_tensor *a,
                         const ddl_tensor *b);
 ddl_status ddl_ag_stack(ddl_tensor **out, int n, const ddl_tensor *const *ts, int dim);
+/* ddl_take with a gradient for src (float32 / float64): grad_index.c */
+ddl_status ddl_ag_take(ddl_tensor **out, const ddl_tensor *src, const ddl_tensor *index);
 
 /* ---- differentiable layer ops (float32) --------------------------------------------- */
 

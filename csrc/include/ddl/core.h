@@ -218,6 +218,8 @@ typedef enum {
     DDL_OP_SIGMOID,
     DDL_OP_RELU,
     DDL_OP_SIGN,
+    DDL_OP_SIN,
+    DDL_OP_COS,
     DDL_NUM_UNARY_OPS
 } ddl_unary_op;
 
@@ -236,6 +238,14 @@ ddl_status ddl_unary_(ddl_tensor *a, ddl_unary_op op);
 ddl_status ddl_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double lo, int has_hi,
                      double hi);
 /* out = cond ? a : b (cond bool, all broadcast). */
+/* out = src taken at flat (row-major) positions: out has index's shape and src's dtype,
+ * out[i] = src.flat[index[i]]. index is int64 with every entry in [0, numel(src)) (else
+ * DDL_E_INDEX). gather, index_select and advanced indexing are this with computed positions. */
+ddl_status ddl_take(ddl_tensor **out, const ddl_tensor *src, const ddl_tensor *index);
+/* The backward of ddl_take: dsrc.flat[index[i]] += dout[i] (repeated positions accumulate).
+ * dsrc is contiguous float32 or float64 with numel(src) elements, dout has index's shape and
+ * dsrc's dtype; the caller zeroes dsrc. */
+ddl_status ddl_take_backward(ddl_tensor *dsrc, const ddl_tensor *dout, const ddl_tensor *index);
 ddl_status ddl_where(ddl_tensor **out, const ddl_tensor *cond, const ddl_tensor *a,
                      const ddl_tensor *b);
 
