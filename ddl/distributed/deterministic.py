@@ -163,27 +163,20 @@ class ExactSum:
             dist.all_reduce(a, op=op, group=self.group)
 
     def __call__(self, rows):
+        """rows: (k, total) float32 C-contiguous (k may be 0). Returns (total,) float32."""
         nseg = self.lengths.size
-        absmax = np.abs(rows).max(axis=0) if rows.shape[0] else np.zeros(self.total, np.float32)
-        segmax = np.maximum.reduceat(absmax, self.starts).astype(np.float64)
-        bad = ~np.isfinite(segmax)
-        exps = np.frexp(np.where(bad, 1.0, segmax))[1].astype(np.int64)
-        exps[segmax == 0] = _NO_EXP
-        info = np.concatenate([exps, bad.astype(np.int64)])
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        info = np.empty(2 * nseg, dtype=np.int64)
+        _C.fixed_exponents(rows, self.lengths, info[:nseg], info[nseg:])
         self._all_reduce(info, dist.ReduceOp.MAX)          # exact: integers
-        exps, bad = info[:nseg], info[nseg:] > 0
-        empty = exps == _NO_EXP
-        shift = np.where(empty | bad, 0, self.bits - exps)
-        scale = np.repeat(np.ldexp(1.0, shift), self.lengths)
+        exps, bad = info[:nseg], info[nseg:]
+        shift = np.where((exps == _NO_EXP) | (bad != 0), 0, self.bits - exps)
         q = np.zeros(self.total, dtype=np.int64)
-        clean = np.repeat(~bad, self.lengths)
-        for row in rows:                                    # exact: |q| < 2^62 / count
-            q += np.rint(np.where(clean, row, 0).astype(np.float64) * scale).astype(np.int64)
+        _C.fixed_accumulate(rows, self.lengths, shift, bad, q)  # exact: |q| < 2^62 / count
         self._all_reduce(q, dist.ReduceOp.SUM)              # exact: int64 sum
-        out = q.astype(np.float64) * np.repeat(np.ldexp(1.0, -shift), self.lengths)
-        out /= self.count
-        out[np.repeat(bad, self.lengths)] = np.nan
-        return out.astype(np.float32)
+        out = np.empty(self.total, dtype=np.float32)
+        _C.fixed_to_float(q, self.lengths, shift, bad, float(self.count), out)
+        return out
 
 
 # ---- the wrapper ---------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+/* fixed_point.c: int64 fixed-point accumulation of float32 values (see ddl/fixed_point.h). */
+#include "ddl/fixed_point.h"
+
+#include <math.h>
+#include <string.h>
+
+/* |x| as its bit pattern: ordered like |x| for finite values, >= 0x7f800000 for inf and NaN. */
+static inline uint32_t abs_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u & 0x7fffffffu;
+}
+
+void ddl_fixed_exponents(const float *rows, int64_t k, int64_t n, int64_t nseg,
+                         const int64_t *lengths, int64_t *exps, int64_t *bad) {
+    int64_t start = 0;
+    for (int64_t s = 0; s < nseg; s++) {
+        uint32_t top = 0;
+        for (int64_t r = 0; r < k; r++) {
+            const float *p = rows + r * n + start;
+            for (int64_t i = 0; i < lengths[s]; i++) {
+                uint32_t b = abs_bits(p[i]);
+                top = b > top ? b : top;
+            }
+        }
+        bad[s] = top >= 0x7f800000u;
+        if (top == 0 || bad[s]) {
+            exps[s] = DDL_FIXED_NO_EXP;
+        } else {
+            float v;
+            int e;
+            memcpy(&v, &top, sizeof v);
+            frexpf(v, &e);
+            exps[s] = e;
+        }
+        start += lengths[s];
+    }
+}
+
+void ddl_fixed_accumulate(const float *rows, int64_t k, int64_t n, int64_t nseg,
+                          const int64_t *lengths, const int64_t *shift, const int64_t *skip,
+                          int64_t *acc) {
+    int64_t start = 0;
+    for (int64_t s = 0; s < nseg; s++) {
+        int64_t len = lengths[s];
+        if (!skip[s]) {
+            /* the scale is a power of two: x * scale is exact in double (float32 has 24
+             * significant bits and a small exponent range), and llrint rounds it to the
+             * nearest integer, ties to even, the same on every machine */
+            double scale = ldexp(1.0, (int)shift[s]);
+            int64_t *a = acc + start;
+            for (int64_t r = 0; r < k; r++) {
+                const float *p = rows + r * n + start;
+                for (int64_t i = 0; i < len; i++) a[i] += (int64_t)llrint((double)p[i] * scale);
+            }
+        }
+        start += len;
+    }
+}
+
+void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, const int64_t *lengths,
+                        const int64_t *shift, const int64_t *bad, double divisor, float *out) {
+    int64_t start = 0;
+    (void)n;
+    for (int64_t s = 0; s < nseg; s++) {
+        int64_t len = lengths[s];
+        double unscale = ldexp(1.0, (int)-shift[s]);
+        for (int64_t i = 0; i < len; i++)
+            out[start + i] = bad[s] ? NAN : (float)((double)acc[start + i] * unscale / divisor);
+        start += len;
+    }
+}
