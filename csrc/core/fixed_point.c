@@ -58,15 +58,30 @@ void ddl_fixed_accumulate(const float *rows, int64_t k, int64_t n, int64_t nseg,
     }
 }
 
+/* int64 -> double rounded once (to nearest even), from two exact halves: hi * 2^32 and lo
+ * are both exact in double, so their sum is the correctly rounded value, and the 32-bit
+ * conversions vectorize where a 64-bit one does not. */
+static inline double to_double(int64_t v) {
+    double hi = (double)(int32_t)(v >> 32) * 4294967296.0;
+    double lo = (double)(int32_t)((uint32_t)v ^ 0x80000000u) + 2147483648.0;
+    return hi + lo;
+}
+
 void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, const int64_t *lengths,
                         const int64_t *shift, const int64_t *bad, double divisor, float *out) {
     int64_t start = 0;
     (void)n;
     for (int64_t s = 0; s < nseg; s++) {
         int64_t len = lengths[s];
-        double unscale = ldexp(1.0, (int)-shift[s]);
-        for (int64_t i = 0; i < len; i++)
-            out[start + i] = bad[s] ? NAN : (float)((double)acc[start + i] * unscale / divisor);
+        float *o = out + start;
+        const int64_t *a = acc + start;
+        if (bad[s]) {
+            for (int64_t i = 0; i < len; i++) o[i] = NAN;
+        } else {
+            /* one factor: 2^-shift / divisor (rounded once, the same everywhere) */
+            double f = ldexp(1.0, (int)-shift[s]) / divisor;
+            for (int64_t i = 0; i < len; i++) o[i] = (float)(to_double(a[i]) * f);
+        }
         start += len;
     }
 }

@@ -245,6 +245,7 @@ class DeterministicDataParallel:
         self._reduce = ExactSum(lengths, sampler.micro_batches,
                                 self.process_group if world > 1 else None)
         self.last_outputs = []
+        self._rows = None  # (k, total) float32: this rank's micro-batch values, reused
 
     # Module-like surface: the wrapper is used for training steps; calls, modes and state go
     # to the wrapped module
@@ -282,7 +283,9 @@ class DeterministicDataParallel:
         bns = [b for b in self._bns if b.training and b.track_running_stats]
         saved_bn = [(b.momentum, b.running_mean.numpy().copy(), b.running_var.numpy().copy(),
                      b.num_batches_tracked.numpy().copy()) for b in bns]
-        rows = np.zeros((k, self._reduce.total), dtype=np.float32)
+        if self._rows is None:
+            self._rows = np.empty((k, self._reduce.total), dtype=np.float32)
+        rows = self._rows
         rng = _C.rng_state()
         self.last_outputs = []
         try:
@@ -316,6 +319,8 @@ class DeterministicDataParallel:
             n = p.numel()
             if p.grad is not None:
                 row[off:off + n] = p.grad.numpy().ravel()
+            else:
+                row[off:off + n] = 0
             off += n
         for b in bns:
             c = b.num_features

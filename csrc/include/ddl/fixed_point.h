@@ -6,7 +6,7 @@
  *   ddl_fixed_exponents  E per segment (the max over the rows; combine ranks with a MAX),
  *   ddl_fixed_accumulate acc[i] += rint(x * 2^shift[s]) over the rows: exact in int64 while
  *                        the total count of values times 2^(E + shift) stays below 2^63,
- *   ddl_fixed_to_float   out[i] = acc[i] * 2^-shift[s] / divisor, rounded once to float32.
+ *   ddl_fixed_to_float   out[i] = acc[i] * (2^-shift[s] / divisor), as float32.
  * Integer addition is associative, so the result does not depend on how the values were split
  * over rows, threads or ranks, nor on their order. */
 #ifndef DDL_FIXED_POINT_H
@@ -30,7 +30,8 @@ void ddl_fixed_exponents(const float *rows, int64_t k, int64_t n, int64_t nseg,
 void ddl_fixed_accumulate(const float *rows, int64_t k, int64_t n, int64_t nseg,
                           const int64_t *lengths, const int64_t *shift, const int64_t *skip,
                           int64_t *acc);
-/* out[i] = (float)(acc[i] * 2^-shift[s] / divisor); NaN for the segments with bad[s] != 0. */
+/* out[i] = (float)((double)acc[i] * f) with f = 2^-shift[s] / divisor (each product rounded
+ * once to double, then to float); NaN for the segments with bad[s] != 0. */
 void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, const int64_t *lengths,
                         const int64_t *shift, const int64_t *bad, double divisor, float *out);
 
