@@ -207,3 +207,13 @@ def test_digest_sees_buffers():
     b[0].running_mean.numpy()[0] = 1e-30
     assert parameter_digest(a) != parameter_digest(b)
     assert parameter_digest(a, buffers=False) == parameter_digest(b, buffers=False)
+
+
+def test_ddp_hands_off_to_the_deterministic_mode():
+    from ddl.nn.parallel import DistributedDataParallel
+
+    s = GlobalBatchSampler(16, 16, 4, 1, 0)
+    net = DistributedDataParallel(_mlp(), deterministic=s)
+    assert isinstance(net, DeterministicDataParallel) and net.sampler is s
+    with pytest.raises(TypeError, match="must be a GlobalBatchSampler"):
+        DistributedDataParallel(_mlp(), deterministic="world")

@@ -98,3 +98,32 @@ def test_default_mode_run_to_run_at_2_ranks(rank):
         everyone = np.zeros((2, both.size), dtype=np.int64)
         dist.all_gather_into_tensor(everyone, both)
         assert (everyone[0] == everyone[1]).all(), k
+
+
+def _trainer_digest(world, rank, tmp):
+    model, opt = build("cnn")
+    data = dataset("cnn")
+    trainer = ddl.Trainer(model, opt, ddl.nn.CrossEntropyLoss(), data, data, batch_size=16,
+                          epochs=2, deterministic=True, micro_batch_size=4, progress=False,
+                          checkpoint_dir=str(tmp), num_workers=0)
+    history = trainer.fit()
+    return parameter_digest(model), history
+
+
+@pytest.fixture(scope="module")
+def trainer_reference(tmp_path_factory):
+    ddl.set_num_threads(1)
+    return _trainer_digest(1, 0, tmp_path_factory.mktemp("trainer1"))
+
+
+@pytest.mark.ddl_world(2, timeout=180)
+def test_trainer_deterministic_option_at_2_ranks(trainer_reference, rank, tmp_path):
+    """Trainer(deterministic=True): 2 ranks end with the 1-process run's bits, and the same
+    (exactly reduced) training loss."""
+    ddl.set_num_threads(1)
+    digest, history = _trainer_digest(2, rank, tmp_path / "ranks")
+    ref_digest, ref_history = trainer_reference
+    assert digest == ref_digest
+    assert [h["train_loss"] for h in history] == pytest.approx(
+        [h["train_loss"] for h in ref_history], rel=1e-6)
+    assert history[-1]["eval_accuracy"] == ref_history[-1]["eval_accuracy"]

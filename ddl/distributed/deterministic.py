@@ -217,8 +217,10 @@ class DeterministicDataParallel:
 
     def __init__(self, module, sampler, process_group=None):
         if not isinstance(sampler, GlobalBatchSampler):
-            raise TypeError("DeterministicDataParallel: sampler must be a GlobalBatchSampler, "
-                            f"got {type(sampler).__name__}")
+            raise TypeError("DeterministicDataParallel: the sampler (DistributedDataParallel's "
+                            "deterministic=) must be a GlobalBatchSampler, which fixes the "
+                            "global batch and micro-batch sizes; got "
+                            f"{type(sampler).__name__}")
         self.module, self.sampler = module, sampler
         self.process_group = None
         world = 1
