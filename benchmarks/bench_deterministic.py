@@ -65,6 +65,10 @@ def _timing(name, steps, segments):
     sampler = GlobalBatchSampler(10 ** 9, B, M, seed=0)
     dnet = DeterministicDataParallel(det, sampler)
     opt_x = ddl.optim.Adam(det.parameters(), lr=1e-3)
+    _, comp = _models(name)
+    csampler = GlobalBatchSampler(10 ** 9, B, M, seed=0)
+    cnet = DeterministicDataParallel(comp, csampler, compact=True)
+    opt_c = ddl.optim.Adam(comp.parameters(), lr=1e-3)
 
     def step_default(i):
         opt_d.zero_grad()
@@ -76,14 +80,20 @@ def _timing(name, steps, segments):
         dnet.train_step(xs[i % 4], ys[i % 4], F.cross_entropy)
         opt_x.step()
 
+    def step_compact(i):
+        opt_c.zero_grad()
+        cnet.train_step(xs[i % 4], ys[i % 4], F.cross_entropy)
+        opt_c.step()
+
+    fns = {"default": step_default, "deterministic": step_det, "compact": step_compact}
     for i in range(3):
-        step_default(i)
-        step_det(i)
-    times = {"default": [], "deterministic": []}
-    order = ["default", "deterministic", "deterministic", "default"]
+        for fn in fns.values():
+            fn(i)
+    times = {k: [] for k in fns}
+    order = ["default", "deterministic", "compact", "compact", "deterministic", "default"]
     for seg in range(segments):
-        kind = order[seg % 4]
-        fn = step_default if kind == "default" else step_det
+        kind = order[seg % len(order)]
+        fn = fns[kind]
         dist.barrier()
         t0 = time.perf_counter()
         for i in range(steps):
@@ -92,8 +102,10 @@ def _timing(name, steps, segments):
         dist.all_reduce(dt, op=dist.ReduceOp.MAX)  # the slowest rank sets the pace
         times[kind].append(float(dt[0]))
     d, x = statistics.median(times["default"]), statistics.median(times["deterministic"])
+    c = statistics.median(times["compact"])
     return {"model": name, "world": world, "global_batch": B, "micro_batch": M,
-            "default_step_ms": d * 1e3, "deterministic_step_ms": x * 1e3, "ratio": x / d}
+            "default_step_ms": d * 1e3, "deterministic_step_ms": x * 1e3, "ratio": x / d,
+            "compact_step_ms": c * 1e3, "compact_ratio": c / d}
 
 
 def _accuracy(name):
@@ -183,11 +195,11 @@ def main():
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"bench_deterministic: the ranks failed (exit {proc.returncode})")
     results = json.loads(line[len("RESULT "):])
-    print(f"{'model':6} {'default ms':>11} {'determ. ms':>11} {'ratio':>6}   "
-          f"(2 ranks, global batch {B}, micro-batch {M})")
+    print(f"{'model':6} {'default ms':>11} {'determ. ms':>11} {'ratio':>6} {'compact ms':>11} "
+          f"{'ratio':>6}   (2 ranks, global batch {B}, micro-batch {M})")
     for r in results["timing"]:
         print(f"{r['model']:6} {r['default_step_ms']:11.2f} {r['deterministic_step_ms']:11.2f} "
-              f"{r['ratio']:6.2f}")
+              f"{r['ratio']:6.2f} {r['compact_step_ms']:11.2f} {r['compact_ratio']:6.2f}")
     for a in results["accuracy"]:
         print(f"{a['model']}: one epoch, test accuracy default {a['default_accuracy']:.4f}, "
               f"deterministic {a['deterministic_accuracy']:.4f} "

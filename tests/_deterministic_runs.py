@@ -50,13 +50,13 @@ def dataset(kind):
     return TensorDataset(ddl.tensor(x), ddl.tensor(y))
 
 
-def run(kind, world=1, rank=0, group=None, stop=STEPS, resume=None, save=None):
+def run(kind, world=1, rank=0, group=None, stop=STEPS, resume=None, save=None, compact=False):
     """Train to global step `stop` (from `resume`, a checkpoint path, or from the start);
     with `save`, write a checkpoint there at the end. Returns the model's digest."""
     model, opt = build(kind)
     data = dataset(kind)
     sampler = GlobalBatchSampler(len(data), B, M, num_replicas=world, rank=rank, seed=SEED)
-    net = DeterministicDataParallel(model, sampler, process_group=group)
+    net = DeterministicDataParallel(model, sampler, process_group=group, compact=compact)
     if resume is not None:
         state = ddl.load(resume)
         model.load_state_dict(state["model"])

@@ -62,6 +62,18 @@ def test_exact_sum_is_accurate():
         assert abs(Fraction(float(g)) - e) <= abs(e) * 2 ** -23 + Fraction(top) * 2 ** -55
 
 
+def test_compact_lanes_agree_with_the_full_sum():
+    rows = _wild_rows(4, 301, 3)  # an odd length: the last lane is padding
+    full = ExactSum([300, 1], 4)(rows)
+    compact = ExactSum([300, 1], 4, compact=True)(rows)
+    top = np.abs(rows[:, :300]).max()
+    # quantum 2^(E - 27) per value, 4 values, then / 4
+    assert np.abs(compact[:300] - full[:300]).max() <= top * 2.0 ** -26
+    assert compact[300] == pytest.approx(full[300], rel=2 ** -20)
+    worst = np.full((4, 1), -np.float32(1.5), np.float32)  # every |q| at its bound, negative
+    assert ExactSum([1], 4, compact=True)(worst)[0] == -1.5
+
+
 def test_exact_sum_nan_and_zero_segments():
     rows = np.zeros((2, 6), np.float32)
     rows[0, :3] = [1.0, 2.0, 3.0]

@@ -53,6 +53,26 @@ def test_world_4(reference, rank, world_size):
         assert run(k, world_size, rank) == reference[k], k
 
 
+@pytest.fixture(scope="module")
+def compact_reference():
+    ddl.set_num_threads(1)
+    return {k: run(k, compact=True) for k in ("mlp", "cnn")}
+
+
+@pytest.mark.ddl_world(4, timeout=240)
+def test_compact_wire_world_4_and_2(compact_reference, reference, rank, world_size):
+    """compact=True (two 32-bit lanes per int64 word): also the same bits at 4 and 2 ranks as
+    in one process (a coarser quantum, so not the bits of the full-precision mode)."""
+    ddl.set_num_threads(1)
+    pair = dist.new_group([0, 1])
+    for k in ("mlp", "cnn"):
+        assert run(k, world_size, rank, compact=True) == compact_reference[k], k
+        if rank < 2:
+            assert run(k, 2, rank, group=pair, compact=True) == compact_reference[k], k
+        dist.barrier()
+    assert compact_reference["mlp"] != reference["mlp"]
+
+
 @pytest.mark.ddl_world(4, timeout=240)
 def test_elastic_resume_2_to_4_and_to_1(reference, rank, world_size, tmp_path):
     """Save at step 20 on 2 ranks (ranks 0-1 of a subgroup), resume on all 4 and, separately,

@@ -133,10 +133,11 @@ class GlobalBatchSampler:
 # ---- the exact reduction -------------------------------------------------------------------
 
 
-def _precision_bits(count):
-    """Fraction bits below each segment's exponent so that `count` quantized values sum in
-    int64 without overflow: every |q| < 2^P, so the sum is < count * 2^P <= 2^62."""
-    return 62 - max(0, math.ceil(math.log2(count)))
+def _precision_bits(count, compact=False):
+    """Fraction bits below each segment's exponent so that `count` quantized values sum
+    without overflow: every |q| < 2^P, so the sum is < count * 2^P <= 2^62 (int64), or, in
+    compact mode, the biased sum <= 2 * count * 2^P <= 2^30 (a 32-bit lane, with room)."""
+    return (29 if compact else 62) - max(0, math.ceil(math.log2(count)))
 
 
 class ExactSum:
@@ -148,15 +149,17 @@ class ExactSum:
     becomes the integer rint(x * 2^(P - E)) with P = _precision_bits(count); the integers add
     exactly in int64 (locally, then an int64 all_reduce SUM); the sum becomes float once. The
     quantum is 2^(E - P), 2^-52 or finer of the segment's largest value for up to 1024 rows.
-    A segment with a NaN or inf anywhere becomes all NaN.
+    A segment with a NaN or inf anywhere becomes all NaN. compact=True: P = 29 -
+    ceil(log2(count)) and the int64 words on the wire carry two 32-bit lanes (_lane_sum).
     """
 
-    def __init__(self, lengths, count, group=None):
+    def __init__(self, lengths, count, group=None, compact=False):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.total = int(self.lengths.sum())
         self.count, self.group = int(count), group
-        self.bits = _precision_bits(self.count)
+        self.compact = bool(compact)
+        self.bits = _precision_bits(self.count, self.compact)
 
     def _all_reduce(self, a, op):
         if self.group is not None:
@@ -173,10 +176,29 @@ class ExactSum:
         shift = np.where((exps == _NO_EXP) | (bad != 0), 0, self.bits - exps)
         q = np.zeros(self.total, dtype=np.int64)
         _C.fixed_accumulate(rows, self.lengths, shift, bad, q)  # exact: |q| < 2^62 / count
-        self._all_reduce(q, dist.ReduceOp.SUM)              # exact: int64 sum
+        if self.compact:
+            q = self._lane_sum(q, rows.shape[0])
+        else:
+            self._all_reduce(q, dist.ReduceOp.SUM)          # exact: int64 sum
         out = np.empty(self.total, dtype=np.float32)
         _C.fixed_to_float(q, self.lengths, shift, bad, float(self.count), out)
         return out
+
+    def _lane_sum(self, q, k):
+        """The all-ranks sum of q (each |q| < k * 2^P) sent as two biased 32-bit lanes per
+        int64 word: half the bytes. Lane values are q + k * 2^P in [0, 2k * 2^P); their sum over
+        the ranks stays <= 2 * count * 2^P <= 2^30, so no carry crosses a lane."""
+        bias = np.int64(k) << np.int64(self.bits)
+        u = q + bias
+        if u.size % 2:
+            u = np.append(u, bias)
+        words = u[0::2] | (u[1::2] << np.int64(32))
+        self._all_reduce(words, dist.ReduceOp.SUM)
+        total_bias = np.int64(self.count) << np.int64(self.bits)
+        out = np.empty(u.size, dtype=np.int64)
+        out[0::2] = (words & np.int64(0xFFFFFFFF)) - total_bias
+        out[1::2] = (words >> np.int64(32)) - total_bias
+        return out[:q.size]
 
 
 # ---- the wrapper ---------------------------------------------------------------------------
@@ -206,7 +228,10 @@ class DeterministicDataParallel:
     """Train `module` so that the result does not depend on the world size (see the module
     docstring). `sampler` (a GlobalBatchSampler) fixes B, m and the position used to key
     dropout. Parameters and buffers are broadcast from rank 0 at construction. The group is
-`process_group`, else the world; a sampler for one rank without a group trains locally.
+    `process_group`, else the world; a sampler for one rank without a group trains locally.
+    compact=True quantizes to 29 - ceil(log2(B/m)) bits below each tensor's exponent instead
+    of 62 - ceil(log2(B/m)) and sends two 32-bit lanes per int64 word: the bytes of a float32
+    all-reduce, still exact and world-invariant, but a coarser quantum (about float32's).
 
     train_step(inputs, target, loss_fn) runs each local micro-batch's forward and backward
     (loss_fn should average over the micro-batch), reduces the gradients exactly into every
@@ -215,7 +240,7 @@ class DeterministicDataParallel:
     returns the global mean loss (a float, also exact). Then call optimizer.step().
     """
 
-    def __init__(self, module, sampler, process_group=None):
+    def __init__(self, module, sampler, process_group=None, compact=False):
         if not isinstance(sampler, GlobalBatchSampler):
             raise TypeError("DeterministicDataParallel: the sampler (DistributedDataParallel's "
                             "deterministic=) must be a GlobalBatchSampler, which fixes the "
@@ -245,7 +270,7 @@ class DeterministicDataParallel:
                 lengths += [bn.num_features, bn.num_features]
         lengths.append(1)  # the loss
         self._reduce = ExactSum(lengths, sampler.micro_batches,
-                                self.process_group if world > 1 else None)
+                                self.process_group if world > 1 else None, compact)
         self.last_outputs = []
         self._rows = None  # (k, total) float32: this rank's micro-batch values, reused
 
