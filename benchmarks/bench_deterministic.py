@@ -29,14 +29,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import _common as C  # noqa: E402
+import _common as C
 
 B, M, PER_RANK = 128, 32, 64
 
 
 def _models(name):
-    import ddl
     import fashion_common
+
+    import ddl
 
     ddl.manual_seed(0)
     a = fashion_common.build_model(name)
@@ -109,12 +110,12 @@ def _timing(name, steps, segments):
 
 
 def _accuracy(name):
+    import fashion_common
     import numpy as np
 
     import ddl
     import ddl.distributed as dist
     import ddl.nn.functional as F
-    import fashion_common
     from ddl.data import DataLoader, DistributedSampler
     from ddl.distributed.deterministic import DeterministicDataParallel, GlobalBatchSampler
     from ddl.nn.parallel import DistributedDataParallel

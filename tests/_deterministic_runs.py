@@ -6,8 +6,11 @@ import ddl
 import ddl.nn.functional as F
 from ddl import nn
 from ddl.data import DataLoader, TensorDataset
-from ddl.distributed.deterministic import (DeterministicDataParallel, GlobalBatchSampler,
-                                           parameter_digest)
+from ddl.distributed.deterministic import (
+    DeterministicDataParallel,
+    GlobalBatchSampler,
+    parameter_digest,
+)
 
 N, B, M, SEED = 160, 16, 4, 7   # 10 steps an epoch, 4 micro-batches a step: worlds 1, 2, 4
 STEPS = 50

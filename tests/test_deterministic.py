@@ -10,9 +10,13 @@ import pytest
 import ddl
 import ddl.nn.functional as F
 from ddl import nn
-from ddl.distributed.deterministic import (DeterministicDataParallel, ExactSum,
-                                           GlobalBatchSampler, micro_batch_key,
-                                           parameter_digest)
+from ddl.distributed.deterministic import (
+    DeterministicDataParallel,
+    ExactSum,
+    GlobalBatchSampler,
+    micro_batch_key,
+    parameter_digest,
+)
 
 
 def _wild_rows(k, n, seed):
@@ -97,7 +101,7 @@ def test_sampler_roles_and_coverage():
         # step by step, the ranks' runs concatenated in rank order are the 1-rank batch
         per = 12 // w
         for step in range(8):
-            joined = sum((g[step * per:(step + 1) * per] for g in got), [])
+            joined = [i for g in got for i in g[step * per:(step + 1) * per]]
             assert joined == full[step * 12:(step + 1) * 12]
         assert ranks[-1].micro_batch_ids() == list(range(4 - 4 // w, 4))
     one.set_epoch(1)

@@ -3,14 +3,13 @@
 default mode's run-to-run repeatability at 2 ranks."""
 import numpy as np
 import pytest
+from _deterministic_runs import STEPS, build, dataset, run
 
 import ddl
 import ddl.distributed as dist
 import ddl.nn.functional as F
 from ddl.distributed.deterministic import parameter_digest
 from ddl.nn.parallel import DistributedDataParallel
-
-from _deterministic_runs import STEPS, build, dataset, run
 
 KINDS = ("mlp", "cnn", "lstm")
 

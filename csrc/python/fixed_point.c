@@ -21,8 +21,7 @@ static void release_all(Py_buffer *views, int n) {
 
 /* The buffers named in `what` from args: float32 ('f'), int64 ('q') or float32 out ('F'),
  * int64 out ('Q'); returns how many were taken (all on success). */
-static int get_buffers(PyObject *const *objs, const char *kinds, Py_buffer *views,
-                       const char *fn) {
+static int get_buffers(PyObject *const *objs, const char *kinds, Py_buffer *views, const char *fn) {
     int i = 0;
     for (; kinds[i]; i++) {
         char c = kinds[i];
@@ -92,8 +91,7 @@ PYDDL_DOC(fixed_to_float, "(acc, lengths, shift, bad, divisor, out, /)",
 static PyObject *py_fixed_to_float(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *o[5];
     double divisor;
-    if (!PyArg_ParseTuple(args, "OOOOdO", &o[0], &o[1], &o[2], &o[3], &divisor, &o[4]))
-        return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOdO", &o[0], &o[1], &o[2], &o[3], &divisor, &o[4])) return NULL;
     Py_buffer v[5];
     if (get_buffers(o, "qqqqF", v, "fixed_to_float") < 0) return NULL;
     int64_t nseg, n = total_of(&v[1], &nseg);

@@ -211,8 +211,10 @@ def _batch_norms(module):
     found = []
     for name, m in module.named_modules():
         if isinstance(m, SyncBatchNorm):
-            raise ValueError(f"DeterministicDataParallel: '{name}' is a SyncBatchNorm; this "
-                             "mode normalizes per micro-batch (ghost batch norm): use BatchNorm")
+            # a layer kind this mode cannot run, not a wrong argument type
+            raise ValueError(  # noqa: TRY004
+                f"DeterministicDataParallel: '{name}' is a SyncBatchNorm; this mode normalizes "
+                "per micro-batch (ghost batch norm): use BatchNorm")
         if isinstance(m, _BatchNorm):
             found.append(m)
     return found
