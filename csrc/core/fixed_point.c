@@ -85,3 +85,21 @@ void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, const int64
         start += len;
     }
 }
+
+void ddl_fixed_pack(const int64_t *acc, int64_t n, int64_t bias_value, int64_t *words) {
+    uint64_t bias = (uint64_t)bias_value;
+    for (int64_t j = 0; j < n / 2; j++)
+        words[j] = (int64_t)(((uint64_t)acc[2 * j] + bias) |
+                             (((uint64_t)acc[2 * j + 1] + bias) << 32));
+    if (n % 2) words[n / 2] = (int64_t)(((uint64_t)acc[n - 1] + bias) | (bias << 32));
+}
+
+void ddl_fixed_unpack(const int64_t *words, int64_t n, int64_t total_bias, int64_t *acc) {
+    int64_t bias = total_bias;
+    for (int64_t j = 0; j < n / 2; j++) {
+        uint64_t w = (uint64_t)words[j];
+        acc[2 * j] = (int64_t)(w & 0xffffffffu) - bias;
+        acc[2 * j + 1] = (int64_t)(w >> 32) - bias;
+    }
+    if (n % 2) acc[n - 1] = (int64_t)((uint64_t)words[n / 2] & 0xffffffffu) - bias;
+}

@@ -107,7 +107,51 @@ static PyObject *py_fixed_to_float(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PYDDL_DOC(fixed_pack, "(acc, bias, words, /)",
+          "Two biased 32-bit lanes per int64 word: words[j] = acc[2j] + b | (acc[2j+1] + b) << 32.");
+static PyObject *py_fixed_pack(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[2];
+    long long bias;
+    if (!PyArg_ParseTuple(args, "OLO", &o[0], &bias, &o[1])) return NULL;
+    Py_buffer v[2];
+    if (get_buffers(o, "qQ", v, "fixed_pack") < 0) return NULL;
+    int64_t n = (int64_t)(v[0].len / 8);
+    if (v[1].len / 8 != (n + 1) / 2 || bias < 0 || bias >= (1LL << 31)) {
+        release_all(v, 2);
+        PyErr_SetString(PyExc_ValueError, "fixed_pack: bad sizes or bias");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_pack(v[0].buf, n, bias, v[1].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 2);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(fixed_unpack, "(words, total_bias, acc, /)",
+          "The inverse of fixed_pack after the words were summed (their biases total total_bias).");
+static PyObject *py_fixed_unpack(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[2];
+    long long bias;
+    if (!PyArg_ParseTuple(args, "OLO", &o[0], &bias, &o[1])) return NULL;
+    Py_buffer v[2];
+    if (get_buffers(o, "qQ", v, "fixed_unpack") < 0) return NULL;
+    int64_t n = (int64_t)(v[1].len / 8);
+    if (v[0].len / 8 != (n + 1) / 2 || bias < 0 || bias >= (1LL << 31)) {
+        release_all(v, 2);
+        PyErr_SetString(PyExc_ValueError, "fixed_unpack: bad sizes or total_bias");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_unpack(v[0].buf, n, bias, v[1].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 2);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef pyddl_fixed_point_functions[] = {
+    PYDDL_FN(fixed_pack, METH_VARARGS),
+    PYDDL_FN(fixed_unpack, METH_VARARGS),
     PYDDL_FN(fixed_exponents, METH_VARARGS),
     PYDDL_FN(fixed_accumulate, METH_VARARGS),
     PYDDL_FN(fixed_to_float, METH_VARARGS),

@@ -188,17 +188,11 @@ class ExactSum:
         """The all-ranks sum of q (each |q| < k * 2^P) sent as two biased 32-bit lanes per
         int64 word: half the bytes. Lane values are q + k * 2^P in [0, 2k * 2^P); their sum over
         the ranks stays <= 2 * count * 2^P <= 2^30, so no carry crosses a lane."""
-        bias = np.int64(k) << np.int64(self.bits)
-        u = q + bias
-        if u.size % 2:
-            u = np.append(u, bias)
-        words = u[0::2] | (u[1::2] << np.int64(32))
+        words = np.empty((q.size + 1) // 2, dtype=np.int64)
+        _C.fixed_pack(q, k << self.bits, words)
         self._all_reduce(words, dist.ReduceOp.SUM)
-        total_bias = np.int64(self.count) << np.int64(self.bits)
-        out = np.empty(u.size, dtype=np.int64)
-        out[0::2] = (words & np.int64(0xFFFFFFFF)) - total_bias
-        out[1::2] = (words >> np.int64(32)) - total_bias
-        return out[:q.size]
+        _C.fixed_unpack(words, self.count << self.bits, q)
+        return q
 
 
 # ---- the wrapper ---------------------------------------------------------------------------

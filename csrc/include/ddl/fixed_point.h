@@ -35,6 +35,14 @@ void ddl_fixed_accumulate(const float *rows, int64_t k, int64_t n, int64_t nseg,
 void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, const int64_t *lengths,
                         const int64_t *shift, const int64_t *bad, double divisor, float *out);
 
+/* The compact wire format: two biased 32-bit lanes per int64 word. words[j] gets
+ * (acc[2j] + bias) | (acc[2j+1] + bias) << 32 (a missing last odd element counts as 0);
+ * every acc[i] + bias must lie in [0, 2^31) and stay so summed over the ranks, so that adding
+ * words never carries across a lane. nwords = (n + 1) / 2. */
+void ddl_fixed_pack(const int64_t *acc, int64_t n, int64_t bias, int64_t *words);
+/* The inverse after the words were summed over ranks whose biases total total_bias. */
+void ddl_fixed_unpack(const int64_t *words, int64_t n, int64_t total_bias, int64_t *acc);
+
 #ifdef __cplusplus
 }
 #endif
