@@ -13,9 +13,11 @@ micro-batches of 32 in the deterministic mode (so B / m = 4: world sizes 1, 2 an
 same bits). Timing: synthetic Fashion-MNIST-shaped batches held in memory; segments of steps
 alternate default, deterministic, deterministic, default, ... (both models built once, the
 same initial weights); medians of the per-segment step times. Accuracy: one epoch over the 60k
-training images in each mode from the same initial weights and the same seed (the default mode
-with DistributedSampler, batch 64 per rank; the deterministic one with GlobalBatchSampler),
-test accuracy over the 10k test images. Results: printed, and benchmarks/results/
+training images in each mode, for --seeds seeds (a seed fixes the initial weights and the
+sample order; the default mode with DistributedSampler, batch 64 per rank, the deterministic
+one with GlobalBatchSampler: the same 128 samples each step), test accuracy over the 10k test
+images; the difference of the modes' means is reported next to the default mode's own
+seed-to-seed spread. Results: printed, and benchmarks/results/
 bench_deterministic.json.
 """
 import argparse
@@ -109,9 +111,8 @@ def _timing(name, steps, segments):
             "compact_step_ms": c * 1e3, "compact_ratio": c / d}
 
 
-def _accuracy(name):
+def _one_epoch(name, mode, seed, train, test):
     import fashion_common
-    import numpy as np
 
     import ddl
     import ddl.distributed as dist
@@ -120,34 +121,48 @@ def _accuracy(name):
     from ddl.distributed.deterministic import DeterministicDataParallel, GlobalBatchSampler
     from ddl.nn.parallel import DistributedDataParallel
 
-    train, test = fashion_common.load_data()
-    plain, det = _models(name)
-    out = {"model": name}
+    ddl.manual_seed(seed)
+    model = fashion_common.build_model(name)
+    opt = ddl.optim.Adam(model.parameters(), lr=1e-3)
     t0 = time.perf_counter()
-    ddp = DistributedDataParallel(plain)
-    opt = ddl.optim.Adam(plain.parameters(), lr=1e-3)
-    sampler = DistributedSampler(train, shuffle=True, seed=0)
-    for x, y in DataLoader(train, batch_size=PER_RANK, sampler=sampler):
-        opt.zero_grad()
-        F.cross_entropy(ddp(x), y).backward()
-        opt.step()
-    out["default_epoch_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    gs = GlobalBatchSampler(len(train), B, M, seed=0)
-    dnet = DeterministicDataParallel(det, gs)
-    opt = ddl.optim.Adam(det.parameters(), lr=1e-3)
-    for x, y in DataLoader(train, batch_size=gs.local_batch_size, sampler=gs):
-        opt.zero_grad()
-        dnet.train_step(x, y, F.cross_entropy)
-        opt.step()
-    out["deterministic_epoch_s"] = time.perf_counter() - t0
+    if mode == "default":
+        net = DistributedDataParallel(model)
+        sampler = DistributedSampler(train, shuffle=True, seed=seed)
+        for x, y in DataLoader(train, batch_size=PER_RANK, sampler=sampler):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    else:
+        gs = GlobalBatchSampler(len(train), B, M, seed=seed)
+        net = DeterministicDataParallel(model, gs)
+        for x, y in DataLoader(train, batch_size=gs.local_batch_size, sampler=gs):
+            opt.zero_grad()
+            net.train_step(x, y, F.cross_entropy)
+            opt.step()
+    seconds = time.perf_counter() - t0
+    acc = None
     if dist.get_rank() == 0:
-        loader = DataLoader(test, batch_size=1000)
-        out["default_accuracy"] = fashion_common.evaluate(plain, loader)[0]
-        out["deterministic_accuracy"] = fashion_common.evaluate(det, loader)[0]
-        out["difference"] = out["deterministic_accuracy"] - out["default_accuracy"]
+        acc = fashion_common.evaluate(model, DataLoader(test, batch_size=1000))[0]
     dist.barrier()
-    _ = np
+    return acc, seconds
+
+
+def _accuracy(name, seeds):
+    """Test accuracy after one epoch in each mode, for each seed (the seed sets the initial
+    weights, the sample order and dropout): the difference between the modes' means set
+    against the seed-to-seed spread of the default mode."""
+    import fashion_common
+
+    train, test = fashion_common.load_data()
+    out = {"model": name, "seeds": list(range(seeds))}
+    for mode in ("default", "deterministic"):
+        runs = [_one_epoch(name, mode, s, train, test) for s in range(seeds)]
+        out[f"{mode}_accuracy"] = [r[0] for r in runs]
+        out[f"{mode}_epoch_s"] = statistics.median(r[1] for r in runs)
+    if out["default_accuracy"][0] is not None:
+        d, x = out["default_accuracy"], out["deterministic_accuracy"]
+        out["difference_of_means"] = statistics.mean(x) - statistics.mean(d)
+        out["default_spread"] = max(d) - min(d)
     return out
 
 
@@ -164,7 +179,7 @@ def worker(args):
         results["timing"].append(_timing(name, args.steps if name == "mlp" else
                                          max(2, args.steps // 8), args.segments))
     for name in [a for a in args.accuracy.split(",") if a]:
-        results["accuracy"].append(_accuracy(name))
+        results["accuracy"].append(_accuracy(name, args.seeds))
     if dist.get_rank() == 0:
         print("RESULT " + json.dumps(results), flush=True)
     dist.destroy_process_group()
@@ -177,6 +192,7 @@ def main():
     p.add_argument("--steps", type=int, default=None, help="MLP steps per timing segment")
     p.add_argument("--segments", type=int, default=None)
     p.add_argument("--accuracy", default=None, help="models to train one epoch (mlp,cnn)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per mode for the accuracy")
     args = p.parse_args()
     if args.steps is None:
         args.steps = 10 if args.quick else 40
@@ -188,7 +204,7 @@ def main():
         return worker(args)
     cmd = [sys.executable, "-m", "ddl.run", "--nproc-per-node", "2", "--no-prefix", __file__,
            "--worker", "--steps", str(args.steps), "--segments", str(args.segments),
-           "--accuracy", args.accuracy]
+           "--accuracy", args.accuracy, "--seeds", str(args.seeds)]
     env = dict(os.environ, PYTHONPATH=str(ROOT), DDL_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -202,9 +218,11 @@ def main():
         print(f"{r['model']:6} {r['default_step_ms']:11.2f} {r['deterministic_step_ms']:11.2f} "
               f"{r['ratio']:6.2f} {r['compact_step_ms']:11.2f} {r['compact_ratio']:6.2f}")
     for a in results["accuracy"]:
-        print(f"{a['model']}: one epoch, test accuracy default {a['default_accuracy']:.4f}, "
-              f"deterministic {a['deterministic_accuracy']:.4f} "
-              f"(difference {a['difference']:+.4f}); epoch {a['default_epoch_s']:.1f} s vs "
+        d = " ".join(f"{v:.4f}" for v in a["default_accuracy"])
+        x = " ".join(f"{v:.4f}" for v in a["deterministic_accuracy"])
+        print(f"{a['model']}: one epoch, test accuracy per seed: default {d}; deterministic {x}; "
+              f"difference of the means {a['difference_of_means']:+.4f} (default's seed-to-seed "
+              f"spread {a['default_spread']:.4f}); epoch {a['default_epoch_s']:.1f} s vs "
               f"{a['deterministic_epoch_s']:.1f} s")
     C.RESULTS.mkdir(exist_ok=True)
     (C.RESULTS / "bench_deterministic.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -89,8 +89,8 @@ void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, const int64
 void ddl_fixed_pack(const int64_t *acc, int64_t n, int64_t bias_value, int64_t *words) {
     uint64_t bias = (uint64_t)bias_value;
     for (int64_t j = 0; j < n / 2; j++)
-        words[j] = (int64_t)(((uint64_t)acc[2 * j] + bias) |
-                             (((uint64_t)acc[2 * j + 1] + bias) << 32));
+        words[j] =
+            (int64_t)(((uint64_t)acc[2 * j] + bias) | (((uint64_t)acc[2 * j + 1] + bias) << 32));
     if (n % 2) words[n / 2] = (int64_t)(((uint64_t)acc[n - 1] + bias) | (bias << 32));
 }
 

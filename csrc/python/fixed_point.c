@@ -107,8 +107,9 @@ static PyObject *py_fixed_to_float(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_RETURN_NONE;
 }
 
-PYDDL_DOC(fixed_pack, "(acc, bias, words, /)",
-          "Two biased 32-bit lanes per int64 word: words[j] = acc[2j] + b | (acc[2j+1] + b) << 32.");
+PYDDL_DOC(
+    fixed_pack, "(acc, bias, words, /)",
+    "Two biased 32-bit lanes per int64 word: words[j] = acc[2j] + b | (acc[2j+1] + b) << 32.");
 static PyObject *py_fixed_pack(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *o[2];
     long long bias;
@@ -150,10 +151,7 @@ static PyObject *py_fixed_unpack(PyObject *Py_UNUSED(self), PyObject *args) {
 }
 
 PyMethodDef pyddl_fixed_point_functions[] = {
-    PYDDL_FN(fixed_pack, METH_VARARGS),
-    PYDDL_FN(fixed_unpack, METH_VARARGS),
-    PYDDL_FN(fixed_exponents, METH_VARARGS),
-    PYDDL_FN(fixed_accumulate, METH_VARARGS),
-    PYDDL_FN(fixed_to_float, METH_VARARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(fixed_pack, METH_VARARGS),      PYDDL_FN(fixed_unpack, METH_VARARGS),
+    PYDDL_FN(fixed_exponents, METH_VARARGS), PYDDL_FN(fixed_accumulate, METH_VARARGS),
+    PYDDL_FN(fixed_to_float, METH_VARARGS),  PYDDL_FN_END,
 };
