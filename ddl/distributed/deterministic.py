@@ -160,13 +160,15 @@ class ExactSum:
         self.count, self.group = int(count), group
         self.compact = bool(compact)
         self.bits = _precision_bits(self.count, self.compact)
+        self._q = None
 
     def _all_reduce(self, a, op):
         if self.group is not None:
             dist.all_reduce(a, op=op, group=self.group)
 
-    def __call__(self, rows):
-        """rows: (k, total) float32 C-contiguous (k may be 0). Returns (total,) float32."""
+    def __call__(self, rows, out=None):
+        """rows: (k, total) float32 C-contiguous (k may be 0). Returns (total,) float32 (in
+        `out` when given)."""
         nseg = self.lengths.size
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         info = np.empty(2 * nseg, dtype=np.int64)
@@ -174,13 +176,17 @@ class ExactSum:
         self._all_reduce(info, dist.ReduceOp.MAX)          # exact: integers
         exps, bad = info[:nseg], info[nseg:]
         shift = np.where((exps == _NO_EXP) | (bad != 0), 0, self.bits - exps)
-        q = np.zeros(self.total, dtype=np.int64)
+        if self._q is None:
+            self._q = np.empty(self.total, dtype=np.int64)  # reused: no page faults a step
+        q = self._q
+        q.fill(0)
         _C.fixed_accumulate(rows, self.lengths, shift, bad, q)  # exact: |q| < 2^62 / count
         if self.compact:
             q = self._lane_sum(q, rows.shape[0])
         else:
             self._all_reduce(q, dist.ReduceOp.SUM)          # exact: int64 sum
-        out = np.empty(self.total, dtype=np.float32)
+        if out is None:
+            out = np.empty(self.total, dtype=np.float32)
         _C.fixed_to_float(q, self.lengths, shift, bad, float(self.count), out)
         return out
 
@@ -269,6 +275,7 @@ class DeterministicDataParallel:
                                 self.process_group if world > 1 else None, compact)
         self.last_outputs = []
         self._rows = None  # (k, total) float32: this rank's micro-batch values, reused
+        self._total = None  # (total,) float32: the reduced values, reused
 
     # Module-like surface: the wrapper is used for training steps; calls, modes and state go
     # to the wrapped module
@@ -331,7 +338,9 @@ class DeterministicDataParallel:
             for b, (mom, _, _, nbt) in zip(bns, saved_bn):
                 b.momentum = mom
                 b.num_batches_tracked.numpy()[...] = nbt
-        total = self._reduce(rows)
+        if self._total is None:
+            self._total = np.empty(self._reduce.total, dtype=np.float32)
+        total = self._reduce(rows, self._total)
         self._write_back(total, bns, saved_bn)
         s.step += 1
         return float(total[-1])
