@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _C
 from . import distributed as dist
+from ._functions import cat
 from .autograd import no_grad
 from .data import DataLoader, DistributedSampler
 from .serialization import load, save
@@ -33,7 +34,8 @@ class Trainer:
     def __init__(self, model, optimizer, loss_fn, train_data, eval_data=None, batch_size=64,
                  epochs=1, scheduler=None, metrics=("accuracy",), checkpoint_dir=None,
                  resume=True, keep_last=3, log_path=None, plot_path=None, progress=True,
-                 seed=0, eval_batch_size=None, num_workers=1):
+                 seed=0, eval_batch_size=None, num_workers=1, deterministic=False,
+                 micro_batch_size=None):
         unknown = set(metrics) - {"accuracy"}
         if unknown:
             raise ValueError(f"Trainer: unknown metric(s) {sorted(unknown)}; available: accuracy")
@@ -46,6 +48,15 @@ class Trainer:
         self.keep_last, self.progress, self.seed = keep_last, progress, seed
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.num_workers = num_workers
+        # deterministic=True: the same bits at any world size dividing batch_size /
+        # micro_batch_size (batch_size is then the global batch; docs/determinism.md)
+        self.deterministic = bool(deterministic)
+        if self.deterministic and micro_batch_size is None:
+            if batch_size % 4:
+                raise ValueError("Trainer: deterministic=True needs micro_batch_size when "
+                                 f"batch_size ({batch_size}) is not a multiple of 4")
+            micro_batch_size = batch_size // 4
+        self.micro_batch_size = micro_batch_size
         base = checkpoint_dir or "."
         self.log_path = log_path or os.path.join(base, "train_log.jsonl")
         self.plot_path = plot_path or os.path.join(base, "train_plot.png")
@@ -63,6 +74,9 @@ class Trainer:
         else:
             self.rank, self.world = 0, 1
         self.net = self.model
+        if self.deterministic:
+            self._prepare_deterministic()
+            return
         if self._distributed() and not isinstance(self.model, DistributedDataParallel):
             self.net = DistributedDataParallel(self.model)
         # one sampler kind for 1 and N ranks: the order depends only on seed + epoch, which is
@@ -70,6 +84,22 @@ class Trainer:
         self.sampler = DistributedSampler(self.train_data, self.world, self.rank, shuffle=True,
                                           seed=self.seed)
         self.loader = DataLoader(self.train_data, batch_size=self.batch_size,
+                                 sampler=self.sampler, num_workers=self.num_workers)
+        self.eval_loader = None
+        if self.eval_data is not None:
+            es = DistributedSampler(self.eval_data, self.world, self.rank, shuffle=False,
+                                    pad=False)
+            self.eval_loader = DataLoader(self.eval_data, batch_size=self.eval_batch_size,
+                                          sampler=es)
+
+    def _prepare_deterministic(self):
+        from .distributed.deterministic import DeterministicDataParallel, GlobalBatchSampler
+
+        self.sampler = GlobalBatchSampler(len(self.train_data), self.batch_size,
+                                          self.micro_batch_size, self.world, self.rank,
+                                          seed=self.seed)
+        self.net = DeterministicDataParallel(self.model, self.sampler)
+        self.loader = DataLoader(self.train_data, batch_size=self.sampler.local_batch_size,
                                  sampler=self.sampler, num_workers=self.num_workers)
         self.eval_loader = None
         if self.eval_data is not None:
@@ -154,10 +184,15 @@ class Trainer:
         loss_sum = correct = seen = 0.0
         want_acc = "accuracy" in self.metrics
         for x, y in self.loader:
-            out = self.net(x)
-            loss = self.loss_fn(out, y)
-            self.optimizer.zero_grad()
-            loss.backward()
+            if self.deterministic:  # micro-batches, exact reduction; out: their outputs
+                self.optimizer.zero_grad()
+                loss = self.net.train_step(x, y, self.loss_fn)
+                out = cat(self.net.last_outputs, 0) if want_acc else None
+            else:
+                out = self.net(x)
+                loss = self.loss_fn(out, y)
+                self.optimizer.zero_grad()
+                loss.backward()
             self.optimizer.step()
             n = y.shape[0]
             loss_sum += float(loss) * n

@@ -47,10 +47,20 @@ class DistributedDataParallel(Module):
     the gradients in buckets of about `bucket_cap_mb`, overlapped with backward.
     """
 
+    def __new__(cls, module=None, *args, deterministic=None, **kwargs):
+        # issue 18: DistributedDataParallel(model, deterministic=sampler) hands off to the
+        # world-size-invariant mode (ddl/distributed/deterministic.py, docs/determinism.md)
+        if deterministic is not None:
+            from ..distributed.deterministic import DeterministicDataParallel
+
+            return DeterministicDataParallel(module, deterministic,
+                                             kwargs.get("process_group"))
+        return super().__new__(cls)
+
     def __init__(self, module, device_ids=None, output_device=None, dim=0,
                  broadcast_buffers=True, process_group=None, bucket_cap_mb=25,
                  find_unused_parameters=False, gradient_as_bucket_view=True,
-                 static_graph=False):
+                 static_graph=False, deterministic=None):
         super().__init__()
         if device_ids not in (None, [], ()):  # cuda ids only under DDL_CUDA_AS_CPU
             from .. import _device

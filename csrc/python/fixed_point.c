@@ -1,0 +1,157 @@
+/* fixed_point.c (binding): the int64 fixed-point sum kernels over NumPy buffers. */
+#include "pyddl.h"
+
+/* A C-contiguous buffer of `itemsize`-byte items (writable when asked); 0 with an exception. */
+static int get_buffer(PyObject *o, Py_buffer *view, Py_ssize_t itemsize, int writable,
+                      const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(o, view, flags) < 0) return 0;
+    if (view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %zd-byte items, got %zd-byte ones", what,
+                     itemsize, view->itemsize);
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+static void release_all(Py_buffer *views, int n) {
+    for (int i = 0; i < n; i++) PyBuffer_Release(&views[i]);
+}
+
+/* The buffers named in `what` from args: float32 ('f'), int64 ('q') or float32 out ('F'),
+ * int64 out ('Q'); returns how many were taken (all on success). */
+static int get_buffers(PyObject *const *objs, const char *kinds, Py_buffer *views, const char *fn) {
+    int i = 0;
+    for (; kinds[i]; i++) {
+        char c = kinds[i];
+        Py_ssize_t size = (c == 'f' || c == 'F') ? 4 : 8;
+        if (!get_buffer(objs[i], &views[i], size, c == 'F' || c == 'Q', fn)) {
+            release_all(views, i);
+            return -1;
+        }
+    }
+    return i;
+}
+
+static int64_t total_of(const Py_buffer *lengths, int64_t *nseg) {
+    const int64_t *l = lengths->buf;
+    *nseg = (int64_t)(lengths->len / 8);
+    int64_t t = 0;
+    for (int64_t s = 0; s < *nseg; s++) t += l[s];
+    return t;
+}
+
+PYDDL_DOC(fixed_exponents, "(rows, lengths, exps, bad, /)",
+          "Per segment: the max frexp exponent (exps) and a NaN/inf flag (bad) of float32 rows.");
+static PyObject *py_fixed_exponents(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[4];
+    if (!PyArg_ParseTuple(args, "OOOO", &o[0], &o[1], &o[2], &o[3])) return NULL;
+    Py_buffer v[4];
+    if (get_buffers(o, "fqQQ", v, "fixed_exponents") < 0) return NULL;
+    int64_t nseg, n = total_of(&v[1], &nseg);
+    int64_t nel = (int64_t)(v[0].len / 4);
+    if ((n && nel % n) || (!n && nel) || v[2].len / 8 != nseg || v[3].len / 8 != nseg) {
+        release_all(v, 4);
+        PyErr_SetString(PyExc_ValueError, "fixed_exponents: the buffer sizes do not match");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_exponents(v[0].buf, n ? nel / n : 0, n, nseg, v[1].buf, v[2].buf, v[3].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 4);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(fixed_accumulate, "(rows, lengths, shift, skip, acc, /)",
+          "acc += rint(row * 2**shift) over the float32 rows, per segment (int64).");
+static PyObject *py_fixed_accumulate(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[5];
+    if (!PyArg_ParseTuple(args, "OOOOO", &o[0], &o[1], &o[2], &o[3], &o[4])) return NULL;
+    Py_buffer v[5];
+    if (get_buffers(o, "fqqqQ", v, "fixed_accumulate") < 0) return NULL;
+    int64_t nseg, n = total_of(&v[1], &nseg);
+    int64_t nel = (int64_t)(v[0].len / 4);
+    if ((n && nel % n) || (!n && nel) || v[2].len / 8 != nseg || v[3].len / 8 != nseg ||
+        v[4].len / 8 != n) {
+        release_all(v, 5);
+        PyErr_SetString(PyExc_ValueError, "fixed_accumulate: the buffer sizes do not match");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_accumulate(v[0].buf, n ? nel / n : 0, n, nseg, v[1].buf, v[2].buf, v[3].buf,
+                         v[4].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 5);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(fixed_to_float, "(acc, lengths, shift, bad, divisor, out, /)",
+          "out = float32(acc * 2**-shift / divisor) per segment; NaN where bad.");
+static PyObject *py_fixed_to_float(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[5];
+    double divisor;
+    if (!PyArg_ParseTuple(args, "OOOOdO", &o[0], &o[1], &o[2], &o[3], &divisor, &o[4])) return NULL;
+    Py_buffer v[5];
+    if (get_buffers(o, "qqqqF", v, "fixed_to_float") < 0) return NULL;
+    int64_t nseg, n = total_of(&v[1], &nseg);
+    if (v[0].len / 8 != n || v[2].len / 8 != nseg || v[3].len / 8 != nseg || v[4].len / 4 != n) {
+        release_all(v, 5);
+        PyErr_SetString(PyExc_ValueError, "fixed_to_float: the buffer sizes do not match");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_to_float(v[0].buf, n, nseg, v[1].buf, v[2].buf, v[3].buf, divisor, v[4].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 5);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(
+    fixed_pack, "(acc, bias, words, /)",
+    "Two biased 32-bit lanes per int64 word: words[j] = acc[2j] + b | (acc[2j+1] + b) << 32.");
+static PyObject *py_fixed_pack(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[2];
+    long long bias;
+    if (!PyArg_ParseTuple(args, "OLO", &o[0], &bias, &o[1])) return NULL;
+    Py_buffer v[2];
+    if (get_buffers(o, "qQ", v, "fixed_pack") < 0) return NULL;
+    int64_t n = (int64_t)(v[0].len / 8);
+    if (v[1].len / 8 != (n + 1) / 2 || bias < 0 || bias >= (1LL << 31)) {
+        release_all(v, 2);
+        PyErr_SetString(PyExc_ValueError, "fixed_pack: bad sizes or bias");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_pack(v[0].buf, n, bias, v[1].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 2);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(fixed_unpack, "(words, total_bias, acc, /)",
+          "The inverse of fixed_pack after the words were summed (their biases total total_bias).");
+static PyObject *py_fixed_unpack(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[2];
+    long long bias;
+    if (!PyArg_ParseTuple(args, "OLO", &o[0], &bias, &o[1])) return NULL;
+    Py_buffer v[2];
+    if (get_buffers(o, "qQ", v, "fixed_unpack") < 0) return NULL;
+    int64_t n = (int64_t)(v[1].len / 8);
+    if (v[0].len / 8 != (n + 1) / 2 || bias < 0 || bias >= (1LL << 31)) {
+        release_all(v, 2);
+        PyErr_SetString(PyExc_ValueError, "fixed_unpack: bad sizes or total_bias");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_unpack(v[0].buf, n, bias, v[1].buf);
+    Py_END_ALLOW_THREADS
+    release_all(v, 2);
+    Py_RETURN_NONE;
+}
+
+PyMethodDef pyddl_fixed_point_functions[] = {
+    PYDDL_FN(fixed_pack, METH_VARARGS),      PYDDL_FN(fixed_unpack, METH_VARARGS),
+    PYDDL_FN(fixed_exponents, METH_VARARGS), PYDDL_FN(fixed_accumulate, METH_VARARGS),
+    PYDDL_FN(fixed_to_float, METH_VARARGS),  PYDDL_FN_END,
+};
