@@ -118,3 +118,231 @@ def local_address_towards(host, port):
             return s.getsockname()[0]
         except OSError:
             return "127.0.0.1"
+
+
+# -- the launcher's node rendezvous (torchrun's c10d backend) --------------------------------
+
+class RendezvousError(RuntimeError):
+    """The launchers of a job could not agree on who is in it (ddl.run --rdzv-backend c10d)."""
+
+
+class RendezvousTimeoutError(RendezvousError, TimeoutError):
+    """Not enough nodes arrived within the join timeout; the message names who came."""
+
+
+class NodeRendezvous:
+    """The nodes' meeting point for `ddl.run --rdzv-backend c10d --rdzv-endpoint host:port`.
+
+    The launcher on the endpoint's host serves a TCPStore there (the first one that can bind
+    it); every launcher connects to it. Each round (one per attempt: round r = restart r) a
+    launcher takes a ticket on arrival (its node rank), publishes its address, and waits until
+    the round closes: at max_nodes nodes, or, with a range min:max, once min_nodes are there
+    and no one else came for last_call seconds. Node 0 picks the workers' MASTER_ADDR:PORT.
+    While the workers run, a failure anywhere is posted to the round so that every launcher
+    stops its workers (and, with restarts left, all meet again in the next round)."""
+
+    def __init__(self, endpoint_host, endpoint_port, run_id, min_nodes, max_nodes, local_addr,
+                 join_timeout=600.0, last_call=30.0, store_timeout=60.0):
+        from datetime import timedelta
+
+        self.host, self.port, self.run_id = endpoint_host, endpoint_port, run_id
+        self.min_nodes, self.max_nodes = min_nodes, max_nodes
+        self.local_addr = local_addr
+        self.join_timeout, self.last_call = join_timeout, last_call
+        self.round = None
+        self.node_rank = self.nnodes = None
+        td = timedelta(seconds=store_timeout)
+        self.is_host = False
+        self._store = None
+        if _is_local_address(endpoint_host):
+            try:   # the first launcher on the endpoint's host serves the store
+                self._store = TCPStore(endpoint_host, endpoint_port, is_master=True, timeout=td)
+                self.is_host = True
+            except (OSError, RuntimeError):
+                self._store = None   # taken: another launcher on this host serves it
+        if self._store is None:
+            try:
+                self._store = TCPStore(endpoint_host, endpoint_port,
+                                       timeout=timedelta(seconds=join_timeout))
+            except (OSError, RuntimeError) as e:   # TimeoutError is an OSError
+                raise RendezvousTimeoutError(
+                    f"rendezvous {run_id!r}: nothing served the rendezvous store at "
+                    f"{endpoint_host}:{endpoint_port} within {join_timeout:g} s (is the "
+                    f"launcher on that host started, and the port open?) ({e})") from None
+            self._store.set_timeout(td)
+        self._td = td
+        self._monitor = None
+
+    def _key(self, name, rnd=None):
+        return f"ddl-rdzv/{self.run_id}/{self.round if rnd is None else rnd}/{name}"
+
+    def join(self, rnd, free_port):
+        """Join round rnd; returns (node_rank, nnodes, master_addr, master_port)."""
+        import json
+        import time
+
+        self.round = rnd
+        s = self._store
+        ticket = s.add(self._key("arrived"), 1)
+        s.set(self._key(f"node/{ticket - 1}"),
+              json.dumps({"addr": self.local_addr, "host": socket.gethostname(),
+                          "pid": os.getpid()}))
+        start = time.monotonic()
+        seen, seen_at = 0, start
+        while True:
+            if s.check([self._key("size")]):
+                size = int(s.get(self._key("size")))
+                break
+            n = s.add(self._key("arrived"), 0)
+            now = time.monotonic()
+            if n != seen:
+                seen, seen_at = n, now
+            if n >= self.max_nodes:
+                s.compare_set(self._key("size"), "", str(self.max_nodes))
+            elif n >= self.min_nodes and now - seen_at >= self.last_call:
+                s.compare_set(self._key("size"), "", str(n))
+            elif now - start > self.join_timeout:
+                raise RendezvousTimeoutError(self._missing(n, now - start))
+            else:
+                time.sleep(0.05)
+        if ticket > size:
+            raise RendezvousError(
+                f"rendezvous {self.run_id!r} round {rnd} closed with {size} nodes before this "
+                f"node arrived (it came as node {ticket}); the job runs without it")
+        self.node_rank, self.nnodes = ticket - 1, size
+        if self.node_rank == 0:
+            s.set(self._key("master"), f"{self.local_addr}:{free_port(self.local_addr)}")
+        s.set_timeout(timedelta_seconds(max(self.join_timeout, 1.0)))
+        try:
+            addr, _, port = s.get(self._key("master")).decode().rpartition(":")
+        finally:
+            s.set_timeout(self._td)
+        return self.node_rank, size, addr, int(port)
+
+    def _missing(self, n, waited):
+        import json
+
+        came = []
+        for i in range(n):
+            try:
+                info = json.loads(self._store.get(self._key(f"node/{i}")))
+                came.append(f"node {i}: {info['host']} {info['addr']}")
+            except Exception:  # noqa: BLE001 (the description is best effort)
+                came.append(f"node {i}")
+        want = self.max_nodes if self.min_nodes == self.max_nodes else self.min_nodes
+        missing = ", ".join(str(i) for i in range(n, want))
+        return (f"rendezvous {self.run_id!r} at {self.host}:{self.port} timed out after "
+                f"{waited:.0f} s: {n} of {want} nodes arrived ({'; '.join(came) or 'none'}); "
+                f"missing node rank(s) {missing} (never started, wrong --rdzv-id or "
+                f"--rdzv-endpoint, or a firewall between the hosts)")
+
+    def nodes(self):
+        """{node_rank: 'host addr'} of this round (best effort)."""
+        import json
+
+        out = {}
+        for i in range(self.nnodes or 0):
+            try:
+                info = json.loads(self._store.get(self._key(f"node/{i}")))
+                out[i] = f"{info['host']} ({info['addr']})"
+            except Exception:  # noqa: BLE001
+                out[i] = "?"
+        return out
+
+    # -- while the workers run --------------------------------------------------------------
+    def report_failure(self, text):
+        """Post this node's failure to the round (the first report wins); never raises."""
+        try:
+            self._store.compare_set(self._key("failed"), "",
+                                    f"node {self.node_rank}: {text}")
+            return True
+        except Exception:  # noqa: BLE001 (the store may be gone)
+            return False
+
+    def start_monitor(self, interval):
+        """A thread that polls the round every interval s; .failure() and .lost() read it."""
+        import threading
+
+        state = {"failure": None, "lost": None, "stop": threading.Event()}
+        key = self._key("failed")
+
+        def poll():
+            try:
+                s = TCPStore(self.host, self.port, timeout=self._td)
+            except Exception as e:  # noqa: BLE001
+                state["lost"] = str(e)
+                return
+            while not state["stop"].wait(interval):
+                try:
+                    if s.check([key]):
+                        state["failure"] = s.get(key).decode(errors="replace")
+                        return
+                except Exception as e:  # noqa: BLE001 (store host gone or unreachable)
+                    if not state["stop"].is_set():
+                        state["lost"] = str(e)
+                    return
+
+        t = threading.Thread(target=poll, name="ddlrun-rdzv-monitor", daemon=True)
+        t.start()
+        self._monitor = (t, state)
+        return state
+
+    def stop_monitor(self):
+        if self._monitor is not None:
+            t, state = self._monitor
+            state["stop"].set()
+            t.join(timeout=2.0)
+            self._monitor = None
+
+    def finish(self, grace_after_failure=10.0):
+        """This node is done with the round. The launcher serving the store keeps serving
+        until every node of the round said so (or, after a failure, for at most
+        grace_after_failure s), so that no node loses the store while its workers run."""
+        import time
+
+        try:
+            self._store.add(self._key("finished"), 1)
+        except Exception:  # noqa: BLE001
+            return
+        if not self.is_host:
+            return
+        failed_at = None
+        while True:
+            try:
+                if self._store.add(self._key("finished"), 0) >= (self.nnodes or 0):
+                    return
+                if failed_at is None and self._store.check([self._key("failed")]):
+                    failed_at = time.monotonic()
+            except Exception:  # noqa: BLE001
+                return
+            if failed_at is not None and time.monotonic() - failed_at > grace_after_failure:
+                return
+            time.sleep(0.1)
+
+    def close(self):
+        self.stop_monitor()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def timedelta_seconds(secs):
+    from datetime import timedelta
+
+    return timedelta(seconds=secs)
+
+
+def _is_local_address(host):
+    """Whether host names an address of this machine (a socket can bind it)."""
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    for info in infos:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((info[4][0], 0))
+                return True
+            except OSError:
+                continue
+    return False
