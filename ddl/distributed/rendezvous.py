@@ -7,11 +7,17 @@
                            MASTER_PORT)
 
 `rendezvous` checks the rank and world size it ends with and makes the store; the process
-group then joins through it (ddl/distributed/__init__.py).
+group then joins through it (ddl/distributed/__init__.py). Under env:// without RANK (a job
+not started by ddl.run or torchrun), the variables of the launcher that did start it are read:
+Open MPI's mpirun (OMPI_COMM_WORLD_*), MPICH/Hydra (PMI_RANK, PMI_SIZE) or Slurm's srun
+(SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST's first host as master, a port from the job id);
+see `launcher_env`. The launcher's node rendezvous (ddl.run --rdzv-backend c10d) is
+`NodeRendezvous` at the end.
 """
 import os
 import socket
 import urllib.parse
+import zlib
 from datetime import timedelta
 
 from .store import FileStore, PrefixStore, RedisStore, TCPStore
@@ -30,11 +36,116 @@ def _env_int(name):
         raise ValueError(f"init_process_group: {name}={v!r} is not an integer") from None
 
 
+def expand_first_host(nodelist):
+    """The first host of a Slurm node list: 'n[07-09,12],m1' -> 'n07', 'a,b' -> 'a'."""
+    nodelist = nodelist.strip()
+    head, depth = "", 0
+    for c in nodelist:   # the first entry: up to a comma outside brackets
+        if c == "," and depth == 0:
+            break
+        depth += (c == "[") - (c == "]")
+        head += c
+    if "[" not in head:
+        return head
+    prefix, _, rest = head.partition("[")
+    first = rest.split("]", 1)[0].split(",")[0].split("-")[0]
+    suffix = rest.split("]", 1)[1] if "]" in rest else ""
+    if not first or not prefix + first:
+        raise ValueError(f"init_process_group: cannot read Slurm's node list {nodelist!r}")
+    return prefix + first + (expand_first_host(suffix) if suffix else "")
+
+
+def _job_port(job_id):
+    """A port in [20000, 40000) derived from the launcher's job id (the same on every rank)."""
+    return 20000 + zlib.crc32(job_id.encode()) % 20000
+
+
+def launcher_env(environ=None):
+    """What the launcher that started this process says about it, or None.
+
+    A dict with source ('mpi' for Open MPI's mpirun, 'pmi' for MPICH/Hydra, 'slurm' for srun),
+    rank, world_size, local_rank, local_world_size, master_addr (None when the launcher does
+    not say: Open MPI and Hydra on several hosts need MASTER_ADDR) and master_port (derived
+    from the job id unless MASTER_PORT is set). Open MPI wins over Slurm: mpirun inside an
+    allocation inherits the batch step's SLURM_PROCID=0."""
+    env = os.environ if environ is None else environ
+
+    def num(name):
+        v = env.get(name)
+        try:
+            return None if v is None else int(v)
+        except ValueError:
+            raise ValueError(f"init_process_group: {name}={v!r} is not an integer") from None
+
+    if "OMPI_COMM_WORLD_RANK" in env:
+        source, rank, size = "mpi", num("OMPI_COMM_WORLD_RANK"), num("OMPI_COMM_WORLD_SIZE")
+        local, local_size = num("OMPI_COMM_WORLD_LOCAL_RANK"), num("OMPI_COMM_WORLD_LOCAL_SIZE")
+        job = next((env[k] for k in ("PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid",
+                                     "OMPI_MCA_orte_ess_jobid") if env.get(k)), "ompi")
+        master = "127.0.0.1" if local_size is not None and local_size == size else None
+    elif "PMI_RANK" in env:
+        source, rank, size = "pmi", num("PMI_RANK"), num("PMI_SIZE")
+        local, local_size = num("MPI_LOCALRANKID"), num("MPI_LOCALNRANKS")
+        job = env.get("PMI_KVSNAME") or env.get("PMI_JOBID") or "pmi"
+        master = "127.0.0.1" if local_size is not None and local_size == size else None
+    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        source, rank, size = "slurm", num("SLURM_PROCID"), num("SLURM_NTASKS")
+        local = num("SLURM_LOCALID")
+        local_size = None
+        per_node = env.get("SLURM_TASKS_PER_NODE", "")
+        if per_node[:1].isdigit():
+            local_size = int(per_node.split("(")[0].split(",")[0])
+        job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or "slurm"
+        job += "." + env.get("SLURM_STEP_ID", env.get("SLURM_STEPID", "0"))
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") \
+            or env.get("SLURM_NODELIST")
+        master = expand_first_host(nodes) if nodes else None
+    else:
+        return None
+    if size is None:
+        raise ValueError(f"init_process_group: the {source} launcher set a rank but no world "
+                         "size")
+    if env.get("MASTER_ADDR"):
+        master = env["MASTER_ADDR"]
+    port = num("MASTER_PORT") if env.get("MASTER_PORT") else _job_port(job)
+    return {"source": source, "rank": rank, "world_size": size,
+            "local_rank": 0 if local is None else local,
+            "local_world_size": 1 if local_size is None else local_size,
+            "master_addr": master, "master_port": port}
+
+
+def _from_launcher(rank, world_size):
+    """env:// without RANK: rank, world size and master from mpirun / Hydra / srun; the
+    torchrun-style variables are set in os.environ so that the script can read them."""
+    info = launcher_env()
+    if info is None:
+        return None
+    if info["master_addr"] is None:
+        raise ValueError(
+            f"init_process_group(env://): started by {info['source']} across several hosts, "
+            "which does not say where rank 0 runs: set MASTER_ADDR (e.g. mpirun -x "
+            "MASTER_ADDR=<rank 0's host>)")
+    for key, value in (("RANK", info["rank"]), ("WORLD_SIZE", info["world_size"]),
+                       ("LOCAL_RANK", info["local_rank"]),
+                       ("LOCAL_WORLD_SIZE", info["local_world_size"]),
+                       ("MASTER_ADDR", info["master_addr"]),
+                       ("MASTER_PORT", info["master_port"])):
+        os.environ.setdefault(key, str(value))
+    return (info["rank"] if rank < 0 else rank,
+            info["world_size"] if world_size < 0 else world_size,
+            info["master_addr"], info["master_port"])
+
+
 def _parse(init_method, rank, world_size, master_addr):
     """(url, rank, world_size, master_addr, master_port) from init_method and the environment."""
     master_port = None
     url = urllib.parse.urlparse(init_method)
-    if url.scheme == "env":
+    found = None
+    if url.scheme == "env" and "RANK" not in os.environ and (rank < 0 or world_size < 0):
+        found = _from_launcher(rank, world_size)
+    if found is not None:
+        rank, world_size, master_addr, master_port = found
+    elif url.scheme == "env":
         if rank < 0:
             rank = _env_int("RANK")
         if world_size < 0:
@@ -99,8 +210,26 @@ def rendezvous(init_method, rank, world_size, secs, group_name):
     url, rank, world_size, master_addr, master_port = _parse(init_method or "env://", rank,
                                                              world_size, master_addr)
     check_rank(rank, world_size)
+    check_interface()
     store = _store(url, rank, world_size, master_addr, master_port, secs, group_name)
     return store, rank, world_size, master_addr, master_port
+
+
+def check_interface():
+    """DDL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME, when set, must name an interface of this host:
+    a ValueError naming it and the interfaces there are, before Gloo sees it."""
+    for var in ("DDL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+        name = os.environ.get(var)
+        if not name:
+            continue
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            have = ", ".join(n for _, n in socket.if_nameindex())
+            raise ValueError(f"init_process_group: {var}={name!r} is not a network interface "
+                             f"of this host (it has: {have})") from None
+        return name
+    return None
 
 
 def local_address_towards(host, port):
