@@ -430,6 +430,10 @@ class _Launcher:
         if others:
             _log("stopped the other ranks: " + ", ".join(
                 f"rank {w.rank} ({_describe(w.returncode)})" for w in others))
+        if self.rdzv is not None:
+            _log("the job's nodes: " + "; ".join(
+                f"node {i}: ranks {i * self.nproc}-{(i + 1) * self.nproc - 1} on {where}"
+                for i, where in sorted(self.rdzv.table.items())))
         if restarting:
             _log(f"restarting the worker group (restart {self.restart_count + 1} of "
                  f"{self.args.max_restarts})")

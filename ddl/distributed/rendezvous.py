@@ -271,7 +271,7 @@ class NodeRendezvous:
     stops its workers (and, with restarts left, all meet again in the next round)."""
 
     def __init__(self, endpoint_host, endpoint_port, run_id, min_nodes, max_nodes, local_addr,
-                 join_timeout=600.0, last_call=30.0, store_timeout=60.0):
+                 join_timeout=600.0, last_call=30.0, store_timeout=30.0):
         from datetime import timedelta
 
         self.host, self.port, self.run_id = endpoint_host, endpoint_port, run_id
@@ -280,6 +280,7 @@ class NodeRendezvous:
         self.join_timeout, self.last_call = join_timeout, last_call
         self.round = None
         self.node_rank = self.nnodes = None
+        self.table = {}
         td = timedelta(seconds=store_timeout)
         self.is_host = False
         self._store = None
@@ -339,6 +340,7 @@ class NodeRendezvous:
                 f"rendezvous {self.run_id!r} round {rnd} closed with {size} nodes before this "
                 f"node arrived (it came as node {ticket}); the job runs without it")
         self.node_rank, self.nnodes = ticket - 1, size
+        self.table = self.nodes()   # who is where, kept for error messages
         if self.node_rank == 0:
             s.set(self._key("master"), f"{self.local_addr}:{free_port(self.local_addr)}")
         s.set_timeout(timedelta_seconds(max(self.join_timeout, 1.0)))
@@ -379,14 +381,11 @@ class NodeRendezvous:
         return out
 
     # -- while the workers run --------------------------------------------------------------
-    def report_failure(self, text):
-        """Post this node's failure to the round (the first report wins); never raises."""
-        try:
-            self._store.compare_set(self._key("failed"), "",
-                                    f"node {self.node_rank}: {text}")
-            return True
-        except Exception:  # noqa: BLE001 (the store may be gone)
-            return False
+    def report_failure(self, text, wait=5.0):
+        """Post this node's failure to the round (the first report wins); never raises, and
+        waits at most `wait` s (the store's host may be unreachable: a link down)."""
+        key, value = self._key("failed"), f"node {self.node_rank}: {text}"
+        return _bounded(lambda: self._store.compare_set(key, "", value), wait)
 
     def start_monitor(self, interval):
         """A thread that polls the round every interval s; .failure() and .lost() read it."""
@@ -429,9 +428,8 @@ class NodeRendezvous:
         grace_after_failure s), so that no node loses the store while its workers run."""
         import time
 
-        try:
-            self._store.add(self._key("finished"), 1)
-        except Exception:  # noqa: BLE001
+        key = self._key("finished")
+        if not _bounded(lambda: self._store.add(key, 1), 5.0):
             return
         if not self.is_host:
             return
@@ -453,6 +451,25 @@ class NodeRendezvous:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def _bounded(fn, secs):
+    """Run fn() in a thread for at most secs; whether it returned without an exception."""
+    import threading
+
+    done = []
+
+    def call():
+        try:
+            fn()
+            done.append(True)
+        except Exception:  # noqa: BLE001 (best effort: the store may be gone)
+            done.append(False)
+
+    t = threading.Thread(target=call, name="ddlrun-rdzv-call", daemon=True)
+    t.start()
+    t.join(secs)
+    return bool(done and done[0])
 
 
 def timedelta_seconds(secs):
