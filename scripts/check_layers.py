@@ -21,6 +21,7 @@ LAYERS = ["core", "kernels", "autograd", "optim", "data", "ml", "store", "comm",
 # csrc/include/ddl/<name>: the layer each public header belongs to ("api": the umbrella).
 PUBLIC_HEADERS = {
     "core.h": "core",
+    "half.h": "core",
     "nn_act.h": "kernels", "nn_conv.h": "kernels", "nn_loss.h": "kernels",
     "nn_norm.h": "kernels", "nn_rnn.h": "kernels",
     "autograd.h": "autograd",

@@ -23,6 +23,7 @@
 #include "comm.h"
 #include "core.h"
 #include "data.h"
+#include "half.h"
 #include "ml.h"
 #include "nn_act.h"
 #include "nn_conv.h"
