@@ -6,7 +6,8 @@
 #                                              behind switch ddlt-TAG-sw; RATE 1gbit (default),
 #                                              10gbit, or none
 #   scripts/cluster.sh exec TAG I CMD...       run CMD on host I (own netns, own hostname
-#                                              ddlt-TAG-hI, own /dev/shm), as exec: its exit code
+#                                              ddlt-TAG-hI, own /dev/shm, an /etc/hosts naming
+#                                              every host), as exec: its exit code
 #   scripts/cluster.sh link TAG I up|down      host I's link (its eth0) up or down
 #   scripts/cluster.sh down TAG                kill every process in the cluster, delete it
 #   scripts/cluster.sh sweep                   delete clusters whose owner (TAG's pid) is gone
@@ -77,10 +78,19 @@ host_exec() {
     local h
     h=$(ns_host "$tag" "$i")
     ip netns list | grep -q "^$h\b" || die "no host $i in cluster $tag"
-    # own hostname (UTS) and own /dev/shm: a "host" shares nothing but the filesystem
+    # every host's name in /etc/hosts (torchrun resolves its own hostname)
+    local hosts="127.0.0.1 localhost\n" ns a
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-$tag-h" || true); do
+        a=$(ip -n "$ns" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+        hosts+="$a $ns\n"
+    done
+    # own hostname (UTS), own /dev/shm and /etc/hosts (a private mount namespace): a "host"
+    # shares nothing with the others but the rest of the filesystem
     exec ip netns exec "$h" unshare --uts --mount --propagation private \
-        sh -c 'hostname "$0" && mount -t tmpfs -o size=512m tmpfs /dev/shm && exec "$@"' \
-        "$h" "$@"
+        sh -c 'hostname "$0" && mount -t tmpfs -o size=512m tmpfs /dev/shm &&
+               printf "%b" "$1" >/dev/shm/.ddlt-hosts &&
+               mount --bind /dev/shm/.ddlt-hosts /etc/hosts && shift && exec "$@"' \
+        "$h" "$hosts" "$@"
 }
 
 link() {

@@ -20,10 +20,10 @@ static float float_of(uint32_t x) {
 static uint16_t f32_to_f16(float f) {
     uint32_t x = bits_of(f);
     uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
     if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 (and inf): inf */
-    if (ax < 0x38800000u) {                                  /* below 2^-14: subnormal or 0 */
-        float t = float_of(ax) * 16777216.0f;                /* in units of 2^-24, exact */
+    if (ax < 0x38800000u) {                                   /* below 2^-14: subnormal or 0 */
+        float t = float_of(ax) * 16777216.0f;                 /* in units of 2^-24, exact */
         uint32_t i = (uint32_t)t;
         float frac = t - (float)i;
         if (frac > 0.5f || (frac == 0.5f && (i & 1u))) i++;

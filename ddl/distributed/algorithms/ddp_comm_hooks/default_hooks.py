@@ -44,22 +44,25 @@ def _compress_hook(kind, process_group, bucket):
     sent = np.empty(padded, np.uint16)
     _C.half_compress(sent, flat, 1.0 / w, kind)
     got = np.empty(padded, np.uint16)
-    # every rank's copy of my chunk (rows: ranks); bits are copied, never added, on the wire
-    dist.all_to_all_single(got.view(np.float32), sent.view(np.float32), group=process_group)
-    part = np.empty(chunk, np.float32)
-    _C.half_decompress_sum(part, got, w, kind)
-    mine = np.empty(chunk, np.uint16)
-    _C.half_compress(mine, part, 1.0, kind)
-    every = np.empty(padded, np.uint16)
-    work = dist.all_gather_into_tensor(every.view(np.float32), mine.view(np.float32),
-                                       group=process_group, async_op=True)
+    # every rank's copy of my chunk (rows: ranks); bits are copied, never added, on the wire.
+    # Started now, overlapping the rest of backward; the sum and the all_gather run when DDP
+    # waits for the bucket's future (after the last bucket was launched).
+    work = dist.all_to_all_single(got.view(np.float32), sent.view(np.float32),
+                                  group=process_group, async_op=True)
 
-    def decompress(fut):
+    def reduce_and_gather(fut, sent=sent):   # sent: alive until the all_to_all is done
+        part = np.empty(chunk, np.float32)
+        _C.half_decompress_sum(part, got, w, kind)
+        mine = np.empty(chunk, np.uint16)
+        _C.half_compress(mine, part, 1.0, kind)
+        every = np.empty(padded, np.uint16)
+        dist.all_gather_into_tensor(every.view(np.float32), mine.view(np.float32),
+                                    group=process_group)
         _C.half_decompress_sum(flat, every, 1, kind)
         buf.numpy().reshape(-1)[:] = flat[:n]
         return buf
 
-    return Future.of_work(work, None).then(decompress)
+    return Future.of_work(work, None).then(reduce_and_gather)
 
 
 def fp16_compress_hook(process_group, bucket):
