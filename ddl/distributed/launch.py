@@ -12,7 +12,8 @@ be importable or picklable but the return value). Each worker gets RANK / WORLD_
 MASTER_ADDR / MASTER_PORT, an initialized default process group and cores // nprocs BLAS
 threads; launch returns rank 0's result, or raises DistributedError naming the rank that
 failed with its traceback. A rank dies with the process that launched it (PR_SET_PDEATHSIG),
-so killing a notebook kernel leaves no rank behind.
+so killing a notebook kernel leaves no rank behind, and an interrupt (KeyboardInterrupt in
+launch) stops the ranks at once (SIGTERM) before it propagates.
 """
 import multiprocessing
 import os
@@ -92,6 +93,7 @@ def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
     deadline = time.monotonic() + timeout
     results = [None] * nprocs
     failure = None
+    finished = False
     try:
         pending = set(range(nprocs))
         first_failure_at = None
@@ -117,9 +119,12 @@ def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
                     first_failure_at = time.monotonic()
         if failure is None and first_failure_at is not None:
             failure = _root_cause(results, procs)
+        finished = True
     finally:
         for p in procs:
-            if p.is_alive() and failure is not None:
+            # a failure, or an exception here (KeyboardInterrupt: a notebook's interrupt):
+            # stop the ranks now rather than wait for them
+            if p.is_alive() and (failure is not None or not finished):
                 os.kill(p.pid, signal.SIGTERM)
         for p in procs:
             p.join(10)
