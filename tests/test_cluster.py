@@ -168,7 +168,7 @@ exec {script} exec {tag} $(( ${{host##*.}} - 1 )) sh -c "$*"
 @pytest.mark.skipif(shutil.which("mpirun") is None,
                     reason="mpirun not installed (Debian: apt-get install openmpi-bin)")
 def test_mpirun_4_ranks_across_2_hosts(make_cluster, tmp_path):
-    from tests.test_cluster_env import WORKER
+    from tests.test_cluster_env import WORKER, read_outs
 
     c = make_cluster(2)
     agent = tmp_path / "agent.sh"
@@ -188,6 +188,7 @@ def test_mpirun_4_ranks_across_2_hosts(make_cluster, tmp_path):
     p = c.popen(0, argv, cwd=tmp_path, env=env)
     out, err = p.communicate(timeout=150)
     assert p.returncode == 0, out + err
-    found = sorted(re.findall(r"(\d) 4 (\d) \[10\.0, 10\.0\]", out))
-    assert [r for r, _ in found] == ["0", "1", "2", "3"], out
-    assert sorted(lr for _, lr in found) == ["0", "0", "1", "1"]
+    recs = read_outs(tmp_path, 4)
+    assert [r[:2] for r in recs] == [[str(i), "4"] for i in range(4)], out
+    assert sorted(r[2] for r in recs) == ["0", "0", "1", "1"]   # 2 local ranks per host
+    assert {r[3] for r in recs} == {"[10.0, 10.0]"}
