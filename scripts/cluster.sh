@@ -140,12 +140,12 @@ run() { # run N [RATE] -- CMD...
     fi
     [[ ${1:-} == -- ]] || die "usage: cluster.sh run N [RATE] -- CMD..."
     shift
-    local tag="$$x0"
+    RUN_TAG="$$x0" # global: the EXIT trap runs after this function returned
     sweep
-    trap 'down "$tag"' EXIT
+    trap 'down "$RUN_TAG"' EXIT
     trap 'exit 130' INT TERM HUP
-    up "$tag" "$n" "$rate" >&2
-    DDLT_TAG=$tag "$@"
+    up "$RUN_TAG" "$n" "$rate" >&2
+    DDLT_TAG=$RUN_TAG "$@"
 }
 
 need_root

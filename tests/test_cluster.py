@@ -192,3 +192,74 @@ def test_mpirun_4_ranks_across_2_hosts(make_cluster, tmp_path):
     assert [r[:2] for r in recs] == [[str(i), "4"] for i in range(4)], out
     assert sorted(r[2] for r in recs) == ["0", "0", "1", "1"]   # 2 local ranks per host
     assert {r[3] for r in recs} == {"[10.0, 10.0]"}
+
+
+SINK = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("10.213.0.2", 5001))
+s.listen()
+print("ready", flush=True)
+c, _ = s.accept()
+n, t = 0, None
+while True:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    t = t or time.monotonic()
+    n += len(b)
+print(n / (time.monotonic() - t) / 1e6, flush=True)
+"""
+SOURCE = """
+import socket
+s = socket.create_connection(("10.213.0.2", 5001))
+b = b"x" * (1 << 20)
+for _ in range(40):
+    s.sendall(b)
+s.close()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_links_are_rate_limited(make_cluster):
+    c = make_cluster(2, "1gbit")
+    sink = c.popen(1, [sys.executable, "-c", SINK])
+    assert sink.stdout.readline().strip() == "ready"
+    src = c.popen(0, [sys.executable, "-c", SOURCE])
+    src.communicate(timeout=60)
+    out, _ = sink.communicate(timeout=60)
+    mb_s = float(out)
+    assert 5 < mb_s < 135, mb_s   # 1 Gbit/s is 125 MB/s; unshaped veth moves GB/s
+
+
+@pytest.mark.timeout(120)
+def test_run_tears_down_and_sweep_removes_dead_owners():
+    import subprocess
+
+    from tests._cluster import unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+
+    def ours(prefix):
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                             check=True).stdout
+        return [ln for ln in out.splitlines() if ln.startswith(prefix)]
+
+    r = subprocess.run([SCRIPT, "run", "2", "none", "--", "sh", "-c",
+                        'echo "$DDLT_TAG"; exit 3'], capture_output=True, text=True,
+                       check=False, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert not ours(f"ddlt-{r.stdout.strip()}-")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tag = f"{dead.pid}x7"
+    subprocess.run([SCRIPT, "up", tag, "2", "none"], capture_output=True, check=True,
+                   timeout=60)
+    try:
+        assert len(ours(f"ddlt-{tag}-")) == 3
+        subprocess.run([SCRIPT, "sweep"], check=True, timeout=60)
+        assert not ours(f"ddlt-{tag}-")
+    finally:
+        subprocess.run([SCRIPT, "down", tag], capture_output=True, check=False, timeout=60)
