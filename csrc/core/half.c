@@ -17,33 +17,29 @@ static float float_of(uint32_t x) {
     return f;
 }
 
+/* Branch-free (vectorizable) IEEE conversions after Marat Dukhan's FP16 library: the float
+ * unit does the rounding (to nearest even), subnormals, overflow to inf, NaN. */
 static uint16_t f32_to_f16(float f) {
-    uint32_t x = bits_of(f);
-    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 (and inf): inf */
-    if (ax < 0x38800000u) {                                   /* below 2^-14: subnormal or 0 */
-        float t = float_of(ax) * 16777216.0f;                 /* in units of 2^-24, exact */
-        uint32_t i = (uint32_t)t;
-        float frac = t - (float)i;
-        if (frac > 0.5f || (frac == 0.5f && (i & 1u))) i++;
-        return (uint16_t)(sign | i); /* i == 0x400 is the smallest normal: right encoding */
-    }
-    uint32_t h = ((((ax >> 23) - 112u) << 10) | ((ax & 0x7fffffu) >> 13));
-    uint32_t rem = ax & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; /* a carry bumps the exponent */
-    return (uint16_t)(sign | h);
+    const float scale_to_inf = 0x1.0p+112f, scale_to_zero = 0x1.0p-110f;
+    uint32_t w = bits_of(f);
+    float base = (float_of(w & 0x7fffffffu) * scale_to_inf) * scale_to_zero;
+    uint32_t shl1_w = w + w, sign = w & 0x80000000u;
+    uint32_t bias = shl1_w & 0xff000000u;
+    uint32_t small = 0u - (uint32_t)(bias < 0x71000000u); /* masks, not branches: the values */
+    bias = (bias & ~small) | (0x71000000u & small);       /* of one bucket straddle them */
+    base = float_of((bias >> 1) + 0x07800000u) + base;
+    uint32_t r = bits_of(base);
+    uint32_t nonsign = ((r >> 13) & 0x00007c00u) + (r & 0x00000fffu);
+    uint32_t nan = 0u - (uint32_t)(shl1_w > 0xff000000u);
+    return (uint16_t)((sign >> 16) | (0x7e00u & nan) | (nonsign & ~nan));
 }
 
 static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0x1f) return float_of(sign | 0x7f800000u | (m << 13));
-    if (e == 0) {
-        float f = (float)m * (1.0f / 16777216.0f);
-        return sign ? -f : f;
-    }
-    return float_of(sign | ((e + 112u) << 23) | (m << 13));
+    uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
+    float normalized = float_of((two_w >> 4) + (0xe0u << 23)) * 0x1.0p-112f;
+    float denormalized = float_of((two_w >> 17) | (126u << 23)) - 0.5f;
+    uint32_t sub = 0u - (uint32_t)(two_w < (1u << 27));
+    return float_of(sign | (bits_of(denormalized) & sub) | (bits_of(normalized) & ~sub));
 }
 
 static uint16_t f32_to_bf16(float f) {
@@ -77,13 +73,17 @@ ddl_status ddl_half_decompress_sum(float *out, const uint16_t *in, int64_t n, in
     if (parts < 1)
         return ddl_fail(DDL_E_VALUE, "half_decompress_sum: parts must be >= 1, got %lld",
                         (long long)parts);
-    for (int64_t i = 0; i < n; i++) {
-        float s = 0.0f;
-        for (int64_t p = 0; p < parts; p++) {
-            uint16_t h = in[p * n + i];
-            s += kind == DDL_HALF_FP16 ? f16_to_f32(h) : bf16_to_f32(h);
-        }
-        out[i] = s;
+    /* (parts, n) -> (n,): row by row, so that each pass over out is one vectorizable loop */
+    if (kind == DDL_HALF_FP16)
+        for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32(in[i]);
+    else
+        for (int64_t i = 0; i < n; i++) out[i] = bf16_to_f32(in[i]);
+    for (int64_t p = 1; p < parts; p++) {
+        const uint16_t *row = in + p * n;
+        if (kind == DDL_HALF_FP16)
+            for (int64_t i = 0; i < n; i++) out[i] += f16_to_f32(row[i]);
+        else
+            for (int64_t i = 0; i < n; i++) out[i] += bf16_to_f32(row[i]);
     }
     return DDL_OK;
 }
