@@ -9,11 +9,15 @@ rank prefix, and when a rank fails stops the others and exits non-zero, naming t
            --nproc-per-node 4 train.py
     ddlrun --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29500 \
            --nproc-per-node 4 train.py
+    # torchrun's command line: node ranks assigned on arrival, restarts across nodes
+    python -m ddl.run --nnodes 2 --nproc-per-node 1 --rdzv-id job7 --rdzv-backend c10d \
+           --rdzv-endpoint 10.0.0.1:29400 train.py
 
-Standard library only: this module imports nothing else from ddl. See docs/launcher.md.
+Standard library only (the flags: ddl/_run_cli.py), except the c10d rendezvous (ddl/distributed/rendezvous.py, imported
+only when asked for). Workers die with the launcher (PR_SET_PDEATHSIG). See docs/launcher.md.
 """
-import argparse
 import collections
+import ctypes
 import os
 import signal
 import socket
@@ -21,6 +25,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from ._run_cli import _usable_cores, parse  # the command line and its checks
 
 _TAIL_LINES = 20           # stderr lines of a failed rank quoted in the summary
 _MAX_PARTIAL = 64 * 1024   # a line longer than this is emitted in pieces
@@ -35,14 +41,6 @@ def _log(msg):
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-
-
-def _usable_cores():
-    # the CPUs this process may run on (taskset, cgroup cpusets), not the machine's total
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _free_port(addr):
@@ -73,6 +71,39 @@ def _describe(returncode):
 def _exit_code(returncode):
     # a shell's convention: death by signal N reads as 128 + N
     return 128 - returncode if returncode < 0 else returncode
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid, sig=signal.SIGKILL):
+    """Ask the kernel to send sig to this process when its parent dies (PR_SET_PDEATHSIG),
+    then check the parent is still parent_pid: if it died before the call, exit at once.
+    Returns False where prctl is unavailable (not Linux). Safe after fork, before exec:
+    the setting survives exec."""
+    prctl = _prctl()
+    if prctl is None:
+        return False
+    prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)   # the parent is already gone: the kernel will not signal us
+    return True
+
+
+_PRCTL = []
+
+
+def _prctl():
+    if not _PRCTL:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).prctl
+            fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                           ctypes.c_ulong]
+            fn.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            fn = None
+        _PRCTL.append(fn)
+    return _PRCTL[0]
 
 
 class _Output:
@@ -188,6 +219,14 @@ class _Launcher:
         self.stdout = _Output(sys.stdout)
         self.stderr = _Output(sys.stderr)
         self.port = args.master_port
+        self.addr = args.master_addr
+        self.node_rank = args.node_rank
+        self.nnodes = args.nnodes
+        self.rdzv = None           # the NodeRendezvous under --rdzv-backend c10d
+        self.monitor = None        # its monitor's state while workers run
+        parent = os.getpid()
+        self._preexec = lambda: die_with_parent(parent)
+        _prctl()                   # load libc's prctl before any fork
 
     # -- signals --------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
@@ -212,9 +251,15 @@ class _Launcher:
             "WORLD_SIZE": str(self.world_size),
             "LOCAL_RANK": str(w.local_rank),
             "LOCAL_WORLD_SIZE": str(self.nproc),
-            "GROUP_RANK": str(self.args.node_rank),
-            "MASTER_ADDR": self.args.master_addr,
+            "GROUP_RANK": str(self.node_rank),
+            "GROUP_WORLD_SIZE": str(self.nnodes),
+            "ROLE_RANK": str(w.rank),
+            "ROLE_WORLD_SIZE": str(self.world_size),
+            "MASTER_ADDR": self.addr,
             "MASTER_PORT": str(self.port),
+            "TORCHELASTIC_RUN_ID": self.args.rdzv_id,
+            "TORCHELASTIC_RESTART_COUNT": str(self.restart_count),
+            "TORCHELASTIC_MAX_RESTARTS": str(self.args.max_restarts),
             "DDL_RESTART_COUNT": str(self.restart_count),
             "DDL_MAX_RESTARTS": str(self.args.max_restarts),
         })
@@ -232,17 +277,27 @@ class _Launcher:
         return env
 
     def _spawn(self):
-        if self.args.master_port is None:
+        if self.rdzv is not None:
+            self.node_rank, self.nnodes, self.addr, self.port = self.rdzv.join(
+                self.restart_count, _free_port)
+            self.world_size = self.nnodes * self.nproc
+            if self.node_rank == 0 or self.restart_count == 0:
+                _log(f"rendezvous {self.args.rdzv_id!r} round {self.restart_count}: node "
+                     f"{self.node_rank} of {self.nnodes}, master {self.addr}:{self.port}")
+        elif self.args.master_port is None:
             # single node: a fresh port per attempt, as the last one may still be held
             self.port = _free_port(self.args.master_addr)
         self.workers = []
-        base = self.args.node_rank * self.nproc
+        base = self.node_rank * self.nproc
         for lr in range(self.nproc):
             w = _Worker(lr, base + lr)
             w.proc = subprocess.Popen(
                 self.command, env=self._worker_env(w), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                start_new_session=True)   # own process group: signals reach the whole tree
+                start_new_session=True,   # own process group: signals reach the whole tree
+                # between fork and exec only prctl and getppid run (libc's prctl loaded
+                # beforehand): no lock another thread could hold is taken
+                preexec_fn=self._preexec)  # noqa: PLW1509
             w.group_alive = True
             self.workers.append(w)
             prefix = b"" if self.args.no_prefix else f"[rank{w.rank}]: ".encode()
@@ -284,6 +339,8 @@ class _Launcher:
         while True:
             if self.signals:
                 return None
+            if self.monitor is not None and (self.monitor["failure"] or self.monitor["lost"]):
+                return "remote"
             failed = []
             running = 0
             for w in self.workers:
@@ -301,12 +358,16 @@ class _Launcher:
     def _report(self, failed, restarting):
         root = {id(w) for w in failed}
         for w in failed:
-            _log(f"rank {w.rank} (node {self.args.node_rank}, local rank {w.local_rank}, "
+            _log(f"rank {w.rank} (node {self.node_rank}{self._host()}, local rank {w.local_rank}, "
                  f"pid {w.pid}) failed: {_describe(w.returncode)}")
         others = [w for w in self.workers if id(w) not in root and w.returncode != 0]
         if others:
             _log("stopped the other ranks: " + ", ".join(
                 f"rank {w.rank} ({_describe(w.returncode)})" for w in others))
+        if self.rdzv is not None:
+            _log("the job's nodes: " + "; ".join(
+                f"node {i}: ranks {i * self.nproc}-{(i + 1) * self.nproc - 1} on {where}"
+                for i, where in sorted(self.rdzv.table.items())))
         if restarting:
             _log(f"restarting the worker group (restart {self.restart_count + 1} of "
                  f"{self.args.max_restarts})")
@@ -322,28 +383,94 @@ class _Launcher:
         used = f"{self.restart_count} of {self.args.max_restarts} restarts used"
         _log(f"exiting with code {_exit_code(failed[0].returncode)} ({used})")
 
+    def _host(self):
+        return f" on {socket.gethostname()}" if self.nnodes > 1 else ""
+
+    def _remote(self):
+        """Log why this node stops for another node; the exit code to use."""
+        if self.monitor["failure"]:
+            _log(f"another node failed ({self.monitor['failure']}); stopping this node's "
+                 "workers")
+            return 1
+        _log(f"lost the rendezvous store at {self.rdzv.host}:{self.rdzv.port} (its node is "
+             f"gone or unreachable: {self.monitor['lost']}); stopping this node's workers")
+        return 1
+
+    def _attempt(self):
+        """One attempt: spawn, wait; (kind, failed) with kind in ok/signal/failed/remote."""
+        self._spawn()
+        if self.rdzv is not None:
+            self.monitor = self.rdzv.start_monitor(self.args.monitor_interval)
+        failed = self._wait()
+        if failed is None:
+            return "signal", None
+        if failed == "remote":
+            return "remote", None
+        if failed and self.rdzv is not None:
+            w = failed[0]
+            self.rdzv.report_failure(f"rank {w.rank} on {socket.gethostname()} failed: "
+                                     f"{_describe(w.returncode)}")
+        return ("failed" if failed else "ok"), failed
+
     def run(self):
         old_handlers = self._install_handlers()
         try:
+            if self.args.rdzv_backend == "c10d":
+                from .distributed.rendezvous import NodeRendezvous, RendezvousError
+
+                try:
+                    self.rdzv = NodeRendezvous(
+                        self.args.rdzv_host, self.args.rdzv_port, self.args.rdzv_id,
+                        self.args.min_nodes, self.args.max_nodes, self.args.local_addr,
+                        self.args.join_timeout, self.args.last_call)
+                except RendezvousError as e:
+                    _log(f"error: {e}")
+                    return 1
             while True:
                 if self.signals:
                     return 128 + self.signals[0]
-                self._spawn()
-                failed = self._wait()
-                if failed is None:
+                try:
+                    kind, failed = self._attempt()
+                except Exception as e:
+                    if self.rdzv is None or not isinstance(e, (OSError, RuntimeError)):
+                        raise
+                    _log(f"error: {e}")   # the rendezvous failed (timeout, store gone)
+                    return 1
+                if self.rdzv is not None:
+                    self.rdzv.stop_monitor()
+                if kind == "signal":
                     sig = self.signals[0]
                     _log(f"received {signal.Signals(sig).name}; stopping the workers")
                     self._stop(sig, self.args.timeout)
+                    if self.rdzv is not None:
+                        self.rdzv.report_failure(f"its launcher got {signal.Signals(sig).name}")
                     return 128 + sig
-                if not failed:
+                if kind == "ok":
                     # all ranks succeeded; clean up anything they left in their groups
                     self._stop(signal.SIGTERM, min(self.args.timeout, 1.0))
+                    if self.rdzv is not None:
+                        self.rdzv.finish()
                     return 0
                 self._stop(signal.SIGTERM, self.args.timeout)
                 restarting = self.restart_count < self.args.max_restarts and not self.signals
-                self._report(failed, restarting)
-                if not restarting:
-                    return _exit_code(failed[0].returncode)
+                if kind == "remote":
+                    code = self._remote()
+                    lost = bool(self.monitor["lost"])
+                    if restarting and not lost:
+                        _log(f"restarting the worker group (restart {self.restart_count + 1} "
+                             f"of {self.args.max_restarts})")
+                    else:
+                        _log(f"exiting with code {code} ({self.restart_count} of "
+                             f"{self.args.max_restarts} restarts used)")
+                        if self.rdzv is not None and not lost:
+                            self.rdzv.finish()
+                        return code
+                else:
+                    self._report(failed, restarting)
+                    if not restarting:
+                        if self.rdzv is not None:
+                            self.rdzv.finish()
+                        return _exit_code(failed[0].returncode)
                 self.restart_count += 1
         finally:
             # on any way out (an exception included), leave no worker group behind
@@ -351,101 +478,15 @@ class _Launcher:
                 w.signal_group(signal.SIGKILL)
                 if w.proc.poll() is None:
                     w.proc.wait()
+            if self.rdzv is not None:
+                self.rdzv.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
 
 
-def _typed(convert, expected):
-    """An argparse type: convert(text), or a usage error saying what was expected."""
-    def parse(text):
-        try:
-            return convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-
-    return parse
-
-
-_int = _typed(int, "an integer")
-_seconds = _typed(float, "seconds")
-_nproc = _typed(lambda text: _usable_cores() if text == "auto" else int(text),
-                "an integer or 'auto'")
-
-
-def _parser():
-    p = argparse.ArgumentParser(
-        prog="ddlrun",
-        description="Launch a ddl training script on one or more CPU worker processes per "
-                    "node, with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT and friends set "
-                    "for ddl.distributed.init_process_group('gloo').",
-        epilog="Everything after the script (or -m module) is passed to it unchanged.")
-    p.add_argument("--nproc-per-node", "--nproc_per_node", type=_nproc, default=1,
-                   metavar="N|auto",
-                   help="worker processes on this node (default 1; auto = usable CPU cores)")
-    p.add_argument("--nnodes", type=_int, default=1,
-                   help="number of nodes (launcher invocations) in the job (default 1)")
-    p.add_argument("--node-rank", "--node_rank", type=_int, default=0,
-                   help="this node's index in [0, nnodes) (default 0)")
-    p.add_argument("--master-addr", "--master_addr", default=None,
-                   help="address of the node running rank 0 (default 127.0.0.1)")
-    p.add_argument("--master-port", "--master_port", type=_int, default=None,
-                   help="port of rank 0's store (default: a free port; required when "
-                        "nnodes > 1)")
-    p.add_argument("--standalone", action="store_true",
-                   help="single node on 127.0.0.1 with a free port")
-    p.add_argument("--max-restarts", "--max_restarts", type=_int, default=0,
-                   help="restart the whole local worker group up to N times after a failure "
-                        "(default 0)")
-    p.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
-                   help="grace period between SIGTERM and SIGKILL when stopping workers "
-                        "(default 10)")
-    p.add_argument("--no-prefix", "--no_prefix", action="store_true",
-                   help="pass worker output through without the [rankN]: prefix")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("-m", "--module", action="store_true",
-                      help="run the target as a module, like python -m")
-    mode.add_argument("--no-python", "--no_python", action="store_true",
-                      help="run the target as an executable instead of with Python")
-    p.add_argument("script", nargs="?", metavar="script.py | -m module",
-                   help="the training script (or module with -m)")
-    p.add_argument("script_args", nargs=argparse.REMAINDER, metavar="args",
-                   help="arguments for the script")
-    return p
-
-
-def _parse(argv):
-    p = _parser()
-    args = p.parse_args(argv)
-    if args.script is None:
-        p.error("missing the script to run (script.py args... or -m module args...)")
-    if args.nproc_per_node < 1:
-        p.error(f"--nproc-per-node must be at least 1, got {args.nproc_per_node}")
-    if args.nnodes < 1:
-        p.error(f"--nnodes must be at least 1, got {args.nnodes}")
-    if not 0 <= args.node_rank < args.nnodes:
-        p.error(f"--node-rank must be in [0, {args.nnodes}), got {args.node_rank}")
-    if args.standalone and args.nnodes != 1:
-        p.error("--standalone runs a single node; drop --nnodes or --standalone")
-    if args.nnodes > 1 and args.master_port is None:
-        p.error("--master-port is required when --nnodes > 1 (every node must agree on it)")
-    if args.master_port is not None and not 1 <= args.master_port <= 65535:
-        p.error(f"--master-port must be in [1, 65535], got {args.master_port}")
-    if args.max_restarts < 0:
-        p.error(f"--max-restarts must be >= 0, got {args.max_restarts}")
-    if args.timeout < 0:
-        p.error(f"--timeout must be >= 0, got {args.timeout}")
-    if args.master_addr is None:
-        args.master_addr = "127.0.0.1"
-    if not args.module and not args.no_python and not os.path.isfile(args.script):
-        p.error(f"script not found: {args.script}")
-    if args.script_args[:1] == ["--"]:
-        args.script_args = args.script_args[1:]
-    return args
-
-
 def main(argv=None):
     """Entry point of `python -m ddl.run` and `ddlrun`; returns the exit code."""
-    args = _parse(sys.argv[1:] if argv is None else list(argv))
+    args = parse(sys.argv[1:] if argv is None else list(argv))
     if args.module:
         command = [sys.executable, "-m", args.script] + args.script_args
     elif args.no_python:

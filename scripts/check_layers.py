@@ -22,6 +22,7 @@ LAYERS = ["core", "kernels", "autograd", "optim", "data", "ml", "store", "comm",
 PUBLIC_HEADERS = {
     "core.h": "core",
     "fixed_point.h": "core",
+    "half.h": "core",
     "nn_act.h": "kernels", "nn_conv.h": "kernels", "nn_loss.h": "kernels",
     "nn_norm.h": "kernels", "nn_rnn.h": "kernels",
     "autograd.h": "autograd",

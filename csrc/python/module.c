@@ -133,13 +133,14 @@ static PyMethodDef module_functions[] = {
 
 /* fixed_point.c: the deterministic mode's exact-sum kernels (issue 18) */
 extern PyMethodDef pyddl_fixed_point_functions[];
+extern PyMethodDef pyddl_half_functions[]; /* half.c: DDP's compress hooks */
 
 /* Every file's table, in the order of the layers. */
 static PyMethodDef *const tables[] = {
     module_functions,         pyddl_tensor_functions,  pyddl_op_functions,
     pyddl_autograd_functions, pyddl_nn_functions,      pyddl_optim_functions,
     pyddl_data_functions,     pyddl_ml_functions,      pyddl_store_functions,
-    pyddl_comm_functions,     pyddl_reducer_functions, pyddl_fixed_point_functions,
+    pyddl_comm_functions,     pyddl_reducer_functions, pyddl_fixed_point_functions, pyddl_half_functions,
 };
 
 static struct PyModuleDef module_def = {

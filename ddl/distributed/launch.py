@@ -11,7 +11,9 @@ Workers are forked, so functions defined in a notebook cell work as they are (no
 be importable or picklable but the return value). Each worker gets RANK / WORLD_SIZE /
 MASTER_ADDR / MASTER_PORT, an initialized default process group and cores // nprocs BLAS
 threads; launch returns rank 0's result, or raises DistributedError naming the rank that
-failed with its traceback.
+failed with its traceback. A rank dies with the process that launched it (PR_SET_PDEATHSIG),
+so killing a notebook kernel leaves no rank behind, and an interrupt (KeyboardInterrupt in
+launch) stops the ranks at once (SIGTERM) before it propagates.
 """
 import multiprocessing
 import os
@@ -27,7 +29,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _worker(rank, nprocs, port, fn, args, kwargs, conn, timeout):
+def _worker(rank, nprocs, port, fn, args, kwargs, conn, timeout, parent):
+    from ..run import die_with_parent
+
+    die_with_parent(parent)   # the launching process dies: so does this rank
     from .. import _C
     from . import DistributedError, destroy_process_group, init_process_group
 
@@ -80,7 +85,7 @@ def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_worker, name=f"ddl-rank{rank}",
                         args=(rank, nprocs, port, fn, tuple(args), dict(kwargs or {}), child,
-                              timeout))
+                              timeout, os.getpid()))
         p.start()
         child.close()
         pipes.append(parent)
@@ -88,6 +93,7 @@ def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
     deadline = time.monotonic() + timeout
     results = [None] * nprocs
     failure = None
+    finished = False
     try:
         pending = set(range(nprocs))
         first_failure_at = None
@@ -113,9 +119,12 @@ def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
                     first_failure_at = time.monotonic()
         if failure is None and first_failure_at is not None:
             failure = _root_cause(results, procs)
+        finished = True
     finally:
         for p in procs:
-            if p.is_alive() and failure is not None:
+            # a failure, or an exception here (KeyboardInterrupt: a notebook's interrupt):
+            # stop the ranks now rather than wait for them
+            if p.is_alive() and (failure is not None or not finished):
                 os.kill(p.pid, signal.SIGTERM)
         for p in procs:
             p.join(10)

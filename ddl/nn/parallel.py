@@ -84,6 +84,7 @@ class DistributedDataParallel(Module):
         self._sync = True
         self._iterations = 0
         self._joined_ranks_possible = False
+        self._comm_hook = None   # a HookReducer once register_comm_hook was called
 
     # ---- construction-time agreement ---------------------------------------------------------
     def _verify_same_model(self, module):
@@ -126,7 +127,7 @@ class DistributedDataParallel(Module):
         if self._joined_ranks_possible:
             flag = np.ones(1, dtype=np.int64)  # "I still have data" for Join
             dist.all_reduce(flag, group=g)
-        if self._iterations == 1 and self._sync:
+        if self._iterations == 1 and self._sync and self._comm_hook is None:
             _C.reducer_rebuild(self._reducer)  # bucket by the order grads became ready
         if self.broadcast_buffers:
             with no_grad():
@@ -134,7 +135,10 @@ class DistributedDataParallel(Module):
                     if b.numel():
                         dist.broadcast(b, src=g.ranks[0], group=g)
         out = self.module(*inputs, **kwargs)
-        if is_grad_enabled():
+        if is_grad_enabled() and self._comm_hook is not None:   # register_comm_hook
+            self._comm_hook.prepare(self._sync)
+            self._iterations += 1
+        elif is_grad_enabled():
             unused = self._unused_flags(out) if self.find_unused_parameters else None
             _C.reducer_set_sync(self._reducer, self._sync)
             try:
@@ -174,6 +178,9 @@ class DistributedDataParallel(Module):
         return Join([self], enable=enable)
 
     def _join_shadow_until_done(self):
+        if self._comm_hook is not None:
+            raise RuntimeError("DistributedDataParallel.join: not supported with a "
+                               "communication hook (register_comm_hook)")
         g = self.process_group
         last = True  # no rank was still training when this one joined
         while True:
@@ -205,6 +212,28 @@ class DistributedDataParallel(Module):
             for t in list(self.module.parameters()) + list(self.module.buffers()):
                 if t.numel():
                     dist.broadcast(t, src=g.ranks[int(who[0])], group=g)
+
+    # ---- communication hooks (ddl/distributed/algorithms/ddp_comm_hooks) ----------------------
+    def register_comm_hook(self, state, hook):
+        """Reduce gradients with hook(state, bucket) -> Future instead of DDP's allreduce, as
+        PyTorch's DDP does (e.g. default_hooks.bf16_compress_hook halves the bytes sent). Call
+        it once, before the first forward; the buckets are then reduced in Python (the C
+        reducer is dropped), and find_unused_parameters and join() are not supported."""
+        from ..distributed.algorithms.ddp_comm_hooks.bucket import HookReducer
+
+        if not callable(hook):
+            raise TypeError(f"register_comm_hook: hook must be callable, got "
+                            f"{type(hook).__name__}")
+        if self._comm_hook is not None:
+            raise RuntimeError("register_comm_hook: a communication hook is already registered "
+                               "(it can be registered only once)")
+        if self._iterations:
+            raise RuntimeError("register_comm_hook: call it before the first forward")
+        if self.find_unused_parameters:
+            raise ValueError("register_comm_hook: not supported with find_unused_parameters")
+        self._reducer = None   # frees the C reducer, which removes its gradient hooks
+        self._comm_hook = HookReducer(self._params, self._param_names, state, hook,
+                                      int(self.bucket_cap_mb * 1024 * 1024))
 
     def bucket_info(self):
         """[(parameter names, allreduce start_us, end_us)] per bucket (ddl._C.now_us clock)."""

@@ -24,6 +24,7 @@
 #include "core.h"
 #include "data.h"
 #include "fixed_point.h"
+#include "half.h"
 #include "ml.h"
 #include "nn_act.h"
 #include "nn_conv.h"

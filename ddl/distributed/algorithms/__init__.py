@@ -1,0 +1,1 @@
+"""ddl.distributed.algorithms: DDP communication hooks (ddp_comm_hooks), PyTorch's names."""
