@@ -207,6 +207,11 @@ def rnn_cell(
     kind: int, x: _TensorLike, h: _TensorLike, c: _TensorLike | None, w_ih: _TensorLike,
     w_hh: _TensorLike, b_ih: _TensorLike | None, b_hh: _TensorLike | None, nonlinearity: int, /,
 ) -> TensorBase: ...
+def rnn_seq(
+    kind: int, x: _TensorLike, h: _TensorLike | None, c: _TensorLike | None, w_ih: _TensorLike,
+    w_hh: _TensorLike, b_ih: _TensorLike | None, b_hh: _TensorLike | None, nonlinearity: int,
+    reverse: bool, /,
+) -> TensorBase: ...
 
 # ---- optimizer steps (optim.c) -------------------------------------------------------------------
 
