@@ -21,7 +21,7 @@ HARNESSES = {
     "test_nn_kernels.c": ["kernels/nn_loss.c", "kernels/nn_act.c", "kernels/nn_rnn.c",
                           "core/error.c"],
     "test_conv_kernels.c": ["kernels/nn_conv.c", "kernels/nn_pool.c", "kernels/nn_norm.c",
-                            "core/error.c"],
+                            "core/error.c", "core/runtime.c"],
     "test_vmath.c": [],
 }
 
