@@ -5,6 +5,9 @@
     python benchmarks/bench_train.py --quick         # ~1 minute (rougher figures)
     python benchmarks/bench_train.py --update-docs   # also rewrite the "Training speed"
                                                      # section of docs/benchmarks.md
+    python benchmarks/bench_train.py --sweep         # how cost grows with work (_sweep.py):
+                                                     # sizes x batches x threads, GFLOP/s
+                                                     # against the measured sgemm peak
 
 Prints a table and writes benchmarks/results/bench_train.json and bench_train.md.
 
@@ -444,6 +447,11 @@ def main():
                    help="folder for bench_train.json and bench_train.md")
     p.add_argument("--update-docs", action="store_true",
                    help="rewrite the 'Training speed' section of docs/benchmarks.md")
+    p.add_argument("--sweep", action="store_true",
+                   help="run the size/batch/thread sweep instead (benchmarks/_sweep.py)")
+    p.add_argument("--sweep-models", nargs="+", choices=["mlp", "cnn", "lstm"], default=None)
+    p.add_argument("--sweep-reps", type=int, default=3)
+    p.add_argument("--sweep-min-time", type=float, default=0.3)
     args = p.parse_args()
     args.reps = args.reps or (3 if args.quick else 7)
     args.min_time = args.min_time or (0.6 if args.quick else 1.5)
@@ -461,8 +469,10 @@ def main():
           f"PyTorch {meta['torch']['version']} (MKL {meta['torch']['mkl']}, oneDNN "
           f"{meta['torch']['onednn']}, {meta['torch']['cpu_capability']}); "
           f"load {meta['loadavg_before'][0]:.1f}")
-    print("  ".join(h.ljust(w) for h, w in zip(HEADER, WIDTHS)))
     t0 = time.perf_counter()
+    if args.sweep:
+        return run_sweep(args, meta, t0)
+    print("  ".join(h.ljust(w) for h, w in zip(HEADER, WIDTHS)))
     rng = np.random.default_rng(0)
     rows = bench_models(args, rng) if args.only != "linear" else []
     if args.only != "train":
@@ -479,6 +489,18 @@ def main():
     print(f"\n{len(judged) - len(misses)}/{len(judged)} pass; {meta['elapsed_s']} s; "
           f"wrote {js} and {mdp}"
           + ("; updated docs/benchmarks.md" if args.update_docs else ""))
+
+
+def run_sweep(args, meta, t0):
+    import _sweep
+
+    rows, peaks = _sweep.run(args, C, ddl, torch, set_threads, openblas_sgemm())
+    meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    meta["loadavg_after"] = os.getloadavg()
+    meta["sgemm_peak_gflops"] = peaks
+    md = _sweep.markdown(rows, peaks, meta)
+    js, mdp = C.write_results(args.out, "bench_train_sweep", {"meta": meta, "results": rows}, md)
+    print(f"\n{len(rows)} rows; {meta['elapsed_s']} s; wrote {js} and {mdp}")
 
 
 if __name__ == "__main__":
