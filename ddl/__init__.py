@@ -82,8 +82,8 @@ def load(f):
     return _load(f)
 
 
-_LAZY_SUBPACKAGES = ("nn", "optim", "data", "datasets", "serialization", "distributed", "ml",
-                     "features", "sparse")
+_LAZY_SUBPACKAGES = ("nn", "optim", "data", "datasets", "serialization", "amp", "distributed",
+                     "ml", "features", "sparse")
 
 
 def __getattr__(name):
@@ -95,6 +95,10 @@ def __getattr__(name):
         from .trainer import Trainer
 
         return Trainer
+    if name in ("autocast", "bfloat16"):  # ddl.amp
+        from . import amp
+
+        return getattr(amp, name)
     if name in _LAZY_SUBPACKAGES:
         import importlib
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAZY = ["ddl.nn", "ddl.optim", "ddl.data", "ddl.datasets", "ddl.serialization",
+LAZY = ["ddl.nn", "ddl.optim", "ddl.data", "ddl.datasets", "ddl.serialization", "ddl.amp",
         "ddl.distributed", "ddl.ml", "ddl.features", "ddl.sparse", "ddl.trainer"]
 
 

@@ -6,7 +6,7 @@
 
 /* ---- recurrent cells ------------------------------------------------------------------------- */
 
-/* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind (ddl_cell_kind) B I H nonlinearity ;
+/* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind (ddl_cell_kind) B I H nonlinearity precision ;
  * saved: x h c w_ih w_hh cache */
 static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                 const int *need) {
@@ -34,6 +34,8 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
     float *d[7];
     for (int i = 0; i < 7; i++) d[i] = need[i] ? F(dinp[i]) : NULL;
     ddl_tensor *const *s = n->saved;
+    int prec = ddl_gemm_precision_override; /* the GEMM precision its forward ran in */
+    ddl_gemm_precision_override = (int)n->iargs[5];
     if (!st && kind == DDL_CELL_LSTM)
         st = ddl_lstm_cell_backward(d[0], d[1], d[2], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
                                     F(dc_new), F(s[5]), F(s[0]), F(s[1]), F(s[2]), F(s[3]), F(s[4]),
@@ -45,6 +47,7 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
         st = ddl_rnn_cell_backward(d[0], d[1], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
                                    F(s[5]), F(s[0]), F(s[1]), F(s[3]), F(s[4]), B, I, H,
                                    (ddl_rnn_nonlinearity)n->iargs[4]);
+    ddl_gemm_precision_override = prec;
     ddl_tensor_release(g);
     ddl_tensor_release(dh_new);
     ddl_tensor_release(dc_new);
@@ -128,14 +131,14 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
                          .backward = cell_backward,
                          .n_inputs = 7,
                          .in = {x, h, c, w_ih, w_hh, b_ih, b_hh},
-                         .iargs = {kind, B, I, H, nonlinearity},
+                         .iargs = {kind, B, I, H, nonlinearity, ddl_gemm_precision()},
                          .save = {t[0], t[1], t[2], t[3], t[4], cache},
                          .drop = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], cache}});
 }
 
 /* ---- fused sequences ------------------------------------------------------------------------- */
 
-/* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind T B I H nonlinearity reverse ;
+/* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind T B I H nonlinearity reverse precision ;
  * saved: x h c w_ih w_hh cache */
 static ddl_status seq_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                const int *need) {
@@ -146,6 +149,8 @@ static ddl_status seq_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor *
     float *d[7];
     for (int i = 0; i < 7; i++) d[i] = need[i] ? F(dinp[i]) : NULL;
     ddl_tensor *const *s = n->saved;
+    int prec = ddl_gemm_precision_override; /* the GEMM precision its forward ran in */
+    ddl_gemm_precision_override = (int)a[7];
     if (!st) {
         const float *dy = F(g); // (T + S, B, H)
         st = ddl_rnn_seq_backward(d[0], d[1], d[2], d[3], d[4], d[5], d[6], dy, dy + T * B * H,
@@ -153,6 +158,7 @@ static ddl_status seq_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor *
                                   F(s[0]), FOPT(s[1]), FOPT(s[2]), F(s[3]), F(s[4]), T, B, I, H, H,
                                   (ddl_rnn_mode)kind, (ddl_rnn_nonlinearity)a[5], (int)a[6]);
     }
+    ddl_gemm_precision_override = prec;
     ddl_tensor_release(g);
     return st;
 }
@@ -211,11 +217,12 @@ ddl_status ddl_ag_rnn_seq(ddl_tensor **out, ddl_cell_kind kind, const ddl_tensor
     }
     return ddl_node_finish(
         out, st, o,
-        &(ddl_node_spec){.name = node_names[kind],
-                         .backward = seq_backward,
-                         .n_inputs = 7,
-                         .in = {x, h, c, w_ih, w_hh, b_ih, b_hh},
-                         .iargs = {kind, T, B, I, H, nonlinearity, reverse != 0},
-                         .save = {t[0], t[1], t[2], t[3], t[4], cache},
-                         .drop = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], cache}});
+        &(ddl_node_spec){
+            .name = node_names[kind],
+            .backward = seq_backward,
+            .n_inputs = 7,
+            .in = {x, h, c, w_ih, w_hh, b_ih, b_hh},
+            .iargs = {kind, T, B, I, H, nonlinearity, reverse != 0, ddl_gemm_precision()},
+            .save = {t[0], t[1], t[2], t[3], t[4], cache},
+            .drop = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], cache}});
 }

@@ -12,6 +12,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The dinp products: the layer GEMM (ddl_gemm_f32), or in the planted-error test build a
+ * scaled sgemm (kernels/common.h's PLANT). */
+static void gemm_dinp(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+#ifdef DDL_PLANT_BACKWARD_ERROR
+    ddl_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)M, (int)N, (int)K, PLANT(1.0f), A, (int)lda, B, (int)ldb, beta, C,
+                    (int)ldc);
+#else
+    ddl_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
 /* Output size of a sliding window over (H, W); validates the window parameters. */
 ddl_status ddl_window_out_size(const char *who, int64_t *OH, int64_t *OW, int64_t H, int64_t W,
                                int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
@@ -257,8 +270,7 @@ static void conv_forward_range(const conv_job *jb, float *ws, int64_t lo, int64_
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
         int64_t m = min64(nb, hi - n0), ld = m * OHW;
         for (int64_t j = 0; j < m; j++) im2col(col + j * OHW, ld, jb->inp + (n0 + j) * CHW, g);
-        ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)ld, (int)CKK, 1.0f,
-                        jb->weight, (int)CKK, col, (int)ld, 0.0f, mat, (int)ld);
+        ddl_gemm_f32(0, 0, O, ld, CKK, jb->weight, CKK, col, ld, 0.0f, mat, ld);
         for (int64_t j = 0; j < m; j++)
             for (int64_t o = 0; o < O; o++) {
                 float *y = jb->out + ((n0 + j) * O + o) * OHW; // (OHW,)
@@ -285,12 +297,10 @@ static void conv_backward_range(const conv_job *jb, float *ws, float *dweight, i
                        sizeof(float) * (size_t)OHW);
         if (dweight) {
             for (int64_t j = 0; j < m; j++) im2col(col + j * OHW, ld, jb->inp + (n0 + j) * CHW, g);
-            ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)CKK, (int)ld,
-                            1.0f, dy, (int)ld, col, (int)ld, 1.0f, dweight, (int)CKK);
+            ddl_gemm_f32(0, 1, O, CKK, ld, dy, ld, col, ld, 1.0f, dweight, CKK);
         }
         if (jb->dinp) {
-            ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)CKK, (int)ld, (int)O,
-                            PLANT(1.0f), jb->weight, (int)CKK, dy, (int)ld, 0.0f, col, (int)ld);
+            gemm_dinp(1, 0, CKK, ld, O, jb->weight, CKK, dy, ld, 0.0f, col, ld);
             for (int64_t j = 0; j < m; j++)
                 col2im_add(jb->dinp + (n0 + j) * CHW, col + j * OHW, ld, g);
         }
@@ -340,8 +350,7 @@ ddl_status ddl_conv2d_forward(float *out, float *col_scratch, const float *inp, 
         if (bias)
             for (int64_t o = 0; o < O; o++)
                 for (int64_t i = 0; i < g.OHW; i++) y[o * g.OHW + i] = bias[o];
-        ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)g.OHW, (int)g.CKK,
-                        1.0f, weight, (int)g.CKK, b, (int)g.OHW, bias ? 1.0f : 0.0f, y, (int)g.OHW);
+        ddl_gemm_f32(0, 0, O, g.OHW, g.CKK, weight, g.CKK, b, g.OHW, bias ? 1.0f : 0.0f, y, g.OHW);
     }
     return DDL_OK;
 }
@@ -390,19 +399,15 @@ ddl_status ddl_conv2d_backward(float *dinp, float *dweight, float *dbias, float 
                 b = col_scratch;
             }
             // dweight (O, CKK) += dy (O, OHW) @ b^T (OHW, CKK)
-            ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)CKK, (int)OHW,
-                            1.0f, dy, (int)OHW, b, (int)OHW, 1.0f, dweight, (int)CKK);
+            ddl_gemm_f32(0, 1, O, CKK, OHW, dy, OHW, b, OHW, 1.0f, dweight, CKK);
         }
         if (dinp) {
             float *dx = dinp + n * C * H * W; // (C, H, W)
             // dcol (CKK, OHW) = weight^T (CKK, O) @ dy (O, OHW); pointwise: dcol is dx itself
             if (g.pointwise) {
-                ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)CKK, (int)OHW, (int)O,
-                                PLANT(1.0f), weight, (int)CKK, dy, (int)OHW, 1.0f, dx, (int)OHW);
+                gemm_dinp(1, 0, CKK, OHW, O, weight, CKK, dy, OHW, 1.0f, dx, OHW);
             } else {
-                ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)CKK, (int)OHW, (int)O,
-                                PLANT(1.0f), weight, (int)CKK, dy, (int)OHW, 0.0f, col_scratch,
-                                (int)OHW);
+                gemm_dinp(1, 0, CKK, OHW, O, weight, CKK, dy, OHW, 0.0f, col_scratch, OHW);
                 col2im_add(dx, col_scratch, g.OHW, &g);
             }
         }
@@ -532,8 +537,7 @@ ddl_status ddl_linear_forward(float *out, const float *inp, const float *weight,
     DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
     if (bias)
         for (int64_t b = 0; b < B; b++) memcpy(out + b * OUT, bias, (size_t)OUT * sizeof(float));
-    ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)OUT, (int)IN, 1.0f, inp,
-                    (int)IN, weight, (int)IN, bias ? 1.0f : 0.0f, out, (int)OUT);
+    ddl_gemm_f32(0, 1, B, OUT, IN, inp, IN, weight, IN, bias ? 1.0f : 0.0f, out, OUT);
     return DDL_OK;
 }
 
@@ -544,11 +548,9 @@ ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const 
     // weight (OUT, IN)
     DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
     if (dinp) /* dinp (B, IN) += dout (B, OUT) @ weight (OUT, IN) */
-        ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)IN, (int)OUT, 1.0f,
-                        dout, (int)OUT, weight, (int)IN, 1.0f, dinp, (int)IN);
+        ddl_gemm_f32(0, 0, B, IN, OUT, dout, OUT, weight, IN, 1.0f, dinp, IN);
     if (dweight) /* dweight (OUT, IN) += dout^T (OUT, B) @ inp (B, IN) */
-        ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OUT, (int)IN, (int)B, 1.0f,
-                        dout, (int)OUT, inp, (int)IN, 1.0f, dweight, (int)IN);
+        ddl_gemm_f32(1, 0, OUT, IN, B, dout, OUT, inp, IN, 1.0f, dweight, IN);
     if (dbias) {
         /* Row by row keeps the reads contiguous; a float partial per column would lose bits
          * over large B, so sum in blocks of 256 columns into doubles. */

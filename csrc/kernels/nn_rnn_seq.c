@@ -27,9 +27,7 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta != 0.0f ? C[i * ldc + j] : 0.0f;
         return;
     }
-    ddl_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (blasint)M, (blasint)N, (blasint)K, 1.0f, A, (blasint)lda, B, (blasint)ldb,
-                    beta, C, (blasint)ldc);
+    ddl_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* db (n,) += column sums of m (rows, n), summed in double by blocks of columns. */
