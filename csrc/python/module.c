@@ -123,8 +123,10 @@ PYDDL_DOC(autocast_bf16_supported, "()", "Whether this CPU and kernel offer AMX-
 static PyObject *py_autocast_bf16_supported(PyObject *Py_UNUSED(self),
                                             PyObject *Py_UNUSED(unused)) {
     int r;
-    Py_BEGIN_ALLOW_THREADS r = ddl_autocast_bf16_supported();
-    Py_END_ALLOW_THREADS return PyBool_FromLong(r);
+    Py_BEGIN_ALLOW_THREADS
+    r = ddl_autocast_bf16_supported();
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(r);
 }
 
 PYDDL_DOC(blas_info, "()", "The OpenBLAS kernel and build config in use.");
@@ -147,12 +149,17 @@ static PyObject *py_gloo_selftest(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED
 }
 
 static PyMethodDef module_functions[] = {
-    PYDDL_FN(_set_tensor_class, METH_O),  PYDDL_FN(_set_error_types, METH_VARARGS),
-    PYDDL_FN(set_num_threads, METH_O),    PYDDL_FN(get_num_threads, METH_NOARGS),
-    PYDDL_FN(blas_info, METH_NOARGS),     PYDDL_FN(gloo_version, METH_NOARGS),
-    PYDDL_FN(set_autocast_bf16, METH_O),  PYDDL_FN(get_autocast_bf16, METH_NOARGS),
+    PYDDL_FN(_set_tensor_class, METH_O),
+    PYDDL_FN(_set_error_types, METH_VARARGS),
+    PYDDL_FN(set_num_threads, METH_O),
+    PYDDL_FN(get_num_threads, METH_NOARGS),
+    PYDDL_FN(blas_info, METH_NOARGS),
+    PYDDL_FN(gloo_version, METH_NOARGS),
+    PYDDL_FN(set_autocast_bf16, METH_O),
+    PYDDL_FN(get_autocast_bf16, METH_NOARGS),
     PYDDL_FN(autocast_bf16_supported, METH_NOARGS),
-    PYDDL_FN(gloo_selftest, METH_NOARGS), PYDDL_FN_END,
+    PYDDL_FN(gloo_selftest, METH_NOARGS),
+    PYDDL_FN_END,
 };
 
 /* Every file's table, in the order of the layers. */
