@@ -68,3 +68,26 @@ def test_conv2d_two_threads_vs_torch(case, threads):
     (yt * torch.tensor(R, dtype=torch.float64)).sum().backward()
     for a, t in ((y, yt), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
         np.testing.assert_allclose(a, t.detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def norm_pool_run(rng, training):
+    x = ddl.tensor(rng.standard_normal((8, 32, 32, 32)).astype(np.float32), requires_grad=True)
+    w = ddl.tensor(rng.standard_normal(32).astype(np.float32), requires_grad=True)
+    b = ddl.tensor(rng.standard_normal(32).astype(np.float32), requires_grad=True)
+    rm, rv = ddl.zeros(32), ddl.ones(32)
+    y = F.batch_norm(x, rm, rv, w, b, training=training)
+    z = F.max_pool2d(y, 2) + F.max_pool2d(y, 3, stride=2, padding=1).sum()
+    R = ddl.tensor(np.random.RandomState(3).standard_normal(tuple(z.shape)).astype(np.float32))
+    (z * R).sum().backward()
+    return [t.numpy().copy() for t in (y, z, x.grad, w.grad, b.grad, rm, rv)]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_and_pooling_threads_bit_identical(training, threads):
+    """Both split over channels (planes), each computed alone: the same bits at 1 and 2."""
+    res = []
+    for n in (1, 2):
+        threads(n)
+        res.append(norm_pool_run(np.random.default_rng(5), training))
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
