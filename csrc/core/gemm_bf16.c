@@ -161,7 +161,7 @@ ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const 
 void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M == 0 || N == 0) return;
-    if (ddl_gemm_precision() == 1 && K >= 32 && M * N * K >= BF16_MIN_MACS &&
+    if (ddl_gemm_precision() == 1 && K >= 32 && (double)M * N * K >= (double)BF16_MIN_MACS &&
         ddl_bf16_gemm_available() &&
         ddl_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc) == DDL_OK)
         return;
