@@ -123,6 +123,36 @@ static inline int64_t b_at(int64_t k, int64_t n, int64_t KB) {
     return (((n >> 4) * KB + (k >> 5)) * 16 + ((k & 31) >> 1)) * 32 + (n & 15) * 2 + (k & 1);
 }
 
+/* Rows [0, R) of a row-major float matrix (row stride ld, K columns), 32 columns at a time
+ * (AVX512-BF16 VCVTNE2PS2BF16, round to nearest even): as A's tiles (pairs = 0: a row of 32
+ * bf16 is a tile row), or as B's pair-interleaved tiles when the matrix is B^T (pairs = 1:
+ * the 16 k-pairs of one column n scatter to the 16 tile rows). */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+pack_rows(uint16_t *dst, const float *src, int64_t ld, int64_t R, int64_t K, int64_t KB,
+          int pairs) {
+    const __m512i rows =
+        _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
+    for (int64_t r = 0; r < R; r++) {
+        const float *row = src + r * ld;
+        for (int64_t k0 = 0; k0 < K; k0 += 32) {
+            int64_t left = K - k0;
+            __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            __mmask16 m1 = left >= 32   ? 0xffff
+                           : left <= 16 ? 0
+                                        : (__mmask16)((1u << (left - 16)) - 1);
+            __m512 lo = _mm512_maskz_loadu_ps(m0, row + k0);
+            __m512 hi = _mm512_maskz_loadu_ps(m1, row + k0 + 16);
+            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* word w = column k0 + w */
+            if (!pairs) {
+                _mm512_storeu_si512(dst + a_at(r, k0, KB), v);
+            } else {
+                uint16_t *tile = dst + b_at(k0, r & ~(int64_t)15, KB); /* row 0, column 0 */
+                _mm512_i32scatter_epi32((int *)tile + (r & 15), rows, v, 4);
+            }
+        }
+    }
+}
+
 ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
                          int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                          int64_t ldc) {
@@ -140,11 +170,9 @@ ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const 
         for (int64_t k = 0; k < K; k++)
             for (int64_t i = 0; i < M; i++) ap[a_at(i, k, KB)] = to_bf16(A[k * lda + i]);
     else
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t k = 0; k < K; k++) ap[a_at(i, k, KB)] = to_bf16(A[i * lda + k]);
+        pack_rows(ap, A, lda, M, K, KB, 0);
     if (tb)
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t k = 0; k < K; k++) bp[b_at(k, n, KB)] = to_bf16(B[n * ldb + k]);
+        pack_rows(bp, B, ldb, N, K, KB, 1);
     else
         for (int64_t k = 0; k < K; k++)
             for (int64_t n = 0; n < N; n++) bp[b_at(k, n, KB)] = to_bf16(B[k * ldb + n]);
@@ -157,12 +185,14 @@ ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const 
 
 /* Below this many multiply-adds the packing into bf16 costs more than the tiles gain. */
 #define BF16_MIN_MACS ((int64_t)1 << 21)
+#define BF16_MIN_REUSE 48.0
 
 void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M == 0 || N == 0) return;
+    /* packing touches M*K + K*N values for M*N*K products: worth it when MN/(M+N) is large */
     if (ddl_gemm_precision() == 1 && K >= 32 && (double)M * N * K >= (double)BF16_MIN_MACS &&
-        ddl_bf16_gemm_available() &&
+        (double)M * N >= BF16_MIN_REUSE * (double)(M + N) && ddl_bf16_gemm_available() &&
         ddl_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc) == DDL_OK)
         return;
     ddl_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
