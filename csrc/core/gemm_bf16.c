@@ -29,12 +29,14 @@
 static int amx_ok = 0;
 static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
 
-/* The CPU has AMX-TILE and AMX-BF16 (CPUID.7.0:EDX bits 24, 22) and Linux lets this process
+/* The CPU has AMX-TILE, AMX-BF16 (CPUID.7.0:EDX bits 24, 22) and AVX512-BF16, and Linux lets this process
  * use the tile data state (arch_prctl; Linux >= 5.16). */
 static void amx_probe(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
     if (!((d >> 24) & 1) || !((d >> 22) & 1)) return;
+    /* the packing converts with AVX512-BF16 (CPUID.7.1:EAX bit 5), which AMX CPUs have */
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1)) return;
     if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) return;
     unsigned long mask = 0;
     if (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_PERM, &mask) != 0) return;
