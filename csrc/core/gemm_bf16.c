@@ -29,8 +29,8 @@
 static int amx_ok = 0;
 static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
 
-/* The CPU has AMX-TILE, AMX-BF16 (CPUID.7.0:EDX bits 24, 22) and AVX512-BF16, and Linux lets this process
- * use the tile data state (arch_prctl; Linux >= 5.16). */
+/* The CPU has AMX-TILE, AMX-BF16 (CPUID.7.0:EDX bits 24, 22) and AVX512-BF16, and Linux lets
+ * this process use the tile data state (arch_prctl; Linux >= 5.16). */
 static void amx_probe(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
