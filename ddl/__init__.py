@@ -31,20 +31,35 @@ def _preload_openblas():
         ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
 
 
-try:
-    from . import _C
-except ImportError as e:
-    if "libscipy_openblas" not in str(e):
-        raise
-    _preload_openblas()
-    from . import _C
-from . import accelerator as accelerator
-from . import backends as backends
-from . import cuda as cuda
-from . import data as data  # the subpackages
-from . import datasets as datasets
-from . import nn as nn
-from . import optim as optim
+def _load_c():
+    # OpenBLAS starts its thread pool when it loads, one thread per core, unless
+    # OPENBLAS_NUM_THREADS says otherwise; ddl runs one BLAS thread by default (see
+    # _initial_threads), so it loads OpenBLAS with one and ddl.set_num_threads(n) starts more
+    # when asked. The variable is set only while _C loads: child processes and libraries
+    # loaded later see the environment as it was.
+    import os
+
+    unset = "OPENBLAS_NUM_THREADS" not in os.environ
+    if unset:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        try:
+            from . import _C
+        except ImportError as e:
+            if "libscipy_openblas" not in str(e):
+                raise
+            _preload_openblas()
+            from . import _C
+    finally:
+        if unset:
+            os.environ.pop("OPENBLAS_NUM_THREADS", None)
+    return _C
+
+
+_C = _load_c()
+# The subpackages (nn, optim, data, datasets, ...) load on first use (module __getattr__
+# below): a plain tensor program never pays for them. `import ddl.nn` and `from ddl import nn`
+# work as before.
 from ._device import device
 from ._dtype import bfloat16, dtype, float16, float32, float64, int8, int16, int32, int64, uint8
 from ._dtype import bool_ as bool  # torch.bool
@@ -53,7 +68,26 @@ from ._functions import __all__ as _fn_all
 from ._random import Generator, default_generator
 from ._tensor import Tensor
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .serialization import load, save
+
+
+def save(obj, f, *args, **kwargs):
+    """ddl.save(obj, path_or_fileobj): ddl.serialization.save, loaded on first use."""
+    from .serialization import save as _save
+
+    return _save(obj, f, *args, **kwargs)
+
+
+def load(f, map_location=None, weights_only=True, **kwargs):
+    """ddl.load(path_or_fileobj, map_location=None, weights_only=True): ddl.serialization.load,
+    loaded on first use."""
+    from .serialization import load as _load
+
+    return _load(f, map_location=map_location, weights_only=weights_only, **kwargs)
+
+
+_LAZY_SUBPACKAGES = ("nn", "optim", "data", "datasets", "serialization", "amp", "distributed",
+                     "ml", "features", "sparse", "utils", "vision", "multiprocessing",
+                     "accelerator", "backends", "cuda")
 
 half = float16  # PyTorch's narrower dtypes are stored widened (ddl/_dtype.py)
 short = int16
@@ -68,8 +102,11 @@ def __getattr__(name):
         from .trainer import Trainer
 
         return Trainer
-    if name in ("distributed", "ml", "features", "sparse", "utils", "vision",
-                "multiprocessing"):
+    if name == "autocast":  # ddl.amp
+        from . import amp
+
+        return getattr(amp, name)
+    if name in _LAZY_SUBPACKAGES:
         import importlib
 
         return importlib.import_module("." + name, __name__)

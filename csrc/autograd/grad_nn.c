@@ -16,6 +16,8 @@ static ddl_status linear_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     ddl_tensor *g;
     ddl_status st = begin_backward(&g, n, dout, dinp, need);
     int64_t B = n->iargs[0], IN = n->iargs[1], OUT = n->iargs[2];
+    int prec = ddl_gemm_precision_override; /* the GEMM precision its forward ran in */
+    ddl_gemm_precision_override = (int)n->iargs[3];
     /* empty sizes: the zeroed gradients are final (the kernel wants positive sizes), except
      * the bias's when there are no input features, which is dout summed over the rows */
     if (!st && B > 0 && OUT > 0 && IN > 0)
@@ -28,6 +30,7 @@ static ddl_status linear_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
         for (int64_t r = 0; r < B; r++)
             for (int64_t j = 0; j < OUT; j++) db[j] += dy[r * OUT + j];
     }
+    ddl_gemm_precision_override = prec;
     ddl_tensor_release(g);
     return st;
 }
@@ -67,14 +70,14 @@ ddl_status ddl_ag_linear(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
                                             .backward = linear_backward,
                                             .n_inputs = 3,
                                             .in = {x, w, b},
-                                            .iargs = {B, IN, OUT},
+                                            .iargs = {B, IN, OUT, ddl_gemm_precision()},
                                             .save = {t[0], t[1]},
                                             .drop = {t[0], t[1], t[2]}});
 }
 
 /* ---- conv2d ---------------------------------------------------------------------------------- */
 
-/* iargs: N C H W O KH KW sh sw ph pw dh dw */
+/* iargs: N C H W O KH KW sh sw ph pw dh dw precision */
 static ddl_status conv2d_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                   const int *need) {
     const int64_t *a = n->iargs;
@@ -85,11 +88,14 @@ static ddl_status conv2d_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     ddl_status st = ddl_tensor_contiguous(&g, dout);
     if (!st && ns) st = ddl_tensor_empty(&col, DDL_FLOAT32, 1, &ns);
     if (!st) st = zero_grads(n, dinp, need);
+    int prec = ddl_gemm_precision_override; /* the GEMM precision its forward ran in */
+    ddl_gemm_precision_override = (int)a[13];
     if (!st && a[0] > 0) /* an empty batch: the zeroed gradients are final */
         st = ddl_conv2d_backward(need[0] ? F(dinp[0]) : NULL, need[1] ? F(dinp[1]) : NULL,
                                  need[2] ? F(dinp[2]) : NULL, FOPT(col), F(g), F(n->saved[0]),
                                  F(n->saved[1]), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
                                  a[8], a[9], a[10], a[11], a[12]);
+    ddl_gemm_precision_override = prec;
     ddl_tensor_release(g);
     ddl_tensor_release(col);
     return st;
@@ -126,15 +132,16 @@ ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
         st = ddl_conv2d_forward(F(o), FOPT(col), F(t[0]), F(t[1]), FOPT(t[2]), N, C, H, W, O, KH,
                                 KW, stride[0], stride[1], pad[0], pad[1], dil[0], dil[1]);
     ddl_tensor_release(col);
-    return ddl_node_finish(out, st, o,
-                           &(ddl_node_spec){.name = "Conv2dBackward",
-                                            .backward = conv2d_backward,
-                                            .n_inputs = 3,
-                                            .in = {x, w, b},
-                                            .iargs = {N, C, H, W, O, KH, KW, stride[0], stride[1],
-                                                      pad[0], pad[1], dil[0], dil[1]},
-                                            .save = {t[0], t[1]},
-                                            .drop = {t[0], t[1], t[2]}});
+    return ddl_node_finish(
+        out, st, o,
+        &(ddl_node_spec){.name = "Conv2dBackward",
+                         .backward = conv2d_backward,
+                         .n_inputs = 3,
+                         .in = {x, w, b},
+                         .iargs = {N, C, H, W, O, KH, KW, stride[0], stride[1], pad[0], pad[1],
+                                   dil[0], dil[1], ddl_gemm_precision()},
+                         .save = {t[0], t[1]},
+                         .drop = {t[0], t[1], t[2]}});
 }
 
 /* ---- pooling --------------------------------------------------------------------------------- */

@@ -1,4 +1,4 @@
-/* grad_rnn.c: the differentiable recurrent cells (RNN, LSTM, GRU: one time step) on top of
+/* grad_rnn.c: the differentiable recurrent cells (one time step) and fused sequences on top of
  * the float32 kernels of nn_rnn.c; the forward records a node whose backward sits below it. */
 #include "autograd/grad_layer.h"
 #include "ddl/autograd.h"
@@ -6,7 +6,7 @@
 
 /* ---- recurrent cells ------------------------------------------------------------------------- */
 
-/* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind (ddl_cell_kind) B I H nonlinearity ;
+/* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind (ddl_cell_kind) B I H nonlinearity precision ;
  * saved: x h c w_ih w_hh cache */
 static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                 const int *need) {
@@ -34,6 +34,8 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
     float *d[7];
     for (int i = 0; i < 7; i++) d[i] = need[i] ? F(dinp[i]) : NULL;
     ddl_tensor *const *s = n->saved;
+    int prec = ddl_gemm_precision_override; /* the GEMM precision its forward ran in */
+    ddl_gemm_precision_override = (int)n->iargs[5];
     if (!st && kind == DDL_CELL_LSTM)
         st = ddl_lstm_cell_backward(d[0], d[1], d[2], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
                                     F(dc_new), F(s[5]), F(s[0]), F(s[1]), F(s[2]), F(s[3]), F(s[4]),
@@ -45,6 +47,7 @@ static ddl_status cell_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor 
         st = ddl_rnn_cell_backward(d[0], d[1], d[3], d[4], d[5], d[6], F(scratch), F(dh_new),
                                    F(s[5]), F(s[0]), F(s[1]), F(s[3]), F(s[4]), B, I, H,
                                    (ddl_rnn_nonlinearity)n->iargs[4]);
+    ddl_gemm_precision_override = prec;
     ddl_tensor_release(g);
     ddl_tensor_release(dh_new);
     ddl_tensor_release(dc_new);
@@ -128,7 +131,98 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
                          .backward = cell_backward,
                          .n_inputs = 7,
                          .in = {x, h, c, w_ih, w_hh, b_ih, b_hh},
-                         .iargs = {kind, B, I, H, nonlinearity},
+                         .iargs = {kind, B, I, H, nonlinearity, ddl_gemm_precision()},
                          .save = {t[0], t[1], t[2], t[3], t[4], cache},
                          .drop = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], cache}});
+}
+
+/* ---- fused sequences ------------------------------------------------------------------------- */
+
+/* inputs: x h c w_ih w_hh b_ih b_hh ; iargs: kind T B I H nonlinearity reverse precision ;
+ * saved: x h c w_ih w_hh cache */
+static ddl_status seq_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
+                               const int *need) {
+    const int64_t *a = n->iargs;
+    int64_t kind = a[0], T = a[1], B = a[2], I = a[3], H = a[4];
+    ddl_tensor *g = NULL;
+    ddl_status st = begin_backward(&g, n, dout, dinp, need);
+    float *d[7];
+    for (int i = 0; i < 7; i++) d[i] = need[i] ? F(dinp[i]) : NULL;
+    ddl_tensor *const *s = n->saved;
+    int prec = ddl_gemm_precision_override; /* the GEMM precision its forward ran in */
+    ddl_gemm_precision_override = (int)a[7];
+    if (!st) {
+        const float *dy = F(g); // (T + S, B, H)
+        st = ddl_rnn_seq_backward(d[0], d[1], d[2], d[3], d[4], d[5], d[6], dy, dy + T * B * H,
+                                  kind == DDL_CELL_LSTM ? dy + (T + 1) * B * H : NULL, F(s[5]),
+                                  F(s[0]), FOPT(s[1]), FOPT(s[2]), F(s[3]), F(s[4]), T, B, I, H, H,
+                                  (ddl_rnn_mode)kind, (ddl_rnn_nonlinearity)a[5], (int)a[6]);
+    }
+    ddl_gemm_precision_override = prec;
+    ddl_tensor_release(g);
+    return st;
+}
+
+ddl_status ddl_ag_rnn_seq(ddl_tensor **out, ddl_cell_kind kind, const ddl_tensor *x,
+                          const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
+                          const ddl_tensor *w_hh, const ddl_tensor *b_ih, const ddl_tensor *b_hh,
+                          ddl_rnn_nonlinearity nonlinearity, int reverse) {
+    static const char *names[DDL_NUM_CELL_KINDS] = {"rnn", "lstm", "gru"};
+    static const char *node_names[DDL_NUM_CELL_KINDS] = {"RnnBackward", "LstmBackward",
+                                                         "GruBackward"};
+    if ((unsigned)kind >= DDL_NUM_CELL_KINDS)
+        DDL_FAIL(DDL_E_VALUE, "rnn_seq: unknown kind %d (a ddl_cell_kind)", (int)kind);
+    if (kind == DDL_CELL_RNN && nonlinearity != DDL_RNN_TANH && nonlinearity != DDL_RNN_RELU)
+        DDL_FAIL(DDL_E_VALUE, "rnn_seq: unknown nonlinearity %d (0 tanh, 1 relu)",
+                 (int)nonlinearity);
+    const char *who = names[kind];
+    char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
+    int64_t gates = kind == DDL_CELL_LSTM ? 4 : kind == DDL_CELL_GRU ? 3 : 1;
+    if (x->ndim != 3 || w_ih->ndim != 2 || w_hh->ndim != 2)
+        DDL_FAIL(DDL_E_VALUE, "%s: expected a 3-D input (T, B, I) and 2-D weights, got %s", who,
+                 shp(b1, x));
+    int64_t T = x->shape[0], B = x->shape[1], I = x->shape[2], H = w_hh->shape[1];
+    if (H < 1 || w_hh->shape[0] != gates * H || w_ih->shape[0] != gates * H || w_ih->shape[1] != I)
+        DDL_FAIL(DDL_E_VALUE, "%s: input %s does not match weight_ih %s (expected (%lld, %lld))",
+                 who, shp(b1, x), shp(b2, w_ih), (long long)(gates * H), (long long)I);
+    if (c && kind != DDL_CELL_LSTM) DDL_FAIL(DDL_E_VALUE, "%s: a cell state is only for LSTM", who);
+    const ddl_tensor *st2[2] = {h, c};
+    for (int i = 0; i < 2; i++)
+        if (st2[i] && (st2[i]->ndim != 2 || st2[i]->shape[0] != B || st2[i]->shape[1] != H))
+            DDL_FAIL(DDL_E_VALUE, "%s: %s of shape %s, expected (%lld, %lld)", who,
+                     i ? "c_0" : "h_0", shp(b1, st2[i]), (long long)B, (long long)H);
+    const ddl_tensor *bs[2] = {b_ih, b_hh};
+    for (int i = 0; i < 2; i++)
+        if (bs[i] && ddl_tensor_numel(bs[i]) != gates * H)
+            DDL_FAIL(DDL_E_VALUE, "%s: bias of shape %s for %lld gates", who, shp(b1, bs[i]),
+                     (long long)(gates * H));
+    ddl_tensor *t[7] = {0}, *cache = NULL, *o = NULL;
+    const ddl_tensor *ins[7] = {x, h, c, w_ih, w_hh, b_ih, b_hh};
+    static const char *arg[7] = {"input",     "h_0",     "c_0",    "weight_ih",
+                                 "weight_hh", "bias_ih", "bias_hh"};
+    ddl_status st = DDL_OK;
+    for (int i = 0; i < 7 && !st; i++) st = f32(&t[i], ins[i], who, arg[i]);
+    int64_t nc = ddl_rnn_seq_cache_floats((ddl_rnn_mode)kind, T, B, H);
+    if (!st && nc < 0) st = ddl_fail(DDL_E_VALUE, "%s: sizes too large", who);
+    if (nc < 1) nc = 1;
+    int64_t S = kind == DDL_CELL_LSTM ? 2 : 1, oshape[3] = {T + S, B, H};
+    if (!st) st = ddl_tensor_empty(&cache, DDL_FLOAT32, 1, &nc);
+    if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, 3, oshape);
+    if (!st) {
+        float *y = F(o);
+        st = ddl_rnn_seq_forward(y, y + T * B * H, S == 2 ? y + (T + 1) * B * H : NULL, F(cache),
+                                 F(t[0]), FOPT(t[1]), FOPT(t[2]), F(t[3]), F(t[4]), FOPT(t[5]),
+                                 FOPT(t[6]), T, B, I, H, H, (ddl_rnn_mode)kind, nonlinearity,
+                                 reverse != 0);
+    }
+    return ddl_node_finish(
+        out, st, o,
+        &(ddl_node_spec){
+            .name = node_names[kind],
+            .backward = seq_backward,
+            .n_inputs = 7,
+            .in = {x, h, c, w_ih, w_hh, b_ih, b_hh},
+            .iargs = {kind, T, B, I, H, nonlinearity, reverse != 0, ddl_gemm_precision()},
+            .save = {t[0], t[1], t[2], t[3], t[4], cache},
+            .drop = {t[0], t[1], t[2], t[3], t[4], t[5], t[6], cache}});
 }

@@ -136,4 +136,31 @@ ddl_status ddl_stack_with(ddl_tensor **out, int n, const ddl_tensor *const *ts, 
 /* Threads for ddl's own kernels (OpenBLAS keeps its own count, set together). */
 extern int ddl_num_threads;
 
+/* Run fn(ctx, tid, nthreads) on tid = 0 .. nthreads-1 concurrently (tid 0 on the calling
+ * thread, the others on threads started for this call) and wait for all of them; nthreads is
+ * min(want, ddl_num_threads), and at most 1 runs inline. While several run, OpenBLAS is set to
+ * one thread, so each worker's sgemm is single-threaded (no pool fork/join per product) and
+ * restored afterwards. If a thread cannot start, its share runs on the calling thread. Returns
+ * the number of shares (nthreads). */
+typedef void (*ddl_parallel_fn)(void *ctx, int tid, int nthreads);
+int ddl_parallel_run(int want, ddl_parallel_fn fn, void *ctx);
+
+/* The precision the layer GEMMs of this thread use: a thread-local override (-1: none, 0:
+ * float32, 1: bf16), else the process-wide autocast setting. Backward sets the override to
+ * the mode its forward recorded; ddl_parallel_run hands the caller's precision to its
+ * workers. */
+extern _Thread_local int ddl_gemm_precision_override;
+int ddl_gemm_precision(void);
+
+/* C (M, N) = op(A) @ op(B) + beta * C (row-major, beta 0 or 1, like cblas_sgemm with alpha 1)
+ * for the layer kernels: bf16 on AMX when ddl_gemm_precision() asks for it, it is available
+ * and the product is large enough to gain (else, or without memory to pack, OpenBLAS sgemm). */
+void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* gemm_bf16.c: the AMX bf16 product itself (DDL_E_INTERNAL without AMX, DDL_E_NOMEM). */
+int ddl_bf16_gemm_available(void);
+ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
+                         int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                         int64_t ldc);
+
 #endif

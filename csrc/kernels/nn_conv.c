@@ -1,6 +1,6 @@
-/* nn_conv.c: float32 kernels for the sgemm-backed layers: conv2d (im2col + sgemm) and linear,
- * each with its `_naive` twin for the tests; also the sliding-window size check that pooling
- * shares (kernels/common.h). */
+/* nn_conv.c: float32 kernels for the sgemm-backed layers: conv2d (batched im2col + sgemm, the
+ * batch split over threads) and linear, each with its `_naive` twin for the tests; also the
+ * sliding-window size check that pooling shares (kernels/common.h). */
 #include "ddl/nn_conv.h"
 
 #include "core/internal.h"
@@ -9,7 +9,21 @@
 #include "kernels/common.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* The dinp products: the layer GEMM (ddl_gemm_f32), or in the planted-error test build a
+ * scaled sgemm (kernels/common.h's PLANT). */
+static void gemm_dinp(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+#ifdef DDL_PLANT_BACKWARD_ERROR
+    ddl_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)M, (int)N, (int)K, PLANT(1.0f), A, (int)lda, B, (int)ldb, beta, C,
+                    (int)ldc);
+#else
+    ddl_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
 
 /* Output size of a sliding window over (H, W); validates the window parameters. */
 ddl_status ddl_window_out_size(const char *who, int64_t *OH, int64_t *OW, int64_t H, int64_t W,
@@ -161,15 +175,16 @@ static void valid_range(int64_t *lo, int64_t *hi, int64_t iw0, int64_t s, int64_
 }
 
 /* One sample's im2col: col[(c, kh, kw), (oh, ow)] = inp[c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw],
- * zero in the padding. */
-static void im2col(float *col, const float *inp, const conv_geom *g) {
-    // col (C*KH*KW, OH*OW), inp (C, H, W)
+ * zero in the padding; col's rows are `ld` floats apart (ld >= OH*OW: several samples side by
+ * side). */
+static void im2col(float *col, int64_t ld, const float *inp, const conv_geom *g) {
+    // col (C*KH*KW, ld), inp (C, H, W)
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, sw = g->sw;
     for (int64_t c = 0; c < g->C; c++) {
         const float *plane = inp + c * H * W; // (H, W)
         for (int64_t kh = 0; kh < g->KH; kh++) {
             for (int64_t kw = 0; kw < g->KW; kw++) {
-                float *row = col + ((c * g->KH + kh) * g->KW + kw) * g->OHW; // (OH, OW)
+                float *row = col + ((c * g->KH + kh) * g->KW + kw) * ld; // (OH, OW)
                 int64_t iw0 = kw * g->dw - g->pw, lo, hi;
                 valid_range(&lo, &hi, iw0, sw, W, OW);
                 for (int64_t oh = 0; oh < OH; oh++) {
@@ -195,14 +210,14 @@ static void im2col(float *col, const float *inp, const conv_geom *g) {
 }
 
 /* The adjoint of im2col: inp[c, ih, iw] += col[...] over every window position that reads it. */
-static void col2im_add(float *inp, const float *col, const conv_geom *g) {
-    // inp (C, H, W), col (C*KH*KW, OH*OW)
+static void col2im_add(float *inp, const float *col, int64_t ld, const conv_geom *g) {
+    // inp (C, H, W), col (C*KH*KW, ld)
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, sw = g->sw;
     for (int64_t c = 0; c < g->C; c++) {
         float *plane = inp + c * H * W; // (H, W)
         for (int64_t kh = 0; kh < g->KH; kh++) {
             for (int64_t kw = 0; kw < g->KW; kw++) {
-                const float *row = col + ((c * g->KH + kh) * g->KW + kw) * g->OHW; // (OH, OW)
+                const float *row = col + ((c * g->KH + kh) * g->KW + kw) * ld; // (OH, OW)
                 int64_t iw0 = kw * g->dw - g->pw, lo, hi;
                 valid_range(&lo, &hi, iw0, sw, W, OW);
                 for (int64_t oh = 0; oh < OH; oh++) {
@@ -220,6 +235,91 @@ static void col2im_add(float *inp, const float *col, const conv_geom *g) {
     }
 }
 
+/* ---- batched im2col, the batch split across threads ------------------------------------- */
+
+/* A chunk's im2col matrix (C*KH*KW, nb*OH*OW) and its output/gradient matrix (O, nb*OH*OW)
+ * stay under this many floats each (8 MiB): several samples per sgemm, and near the caches. */
+#define CHUNK_FLOATS ((int64_t)1 << 21)
+
+/* One conv2d call split over threads: thread tid takes samples [N*tid/n, N*(tid+1)/n) and
+ * runs them in chunks of nb through its own workspace (ws + tid*ws_floats) with
+ * single-threaded sgemm (ddl_parallel_run); dweight of thread tid > 0 goes to its private
+ * dw + (tid-1)*O*CKK, summed by the caller. */
+typedef struct {
+    const conv_geom *g;
+    float *out, *dinp, *dweight, *ws, *dw;
+    const float *inp, *weight, *bias, *dout;
+    int64_t nb, ws_floats;
+} conv_job;
+
+/* Threads and samples per chunk for g; the workspace floats per thread in *ws_floats. */
+static int conv_plan(const conv_geom *g, int64_t *nb, int64_t *ws_floats) {
+    int64_t nt = min64(min64(g->N, ddl_num_threads), 64);
+    if (nt < 1) nt = 1;
+    int64_t per = max64(g->CKK, g->O) * g->OHW;
+    *nb = max64(1, min64((g->N + nt - 1) / nt, CHUNK_FLOATS / per));
+    *ws_floats = (g->CKK + g->O) * *nb * g->OHW;
+    return (int)nt;
+}
+
+/* out (n, O, OH, OW) = weight (O, CKK) @ im2col(chunk) + bias for samples [lo, hi). */
+static void conv_forward_range(const conv_job *jb, float *ws, int64_t lo, int64_t hi) {
+    const conv_geom *g = jb->g;
+    const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK, nb = jb->nb;
+    float *col = ws, *mat = ws + CKK * nb * OHW; // (CKK, nb*OHW), (O, nb*OHW)
+    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+        int64_t m = min64(nb, hi - n0), ld = m * OHW;
+        for (int64_t j = 0; j < m; j++) im2col(col + j * OHW, ld, jb->inp + (n0 + j) * CHW, g);
+        ddl_gemm_f32(0, 0, O, ld, CKK, jb->weight, CKK, col, ld, 0.0f, mat, ld);
+        for (int64_t j = 0; j < m; j++)
+            for (int64_t o = 0; o < O; o++) {
+                float *y = jb->out + ((n0 + j) * O + o) * OHW; // (OHW,)
+                const float *src = mat + o * ld + j * OHW;     // (OHW,)
+                if (jb->bias)
+                    for (int64_t i = 0; i < OHW; i++) y[i] = src[i] + jb->bias[o];
+                else
+                    memcpy(y, src, sizeof(float) * (size_t)OHW);
+            }
+    }
+}
+
+/* dweight += dy (O, m*OHW) @ im2col^T and dinp += col2im(weight^T @ dy), samples [lo, hi). */
+static void conv_backward_range(const conv_job *jb, float *ws, float *dweight, int64_t lo,
+                                int64_t hi) {
+    const conv_geom *g = jb->g;
+    const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK, nb = jb->nb;
+    float *col = ws, *dy = ws + CKK * nb * OHW; // (CKK, nb*OHW), (O, nb*OHW)
+    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+        int64_t m = min64(nb, hi - n0), ld = m * OHW;
+        for (int64_t j = 0; j < m; j++)
+            for (int64_t o = 0; o < O; o++)
+                memcpy(dy + o * ld + j * OHW, jb->dout + ((n0 + j) * O + o) * OHW,
+                       sizeof(float) * (size_t)OHW);
+        if (dweight) {
+            for (int64_t j = 0; j < m; j++) im2col(col + j * OHW, ld, jb->inp + (n0 + j) * CHW, g);
+            ddl_gemm_f32(0, 1, O, CKK, ld, dy, ld, col, ld, 1.0f, dweight, CKK);
+        }
+        if (jb->dinp) {
+            gemm_dinp(1, 0, CKK, ld, O, jb->weight, CKK, dy, ld, 0.0f, col, ld);
+            for (int64_t j = 0; j < m; j++)
+                col2im_add(jb->dinp + (n0 + j) * CHW, col + j * OHW, ld, g);
+        }
+    }
+}
+
+static void conv_forward_worker(void *p, int tid, int n) {
+    const conv_job *jb = p;
+    int64_t N = jb->g->N;
+    conv_forward_range(jb, jb->ws + tid * jb->ws_floats, N * tid / n, N * (tid + 1) / n);
+}
+
+static void conv_backward_worker(void *p, int tid, int n) {
+    const conv_job *jb = p;
+    int64_t N = jb->g->N;
+    float *dw = jb->dweight && tid > 0 ? jb->dw + (tid - 1) * jb->g->O * jb->g->CKK : jb->dweight;
+    conv_backward_range(jb, jb->ws + tid * jb->ws_floats, dw, N * tid / n, N * (tid + 1) / n);
+}
+
 ddl_status ddl_conv2d_forward(float *out, float *col_scratch, const float *inp, const float *weight,
                               const float *bias, int64_t N, int64_t C, int64_t H, int64_t W,
                               int64_t O, int64_t KH, int64_t KW, int64_t stride_h, int64_t stride_w,
@@ -230,19 +330,27 @@ ddl_status ddl_conv2d_forward(float *out, float *col_scratch, const float *inp, 
     DDL_TRY(conv_forward_args(&g, out, inp, weight, N, C, H, W, O, KH, KW, stride_h, stride_w,
                               pad_h, pad_w, dil_h, dil_w));
     DDL_TRY(col_scratch_check(&g, "conv2d", col_scratch));
+    conv_job jb = {.g = &g, .out = out, .inp = inp, .weight = weight, .bias = bias};
+    int nt = conv_plan(&g, &jb.nb, &jb.ws_floats);
+    jb.ws = malloc(sizeof(float) * (size_t)(nt * jb.ws_floats));
+    if (jb.ws) {
+        ddl_parallel_run(nt, conv_forward_worker, &jb);
+        free(jb.ws);
+        return DDL_OK;
+    }
+    /* no memory for the batched workspace: one sample at a time in the caller's scratch */
     for (int64_t n = 0; n < N; n++) {
         const float *x = inp + n * C * H * W; // (C, H, W)
         float *y = out + n * O * g.OHW;       // (O, OH*OW)
         const float *b = x;                   // (C*KH*KW, OH*OW)
         if (!g.pointwise) {
-            im2col(col_scratch, x, &g);
+            im2col(col_scratch, g.OHW, x, &g);
             b = col_scratch;
         }
         if (bias)
             for (int64_t o = 0; o < O; o++)
                 for (int64_t i = 0; i < g.OHW; i++) y[o * g.OHW + i] = bias[o];
-        ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)O, (int)g.OHW, (int)g.CKK,
-                        1.0f, weight, (int)g.CKK, b, (int)g.OHW, bias ? 1.0f : 0.0f, y, (int)g.OHW);
+        ddl_gemm_f32(0, 0, O, g.OHW, g.CKK, weight, g.CKK, b, g.OHW, bias ? 1.0f : 0.0f, y, g.OHW);
     }
     return DDL_OK;
 }
@@ -267,30 +375,40 @@ ddl_status ddl_conv2d_backward(float *dinp, float *dweight, float *dbias, float 
         }
     }
     if (!dinp && !dweight) return DDL_OK;
+    conv_job jb = {
+        .g = &g, .dinp = dinp, .dweight = dweight, .inp = inp, .weight = weight, .dout = dout};
+    int nt = conv_plan(&g, &jb.nb, &jb.ws_floats);
+    int64_t ndw = dweight ? (nt - 1) * O * CKK : 0; /* private dweight of threads 1.. */
+    jb.ws = malloc(sizeof(float) * (size_t)(nt * jb.ws_floats + ndw));
+    if (jb.ws) {
+        jb.dw = jb.ws + nt * jb.ws_floats;
+        if (ndw) memset(jb.dw, 0, sizeof(float) * (size_t)ndw);
+        nt = ddl_parallel_run(nt, conv_backward_worker, &jb);
+        for (int t = 1; t < nt && dweight; t++)
+            for (int64_t i = 0; i < O * CKK; i++) dweight[i] += jb.dw[(t - 1) * O * CKK + i];
+        free(jb.ws);
+        return DDL_OK;
+    }
     for (int64_t n = 0; n < N; n++) {
         const float *dy = dout + n * O * OHW; // (O, OH*OW)
         if (dweight) {
             const float *x = inp + n * C * H * W; // (C, H, W)
             const float *b = x;                   // (C*KH*KW, OH*OW)
             if (!g.pointwise) {
-                im2col(col_scratch, x, &g);
+                im2col(col_scratch, g.OHW, x, &g);
                 b = col_scratch;
             }
             // dweight (O, CKK) += dy (O, OHW) @ b^T (OHW, CKK)
-            ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)O, (int)CKK, (int)OHW,
-                            1.0f, dy, (int)OHW, b, (int)OHW, 1.0f, dweight, (int)CKK);
+            ddl_gemm_f32(0, 1, O, CKK, OHW, dy, OHW, b, OHW, 1.0f, dweight, CKK);
         }
         if (dinp) {
             float *dx = dinp + n * C * H * W; // (C, H, W)
             // dcol (CKK, OHW) = weight^T (CKK, O) @ dy (O, OHW); pointwise: dcol is dx itself
             if (g.pointwise) {
-                ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)CKK, (int)OHW, (int)O,
-                                PLANT(1.0f), weight, (int)CKK, dy, (int)OHW, 1.0f, dx, (int)OHW);
+                gemm_dinp(1, 0, CKK, OHW, O, weight, CKK, dy, OHW, 1.0f, dx, OHW);
             } else {
-                ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)CKK, (int)OHW, (int)O,
-                                PLANT(1.0f), weight, (int)CKK, dy, (int)OHW, 0.0f, col_scratch,
-                                (int)OHW);
-                col2im_add(dx, col_scratch, &g);
+                gemm_dinp(1, 0, CKK, OHW, O, weight, CKK, dy, OHW, 0.0f, col_scratch, OHW);
+                col2im_add(dx, col_scratch, g.OHW, &g);
             }
         }
     }
@@ -419,8 +537,7 @@ ddl_status ddl_linear_forward(float *out, const float *inp, const float *weight,
     DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
     if (bias)
         for (int64_t b = 0; b < B; b++) memcpy(out + b * OUT, bias, (size_t)OUT * sizeof(float));
-    ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)OUT, (int)IN, 1.0f, inp,
-                    (int)IN, weight, (int)IN, bias ? 1.0f : 0.0f, out, (int)OUT);
+    ddl_gemm_f32(0, 1, B, OUT, IN, inp, IN, weight, IN, bias ? 1.0f : 0.0f, out, OUT);
     return DDL_OK;
 }
 
@@ -431,11 +548,9 @@ ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const 
     // weight (OUT, IN)
     DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
     if (dinp) /* dinp (B, IN) += dout (B, OUT) @ weight (OUT, IN) */
-        ddl_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)IN, (int)OUT, 1.0f,
-                        dout, (int)OUT, weight, (int)IN, 1.0f, dinp, (int)IN);
+        ddl_gemm_f32(0, 0, B, IN, OUT, dout, OUT, weight, IN, 1.0f, dinp, IN);
     if (dweight) /* dweight (OUT, IN) += dout^T (OUT, B) @ inp (B, IN) */
-        ddl_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OUT, (int)IN, (int)B, 1.0f,
-                        dout, (int)OUT, inp, (int)IN, 1.0f, dweight, (int)IN);
+        ddl_gemm_f32(1, 0, OUT, IN, B, dout, OUT, inp, IN, 1.0f, dweight, IN);
     if (dbias) {
         /* Row by row keeps the reads contiguous; a float partial per column would lose bits
          * over large B, so sum in blocks of 256 columns into doubles. */

@@ -1,4 +1,5 @@
-/* nn_norm.c: float32 batch normalization (forward, backward) over an (N, C, S) layout. */
+/* nn_norm.c: float32 batch normalization (forward, backward) over an (N, C, S) layout, its
+ * channels split over ddl's threads. */
 #include "ddl/nn_norm.h"
 
 #include "core/internal.h"
@@ -62,29 +63,35 @@ static ddl_status bn_sizes(const char *who, int64_t N, int64_t C, int64_t S, int
     return DDL_OK;
 }
 
-ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invstd,
-                                 float *running_mean, float *running_var, const float *inp,
-                                 const float *weight, const float *bias, int64_t N, int64_t C,
-                                 int64_t S, int training, double momentum, double eps) {
-    // out (N, C, S), save_mean (C,), save_invstd (C,), running_mean (C,), running_var (C,),
-    // inp (N, C, S), weight (C,), bias (C,)
-    DDL_TRY(bn_sizes("batch_norm", N, C, S, training));
-    if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "batch_norm: out and inp must not be NULL");
-    if (!running_mean != !running_var)
-        DDL_FAIL(DDL_E_VALUE,
-                 "batch_norm: running_mean and running_var must both be given or both NULL");
-    if (!training && !running_mean)
-        DDL_FAIL(DDL_E_VALUE, "batch_norm: eval mode needs running_mean and running_var");
-    if (!(eps >= 0.0) || isinf(eps))
-        DDL_FAIL(DDL_E_VALUE, "batch_norm: eps must be finite and >= 0, got %g", eps);
-    if (!isfinite(momentum))
-        DDL_FAIL(DDL_E_VALUE, "batch_norm: momentum must be finite, got %g", momentum);
-    const int64_t M = N * S; /* values per channel */
+/* One call's arguments, shared by the threads that split its channels. */
+typedef struct {
+    float *out, *save_mean, *save_invstd, *running_mean, *running_var, *dinp, *dweight, *dbias;
+    const float *inp, *weight, *bias, *dout, *csave_mean, *csave_invstd;
+    int64_t N, C, S;
+    int training, need_dy, need_dev;
+    double momentum, eps;
+} bn_args;
 
+/* Threads for an (N, C, S) batch norm: one per 2^16 values, at most one per channel. */
+static int bn_threads(int64_t N, int64_t C, int64_t S) {
+    int64_t t = N * C * S >> 16;
+    if (t > C) t = C;
+    return t < 1 ? 1 : (int)(t > 64 ? 64 : t);
+}
+
+/* The forward over channels [lo, hi): each channel's statistics and outputs depend on that
+ * channel alone, so any split gives the same bits. */
+static void bn_forward_range(const bn_args *A, int64_t lo, int64_t hi) {
+    float *out = A->out, *save_mean = A->save_mean, *save_invstd = A->save_invstd;
+    float *running_mean = A->running_mean, *running_var = A->running_var;
+    const float *inp = A->inp, *weight = A->weight, *bias = A->bias;
+    const int64_t N = A->N, C = A->C, S = A->S, M = N * S; /* M: values per channel */
+    const int training = A->training;
+    const double momentum = A->momentum, eps = A->eps;
     double mean[CB], invstd[CB];
     float fmean[CB], scale[CB], shift[CB];
-    for (int64_t c0 = 0; c0 < C; c0 += CB) {
-        const int64_t nb = C - c0 < CB ? C - c0 : CB;
+    for (int64_t c0 = lo; c0 < hi; c0 += CB) {
+        const int64_t nb = hi - c0 < CB ? hi - c0 : CB;
         if (training) {
             double acc[CB];
             for (int64_t j = 0; j < nb; j++) acc[j] = 0.0;
@@ -139,28 +146,59 @@ ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invst
                 row_affine(y + j * S, x + j * S, S, fmean[j], scale[j], shift[j]);
         }
     }
+}
+
+static void bn_forward_worker(void *p, int tid, int nt) {
+    const bn_args *A = p;
+    bn_forward_range(A, A->C * tid / nt, A->C * (tid + 1) / nt);
+}
+
+ddl_status ddl_batchnorm_forward(float *out, float *save_mean, float *save_invstd,
+                                 float *running_mean, float *running_var, const float *inp,
+                                 const float *weight, const float *bias, int64_t N, int64_t C,
+                                 int64_t S, int training, double momentum, double eps) {
+    // out (N, C, S), save_mean (C,), save_invstd (C,), running_mean (C,), running_var (C,),
+    // inp (N, C, S), weight (C,), bias (C,)
+    DDL_TRY(bn_sizes("batch_norm", N, C, S, training));
+    if (!out || !inp) DDL_FAIL(DDL_E_VALUE, "batch_norm: out and inp must not be NULL");
+    if (!running_mean != !running_var)
+        DDL_FAIL(DDL_E_VALUE,
+                 "batch_norm: running_mean and running_var must both be given or both NULL");
+    if (!training && !running_mean)
+        DDL_FAIL(DDL_E_VALUE, "batch_norm: eval mode needs running_mean and running_var");
+    if (!(eps >= 0.0) || isinf(eps))
+        DDL_FAIL(DDL_E_VALUE, "batch_norm: eps must be finite and >= 0, got %g", eps);
+    if (!isfinite(momentum))
+        DDL_FAIL(DDL_E_VALUE, "batch_norm: momentum must be finite, got %g", momentum);
+    bn_args A = {.out = out,
+                 .save_mean = save_mean,
+                 .save_invstd = save_invstd,
+                 .running_mean = running_mean,
+                 .running_var = running_var,
+                 .inp = inp,
+                 .weight = weight,
+                 .bias = bias,
+                 .N = N,
+                 .C = C,
+                 .S = S,
+                 .training = training,
+                 .momentum = momentum,
+                 .eps = eps};
+    ddl_parallel_run(bn_threads(N, C, S), bn_forward_worker, &A);
     return DDL_OK;
 }
 
-ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                                  const float *inp, const float *weight, const float *save_mean,
-                                  const float *save_invstd, int64_t N, int64_t C, int64_t S,
-                                  int training) {
-    // dinp (N, C, S), dweight (C,), dbias (C,), dout (N, C, S), inp (N, C, S), weight (C,),
-    // save_mean (C,), save_invstd (C,)
-    DDL_TRY(bn_sizes("batch_norm_backward", N, C, S, training && dinp));
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: dout must not be NULL");
-    const int need_dy = dbias || (training && dinp);    /* sum(dout) */
-    const int need_dev = dweight || (training && dinp); /* sum(dout * (x - mean)) */
-    if (need_dev && !inp) DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: inp must not be NULL");
-    if ((need_dev || dinp) && (!save_mean || !save_invstd))
-        DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: save_mean and save_invstd must not be NULL");
-    const int64_t M = N * S;
-
+/* The backward over channels [lo, hi) (each channel's sums are its own, as in forward). */
+static void bn_backward_range(const bn_args *A, int64_t lo, int64_t hi) {
+    float *dinp = A->dinp, *dweight = A->dweight, *dbias = A->dbias;
+    const float *dout = A->dout, *inp = A->inp, *weight = A->weight;
+    const float *save_mean = A->csave_mean, *save_invstd = A->csave_invstd;
+    const int64_t N = A->N, C = A->C, S = A->S, M = N * S;
+    const int training = A->training, need_dy = A->need_dy, need_dev = A->need_dev;
     double sdy[CB], sdev[CB];
     float ka[CB], kx[CB], kb[CB];
-    for (int64_t c0 = 0; c0 < C; c0 += CB) {
-        const int64_t nb = C - c0 < CB ? C - c0 : CB;
+    for (int64_t c0 = lo; c0 < hi; c0 += CB) {
+        const int64_t nb = hi - c0 < CB ? hi - c0 : CB;
         for (int64_t j = 0; j < nb; j++) sdy[j] = 0.0, sdev[j] = 0.0;
         if (need_dy || need_dev)
             for (int64_t n = 0; n < N; n++) {
@@ -221,5 +259,40 @@ ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, con
             }
         }
     }
+}
+
+static void bn_backward_worker(void *p, int tid, int nt) {
+    const bn_args *A = p;
+    bn_backward_range(A, A->C * tid / nt, A->C * (tid + 1) / nt);
+}
+
+ddl_status ddl_batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                  const float *inp, const float *weight, const float *save_mean,
+                                  const float *save_invstd, int64_t N, int64_t C, int64_t S,
+                                  int training) {
+    // dinp (N, C, S), dweight (C,), dbias (C,), dout (N, C, S), inp (N, C, S), weight (C,),
+    // save_mean (C,), save_invstd (C,)
+    DDL_TRY(bn_sizes("batch_norm_backward", N, C, S, training && dinp));
+    if (!dout) DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: dout must not be NULL");
+    const int need_dy = dbias || (training && dinp);    /* sum(dout) */
+    const int need_dev = dweight || (training && dinp); /* sum(dout * (x - mean)) */
+    if (need_dev && !inp) DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: inp must not be NULL");
+    if ((need_dev || dinp) && (!save_mean || !save_invstd))
+        DDL_FAIL(DDL_E_VALUE, "batch_norm_backward: save_mean and save_invstd must not be NULL");
+    bn_args A = {.dinp = dinp,
+                 .dweight = dweight,
+                 .dbias = dbias,
+                 .dout = dout,
+                 .inp = inp,
+                 .weight = weight,
+                 .csave_mean = save_mean,
+                 .csave_invstd = save_invstd,
+                 .N = N,
+                 .C = C,
+                 .S = S,
+                 .training = training,
+                 .need_dy = need_dy,
+                 .need_dev = need_dev};
+    ddl_parallel_run(bn_threads(N, C, S), bn_backward_worker, &A);
     return DDL_OK;
 }

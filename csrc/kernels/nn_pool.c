@@ -83,6 +83,37 @@ maxpool22(float *restrict y, int64_t *restrict ix, const float *restrict x, int6
     }
 }
 
+/* One max-pooling call, its planes (n, c) split over ddl's threads (each plane is its own). */
+typedef struct {
+    float *out;
+    int64_t *indices;
+    const float *inp;
+    float *dinp;
+    const float *dout;
+    const int64_t *cindices;
+    int64_t H, W, OH, OW, KH, KW, sh, sw, ph, pw, planes;
+} max_job;
+
+/* Threads for `planes` planes of `area` values: one per 2^16 values, at most one per plane. */
+static int pool_threads(int64_t planes, int64_t area) {
+    int64_t t = planes * area >> 16;
+    if (t > planes) t = planes;
+    return t < 1 ? 1 : (int)(t > 64 ? 64 : t);
+}
+
+static void max_forward_worker(void *p, int tid, int nt);
+
+static void max_backward_worker(void *p, int tid, int nt) {
+    const max_job *jb = p;
+    const int64_t HW = jb->H * jb->W, OHW = jb->OH * jb->OW;
+    for (int64_t p = jb->planes * tid / nt; p < jb->planes * (tid + 1) / nt; p++) {
+        float *dx = jb->dinp + p * HW;        // (H, W)
+        const float *dy = jb->dout + p * OHW; // (OH, OW)
+        const int64_t *ix = jb->cindices + p * OHW;
+        for (int64_t i = 0; i < OHW; i++) dx[ix[i]] += dy[i];
+    }
+}
+
 ddl_status ddl_max_pool2d_forward(float *out, int64_t *indices, const float *inp, int64_t N,
                                   int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
                                   int64_t stride_h, int64_t stride_w, int64_t pad_h,
@@ -92,12 +123,25 @@ ddl_status ddl_max_pool2d_forward(float *out, int64_t *indices, const float *inp
     DDL_TRY(pool_check("max_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
                        out, "out", indices, "indices"));
     DDL_TRY(check_buf("max_pool2d", "inp", inp, 1));
+    max_job jb = {out, indices, inp, NULL,     NULL,     NULL,  H,     W,    OH,
+                  OW,  KH,      KW,  stride_h, stride_w, pad_h, pad_w, N * C};
+    ddl_parallel_run(pool_threads(N * C, H * W), max_forward_worker, &jb);
+    return DDL_OK;
+}
+
+/* max pooling's forward over planes [p0, p1) of jb. */
+static void max_forward_planes(const max_job *jb, int64_t p0, int64_t p1) {
+    float *out = jb->out;
+    int64_t *indices = jb->indices;
+    const float *inp = jb->inp;
+    const int64_t H = jb->H, W = jb->W, OH = jb->OH, OW = jb->OW, KH = jb->KH, KW = jb->KW;
+    const int64_t stride_h = jb->sh, stride_w = jb->sw, pad_h = jb->ph, pad_w = jb->pw;
     if (KH == 2 && KW == 2 && stride_h == 2 && stride_w == 2 && pad_h == 0 && pad_w == 0) {
-        for (int64_t p = 0; p < N * C; p++)
+        for (int64_t p = p0; p < p1; p++)
             maxpool22(out + p * OH * OW, indices + p * OH * OW, inp + p * H * W, W, OH, OW);
-        return DDL_OK;
+        return;
     }
-    for (int64_t p = 0; p < N * C; p++) {
+    for (int64_t p = p0; p < p1; p++) {
         const float *x = inp + p * H * W; // (H, W)
         float *y = out + p * OH * OW;     // (OH, OW)
         int64_t *ix = indices + p * OH * OW;
@@ -122,7 +166,11 @@ ddl_status ddl_max_pool2d_forward(float *out, int64_t *indices, const float *inp
             }
         }
     }
-    return DDL_OK;
+}
+
+static void max_forward_worker(void *p, int tid, int nt) {
+    const max_job *jb = p;
+    max_forward_planes(jb, jb->planes * tid / nt, jb->planes * (tid + 1) / nt);
 }
 
 ddl_status ddl_max_pool2d_backward(float *dinp, const float *dout, const int64_t *indices,
@@ -141,12 +189,9 @@ ddl_status ddl_max_pool2d_backward(float *dinp, const float *dout, const int64_t
                      "max_pool2d_backward: index %lld at position %lld is outside the "
                      "(%lld, %lld) input plane",
                      (ll)indices[i], (ll)i, (ll)H, (ll)W);
-    for (int64_t p = 0; p < N * C; p++) {
-        float *dx = dinp + p * H * W;         // (H, W)
-        const float *dy = dout + p * OH * OW; // (OH, OW)
-        const int64_t *ix = indices + p * OH * OW;
-        for (int64_t i = 0; i < OH * OW; i++) dx[ix[i]] += dy[i];
-    }
+    max_job jb = {NULL, NULL, NULL, dinp,     dout,     indices, H,     W,    OH,
+                  OW,   KH,   KW,   stride_h, stride_w, pad_h,   pad_w, N * C};
+    ddl_parallel_run(pool_threads(N * C, H * W), max_backward_worker, &jb);
     return DDL_OK;
 }
 

@@ -57,9 +57,7 @@ static void gemm(int naive, int ta, int tb, int64_t M, int64_t N, int64_t K, con
         }
         return;
     }
-    ddl_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (blasint)M, (blasint)N, (blasint)K, 1.0f, A, (blasint)lda, B, (blasint)ldb,
-                    beta, C, (blasint)ldc);
+    ddl_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* db (n,) += column sums of m (rows, n) with row stride ld, summed in double by blocks of

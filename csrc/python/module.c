@@ -105,6 +105,30 @@ static PyObject *py_get_num_threads(PyObject *Py_UNUSED(self), PyObject *Py_UNUS
     return PyLong_FromLong(ddl_get_num_threads());
 }
 
+PYDDL_DOC(set_autocast_bf16, "(on, /)",
+          "bf16 autocast of the layer GEMMs (process-wide; float32 without AMX-BF16).");
+static PyObject *py_set_autocast_bf16(PyObject *Py_UNUSED(self), PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    ddl_set_autocast_bf16(on);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(get_autocast_bf16, "()", "Whether bf16 autocast is on.");
+static PyObject *py_get_autocast_bf16(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
+    return PyBool_FromLong(ddl_get_autocast_bf16());
+}
+
+PYDDL_DOC(autocast_bf16_supported, "()", "Whether this CPU and kernel offer AMX-BF16.");
+static PyObject *py_autocast_bf16_supported(PyObject *Py_UNUSED(self),
+                                            PyObject *Py_UNUSED(unused)) {
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = ddl_autocast_bf16_supported();
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(r);
+}
+
 PYDDL_DOC(blas_info, "()", "The OpenBLAS kernel and build config in use.");
 static PyObject *py_blas_info(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused)) {
     return Py_BuildValue("{ss,ss}", "corename", ddl_blas_corename(), "config", ddl_blas_version());
@@ -125,10 +149,17 @@ static PyObject *py_gloo_selftest(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED
 }
 
 static PyMethodDef module_functions[] = {
-    PYDDL_FN(_set_tensor_class, METH_O),  PYDDL_FN(_set_error_types, METH_VARARGS),
-    PYDDL_FN(set_num_threads, METH_O),    PYDDL_FN(get_num_threads, METH_NOARGS),
-    PYDDL_FN(blas_info, METH_NOARGS),     PYDDL_FN(gloo_version, METH_NOARGS),
-    PYDDL_FN(gloo_selftest, METH_NOARGS), PYDDL_FN_END,
+    PYDDL_FN(_set_tensor_class, METH_O),
+    PYDDL_FN(_set_error_types, METH_VARARGS),
+    PYDDL_FN(set_num_threads, METH_O),
+    PYDDL_FN(get_num_threads, METH_NOARGS),
+    PYDDL_FN(blas_info, METH_NOARGS),
+    PYDDL_FN(gloo_version, METH_NOARGS),
+    PYDDL_FN(set_autocast_bf16, METH_O),
+    PYDDL_FN(get_autocast_bf16, METH_NOARGS),
+    PYDDL_FN(autocast_bf16_supported, METH_NOARGS),
+    PYDDL_FN(gloo_selftest, METH_NOARGS),
+    PYDDL_FN_END,
 };
 
 /* fixed_point.c: the deterministic mode's exact-sum kernels (issue 18) */

@@ -144,11 +144,33 @@ static PyObject *py_rnn_cell(PyObject *Py_UNUSED(self), PyObject *args) {
     return pyddl_finish(st, r, t, 7);
 }
 
+PYDDL_DOC(rnn_seq, "(kind, x, h, c, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, /)",
+          "A whole sequence of one recurrent layer, one direction, fused: x (T, B, I) -> "
+          "(T + S, B, H) = [y_0 .. y_{T-1}, h_n (, c_n for CELL_LSTM)].");
+static PyObject *py_rnn_seq(PyObject *Py_UNUSED(self), PyObject *args) {
+    int kind, nonlinearity, reverse;
+    ddl_tensor *t[7] = {NULL}, *r = NULL; /* x, h, c, w_ih, w_hh, b_ih, b_hh */
+    if (!PyArg_ParseTuple(args, "iO&O&O&O&O&O&O&ip", &kind, T, &t[0], T_OPT, &t[1], T_OPT, &t[2], T,
+                          &t[3], T, &t[4], T_OPT, &t[5], T_OPT, &t[6], &nonlinearity, &reverse))
+        return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_rnn_seq(&r, (ddl_cell_kind)kind, t[0], t[1], t[2], t[3], t[4], t[5],
+                                   t[6], (ddl_rnn_nonlinearity)nonlinearity, reverse));
+    return pyddl_finish(st, r, t, 7);
+}
+
 PyMethodDef pyddl_nn_functions[] = {
-    PYDDL_FN(linear, METH_VARARGS),    PYDDL_FN(conv2d, METH_VARARGS),
-    PYDDL_FN(pool2d, METH_VARARGS),    PYDDL_FN(batch_norm, METH_VARARGS),
-    PYDDL_FN(softmax, METH_VARARGS),   PYDDL_FN(class_loss, METH_VARARGS),
-    PYDDL_FN(pair_loss, METH_VARARGS), PYDDL_FN(activation, METH_VARARGS),
-    PYDDL_FN(embedding, METH_VARARGS), PYDDL_FN(dropout, METH_VARARGS),
-    PYDDL_FN(rnn_cell, METH_VARARGS),  PYDDL_FN_END,
+    PYDDL_FN(linear, METH_VARARGS),
+    PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),
+    PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),
+    PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS),
+    PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS),
+    PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),
+    PYDDL_FN(rnn_seq, METH_VARARGS),
+    PYDDL_FN_END,
 };

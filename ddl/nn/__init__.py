@@ -22,7 +22,7 @@ from .layers import (  # noqa: F401
 )
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss  # noqa: F401
 from .module import Module, ModuleDict, ModuleList, Parameter, Sequential, StateDictError  # noqa: F401
-from .rnn import GRU, LSTM, RNN  # noqa: F401
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: F401
 
 
 def __getattr__(name):

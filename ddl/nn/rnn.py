@@ -1,11 +1,17 @@
-"""Recurrent layers RNN, LSTM and GRU: each time step is one C cell call (sgemm over the
-whole batch for the gates), with PyTorch's parameter names, layouts and initialization."""
+"""Recurrent layers RNN, LSTM and GRU (multi-layer, bidirectional, inter-layer dropout,
+batch_first) and the one-step RNNCell, LSTMCell and GRUCell, with PyTorch's parameter names,
+layouts and initialization. Each (layer, direction) of a layer module is one fused C op over
+the whole sequence (_C.rnn_seq: one input-projection GEMM, one recurrent GEMM per step, a
+fused backward through time); a cell module is one C cell call per step."""
 import math
 
+from .. import _C
 from .. import _functions as T
 from . import functional as F
 from . import init
 from .module import Module, Parameter
+
+_KIND = {"r": _C.CELL_RNN, "l": _C.CELL_LSTM, "g": _C.CELL_GRU}
 
 
 class _RNNBase(Module):
@@ -15,22 +21,24 @@ class _RNNBase(Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=None):
         super().__init__()
-        if bidirectional:
-            raise ValueError(f"{type(self).__name__}: bidirectional=True is not supported")
         if num_layers < 1 or hidden_size < 1 or input_size < 1:
             raise ValueError(f"{type(self).__name__}: sizes and num_layers must be positive")
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1], got {dropout}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional = bool(bidirectional)
+        dirs = 2 if bidirectional else 1
         g = self._gates * hidden_size
         for layer in range(num_layers):
-            isz = input_size if layer == 0 else hidden_size
-            setattr(self, f"weight_ih_l{layer}", Parameter(T.empty(g, isz, dtype=dtype)))
-            setattr(self, f"weight_hh_l{layer}", Parameter(T.empty(g, hidden_size, dtype=dtype)))
-            if bias:
-                setattr(self, f"bias_ih_l{layer}", Parameter(T.empty(g, dtype=dtype)))
-                setattr(self, f"bias_hh_l{layer}", Parameter(T.empty(g, dtype=dtype)))
+            isz = input_size if layer == 0 else hidden_size * dirs
+            for sfx in ("", "_reverse")[:dirs]:
+                s = f"_l{layer}{sfx}"
+                setattr(self, "weight_ih" + s, Parameter(T.empty(g, isz, dtype=dtype)))
+                setattr(self, "weight_hh" + s, Parameter(T.empty(g, hidden_size, dtype=dtype)))
+                if bias:
+                    setattr(self, "bias_ih" + s, Parameter(T.empty(g, dtype=dtype)))
+                    setattr(self, "bias_hh" + s, Parameter(T.empty(g, dtype=dtype)))
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -38,12 +46,13 @@ class _RNNBase(Module):
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
-    def _layer_params(self, layer):
-        get = lambda n: getattr(self, f"{n}_l{layer}") if self.bias or "weight" in n else None
+    def _params(self, layer, reverse):
+        s = f"_l{layer}{'_reverse' if reverse else ''}"
+        get = lambda n: getattr(self, n + s) if self.bias or "weight" in n else None
         return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
 
-    def _step(self, x, h, c, params):
-        raise NotImplementedError
+    def _nonlinearity(self):
+        return _C.RNN_TANH
 
     def forward(self, input, hx=None):
         name = type(self).__name__
@@ -61,24 +70,29 @@ class _RNNBase(Module):
         if feat != self.input_size:
             raise ValueError(f"{name}(input_size={self.input_size}): input of shape "
                              f"{tuple(input.shape)} has {feat} features")
-        h0, c0 = self._initial_state(hx, batch, unbatched, input)
+        h0, c0 = self._initial_state(hx, batch, unbatched)
+        lstm = self._kind == "l"
+        dirs = 2 if self.bidirectional else 1
+        kind, nl = _KIND[self._kind], self._nonlinearity()
         layer_in = input
         h_n, c_n = [], []
         for layer in range(self.num_layers):
-            params = self._layer_params(layer)
-            h, c = h0[layer], (c0[layer] if c0 is not None else None)
             outs = []
-            for t in range(steps):
-                h, c = self._step(layer_in[t], h, c, params)
-                outs.append(h)
-            h_n.append(h)
-            c_n.append(c)
-            layer_in = T.stack(outs, 0)
+            for d in range(dirs):
+                k = layer * dirs + d
+                h = h0[k] if h0 is not None else None
+                c = c0[k] if c0 is not None else None
+                o = _C.rnn_seq(kind, layer_in, h, c, *self._params(layer, d == 1), nl, d == 1)
+                outs.append(o[:steps])
+                h_n.append(o[steps])
+                if lstm:
+                    c_n.append(o[steps + 1])
+            layer_in = outs[0] if dirs == 1 else T.cat(outs, 2)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, True)
         output = layer_in
         state_h = T.stack(h_n, 0)
-        state_c = T.stack(c_n, 0) if c0 is not None else None
+        state_c = T.stack(c_n, 0) if lstm else None
         if self.batch_first and not unbatched:
             output = output.transpose(0, 1)
         if unbatched:
@@ -87,15 +101,14 @@ class _RNNBase(Module):
             state_c = state_c.squeeze(1) if state_c is not None else None
         return output, (state_h if state_c is None else (state_h, state_c))
 
-    def _initial_state(self, hx, batch, unbatched, like):
-        shape = (self.num_layers, batch, self.hidden_size)
+    def _initial_state(self, hx, batch, unbatched):
+        dirs = 2 if self.bidirectional else 1
+        shape = (self.num_layers * dirs, batch, self.hidden_size)
         if hx is None:
-            z = T.zeros(shape, dtype=like.dtype)
-            return z, (z if self._kind == "l" else None)
-        hs = hx if self._kind == "l" else (hx, None)
+            return None, None
         if self._kind == "l" and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
             raise ValueError("LSTM: the initial state must be a tuple (h_0, c_0)")
-        h0, c0 = hs[0], hs[1]
+        h0, c0 = hx if self._kind == "l" else (hx, None)
         if unbatched:
             h0 = h0.unsqueeze(1)
             c0 = c0.unsqueeze(1) if c0 is not None else None
@@ -115,6 +128,8 @@ class _RNNBase(Module):
             s += ", batch_first=True"
         if self.dropout:
             s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         return s
 
 
@@ -125,22 +140,110 @@ class RNN(_RNNBase):
         super().__init__(*args, **kwargs)
         self.nonlinearity = nonlinearity
 
-    def _step(self, x, h, c, p):
-        cell = F.rnn_tanh_cell if self.nonlinearity == "tanh" else F.rnn_relu_cell
-        return cell(x, h, *p), None
+    def _nonlinearity(self):
+        return _C.RNN_TANH if self.nonlinearity == "tanh" else _C.RNN_RELU
 
 
 class LSTM(_RNNBase):
     _gates = 4
     _kind = "l"
 
-    def _step(self, x, h, c, p):
-        return F.lstm_cell(x, h, c, *p)
-
 
 class GRU(_RNNBase):
     _gates = 3
     _kind = "g"
 
-    def _step(self, x, h, c, p):
-        return F.gru_cell(x, h, *p), None
+
+# ---- cells: one time step ------------------------------------------------------------------------
+
+
+class _CellBase(Module):
+    _gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=None):
+        super().__init__()
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(f"{type(self).__name__}: sizes must be positive")
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        g = self._gates * hidden_size
+        self.weight_ih = Parameter(T.empty(g, input_size, dtype=dtype))
+        self.weight_hh = Parameter(T.empty(g, hidden_size, dtype=dtype))
+        if bias:
+            self.bias_ih = Parameter(T.empty(g, dtype=dtype))
+            self.bias_hh = Parameter(T.empty(g, dtype=dtype))
+        else:
+            self.bias_ih = self.bias_hh = None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            init.uniform_(p, -bound, bound)
+
+    def _prepare(self, input, hx):
+        """(input as 2-d, hx list as 2-d or None, unbatched)."""
+        name = type(self).__name__
+        if input.ndim not in (1, 2):
+            raise ValueError(f"{name}: expected a 1-d or 2-d input, got shape "
+                             f"{tuple(input.shape)}")
+        unbatched = input.ndim == 1
+        if unbatched:
+            input = input.unsqueeze(0)
+        if input.shape[1] != self.input_size:
+            raise ValueError(f"{name}(input_size={self.input_size}): input of shape "
+                             f"{tuple(input.shape)} has {input.shape[1]} features")
+        batch = input.shape[0]
+        if hx is None:
+            z = T.zeros((batch, self.hidden_size), dtype=input.dtype)
+            return input, None, z, unbatched
+        states = list(hx) if isinstance(hx, (tuple, list)) else [hx]
+        out = []
+        for s in states:
+            s = s.unsqueeze(0) if unbatched and s.ndim == 1 else s
+            if tuple(s.shape) != (batch, self.hidden_size):
+                raise ValueError(f"{name}: hidden state of shape {tuple(s.shape)}, expected "
+                                 f"{(batch, self.hidden_size)}")
+            out.append(s)
+        return input, out, None, unbatched
+
+    def _params(self):
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        return s if self.bias else s + ", bias=False"
+
+
+class RNNCell(_CellBase):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got "
+                             f"{nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input, hx=None):
+        x, hs, z, unbatched = self._prepare(input, hx)
+        cell = F.rnn_tanh_cell if self.nonlinearity == "tanh" else F.rnn_relu_cell
+        h = cell(x, hs[0] if hs else z, *self._params())
+        return h.squeeze(0) if unbatched else h
+
+
+class LSTMCell(_CellBase):
+    _gates = 4
+
+    def forward(self, input, hx=None):
+        x, hs, z, unbatched = self._prepare(input, hx)
+        if hs is not None and len(hs) != 2:
+            raise ValueError("LSTMCell: the state must be a tuple (h_0, c_0)")
+        h, c = F.lstm_cell(x, *(hs if hs else (z, z)), *self._params())
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
+
+
+class GRUCell(_CellBase):
+    _gates = 3
+
+    def forward(self, input, hx=None):
+        x, hs, z, unbatched = self._prepare(input, hx)
+        h = F.gru_cell(x, hs[0] if hs else z, *self._params())
+        return h.squeeze(0) if unbatched else h

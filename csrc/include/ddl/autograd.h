@@ -155,6 +155,14 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
                            const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
                            const ddl_tensor *w_hh, const ddl_tensor *b_ih, const ddl_tensor *b_hh,
                            ddl_rnn_nonlinearity nonlinearity);
+/* A whole sequence of one recurrent layer in one direction, fused (ddl_rnn_seq_forward):
+ * x (T, B, I); h (B, H) and c (B, H, LSTM only) may be NULL (zeros); reverse != 0 runs
+ * t = T-1 .. 0. Output (T + S, B, H): rows [0, T) the outputs y_t, row T the final h, and for
+ * LSTM (S = 2) row T + 1 the final c. */
+ddl_status ddl_ag_rnn_seq(ddl_tensor **out, ddl_cell_kind kind, const ddl_tensor *x,
+                          const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
+                          const ddl_tensor *w_hh, const ddl_tensor *b_ih, const ddl_tensor *b_hh,
+                          ddl_rnn_nonlinearity nonlinearity, int reverse);
 
 #ifdef __cplusplus
 }

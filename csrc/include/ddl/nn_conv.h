@@ -7,7 +7,9 @@
  *   - forward writes (overwrites) its outputs;
  *   - backward ACCUMULATES (+=) into the gradients; the caller zeroes them first;
  *   - a NULL gradient pointer means "not needed" and its work is skipped;
- *   - kernels never allocate: conv2d's im2col buffer comes from the caller;
+ *   - conv2d allocates one workspace per call for its batched im2col (several samples per
+ *     sgemm, the batch split over ddl_set_num_threads threads); without memory for it, it
+ *     runs one sample at a time in the caller's col_scratch; the other kernels never allocate;
  *   - every function returns DDL_OK or DDL_E_VALUE (bad sizes, NULL required buffers; also
  *     DDL_E_INDEX for bad max-pool indices) with a message naming the shapes
  *     (ddl_last_error()); all checks run before any write, so nothing changes on error.
@@ -52,7 +54,7 @@ ddl_status ddl_conv2d_scratch_floats(int64_t *nfloats, int64_t C, int64_t H, int
                                      int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                                      int64_t pad_w, int64_t dil_h, int64_t dil_w);
 
-/* out = conv2d(inp, weight) + bias, by im2col and one sgemm per sample.
+/* out = conv2d(inp, weight) + bias, by batched im2col and one sgemm per chunk of samples.
  *   out          (N, O, OH, OW)
  *   col_scratch  (C*KH*KW, OH*OW)   ddl_conv2d_scratch_floats() floats; contents are junk after
  *   inp          (N, C, H, W)

@@ -139,6 +139,62 @@ ddl_status ddl_gru_cell_backward(float *dx,           // (B, Din) or NULL
                                  const float *w_hh,   // (3H, H)
                                  int64_t B, int64_t Din, int64_t H);
 
+/* ---- fused sequences: one layer, one direction, all T steps -------------------------------- */
+
+/* The whole sequence of one layer in one direction, PyTorch's nn.RNN/LSTM/GRU math:
+ *     x (T, B, Din) -> y (T, B, H) with row stride ldy (ldy >= H: a bidirectional layer writes
+ *     each direction into its half of a (T, B, 2H) output), h_n and c_n (B, H) of stride ldy.
+ * `reverse` runs t = T-1 .. 0 (the backward direction of a bidirectional layer). h0 and c0
+ * (B, H) may be NULL (zeros); c0 and c_n are for LSTM only (NULL otherwise).
+ * The input projection of all steps is one sgemm (T*B, G*H, Din); each step then adds one
+ * sgemm h_{t-1} @ W_hh^T (B, G*H, H) into its slice of the gate buffer and runs the
+ * vectorised gate math. The gate buffer is `cache` (ddl_rnn_seq_cache_floats), which keeps
+ * the activated gates and states backward needs; backward runs the recurrence in reverse with
+ * one sgemm per step, then dW_ih, dW_hh and dx as three sgemms over all steps.
+ * Backward ACCUMULATES into dx (T, B, Din), dh0, dc0 (B, H), dw_*, db_* (each may be NULL);
+ * dy (T, B, ldy), dh_n, dc_n (B, ldy) may be NULL (zero). It allocates its own workspace
+ * (DDL_E_NOMEM when it cannot) and leaves `cache` unchanged. */
+typedef enum {
+    DDL_RNN_MODE_RNN = 0, /* the same values as ddl_cell_kind */
+    DDL_RNN_MODE_LSTM = 1,
+    DDL_RNN_MODE_GRU = 2,
+} ddl_rnn_mode;
+
+/* Floats of the sequence cache: T*B*H * (1 RNN, 7 LSTM, 5 GRU); -1 on bad or huge sizes. */
+int64_t ddl_rnn_seq_cache_floats(ddl_rnn_mode mode, int64_t T, int64_t B, int64_t H);
+
+ddl_status ddl_rnn_seq_forward(float *y,          // (T, B, ldy)
+                               float *h_n,        // (B, ldy) or NULL
+                               float *c_n,        // (B, ldy) or NULL (LSTM)
+                               float *cache,      // ddl_rnn_seq_cache_floats
+                               const float *x,    // (T, B, Din)
+                               const float *h0,   // (B, H) or NULL
+                               const float *c0,   // (B, H) or NULL (LSTM)
+                               const float *w_ih, // (G*H, Din)
+                               const float *w_hh, // (G*H, H)
+                               const float *b_ih, // (G*H,) or NULL
+                               const float *b_hh, // (G*H,) or NULL
+                               int64_t T, int64_t B, int64_t Din, int64_t H, int64_t ldy,
+                               ddl_rnn_mode mode, ddl_rnn_nonlinearity nonlinearity, int reverse);
+ddl_status ddl_rnn_seq_backward(float *dx,          // (T, B, Din) or NULL
+                                float *dh0,         // (B, H) or NULL
+                                float *dc0,         // (B, H) or NULL
+                                float *dw_ih,       // (G*H, Din) or NULL
+                                float *dw_hh,       // (G*H, H) or NULL
+                                float *db_ih,       // (G*H,) or NULL
+                                float *db_hh,       // (G*H,) or NULL
+                                const float *dy,    // (T, B, ldy) or NULL
+                                const float *dh_n,  // (B, ldy) or NULL
+                                const float *dc_n,  // (B, ldy) or NULL
+                                const float *cache, // from forward
+                                const float *x,     // (T, B, Din)
+                                const float *h0,    // (B, H) or NULL
+                                const float *c0,    // (B, H) or NULL
+                                const float *w_ih,  // (G*H, Din)
+                                const float *w_hh,  // (G*H, H)
+                                int64_t T, int64_t B, int64_t Din, int64_t H, int64_t ldy,
+                                ddl_rnn_mode mode, ddl_rnn_nonlinearity nonlinearity, int reverse);
+
 /* ---- naive twins (plain loops, double accumulation; for tests) ------------------------------ */
 
 ddl_status ddl_rnn_cell_forward_naive(float *h_new, float *cache, const float *x, const float *h,
