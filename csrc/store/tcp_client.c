@@ -288,7 +288,7 @@ static ddl_status frame_build(uint8_t **out, size_t *len, const char *who, int o
  * trusted) and the message names `label` ("store get key 'x'") and the server. */
 static ddl_status exchange(tcp_client *c, const char *who, const char *label, int fd,
                            const uint8_t *req, size_t reqlen, int64_t deadline, int64_t allowed_ms,
-                           uint8_t **body, uint32_t *n) {
+                           int capped, uint8_t **body, uint32_t *n) {
     uint8_t hdr[WIRE_LEN_BYTES];
     int err = 0, r = send_all(fd, req, reqlen, deadline, &err);
     if (r == IO_OK) r = recv_all(fd, hdr, sizeof hdr, deadline, &err);
@@ -311,7 +311,12 @@ static ddl_status exchange(tcp_client *c, const char *who, const char *label, in
     free(*body);
     *body = NULL;
     ddl_status st;
-    if (r == IO_TIMEOUT)
+    if (r == IO_TIMEOUT && capped) /* not "the key is missing": the server does not answer */
+        st = ddl_fail(DDL_E_COMM,
+                      "%s: no answer from the store server %s within %" PRId64
+                      " ms (the cap on a failure path's calls): its host may be stopped",
+                      label, c->addr, allowed_ms);
+    else if (r == IO_TIMEOUT)
         st = ddl_fail(DDL_E_TIMEOUT, "%s: no answer from the store server %s within %" PRId64 " ms",
                       label, c->addr, allowed_ms);
     else if (r == IO_CLOSED)
@@ -357,7 +362,8 @@ static ddl_status tcp_call(tcp_client *c, const char *who, const char *what, int
     if (body) *body = NULL;
     DDL_TRY(frame_build(&req, &reqlen, who, op, f, nf));
     int64_t io = tcp_timeout(c), cap = store_thread_io_limit();
-    if (cap >= 0 && (io < 0 || io > cap)) io = cap; /* a failure path's best-effort call */
+    int capped = cap >= 0 && (io < 0 || io > cap);
+    if (capped) io = cap; /* a failure path's best-effort call */
     int parks = op == OP_GET || op == OP_WAIT;
     /* a parked request may take its own timeout, plus the handle's for the network */
     int64_t deadline =
@@ -367,7 +373,8 @@ static ddl_status tcp_call(tcp_client *c, const char *who, const char *what, int
     char label[600]; /* "store get key 'x'" */
     snprintf(label, sizeof label, "store %s%s%s", who, what[0] ? " " : "", what);
     if (!st)
-        st = exchange(c, who, label, fd, req, reqlen, deadline, (parks ? wait_ms : 0) + io, &b, &n);
+        st = exchange(c, who, label, fd, req, reqlen, deadline, (parks ? wait_ms : 0) + io, capped,
+                      &b, &n);
     free(req);
     if (st) return st;
     pool_put(c, fd);
