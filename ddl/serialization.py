@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import socket
 import struct
@@ -35,6 +36,20 @@ _ALIGN = 64
 _NUMPY_KINDS = "biuf"  # bool, signed/unsigned ints, floats: plain numeric data only
 MAX_DEPTH = 100  # nesting of dicts/lists/tuples a file may hold (deeper: ValueError both ways)
 _TMP_PREFIX = ".ddl-save-"
+
+
+_DTYPE_STR = re.compile(r"[<>|=]?[biuf][1-9][0-9]?")
+
+
+def safe_dtype(v):
+    """np.dtype of a file's dtype string, or None: only plain numeric codes ("<f4", "|b1") are
+    parsed (np.dtype on arbitrary text can raise SyntaxError, or build structured dtypes)."""
+    if not isinstance(v, str) or not _DTYPE_STR.fullmatch(v):
+        return None
+    try:
+        return np.dtype(v)
+    except TypeError:
+        return None
 
 
 def _align(n):
@@ -292,7 +307,9 @@ def _decode_file(data, path):
             raise _corrupt(path, f"blob reference {i!r} is not one of {len(blobs)} blobs")
         m = blobs[i]
         try:
-            dt = np.dtype(m["dtype"])
+            dt = safe_dtype(m["dtype"])
+            if dt is None:
+                raise ValueError(f"dtype {m['dtype']!r}")
             shape = [int(d) for d in m["shape"]]
             offset, nbytes = m["offset"], m["nbytes"]
         except (KeyError, TypeError, ValueError) as e:

@@ -28,7 +28,7 @@ import zlib
 
 import numpy as np
 
-from ..serialization import _write_atomic
+from ..serialization import _write_atomic, safe_dtype
 from ..sparse import CSRMatrix, issparse, vstack
 
 MAGIC = b"DDLSHARD"
@@ -202,10 +202,7 @@ def _manifest_problem(m):
         v = m.get(key)
         if v is None and key == "y_dtype":
             continue
-        try:
-            if not isinstance(v, str) or np.dtype(v).kind not in "biuf":
-                raise TypeError
-        except TypeError:
+        if safe_dtype(v) is None:
             return f"{key} {v!r} is not a numeric dtype"
     shards = m.get("shards")
     if not isinstance(shards, list):
@@ -267,7 +264,9 @@ def _open_shard(path, entry, expect_cols, kind, verify, generation):
     arrays = {}
     for name, s in header["arrays"].items():
         try:
-            dt = np.dtype(s["dtype"])
+            dt = safe_dtype(s["dtype"])
+            if dt is None:
+                raise ValueError(f"dtype {s['dtype']!r}")
             shape = tuple(int(v) for v in s["shape"])
             off, nbytes, crc = base + int(s["offset"]), int(s["nbytes"]), s["crc32"]
             if dt.kind not in "biuf" or dt.fields is not None or any(v < 0 for v in shape):
