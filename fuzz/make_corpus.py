@@ -10,10 +10,10 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import ddl  # noqa: E402
-from ddl.data import save_shards  # noqa: E402
+import ddl
+from ddl.data import save_shards
 
 
 def put(target, name, data):
@@ -46,7 +46,7 @@ def main():
             put("shard", "dense-shard", f.read())
         put("shard", "manifest", b"M" + json.dumps(m).encode())
     frame = lambda op, *fs: struct.pack(">I", 1 + sum(4 + len(x) for x in fs)) + bytes([op]) + \
-        b"".join(struct.pack(">I", len(x)) + x for x in fs)  # noqa: E731
+        b"".join(struct.pack(">I", len(x)) + x for x in fs)
     put("store_frame", "set_get", frame(1, b"k", b"v") + frame(2, struct.pack(">q", 0), b"k"))
     put("store_frame", "wait_check", frame(5, struct.pack(">q", 10), b"a", b"b") +
         frame(6, b"a") + frame(8))

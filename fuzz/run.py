@@ -135,7 +135,7 @@ def main():
     engine = a.engine
     if engine == "auto":
         try:
-            import atheris  # noqa: F401
+            import atheris
 
             engine = "atheris"
         except ImportError:

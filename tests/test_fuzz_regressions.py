@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fuzz.targets import TARGETS  # noqa: E402
+from fuzz.targets import TARGETS
 
 
 def _inputs(kind):

@@ -148,14 +148,14 @@ def test_nesting_deeper_than_the_limit_is_a_value_error_both_ways(tmp_path):
     b'{"version": 1, "root": {"__tensor__": "0"}, "blobs": [{}]}',
     b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [[1]]}',
     b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "<f4"}]}',
-    b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "O", "shape": [], '
-    b'"offset": 0, "nbytes": 8}]}',
-    b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "<f4", "shape": [-1], '
-    b'"offset": 0, "nbytes": 4}]}',
-    b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "<f4", "shape": [9], '
-    b'"offset": -64, "nbytes": 36}]}',
-    b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "nonsense", '
-    b'"shape": [], "offset": 0, "nbytes": 4}]}',
+    (b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "O", "shape": [], '
+     b'"offset": 0, "nbytes": 8}]}'),
+    (b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "<f4", "shape": [-1], '
+     b'"offset": 0, "nbytes": 4}]}'),
+    (b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "<f4", "shape": [9], '
+     b'"offset": -64, "nbytes": 36}]}'),
+    (b'{"version": 1, "root": {"__ndarray__": 0}, "blobs": [{"dtype": "nonsense", '
+     b'"shape": [], "offset": 0, "nbytes": 4}]}'),
     b'{"version": 1, "root": {"__tuple__": 5}, "blobs": []}',
     b'{"version": 1, "root": {"__dict__": [[1]]}, "blobs": []}',
     b'{"version": 1, "root": {"__dict__": [[{"a": 1}, 2]]}, "blobs": []}',

@@ -167,7 +167,7 @@ def test_parked_waits_on_many_keys_do_not_slow_every_set(server):
         c = TCPStore(HOST, s.port, timeout=T)
         try:
             c.wait(keys, timedelta(seconds=60))
-        except Exception as e:  # released by the server's close at teardown
+        except DistributedError as e:  # released by the server's close at teardown
             errors.append(e)
 
     threads = [threading.Thread(target=waiter, daemon=True) for _ in range(10)]
@@ -206,3 +206,34 @@ def test_store_token_is_not_required_without_one(server):
     assert "DDL_STORE_TOKEN" not in os.environ
     s.set("k", b"v")
     assert TCPStore(HOST, s.port, timeout=T).get("k") == b"v"
+
+
+@pytest.mark.timeout(120)
+def test_a_job_with_a_token_runs_and_a_stranger_cannot_read_its_keys(monkeypatch):
+    import subprocess
+    import sys
+
+    ring = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_workers", "ring.py")
+    with socket.socket() as sk:
+        sk.bind((HOST, 0))
+        port = sk.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR=HOST, MASTER_PORT=str(port), WORLD_SIZE="2",
+               DDL_STORE_TOKEN="job-token-123",
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # rank 0 runs 40 steps; the test probes its store meanwhile
+    procs = [subprocess.Popen([sys.executable, ring, "20", "40"], env=dict(env, RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    try:
+        assert procs[0].stdout.readline().startswith("OK"), procs[0].stderr.read()
+        monkeypatch.delenv("DDL_STORE_TOKEN", raising=False)
+        with pytest.raises(DistributedError, match="requires a token"):
+            TCPStore(HOST, port, timeout=T).num_keys()
+        outs = [p.communicate(timeout=90) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            assert p.returncode == 0 and "DONE" in out, err[-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()

@@ -72,14 +72,13 @@ static ddl_status idx_load(ddl_tensor **out, gzFile f, int64_t file_size, int gz
     uint64_t bound = gz ? (have > UINT64_MAX / GZIP_MAX_RATIO ? UINT64_MAX : have * GZIP_MAX_RATIO)
                         : (have >= header ? have - header : 0);
     if (overflow || (gz ? count > bound : count != bound))
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: %s IDX data: the header promises %s%llu bytes, the file %s %llu", path,
-                 gz ? "impossible" : (count > bound ? "truncated" : "oversized"),
+        DDL_FAIL(DDL_E_VALUE, "%s: %s IDX data: the header promises %s%llu bytes, the file %s %llu",
+                 path, gz ? "impossible" : (count > bound ? "truncated" : "oversized"),
                  overflow ? "more than " : "", (unsigned long long)count,
                  gz ? "(gzip) can expand to at most" : "holds", (unsigned long long)bound);
     unsigned char *buf = malloc(count ? count : 1);
-    if (!buf) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for %llu bytes", path,
-                       (unsigned long long)count);
+    if (!buf)
+        DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for %llu bytes", path, (unsigned long long)count);
     ddl_status st = read_exact(f, buf, count, &got, path);
     if (!st && got < count)
         st = ddl_fail(DDL_E_VALUE,
@@ -88,9 +87,8 @@ static ddl_status idx_load(ddl_tensor **out, gzFile f, int64_t file_size, int gz
     unsigned char extra;
     if (!st) st = read_exact(f, &extra, 1, &got, path);
     if (!st && got)
-        st = ddl_fail(DDL_E_VALUE,
-                      "%s: oversized IDX data: more bytes than the header's %llu", path,
-                      (unsigned long long)count);
+        st = ddl_fail(DDL_E_VALUE, "%s: oversized IDX data: more bytes than the header's %llu",
+                      path, (unsigned long long)count);
     /* images (ndim > 1) become float32 in [0, 1]; labels (ndim == 1) int64 */
     if (!st) st = ddl_tensor_empty(out, ndim == 1 ? DDL_INT64 : DDL_FLOAT32, ndim, shape);
     if (!st) {

@@ -23,8 +23,7 @@ static size_t max_line(void) {
     const char *v = getenv("DDL_LIBSVM_MAX_LINE");
     char *end;
     unsigned long long n = v ? strtoull(v, &end, 10) : 0;
-    return v && *v && !*end && n >= CHUNK && n <= DDL_MAX_NBYTES / 2 ? (size_t)n
-                                                                      : MAX_LINE_DEFAULT;
+    return v && *v && !*end && n >= CHUNK && n <= DDL_MAX_NBYTES / 2 ? (size_t)n : MAX_LINE_DEFAULT;
 }
 
 /* ---- buffered reading of a byte range -------------------------------------------------- */

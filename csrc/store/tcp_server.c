@@ -31,91 +31,9 @@
 #define IN_LIMIT ((size_t)DDL_STORE_MAX_FRAME + WIRE_LEN_BYTES + 65536)
 #define READ_CHUNK ((size_t)65536)
 #define SHRINK_ABOVE ((size_t)1 << 20)
-#define WAIT_BUCKETS 1024 /* the waiter index: parked requests by the hash of their key */
-#define KEY_COST 64       /* what a key costs the memory budget beyond its bytes */
+#define KEY_COST 64 /* what a key costs the memory budget beyond its bytes */
 
-typedef struct srv_conn {
-    struct ddl_tcp_server *srv;
-    int fd;
-    int dead;
-    int parked;            /* the frame at the head of `in` is a GET/WAIT waiting for keys */
-    int64_t park_deadline; /* when a parked request times out (INT64_MAX: never) */
-    char peer[64];
-    uint8_t *in; /* (in_cap,) bytes received, not yet handled */
-    size_t in_len, in_cap;
-    uint8_t *out; /* (out_cap,) replies; out[out_off:out_len] not yet sent */
-    size_t out_len, out_off, out_cap;
-    int authed;  /* the token handshake is done (or the server has no token) */
-    int closing; /* close once the queued replies are sent */
-    uint8_t nonce[STORE_NONCE_LEN];
-    int64_t accepted_ms, frame_start_ms; /* frame_start_ms: 0 when no frame is half read */
-    size_t discard;    /* bytes of an over-budget frame still to read and drop */
-    int discard_reply; /* answer out-of-memory once they are */
-    struct srv_conn *wnext, *wprev; /* the waiter index chain, when windexed */
-    int windexed;
-    uint64_t whash;   /* hash of the key this parked request waits for */
-    size_t wait_from; /* WAIT: offset in the frame body of the first key not yet seen */
-} srv_conn;
-
-struct ddl_tcp_server {
-    pthread_t thread;
-    int listen_fd;
-    int wake[2]; /* a byte on wake[1] interrupts poll() for stop */
-    atomic_int stop;
-    kv_map map;
-    srv_conn **conns; /* (nconns,) */
-    size_t nconns, cap;
-    int64_t accept_paused_to; /* out of fds: leave the listener alone until then */
-    store_limits lim;
-    char *token; /* NULL: no handshake */
-    size_t mem;  /* bytes held: keys, values and connection buffers (lim.max_memory) */
-    srv_conn *wb[WAIT_BUCKETS];
-    srv_conn **ready; /* (nready,) parked requests whose key appeared: retry them */
-    size_t nready, ready_cap;
-    int wake_all; /* the ready list could not grow: retry every parked request */
-};
-
-static void waiter_unlink(srv_conn *c) {
-    if (!c->windexed) return;
-    srv_conn **head = &c->srv->wb[c->whash & (WAIT_BUCKETS - 1)];
-    if (c->wprev)
-        c->wprev->wnext = c->wnext;
-    else
-        *head = c->wnext;
-    if (c->wnext) c->wnext->wprev = c->wprev;
-    c->wnext = c->wprev = NULL;
-    c->windexed = 0;
-}
-
-static void waiter_link(srv_conn *c) {
-    waiter_unlink(c);
-    srv_conn **head = &c->srv->wb[c->whash & (WAIT_BUCKETS - 1)];
-    c->wprev = NULL;
-    c->wnext = *head;
-    if (*head) (*head)->wprev = c;
-    *head = c;
-    c->windexed = 1;
-}
-
-/* Key k appeared: the requests parked on it (and only those) become ready. */
-static void waiters_wake(ddl_tcp_server *srv, const void *k, size_t kl) {
-    uint64_t h = store_hash(srv->map.seed, k, kl);
-    for (srv_conn *c = srv->wb[h & (WAIT_BUCKETS - 1)], *nx; c; c = nx) {
-        nx = c->wnext;
-        if (c->whash != h) continue;
-        waiter_unlink(c);
-        if (srv->nready == srv->ready_cap) {
-            size_t cap = srv->ready_cap ? srv->ready_cap * 2 : 16;
-            srv_conn **p = realloc(srv->ready, cap * sizeof *p);
-            if (!p) {
-                srv->wake_all = 1;
-                continue;
-            }
-            srv->ready = p, srv->ready_cap = cap;
-        }
-        srv->ready[srv->nready++] = c;
-    }
-}
+#include "store/tcp_server_impl.h"
 
 static void conn_drop(srv_conn *c) {
     if (c->dead) return;
@@ -408,8 +326,8 @@ static void conn_process(ddl_tcp_server *srv, srv_conn *c) {
 static int conn_discard(srv_conn *c) {
     static _Thread_local uint8_t sink[READ_CHUNK];
     while (c->discard) {
-        ssize_t r = recv(c->fd, sink, c->discard < READ_CHUNK ? c->discard : READ_CHUNK,
-                         MSG_DONTWAIT);
+        ssize_t r =
+            recv(c->fd, sink, c->discard < READ_CHUNK ? c->discard : READ_CHUNK, MSG_DONTWAIT);
         if (r > 0) {
             c->discard -= (size_t)r;
         } else if (r < 0 && errno == EINTR) {
@@ -485,24 +403,6 @@ static void conn_read(srv_conn *c) {
     }
 }
 
-static void format_peer(char *buf, size_t n, const struct sockaddr *sa) {
-    char a[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &s4->sin_addr, a, sizeof a);
-        port = ntohs(s4->sin_port);
-        snprintf(buf, n, "%s:%d", a, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof a);
-        port = ntohs(s6->sin6_port);
-        snprintf(buf, n, "[%s]:%d", a, port);
-    } else {
-        snprintf(buf, n, "?");
-    }
-}
-
 /* Answer a connection that will not be served with one error frame, best effort, and close. */
 static void refuse(int fd, const char *msg) {
     uint8_t buf[300];
@@ -555,7 +455,7 @@ static void server_accept(ddl_tcp_server *srv) {
         c->srv = srv;
         c->authed = srv->token == NULL;
         c->accepted_ms = store_now_ms();
-        format_peer(c->peer, sizeof c->peer, (struct sockaddr *)&ss);
+        tcp_format_peer(c->peer, sizeof c->peer, (struct sockaddr *)&ss);
         srv->conns[srv->nconns++] = c;
     }
 }
@@ -711,25 +611,6 @@ static void server_free(ddl_tcp_server *srv) {
     free(srv);
 }
 
-/* A non-blocking socket listening on host:port (the first of its addresses that binds), or -1
- * with the errno of the last attempt in *err. */
-static int listen_on(const struct addrinfo *res, int *err) {
-    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd =
-            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-        if (fd < 0) {
-            *err = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) return fd;
-        *err = errno;
-        close(fd);
-    }
-    return -1;
-}
-
 ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port, int *bound_port) {
     STORE_CHECK_OUT(out, "tcpstore server");
     DDL_TRY(store_check_address("tcpstore server", host, port, 1));
@@ -744,7 +625,7 @@ ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port, 
                                      err ? store_errstr(err, eb, sizeof eb) : gai_strerror(g)),
                             err, "listen", addr);
     }
-    int fd = listen_on(res, &err);
+    int fd = tcp_listen_on(res, &err);
     freeaddrinfo(res);
     if (fd < 0)
         return store_detail(ddl_fail(DDL_E_COMM, "tcpstore server: cannot listen on %s:%d: %s",

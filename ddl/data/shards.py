@@ -249,7 +249,7 @@ def _open_shard(path, entry, expect_cols, kind, verify, generation):
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: corrupted shard header ({e})") from None
     if not isinstance(header, dict) or not isinstance(header.get("arrays"), dict):
-        raise ValueError(f"{path}: corrupted shard header (no array table)")
+        raise ValueError(f"{path}: corrupted shard header (no array table)")  # noqa: TRY004
     if generation is not None and header.get("generation") != generation:
         raise ValueError(f"{path}: shard of generation {header.get('generation')!r}, the "
                          f"manifest's is {generation!r} (a mix of two saves)")
