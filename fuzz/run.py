@@ -140,6 +140,20 @@ def main():
             engine = "atheris"
         except ImportError:
             engine = "mutate"
+    if engine == "atheris" and not os.environ.get("DDL_FUZZ_CHILD"):
+        # libFuzzer ends the process with exit(): no atexit, no cleanup. Run it in a child
+        # whose temporaries all live in one folder that this process removes.
+        import shutil
+        import subprocess
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix=f"ddl-fuzz-{a.target}-")
+        try:
+            return subprocess.run([sys.executable, *sys.argv, "--engine", "atheris"],
+                                  env=dict(os.environ, DDL_FUZZ_CHILD="1", TMPDIR=tmp),
+                                  check=False).returncode
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     if engine == "atheris":
         import atheris
 

@@ -158,3 +158,45 @@ def test_a_store_flood_does_not_disturb_a_live_job():
         stop.set()
         flood.join(timeout=30)
         job.close()
+
+
+_TRAINER = """
+import sys, numpy as np, ddl
+rs = np.random.RandomState(0)
+x = rs.randn(256, 8).astype(np.float32)
+y = (x[:, 0] > 0).astype(np.int64)
+ds = ddl.data.TensorDataset(ddl.tensor(x), ddl.tensor(y))
+ddl.manual_seed(0)
+model = ddl.nn.Sequential(ddl.nn.Linear(8, 512), ddl.nn.ReLU(), ddl.nn.Linear(512, 2))
+opt = ddl.optim.Adam(model.parameters(), lr=0.01)
+t = ddl.Trainer(model, opt, ddl.nn.CrossEntropyLoss(), ds, None, batch_size=64, epochs=10**6,
+                checkpoint_dir=sys.argv[1], keep_last=2, progress=False)
+t.fit()
+"""
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_a_training_run_keeps_the_last_good_checkpoint(tmp_path):
+    """Trainer checkpoints every epoch (keep_last=2); kill -9 at arbitrary points: every time,
+    the newest checkpoint loads, at most keep_last + 1 are there, and no temporary is left."""
+    import ddl
+
+    d = tmp_path / "ck"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+    last_epoch = 0
+    for k in range(5):
+        p = subprocess.Popen([sys.executable, "-c", _TRAINER, str(d)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not d.exists() or not any(d.glob("*.ddl"))):
+            time.sleep(0.05)
+        time.sleep(0.3 + 0.37 * k)  # somewhere in an epoch or in a save
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        p.stderr.close()
+        ckpts = sorted(d.glob("checkpoint-epoch*.ddl"))
+        assert 1 <= len(ckpts) <= 3, ckpts
+        state = ddl.load(ckpts[-1])
+        assert state["epoch"] >= last_epoch  # resumed, never went back
+        last_epoch = state["epoch"]
+        assert not [f for f in os.listdir(d) if f.startswith(".ddl-save-")]
