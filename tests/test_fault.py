@@ -17,6 +17,9 @@ pytestmark = pytest.mark.fault
 HERE = os.path.dirname(os.path.abspath(__file__))
 RING = os.path.join(HERE, "fault_workers", "ring.py")
 T = 6.0  # the job's collective timeout (s)
+# under the sanitizers (LD_PRELOAD'ed ASan/TSan: every process several times slower) the
+# failure path's own store calls and grace periods take longer
+SLACK = 6.0 if "san" in os.environ.get("LD_PRELOAD", "") else 1.0
 
 
 def _free_port():
@@ -104,7 +107,7 @@ def test_a_rank_killed_or_stopped_mid_collective_is_named_in_time(victim, how):
         _, _, kind, msg = line.split(" ", 3)
         assert kind in ("DistributedError", "DistributedTimeoutError"), line
         # a stopped store host (rank 0) within 1.5x the timeout (issue 13: it took 87 s of 20)
-        assert took < 1.5 * T + 1.0, f"named after {took:.1f} s: {msg}"
+        assert took < 1.5 * T + SLACK, f"named after {took:.1f} s: {msg}"
         if victim == 0 and how == "stop":
             assert "store" in msg and "rank 0" in msg, msg
         elif how == "kill":

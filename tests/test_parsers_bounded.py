@@ -19,9 +19,10 @@ def _idx(shape, payload=b""):
 
 
 def _peak_rss_mb_of(code):
-    """Run code in a child; its peak RSS in MiB (so one test's allocation is measured alone)."""
-    out = subprocess.run([sys.executable, "-c", code + "\nimport resource\n"
-                          "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+    """Run code in a child; its peak RSS in MiB (so one test's allocation is measured alone).
+    VmHWM, not ru_maxrss: the latter keeps the forking parent's high-water mark across exec."""
+    out = subprocess.run([sys.executable, "-c", code + "\nfor ln in open('/proc/self/status'):\n"
+                          "    if ln.startswith('VmHWM'):\n        print('RSS', ln.split()[1])\n"],
                          capture_output=True, text=True, timeout=120, check=False,
                          env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert out.returncode == 0, out.stderr
