@@ -256,6 +256,23 @@ def save(obj, f):
     _write_atomic(path, body)
 
 
+def read_regular(path, who):
+    """The bytes of a regular file; a device, FIFO or folder is a ValueError at once (reading
+    /dev/zero whole would never end, a FIFO could block forever)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{who}: {path} is not a regular file (devices, FIFOs and folders "
+                             "are refused)")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
 def _corrupt(path, why):
     return ValueError(f"ddl.load: {path} is not a valid ddl checkpoint: {why}")
 
@@ -265,9 +282,7 @@ def load(f):
     requires_grad flag), arrays as NumPy arrays. Truncated or corrupted files raise ValueError
     naming the file; nothing in the file is executed."""
     path = os.fspath(f)
-    with open(path, "rb") as fh:
-        data = fh.read()
-    return _decode_file(data, path)
+    return _decode_file(read_regular(path, "ddl.load"), path)
 
 
 def _decode_file(data, path):

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+import ddl
 from ddl import _C
 from ddl.datasets import load_libsvm
 
@@ -79,6 +80,8 @@ def test_special_files_are_refused_at_once(tmp_path, special):
         _C.idx_load(special)
     with pytest.raises(ValueError, match="not a regular file"):
         load_libsvm(special)
+    with pytest.raises(ValueError, match="not a regular file"):
+        ddl.load(special)
     assert time.monotonic() - t < 5
 
 

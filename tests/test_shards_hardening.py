@@ -172,3 +172,11 @@ def test_a_version_1_data_set_still_reads(tmp_path):
     _rewrite_manifest(d, v1)
     X, y = ShardedDataset(d).load()
     assert X.shape == (20, 2) and y.tolist() == list(range(20))
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_at_once(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    os.mkfifo(d / "manifest.json")  # nobody writes it: reading it would block forever
+    with pytest.raises(ValueError, match="not a regular file"):
+        ShardedDataset(str(d))

@@ -28,7 +28,7 @@ import zlib
 
 import numpy as np
 
-from ..serialization import _write_atomic, safe_dtype
+from ..serialization import _write_atomic, read_regular, safe_dtype
 from ..sparse import CSRMatrix, issparse, vstack
 
 MAGIC = b"DDLSHARD"
@@ -159,8 +159,7 @@ def save_shards(X, y, dir, n):
 def _read_manifest(dir, missing_ok=False):
     path = os.path.join(dir, MANIFEST)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_regular(path, "ShardedDataset")
     except FileNotFoundError:
         if missing_ok:
             return None
