@@ -33,9 +33,9 @@ typedef struct srv_conn {
     int closing; /* close once the queued replies are sent */
     uint8_t nonce[STORE_NONCE_LEN];
     int64_t accepted_ms, frame_start_ms; /* frame_start_ms: 0 when no frame is half read */
-    size_t discard;    /* bytes of an over-budget frame still to read and drop */
-    int discard_reply; /* answer out-of-memory once they are */
-    struct srv_conn *wnext, *wprev; /* the waiter index chain, when windexed */
+    size_t discard;                      /* bytes of an over-budget frame still to read and drop */
+    int discard_reply;                   /* answer out-of-memory once they are */
+    struct srv_conn *wnext, *wprev;      /* the waiter index chain, when windexed */
     int windexed;
     uint64_t whash;   /* hash of the key this parked request waits for */
     size_t wait_from; /* WAIT: offset in the frame body of the first key not yet seen */

@@ -89,4 +89,3 @@ int tcp_listen_on(const struct addrinfo *res, int *err) {
     }
     return -1;
 }
-
