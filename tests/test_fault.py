@@ -121,25 +121,27 @@ def _flood(port, stop, stats):
     """Strangers at the store's port: garbage, half frames of 60 MiB, slowloris, floods of
     connections, until stop is set."""
     socks = []
+    payloads = [os.urandom(64), struct.pack(">IBI", 60 << 20, 1, 3) + b"key" + b"\0" * (1 << 20),
+                b"\x00", b""]
     while not stop.is_set():
-        try:
-            for kind in range(4):
+        for data in payloads:
+            try:
                 sk = socket.create_connection(("127.0.0.1", port), timeout=2)
-                if kind == 0:
-                    sk.sendall(os.urandom(64))
-                elif kind == 1:
-                    sk.sendall(struct.pack(">IBI", 60 << 20, 1, 3) + b"key" + b"\0" * (1 << 20))
-                elif kind == 2:
-                    sk.sendall(b"\x00")
-                socks.append(sk)
+            except OSError:
+                stats["refused"] += 1
+                time.sleep(0.01)
+                continue
+            socks.append(sk)
+            try:
+                if data:
+                    sk.sendall(data)
                 stats["sent"] += 1
-            if len(socks) > 200:
-                for sk in socks[:100]:
-                    sk.close()
-                del socks[:100]
-        except OSError:
-            stats["refused"] += 1
-            time.sleep(0.01)
+            except OSError:  # the server cut it off: that is its job
+                stats["refused"] += 1
+        if len(socks) > 200:
+            for sk in socks[:100]:
+                sk.close()
+            del socks[:100]
     for sk in socks:
         sk.close()
 
