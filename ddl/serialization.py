@@ -19,8 +19,10 @@ import hashlib
 import json
 import math
 import os
+import re
+import secrets
+import socket
 import struct
-import tempfile
 
 import numpy as np
 
@@ -32,6 +34,22 @@ TRAILER = b"DDLSUM01"
 _TRAILER_SIZE = len(TRAILER) + 8 + 32
 _ALIGN = 64
 _NUMPY_KINDS = "biuf"  # bool, signed/unsigned ints, floats: plain numeric data only
+MAX_DEPTH = 100  # nesting of dicts/lists/tuples a file may hold (deeper: ValueError both ways)
+_TMP_PREFIX = ".ddl-save-"
+
+
+_DTYPE_STR = re.compile(r"[<>|=]?[biuf][1-9][0-9]?")
+
+
+def safe_dtype(v):
+    """np.dtype of a file's dtype string, or None: only plain numeric codes ("<f4", "|b1") are
+    parsed (np.dtype on arbitrary text can raise SyntaxError, or build structured dtypes)."""
+    if not isinstance(v, str) or not _DTYPE_STR.fullmatch(v):
+        return None
+    try:
+        return np.dtype(v)
+    except TypeError:
+        return None
 
 
 def _align(n):
@@ -54,12 +72,15 @@ class _Writer:
         self.offset = _align(self.offset + arr.nbytes)
         return len(self.blobs) - 1
 
-    def encode(self, obj, where="root"):
+    def encode(self, obj, where="root", depth=0):
+        if depth > MAX_DEPTH:
+            raise ValueError(f"ddl.save: {where}: nested deeper than {MAX_DEPTH} levels")
         if obj is None or isinstance(obj, (bool, str)):
             return obj
         if isinstance(obj, int):
             if not -(2**63) <= obj < 2**64:
-                return {"__bigint__": str(obj)}
+                # hex: not subject to Python's 4300-digit limit on int <-> decimal str
+                return {"__bigint__": ("-0x" if obj < 0 else "0x") + format(abs(obj), "x")}
             return obj
         if isinstance(obj, float):
             if math.isfinite(obj):
@@ -74,18 +95,20 @@ class _Writer:
                                 "saved (numeric and bool dtypes only)")
             return {"__ndarray__": self.blob(obj)}
         if isinstance(obj, np.generic):
-            return self.encode(obj.item(), where)
+            return self.encode(obj.item(), where, depth)
         if isinstance(obj, bytes):
             return {"__bytes__": base64.b64encode(obj).decode("ascii")}
         if isinstance(obj, dict):
             if all(isinstance(k, str) for k in obj) and not any(k.startswith("__") for k in obj):
-                return {k: self.encode(v, f"{where}[{k!r}]") for k, v in obj.items()}
-            return {"__dict__": [[self.encode(k, where), self.encode(v, f"{where}[{k!r}]")]
+                return {k: self.encode(v, f"{where}[{k!r}]", depth + 1)
+                        for k, v in obj.items()}
+            return {"__dict__": [[self.encode(k, where, depth + 1),
+                                  self.encode(v, f"{where}[{k!r}]", depth + 1)]
                                  for k, v in obj.items()]}
         if isinstance(obj, list):
-            return [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+            return [self.encode(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj)]
         if isinstance(obj, tuple):
-            return {"__tuple__": [self.encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]}
+            return {"__tuple__": [self.encode(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj)]}
         raise TypeError(f"ddl.save: {where}: objects of type {type(obj).__name__} cannot be "
                         "saved (tensors, arrays, numbers, strings, bytes, dicts, lists, tuples "
                         "and None only)")
@@ -166,55 +189,159 @@ def _refuse_objects(obj, where, depth=0):
 
 
 def _save_to_fileobj(obj, fileobj):
-    # the bytes of a file save, written to the caller's stream
-    folder = tempfile.mkdtemp(prefix="ddl-save-")
+    # the bytes of a file save, written straight to the caller's stream
+    _body(*_to_bytes(obj))(fileobj)
+
+
+def _tmp_name(folder):
+    """A temporary name that says who made it: host and pid, so a later save can tell its
+    own stale temporaries (a process killed mid-save) from another live writer's."""
+    return os.path.join(folder, f"{_TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+                                f"{secrets.token_hex(4)}.tmp")
+
+
+def _pid_alive(pid):
     try:
-        path = os.path.join(folder, "ckpt")
-        _save_path(obj, path)
-        with open(path, "rb") as fh:
-            fileobj.write(fh.read())
-    finally:
-        for name in os.listdir(folder):
-            os.unlink(os.path.join(folder, name))
-        os.rmdir(folder)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale_temps(folder):
+    """Remove .ddl-save-* temporaries of dead processes on this host (left by a kill -9
+    where O_TMPFILE is not available, or between link and rename)."""
+    host = socket.gethostname()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(_TMP_PREFIX) or not name.endswith(".tmp"):
+            continue
+        h, _, rest = name[len(_TMP_PREFIX):-4].rpartition("-")[0].rpartition("-")
+        try:
+            pid = int(rest)
+        except ValueError:
+            continue
+        if h == host and pid != os.getpid() and not _pid_alive(pid):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
+def _open_tmp(folder, anonymous):
+    """(fd, None) for an anonymous O_TMPFILE (nothing to leak on a crash), or (fd, name) of a
+    named temporary where the filesystem does not support O_TMPFILE."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if anonymous and flag:
+        try:
+            return os.open(folder, flag | os.O_WRONLY | os.O_CLOEXEC, 0o644), None
+        except OSError:
+            pass  # EOPNOTSUPP / EISDIR / EINVAL: a filesystem without O_TMPFILE
+    name = _tmp_name(folder)
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), name
+
+
+def _link_fd(fd, name):
+    """linkat(AT_FDCWD, /proc/self/fd/N, AT_FDCWD, name, AT_SYMLINK_FOLLOW): os.link does not
+    follow the /proc symlink on Linux (it calls link(2)), so go through libc."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, at_symlink_follow = -100, 0x400
+    if libc.linkat(at_fdcwd, f"/proc/self/fd/{fd}".encode(), at_fdcwd, os.fsencode(name),
+                   at_symlink_follow) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), name)
+
+
+_anonymous_ok = [True]  # cleared once linkat of an O_TMPFILE fails (no /proc, old kernel)
+
+
+def _write_atomic(path, write_body):
+    """Write a file through write_body(out) so that a crash at any point leaves the old file
+    or the new one, and no temporary: O_TMPFILE, fsync, linkat to a temporary name, rename
+    over the target, fsync of the folder. A named temporary (the fallback) of a process that
+    died is swept by the next save into the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    _sweep_stale_temps(folder)
+    while True:
+        fd, tmp = _open_tmp(folder, _anonymous_ok[0])
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                write_body(out)
+                out.flush()
+                os.fsync(out.fileno())
+            if tmp is None:  # give the anonymous file a name only now that it is complete
+                name = _tmp_name(folder)
+                try:
+                    _link_fd(fd, name)
+                except OSError:
+                    _anonymous_ok[0] = False
+                    continue  # write it again through a named temporary
+                tmp = name
+            os.replace(tmp, path)
+            tmp = None
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            return
+        finally:
+            os.close(fd)
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def _save_path(obj, f):
-    path = os.fspath(f)
-    head, blobs = _to_bytes(obj)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ddl-save-", dir=folder)
+    _write_atomic(os.fspath(f), _body(*_to_bytes(obj)))
+
+
+def _body(head, blobs):
+    """The writer of a checkpoint's bytes: header, aligned blobs, trailer with the SHA-256."""
+
+    def body(out):
+        sha = hashlib.sha256()
+        total = 0
+
+        def write(b):
+            nonlocal total
+            out.write(b)
+            sha.update(b)
+            total += len(b)
+
+        write(head)
+        data_start = total
+        for arr, meta in blobs:
+            pad = data_start + meta["offset"] - total
+            if pad:
+                write(b"\0" * pad)
+            write(memoryview(arr).cast("B") if arr.nbytes else b"")
+        out.write(TRAILER + struct.pack("<Q", total) + sha.digest())
+
+    return body
+
+
+def read_regular(path, who):
+    """The bytes of a regular file; a device, FIFO or folder is a ValueError at once (reading
+    /dev/zero whole would never end, a FIFO could block forever)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        with os.fdopen(fd, "wb") as out:
-            sha = hashlib.sha256()
-            total = 0
-
-            def write(b):
-                nonlocal total
-                out.write(b)
-                sha.update(b)
-                total += len(b)
-
-            write(head)
-            data_start = total
-            for arr, meta in blobs:
-                pad = data_start + meta["offset"] - total
-                if pad:
-                    write(b"\0" * pad)
-                write(memoryview(arr).cast("B") if arr.nbytes else b"")
-            out.write(TRAILER + struct.pack("<Q", total) + sha.digest())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{who}: {path} is not a regular file (devices, FIFOs and folders "
+                             "are refused)")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _corrupt(path, why):
@@ -232,24 +359,17 @@ def load(f, map_location=None, weights_only=True, **kwargs):
     """
     _load_args(f, map_location, weights_only, kwargs)
     if hasattr(f, "read") and not isinstance(f, (str, bytes, os.PathLike)):
-        data = f.read()
-        folder = tempfile.mkdtemp(prefix="ddl-load-")
-        path = os.path.join(folder, "ckpt")
-        try:
-            with open(path, "wb") as out:
-                out.write(data)
-            return _load_path(path)
-        finally:
-            if os.path.exists(path):
-                os.unlink(path)
-            os.rmdir(folder)
+        return _decode_file(f.read(), getattr(f, "name", "<file object>"))
     return _load_path(f)
 
 
 def _load_path(f):
     path = os.fspath(f)
-    with open(path, "rb") as fh:
-        data = fh.read()
+    return _decode_file(read_regular(path, "ddl.load"), path)
+
+
+def _decode_file(data, path):
+    """The object tree of a whole checkpoint file's bytes; any defect is a ValueError."""
     if len(data) < len(MAGIC) + 8 + _TRAILER_SIZE or data[: len(MAGIC)] != MAGIC:
         raise _corrupt(path, "bad magic number or too short")
     trailer = data[-_TRAILER_SIZE:]
@@ -261,52 +381,96 @@ def _load_path(f):
         raise _corrupt(path, f"the file is truncated ({len(body)} of {length} bytes)")
     if hashlib.sha256(body).digest() != trailer[-32:]:
         raise _corrupt(path, "checksum mismatch (the file is corrupted)")
+    # below: a file with a valid checksum can still be hand-made; check every field
     (hlen,) = struct.unpack("<Q", body[len(MAGIC): len(MAGIC) + 8])
+    if hlen > len(body) - len(MAGIC) - 8:
+        raise _corrupt(path, f"header length {hlen} exceeds the file")
     try:
         header = json.loads(body[len(MAGIC) + 8: len(MAGIC) + 8 + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError) as e:
         raise _corrupt(path, f"unreadable header ({e})") from None
+    except RecursionError:
+        raise _corrupt(path, "header nested too deeply") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, f"the header is a {type(header).__name__}, not an object")
     if header.get("version") != 1:
         raise _corrupt(path, f"unsupported format version {header.get('version')!r}")
+    if "root" not in header or not isinstance(header.get("blobs"), list):
+        raise _corrupt(path, "the header lacks 'root' or a 'blobs' list")
     data_start = _align(len(MAGIC) + 8 + hlen)
     blobs = header["blobs"]
 
     def array(i):
+        if type(i) is not int or not 0 <= i < len(blobs) or not isinstance(blobs[i], dict):
+            raise _corrupt(path, f"blob reference {i!r} is not one of {len(blobs)} blobs")
         m = blobs[i]
-        dt = np.dtype(m["dtype"])
-        if dt.kind not in _NUMPY_KINDS:
+        try:
+            dt = safe_dtype(m["dtype"])
+            if dt is None:
+                raise ValueError(f"dtype {m['dtype']!r}")
+            shape = [int(d) for d in m["shape"]]
+            offset, nbytes = m["offset"], m["nbytes"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise _corrupt(path, f"blob {i} has a bad description ({e!r})") from None
+        if dt.kind not in _NUMPY_KINDS or dt.fields is not None or dt.shape:
             raise _corrupt(path, f"blob {i} has dtype {dt}")
-        start = data_start + m["offset"]
-        end = start + m["nbytes"]
-        if end > len(body) or m["nbytes"] != dt.itemsize * int(np.prod(m["shape"], dtype=np.int64)):
+        if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0 \
+                or any(d < 0 for d in shape) or len(shape) > 64:
+            raise _corrupt(path, f"blob {i} has a bad offset, size or shape")
+        count = math.prod(shape)
+        start = data_start + offset
+        if start + nbytes > len(body) or nbytes != dt.itemsize * count:
             raise _corrupt(path, f"blob {i} lies outside the file or has the wrong size")
-        return np.frombuffer(body, dtype=dt, count=int(np.prod(m["shape"], dtype=np.int64)),
-                             offset=start).reshape(m["shape"]).copy()
+        return np.frombuffer(body, dtype=dt, count=count, offset=start).reshape(shape).copy()
 
-    def decode(x):
+    def decode(x, depth):
+        if depth > 3 * MAX_DEPTH + 8:
+            raise _corrupt(path, f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(x, list):
-            return [decode(v) for v in x]
+            return [decode(v, depth + 1) for v in x]
         if not isinstance(x, dict):
             return x
         if "__tensor__" in x:
-            a = array(x["__tensor__"])
-            t = _tensor_from(a)
+            t = _tensor_from(array(x["__tensor__"]))
             return t.requires_grad_() if x.get("requires_grad") else t
         if "__ndarray__" in x:
             return array(x["__ndarray__"])
         if "__tuple__" in x:
-            return tuple(decode(v) for v in x["__tuple__"])
+            return tuple(decode(_expect(x, "__tuple__", list), depth + 1))
         if "__dict__" in x:
-            return {_key(decode(k)): decode(v) for k, v in x["__dict__"]}
+            pairs = _expect(x, "__dict__", list)
+            if not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+                raise _corrupt(path, "a __dict__ entry is not a [key, value] pair")
+            out = {}
+            for k, v in pairs:
+                k = _key(decode(k, depth + 1))
+                try:
+                    out[k] = decode(v, depth + 1)
+                except TypeError:
+                    raise _corrupt(path, f"unhashable dict key {k!r}") from None
+            return out
         if "__bytes__" in x:
-            return base64.b64decode(x["__bytes__"])
+            return base64.b64decode(_expect(x, "__bytes__", str), validate=True)
         if "__float__" in x:
-            return float(x["__float__"])
+            return float(_expect(x, "__float__", str))
         if "__bigint__" in x:
-            return int(x["__bigint__"])
-        return {k: decode(v) for k, v in x.items()}
+            v = _expect(x, "__bigint__", str)
+            return int(v, 16) if v.lstrip("-").startswith("0x") else int(v)
+        return {k: decode(v, depth + 1) for k, v in x.items()}
 
-    return decode(header["root"])
+    def _expect(x, key, kind):
+        if not isinstance(x[key], kind):
+            raise _corrupt(path, f"{key} holds a {type(x[key]).__name__}, not a {kind.__name__}")
+        return x[key]
+
+    try:
+        return decode(header["root"], 0)
+    except ValueError as e:  # also binascii.Error and int()/float() of bad strings
+        if str(e).startswith("ddl.load:"):
+            raise
+        raise _corrupt(path, str(e)) from None
+    except (TypeError, RecursionError, OverflowError, MemoryError) as e:
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
 
 
 def _key(k):

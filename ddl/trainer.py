@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+import warnings
 
 import numpy as np
 
@@ -135,9 +136,15 @@ class Trainer:
             "rng": list(_C.rng_state()),
             "history": self.history,
         }
+        # ddl.save is atomic (old file or new, no temporary, even under kill -9), and older
+        # checkpoints go only once the new one is in place: a crash at any point leaves the
+        # last good checkpoint (and at worst one more than keep_last)
         save(state, os.path.join(self.checkpoint_dir, _CKPT.format(epoch)))
         for _, old in self._checkpoints()[: -self.keep_last or None]:
-            os.unlink(old)
+            try:
+                os.unlink(old)
+            except FileNotFoundError:
+                pass
 
     def _restore(self):
         """Load the newest checkpoint (rank 0's file; every rank reads the same shared folder
@@ -146,8 +153,16 @@ class Trainer:
         ckpts = self._checkpoints()
         if not self.resume or not ckpts:
             return 1
-        epoch, path = ckpts[-1]
-        state = load(path)
+        for epoch, path in reversed(ckpts):  # the newest that loads (a damaged one is skipped)
+            try:
+                state = load(path)
+                break
+            except ValueError as e:
+                warnings.warn(f"Trainer: skipping unreadable checkpoint ({e})", RuntimeWarning,
+                              stacklevel=2)
+        else:
+            raise ValueError(f"Trainer: no readable checkpoint among {len(ckpts)} in "
+                             f"{self.checkpoint_dir}")
         self._bare().load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:

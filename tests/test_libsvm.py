@@ -365,9 +365,9 @@ def test_shards_without_y_and_overwrite(tmp_path):
     ds = ShardedDataset(d)
     X, y = ds.load()
     assert y is None and X.shape == (10, 2)
-    save_shards(np.zeros((3, 2)), np.arange(3), d, 2)  # fewer shards: the old extra ones go
-    assert sorted(os.listdir(d)) == ["manifest.json", "shard-00000.ddlshard",
-                                     "shard-00001.ddlshard"]
+    m = save_shards(np.zeros((3, 2)), np.arange(3), d, 2)  # fewer shards: the old ones go
+    assert sorted(os.listdir(d)) == sorted(["manifest.json"] + [s["file"] for s in m["shards"]])
+    assert len(os.listdir(d)) == 3
     X, y = ShardedDataset(d).load()
     assert X.shape == (3, 2) and y.tolist() == [0, 1, 2]
     # 2 shards over 4 ranks: ranks 1 and 3 get one each, ranks 0 and 2 none
@@ -379,8 +379,8 @@ def test_shards_without_y_and_overwrite(tmp_path):
 def test_shards_errors(tmp_path):
     rng = np.random.default_rng(1)
     d = str(tmp_path / "s")
-    save_shards(rng.normal(size=(40, 3)), np.arange(40), d, 2)
-    shard = os.path.join(d, "shard-00001.ddlshard")
+    m = save_shards(rng.normal(size=(40, 3)), np.arange(40), d, 2)
+    shard = os.path.join(d, m["shards"][1]["file"])
     good = Path(shard).read_bytes()
 
     def reopen(**kw):

@@ -124,3 +124,27 @@ def test_distributed_fit_through_launch(tmp_path, monkeypatch):
     # is a fraction of 101
     acc = hist[-1]["eval_accuracy"]
     assert abs(acc * 101 - round(acc * 101)) < 1e-9
+
+
+@pytest.mark.timeout(60)
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
+    def trainer(epochs):
+        ddl.manual_seed(0)
+        model = ddl.nn.Sequential(ddl.nn.Linear(6, 4), ddl.nn.ReLU(), ddl.nn.Linear(4, 2))
+        opt = ddl.optim.SGD(model.parameters(), lr=0.1)
+        return ddl.Trainer(model, opt, ddl.nn.CrossEntropyLoss(), _toy(64), None, batch_size=16,
+                           epochs=epochs, checkpoint_dir=tmp_path, keep_last=3, progress=False)
+
+    trainer(2).fit()
+    newest = tmp_path / "checkpoint-epoch0002.ddl"
+    data = bytearray(newest.read_bytes())
+    data[100] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="skipping unreadable checkpoint.*epoch0002"):
+        history = trainer(3).fit()  # resumed after epoch 1, the last good one
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert ddl.load(newest)["epoch"] == 2  # epoch 2 trained again and saved whole
+    for p in tmp_path.glob("checkpoint-*.ddl"):
+        p.write_bytes(b"junk")
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="no readable checkpoint"):
+        trainer(4).fit()

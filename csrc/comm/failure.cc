@@ -17,6 +17,16 @@ constexpr int64_t kArrivalGraceMs = 1500;
 // The watchdog's period, and how long a collective runs before it is watched.
 constexpr int64_t kWatchMs = 250;
 
+// issue 13: each best-effort store call on a failure path gets at most this long on the
+// network, so a frozen store host (SIGSTOP) costs seconds instead of a timeout per call.
+constexpr int64_t kStoreCallMs = 2000;
+struct StoreCallCap {
+    int64_t old = ddl_store_set_thread_io_limit(kStoreCallMs);
+    ~StoreCallCap() { ddl_store_set_thread_io_limit(old); }
+};
+// Set by absent_ranks: the store did not answer at all (its host is gone or stopped).
+thread_local bool store_unreachable = false;
+
 std::string what_of(const ddl_work* w) {
     return std::string(coll_name(w->desc.coll)) + " #" + std::to_string(w->desc.seq);
 }
@@ -56,10 +66,15 @@ bool ddl_pg::poll_reports(const std::string& key, int64_t grace_ms, std::map<int
 // it is stuck (a group breaks at its first failure, so once); a rank that publishes nothing
 // within a grace period is named. Best effort (the store may be gone with its host).
 std::set<int> ddl_pg::absent_ranks(uint64_t seq) {
-    store->try_set("ddl/at/" + std::to_string(rank), std::to_string(seq));
+    StoreCallCap cap;
+    store_unreachable = false;
+    bool stored = store->try_set("ddl/at/" + std::to_string(rank), std::to_string(seq));
     std::map<int, std::string> got;
     std::set<int> missing;
-    if (!poll_reports("ddl/at", kArrivalGraceMs, &got, &missing)) return {};
+    if (!stored || !poll_reports("ddl/at", kArrivalGraceMs, &got, &missing)) {
+        store_unreachable = true;
+        return {};
+    }
     return missing;
 }
 
@@ -71,6 +86,7 @@ std::set<int> ddl_pg::absent_ranks(uint64_t seq) {
 Failure ddl_pg::connection_failure(const ddl_work* w, const std::set<int>& seen,
                                    const std::string& how, int sys_errno) {
     std::string failed = "rank " + std::to_string(rank) + ": " + what_of(w) + " failed: ";
+    StoreCallCap cap;
     transport->close();
     store->try_set("ddl/failed/" + std::to_string(rank), failed + how);
     std::set<int> lost;
@@ -119,6 +135,10 @@ Failure ddl_pg::diagnose(const ddl_work* w, bool* reported) {
                 DDL_E_TIMEOUT,
                 me + what_of(w) + " timed out after " + std::to_string(w->timeout_ms) + " ms" +
                     (absent.empty() ? "" : "; rank(s) " + rank_list(absent) + " never arrived") +
+                    (store_unreachable ? "; the rendezvous store does not answer either, so its "
+                                         "host (rank 0's process with env:// and tcp://) is "
+                                         "likely stopped, frozen or dead"
+                                       : "") +
                     " (" + e.text + ")");
             f.ranks(absent);
         } else {
@@ -143,11 +163,14 @@ void ddl_pg::fail(ddl_work* w) {
     std::lock_guard<std::mutex> failing(fail_m);
     if (!broken.load()) {
         bool reported = false;
+        store_unreachable = false;
         broken_f = diagnose(w, &reported);
         broken.store(1);
         // tell the others why (a connection failure reported itself), then fail them fast:
         // a rank not talking to the dead one would otherwise wait for its full timeout
-        if (!reported) store->try_set("ddl/failed/" + std::to_string(rank), broken_f.msg);
+        StoreCallCap cap;
+        if (!reported && !store_unreachable)
+            store->try_set("ddl/failed/" + std::to_string(rank), broken_f.msg);
         transport->close();
     }
     w->finish(broken_f);

@@ -4,53 +4,36 @@
 #include "ddl/data.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
-/* Read a whole (maybe gzip-compressed) file into a malloc'd buffer. */
-static ddl_status read_all(unsigned char **buf, size_t *len, const char *path) {
-    gzFile f = gzopen(path, "rb");
-    if (!f) DDL_FAIL(DDL_E_VALUE, "%s: cannot open (%s)", path, strerror(errno ? errno : ENOENT));
-    size_t cap = 1 << 20, n = 0;
-    unsigned char *p = malloc(cap);
-    if (!p) {
-        gzclose(f);
-        DDL_FAIL(DDL_E_NOMEM, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (n == cap) {
-            unsigned char *q = realloc(p, cap * 2);
-            if (!q) {
-                free(p);
-                gzclose(f);
-                DDL_FAIL(DDL_E_NOMEM, "%s: out of memory reading %zu bytes", path, cap * 2);
-            }
-            p = q;
-            cap *= 2;
-        }
-        size_t want = cap - n > (1u << 30) ? (1u << 30) : cap - n;
-        int got = gzread(f, p + n, (unsigned)want);
-        if (got < 0) {
+/* Deflate expands at most ~1032:1; a gzip member claiming more than this per compressed byte
+ * (plus slack for the header) is refused before anything is allocated. */
+#define GZIP_MAX_RATIO 1100
+#define IDX_MAX_DIMS (DDL_MAX_DIMS - 1)
+
+/* Read exactly n bytes (a short read is an error the caller names); *got the count read. */
+static ddl_status read_exact(gzFile f, unsigned char *p, size_t n, size_t *got, const char *path) {
+    *got = 0;
+    while (*got < n) {
+        size_t want = n - *got > (1u << 30) ? (1u << 30) : n - *got;
+        int r = gzread(f, p + *got, (unsigned)want);
+        if (r < 0) {
             int zerr;
             const char *msg = gzerror(f, &zerr);
-            ddl_fail(DDL_E_VALUE, "%s: corrupt or truncated gzip data (%s)", path, msg);
-            free(p);
-            gzclose(f);
-            return DDL_E_VALUE;
+            DDL_FAIL(DDL_E_VALUE, "%s: corrupt or truncated gzip data (%s)", path, msg);
         }
-        if (got == 0) break;
-        n += (size_t)got;
+        if (r == 0) break;
+        *got += (size_t)r;
     }
     /* a gzip stream cut short reads as EOF without error in some zlib versions: check */
     int zerr = Z_OK;
     gzerror(f, &zerr);
-    gzclose(f);
-    if (zerr != Z_OK && zerr != Z_STREAM_END) {
-        free(p);
+    if (zerr != Z_OK && zerr != Z_STREAM_END)
         DDL_FAIL(DDL_E_VALUE, "%s: corrupt or truncated gzip data", path);
-    }
-    *buf = p;
-    *len = n;
     return DDL_OK;
 }
 
@@ -58,59 +41,88 @@ static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-ddl_status ddl_idx_load(ddl_tensor **out, const char *path) {
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    DDL_TRY(read_all(&buf, &len, path));
-    ddl_status st = DDL_OK;
+/* The loader reads the header first, checks what it promises against the file's real size
+ * (raw: exactly; gzip: at most GZIP_MAX_RATIO times the compressed size), and only then
+ * allocates the payload, reading it straight into place. Only regular files are read. */
+static ddl_status idx_load(ddl_tensor **out, gzFile f, int64_t file_size, int gz,
+                           const char *path) {
+    unsigned char head[4 + 4 * IDX_MAX_DIMS];
+    size_t got;
+    DDL_TRY(read_exact(f, head, 4, &got, path));
+    if (got < 4 || head[0] != 0 || head[1] != 0)
+        DDL_FAIL(DDL_E_VALUE, "%s: not an IDX file (bad magic number)", path);
+    int type = head[2], ndim = head[3];
+    if (type != 0x08)
+        DDL_FAIL(DDL_E_VALUE,
+                 "%s: IDX element type 0x%02x is not supported (only unsigned bytes, 0x08)", path,
+                 type);
+    if (ndim < 1 || ndim > IDX_MAX_DIMS)
+        DDL_FAIL(DDL_E_VALUE, "%s: IDX file with %d dims", path, ndim);
+    DDL_TRY(read_exact(f, head + 4, 4 * (size_t)ndim, &got, path));
+    if (got < 4 * (size_t)ndim) DDL_FAIL(DDL_E_VALUE, "%s: truncated IDX header", path);
     int64_t shape[DDL_MAX_DIMS];
-    if (len < 4 || buf[0] != 0 || buf[1] != 0) {
-        st = ddl_fail(DDL_E_VALUE, "%s: not an IDX file (bad magic number)", path);
-        goto done;
-    }
-    int type = buf[2], ndim = buf[3];
-    if (type != 0x08) {
-        st = ddl_fail(DDL_E_VALUE,
-                      "%s: IDX element type 0x%02x is not supported (only unsigned "
-                      "bytes, 0x08)",
-                      path, type);
-        goto done;
-    }
-    if (ndim < 1 || ndim > DDL_MAX_DIMS - 1) {
-        st = ddl_fail(DDL_E_VALUE, "%s: IDX file with %d dims", path, ndim);
-        goto done;
-    }
-    if (len < 4 + 4 * (size_t)ndim) {
-        st = ddl_fail(DDL_E_VALUE, "%s: truncated IDX header", path);
-        goto done;
-    }
     uint64_t count = 1;
+    int overflow = 0;
     for (int i = 0; i < ndim; i++) {
-        shape[i] = be32(buf + 4 + 4 * i);
+        shape[i] = be32(head + 4 + 4 * i);
+        if (shape[i] && count > UINT64_MAX / (uint64_t)shape[i]) overflow = 1;
         count *= (uint64_t)shape[i];
     }
-    size_t header = 4 + 4 * (size_t)ndim;
-    if (len - header != count) {
+    uint64_t header = 4 + 4 * (uint64_t)ndim, have = (uint64_t)file_size;
+    uint64_t bound = gz ? (have > UINT64_MAX / GZIP_MAX_RATIO ? UINT64_MAX : have * GZIP_MAX_RATIO)
+                        : (have >= header ? have - header : 0);
+    if (overflow || (gz ? count > bound : count != bound))
+        DDL_FAIL(DDL_E_VALUE, "%s: %s IDX data: the header promises %s%llu bytes, the file %s %llu",
+                 path, gz ? "impossible" : (count > bound ? "truncated" : "oversized"),
+                 overflow ? "more than " : "", (unsigned long long)count,
+                 gz ? "(gzip) can expand to at most" : "holds", (unsigned long long)bound);
+    unsigned char *buf = malloc(count ? count : 1);
+    if (!buf)
+        DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for %llu bytes", path, (unsigned long long)count);
+    ddl_status st = read_exact(f, buf, count, &got, path);
+    if (!st && got < count)
         st = ddl_fail(DDL_E_VALUE,
-                      "%s: %s IDX data: the header promises %llu bytes, the file "
-                      "holds %zu",
-                      path, len - header < count ? "truncated" : "oversized",
-                      (unsigned long long)count, len - header);
-        goto done;
-    }
+                      "%s: truncated IDX data: the header promises %llu bytes, the file holds %zu",
+                      path, (unsigned long long)count, got);
+    unsigned char extra;
+    if (!st) st = read_exact(f, &extra, 1, &got, path);
+    if (!st && got)
+        st = ddl_fail(DDL_E_VALUE, "%s: oversized IDX data: more bytes than the header's %llu",
+                      path, (unsigned long long)count);
     /* images (ndim > 1) become float32 in [0, 1]; labels (ndim == 1) int64 */
-    st = ddl_tensor_empty(out, ndim == 1 ? DDL_INT64 : DDL_FLOAT32, ndim, shape);
-    if (st) goto done;
-    const unsigned char *src = buf + header;
-    if (ndim == 1) {
-        int64_t *dst = ddl_tensor_data(*out);
-        for (uint64_t i = 0; i < count; i++) dst[i] = src[i];
-    } else {
-        float *dst = ddl_tensor_data(*out);
-        for (uint64_t i = 0; i < count; i++) dst[i] = (float)src[i] * (1.0f / 255.0f);
+    if (!st) st = ddl_tensor_empty(out, ndim == 1 ? DDL_INT64 : DDL_FLOAT32, ndim, shape);
+    if (!st) {
+        if (ndim == 1) {
+            int64_t *dst = ddl_tensor_data(*out);
+            for (uint64_t i = 0; i < count; i++) dst[i] = buf[i];
+        } else {
+            float *dst = ddl_tensor_data(*out);
+            for (uint64_t i = 0; i < count; i++) dst[i] = (float)buf[i] * (1.0f / 255.0f);
+        }
     }
-done:
     free(buf);
+    return st;
+}
+
+ddl_status ddl_idx_load(ddl_tensor **out, const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* O_NONBLOCK: a FIFO can't hang us */
+    if (fd < 0) DDL_FAIL(DDL_E_VALUE, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        DDL_FAIL(DDL_E_VALUE, "%s: not a regular file (devices, FIFOs and folders are refused)",
+                 path);
+    }
+    unsigned char magic[2] = {0, 0};
+    ssize_t m = pread(fd, magic, 2, 0);
+    int gz = m == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    gzFile f = gzdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        DDL_FAIL(DDL_E_NOMEM, "%s: out of memory opening the file", path);
+    }
+    ddl_status st = idx_load(out, f, (int64_t)sb.st_size, gz, path);
+    gzclose(f);
     return st;
 }
 

@@ -16,6 +16,15 @@
 
 #define CHUNK (1 << 20) /* first read size; the buffer doubles for lines longer than it */
 #define MSG 320         /* a line's error message, before "path:line: " is put in front */
+/* the longest line read (the buffer never grows past it); DDL_LIBSVM_MAX_LINE overrides */
+#define MAX_LINE_DEFAULT ((size_t)1 << 30)
+
+static size_t max_line(void) {
+    const char *v = getenv("DDL_LIBSVM_MAX_LINE");
+    char *end;
+    unsigned long long n = v ? strtoull(v, &end, 10) : 0;
+    return v && *v && !*end && n >= CHUNK && n <= DDL_MAX_NBYTES / 2 ? (size_t)n : MAX_LINE_DEFAULT;
+}
 
 /* ---- buffered reading of a byte range -------------------------------------------------- */
 
@@ -28,6 +37,7 @@ typedef struct {
     size_t scanned; /* buf[pos, pos + scanned) is known to hold no '\n' */
     int64_t off;    /* file offset of buf[0] */
     int eof;
+    size_t max_line; /* the buffer's cap */
 } reader;
 
 /* Move the unread bytes to the front, grow when full, and read more. */
@@ -39,12 +49,16 @@ static ddl_status read_more(reader *r) {
         r->pos = 0;
     }
     if (r->len + 1 == r->cap) {
-        if (r->cap > DDL_MAX_NBYTES / 2)
-            DDL_FAIL(DDL_E_NOMEM, "%s: a line longer than %zu bytes", r->path, r->cap);
-        char *q = realloc(r->buf, r->cap * 2);
+        if (r->cap >= r->max_line)
+            DDL_FAIL(DDL_E_VALUE,
+                     "%s: a line longer than %zu bytes near byte %lld (the cap: set "
+                     "DDL_LIBSVM_MAX_LINE to raise it)",
+                     r->path, r->max_line, (long long)r->off);
+        size_t cap = r->cap * 2 > r->max_line ? r->max_line : r->cap * 2;
+        char *q = realloc(r->buf, cap);
         if (!q) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for a line of %zu bytes", r->path, r->cap);
         r->buf = q;
-        r->cap *= 2;
+        r->cap = cap;
     }
     ssize_t got;
     do {
@@ -75,7 +89,20 @@ static ddl_status skip_partial_line(reader *r) {
 static ddl_status next_line(reader *r, int *got, char **line, size_t *n, int64_t *line_off) {
     for (;;) {
         char *from = r->buf + r->pos + r->scanned;
-        char *nl = memchr(from, '\n', r->len - r->pos - r->scanned);
+        size_t fresh = r->len - r->pos - r->scanned;
+        char *nl = memchr(from, '\n', fresh);
+        /* a NUL makes its line an error: end the line after it rather than read on (a file
+         * of zeros would otherwise be read whole as one line) */
+        char *nul = memchr(from, 0, nl ? (size_t)(nl - from) : fresh);
+        if (nul) {
+            *line = r->buf + r->pos;
+            *n = (size_t)(nul + 1 - *line);
+            *line_off = r->off + (int64_t)r->pos;
+            r->pos = (size_t)(nul + 1 - r->buf);
+            r->scanned = 0;
+            *got = 1;
+            return DDL_OK;
+        }
         if (nl || (r->eof && r->pos < r->len)) {
             char *end = nl ? nl : r->buf + r->len;
             *line = r->buf + r->pos;
@@ -323,9 +350,17 @@ static int parse_line(csr_builder *b, const char *s, size_t n, char *msg) {
         prev = idx;
         if (ddl_vec_reserve(&b->indices, 1) || ddl_vec_reserve(&b->values, 1)) return -1;
         ((int64_t *)b->indices.p)[b->indices.n++] = idx - 1;
-        if (b->dt == DDL_FLOAT32)
-            ((float *)b->values.p)[b->values.n++] = (float)v;
-        else
+        if (b->dt == DDL_FLOAT32) {
+            float f = (float)v;
+            if (isinf(f)) {
+                snprintf(msg, MSG,
+                         "value in '%s' overflows float32 (beyond +-3.4e38; load with "
+                         "dtype=float64 to keep it)",
+                         quote(q, sizeof q, t, tn));
+                return 1;
+            }
+            ((float *)b->values.p)[b->values.n++] = f;
+        } else
             ((double *)b->values.p)[b->values.n++] = v;
     }
     if (prev > b->max_col) b->max_col = prev;
@@ -344,12 +379,13 @@ ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor
     if (start < 0) DDL_FAIL(DDL_E_VALUE, "libsvm: byte range start %lld < 0", (long long)start);
     if (n_features < 0)
         DDL_FAIL(DDL_E_VALUE, "libsvm: n_features must be >= 0, got %lld", (long long)n_features);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block the open */
     if (fd < 0) DDL_FAIL(DDL_E_VALUE, "%s: cannot open (%s)", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || S_ISDIR(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        DDL_FAIL(DDL_E_VALUE, "%s: not a readable file", path);
+        DDL_FAIL(DDL_E_VALUE, "%s: not a regular file (devices, FIFOs and folders are refused)",
+                 path);
     }
     if (end < 0) end = INT64_MAX;
 
@@ -360,7 +396,7 @@ ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor
                      .labels = ddl_vec_make(sizeof(double)),
                      .dt = dt,
                      .n_features = n_features};
-    reader r = {fd, path, malloc(CHUNK), CHUNK, 0, 0, 0, start > 0 ? start - 1 : 0, 0};
+    reader r = {fd, path, malloc(CHUNK), CHUNK, 0, 0, 0, start > 0 ? start - 1 : 0, 0, max_line()};
     ddl_tensor *outs[4] = {NULL, NULL, NULL, NULL};
     if (!r.buf || ddl_vec_reserve(&b.indptr, 1)) {
         st = ddl_fail(DDL_E_NOMEM, "%s: out of memory", path);

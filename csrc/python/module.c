@@ -2,6 +2,8 @@
  * method tables of every binding file put together. */
 #include "pyddl.h"
 
+#include <unistd.h>
+
 /* One table from status to exception; the distributed ones are set by ddl.distributed. */
 static PyObject *exc_comm, *exc_timeout;
 
@@ -88,13 +90,28 @@ static PyObject *py__set_error_types(PyObject *Py_UNUSED(self), PyObject *args) 
     Py_RETURN_NONE;
 }
 
-PYDDL_DOC(set_num_threads, "(n, /)", "Threads for ddl kernels and OpenBLAS.");
+PYDDL_DOC(set_num_threads, "(n, /)",
+          "Threads for ddl kernels and OpenBLAS (at most 4x the online CPUs: more is clamped, "
+          "with a RuntimeWarning).");
 static PyObject *py_set_num_threads(PyObject *Py_UNUSED(self), PyObject *arg) {
-    long n = PyLong_AsLong(arg);
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(arg, &overflow);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 1) {
-        PyErr_Format(PyExc_ValueError, "set_num_threads: expected n >= 1, got %ld", n);
+    if (overflow < 0 || (!overflow && n < 1)) {
+        PyErr_Format(PyExc_ValueError, "set_num_threads: expected n >= 1, got %R", arg);
         return NULL;
+    }
+    /* issue 13: bounded by the machine (a thread pool of 10**9 would fail or thrash) */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long long cap = (cpus > 0 ? cpus : 1) * 4LL;
+    if (cap > 1024) cap = 1024;
+    if (overflow || n > cap) {
+        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                             "set_num_threads: %R threads on a machine with %ld CPUs; using %lld "
+                             "(4x the CPUs at most)",
+                             arg, cpus, cap) < 0)
+            return NULL;
+        n = cap;
     }
     ddl_set_num_threads((int)n);
     Py_RETURN_NONE;

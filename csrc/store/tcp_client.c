@@ -1,5 +1,6 @@
 /* tcp_client.c: the TCP store client (ddl_store_new_tcp): connecting with backoff, a small
  * pool of connections per handle, and one request/response round trip (wire.h) per call. */
+#include "store/auth.h"
 #include "store/store_impl.h"
 #include "store/util.h"
 #include "store/wire.h"
@@ -126,6 +127,8 @@ static int connect_pass(const char *host, int port, const char *op, const char *
     return result;
 }
 
+static ddl_status handshake(int fd, const char *who, const char *addr, int64_t deadline);
+
 /* An idle connection of the pool, or a new one; `who` names the call for the error. */
 static ddl_status pool_take(tcp_client *c, const char *who, int64_t deadline, int *fd) {
     pthread_mutex_lock(&c->mu);
@@ -144,7 +147,7 @@ static ddl_status pool_take(tcp_client *c, const char *who, int64_t deadline, in
                                      c->addr, connect_err_str(err, eb, sizeof eb)),
                             err == ERR_RESOLVE_AGAIN ? 0 : err, who, c->addr);
     }
-    return DDL_OK;
+    return handshake(*fd, who, c->addr, deadline);
 }
 
 static void pool_put(tcp_client *c, int fd) {
@@ -203,6 +206,66 @@ static int recv_all(int fd, uint8_t *p, size_t n, int64_t deadline, int *err) {
     return IO_OK;
 }
 
+/* The token handshake on a new connection, when DDL_STORE_TOKEN is set: HELLO (the server
+ * says whether it wants a token and gives this connection's nonce), then AUTH with the mac.
+ * DDL_OK, or a status with fd closed. */
+static ddl_status handshake(int fd, const char *who, const char *addr, int64_t deadline) {
+    const char *token = store_token();
+    if (!token) return DDL_OK;
+    uint8_t req[WIRE_LEN_BYTES + 1 + 4 + STORE_MAC_LEN], body[512], hdr[WIRE_LEN_BYTES];
+    const char *why = NULL;
+    int err = 0;
+    for (int step = 0; step < 2; step++) {
+        size_t reqlen;
+        if (step == 0) {
+            wire_write(req, 1, OP_HELLO, NULL, 0);
+            reqlen = WIRE_LEN_BYTES + 1;
+        } else {
+            uint8_t mac[STORE_MAC_LEN];
+            const uint8_t *p = body + 1, *end = body + get_be32(hdr);
+            wire_field f[2];
+            if (wire_fields_exact(p, end, f, 2) < 0 || f[0].n != 1 || f[1].n != STORE_NONCE_LEN) {
+                why = "a malformed answer to HELLO";
+                break;
+            }
+            if (!f[0].p[0]) return DDL_OK; /* the server has no token: nothing to prove */
+            store_auth_mac(mac, token, f[1].p);
+            wire_field m = {mac, STORE_MAC_LEN};
+            size_t n = wire_body_len(&m, 1);
+            wire_write(req, n, OP_AUTH, &m, 1);
+            reqlen = WIRE_LEN_BYTES + n;
+        }
+        int r = send_all(fd, req, reqlen, deadline, &err);
+        if (r == IO_OK) r = recv_all(fd, hdr, sizeof hdr, deadline, &err);
+        uint32_t n = r == IO_OK ? get_be32(hdr) : 0;
+        if (r == IO_OK && (n == 0 || n > sizeof body)) {
+            why = "a malformed answer";
+            break;
+        }
+        if (r == IO_OK) r = recv_all(fd, body, n, deadline, &err);
+        if (r != IO_OK) {
+            why = r == IO_TIMEOUT ? "no answer in time" : "the connection closed";
+            break;
+        }
+        if (body[0] != 0) { /* refused: quote the server */
+            const uint8_t *p = body + 1;
+            wire_field m = {(const uint8_t *)"", 0};
+            if (wire_next_field(&p, body + n, &m) != 1) m.n = 0;
+            close(fd);
+            return store_detail(ddl_fail(DDL_E_COMM, "store %s: %.*s (store server %s)", who,
+                                         (int)m.n, (const char *)m.p, addr),
+                                0, who, addr);
+        }
+        if (step == 1) return DDL_OK;
+    }
+    close(fd);
+    return store_detail(ddl_fail(DDL_E_COMM,
+                                 "store %s: the token handshake with the store server %s "
+                                 "failed: %s",
+                                 who, addr, why ? why : "?"),
+                        err, who, addr);
+}
+
 /* A request frame for op with nf fields (malloc'd). DDL_E_VALUE when over the frame limit. */
 static ddl_status frame_build(uint8_t **out, size_t *len, const char *who, int op,
                               const wire_field *f, int nf) {
@@ -225,7 +288,7 @@ static ddl_status frame_build(uint8_t **out, size_t *len, const char *who, int o
  * trusted) and the message names `label` ("store get key 'x'") and the server. */
 static ddl_status exchange(tcp_client *c, const char *who, const char *label, int fd,
                            const uint8_t *req, size_t reqlen, int64_t deadline, int64_t allowed_ms,
-                           uint8_t **body, uint32_t *n) {
+                           int capped, uint8_t **body, uint32_t *n) {
     uint8_t hdr[WIRE_LEN_BYTES];
     int err = 0, r = send_all(fd, req, reqlen, deadline, &err);
     if (r == IO_OK) r = recv_all(fd, hdr, sizeof hdr, deadline, &err);
@@ -248,7 +311,12 @@ static ddl_status exchange(tcp_client *c, const char *who, const char *label, in
     free(*body);
     *body = NULL;
     ddl_status st;
-    if (r == IO_TIMEOUT)
+    if (r == IO_TIMEOUT && capped) /* not "the key is missing": the server does not answer */
+        st = ddl_fail(DDL_E_COMM,
+                      "%s: no answer from the store server %s within %" PRId64
+                      " ms (the cap on a failure path's calls): its host may be stopped",
+                      label, c->addr, allowed_ms);
+    else if (r == IO_TIMEOUT)
         st = ddl_fail(DDL_E_TIMEOUT, "%s: no answer from the store server %s within %" PRId64 " ms",
                       label, c->addr, allowed_ms);
     else if (r == IO_CLOSED)
@@ -293,7 +361,9 @@ static ddl_status tcp_call(tcp_client *c, const char *who, const char *what, int
     uint32_t n = 0;
     if (body) *body = NULL;
     DDL_TRY(frame_build(&req, &reqlen, who, op, f, nf));
-    int64_t io = tcp_timeout(c);
+    int64_t io = tcp_timeout(c), cap = store_thread_io_limit();
+    int capped = cap >= 0 && (io < 0 || io > cap);
+    if (capped) io = cap; /* a failure path's best-effort call */
     int parks = op == OP_GET || op == OP_WAIT;
     /* a parked request may take its own timeout, plus the handle's for the network */
     int64_t deadline =
@@ -303,7 +373,8 @@ static ddl_status tcp_call(tcp_client *c, const char *who, const char *what, int
     char label[600]; /* "store get key 'x'" */
     snprintf(label, sizeof label, "store %s%s%s", who, what[0] ? " " : "", what);
     if (!st)
-        st = exchange(c, who, label, fd, req, reqlen, deadline, (parks ? wait_ms : 0) + io, &b, &n);
+        st = exchange(c, who, label, fd, req, reqlen, deadline, (parks ? wait_ms : 0) + io, capped,
+                      &b, &n);
     free(req);
     if (st) return st;
     pool_put(c, fd);
@@ -469,6 +540,7 @@ ddl_status ddl_store_new_tcp(ddl_store **out, const char *host, int port, int64_
                                      host, port, timeout_ms, store_errstr(err, eb, sizeof eb)),
                             err, "connect", addr);
     }
+    DDL_TRY(handshake(fd, "connect", addr, deadline));
     char *h;
     tcp_client *c = store_new(sizeof *c, host, &h);
     if (!c) {

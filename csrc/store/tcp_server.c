@@ -4,6 +4,7 @@
  * goes away, or its deadline passes; a client that closes its side (even half) is dropped. */
 #include "ddl/store.h"
 
+#include "store/auth.h"
 #include "store/kv.h"
 #include "store/util.h"
 #include "store/wire.h"
@@ -30,33 +31,14 @@
 #define IN_LIMIT ((size_t)DDL_STORE_MAX_FRAME + WIRE_LEN_BYTES + 65536)
 #define READ_CHUNK ((size_t)65536)
 #define SHRINK_ABOVE ((size_t)1 << 20)
+#define KEY_COST 64 /* what a key costs the memory budget beyond its bytes */
 
-typedef struct {
-    int fd;
-    int dead;
-    int parked;            /* the frame at the head of `in` is a GET/WAIT waiting for keys */
-    int64_t park_deadline; /* when a parked request times out (INT64_MAX: never) */
-    char peer[64];
-    uint8_t *in; /* (in_cap,) bytes received, not yet handled */
-    size_t in_len, in_cap;
-    uint8_t *out; /* (out_cap,) replies; out[out_off:out_len] not yet sent */
-    size_t out_len, out_off, out_cap;
-} srv_conn;
-
-struct ddl_tcp_server {
-    pthread_t thread;
-    int listen_fd;
-    int wake[2]; /* a byte on wake[1] interrupts poll() for stop */
-    atomic_int stop;
-    kv_map map;
-    srv_conn **conns; /* (nconns,) */
-    size_t nconns, cap;
-    int changed;              /* a key was created since parked requests were last retried */
-    int64_t accept_paused_to; /* out of fds: leave the listener alone until then */
-};
+#include "store/tcp_server_impl.h"
 
 static void conn_drop(srv_conn *c) {
     if (c->dead) return;
+    waiter_unlink(c);
+    c->srv->mem -= c->in_cap + c->out_cap;
     c->dead = 1;
     close(c->fd);
     c->fd = -1;
@@ -72,13 +54,25 @@ static int out_reserve(srv_conn *c, size_t extra) {
     while (cap - c->out_len < extra) cap *= 2;
     uint8_t *p = realloc(c->out, cap);
     if (!p) return -1;
+    c->srv->mem += cap - c->out_cap;
     c->out = p, c->out_cap = cap;
     return 0;
 }
 
+static int reply_err(srv_conn *c, ddl_status st, const char *msg);
+
 /* Queue a reply frame: code and fields. Returns -1 (connection dropped) when out of memory. */
 static int reply(srv_conn *c, int code, int nf, const wire_field *f) {
     size_t n = wire_body_len(f, nf);
+    if (n > 4096 && c->out_cap - c->out_len < WIRE_LEN_BYTES + n &&
+        c->srv->mem + WIRE_LEN_BYTES + n > c->srv->lim.max_memory) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the store server's memory budget (%zu bytes, DDL_STORE_MAX_MEMORY) cannot "
+                 "hold a %zu-byte answer now",
+                 c->srv->lim.max_memory, n);
+        return reply_err(c, DDL_E_NOMEM, msg);
+    }
     if (out_reserve(c, WIRE_LEN_BYTES + n) < 0) {
         conn_drop(c);
         return -1;
@@ -115,11 +109,23 @@ static int key_ok(const wire_field *k) {
  * out-of-memory answer queued. */
 static int put(ddl_tcp_server *srv, srv_conn *c, const wire_field *k, const void *v, size_t vl) {
     int created = 0;
+    kv_entry *e = kv_find(&srv->map, k->p, k->n);
+    size_t old = e ? e->vlen : 0, add = e ? 0 : k->n + KEY_COST;
+    if (vl + add > old && srv->mem + vl + add - old > srv->lim.max_memory) {
+        char msg[300], q[STORE_KEY_STR];
+        snprintf(msg, sizeof msg,
+                 "the store server's memory budget (%zu bytes, DDL_STORE_MAX_MEMORY) is full: "
+                 "%zu bytes for key %s not stored",
+                 srv->lim.max_memory, vl, store_key_str(q, (const char *)k->p, k->n));
+        reply_err(c, DDL_E_NOMEM, msg);
+        return -1;
+    }
     if (kv_put(&srv->map, k->p, k->n, v, vl, &created) < 0) {
         reply_err(c, DDL_E_NOMEM, "the store server is out of memory");
         return -1;
     }
-    srv->changed |= created;
+    srv->mem = srv->mem + vl + add - old;
+    if (created) waiters_wake(srv, k->p, k->n);
     return 0;
 }
 
@@ -131,6 +137,34 @@ static int handle(ddl_tcp_server *srv, srv_conn *c, const uint8_t *b, size_t n) 
     const uint8_t *p = b + 1, *end = b + n;
     wire_field f[3];
     kv_map *m = &srv->map;
+    if (b[0] == OP_HELLO) {
+        if (p != end) return H_BAD;
+        uint8_t need = srv->token != NULL;
+        wire_field hf[2] = {{&need, 1}, {c->nonce, STORE_NONCE_LEN}};
+        reply(c, 0, 2, hf);
+        return H_DONE;
+    }
+    if (b[0] == OP_AUTH) {
+        if (wire_fields_exact(p, end, f, 1) < 0 || f[0].n != STORE_MAC_LEN) return H_BAD;
+        uint8_t mac[STORE_MAC_LEN];
+        if (srv->token) store_auth_mac(mac, srv->token, c->nonce);
+        if (!srv->token || store_ct_equal(mac, f[0].p, STORE_MAC_LEN)) {
+            c->authed = 1;
+            reply0(c);
+        } else {
+            reply_err(c, DDL_E_COMM,
+                      "wrong store token: this client's DDL_STORE_TOKEN is not the server's");
+            c->closing = 1;
+        }
+        return H_DONE;
+    }
+    if (!c->authed) {
+        reply_err(c, DDL_E_COMM,
+                  "this store server requires a token: set DDL_STORE_TOKEN to the job's token "
+                  "(ddl.run exports it to its workers)");
+        c->closing = 1;
+        return H_DONE;
+    }
     switch (b[0]) {
     case OP_SET:
         if (wire_fields_exact(p, end, f, 2) < 0 || !key_ok(&f[0])) return H_BAD;
@@ -143,6 +177,7 @@ static int handle(ddl_tcp_server *srv, srv_conn *c, const uint8_t *b, size_t n) 
             reply1(c, e->val, e->vlen);
             return H_DONE;
         }
+        c->whash = store_hash(m->seed, f[1].p, f[1].n);
         break; /* park */
     }
     case OP_ADD: {
@@ -184,8 +219,13 @@ static int handle(ddl_tcp_server *srv, srv_conn *c, const uint8_t *b, size_t n) 
             nk++;
         }
         if (r < 0 || nk == 0) return H_BAD;
-        for (q = keys; all && wire_next_field(&q, end, &k) == 1;)
+        /* a WAIT woken again resumes at the first key it had not seen (keys are not
+         * checked twice: a parked WAIT costs O(its keys) in all, not per SET) */
+        q = b[0] == OP_WAIT && c->parked ? b + c->wait_from : keys;
+        for (const uint8_t *at = q; all && wire_next_field(&q, end, &k) == 1; at = q) {
             all = kv_find(m, k.p, k.n) != NULL;
+            if (!all) c->wait_from = (size_t)(at - b), c->whash = store_hash(m->seed, k.p, k.n);
+        }
         if (b[0] == OP_CHECK) {
             reply_u8(c, all);
             return H_DONE;
@@ -196,10 +236,13 @@ static int handle(ddl_tcp_server *srv, srv_conn *c, const uint8_t *b, size_t n) 
         }
         break; /* park */
     }
-    case OP_DELETE:
+    case OP_DELETE: {
         if (wire_fields_exact(p, end, f, 1) < 0 || !key_ok(&f[0])) return H_BAD;
+        kv_entry *e = kv_find(m, f[0].p, f[0].n);
+        if (e) srv->mem -= e->vlen + e->klen + KEY_COST;
         reply_u8(c, kv_del(m, f[0].p, f[0].n));
         return H_DONE;
+    }
     case OP_NUM_KEYS:
         if (p != end) return H_BAD;
         reply_i64(c, (int64_t)m->n);
@@ -229,7 +272,12 @@ static void conn_flush(srv_conn *c) {
     }
     if (c->dead) return;
     c->out_off = c->out_len = 0;
+    if (c->closing) { /* an error that ends the connection has been sent */
+        conn_drop(c);
+        return;
+    }
     if (c->out_cap > SHRINK_ABOVE) { /* after a big reply, give the memory back */
+        c->srv->mem -= c->out_cap;
         free(c->out);
         c->out = NULL, c->out_cap = 0;
     }
@@ -238,7 +286,9 @@ static void conn_flush(srv_conn *c) {
 static void conn_consume(srv_conn *c, size_t n) {
     memmove(c->in, c->in + n, c->in_len - n);
     c->in_len -= n;
+    c->frame_start_ms = c->in_len ? store_now_ms() : 0;
     if (c->in_len == 0 && c->in_cap > SHRINK_ABOVE) {
+        c->srv->mem -= c->in_cap;
         free(c->in);
         c->in = NULL, c->in_cap = 0;
     }
@@ -247,9 +297,9 @@ static void conn_consume(srv_conn *c, size_t n) {
 /* Handle complete frames in order while nothing is waiting to be sent (backpressure: a
  * client that does not read its replies gets no more of them). */
 static void conn_process(ddl_tcp_server *srv, srv_conn *c) {
-    while (!c->dead && c->out_len == 0 && c->in_len >= 4) {
+    while (!c->dead && !c->closing && c->out_len == 0 && c->in_len >= 4) {
         uint32_t n = get_be32(c->in);
-        if (n == 0 || n > DDL_STORE_MAX_FRAME) {
+        if (n == 0 || n > DDL_STORE_MAX_FRAME || (!c->authed && n > STORE_PREAUTH_FRAME)) {
             conn_drop(c);
             return;
         }
@@ -261,21 +311,69 @@ static void conn_process(ddl_tcp_server *srv, srv_conn *c) {
         }
         if (r == H_PARKED) {
             c->parked = 1;
+            waiter_link(c); /* woken only when its key appears */
             return;
         }
         c->parked = 0;
+        waiter_unlink(c);
         if (c->dead) return;
         conn_consume(c, 4 + (size_t)n);
         conn_flush(c);
     }
 }
 
+/* Read and drop the rest of a frame the memory budget could not take, then answer it. */
+static int conn_discard(srv_conn *c) {
+    static _Thread_local uint8_t sink[READ_CHUNK];
+    while (c->discard) {
+        ssize_t r =
+            recv(c->fd, sink, c->discard < READ_CHUNK ? c->discard : READ_CHUNK, MSG_DONTWAIT);
+        if (r > 0) {
+            c->discard -= (size_t)r;
+        } else if (r < 0 && errno == EINTR) {
+            continue;
+        } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 1;
+        } else {
+            conn_drop(c);
+            return 1;
+        }
+    }
+    if (c->discard_reply) {
+        char msg[200];
+        c->discard_reply = 0;
+        snprintf(msg, sizeof msg,
+                 "the store server's memory budget (%zu bytes, DDL_STORE_MAX_MEMORY) cannot "
+                 "take this request now: it was dropped",
+                 c->srv->lim.max_memory);
+        if (reply_err(c, DDL_E_NOMEM, msg) == 0) conn_flush(c);
+        c->frame_start_ms = 0;
+    }
+    return 0;
+}
+
+/* Whether buffering the frame at the head of c->in whole would pass the memory budget; if
+ * so the connection drops it (reading it to its end) and answers out-of-memory. */
+static int over_budget(srv_conn *c) {
+    if (c->in_len < 4 || c->parked) return 0;
+    size_t need = 4 + (size_t)get_be32(c->in);
+    if (need <= c->in_cap || need <= c->in_len) return 0;
+    if (c->srv->mem + (need - c->in_cap) <= c->srv->lim.max_memory) return 0;
+    c->discard = need - c->in_len;
+    c->discard_reply = 1;
+    c->in_len = 0;
+    return 1;
+}
+
 static void conn_read(srv_conn *c) {
     for (int rounds = 0; rounds < 16 && !c->dead; rounds++) { /* then let others have a turn */
-        if (c->in_len >= IN_LIMIT) { /* more than a frame buffered: not our client */
-            conn_drop(c);
+        if (c->discard && conn_discard(c)) return;
+        if (c->dead) return;
+        if (c->in_len >= IN_LIMIT || (!c->authed && c->in_len > 4 * STORE_PREAUTH_FRAME)) {
+            conn_drop(c); /* more than a frame buffered (or a stranger talking): not our client */
             return;
         }
+        if (over_budget(c)) continue;
         size_t want = IN_LIMIT - c->in_len < READ_CHUNK ? IN_LIMIT - c->in_len : READ_CHUNK;
         if (c->in_cap - c->in_len < want) {
             size_t cap = c->in_cap ? c->in_cap : READ_CHUNK;
@@ -286,10 +384,12 @@ static void conn_read(srv_conn *c) {
                 conn_drop(c);
                 return;
             }
+            c->srv->mem += cap - c->in_cap;
             c->in = p, c->in_cap = cap;
         }
         ssize_t r = recv(c->fd, c->in + c->in_len, want, MSG_DONTWAIT);
         if (r > 0) {
+            if (!c->frame_start_ms) c->frame_start_ms = store_now_ms();
             c->in_len += (size_t)r;
             if ((size_t)r < want) return;
         } else if (r < 0 && errno == EINTR) {
@@ -303,22 +403,17 @@ static void conn_read(srv_conn *c) {
     }
 }
 
-static void format_peer(char *buf, size_t n, const struct sockaddr *sa) {
-    char a[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &s4->sin_addr, a, sizeof a);
-        port = ntohs(s4->sin_port);
-        snprintf(buf, n, "%s:%d", a, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof a);
-        port = ntohs(s6->sin6_port);
-        snprintf(buf, n, "[%s]:%d", a, port);
-    } else {
-        snprintf(buf, n, "?");
+/* Answer a connection that will not be served with one error frame, best effort, and close. */
+static void refuse(int fd, const char *msg) {
+    uint8_t buf[300];
+    wire_field f = {(const uint8_t *)msg, strlen(msg)};
+    size_t n = wire_body_len(&f, 1);
+    if (WIRE_LEN_BYTES + n <= sizeof buf) {
+        wire_write(buf, n, -(int)DDL_E_COMM, &f, 1);
+        ssize_t w = send(fd, buf, WIRE_LEN_BYTES + n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
     }
+    close(fd);
 }
 
 static void server_accept(ddl_tcp_server *srv) {
@@ -334,7 +429,16 @@ static void server_accept(ddl_tcp_server *srv) {
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (srv->nconns >= srv->lim.max_conns) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "the store server has %zu connections, its limit (DDL_STORE_MAX_CONNS)",
+                     srv->lim.max_conns);
+            refuse(fd, msg);
+            continue;
+        }
         srv_conn *c = calloc(1, sizeof *c);
+        if (c && srv->token && store_nonce(c->nonce) < 0) free(c), c = NULL;
         if (c && srv->nconns == srv->cap) {
             size_t cap = srv->cap ? srv->cap * 2 : 16;
             srv_conn **p = realloc(srv->conns, cap * sizeof *p);
@@ -348,7 +452,10 @@ static void server_accept(ddl_tcp_server *srv) {
             continue;
         }
         c->fd = fd;
-        format_peer(c->peer, sizeof c->peer, (struct sockaddr *)&ss);
+        c->srv = srv;
+        c->authed = srv->token == NULL;
+        c->accepted_ms = store_now_ms();
+        tcp_format_peer(c->peer, sizeof c->peer, (struct sockaddr *)&ss);
         srv->conns[srv->nconns++] = c;
     }
 }
@@ -373,10 +480,23 @@ static int server_expire(ddl_tcp_server *srv) {
     int64_t now = store_now_ms(), next = INT64_MAX;
     for (size_t i = 0; i < srv->nconns; i++) {
         srv_conn *c = srv->conns[i];
-        if (c->dead || !c->parked) continue;
+        if (c->dead) continue;
+        /* a stranger that does not complete the handshake, or a frame trickled in (slowloris) */
+        int64_t auth_end = c->authed ? INT64_MAX : c->accepted_ms + srv->lim.auth_timeout_ms;
+        int64_t frame_end = c->parked || !c->frame_start_ms
+                                ? INT64_MAX
+                                : c->frame_start_ms + srv->lim.frame_timeout_ms;
+        if (auth_end <= now || frame_end <= now) {
+            conn_drop(c);
+            continue;
+        }
+        if (auth_end < next) next = auth_end;
+        if (frame_end < next) next = frame_end;
+        if (!c->parked) continue;
         if (c->park_deadline <= now) {
             char msg[512];
             c->parked = 0;
+            waiter_unlink(c);
             timeout_msg(&srv->map, c->in + 4, get_be32(c->in), msg, sizeof msg);
             if (reply_err(c, DDL_E_TIMEOUT, msg) < 0) continue;
             conn_consume(c, 4 + (size_t)get_be32(c->in));
@@ -393,11 +513,17 @@ static int server_expire(ddl_tcp_server *srv) {
 
 /* Retry parked requests while keys keep appearing. */
 static void server_wake_parked(ddl_tcp_server *srv) {
-    while (srv->changed) {
-        srv->changed = 0;
-        for (size_t i = 0; i < srv->nconns; i++) {
-            srv_conn *c = srv->conns[i];
+    while (srv->nready || srv->wake_all) {
+        while (srv->nready) {
+            srv_conn *c = srv->ready[--srv->nready];
             if (!c->dead && c->parked) conn_process(srv, c);
+        }
+        if (srv->wake_all) { /* out of memory for the ready list: the slow way, once */
+            srv->wake_all = 0;
+            for (size_t i = 0; i < srv->nconns; i++) {
+                srv_conn *c = srv->conns[i];
+                if (!c->dead && c->parked) conn_process(srv, c);
+            }
         }
     }
 }
@@ -476,30 +602,13 @@ static void server_free(ddl_tcp_server *srv) {
         free(srv->conns[i]);
     }
     free(srv->conns);
+    free(srv->ready);
+    free(srv->token);
     kv_free(&srv->map);
     if (srv->listen_fd >= 0) close(srv->listen_fd);
     if (srv->wake[0] >= 0) close(srv->wake[0]);
     if (srv->wake[1] >= 0) close(srv->wake[1]);
     free(srv);
-}
-
-/* A non-blocking socket listening on host:port (the first of its addresses that binds), or -1
- * with the errno of the last attempt in *err. */
-static int listen_on(const struct addrinfo *res, int *err) {
-    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd =
-            socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-        if (fd < 0) {
-            *err = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) return fd;
-        *err = errno;
-        close(fd);
-    }
-    return -1;
 }
 
 ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port, int *bound_port) {
@@ -516,7 +625,7 @@ ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port, 
                                      err ? store_errstr(err, eb, sizeof eb) : gai_strerror(g)),
                             err, "listen", addr);
     }
-    int fd = listen_on(res, &err);
+    int fd = tcp_listen_on(res, &err);
     freeaddrinfo(res);
     if (fd < 0)
         return store_detail(ddl_fail(DDL_E_COMM, "tcpstore server: cannot listen on %s:%d: %s",
@@ -536,6 +645,12 @@ ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port, 
     srv->listen_fd = fd;
     srv->wake[0] = srv->wake[1] = -1;
     srv->map.seed = store_random_u64();
+    srv->lim = store_limits_from_env();
+    const char *token = store_token();
+    if (token && !(srv->token = strdup(token))) {
+        server_free(srv);
+        DDL_FAIL(DDL_E_NOMEM, "tcpstore server: out of memory");
+    }
     atomic_init(&srv->stop, 0);
     if (pipe2(srv->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
         err = errno;

@@ -16,6 +16,16 @@
  *   6 CHECK           key, key, ... (>= 1)        all_exist (1 byte, 0/1)
  *   7 DELETE          key                         deleted (1 byte, 0/1)
  *   8 NUM_KEYS        -                           count (8-byte i64)
+ *   9 HELLO           -                           auth_required (1 byte), nonce (32 bytes)
+ *  10 AUTH            mac (32 bytes)              -
+ *
+ * With a token (DDL_STORE_TOKEN) the server takes only HELLO and AUTH, in frames of at most
+ * STORE_PREAUTH_FRAME bytes, until AUTH carries HMAC-SHA256(token, "ddl-store-auth-v1" ||
+ * nonce) for this connection's nonce; any other request is answered with an error (code
+ * -DDL_E_COMM, "requires a token") and the connection closed, as is a wrong mac. Without a
+ * token HELLO answers auth_required 0 and AUTH is accepted as is.
+ * A request the memory budget cannot take is answered with code -DDL_E_NOMEM (its bytes
+ * read and dropped), the connection kept.
  *
  * `timeout` is an 8-byte i64 in ms (< 0: forever): a GET/WAIT still parked when it passes is
  * answered with code 6 (-DDL_E_TIMEOUT); for WAIT the message names the keys still missing.
@@ -44,6 +54,8 @@ enum {
     OP_CHECK = 6,
     OP_DELETE = 7,
     OP_NUM_KEYS = 8,
+    OP_HELLO = 9,
+    OP_AUTH = 10,
 };
 
 #define WIRE_LEN_BYTES 4 /* the u32 length prefix of a frame */

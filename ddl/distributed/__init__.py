@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import time
+import weakref
 from datetime import timedelta
 
 import numpy as np
@@ -145,6 +146,8 @@ class _NonMember:
     def __repr__(self):
         return "<not a member of this group>"
 
+
+_subgroups = weakref.WeakSet()  # live new_group groups of this process
 
 GroupMember = type("GroupMember", (), {"WORLD": None, "NON_GROUP_MEMBER": _NonMember()})
 
@@ -289,6 +292,11 @@ def destroy_process_group(group=None):
         return
     if _world is None:
         return
+    for g in list(_subgroups):  # PyTorch: no collective on any group after the world goes
+        if g._handle is not None:
+            _C.pg_free(g._handle)
+            g._handle = None
+    _subgroups.clear()
     _C.pg_free(_world._handle)
     _world._handle = None
     store, _world, _world_store = _world_store, None, None
@@ -327,6 +335,7 @@ def new_group(ranks=None, timeout=None, backend=None):
         handle = _C.pg_new(_world_store._h(), f"pg/group{_group_count}/{members}",
                            ranks.index(me), len(ranks), host, iface, int(secs * 1000))
     group._handle = handle
+    _subgroups.add(group)  # issue 13: destroy_process_group() frees them with the world
     return group
 
 

@@ -11,7 +11,10 @@ extern "C" {
 /* ---- data ----------------------------------------------------------------------------------
  * IDX files (the MNIST family), gzip-compressed or raw: images (ndim > 1) load as float32
  * scaled to [0, 1], labels (ndim 1) as int64. A missing, truncated or corrupt file is a
- * DDL_E_VALUE naming the file and what is wrong. */
+ * DDL_E_VALUE naming the file and what is wrong. Bounded: the header is read first and the
+ * size it promises checked against the file's real size (raw: exactly; gzip: at most 1100x
+ * the compressed size) before the payload is allocated; only regular files are read (a
+ * device, FIFO or folder is a DDL_E_VALUE at once). */
 ddl_status ddl_idx_load(ddl_tensor **out, const char *path);
 /* out (n, ...) = src[idx[0]], ..., src[idx[n-1]] (rows of dim 0; a batch assembly). */
 ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_t *idx, int64_t n);
@@ -39,8 +42,12 @@ ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_
  * the newlines before `start` are counted only when an error is reported, so a good parse
  * never reads the bytes before its range. A malformed line is a bad label, a feature that is
  * not `index:value`, index 0, an index not above the previous one, an index above
- * n_features, a value that is not a finite decimal, or bytes that are not UTF-8 text (also
- * in comments). DDL_E_NOMEM when out of memory. */
+ * n_features, a value that is not a finite decimal, a value that overflows float32 when
+ * dt is float32 (|v| > 3.4e38: load as float64 to keep it), or bytes that are not UTF-8 text
+ * (also in comments). Bounded: only regular files are read (a device, FIFO or folder is a
+ * DDL_E_VALUE at once), a NUL byte ends its line as an error at once, and a line longer
+ * than 1 GiB (env DDL_LIBSVM_MAX_LINE, in bytes, overrides) is a DDL_E_VALUE.
+ * DDL_E_NOMEM when out of memory. */
 ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor **values,
                            ddl_tensor **labels, int64_t *max_col, const char *path, int64_t start,
                            int64_t end, int64_t n_features, ddl_dtype dt);

@@ -86,7 +86,15 @@ typedef struct ddl_tcp_server ddl_tcp_server;
  * it binds that address only: "0.0.0.0" or "::" for every interface) and `port` (0 = any free
  * port). *bound_port (may be NULL) receives the port it listens on. The server runs on its
  * own thread until ddl_tcp_server_free(). Errors: DDL_E_VALUE (bad port, unresolvable
- * host), DDL_E_COMM (bind/listen failed, e.g. the port is taken), DDL_E_NOMEM. */
+ * host), DDL_E_COMM (bind/listen failed, e.g. the port is taken), DDL_E_NOMEM.
+ *
+ * Guards (docs/security.md; read from the environment when the server starts): with
+ * DDL_STORE_TOKEN set, a connection must pass a challenge-response handshake (HMAC-SHA256 of
+ * a per-connection nonce) before any command, within DDL_STORE_AUTH_TIMEOUT_MS (10 s);
+ * at most DDL_STORE_MAX_CONNS connections (1024); keys, values and buffers together within
+ * DDL_STORE_MAX_MEMORY bytes (512 MiB: a request beyond it is answered with DDL_E_NOMEM, the
+ * connection kept); a frame must arrive whole within DDL_STORE_FRAME_TIMEOUT_MS (30 s) of
+ * its first byte. Idle connections between frames are kept. */
 ddl_status ddl_tcp_server_new(ddl_tcp_server **out, const char *host, int port, int *bound_port);
 /* Stop the server: closes every client connection (their pending calls fail with
  * DDL_E_COMM), joins its thread and frees everything. NULL is a no-op. */
@@ -96,7 +104,9 @@ void ddl_tcp_server_free(ddl_tcp_server *srv);
  * 1 s) until timeout_ms passes (< 0: forever), so clients may start before the server.
  * timeout_ms also becomes the handle's timeout. Errors: DDL_E_VALUE (bad port, host not
  * resolvable), DDL_E_TIMEOUT (no server answered in time; the message has the last connect
- * error, sys_errno its errno). */
+ * error, sys_errno its errno). With DDL_STORE_TOKEN set, every connection proves the token
+ * to the server (see ddl_tcp_server_new); a server that wants a token the client lacks or
+ * refuses it answers DDL_E_COMM saying so. */
 ddl_status ddl_store_new_tcp(ddl_store **out, const char *host, int port, int64_t timeout_ms);
 
 /* A store over the Redis server at host:port (csrc/store/redis.cc, through Gloo's RedisStore):
@@ -146,6 +156,11 @@ ddl_status ddl_store_delete(ddl_store *s, const char *key, int *deleted);
 ddl_status ddl_store_num_keys(ddl_store *s, int64_t *n);
 /* The deadline (ms, < 0: none) for calls that do not take one: I/O, connecting, locks. */
 ddl_status ddl_store_set_timeout(ddl_store *s, int64_t timeout_ms);
+/* Cap, for the calling thread only, the network allowance of every TCP store call (the
+ * handle's timeout, and what a GET/WAIT may take beyond its own wait) at ms (< 0: no cap);
+ * returns the previous cap. For best-effort calls on a failure path, so that a frozen store
+ * host costs at most ms per call instead of a whole timeout. */
+int64_t ddl_store_set_thread_io_limit(int64_t ms);
 
 /* Add a reference; returns s (NULL stays NULL). */
 ddl_store *ddl_store_retain(ddl_store *s);
