@@ -26,8 +26,17 @@ def _reduction(reduction):
 # ---- linear and convolution -------------------------------------------------------------------
 
 
+def _f64(*ts):
+    """True when any of ts is a float64 tensor: the op then runs as a composition of ddl's
+    differentiable core ops (which have float64 kernels) instead of the float32 layer kernel."""
+    return any(t is not None and t.dtype.name == "float64" for t in ts)
+
+
 def linear(input, weight, bias=None):
     """input (..., in) @ weight.T (out, in) + bias (out,)."""
+    if _f64(input, weight, bias):
+        out = input @ weight.transpose(0, 1) if weight.ndim == 2 else input @ weight
+        return out if bias is None else out + bias
     return _C.linear(input, weight, bias)
 
 
