@@ -4,6 +4,7 @@ The kernels (csrc/nn_*.c) run in float32 with the GIL released; these wrappers o
 arguments (ints or pairs, reductions, dims) and call one C function each.
 """
 from .. import _C
+from . import _losses as _L
 
 _REDUCTIONS = {"none": _C.REDUCTION_NONE, "mean": _C.REDUCTION_MEAN, "sum": _C.REDUCTION_SUM}
 
@@ -32,9 +33,19 @@ def _f64(*ts):
     return any(t is not None and t.dtype.name == "float64" for t in ts)
 
 
+def _same_dtype(who, **ts):
+    """TypeError unless the given tensors (None skipped) share one dtype (as PyTorch)."""
+    named = [(k, t.dtype.name) for k, t in ts.items() if t is not None]
+    if len({d for _, d in named}) > 1:
+        raise TypeError(f"{who}: expected {', '.join(k for k, _ in named)} of one dtype, got "
+                        + ", ".join(f"{k} {d}" for k, d in named)
+                        + " (float32 and float64 do not mix)")
+
+
 def linear(input, weight, bias=None):
     """input (..., in) @ weight.T (out, in) + bias (out,)."""
     if _f64(input, weight, bias):
+        _same_dtype("linear", input=input, weight=weight, bias=bias)
         out = input @ weight.transpose(0, 1) if weight.ndim == 2 else input @ weight
         return out if bias is None else out + bias
     return _C.linear(input, weight, bias)
@@ -153,6 +164,26 @@ def gelu(input, approximate="none"):
                          _C.GELU_TANH if approximate == "tanh" else _C.GELU_NONE)
 
 
+def silu(input, inplace=False):
+    """x * sigmoid(x) (also called swish)."""
+    return input * input.sigmoid()
+
+
+def mish(input, inplace=False):
+    """x * tanh(softplus(x))."""
+    return input * softplus(input).tanh()
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x where beta x > threshold (as PyTorch)."""
+    from .._functions import where
+
+    bx = input * beta if beta != 1.0 else input
+    soft = (((-bx.abs()).exp() + 1).log() + bx.relu())
+    soft = soft / beta if beta != 1.0 else soft
+    return where(bx > threshold, input, soft)
+
+
 def tanh(input):
     return input.tanh()
 
@@ -176,11 +207,29 @@ def _over_dim(fn, input, dim):
     return fn(input.transpose(dim, -1)).transpose(dim, -1)
 
 
-def softmax(input, dim=None):
+def _softmax_f64(x, log):
+    """softmax / log_softmax over the last dim from core ops (float64)."""
+    m = x.detach().amax(-1, keepdim=True)
+    z = x - m
+    if log:
+        return z - z.exp().sum(-1, keepdim=True).log()
+    e = z.exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def softmax(input, dim=None, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    if _f64(input):
+        return _over_dim(lambda x: _softmax_f64(x, False), input, dim)
     return _over_dim(lambda x: _C.softmax(x, False), input, dim)
 
 
-def log_softmax(input, dim=None):
+def log_softmax(input, dim=None, dtype=None):
+    if dtype is not None:
+        input = input.to(dtype)
+    if _f64(input):
+        return _over_dim(lambda x: _softmax_f64(x, True), input, dim)
     return _over_dim(lambda x: _C.softmax(x, True), input, dim)
 
 
@@ -220,34 +269,58 @@ def pad(input, pad, mode="constant", value=0.0):
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
                   label_smoothing=0.0):
-    """Cross entropy from logits (N, C) and int64 class targets (N,)."""
-    if weight is not None:
-        raise ValueError("cross_entropy: class weights are not supported")
-    return _C.class_loss(_C.CLASS_LOSS_CROSS_ENTROPY, input, target, _reduction(reduction),
-                         int(ignore_index), float(label_smoothing))
+    """Cross entropy from logits (N, C) or (N, C, d1, ...) and int64 class targets (N, ...),
+    or class probabilities of the input's shape; class weights (C,), label smoothing and
+    ignore_index as PyTorch. The plain float32 (N, C) case runs one fused C kernel."""
+    prob = target.dtype.is_floating_point and tuple(target.shape) == tuple(input.shape)
+    if weight is None and input.ndim == 2 and target.ndim == 1 and not _f64(input) and not prob:
+        return _C.class_loss(_C.CLASS_LOSS_CROSS_ENTROPY, input, target, _reduction(reduction),
+                             int(ignore_index), float(label_smoothing))
+    return _L.cross_entropy_composed(input, target, weight, int(ignore_index), reduction,
+                                     float(label_smoothing))
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
-    """Negative log likelihood from log-probabilities (N, C) and int64 targets (N,)."""
-    if weight is not None:
-        raise ValueError("nll_loss: class weights are not supported")
-    return _C.class_loss(_C.CLASS_LOSS_NLL, input, target, _reduction(reduction),
-                         int(ignore_index), 0.0)
+    """Negative log likelihood from log-probabilities (N, C) or (N, C, d1, ...) and int64
+    targets; class weights (C,): mean divides by the sum of the targets' weights."""
+    if weight is None and input.ndim == 2 and target.ndim == 1 and not _f64(input):
+        return _C.class_loss(_C.CLASS_LOSS_NLL, input, target, _reduction(reduction),
+                             int(ignore_index), 0.0)
+    return _L.nll_loss_composed(input, target, weight, int(ignore_index), reduction)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
                                      pos_weight=None):
-    if weight is not None:
-        raise ValueError("binary_cross_entropy_with_logits: weight is not supported")
-    return _C.pair_loss(_C.PAIR_LOSS_BCE_WITH_LOGITS, input, target, pos_weight,
-                        _reduction(reduction))
+    if weight is None and not _f64(input, target, pos_weight):
+        return _C.pair_loss(_C.PAIR_LOSS_BCE_WITH_LOGITS, input, target, pos_weight,
+                            _reduction(reduction))
+    if weight is not None and not _f64(input, target, pos_weight, weight):
+        # the fused kernel's per-element losses, weighted, then reduced
+        losses = _C.pair_loss(_C.PAIR_LOSS_BCE_WITH_LOGITS, input, target, pos_weight,
+                              _C.REDUCTION_NONE) * weight
+        return _L._reduce(losses, reduction, "binary_cross_entropy_with_logits")
+    return _L.bce_with_logits_composed(input, target, weight, pos_weight, reduction)
+
+
+binary_cross_entropy = _L.binary_cross_entropy
+smooth_l1_loss = _L.smooth_l1_loss
+huber_loss = _L.huber_loss
+kl_div = _L.kl_div
+margin_ranking_loss = _L.margin_ranking_loss
+cosine_embedding_loss = _L.cosine_embedding_loss
 
 
 def mse_loss(input, target, reduction="mean"):
+    if _f64(input, target):
+        _L._check_same_shape(input, target, "mse_loss")
+        return _L._reduce((input - target) ** 2, reduction, "mse_loss")
     return _C.pair_loss(_C.PAIR_LOSS_MSE, input, target, None, _reduction(reduction))
 
 
 def l1_loss(input, target, reduction="mean"):
+    if _f64(input, target):
+        _L._check_same_shape(input, target, "l1_loss")
+        return _L._reduce((input - target).abs(), reduction, "l1_loss")
     return _C.pair_loss(_C.PAIR_LOSS_L1, input, target, None, _reduction(reduction))
 
 

@@ -267,6 +267,20 @@ def _activation(name, fn, doc):
 ReLU = _activation("ReLU", lambda x: x.relu(), "max(x, 0)")
 Tanh = _activation("Tanh", lambda x: x.tanh(), "tanh(x)")
 Sigmoid = _activation("Sigmoid", lambda x: x.sigmoid(), "1 / (1 + exp(-x))")
+SiLU = _activation("SiLU", F.silu, "x * sigmoid(x)")
+Mish = _activation("Mish", F.mish, "x * tanh(softplus(x))")
+
+
+class Softplus(Module):
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        return F.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class LeakyReLU(_OneOption):
