@@ -208,6 +208,11 @@ def rnn_cell(
     w_hh: _TensorLike, b_ih: _TensorLike | None, b_hh: _TensorLike | None, nonlinearity: int, /,
 ) -> TensorBase: ...
 
+def layer_norm(
+    x: _TensorLike, weight: _TensorLike | None, bias: _TensorLike | None, n: int, eps: float,
+    kind: int, /,
+) -> TensorBase: ...
+
 # ---- optimizer steps (optim.c) -------------------------------------------------------------------
 
 def sgd_step(

@@ -144,11 +144,35 @@ static PyObject *py_rnn_cell(PyObject *Py_UNUSED(self), PyObject *args) {
     return pyddl_finish(st, r, t, 7);
 }
 
+/* ---- issue 16: float32/float64 layer ops ----------------------------------------------------- */
+
+PYDDL_DOC(layer_norm, "(x, weight, bias, n, eps, kind, /)",
+          "Normalize each row of the last n elements of x (kind ROW_NORM_LAYER or ROW_NORM_RMS), "
+          "then x * weight + bias (either may be None).");
+static PyObject *py_layer_norm(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* x, weight, bias */
+    long long n;
+    double eps;
+    int kind;
+    if (!PyArg_ParseTuple(args, "O&O&O&Ldi", T, &t[0], T_OPT, &t[1], T_OPT, &t[2], &n, &eps, &kind))
+        return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_layer_norm(&r, t[0], t[1], t[2], n, eps, (ddl_row_norm_kind)kind));
+    return pyddl_finish(st, r, t, 3);
+}
+
 PyMethodDef pyddl_nn_functions[] = {
-    PYDDL_FN(linear, METH_VARARGS),    PYDDL_FN(conv2d, METH_VARARGS),
-    PYDDL_FN(pool2d, METH_VARARGS),    PYDDL_FN(batch_norm, METH_VARARGS),
-    PYDDL_FN(softmax, METH_VARARGS),   PYDDL_FN(class_loss, METH_VARARGS),
-    PYDDL_FN(pair_loss, METH_VARARGS), PYDDL_FN(activation, METH_VARARGS),
-    PYDDL_FN(embedding, METH_VARARGS), PYDDL_FN(dropout, METH_VARARGS),
-    PYDDL_FN(rnn_cell, METH_VARARGS),  PYDDL_FN_END,
+    PYDDL_FN(linear, METH_VARARGS),
+    PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),
+    PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),
+    PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS),
+    PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS),
+    PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),
+    PYDDL_FN(layer_norm, METH_VARARGS),
+    PYDDL_FN_END,
 };

@@ -123,6 +123,72 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                          float(momentum), float(eps))
 
 
+_ROW_NORM_LAYER, _ROW_NORM_RMS = 0, 1  # ddl_row_norm_kind (nn_layer_norm.h)
+
+
+def _normalized_numel(input, normalized_shape, name):
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or tuple(input.shape[input.ndim - k:]) != shape or input.ndim < k:
+        raise ValueError(f"{name}: normalized_shape {list(shape)} does not match the last dims "
+                         f"of an input of shape {tuple(input.shape)}")
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalize over the trailing normalized_shape dims (biased variance), then weight and
+    bias of that shape. One C kernel, float32 or float64."""
+    n = _normalized_numel(input, normalized_shape, "layer_norm")
+    return _C.layer_norm(input, weight, bias, n, float(eps), _ROW_NORM_LAYER)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """x / sqrt(mean(x^2) + eps) over the trailing dims, times weight; eps None: the dtype's
+    machine epsilon (as PyTorch)."""
+    n = _normalized_numel(input, normalized_shape, "rms_norm")
+    if eps is None:
+        import numpy as np
+
+        eps = float(np.finfo(input.dtype.numpy).eps)
+    return _C.layer_norm(input, weight, None, n, float(eps), _ROW_NORM_RMS)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalize each of num_groups channel groups of (N, C, *) per sample, then a per-channel
+    affine weight (C,) and bias (C,)."""
+    if input.ndim < 2:
+        raise ValueError(f"group_norm: expected an input of at least 2 dims, got shape "
+                         f"{tuple(input.shape)}")
+    N, C = input.shape[0], input.shape[1]
+    if num_groups <= 0 or C % num_groups:
+        raise ValueError(f"group_norm: {C} channels do not split into {num_groups} groups")
+    numel = input.numel()
+    rows = N * num_groups
+    out = _C.layer_norm(input.contiguous(), None, None, numel // rows if rows else 1, float(eps),
+                        _ROW_NORM_LAYER) if numel else input
+    if weight is None and bias is None:
+        return out
+    bshape = (1, C) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(*bshape)
+    if bias is not None:
+        out = out + bias.reshape(*bshape)
+    return out
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Normalize each (sample, channel) plane of (N, C, *) on its own, then a per-channel
+    affine; running statistics are not supported (track_running_stats=False, the default)."""
+    if running_mean is not None or running_var is not None or not use_input_stats:
+        raise ValueError("instance_norm: running statistics (track_running_stats=True) are not "
+                         "supported")
+    return group_norm(input, input.shape[1], weight, bias, eps)
+
+
 def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p (seeded by ddl.manual_seed), scale by 1/(1-p)."""
     if not 0.0 <= p <= 1.0:

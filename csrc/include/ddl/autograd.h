@@ -5,6 +5,7 @@
 
 #include "core.h"
 #include "nn_act.h"
+#include "nn_layer_norm.h"
 #include "nn_loss.h"
 #include "nn_rnn.h"
 
@@ -153,6 +154,14 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
                            const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
                            const ddl_tensor *w_hh, const ddl_tensor *b_ih, const ddl_tensor *b_hh,
                            ddl_rnn_nonlinearity nonlinearity);
+
+/* ---- differentiable layer ops in float32 and float64 (issue 16) ---------------------------- */
+
+/* Normalize each row of the last N elements of x (numel(x) = M * N), then the element-wise
+ * affine weight (N,) and bias (N,), either NULL (LayerNorm, RMSNorm; see nn_layer_norm.h).
+ * x, weight and bias share one float dtype. */
+ddl_status ddl_ag_layer_norm(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *weight,
+                             const ddl_tensor *bias, int64_t N, double eps, ddl_row_norm_kind kind);
 
 #ifdef __cplusplus
 }

@@ -26,6 +26,7 @@
 #include "ml.h"
 #include "nn_act.h"
 #include "nn_conv.h"
+#include "nn_layer_norm.h"
 #include "nn_loss.h"
 #include "nn_norm.h"
 #include "nn_rnn.h"
