@@ -213,6 +213,11 @@ def layer_norm(
     kind: int, /,
 ) -> TensorBase: ...
 
+def sdpa(
+    q: _TensorLike, k: _TensorLike, v: _TensorLike, mask: _TensorLike | None, scale: float,
+    causal: bool, naive: bool, /,
+) -> TensorBase: ...
+
 # ---- optimizer steps (optim.c) -------------------------------------------------------------------
 
 def sgd_step(

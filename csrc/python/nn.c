@@ -161,18 +161,28 @@ static PyObject *py_layer_norm(PyObject *Py_UNUSED(self), PyObject *args) {
     return pyddl_finish(st, r, t, 3);
 }
 
+PYDDL_DOC(sdpa, "(q, k, v, mask, scale, causal, naive, /)",
+          "Scaled dot-product attention of q (B, H, L, D), k (B, H, S, D), v (B, H, S, E); mask "
+          "an additive float mask broadcasting to (B, H, L, S) or None; naive: the materializing "
+          "float32 kernel.");
+static PyObject *py_sdpa(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[4] = {NULL, NULL, NULL, NULL}, *r = NULL; /* q, k, v, mask */
+    double scale;
+    int causal, naive;
+    if (!PyArg_ParseTuple(args, "O&O&O&O&dpp", T, &t[0], T, &t[1], T, &t[2], T_OPT, &t[3], &scale,
+                          &causal, &naive))
+        return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_sdpa(&r, t[0], t[1], t[2], t[3], scale, causal, naive));
+    return pyddl_finish(st, r, t, 4);
+}
+
 PyMethodDef pyddl_nn_functions[] = {
-    PYDDL_FN(linear, METH_VARARGS),
-    PYDDL_FN(conv2d, METH_VARARGS),
-    PYDDL_FN(pool2d, METH_VARARGS),
-    PYDDL_FN(batch_norm, METH_VARARGS),
-    PYDDL_FN(softmax, METH_VARARGS),
-    PYDDL_FN(class_loss, METH_VARARGS),
-    PYDDL_FN(pair_loss, METH_VARARGS),
-    PYDDL_FN(activation, METH_VARARGS),
-    PYDDL_FN(embedding, METH_VARARGS),
-    PYDDL_FN(dropout, METH_VARARGS),
-    PYDDL_FN(rnn_cell, METH_VARARGS),
-    PYDDL_FN(layer_norm, METH_VARARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(linear, METH_VARARGS),    PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),    PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),   PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS), PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS), PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),  PYDDL_FN(layer_norm, METH_VARARGS),
+    PYDDL_FN(sdpa, METH_VARARGS),      PYDDL_FN_END,
 };

@@ -1,5 +1,6 @@
 """ddl.nn: layers, losses and the Module system, with PyTorch's names."""
 from . import functional, init  # noqa: F401
+from .attention import MultiheadAttention  # noqa: F401
 from .layers import (  # noqa: F401
     GELU,
     AdaptiveAvgPool2d,
@@ -43,6 +44,13 @@ from .loss import (  # noqa: F401
 )
 from .module import Module, ModuleDict, ModuleList, Parameter, Sequential, StateDictError  # noqa: F401
 from .rnn import GRU, LSTM, RNN  # noqa: F401
+from .transformer import (  # noqa: F401
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 
 
 def __getattr__(name):

@@ -195,6 +195,11 @@ def dropout(input, p=0.5, training=True, inplace=False):
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return input
+    if _f64(input):  # float64: a mask from ddl's seeded generator, through the core ops
+        from .._functions import rand
+
+        keep = rand(*input.shape, dtype=input.dtype) >= p
+        return input * keep.to(input.dtype) * (1.0 / (1.0 - p)) if p < 1.0 else input * 0.0
     return _C.dropout(input, float(p))
 
 
@@ -410,6 +415,14 @@ def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     return _C.rnn_cell(_C.CELL_GRU, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, enable_gqa=False):
+    """softmax(query key^T scale + mask) value in one fused C kernel (see ddl.nn.attention)."""
+    from .attention import scaled_dot_product_attention as sdpa
+
+    return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
 
 __all__ = [n for n in dir() if not n.startswith("_") and n not in ("math", "Tensor")]

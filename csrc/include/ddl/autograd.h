@@ -5,6 +5,7 @@
 
 #include "core.h"
 #include "nn_act.h"
+#include "nn_attention.h"
 #include "nn_layer_norm.h"
 #include "nn_loss.h"
 #include "nn_rnn.h"
@@ -160,6 +161,12 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
 /* Normalize each row of the last N elements of x (numel(x) = M * N), then the element-wise
  * affine weight (N,) and bias (N,), either NULL (LayerNorm, RMSNorm; see nn_layer_norm.h).
  * x, weight and bias share one float dtype. */
+/* Scaled dot-product attention (nn_attention.h): q (B, H, L, D), k (B, H, S, D),
+ * v (B, H, S, E) -> (B, H, L, E); mask an additive float mask broadcasting to (B, H, L, S)
+ * (no gradient) or NULL; naive != 0 runs the materializing float32 twin (tests, benchmarks). */
+ddl_status ddl_ag_sdpa(ddl_tensor **out, const ddl_tensor *q, const ddl_tensor *k,
+                       const ddl_tensor *v, const ddl_tensor *mask, double scale, int causal,
+                       int naive);
 ddl_status ddl_ag_layer_norm(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *weight,
                              const ddl_tensor *bias, int64_t N, double eps, ddl_row_norm_kind kind);
 

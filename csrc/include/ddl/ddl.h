@@ -25,6 +25,7 @@
 #include "data.h"
 #include "ml.h"
 #include "nn_act.h"
+#include "nn_attention.h"
 #include "nn_conv.h"
 #include "nn_layer_norm.h"
 #include "nn_loss.h"
