@@ -29,9 +29,9 @@ import _common as C
 
 C.use_source_tree()
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import ddl  # noqa: E402
+import ddl
 
 
 def _pair(kind, L, torch):
