@@ -712,7 +712,7 @@ def test_module_constructor_errors():
     with pytest.raises(ValueError):
         nn.Dropout(1.5)
     with pytest.raises(ValueError, match="groups"):
-        nn.Conv2d(4, 4, 3, groups=2)
+        nn.Conv2d(4, 6, 3, groups=4)
     with pytest.raises(ValueError, match="reduction"):
         nn.MSELoss(reduction="avg")
     with pytest.raises(ValueError, match=r"weight must have shape \(2,\)"):

@@ -4,10 +4,13 @@ from .attention import MultiheadAttention  # noqa: F401
 from .layers import (  # noqa: F401
     GELU,
     AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
+    Conv1d,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Embedding,
     Flatten,
@@ -28,6 +31,7 @@ from .layers import (  # noqa: F401
     Softmax,
     Softplus,
     Tanh,
+    Upsample,
 )
 from .loss import (  # noqa: F401
     BCELoss,

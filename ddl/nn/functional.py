@@ -4,6 +4,7 @@ The kernels (csrc/nn_*.c) run in float32 with the GIL released; these wrappers o
 arguments (ints or pairs, reductions, dims) and call one C function each.
 """
 from .. import _C
+from . import _conv_ext as _X
 from . import _losses as _L
 
 _REDUCTIONS = {"none": _C.REDUCTION_NONE, "mean": _C.REDUCTION_MEAN, "sum": _C.REDUCTION_SUM}
@@ -52,11 +53,14 @@ def linear(input, weight, bias=None):
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution of input (N, C, H, W) with weight (O, C, KH, KW); groups=1 only."""
-    if groups != 1:
-        raise ValueError("conv2d: only groups=1 is supported")
+    """2-D convolution of input (N, C, H, W) with weight (O, C / groups, KH, KW); groups > 1
+    (depthwise included) runs one convolution per group on its channel slice."""
     if input.ndim == 3:  # unbatched (C, H, W), as PyTorch accepts
-        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation).squeeze(0)
+        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation,
+                      groups).squeeze(0)
+    if groups != 1:
+        return _X.grouped_conv2d(conv2d, input, weight, bias, stride, padding, dilation,
+                                 int(groups))
     if isinstance(padding, str):
         if padding == "valid":
             padding = 0
@@ -77,31 +81,68 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _C.conv2d(input, weight, bias, sh, sw, ph, pw, dh, dw)
 
 
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution of (N, C, L) with weight (O, C / groups, K): conv2d over (N, C, 1, L)."""
+    return _X.conv1d(conv2d, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed convolution of (N, C, H, W) with weight (C, O / groups, KH, KW)."""
+    return _X.conv_transpose2d(conv2d, input, weight, bias, stride, padding, output_padding,
+                               groups, dilation)
+
+
 # ---- pooling ------------------------------------------------------------------------------------
 
 
-def _pool(kind, input, kernel_size, stride, padding, ceil_mode, name):
-    if ceil_mode:
-        raise ValueError(f"{name}: ceil_mode=True is not supported")
+def _pool(kind, input, kernel_size, stride, padding, ceil_mode, name, count_include_pad=True,
+          divisor_override=None):
     kh, kw = _pair(kernel_size, "kernel_size")
     sh, sw = _pair(kernel_size if stride is None else stride, "stride")
     ph, pw = _pair(padding, "padding")
-    if input.ndim == 3:
-        return _C.pool2d(kind, input.unsqueeze(0), kh, kw, sh, sw, ph, pw).squeeze(0)
-    return _C.pool2d(kind, input, kh, kw, sh, sw, ph, pw)
+    unbatched = input.ndim == 3
+    x = input.unsqueeze(0) if unbatched else input
+    if kind == _C.POOL_MAX and ceil_mode:
+        if ph > kh // 2 or pw > kw // 2:
+            raise ValueError(f"{name}: pad should be at most half of effective kernel size")
+        out = _X.max_pool2d_ceil(_C.pool2d, x, (kh, kw), (sh, sw), (ph, pw))
+    elif kind == _C.POOL_AVG and (ceil_mode or not count_include_pad or divisor_override):
+        out = _X.avg_pool2d_general(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode,
+                                    count_include_pad, divisor_override)
+    else:
+        out = _C.pool2d(kind, x, kh, kw, sh, sw, ph, pw)
+    return out.squeeze(0) if unbatched else out
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
     if dilation not in (1, (1, 1)):
         raise ValueError("max_pool2d: only dilation=1 is supported")
+    if return_indices:
+        raise ValueError("max_pool2d: return_indices=True is not supported")
     return _pool(_C.POOL_MAX, input, kernel_size, stride, padding, ceil_mode, "max_pool2d")
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True):
-    if not count_include_pad:
-        raise ValueError("avg_pool2d: only count_include_pad=True is supported")
-    return _pool(_C.POOL_AVG, input, kernel_size, stride, padding, ceil_mode, "avg_pool2d")
+               count_include_pad=True, divisor_override=None):
+    return _pool(_C.POOL_AVG, input, kernel_size, stride, padding, ceil_mode, "avg_pool2d",
+                 count_include_pad, divisor_override)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Max over PyTorch's adaptive windows (one max per output cell)."""
+    if return_indices:
+        raise ValueError("adaptive_max_pool2d: return_indices=True is not supported")
+    size = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    return _X.adaptive_max_pool2d(input, tuple(size))
+
+
+interpolate = _X.interpolate
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    return _X.interpolate(input, size, scale_factor, mode, align_corners)
 
 
 def adaptive_avg_pool2d(input, output_size):
