@@ -213,6 +213,7 @@ def layer_norm(
     kind: int, /,
 ) -> TensorBase: ...
 
+def gelu64(x: _TensorLike, approximate: int, /) -> TensorBase: ...
 def sdpa(
     q: _TensorLike, k: _TensorLike, v: _TensorLike, mask: _TensorLike | None, scale: float,
     causal: bool, naive: bool, /,

@@ -262,3 +262,21 @@ def test_loss_errors(rng):
     with pytest.raises(ValueError, match="label_smoothing"):
         F.cross_entropy(x, x.softmax(1) if hasattr(x, "softmax") else F.softmax(x, 1),
                         label_smoothing=2.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name, kw", [("gelu", {}), ("gelu", {"approximate": "tanh"}),
+                                      ("leaky_relu", {"negative_slope": 0.2}), ("silu", {}),
+                                      ("mish", {}), ("softplus", {"beta": 2.0})])
+def test_activations_match_torch(name, kw, dtype, rng):
+    torch = _torch()
+    x = rng.standard_normal((4, 6)) * 3
+    _compare(lambda a: getattr(F, name)(a, **kw),
+             lambda a: getattr(torch.nn.functional, name)(a, **kw), [x], [True], dtype, rng)
+
+
+def test_gelu_float64_gradcheck(rng):
+    x = ddl.tensor(rng.standard_normal((3, 4)) * 2).requires_grad_()
+    for approximate in ("none", "tanh"):
+        assert gradcheck(lambda: F.gelu(x, approximate), [x], eps=1e-6, rtol=1e-6,
+                         atol=1e-9) > 0

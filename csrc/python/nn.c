@@ -177,12 +177,30 @@ static PyObject *py_sdpa(PyObject *Py_UNUSED(self), PyObject *args) {
     return pyddl_finish(st, r, t, 4);
 }
 
+PYDDL_DOC(gelu64, "(x, approximate, /)", "GELU of a float64 x (GELU_NONE or GELU_TANH).");
+static PyObject *py_gelu64(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *x = NULL, *r = NULL;
+    int approximate;
+    if (!PyArg_ParseTuple(args, "O&i", T, &x, &approximate)) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_gelu64(&r, x, (ddl_gelu_approximate)approximate));
+    return pyddl_finish(st, r, &x, 1);
+}
+
 PyMethodDef pyddl_nn_functions[] = {
-    PYDDL_FN(linear, METH_VARARGS),    PYDDL_FN(conv2d, METH_VARARGS),
-    PYDDL_FN(pool2d, METH_VARARGS),    PYDDL_FN(batch_norm, METH_VARARGS),
-    PYDDL_FN(softmax, METH_VARARGS),   PYDDL_FN(class_loss, METH_VARARGS),
-    PYDDL_FN(pair_loss, METH_VARARGS), PYDDL_FN(activation, METH_VARARGS),
-    PYDDL_FN(embedding, METH_VARARGS), PYDDL_FN(dropout, METH_VARARGS),
-    PYDDL_FN(rnn_cell, METH_VARARGS),  PYDDL_FN(layer_norm, METH_VARARGS),
-    PYDDL_FN(sdpa, METH_VARARGS),      PYDDL_FN_END,
+    PYDDL_FN(linear, METH_VARARGS),
+    PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),
+    PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),
+    PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS),
+    PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS),
+    PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),
+    PYDDL_FN(layer_norm, METH_VARARGS),
+    PYDDL_FN(sdpa, METH_VARARGS),
+    PYDDL_FN(gelu64, METH_VARARGS),
+    PYDDL_FN_END,
 };

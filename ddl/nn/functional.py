@@ -266,12 +266,18 @@ def relu(input, inplace=False):
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
+    if _f64(input):
+        from .._functions import where
+
+        return where(input > 0, input, input * float(negative_slope))
     return _C.activation(_C.ACT_LEAKY_RELU, input, float(negative_slope), _C.GELU_NONE)
 
 
 def gelu(input, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    if _f64(input):
+        return _C.gelu64(input, _C.GELU_TANH if approximate == "tanh" else _C.GELU_NONE)
     return _C.activation(_C.ACT_GELU, input, 0.0,
                          _C.GELU_TANH if approximate == "tanh" else _C.GELU_NONE)
 

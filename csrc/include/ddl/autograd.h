@@ -167,6 +167,8 @@ ddl_status ddl_ag_rnn_cell(ddl_tensor **out, ddl_cell_kind kind, const ddl_tenso
 ddl_status ddl_ag_sdpa(ddl_tensor **out, const ddl_tensor *q, const ddl_tensor *k,
                        const ddl_tensor *v, const ddl_tensor *mask, double scale, int causal,
                        int naive);
+/* GELU of a float64 x (float32: ddl_ag_activation). */
+ddl_status ddl_ag_gelu64(ddl_tensor **out, const ddl_tensor *x, ddl_gelu_approximate approximate);
 ddl_status ddl_ag_layer_norm(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *weight,
                              const ddl_tensor *bias, int64_t N, double eps, ddl_row_norm_kind kind);
 
