@@ -79,6 +79,27 @@ def test_batchnorm1d_on_ncl_matches_torch(rng):
     np.testing.assert_allclose(ours.running_var.numpy(), theirs.running_var.numpy(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("make, shape", [(lambda m: m.BatchNorm1d(3), (4, 3, 7)),
+                                         (lambda m: m.BatchNorm1d(3, affine=False), (6, 3)),
+                                         (lambda m: m.BatchNorm2d(2), (3, 2, 4, 5))],
+                         ids=["bn1d-ncl", "bn1d-nc", "bn2d"])
+def test_batchnorm_both_dtypes_train_then_eval_match_torch(make, shape, dtype, rng):
+    torch = _torch()
+    ours, theirs = make(nn).to(dtype), make(torch.nn)
+    _both(ours, theirs, rng.standard_normal(shape) * 2 + 1, dtype, rng)
+    _both(ours, theirs, rng.standard_normal(shape), dtype, rng)  # a second step of the stats
+    np.testing.assert_allclose(ours.running_mean.numpy(), theirs.running_mean.numpy(),
+                               **tol(dtype))
+    np.testing.assert_allclose(ours.running_var.numpy(), theirs.running_var.numpy(),
+                               **tol(dtype))
+    ours.eval()
+    theirs.eval()
+    x = rng.standard_normal(shape).astype(dtype.numpy)
+    np.testing.assert_allclose(ours(ddl.tensor(x)).numpy(),
+                               theirs(torch.tensor(x)).detach().numpy(), **tol(dtype))
+
+
 @pytest.mark.parametrize("name", ["layer", "rms", "group", "instance"])
 def test_norm_gradcheck_float64(name, rng):
     x = ddl.tensor(rng.standard_normal((3, 4, 5))).requires_grad_()

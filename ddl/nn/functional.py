@@ -160,8 +160,49 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """Batch norm over dim 1 of (N, C, ...). In training, batch statistics are used and the
     running ones (when given) are updated in place: (1 - momentum) * old + momentum * new,
     with the unbiased variance, as PyTorch."""
+    if _f64(input, weight, bias):
+        _same_dtype("batch_norm", input=input, running_mean=running_mean,
+                    running_var=running_var, weight=weight, bias=bias)
+        return _batch_norm_f64(input, running_mean, running_var, weight, bias, training,
+                               float(momentum), float(eps))
     return _C.batch_norm(input, running_mean, running_var, weight, bias, bool(training),
                          float(momentum), float(eps))
+
+
+def _batch_norm_f64(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """batch_norm from the core ops (float64): the same statistics and running updates."""
+    from ..autograd import no_grad
+
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input of at least 2 dims, got shape "
+                         f"{tuple(x.shape)}")
+    C = x.shape[1]
+    dims = (0,) + tuple(range(2, x.ndim))
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    if training:
+        n = x.numel() // C if C else 0
+        if n <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                             f"size {tuple(x.shape)}")
+        mean = x.mean(dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dims, keepdim=True)
+        with no_grad():
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum)
+                running_mean.add_(mean.detach().reshape(C) * momentum)
+            if running_var is not None:
+                running_var.mul_(1 - momentum)
+                running_var.add_(var.detach().reshape(C) * (momentum * n / (n - 1)))
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var are needed in eval mode")
+        mean, var = running_mean.reshape(*shape), running_var.reshape(*shape)
+    out = (x - mean) / (var + eps).sqrt()
+    if weight is not None:
+        out = out * weight.reshape(*shape)
+    if bias is not None:
+        out = out + bias.reshape(*shape)
+    return out
 
 
 _ROW_NORM_LAYER, _ROW_NORM_RMS = 0, 1  # ddl_row_norm_kind (nn_layer_norm.h)
