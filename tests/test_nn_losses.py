@@ -280,3 +280,25 @@ def test_gelu_float64_gradcheck(rng):
     for approximate in ("none", "tanh"):
         assert gradcheck(lambda a=approximate: F.gelu(x, a), [x], eps=1e-6, rtol=1e-6,
                          atol=1e-9) > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("padding_idx", [None, 2, -1])
+def test_embedding_both_dtypes_match_torch(padding_idx, dtype, rng):
+    torch = _torch()
+    w = rng.standard_normal((6, 4))
+    idx = np.array([[0, 2, 5], [2, 2, 1]])
+    _compare(lambda i, a: F.embedding(i, a, padding_idx=padding_idx),
+             lambda i, a: torch.nn.functional.embedding(i, a, padding_idx=padding_idx),
+             [idx, w], [False, True], dtype, rng)
+
+
+def test_embedding_float64_gradcheck_and_module(rng):
+    w = ddl.tensor(rng.standard_normal((5, 3))).requires_grad_()
+    idx = ddl.tensor(np.array([1, 4, 1, 0]))
+    assert gradcheck(lambda: F.embedding(idx, w), [w], eps=1e-6, rtol=1e-6,
+                     atol=1e-9) > 0
+    m = nn.Embedding(5, 3, padding_idx=1).double()
+    assert m(idx).dtype is ddl.float64
+    with pytest.raises(IndexError, match="index 7 at position 1"):
+        m(ddl.tensor(np.array([0, 7])))

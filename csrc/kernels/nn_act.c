@@ -226,6 +226,38 @@ ddl_status ddl_embedding_backward(float *dweight, const float *dout, const int64
     return DDL_OK;
 }
 
+/* float64: the same gather and scatter-add. */
+ddl_status ddl_embedding_forward_f64(double *out, const double *weight, const int64_t *indices,
+                                     int64_t N, int64_t V, int64_t D) {
+    const char *who = "embedding_forward_f64";
+    DDL_TRY(check_embedding(who, indices, N, V, D));
+    DDL_TRY(check_buf(who, "out", out, N * D));
+    DDL_TRY(check_buf(who, "weight", weight, N > 0 ? V * D : 0));
+    if (D == 0) return DDL_OK;
+    for (int64_t n = 0; n < N; n++)
+        memcpy(out + n * D, weight + indices[n] * D, (size_t)D * sizeof(double));
+    return DDL_OK;
+}
+
+ddl_status ddl_embedding_backward_f64(double *dweight, const double *dout, const int64_t *indices,
+                                      int64_t N, int64_t V, int64_t D, int64_t padding_idx) {
+    const char *who = "embedding_backward_f64";
+    DDL_TRY(check_embedding(who, indices, N, V, D));
+    if (padding_idx >= V)
+        DDL_FAIL(DDL_E_VALUE, "%s: padding_idx %lld is out of range for %lld embeddings", who,
+                 (long long)padding_idx, (long long)V);
+    if (dweight == NULL) return DDL_OK;
+    DDL_TRY(check_buf(who, "dout", dout, N * D));
+    for (int64_t n = 0; n < N; n++) {
+        int64_t v = indices[n];
+        if (padding_idx >= 0 && v == padding_idx) continue;
+        double *dw = dweight + v * D;    // (D,)
+        const double *dy = dout + n * D; // (D,)
+        for (int64_t d = 0; d < D; d++) dw[d] += dy[d];
+    }
+    return DDL_OK;
+}
+
 /* ---- dropout -------------------------------------------------------------------------------- */
 
 static ddl_status check_dropout(const char *who, int64_t N, float p, float *scale) {

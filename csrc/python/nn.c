@@ -187,20 +187,24 @@ static PyObject *py_gelu64(PyObject *Py_UNUSED(self), PyObject *args) {
     return pyddl_finish(st, r, &x, 1);
 }
 
+PYDDL_DOC(embedding64, "(indices, weight, padding_idx, /)",
+          "Rows of a float64 weight (V, D) picked by int64 indices.");
+static PyObject *py_embedding64(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* indices, weight */
+    long long padding_idx;
+    if (!PyArg_ParseTuple(args, "O&O&L", T, &t[0], T, &t[1], &padding_idx)) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_embedding64(&r, t[0], t[1], padding_idx));
+    return pyddl_finish(st, r, t, 2);
+}
+
 PyMethodDef pyddl_nn_functions[] = {
-    PYDDL_FN(linear, METH_VARARGS),
-    PYDDL_FN(conv2d, METH_VARARGS),
-    PYDDL_FN(pool2d, METH_VARARGS),
-    PYDDL_FN(batch_norm, METH_VARARGS),
-    PYDDL_FN(softmax, METH_VARARGS),
-    PYDDL_FN(class_loss, METH_VARARGS),
-    PYDDL_FN(pair_loss, METH_VARARGS),
-    PYDDL_FN(activation, METH_VARARGS),
-    PYDDL_FN(embedding, METH_VARARGS),
-    PYDDL_FN(dropout, METH_VARARGS),
-    PYDDL_FN(rnn_cell, METH_VARARGS),
-    PYDDL_FN(layer_norm, METH_VARARGS),
-    PYDDL_FN(sdpa, METH_VARARGS),
-    PYDDL_FN(gelu64, METH_VARARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(linear, METH_VARARGS),      PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),      PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),     PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS),   PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS),   PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),    PYDDL_FN(layer_norm, METH_VARARGS),
+    PYDDL_FN(sdpa, METH_VARARGS),        PYDDL_FN(gelu64, METH_VARARGS),
+    PYDDL_FN(embedding64, METH_VARARGS), PYDDL_FN_END,
 };

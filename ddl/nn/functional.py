@@ -296,6 +296,8 @@ def embedding(input, weight, padding_idx=None):
                              "embeddings")
         if padding_idx < 0:
             padding_idx += num
+    if _f64(weight):
+        return _C.embedding64(input, weight, int(padding_idx))
     return _C.embedding(input, weight, int(padding_idx))
 
 

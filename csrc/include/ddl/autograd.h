@@ -169,6 +169,9 @@ ddl_status ddl_ag_sdpa(ddl_tensor **out, const ddl_tensor *q, const ddl_tensor *
                        int naive);
 /* GELU of a float64 x (float32: ddl_ag_activation). */
 ddl_status ddl_ag_gelu64(ddl_tensor **out, const ddl_tensor *x, ddl_gelu_approximate approximate);
+/* Embedding with a float64 weight (float32: ddl_ag_embedding). */
+ddl_status ddl_ag_embedding64(ddl_tensor **out, const ddl_tensor *idx, const ddl_tensor *w,
+                              int64_t padding_idx);
 ddl_status ddl_ag_layer_norm(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *weight,
                              const ddl_tensor *bias, int64_t N, double eps, ddl_row_norm_kind kind);
 

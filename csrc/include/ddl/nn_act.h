@@ -91,6 +91,16 @@ ddl_status ddl_embedding_backward(float *dweight,         // (V, D)
                                   const int64_t *indices, // (N,)
                                   int64_t N, int64_t V, int64_t D, int64_t padding_idx);
 
+/* The same in float64. */
+ddl_status ddl_embedding_forward_f64(double *out,            // (N, D)
+                                     const double *weight,   // (V, D)
+                                     const int64_t *indices, // (N,)
+                                     int64_t N, int64_t V, int64_t D);
+ddl_status ddl_embedding_backward_f64(double *dweight,        // (V, D)
+                                      const double *dout,     // (N, D)
+                                      const int64_t *indices, // (N,)
+                                      int64_t N, int64_t V, int64_t D, int64_t padding_idx);
+
 /* ---- dropout with a caller-made keep mask --------------------------------------------------- */
 
 /* out = mask ? inp / (1 - p) : 0, mask nonzero = keep (the caller draws it with probability
