@@ -219,6 +219,18 @@ def rnn_seq(
     reverse: bool, /,
 ) -> TensorBase: ...
 
+def layer_norm(
+    x: _TensorLike, weight: _TensorLike | None, bias: _TensorLike | None, n: int, eps: float,
+    kind: int, /,
+) -> TensorBase: ...
+
+def embedding64(indices: _TensorLike, weight: _TensorLike, padding_idx: int, /) -> TensorBase: ...
+def gelu64(x: _TensorLike, approximate: int, /) -> TensorBase: ...
+def sdpa(
+    q: _TensorLike, k: _TensorLike, v: _TensorLike, mask: _TensorLike | None, scale: float,
+    causal: bool, naive: bool, /,
+) -> TensorBase: ...
+
 # ---- optimizer steps (optim.c) -------------------------------------------------------------------
 
 def sgd_step(
@@ -239,6 +251,35 @@ def rmsprop_step(
     square_avgs: Sequence[TensorBase], momentum_bufs: Sequence[TensorBase | None] | None,
     grad_avgs: Sequence[TensorBase] | None, steps: int, lr: float, alpha: float, eps: float,
     weight_decay: float, momentum: float, centered: bool, maximize: bool, /,
+) -> None: ...
+def adadelta_step(
+    params: Sequence[TensorBase], grads: Sequence[_TensorLike | None],
+    square_avgs: Sequence[TensorBase], acc_deltas: Sequence[TensorBase],
+    steps: Sequence[TensorBase], lr: float, rho: float, eps: float, weight_decay: float,
+    maximize: bool, /,
+) -> None: ...
+def adagrad_step(
+    params: Sequence[TensorBase], grads: Sequence[_TensorLike | None],
+    state_sums: Sequence[TensorBase], steps: Sequence[TensorBase], lr: float, lr_decay: float,
+    weight_decay: float, eps: float, maximize: bool, /,
+) -> None: ...
+def adamax_step(
+    params: Sequence[TensorBase], grads: Sequence[_TensorLike | None],
+    exp_avgs: Sequence[TensorBase], exp_infs: Sequence[TensorBase], steps: Sequence[TensorBase],
+    lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, maximize: bool, /,
+) -> None: ...
+def nadam_step(
+    params: Sequence[TensorBase], grads: Sequence[_TensorLike | None],
+    exp_avgs: Sequence[TensorBase], exp_avg_sqs: Sequence[TensorBase],
+    mu_products: Sequence[TensorBase], steps: Sequence[TensorBase], lr: float, beta1: float,
+    beta2: float, eps: float, weight_decay: float, momentum_decay: float,
+    decoupled_weight_decay: bool, maximize: bool, /,
+) -> None: ...
+def radam_step(
+    params: Sequence[TensorBase], grads: Sequence[_TensorLike | None],
+    exp_avgs: Sequence[TensorBase], exp_avg_sqs: Sequence[TensorBase],
+    steps: Sequence[TensorBase], lr: float, beta1: float, beta2: float, eps: float,
+    weight_decay: float, decoupled_weight_decay: bool, maximize: bool, /,
 ) -> None: ...
 def grad_norm(grads: Sequence[_TensorLike | None], norm_type: float, /) -> float: ...
 def scale_(tensors: Sequence[_TensorLike], factor: float, /) -> None: ...

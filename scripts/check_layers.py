@@ -25,6 +25,7 @@ PUBLIC_HEADERS = {
     "half.h": "core",
     "nn_act.h": "kernels", "nn_conv.h": "kernels", "nn_loss.h": "kernels",
     "nn_norm.h": "kernels", "nn_rnn.h": "kernels",
+    "nn_layer_norm.h": "kernels", "nn_attention.h": "kernels",
     "autograd.h": "autograd",
     "optim.h": "optim",
     "data.h": "data",

@@ -114,6 +114,52 @@ ddl_status ddl_gelu_backward(float *dinp, const float *dout, const float *inp, i
     return DDL_OK;
 }
 
+/* float64 GELU: the same formulas in double (erfc, a stable logistic). */
+static inline double sigmoid_d(double x) {
+    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
+    double e = exp(x);
+    return e / (1.0 + e);
+}
+
+ddl_status ddl_gelu_forward_f64(double *out, const double *inp, int64_t N,
+                                ddl_gelu_approximate approximate) {
+    const char *who = "gelu_forward_f64";
+    DDL_TRY(check_n(who, N));
+    DDL_TRY(check_approx(who, approximate));
+    DDL_TRY(check_buf(who, "out", out, N));
+    DDL_TRY(check_buf(who, "inp", inp, N));
+    const double c = 0.79788456080286535588, k = 0.044715;
+    for (int64_t i = 0; i < N; i++) {
+        double x = inp[i];
+        out[i] = approximate == DDL_GELU_TANH ? x * sigmoid_d(2.0 * c * (x + k * x * x * x))
+                                              : x * (0.5 * erfc(-x * 0.70710678118654752440));
+    }
+    return DDL_OK;
+}
+
+ddl_status ddl_gelu_backward_f64(double *dinp, const double *dout, const double *inp, int64_t N,
+                                 ddl_gelu_approximate approximate) {
+    const char *who = "gelu_backward_f64";
+    DDL_TRY(check_n(who, N));
+    DDL_TRY(check_approx(who, approximate));
+    if (dinp == NULL) return DDL_OK;
+    DDL_TRY(check_buf(who, "dout", dout, N));
+    DDL_TRY(check_buf(who, "inp", inp, N));
+    const double c = 0.79788456080286535588, k = 0.044715;
+    for (int64_t i = 0; i < N; i++) {
+        double x = inp[i], d;
+        if (approximate == DDL_GELU_TANH) {
+            double s = sigmoid_d(2.0 * c * (x + k * x * x * x));
+            d = s + 2.0 * x * s * (1.0 - s) * c * (1.0 + 3.0 * k * x * x);
+        } else {
+            d = 0.5 * erfc(-x * 0.70710678118654752440) +
+                x * 0.39894228040143267794 * exp(-0.5 * x * x);
+        }
+        dinp[i] += dout[i] * d;
+    }
+    return DDL_OK;
+}
+
 /* ---- tanh, sigmoid -------------------------------------------------------------------------- */
 
 ddl_status ddl_tanh_backward(float *dinp, const float *dout, const float *out, int64_t N) {
@@ -175,6 +221,38 @@ ddl_status ddl_embedding_backward(float *dweight, const float *dout, const int64
         if (padding_idx >= 0 && v == padding_idx) continue;
         float *dw = dweight + v * D;    // (D,)
         const float *dy = dout + n * D; // (D,)
+        for (int64_t d = 0; d < D; d++) dw[d] += dy[d];
+    }
+    return DDL_OK;
+}
+
+/* float64: the same gather and scatter-add. */
+ddl_status ddl_embedding_forward_f64(double *out, const double *weight, const int64_t *indices,
+                                     int64_t N, int64_t V, int64_t D) {
+    const char *who = "embedding_forward_f64";
+    DDL_TRY(check_embedding(who, indices, N, V, D));
+    DDL_TRY(check_buf(who, "out", out, N * D));
+    DDL_TRY(check_buf(who, "weight", weight, N > 0 ? V * D : 0));
+    if (D == 0) return DDL_OK;
+    for (int64_t n = 0; n < N; n++)
+        memcpy(out + n * D, weight + indices[n] * D, (size_t)D * sizeof(double));
+    return DDL_OK;
+}
+
+ddl_status ddl_embedding_backward_f64(double *dweight, const double *dout, const int64_t *indices,
+                                      int64_t N, int64_t V, int64_t D, int64_t padding_idx) {
+    const char *who = "embedding_backward_f64";
+    DDL_TRY(check_embedding(who, indices, N, V, D));
+    if (padding_idx >= V)
+        DDL_FAIL(DDL_E_VALUE, "%s: padding_idx %lld is out of range for %lld embeddings", who,
+                 (long long)padding_idx, (long long)V);
+    if (dweight == NULL) return DDL_OK;
+    DDL_TRY(check_buf(who, "dout", dout, N * D));
+    for (int64_t n = 0; n < N; n++) {
+        int64_t v = indices[n];
+        if (padding_idx >= 0 && v == padding_idx) continue;
+        double *dw = dweight + v * D;    // (D,)
+        const double *dy = dout + n * D; // (D,)
         for (int64_t d = 0; d < D; d++) dw[d] += dy[d];
     }
     return DDL_OK;

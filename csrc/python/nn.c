@@ -159,18 +159,68 @@ static PyObject *py_rnn_seq(PyObject *Py_UNUSED(self), PyObject *args) {
     return pyddl_finish(st, r, t, 7);
 }
 
+/* ---- issue 16: float32/float64 layer ops ----------------------------------------------------- */
+
+PYDDL_DOC(layer_norm, "(x, weight, bias, n, eps, kind, /)",
+          "Normalize each row of the last n elements of x (kind ROW_NORM_LAYER or ROW_NORM_RMS), "
+          "then x * weight + bias (either may be None).");
+static PyObject *py_layer_norm(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[3] = {NULL, NULL, NULL}, *r = NULL; /* x, weight, bias */
+    long long n;
+    double eps;
+    int kind;
+    if (!PyArg_ParseTuple(args, "O&O&O&Ldi", T, &t[0], T_OPT, &t[1], T_OPT, &t[2], &n, &eps, &kind))
+        return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_layer_norm(&r, t[0], t[1], t[2], n, eps, (ddl_row_norm_kind)kind));
+    return pyddl_finish(st, r, t, 3);
+}
+
+PYDDL_DOC(sdpa, "(q, k, v, mask, scale, causal, naive, /)",
+          "Scaled dot-product attention of q (B, H, L, D), k (B, H, S, D), v (B, H, S, E); mask "
+          "an additive float mask broadcasting to (B, H, L, S) or None; naive: the materializing "
+          "float32 kernel.");
+static PyObject *py_sdpa(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[4] = {NULL, NULL, NULL, NULL}, *r = NULL; /* q, k, v, mask */
+    double scale;
+    int causal, naive;
+    if (!PyArg_ParseTuple(args, "O&O&O&O&dpp", T, &t[0], T, &t[1], T, &t[2], T_OPT, &t[3], &scale,
+                          &causal, &naive))
+        return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_sdpa(&r, t[0], t[1], t[2], t[3], scale, causal, naive));
+    return pyddl_finish(st, r, t, 4);
+}
+
+PYDDL_DOC(gelu64, "(x, approximate, /)", "GELU of a float64 x (GELU_NONE or GELU_TANH).");
+static PyObject *py_gelu64(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *x = NULL, *r = NULL;
+    int approximate;
+    if (!PyArg_ParseTuple(args, "O&i", T, &x, &approximate)) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_gelu64(&r, x, (ddl_gelu_approximate)approximate));
+    return pyddl_finish(st, r, &x, 1);
+}
+
+PYDDL_DOC(embedding64, "(indices, weight, padding_idx, /)",
+          "Rows of a float64 weight (V, D) picked by int64 indices.");
+static PyObject *py_embedding64(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_tensor *t[2] = {NULL, NULL}, *r = NULL; /* indices, weight */
+    long long padding_idx;
+    if (!PyArg_ParseTuple(args, "O&O&L", T, &t[0], T, &t[1], &padding_idx)) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_ag_embedding64(&r, t[0], t[1], padding_idx));
+    return pyddl_finish(st, r, t, 2);
+}
+
 PyMethodDef pyddl_nn_functions[] = {
-    PYDDL_FN(linear, METH_VARARGS),
-    PYDDL_FN(conv2d, METH_VARARGS),
-    PYDDL_FN(pool2d, METH_VARARGS),
-    PYDDL_FN(batch_norm, METH_VARARGS),
-    PYDDL_FN(softmax, METH_VARARGS),
-    PYDDL_FN(class_loss, METH_VARARGS),
-    PYDDL_FN(pair_loss, METH_VARARGS),
-    PYDDL_FN(activation, METH_VARARGS),
-    PYDDL_FN(embedding, METH_VARARGS),
-    PYDDL_FN(dropout, METH_VARARGS),
-    PYDDL_FN(rnn_cell, METH_VARARGS),
-    PYDDL_FN(rnn_seq, METH_VARARGS),
+    PYDDL_FN(linear, METH_VARARGS),      PYDDL_FN(conv2d, METH_VARARGS),
+    PYDDL_FN(pool2d, METH_VARARGS),      PYDDL_FN(batch_norm, METH_VARARGS),
+    PYDDL_FN(softmax, METH_VARARGS),     PYDDL_FN(class_loss, METH_VARARGS),
+    PYDDL_FN(pair_loss, METH_VARARGS),   PYDDL_FN(activation, METH_VARARGS),
+    PYDDL_FN(embedding, METH_VARARGS),   PYDDL_FN(dropout, METH_VARARGS),
+    PYDDL_FN(rnn_cell, METH_VARARGS),    PYDDL_FN(rnn_seq, METH_VARARGS),
+    PYDDL_FN(layer_norm, METH_VARARGS),  PYDDL_FN(sdpa, METH_VARARGS),
+    PYDDL_FN(gelu64, METH_VARARGS),      PYDDL_FN(embedding64, METH_VARARGS),
     PYDDL_FN_END,
 };

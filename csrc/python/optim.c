@@ -173,8 +173,142 @@ static PyObject *py_scale_(PyObject *Py_UNUSED(self), PyObject *args) {
     return pyddl_return_none(st);
 }
 
+/* ---- the adaptive optimizers (optim_adaptive.c) ------------------------------------------- */
+
+PYDDL_DOC(adadelta_step,
+          "(params, grads, square_avgs, acc_deltas, steps, lr, rho, eps, weight_decay, "
+          "maximize, /)",
+          "One Adadelta step over a parameter group, in place.");
+static PyObject *py_adadelta_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[5];
+    double lr, rho, eps, wd;
+    int maximize;
+    if (!PyArg_ParseTuple(args, "OOOOOddddp", &o[0], &o[1], &o[2], &o[3], &o[4], &lr, &rho, &eps,
+                          &wd, &maximize))
+        return NULL;
+    enum { P, G, Q, A, S, N };
+    static const list_spec spec[N] = {{"params", STATE},
+                                      {"grads", IN},
+                                      {"square_avgs", STATE},
+                                      {"acc_deltas", STATE},
+                                      {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "adadelta_step") < 0) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_adadelta_step(l[P].n, l[P].t, CONST_TS(l[G]), l[Q].t, l[A].t, l[S].t, lr,
+                                      rho, eps, wd, maximize));
+    pyddl_tensor_list_release(l, N);
+    return pyddl_return_none(st);
+}
+
+PYDDL_DOC(adagrad_step,
+          "(params, grads, state_sums, steps, lr, lr_decay, weight_decay, eps, maximize, /)",
+          "One Adagrad step over a parameter group, in place.");
+static PyObject *py_adagrad_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[4];
+    double lr, lr_decay, wd, eps;
+    int maximize;
+    if (!PyArg_ParseTuple(args, "OOOOddddp", &o[0], &o[1], &o[2], &o[3], &lr, &lr_decay, &wd, &eps,
+                          &maximize))
+        return NULL;
+    enum { P, G, Q, S, N };
+    static const list_spec spec[N] = {
+        {"params", STATE}, {"grads", IN}, {"state_sums", STATE}, {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "adagrad_step") < 0) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_adagrad_step(l[P].n, l[P].t, CONST_TS(l[G]), l[Q].t, l[S].t, lr, lr_decay,
+                                     wd, eps, maximize));
+    pyddl_tensor_list_release(l, N);
+    return pyddl_return_none(st);
+}
+
+PYDDL_DOC(adamax_step,
+          "(params, grads, exp_avgs, exp_infs, steps, lr, beta1, beta2, eps, weight_decay, "
+          "maximize, /)",
+          "One Adamax step over a parameter group, in place.");
+static PyObject *py_adamax_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[5];
+    double lr, beta1, beta2, eps, wd;
+    int maximize;
+    if (!PyArg_ParseTuple(args, "OOOOOdddddp", &o[0], &o[1], &o[2], &o[3], &o[4], &lr, &beta1,
+                          &beta2, &eps, &wd, &maximize))
+        return NULL;
+    enum { P, G, M, U, S, N };
+    static const list_spec spec[N] = {{"params", STATE},
+                                      {"grads", IN},
+                                      {"exp_avgs", STATE},
+                                      {"exp_infs", STATE},
+                                      {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "adamax_step") < 0) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_adamax_step(l[P].n, l[P].t, CONST_TS(l[G]), l[M].t, l[U].t, l[S].t, lr,
+                                    beta1, beta2, eps, wd, maximize));
+    pyddl_tensor_list_release(l, N);
+    return pyddl_return_none(st);
+}
+
+PYDDL_DOC(nadam_step,
+          "(params, grads, exp_avgs, exp_avg_sqs, mu_products, steps, lr, beta1, beta2, eps, "
+          "weight_decay, momentum_decay, decoupled_weight_decay, maximize, /)",
+          "One NAdam step over a parameter group, in place.");
+static PyObject *py_nadam_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[6];
+    double lr, beta1, beta2, eps, wd, md;
+    int decoupled, maximize;
+    if (!PyArg_ParseTuple(args, "OOOOOOddddddpp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &lr,
+                          &beta1, &beta2, &eps, &wd, &md, &decoupled, &maximize))
+        return NULL;
+    enum { P, G, M, V, U, S, N };
+    static const list_spec spec[N] = {{"params", STATE},      {"grads", IN},
+                                      {"exp_avgs", STATE},    {"exp_avg_sqs", STATE},
+                                      {"mu_products", STATE}, {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "nadam_step") < 0) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_nadam_step(l[P].n, l[P].t, CONST_TS(l[G]), l[M].t, l[V].t, l[U].t, l[S].t,
+                                   lr, beta1, beta2, eps, wd, md, decoupled, maximize));
+    pyddl_tensor_list_release(l, N);
+    return pyddl_return_none(st);
+}
+
+PYDDL_DOC(radam_step,
+          "(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps, weight_decay, "
+          "decoupled_weight_decay, maximize, /)",
+          "One RAdam step over a parameter group, in place.");
+static PyObject *py_radam_step(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[5];
+    double lr, beta1, beta2, eps, wd;
+    int decoupled, maximize;
+    if (!PyArg_ParseTuple(args, "OOOOOdddddpp", &o[0], &o[1], &o[2], &o[3], &o[4], &lr, &beta1,
+                          &beta2, &eps, &wd, &decoupled, &maximize))
+        return NULL;
+    enum { P, G, M, V, S, N };
+    static const list_spec spec[N] = {{"params", STATE},
+                                      {"grads", IN},
+                                      {"exp_avgs", STATE},
+                                      {"exp_avg_sqs", STATE},
+                                      {"steps", STATE}};
+    pyddl_tensor_list l[N];
+    if (group_get(l, o, spec, N, "radam_step") < 0) return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_radam_step(l[P].n, l[P].t, CONST_TS(l[G]), l[M].t, l[V].t, l[S].t, lr,
+                                   beta1, beta2, eps, wd, decoupled, maximize));
+    pyddl_tensor_list_release(l, N);
+    return pyddl_return_none(st);
+}
+
 PyMethodDef pyddl_optim_functions[] = {
-    PYDDL_FN(sgd_step, METH_VARARGS),     PYDDL_FN(adam_step, METH_VARARGS),
-    PYDDL_FN(rmsprop_step, METH_VARARGS), PYDDL_FN(grad_norm, METH_VARARGS),
-    PYDDL_FN(scale_, METH_VARARGS),       PYDDL_FN_END,
+    PYDDL_FN(sgd_step, METH_VARARGS),
+    PYDDL_FN(adam_step, METH_VARARGS),
+    PYDDL_FN(rmsprop_step, METH_VARARGS),
+    PYDDL_FN(grad_norm, METH_VARARGS),
+    PYDDL_FN(scale_, METH_VARARGS),
+    PYDDL_FN(adadelta_step, METH_VARARGS),
+    PYDDL_FN(adagrad_step, METH_VARARGS),
+    PYDDL_FN(adamax_step, METH_VARARGS),
+    PYDDL_FN(nadam_step, METH_VARARGS),
+    PYDDL_FN(radam_step, METH_VARARGS),
+    PYDDL_FN_END,
 };

@@ -1,28 +1,60 @@
 """ddl.nn: layers, losses and the Module system, with PyTorch's names."""
 from . import functional, init  # noqa: F401
+from .attention import MultiheadAttention  # noqa: F401
 from .layers import (  # noqa: F401
     GELU,
     AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
+    Conv1d,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Embedding,
     Flatten,
+    GroupNorm,
     Identity,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    LayerNorm,
     LeakyReLU,
     Linear,
     LogSoftmax,
     MaxPool2d,
+    Mish,
     ReLU,
+    RMSNorm,
     Sigmoid,
+    SiLU,
     Softmax,
+    Softplus,
     Tanh,
+    Upsample,
 )
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss  # noqa: F401
+from .loss import (  # noqa: F401
+    BCELoss,
+    BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MarginRankingLoss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from .module import Module, ModuleDict, ModuleList, Parameter, Sequential, StateDictError  # noqa: F401
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: F401
+from .transformer import (  # noqa: F401
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 
 
 def __getattr__(name):

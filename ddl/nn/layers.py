@@ -50,21 +50,22 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, dtype=None):
         super().__init__()
-        if groups != 1:
-            raise ValueError("Conv2d: only groups=1 is supported")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError("in_channels and out_channels must be divisible by groups")
+        self.groups = groups
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size)
         self.stride, self.dilation = _pair(stride), _pair(dilation)
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         kh, kw = self.kernel_size
-        self.weight = Parameter(T.empty(out_channels, in_channels, kh, kw, dtype=dtype))
+        self.weight = Parameter(T.empty(out_channels, in_channels // groups, kh, kw, dtype=dtype))
         self.bias = Parameter(T.empty(out_channels, dtype=dtype)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
             bound = 1 / math.sqrt(fan_in) if fan_in else 0
             init.uniform_(self.bias, -bound, bound)
 
@@ -72,7 +73,8 @@ class Conv2d(Module):
         if x.ndim in (3, 4) and x.shape[-3] != self.in_channels:
             raise ValueError(f"Conv2d(in_channels={self.in_channels}): input of shape "
                              f"{tuple(x.shape)} has {x.shape[-3]} channels")
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -82,6 +84,94 @@ class Conv2d(Module):
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         return s + ("" if self.bias is not None else ", bias=False")
+
+
+class Conv1d(Module):
+    """1-D convolution, weight (out_channels, in_channels / groups, kernel_size)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, dtype=None):
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError("in_channels and out_channels must be divisible by groups")
+        k = kernel_size[0] if isinstance(kernel_size, (tuple, list)) else kernel_size
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (k,)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.weight = Parameter(T.empty(out_channels, in_channels // groups, k, dtype=dtype))
+        self.bias = Parameter(T.empty(out_channels, dtype=dtype)) if bias else None
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(in_channels // groups * k)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-D convolution, weight (in_channels, out_channels / groups, KH, KW)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, dtype=None):
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError("in_channels and out_channels must be divisible by groups")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride, self.padding = _pair(stride), _pair(padding)
+        self.output_padding, self.dilation, self.groups = (_pair(output_padding), _pair(dilation),
+                                                           groups)
+        kh, kw = self.kernel_size
+        self.weight = Parameter(T.empty(in_channels, out_channels // groups, kh, kw, dtype=dtype))
+        self.bias = Parameter(T.empty(out_channels, dtype=dtype)) if bias else None
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:  # PyTorch's fan_in of this weight: dim 1 times the kernel
+            bound = 1 / math.sqrt(out_channels // groups * kh * kw)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x, output_size=None):
+        if output_size is not None:
+            raise ValueError("ConvTranspose2d: output_size is not supported (use output_padding)")
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+
+
+class AdaptiveMaxPool2d(Module):
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, x):
+        return F.adaptive_max_pool2d(x, self.output_size, self.return_indices)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Upsample(Module):
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                 recompute_scale_factor=None):
+        super().__init__()
+        self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
+
+    def forward(self, x):
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners,
+                             self.recompute_scale_factor)
+
+    def extra_repr(self):
+        what = f"size={self.size}" if self.size is not None else \
+            f"scale_factor={self.scale_factor}"
+        return f"{what}, mode={self.mode!r}"
 
 
 class _Pool2d(Module):
@@ -107,13 +197,13 @@ class MaxPool2d(_Pool2d):
 
 class AvgPool2d(_Pool2d):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True):
+                 count_include_pad=True, divisor_override=None):
         super().__init__(kernel_size, stride, padding, ceil_mode)
-        self.count_include_pad = count_include_pad
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                            self.count_include_pad)
+                            self.count_include_pad, self.divisor_override)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -199,6 +289,102 @@ class BatchNorm2d(_BatchNorm):
     _expected_dims = (4,)
 
 
+def _shape_tuple(shape):
+    return (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
+
+
+class LayerNorm(Module):
+    """LayerNorm over the trailing normalized_shape dims; weight (ones) and bias (zeros) of that
+    shape when elementwise_affine (bias only when bias=True)."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 dtype=None):
+        super().__init__()
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(T.ones(*self.normalized_shape, dtype=dtype))
+            self.bias = Parameter(T.zeros(*self.normalized_shape, dtype=dtype)) if bias else None
+        else:
+            self.weight = self.bias = None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class RMSNorm(Module):
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=None):
+        super().__init__()
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        self.weight = (Parameter(T.ones(*self.normalized_shape, dtype=dtype))
+                       if elementwise_affine else None)
+
+    def forward(self, x):
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class GroupNorm(Module):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=None):
+        super().__init__()
+        if num_groups <= 0 or num_channels % num_groups:
+            raise ValueError("num_channels must be divisible by num_groups")
+        self.num_groups, self.num_channels, self.eps, self.affine = (num_groups, num_channels,
+                                                                     eps, affine)
+        self.weight = Parameter(T.ones(num_channels, dtype=dtype)) if affine else None
+        self.bias = Parameter(T.zeros(num_channels, dtype=dtype)) if affine else None
+
+    def forward(self, x):
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class _InstanceNorm(Module):
+    _dims = 0
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, dtype=None):
+        super().__init__()
+        if track_running_stats:
+            raise ValueError(f"{type(self).__name__}: track_running_stats=True is not supported")
+        self.num_features, self.eps, self.momentum, self.affine = (num_features, eps, momentum,
+                                                                   affine)
+        self.track_running_stats = False
+        self.weight = Parameter(T.ones(num_features, dtype=dtype)) if affine else None
+        self.bias = Parameter(T.zeros(num_features, dtype=dtype)) if affine else None
+
+    def forward(self, x):
+        unbatched = x.ndim == self._dims + 1
+        if x.ndim not in (self._dims + 1, self._dims + 2):
+            raise ValueError(f"{type(self).__name__}: expected a {self._dims + 1}-d or "
+                             f"{self._dims + 2}-d input, got shape {tuple(x.shape)}")
+        if unbatched:
+            x = x.unsqueeze(0)
+        out = F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        return out.squeeze(0) if unbatched else out
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+
+class InstanceNorm1d(_InstanceNorm):
+    _dims = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    _dims = 2
+
+
 class Dropout(Module):
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
@@ -267,6 +453,20 @@ def _activation(name, fn, doc):
 ReLU = _activation("ReLU", lambda x: x.relu(), "max(x, 0)")
 Tanh = _activation("Tanh", lambda x: x.tanh(), "tanh(x)")
 Sigmoid = _activation("Sigmoid", lambda x: x.sigmoid(), "1 / (1 + exp(-x))")
+SiLU = _activation("SiLU", F.silu, "x * sigmoid(x)")
+Mish = _activation("Mish", F.mish, "x * tanh(softplus(x))")
+
+
+class Softplus(Module):
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        return F.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class LeakyReLU(_OneOption):

@@ -277,6 +277,11 @@ def _copy_group(group):
     return {k: (list(v) if isinstance(v, list) else v) for k, v in group.items()}
 
 
+# One-element state entries that keep their own dtype (NAdam's mu_product is float32 as in
+# PyTorch, whatever the parameter's dtype).
+_SCALAR_STATE = ("step", "mu_product")
+
+
 def _cast_state(p, pid, name, value):
     """A copy of one loaded state entry for parameter p: tensors (or arrays) become contiguous
     ddl tensors in p's dtype, except the step count, which keeps its own."""
@@ -284,9 +289,9 @@ def _cast_state(p, pid, name, value):
         value = _from_array_copy(value)
     if not isinstance(value, Tensor):
         return value
-    if name == "step":
+    if name in _SCALAR_STATE:
         if value.numel() != 1:
-            raise ValueError(f"loaded state for parameter {pid}: 'step' must have one element, "
+            raise ValueError(f"loaded state for parameter {pid}: '{name}' must have one element, "
                              f"got shape {tuple(value.shape)}")
         return value.clone()
     if tuple(value.shape) != tuple(p.shape):

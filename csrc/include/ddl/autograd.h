@@ -5,6 +5,8 @@
 
 #include "core.h"
 #include "nn_act.h"
+#include "nn_attention.h"
+#include "nn_layer_norm.h"
 #include "nn_loss.h"
 #include "nn_rnn.h"
 
@@ -163,6 +165,25 @@ ddl_status ddl_ag_rnn_seq(ddl_tensor **out, ddl_cell_kind kind, const ddl_tensor
                           const ddl_tensor *h, const ddl_tensor *c, const ddl_tensor *w_ih,
                           const ddl_tensor *w_hh, const ddl_tensor *b_ih, const ddl_tensor *b_hh,
                           ddl_rnn_nonlinearity nonlinearity, int reverse);
+
+/* ---- differentiable layer ops in float32 and float64 (issue 16) ---------------------------- */
+
+/* Normalize each row of the last N elements of x (numel(x) = M * N), then the element-wise
+ * affine weight (N,) and bias (N,), either NULL (LayerNorm, RMSNorm; see nn_layer_norm.h).
+ * x, weight and bias share one float dtype. */
+/* Scaled dot-product attention (nn_attention.h): q (B, H, L, D), k (B, H, S, D),
+ * v (B, H, S, E) -> (B, H, L, E); mask an additive float mask broadcasting to (B, H, L, S)
+ * (no gradient) or NULL; naive != 0 runs the materializing float32 twin (tests, benchmarks). */
+ddl_status ddl_ag_sdpa(ddl_tensor **out, const ddl_tensor *q, const ddl_tensor *k,
+                       const ddl_tensor *v, const ddl_tensor *mask, double scale, int causal,
+                       int naive);
+/* GELU of a float64 x (float32: ddl_ag_activation). */
+ddl_status ddl_ag_gelu64(ddl_tensor **out, const ddl_tensor *x, ddl_gelu_approximate approximate);
+/* Embedding with a float64 weight (float32: ddl_ag_embedding). */
+ddl_status ddl_ag_embedding64(ddl_tensor **out, const ddl_tensor *idx, const ddl_tensor *w,
+                              int64_t padding_idx);
+ddl_status ddl_ag_layer_norm(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor *weight,
+                             const ddl_tensor *bias, int64_t N, double eps, ddl_row_norm_kind kind);
 
 #ifdef __cplusplus
 }

@@ -54,6 +54,15 @@ ddl_status ddl_gelu_backward(float *dinp,       // (N,)
                              const float *inp,  // (N,) forward input
                              int64_t N, ddl_gelu_approximate approximate);
 
+/* The same GELU in float64 (forward, and backward accumulating into dinp). */
+ddl_status ddl_gelu_forward_f64(double *out,       // (N,)
+                                const double *inp, // (N,)
+                                int64_t N, ddl_gelu_approximate approximate);
+ddl_status ddl_gelu_backward_f64(double *dinp,       // (N,)
+                                 const double *dout, // (N,)
+                                 const double *inp,  // (N,)
+                                 int64_t N, ddl_gelu_approximate approximate);
+
 /* ---- tanh, sigmoid (from the saved output) -------------------------------------------------- */
 
 /* dinp += dout * (1 - out^2) */
@@ -81,6 +90,16 @@ ddl_status ddl_embedding_backward(float *dweight,         // (V, D)
                                   const float *dout,      // (N, D)
                                   const int64_t *indices, // (N,)
                                   int64_t N, int64_t V, int64_t D, int64_t padding_idx);
+
+/* The same in float64. */
+ddl_status ddl_embedding_forward_f64(double *out,            // (N, D)
+                                     const double *weight,   // (V, D)
+                                     const int64_t *indices, // (N,)
+                                     int64_t N, int64_t V, int64_t D);
+ddl_status ddl_embedding_backward_f64(double *dweight,        // (V, D)
+                                      const double *dout,     // (N, D)
+                                      const int64_t *indices, // (N,)
+                                      int64_t N, int64_t V, int64_t D, int64_t padding_idx);
 
 /* ---- dropout with a caller-made keep mask --------------------------------------------------- */
 

@@ -1,4 +1,5 @@
-/* optim.h: fused in-place optimizer updates (SGD, Adam/AdamW, RMSprop) and the gradient-norm
+/* optim.h: fused in-place optimizer updates (SGD, Adam/AdamW, RMSprop, Adadelta, Adagrad,
+ * Adamax, NAdam, RAdam) and the gradient-norm
  * helpers behind clip_grad_norm_, each over a whole parameter group in one call.
  *
  * Conventions
@@ -123,6 +124,93 @@ ddl_status ddl_grad_norm(double *out, int n,
 ddl_status ddl_scale_(int n,
                       ddl_tensor *const *ts, // (n,) each (*) or NULL
                       double factor);
+
+/* ---- the adaptive optimizers of optim_adaptive.c (same conventions) -------------------------- */
+
+/* Adadelta (torch.optim.Adadelta):
+ *
+ *     g = maximize ? -grad : grad;  step += 1
+ *     if weight_decay != 0:  g = g + weight_decay * p
+ *     sq = rho * sq + (1 - rho) * g * g
+ *     delta = sqrt(acc + eps) / sqrt(sq + eps) * g
+ *     acc = rho * acc + (1 - rho) * delta * delta
+ *     p = p - lr * delta */
+ddl_status ddl_adadelta_step(int n,
+                             ddl_tensor *const *params,      // (n,) each (*)
+                             const ddl_tensor *const *grads, // (n,) each (*) or NULL
+                             ddl_tensor *const *square_avgs, // (n,) each (*): sq
+                             ddl_tensor *const *acc_deltas,  // (n,) each (*): acc
+                             ddl_tensor *const *steps,       // (n,) each one element
+                             double lr, double rho, double eps, double weight_decay, int maximize);
+
+/* Adagrad (torch.optim.Adagrad; dense gradients):
+ *
+ *     g = maximize ? -grad : grad;  step += 1
+ *     if weight_decay != 0:  g = g + weight_decay * p
+ *     sum = sum + g * g
+ *     p = p - lr / (1 + (step - 1) * lr_decay) * g / (sqrt(sum) + eps) */
+ddl_status ddl_adagrad_step(int n,
+                            ddl_tensor *const *params,      // (n,) each (*)
+                            const ddl_tensor *const *grads, // (n,) each (*) or NULL
+                            ddl_tensor *const *state_sums,  // (n,) each (*): sum
+                            ddl_tensor *const *steps,       // (n,) each one element
+                            double lr, double lr_decay, double weight_decay, double eps,
+                            int maximize);
+
+/* Adamax (torch.optim.Adamax):
+ *
+ *     g = maximize ? -grad : grad;  step += 1
+ *     if weight_decay != 0:  g = g + weight_decay * p
+ *     m = lerp(m, g, 1 - beta1)
+ *     u = max(beta2 * u, |g| + eps)                 (NaN propagates)
+ *     p = p - lr / (1 - beta1^step) * m / u */
+ddl_status ddl_adamax_step(int n,
+                           ddl_tensor *const *params,      // (n,) each (*)
+                           const ddl_tensor *const *grads, // (n,) each (*) or NULL
+                           ddl_tensor *const *exp_avgs,    // (n,) each (*): m
+                           ddl_tensor *const *exp_infs,    // (n,) each (*): u
+                           ddl_tensor *const *steps,       // (n,) each one element
+                           double lr, double beta1, double beta2, double eps, double weight_decay,
+                           int maximize);
+
+/* NAdam (torch.optim.NAdam), with mu_t = beta1 (1 - 0.5 * 0.96^(step * momentum_decay)):
+ *
+ *     g = maximize ? -grad : grad;  step += 1
+ *     if weight_decay != 0:  decoupled: p = p * (1 - lr * weight_decay);  else g = g + wd * p
+ *     mu_product = mu_product * mu_t                (in mu_product's own dtype, as PyTorch)
+ *     m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
+ *     denom = sqrt(v / (1 - beta2^step)) + eps
+ *     p = p - lr (1 - mu_t) / (1 - mu_product) * g / denom
+ *     p = p - lr mu_{t+1} / (1 - mu_product * mu_{t+1}) * m / denom
+ * `mu_products[i]` is a one-element float tensor like steps[i]. */
+ddl_status ddl_nadam_step(int n,
+                          ddl_tensor *const *params,      // (n,) each (*)
+                          const ddl_tensor *const *grads, // (n,) each (*) or NULL
+                          ddl_tensor *const *exp_avgs,    // (n,) each (*): m
+                          ddl_tensor *const *exp_avg_sqs, // (n,) each (*): v
+                          ddl_tensor *const *mu_products, // (n,) each one element
+                          ddl_tensor *const *steps,       // (n,) each one element
+                          double lr, double beta1, double beta2, double eps, double weight_decay,
+                          double momentum_decay, int decoupled_weight_decay, int maximize);
+
+/* RAdam (torch.optim.RAdam), rho_inf = 2 / (1 - beta2) - 1,
+ * rho_t = rho_inf - 2 step beta2^step / (1 - beta2^step):
+ *
+ *     g = maximize ? -grad : grad;  step += 1
+ *     if weight_decay != 0:  decoupled: p = p * (1 - lr * weight_decay);  else g = g + wd * p
+ *     m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
+ *     mh = m / (1 - beta1^step)
+ *     rho_t > 5:  p = p - mh * lr * sqrt(1 - beta2^step) / (sqrt(v) + eps) * rect_t
+ *     otherwise:  p = p - mh * lr
+ * with rect_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)). */
+ddl_status ddl_radam_step(int n,
+                          ddl_tensor *const *params,      // (n,) each (*)
+                          const ddl_tensor *const *grads, // (n,) each (*) or NULL
+                          ddl_tensor *const *exp_avgs,    // (n,) each (*): m
+                          ddl_tensor *const *exp_avg_sqs, // (n,) each (*): v
+                          ddl_tensor *const *steps,       // (n,) each one element
+                          double lr, double beta1, double beta2, double eps, double weight_decay,
+                          int decoupled_weight_decay, int maximize);
 
 #ifdef __cplusplus
 }
