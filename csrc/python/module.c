@@ -188,7 +188,8 @@ static PyMethodDef *const tables[] = {
     module_functions,         pyddl_tensor_functions,  pyddl_op_functions,
     pyddl_autograd_functions, pyddl_nn_functions,      pyddl_optim_functions,
     pyddl_data_functions,     pyddl_ml_functions,      pyddl_store_functions,
-    pyddl_comm_functions,     pyddl_reducer_functions, pyddl_fixed_point_functions, pyddl_half_functions,
+    pyddl_comm_functions,     pyddl_reducer_functions, pyddl_fixed_point_functions,
+    pyddl_half_functions,
 };
 
 static struct PyModuleDef module_def = {
