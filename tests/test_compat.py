@@ -159,19 +159,6 @@ def test_word_language_model_lstm_matches_pytorch(tmp_path, corpus):
     assert np.isclose(a["val_loss"], b["val_loss"], rtol=1e-5)
 
 
-def _soft_label_cross_entropy():
-    import ddl
-
-    try:
-        ddl.nn.functional.cross_entropy(ddl.zeros(2, 1), ddl.ones(2, 1))
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _soft_label_cross_entropy(),
-                    reason="the DDP tutorial series calls cross_entropy with probability "
-                           "targets, which is the layers issue's (issue 16)")
 def test_ddp_tutorial_series_multigpu_under_cuda_as_cpu(tmp_path):
     e = {"DDL_CUDA_AS_CPU": 2, "COMPAT_PORT": _free_port()}
     shim = os.path.join(COMPAT, "shim")
