@@ -1,0 +1,209 @@
+// collectives.cc: the collectives over the shared-memory segment, run by the caller's thread.
+// Every call starts with one step that carries this rank's descriptor, and its whole share
+// of the data when that fits a small buffer (kShmSmall): after it each rank checks every
+// descriptor and, for a small call, reads what it needs from every rank's buffer -- one
+// synchronisation in all, double-buffered by call parity, so no barrier between calls. A
+// larger call then moves in rounds through the large buffers (round parity), one step each:
+// write this rank's piece, wait for every rank, read. A large all_reduce does each round as
+// a reduce-scatter (each rank reduces one slice, in rank order) plus an allgather: two steps.
+// Reductions always combine ranks in rank order ((r0 op r1) op r2 ...): the same bits on every
+// rank, run to run, for every size.
+#include "comm/reduce.h"
+#include "comm/shm/shm.h"
+
+#include <cstring>
+
+namespace ddl_comm {
+
+int64_t now_us();
+
+namespace {
+
+// out (count elements) = the rank-order reduction of the n inputs (then AVG's division).
+void reduce_into(void* out, const std::vector<const uint8_t*>& in, int64_t count, int dtype,
+                 int redop) {
+    if (count == 0) return;
+    int n = (int)in.size();
+    if (n == 1) {
+        memcpy(out, in[0], (size_t)count * ddl_dtype_size((ddl_dtype)dtype));
+    } else {
+        ReduceFn fn = reduce_fn_for(dtype, redop);
+        fn(out, in[0], in[1], (size_t)count);
+        for (int q = 2; q < n; q++) fn(out, out, in[q], (size_t)count);
+    }
+    finish_avg(out, dtype, redop, count, n);
+}
+
+// How a collective's data is cut: each rank writes `blocks` blocks of `block` elements
+// (reduce_scatter, scatter and all_to_all one per destination rank), cut in rounds along the
+// block; `writes`: this rank writes at all (broadcast and scatter: the root only).
+struct Shape {
+    int blocks = 1;
+    int64_t block = 0;
+    bool writes = true;
+    const uint8_t* src = nullptr;
+};
+
+Shape shape_of(const Descriptor& d, int rank, int size, const uint8_t* a, const uint8_t* b) {
+    Shape s;
+    s.block = d.count;
+    switch (d.coll) {
+    case DDL_COLL_ALLREDUCE:
+    case DDL_COLL_REDUCE: s.src = a; break;
+    case DDL_COLL_BROADCAST:
+        s.src = a;
+        s.writes = rank == d.root;
+        break;
+    case DDL_COLL_ALLGATHER:
+    case DDL_COLL_GATHER: s.src = b; break;
+    case DDL_COLL_REDUCE_SCATTER:
+        s.blocks = size;
+        s.src = b;
+        break;
+    case DDL_COLL_SCATTER:
+        s.blocks = size;
+        s.src = b;
+        s.writes = rank == d.root;
+        break;
+    case DDL_COLL_ALLTOALL:
+        s.blocks = size;
+        s.block = d.count / size;
+        s.src = b;
+        break;
+    default: // barrier
+        s.block = 0;
+        s.writes = false;
+    }
+    return s;
+}
+
+} // namespace
+
+void ShmTransport::agree(const Descriptor& d, const void* share, size_t share_bytes,
+                         int64_t deadline_us) {
+    int par = (int)(calls_ & 1);
+    memcpy(&seg_->ctl(rank_)->desc[par], &d, sizeof d);
+    if (share_bytes) memcpy(seg_->small(rank_, par), share, share_bytes);
+    publish();
+    wait_all(deadline_us);
+    std::set<int> differ;
+    Descriptor first{};
+    for (int q = 0; q < size_; q++) {
+        Descriptor other;
+        memcpy(&other, &seg_->ctl(q)->desc[par], sizeof other);
+        if (same_descriptor(other, d)) continue;
+        if (differ.empty()) first = other;
+        differ.insert(q);
+    }
+    if (!differ.empty()) throw mismatch_error(rank_, d, differ, first);
+}
+
+// Read round data: buf(q) holds rank q's `blocks` pieces of `len` elements, elements
+// [off, off + len) of each of its blocks.
+template <typename Buf>
+static void read_round(const Descriptor& d, int rank, int size, const Shape& s, uint8_t* a,
+                       Buf buf, int64_t off, int64_t len) {
+    size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
+    size_t piece = (size_t)len * es;
+    std::vector<const uint8_t*> in(size);
+    switch (d.coll) {
+    case DDL_COLL_ALLREDUCE:
+    case DDL_COLL_REDUCE:
+        if (d.coll == DDL_COLL_REDUCE && rank != d.root) return;
+        for (int q = 0; q < size; q++) in[q] = buf(q);
+        reduce_into(a + off * es, in, len, d.dtype, d.redop);
+        return;
+    case DDL_COLL_REDUCE_SCATTER:
+        for (int q = 0; q < size; q++) in[q] = buf(q) + rank * piece;
+        reduce_into(a + off * es, in, len, d.dtype, d.redop);
+        return;
+    case DDL_COLL_BROADCAST:
+        if (rank != d.root && piece) memcpy(a + off * es, buf(d.root), piece);
+        return;
+    case DDL_COLL_SCATTER:
+        if (piece) memcpy(a + off * es, buf(d.root) + rank * piece, piece);
+        return;
+    case DDL_COLL_GATHER:
+    case DDL_COLL_ALLGATHER:
+        if (d.coll == DDL_COLL_GATHER && rank != d.root) return;
+        for (int q = 0; q < size && piece; q++)
+            memcpy(a + ((size_t)q * s.block + off) * es, buf(q), piece);
+        return;
+    case DDL_COLL_ALLTOALL:
+        for (int q = 0; q < size && piece; q++)
+            memcpy(a + ((size_t)q * s.block + off) * es, buf(q) + rank * piece, piece);
+        return;
+    default: return;
+    }
+}
+
+void ShmTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout_ms) {
+    int64_t deadline = now_us() + timeout_ms * 1000;
+    uint8_t* a = static_cast<uint8_t*>(pa);
+    const uint8_t* b = static_cast<const uint8_t*>(pb);
+    size_t es = d.coll == DDL_COLL_BARRIER ? 1 : ddl_dtype_size((ddl_dtype)d.dtype);
+    Shape s = shape_of(d, rank_, size_, a, b);
+    size_t share = (size_t)s.blocks * (size_t)s.block * es;
+    // the decision is the same on every rank whose descriptor agrees (it depends on it alone)
+    bool small = share <= kShmSmall;
+    int par = (int)(calls_ & 1);
+    agree(d, small && s.writes ? s.src : nullptr, small && s.writes ? share : 0, deadline);
+    calls_++;
+    if (small) {
+        read_round(d, rank_, size_, s, a, [&](int q) { return seg_->small(q, par); }, 0, s.block);
+        return;
+    }
+    if (d.coll == DDL_COLL_ALLREDUCE)
+        allreduce_large(d, a, deadline);
+    else
+        rounds(d, a, b, deadline);
+}
+
+void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int64_t deadline) {
+    size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
+    Shape s = shape_of(d, rank_, size_, a, b);
+    int64_t per = (int64_t)(kShmBig / ((size_t)s.blocks * es));
+    for (int64_t off = 0; off < s.block; off += per) {
+        int64_t len = s.block - off < per ? s.block - off : per;
+        size_t piece = (size_t)len * es;
+        uint8_t* mine = seg_->big(rank_, bigpar_);
+        for (int k = 0; s.writes && k < s.blocks; k++)
+            memcpy(mine + k * piece, s.src + ((size_t)k * s.block + off) * es, piece);
+        publish();
+        wait_all(deadline);
+        int par = (int)bigpar_;
+        read_round(d, rank_, size_, s, a, [&](int q) { return seg_->big(q, par); }, off, len);
+        bigpar_ ^= 1;
+    }
+}
+
+void ShmTransport::allreduce_large(const Descriptor& d, uint8_t* a, int64_t deadline) {
+    size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
+    int64_t per = (int64_t)(kShmBig / es);
+    std::vector<const uint8_t*> in(size_);
+    for (int64_t off = 0; off < d.count; off += per) {
+        int64_t len = d.count - off < per ? d.count - off : per;
+        uint8_t* mine = seg_->big(rank_, bigpar_);
+        memcpy(mine, a + off * es, (size_t)len * es);
+        publish();
+        wait_all(deadline);
+        // reduce-scatter: this rank reduces its slice of the round from every rank's piece
+        // into its output and back into its own piece, where the others fetch it
+        int64_t lo = len * rank_ / size_, hi = len * (rank_ + 1) / size_;
+        for (int q = 0; q < size_; q++) in[q] = seg_->big(q, bigpar_) + lo * es;
+        reduce_into(a + (off + lo) * es, in, hi - lo, d.dtype, d.redop);
+        memcpy(mine + lo * es, a + (off + lo) * es, (size_t)(hi - lo) * es);
+        publish();
+        wait_all(deadline);
+        // allgather: every other rank's reduced slice
+        for (int q = 0; q < size_; q++) {
+            if (q == rank_) continue;
+            int64_t qlo = len * q / size_, qhi = len * (q + 1) / size_;
+            memcpy(a + (off + qlo) * es, seg_->big(q, bigpar_) + qlo * es,
+                   (size_t)(qhi - qlo) * es);
+        }
+        bigpar_ ^= 1;
+    }
+}
+
+} // namespace ddl_comm
