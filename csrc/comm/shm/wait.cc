@@ -168,7 +168,7 @@ std::set<int> ShmTransport::dead_peers(int* sys_errno) noexcept {
 
 std::string ShmTransport::peer_address(int rank) const {
     if (rank < 0 || rank >= size_ || rank == rank_) return "";
-    return "shm:pid " + std::to_string(pid_[rank]);
+    return "shm:pid=" + std::to_string(pid_[rank]);
 }
 
 } // namespace ddl_comm
