@@ -9,7 +9,6 @@ survivor and leaves nothing in /dev/shm; DDP equivalence and no_sync forced onto
 import json
 import os
 import re
-import signal
 import sys
 import time
 
@@ -17,8 +16,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import test_ddp as _ddp  # noqa: E402 (the DDP scenarios, rerun here on shared memory)
-import test_distributed as _dist  # noqa: E402 (World: processes killed however a test ends)
+import test_ddp as _ddp  # the DDP scenarios, rerun here on shared memory
+import test_distributed as _dist  # World: processes killed however a test ends
 
 WORKER = os.path.join(HERE, "dist_workers", "shm_worker.py")
 
@@ -67,11 +66,11 @@ def test_mixed_hosts_use_gloo_and_same_host_subgroups_use_shm(world):
     _ok(res, 4, dump)
     for r in range(4):
         out = res[f"rank{r}"][1]
-        info = json.loads(re.search(r"^INFO (.*)$", out, re.M)[1])
+        info = json.loads(re.search(r"^INFO (.*)$", out, re.MULTILINE)[1])
         assert info == {"backend": "gloo", "transport": "gloo", "requested": "auto",
                         "hosts": 2}, info
         if r < 2:
-            sub = json.loads(re.search(r"^SUB (.*)$", out, re.M)[1])
+            sub = json.loads(re.search(r"^SUB (.*)$", out, re.MULTILINE)[1])
             assert sub["transport"] == "shm" and sub["hosts"] == 1, sub
 
 
@@ -102,13 +101,13 @@ def test_peer_killed_or_stopped_is_named_on_every_survivor(world, how, floats):
         time.sleep(0.05)
     dump = world.dump()
     outs = {name: out.read_text() for name, _, out, _ in world.procs}
-    died = float(re.search(r"^DYING (\S+)$", outs[f"rank{victim}"], re.M)[1])
+    died = float(re.search(r"^DYING (\S+)$", outs[f"rank{victim}"], re.MULTILINE)[1])
     for s in survivors:
         assert procs[s].poll() == 1, dump
-        m = re.search(r"^CAUGHT (\S+) (\S+) (\S+) (.*)$", outs[s], re.M)
+        m = re.search(r"^CAUGHT (\S+) (\S+) (\S+) (.*)$", outs[s], re.MULTILINE)
         assert m, dump
         t, kind, is_timeout, msg = float(m[1]), m[2], m[3] == "True", m[4]
-        fields = json.loads(re.search(r"^FIELDS (\S+)$", outs[s], re.M)[1])
+        fields = json.loads(re.search(r"^FIELDS (\S+)$", outs[s], re.MULTILINE)[1])
         assert fields["ranks"] == [victim] and fields["op"] == "allreduce", (fields, dump)
         if how == "kill":  # found through the peer's pidfd, then the report grace (1 s)
             assert kind == "DistributedError" and not is_timeout, dump

@@ -316,9 +316,8 @@ ddl_status ddl_pg_new_transport(ddl_pg** out, ddl_store* store, const char* pref
         pg->timeout_ms = timeout_ms;
         pg->store.reset(new GroupStore(store, prefix ? prefix : "ddl", timeout_ms));
         join(*pg->store, rank, size, timeout_ms);
-        pg->transport =
-            select_transport(*pg->store, rank, size, hostname ? hostname : "", iface ? iface : "",
-                             timeout_ms, transport, &pg->n_hosts);
+        pg->transport = select_transport(*pg->store, rank, size, hostname ? hostname : "",
+                                         iface ? iface : "", timeout_ms, transport, &pg->n_hosts);
         pg->thread = std::thread([pg] { pg->run(); });
         if (size > 1) pg->watchdog = std::thread([pg] { pg->watch(); });
         *out = pg;

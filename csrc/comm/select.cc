@@ -17,7 +17,9 @@ namespace ddl_comm {
 
 namespace {
 
-std::string key(const char* what, int r) { return std::string("ddl/") + what + "/" + std::to_string(r); }
+std::string key(const char* what, int r) {
+    return std::string("ddl/") + what + "/" + std::to_string(r);
+}
 
 // Publish ok (or why not) under `what`; read every rank's: rank -> why, for those not ok.
 std::map<int, std::string> vote(GroupStore& store, const char* what, int rank, int size, bool ok,
@@ -103,15 +105,15 @@ std::unique_ptr<Transport> select_transport(GroupStore& store, int rank, int siz
             std::set<int> elsewhere;
             for (int r = 0; r < size; r++)
                 if (hosts[r].host != hosts[rank].host) elsewhere.insert(r);
-            throw DdlError(Failure(DDL_E_VALUE,
-                                   "process group: transport 'shm' needs every rank on one host, "
-                                   "but the group spans " +
-                                       std::to_string(distinct.size()) + " hosts (rank(s) " +
-                                       rank_list(elsewhere) + " run on another host than rank " +
-                                       std::to_string(rank) + ")")
-                               .op("join")
-                               .rank(rank)
-                               .ranks(elsewhere));
+            throw DdlError(
+                Failure(DDL_E_VALUE, "process group: transport 'shm' needs every rank on one host, "
+                                     "but the group spans " +
+                                         std::to_string(distinct.size()) + " hosts (rank(s) " +
+                                         rank_list(elsewhere) + " run on another host than rank " +
+                                         std::to_string(rank) + ")")
+                    .op("join")
+                    .rank(rank)
+                    .ranks(elsewhere));
         }
         return gloo_transport_new(store, rank, size, host, iface, timeout_ms);
     }

@@ -158,14 +158,9 @@ static PyObject *py_now_us(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused
 }
 
 PyMethodDef pyddl_comm_functions[] = {
-    PYDDL_FN(pg_new, METH_VARARGS),
-    PYDDL_FN(pg_free, METH_O),
-    PYDDL_FN(pg_check, METH_O),
-    PYDDL_FN(pg_transport, METH_O),
-    PYDDL_FN(collective, METH_VARARGS),
-    PYDDL_FN(work_wait, METH_VARARGS),
-    PYDDL_FN(work_done, METH_O),
-    PYDDL_FN(work_times, METH_O),
-    PYDDL_FN(now_us, METH_NOARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(pg_new, METH_VARARGS),     PYDDL_FN(pg_free, METH_O),
+    PYDDL_FN(pg_check, METH_O),         PYDDL_FN(pg_transport, METH_O),
+    PYDDL_FN(collective, METH_VARARGS), PYDDL_FN(work_wait, METH_VARARGS),
+    PYDDL_FN(work_done, METH_O),        PYDDL_FN(work_times, METH_O),
+    PYDDL_FN(now_us, METH_NOARGS),      PYDDL_FN_END,
 };

@@ -101,8 +101,8 @@ void ShmTransport::agree(const Descriptor& d, const void* share, size_t share_by
 // Read round data: buf(q) holds rank q's `blocks` pieces of `len` elements, elements
 // [off, off + len) of each of its blocks.
 template <typename Buf>
-static void read_round(const Descriptor& d, int rank, int size, const Shape& s, uint8_t* a,
-                       Buf buf, int64_t off, int64_t len) {
+static void read_round(const Descriptor& d, int rank, int size, const Shape& s, uint8_t* a, Buf buf,
+                       int64_t off, int64_t len) {
     size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
     size_t piece = (size_t)len * es;
     std::vector<const uint8_t*> in(size);
@@ -150,7 +150,8 @@ void ShmTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout_
     agree(d, small && s.writes ? s.src : nullptr, small && s.writes ? share : 0, deadline);
     calls_++;
     if (small) {
-        read_round(d, rank_, size_, s, a, [&](int q) { return seg_->small(q, par); }, 0, s.block);
+        read_round(
+            d, rank_, size_, s, a, [&](int q) { return seg_->small(q, par); }, 0, s.block);
         return;
     }
     if (d.coll == DDL_COLL_ALLREDUCE)
@@ -172,7 +173,8 @@ void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int
         publish();
         wait_all(deadline);
         int par = (int)bigpar_;
-        read_round(d, rank_, size_, s, a, [&](int q) { return seg_->big(q, par); }, off, len);
+        read_round(
+            d, rank_, size_, s, a, [&](int q) { return seg_->big(q, par); }, off, len);
         bigpar_ ^= 1;
     }
 }

@@ -17,8 +17,8 @@ namespace ddl_comm {
 // The segment: a header page, then one control block per rank, then per rank two small
 // buffers (double-buffered: call k uses parity k & 1) and two large ones (round parity).
 //   [Header][Ctl x n][small: n x 2 x kShmSmall][big: n x 2 x kShmBig]
-constexpr size_t kShmSmall = 64 * 1024;  // a collective whose share fits goes in one step
-constexpr size_t kShmBig = 2u << 20;     // a large collective's round, per rank
+constexpr size_t kShmSmall = 64 * 1024; // a collective whose share fits goes in one step
+constexpr size_t kShmBig = 2u << 20;    // a large collective's round, per rank
 constexpr uint64_t kShmMagic = 0x64646c73686d3031ull; // "ddlshm01"
 
 struct ShmHeader {

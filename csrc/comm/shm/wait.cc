@@ -22,8 +22,8 @@ int64_t now_us();
 
 namespace {
 
-constexpr int kSpins = 2000;      // pause-loop iterations before yielding
-constexpr int kYields = 8;        // sched_yield()s before sleeping
+constexpr int kSpins = 2000;        // pause-loop iterations before yielding
+constexpr int kYields = 8;          // sched_yield()s before sleeping
 constexpr int64_t kSliceUs = 20000; // a sleeper looks at its peer's health this often
 
 inline void cpu_relax() {
@@ -41,7 +41,9 @@ int futex_wait(uint32_t* word, uint32_t expected, int64_t us) {
     return (int)syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, nullptr, 0);
 }
 
-void futex_wake(uint32_t* word) { syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0); }
+void futex_wake(uint32_t* word) {
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
 
 int pidfd_open(int pid) {
 #ifdef SYS_pidfd_open
@@ -159,7 +161,8 @@ std::set<int> ShmTransport::dead_peers(int* sys_errno) noexcept {
     if (sys_errno) *sys_errno = 0;
     try {
         for (int q = 0; q < size_; q++)
-            if (q != rank_ && (__atomic_load_n(&seg_->ctl(q)->closed, __ATOMIC_ACQUIRE) || exited(q)))
+            if (q != rank_ &&
+                (__atomic_load_n(&seg_->ctl(q)->closed, __ATOMIC_ACQUIRE) || exited(q)))
                 dead.insert(q);
     } catch (...) {
     }
