@@ -56,8 +56,24 @@ def test_every_collective_matches_numpy_and_gloo(world, n):
     assert not _segments_of([p.pid for _, p, _, _ in world.procs]), os.listdir("/dev/shm")
 
 
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("hosts", ["aab", "aabb"])
+def test_every_collective_across_forced_hosts(world, hosts):
+    # DDL_HOST_ID stands in for separate machines: all_reduce goes hierarchical (shared memory
+    # inside a "host", Gloo among the hosts' leaders), the rest over Gloo
+    n = len(hosts)
+    port = _dist._free_port()
+    for r in range(n):
+        world.rank(r, n, port, WORKER, "check", DDL_HOST_ID=hosts[r])
+    res = world.wait(140)
+    dump = world.dump()
+    _ok(res, n, dump)
+    for _, out, _ in res.values():
+        assert "TRANSPORT hierarchical 2" in out, dump
+
+
 @pytest.mark.timeout(60)
-def test_mixed_hosts_use_gloo_and_same_host_subgroups_use_shm(world):
+def test_mixed_hosts_go_hierarchical_and_same_host_subgroups_use_shm(world):
     port = _dist._free_port()
     for r in range(4):  # ranks 0, 1 on "host a"; 2, 3 on "host b"
         world.rank(r, 4, port, WORKER, "info", DDL_HOST_ID="a" if r < 2 else "b")
@@ -67,7 +83,7 @@ def test_mixed_hosts_use_gloo_and_same_host_subgroups_use_shm(world):
     for r in range(4):
         out = res[f"rank{r}"][1]
         info = json.loads(re.search(r"^INFO (.*)$", out, re.MULTILINE)[1])
-        assert info == {"backend": "gloo", "transport": "gloo", "requested": "auto",
+        assert info == {"backend": "gloo", "transport": "hierarchical", "requested": "auto",
                         "hosts": 2}, info
         if r < 2:
             sub = json.loads(re.search(r"^SUB (.*)$", out, re.MULTILINE)[1])

@@ -87,6 +87,14 @@ std::unique_ptr<ShmSegment> map_segment(GroupStore& store, int rank, int size,
 
 } // namespace
 
+std::unique_ptr<Transport> shm_transport_new(GroupStore& store, int rank, int size,
+                                             const std::vector<HostRecord>& hosts,
+                                             std::map<int, std::string>* failed) {
+    std::unique_ptr<ShmSegment> seg = map_segment(store, rank, size, hosts, failed);
+    if (!seg) return nullptr;
+    return std::unique_ptr<Transport>(new ShmTransport(std::move(seg), rank, size, hosts));
+}
+
 std::unique_ptr<Transport> select_transport(GroupStore& store, int rank, int size,
                                             const std::string& host, const std::string& iface,
                                             int64_t timeout_ms, ddl_transport mode, int* n_hosts) {
@@ -115,6 +123,8 @@ std::unique_ptr<Transport> select_transport(GroupStore& store, int rank, int siz
                     .rank(rank)
                     .ranks(elsewhere));
         }
+        if ((int)distinct.size() < size) // some host runs several ranks
+            return hierarchical_transport_new(store, rank, size, hosts, host, iface, timeout_ms);
         return gloo_transport_new(store, rank, size, host, iface, timeout_ms);
     }
     std::map<int, std::string> failed;
