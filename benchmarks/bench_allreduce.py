@@ -122,7 +122,8 @@ def _worker(kind, ddl_path):
         import ddl
         import ddl.distributed as dist
         dist.init_process_group("gloo")
-        info = {"ddl": ddl.__file__, "gloo": ddl.gloo_version(), "version": ddl.__version__}
+        info = {"ddl": ddl.__file__, "gloo": ddl.gloo_version(), "version": ddl.__version__,
+                "transport": dist.get_backend_info()["transport"]}
 
         def make(n):
             a = np.zeros(n, np.float32)
@@ -313,7 +314,9 @@ def start_groups(n, exe, tmp, with_torch, ddl_variants):
     store.mkdir()
     groups["gloo"] = Group("gloo", [([str(exe), str(r), str(n), str(store)], base_env)
                                     for r in range(n)], tmp)
-    kinds = [("ddl", "ddl", "")] + [(f"ddl[{label}]", "ddl", path) for label, path in ddl_variants]
+    # "ddl": the default transport (shared memory on one host); "ddl gloo": forced onto Gloo
+    kinds = [("ddl", "ddl", ""), ("ddl gloo", "ddl", "")]
+    kinds += [(f"ddl[{label}]", "ddl", path) for label, path in ddl_variants]
     if with_torch:
         kinds.append(("torch", "torch", ""))
     for name, kind, path in kinds:
@@ -324,6 +327,8 @@ def start_groups(n, exe, tmp, with_torch, ddl_variants):
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
             if kind == "torch":
                 env["GLOO_SOCKET_IFNAME"] = "lo"
+            if name == "ddl gloo":
+                env["DDL_COMM_TRANSPORT"] = "gloo"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind]
             if path:
                 cmd += ["--ddl-path", path]
@@ -350,6 +355,7 @@ def measure(args, exe, tmp, with_torch):
         if not args.quick:
             variants["gloo bcube"] = ("gloo", {s: "bcube" for s in sizes if s <= BCUBE_MAX})
         variants["ddl"] = ("ddl", {s: "sync" for s in sizes})
+        variants["ddl gloo"] = ("ddl gloo", {s: "sync" for s in sizes})
         for label, _ in args.ddl_variant:
             variants[f"ddl[{label}]"] = (f"ddl[{label}]", {s: "sync" for s in sizes})
         if with_torch:
