@@ -394,7 +394,7 @@ def _buf(t, who, writable=True):
     """A contiguous ddl tensor sharing memory with t (a Tensor or a NumPy array)."""
     if isinstance(t, Tensor):
         if not t.is_contiguous():
-            if not writable:  # an input only: a contiguous copy does
+            if not writable:  # an input only (all_gather's, reduce_scatter's): a copy does
                 return t.contiguous()
             raise ValueError(f"{who}: tensors must be contiguous (call .contiguous() first)")
         return t
@@ -428,21 +428,6 @@ def _global_ranks_in_errors(g):
         raise new from None
 
 
-def _inplace(t, who):
-    """(buffer, after) for a tensor updated in place: a non-contiguous Tensor (a transposed
-    or stepped view) goes through a contiguous copy, written back by `after` once the
-    collective is done; otherwise the tensor itself and None."""
-    if isinstance(t, Tensor) and not t.is_contiguous():
-        staged = t.contiguous()
-
-        def write_back():
-            with _no_grad():
-                t.copy_(staged)
-
-        return staged, write_back
-    return _buf(t, who), None
-
-
 def _run(kind, g, a, b, root, op, timeout, async_op, after=None):
     with _global_ranks_in_errors(g):
         h = _C.collective(kind, g._handle, a, b, root, op, _ms(timeout, g), bool(async_op))
@@ -461,16 +446,15 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False, timeout=None
     g = _group(group)
     if g is None:
         return _skip(async_op)
-    buf, after = _inplace(tensor, "all_reduce")
-    return _run("allreduce", g, buf, None, 0, _op(op), timeout, async_op, after)
+    return _run("allreduce", g, _buf(tensor, "all_reduce"), None, 0, _op(op), timeout, async_op)
 
 
 def broadcast(tensor, src=0, group=None, async_op=False, timeout=None):
     g = _group(group)
     if g is None:
         return _skip(async_op)
-    buf, after = _inplace(tensor, "broadcast")
-    return _run("broadcast", g, buf, None, g.group_rank(src), 0, timeout, async_op, after)
+    return _run("broadcast", g, _buf(tensor, "broadcast"), None, g.group_rank(src), 0, timeout,
+                async_op)
 
 
 def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False,
@@ -572,8 +556,8 @@ def reduce(tensor, dst=0, op=ReduceOp.SUM, group=None, async_op=False, timeout=N
     g = _group(group)
     if g is None:
         return _skip(async_op)
-    buf, after = _inplace(tensor, "reduce")
-    return _run("reduce", g, buf, None, g.group_rank(dst), _op(op), timeout, async_op, after)
+    return _run("reduce", g, _buf(tensor, "reduce"), None, g.group_rank(dst), _op(op), timeout,
+                async_op)
 
 
 def gather(tensor, gather_list=None, dst=0, group=None, async_op=False, timeout=None):

@@ -152,12 +152,18 @@ def check(a):
     w = x.copy()
     dist.all_reduce(w)
     same(w, y, True, "repeatable")
-    # non-contiguous tensors and offset views
-    base = ddl.tensor(np.arange(24, dtype=np.float32).reshape(4, 6) * (me + 1))
-    tt = base.t()
-    dist.all_reduce(tt)
-    same(base.numpy(), np.arange(24, dtype=np.float32).reshape(4, 6) * sum(range(1, n + 1)),
-         True, "transposed")
+    # non-contiguous inputs (copied; in-place tensors must be contiguous, as in PyTorch) and
+    # offset views
+    vals = np.arange(24, dtype=np.float32).reshape(4, 6) * (me + 1)
+    tt = ddl.tensor(np.ascontiguousarray(vals.T)).t()  # vals, transposed storage
+    assert not tt.is_contiguous()
+    out = np.zeros((n * 4, 6), np.float32)
+    dist.all_gather_into_tensor(out, tt)
+    same(out, np.concatenate([vals / (me + 1) * (r + 1) for r in range(n)]), True, "transposed")
+    rs_in = ddl.tensor(np.ascontiguousarray(np.ones((n * 3, 2), np.float64).T)).t()
+    rs_out = np.zeros((3, 2), np.float64)
+    dist.reduce_scatter_tensor(rs_out, rs_in)
+    same(rs_out, np.full((3, 2), float(n)), True, "transposed reduce_scatter input")
     buf = ddl.tensor(np.ones(10, dtype=np.float64))
     view = buf[3:8]
     dist.all_reduce(view)
