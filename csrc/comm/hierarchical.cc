@@ -100,14 +100,14 @@ std::unique_ptr<Transport> hierarchical_transport_new(GroupStore& store, int ran
     std::vector<HostRecord> local_hosts;
     for (int r : mine) local_hosts.push_back(hosts[r]);
     std::map<int, std::string> failed;
-    std::unique_ptr<Transport> local = shm_transport_new(local_store, local_rank, (int)mine.size(),
-                                                         local_hosts, &failed);
+    std::unique_ptr<Transport> local =
+        shm_transport_new(local_store, local_rank, (int)mine.size(), local_hosts, &failed);
     if (!local)
-        throw DdlError(Failure(DDL_E_COMM,
-                               "process group: the shared-memory segment of the ranks on rank " +
-                                   std::to_string(rank) + "'s host is not usable by all of them")
-                           .op("join")
-                           .rank(rank));
+        throw DdlError(
+            Failure(DDL_E_COMM, "process group: the shared-memory segment of the ranks on rank " +
+                                    std::to_string(rank) + "'s host is not usable by all of them")
+                .op("join")
+                .rank(rank));
     std::unique_ptr<Transport> leaders;
     if (leader >= 0) {
         GroupStore leader_store = store.sub("leaders");

@@ -34,8 +34,7 @@ std::unique_ptr<Transport> shm_transport_new(GroupStore& store, int rank, int si
 std::unique_ptr<Transport> hierarchical_transport_new(GroupStore& store, int rank, int size,
                                                       const std::vector<HostRecord>& hosts,
                                                       const std::string& host,
-                                                      const std::string& iface,
-                                                      int64_t timeout_ms);
+                                                      const std::string& iface, int64_t timeout_ms);
 
 } // namespace ddl_comm
 
