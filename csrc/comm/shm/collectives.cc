@@ -163,7 +163,7 @@ void ShmTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout_
 void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int64_t deadline) {
     size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
     Shape s = shape_of(d, rank_, size_, a, b);
-    int64_t per = (int64_t)(kShmBig / ((size_t)s.blocks * es));
+    int64_t per = (int64_t)(seg_->big_bytes() / ((size_t)s.blocks * es));
     for (int64_t off = 0; off < s.block; off += per) {
         int64_t len = s.block - off < per ? s.block - off : per;
         size_t piece = (size_t)len * es;
@@ -181,7 +181,7 @@ void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int
 
 void ShmTransport::allreduce_large(const Descriptor& d, uint8_t* a, int64_t deadline) {
     size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
-    int64_t per = (int64_t)(kShmBig / es);
+    int64_t per = (int64_t)(seg_->big_bytes() / es);
     std::vector<const uint8_t*> in(size_);
     for (int64_t off = 0; off < d.count; off += per) {
         int64_t len = d.count - off < per ? d.count - off : per;

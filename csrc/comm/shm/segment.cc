@@ -79,7 +79,9 @@ ShmSegment::ShmSegment(int rank, int size) : rank_(rank), size_(size) {
     small_off_ = sizeof(ShmHeader) + (size_t)size * sizeof(ShmCtl);
     small_off_ = (small_off_ + 4095) / 4096 * 4096;
     big_off_ = small_off_ + (size_t)size * 2 * kShmSmall;
-    bytes_ = big_off_ + (size_t)size * 2 * kShmBig;
+    big_ = kShmBigTotal / (size_t)size / 4096 * 4096;
+    big_ = big_ < kShmBigMin ? kShmBigMin : big_ > kShmBigMax ? kShmBigMax : big_;
+    bytes_ = big_off_ + (size_t)size * 2 * big_;
 }
 
 size_t ShmSegment::bytes_for(int size) { return ShmSegment(0, size).bytes_; }
@@ -111,8 +113,12 @@ bool ShmSegment::create(std::string* name, uint64_t* nonce, std::string* why) {
         *why = std::string("shm_open: ") + strerror(errno);
         return false;
     }
-    if (ftruncate(fd, (off_t)bytes_) != 0) {
-        *why = std::string("ftruncate: ") + strerror(errno);
+    // allocated now: a full /dev/shm is an error here (and Gloo in auto mode), not a SIGBUS
+    // at the first touch of a page in the middle of a collective
+    int err = posix_fallocate(fd, 0, (off_t)bytes_);
+    if (err != 0) {
+        *why = std::string("allocating ") + std::to_string(bytes_ >> 10) + " KiB in /dev/shm: " +
+               strerror(err);
         ::close(fd);
         shm_unlink(buf);
         return false;

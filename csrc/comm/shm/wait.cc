@@ -22,8 +22,8 @@ int64_t now_us();
 
 namespace {
 
-constexpr int kSpins = 2000;        // pause-loop iterations before yielding
-constexpr int kYields = 8;          // sched_yield()s before sleeping
+constexpr int kSpins = 1000;        // pause-loop iterations before yielding
+constexpr int kYields = 16;         // sched_yield()s before sleeping
 constexpr int64_t kSliceUs = 20000; // a sleeper looks at its peer's health this often
 
 inline void cpu_relax() {
@@ -136,7 +136,7 @@ void ShmTransport::exchange(void* out, const void* in, size_t block, int64_t tim
     int64_t deadline = now_us() + timeout_ms * 1000;
     const uint8_t* src = static_cast<const uint8_t*>(in);
     uint8_t* dst = static_cast<uint8_t*>(out);
-    size_t per = kShmBig / (size_t)size_;
+    size_t per = seg_->big_bytes() / (size_t)size_;
     for (size_t off = 0; off < block || off == 0; off += per) {
         size_t len = block - off < per ? block - off : per;
         uint8_t* mine = seg_->big(rank_, bigpar_);
