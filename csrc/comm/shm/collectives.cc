@@ -186,24 +186,25 @@ void ShmTransport::allreduce_large(const Descriptor& d, uint8_t* a, int64_t dead
     for (int64_t off = 0; off < d.count; off += per) {
         int64_t len = d.count - off < per ? d.count - off : per;
         uint8_t* mine = seg_->big(rank_, bigpar_);
-        memcpy(mine, a + off * es, (size_t)len * es);
+        auto lo = [&](int q) { return len * q / size_; };
+        // the slices the other ranks reduce (this rank's own slice it reads in place)
+        for (int q = 0; q < size_; q++)
+            if (q != rank_)
+                memcpy(mine + lo(q) * es, a + (off + lo(q)) * es, (size_t)(lo(q + 1) - lo(q)) * es);
         publish();
         wait_all(deadline);
-        // reduce-scatter: this rank reduces its slice of the round from every rank's piece
-        // into its output and back into its own piece, where the others fetch it
-        int64_t lo = len * rank_ / size_, hi = len * (rank_ + 1) / size_;
-        for (int q = 0; q < size_; q++) in[q] = seg_->big(q, bigpar_) + lo * es;
-        reduce_into(a + (off + lo) * es, in, hi - lo, d.dtype, d.redop);
-        memcpy(mine + lo * es, a + (off + lo) * es, (size_t)(hi - lo) * es);
+        // reduce-scatter: this rank's slice of the round, from every rank in rank order, into
+        // its own piece, where every rank (itself included) fetches it
+        for (int q = 0; q < size_; q++)
+            in[q] =
+                q == rank_ ? a + (off + lo(rank_)) * es : seg_->big(q, bigpar_) + lo(rank_) * es;
+        reduce_into(mine + lo(rank_) * es, in, lo(rank_ + 1) - lo(rank_), d.dtype, d.redop);
         publish();
         wait_all(deadline);
-        // allgather: every other rank's reduced slice
-        for (int q = 0; q < size_; q++) {
-            if (q == rank_) continue;
-            int64_t qlo = len * q / size_, qhi = len * (q + 1) / size_;
-            memcpy(a + (off + qlo) * es, seg_->big(q, bigpar_) + qlo * es,
-                   (size_t)(qhi - qlo) * es);
-        }
+        // allgather: every rank's reduced slice
+        for (int q = 0; q < size_; q++)
+            memcpy(a + (off + lo(q)) * es, seg_->big(q, bigpar_) + lo(q) * es,
+                   (size_t)(lo(q + 1) - lo(q)) * es);
         bigpar_ ^= 1;
     }
 }

@@ -117,8 +117,8 @@ bool ShmSegment::create(std::string* name, uint64_t* nonce, std::string* why) {
     // at the first touch of a page in the middle of a collective
     int err = posix_fallocate(fd, 0, (off_t)bytes_);
     if (err != 0) {
-        *why = std::string("allocating ") + std::to_string(bytes_ >> 10) + " KiB in /dev/shm: " +
-               strerror(err);
+        *why = std::string("allocating ") + std::to_string(bytes_ >> 10) +
+               " KiB in /dev/shm: " + strerror(err);
         ::close(fd);
         shm_unlink(buf);
         return false;
