@@ -8,8 +8,9 @@
  * travels in the segment with the data, a collective runs on the caller's thread whatever its
  * size when nothing is queued, and a dead peer is found through its pidfd within ~20 ms.
  *
- * A process group (`ddl_pg`) is one Gloo context over TCP plus a communication thread with a
- * FIFO queue: every collective is queued there and runs in the order it was issued, so the
+ * A process group (`ddl_pg`) is one transport (a shared-memory segment when every rank runs on
+ * one host, a Gloo context over TCP otherwise, both for a group spanning hosts with several
+ * ranks on some) plus a communication thread with a FIFO queue: every collective is queued there and runs in the order it was issued, so the
  * caller may wait for it (sync) or keep the work handle and wait later (async), for example
  * while backward computes the next gradients.
  *
