@@ -177,6 +177,19 @@ def check(a):
     exp = sum(r + 1 for r in range(n) if r % 2 == me % 2)
     same(t, np.full(5, exp, np.int64), True, "subgroup")
     say("SUBGROUP", dist.get_backend_info(mine)["transport"])
+    # a mismatch in a large call (the descriptor rides with the first round) and between a
+    # large and a small one: every rank raises, naming the odd rank
+    for odd_count in (300_001, 10):
+        if n == 1:
+            break
+        g2 = dist.new_group()
+        try:
+            dist.all_reduce(np.ones(odd_count if me == n - 1 else 300_000, np.float32), group=g2)
+            raise AssertionError("mismatch not detected")
+        except dist.DistributedError as e:
+            assert "mismatched collectives" in str(e) and e.ranks, (str(e), e.ranks)
+            assert (n - 1 in e.ranks) if me != n - 1 else (0 in e.ranks), e.ranks
+        dist.destroy_process_group(g2)
     dist.barrier()  # rank 0 serves the store: it leaves last
     dist.destroy_process_group()
     say("OK rank", me)

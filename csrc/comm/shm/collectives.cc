@@ -1,10 +1,11 @@
 // collectives.cc: the collectives over the shared-memory segment, run by the caller's thread.
-// Every call starts with one step that carries this rank's descriptor, and its whole share
-// of the data when that fits a small buffer (kShmSmall): after it each rank checks every
-// descriptor and, for a small call, reads what it needs from every rank's buffer -- one
-// synchronisation in all, double-buffered by call parity, so no barrier between calls. A
-// larger call then moves in rounds through the large buffers (round parity), one step each:
-// write this rank's piece, wait for every rank, read. A large all_reduce does each round as
+// Every call's first step carries this rank's descriptor (in its control block, by call
+// parity), checked against every rank's before any data is read. A call whose share fits a
+// small buffer (kShmSmall) carries it whole in that step, and each rank then reads what it
+// needs from every rank's buffer: one synchronisation in all, double-buffered by call parity,
+// so no barrier between calls. A larger call moves in rounds through the large buffers
+// (round parity), one step each, the first one carrying the descriptor: write this rank's
+// piece, wait for every rank, read. A large all_reduce does each round as
 // a reduce-scatter (each rank reduces one slice, in rank order) plus an allgather: two steps.
 // Reductions always combine ranks in rank order ((r0 op r1) op r2 ...): the same bits on every
 // rank, run to run, for every size.
@@ -79,13 +80,13 @@ Shape shape_of(const Descriptor& d, int rank, int size, const uint8_t* a, const 
 
 } // namespace
 
-void ShmTransport::agree(const Descriptor& d, const void* share, size_t share_bytes,
-                         int64_t deadline_us) {
-    int par = (int)(calls_ & 1);
+void ShmTransport::post_descriptor(const Descriptor& d, int par) {
     memcpy(&seg_->ctl(rank_)->desc[par], &d, sizeof d);
-    if (share_bytes) memcpy(seg_->small(rank_, par), share, share_bytes);
-    publish();
-    wait_all(deadline_us);
+}
+
+// After the call's first step: every rank's descriptor must equal d (else the mismatch
+// error, on every rank, before any rank's data is read).
+void ShmTransport::check_descriptors(const Descriptor& d, int par) {
     std::set<int> differ;
     Descriptor first{};
     for (int q = 0; q < size_; q++) {
@@ -147,20 +148,26 @@ void ShmTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout_
     // the decision is the same on every rank whose descriptor agrees (it depends on it alone)
     bool small = share <= kShmSmall;
     int par = (int)(calls_ & 1);
-    agree(d, small && s.writes ? s.src : nullptr, small && s.writes ? share : 0, deadline);
     calls_++;
+    post_descriptor(d, par);
     if (small) {
+        if (s.writes && share) memcpy(seg_->small(rank_, par), s.src, share);
+        publish();
+        wait_all(deadline);
+        check_descriptors(d, par);
         read_round(
             d, rank_, size_, s, a, [&](int q) { return seg_->small(q, par); }, 0, s.block);
         return;
     }
+    // a large call's first round carries the descriptor: checked before any data is read
     if (d.coll == DDL_COLL_ALLREDUCE)
-        allreduce_large(d, a, deadline);
+        allreduce_large(d, a, deadline, par);
     else
-        rounds(d, a, b, deadline);
+        rounds(d, a, b, deadline, par);
 }
 
-void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int64_t deadline) {
+void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int64_t deadline,
+                          int par0) {
     size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
     Shape s = shape_of(d, rank_, size_, a, b);
     int64_t per = (int64_t)(seg_->big_bytes() / ((size_t)s.blocks * es));
@@ -172,6 +179,7 @@ void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int
             memcpy(mine + k * piece, s.src + ((size_t)k * s.block + off) * es, piece);
         publish();
         wait_all(deadline);
+        if (off == 0) check_descriptors(d, par0);
         int par = (int)bigpar_;
         read_round(
             d, rank_, size_, s, a, [&](int q) { return seg_->big(q, par); }, off, len);
@@ -179,7 +187,7 @@ void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int
     }
 }
 
-void ShmTransport::allreduce_large(const Descriptor& d, uint8_t* a, int64_t deadline) {
+void ShmTransport::allreduce_large(const Descriptor& d, uint8_t* a, int64_t deadline, int par0) {
     size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
     int64_t per = (int64_t)(seg_->big_bytes() / es);
     std::vector<const uint8_t*> in(size_);
@@ -193,6 +201,7 @@ void ShmTransport::allreduce_large(const Descriptor& d, uint8_t* a, int64_t dead
                 memcpy(mine + lo(q) * es, a + (off + lo(q)) * es, (size_t)(lo(q + 1) - lo(q)) * es);
         publish();
         wait_all(deadline);
+        if (off == 0) check_descriptors(d, par0);
         // reduce-scatter: this rank's slice of the round, from every rank in rank order, into
         // its own piece, where every rank (itself included) fetches it
         for (int q = 0; q < size_; q++)

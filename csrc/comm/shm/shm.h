@@ -110,9 +110,11 @@ class ShmTransport : public Transport {
     bool exited(int q) const;
 
     // collectives.cc
-    void agree(const Descriptor& d, const void* share, size_t share_bytes, int64_t deadline_us);
-    void rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int64_t deadline_us);
-    void allreduce_large(const Descriptor& d, uint8_t* a, int64_t deadline_us);
+    void post_descriptor(const Descriptor& d, int par);
+    void check_descriptors(const Descriptor& d, int par);
+    // par0: the call's parity (its descriptor's slot), checked after the first round's step
+    void rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int64_t deadline_us, int par0);
+    void allreduce_large(const Descriptor& d, uint8_t* a, int64_t deadline_us, int par0);
 
     std::unique_ptr<ShmSegment> seg_;
     int rank_, size_;
