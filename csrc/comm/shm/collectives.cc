@@ -1,7 +1,7 @@
 // collectives.cc: the collectives over the shared-memory segment, run by the caller's thread.
 // Every call's first step carries this rank's descriptor (in its control block, by call
 // parity), checked against every rank's before any data is read. A call whose share fits a
-// small buffer (kShmSmall) carries it whole in that step, and each rank then reads what it
+// small buffer (64 KiB; 1 MiB on 2 ranks) carries it whole in that step, and each rank then reads what it
 // needs from every rank's buffer: one synchronisation in all, double-buffered by call parity,
 // so no barrier between calls. A larger call moves in rounds through the large buffers
 // (round parity), one step each, the first one carrying the descriptor: write this rank's
@@ -146,7 +146,7 @@ void ShmTransport::run(const Descriptor& d, void* pa, void* pb, int64_t timeout_
     Shape s = shape_of(d, rank_, size_, a, b);
     size_t share = (size_t)s.blocks * (size_t)s.block * es;
     // the decision is the same on every rank whose descriptor agrees (it depends on it alone)
-    bool small = share <= kShmSmall;
+    bool small = share <= seg_->small_bytes();
     int par = (int)(calls_ & 1);
     calls_++;
     post_descriptor(d, par);

@@ -78,7 +78,8 @@ HostRecord decode_host_record(const std::string& s) {
 ShmSegment::ShmSegment(int rank, int size) : rank_(rank), size_(size) {
     small_off_ = sizeof(ShmHeader) + (size_t)size * sizeof(ShmCtl);
     small_off_ = (small_off_ + 4095) / 4096 * 4096;
-    big_off_ = small_off_ + (size_t)size * 2 * kShmSmall;
+    small_ = size <= 2 ? kShmSmall * 16 : kShmSmall; // 2 ranks: one step up to 1 MiB
+    big_off_ = small_off_ + (size_t)size * 2 * small_;
     big_ = kShmBigTotal / (size_t)size / 4096 * 4096;
     big_ = big_ < kShmBigMin ? kShmBigMin : big_ > kShmBigMax ? kShmBigMax : big_;
     bytes_ = big_off_ + (size_t)size * 2 * big_;

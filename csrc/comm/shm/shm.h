@@ -16,10 +16,11 @@ namespace ddl_comm {
 
 // The segment: a header page, then one control block per rank, then per rank two small
 // buffers (double-buffered: call k uses parity k & 1) and two large ones (round parity).
-//   [Header][Ctl x n][small: n x 2 x kShmSmall][big: n x 2 x big_bytes()]
+//   [Header][Ctl x n][small: n x 2 x small_bytes()][big: n x 2 x big_bytes()]
 // A large buffer holds one round of a large collective, per rank: 8 MiB / n, between 256 KiB
 // and 4 MiB (fewer rounds mean fewer synchronisations; the segment stays ~16 MiB + n x 128 KiB).
-constexpr size_t kShmSmall = 64 * 1024; // a collective whose share fits goes in one step
+// A collective whose share fits a small buffer goes in one step: 64 KiB, 1 MiB for 1-2 ranks.
+constexpr size_t kShmSmall = 64 * 1024;
 constexpr size_t kShmBigTotal = 8u << 20, kShmBigMin = 256u << 10, kShmBigMax = 4u << 20;
 constexpr uint64_t kShmMagic = 0x64646c73686d3031ull; // "ddlshm01"
 
@@ -59,19 +60,20 @@ class ShmSegment {
         return reinterpret_cast<ShmCtl*>(static_cast<uint8_t*>(base_) + sizeof(ShmHeader)) + r;
     }
     uint8_t* small(int r, int parity) const {
-        return static_cast<uint8_t*>(base_) + small_off_ + ((size_t)r * 2 + parity) * kShmSmall;
+        return static_cast<uint8_t*>(base_) + small_off_ + ((size_t)r * 2 + parity) * small_;
     }
     uint8_t* big(int r, int parity) const {
         return static_cast<uint8_t*>(base_) + big_off_ + ((size_t)r * 2 + parity) * big_;
     }
     size_t big_bytes() const { return big_; }
+    size_t small_bytes() const { return small_; }
     static size_t bytes_for(int size);
 
   private:
     bool map(int fd, std::string* why);
     int rank_, size_;
     void* base_ = nullptr;
-    size_t bytes_ = 0, small_off_ = 0, big_off_ = 0, big_ = 0;
+    size_t bytes_ = 0, small_off_ = 0, big_off_ = 0, big_ = 0, small_ = 0;
 };
 
 // Who a rank is and where it runs, as published in the store when a group is made.
