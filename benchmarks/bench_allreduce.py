@@ -21,6 +21,9 @@ What runs, for 2 and 4 ranks (processes; on a 2-core machine 4 ranks oversubscri
 - ddl:   dist.all_reduce(t) on a ddl tensor (synchronous), env:// rendezvous through ddl's
          TCPStore.
 - torch: torch.distributed.all_reduce on a CPU tensor, backend "gloo" (its own bundled Gloo).
+- ddl: ddl.distributed's default transport (shared memory when the ranks share a host), and
+  "ddl gloo": the same forced onto Gloo (DDL_COMM_TRANSPORT=gloo). memcpy of 64 MiB is
+  measured before and after, as the physical reference for the shared-memory path.
 - ddl[LABEL]: another ddl build (--ddl-variant LABEL=DIR, DIR holding a built `ddl` package),
          e.g. the tree before a change, measured in the same run.
 - probes, raw Gloo, no data: ddl's old check (a 64-byte allgather) and its new one before a
@@ -122,7 +125,8 @@ def _worker(kind, ddl_path):
         import ddl
         import ddl.distributed as dist
         dist.init_process_group("gloo")
-        info = {"ddl": ddl.__file__, "gloo": ddl.gloo_version(), "version": ddl.__version__}
+        info = {"ddl": ddl.__file__, "gloo": ddl.gloo_version(), "version": ddl.__version__,
+                "transport": dist.get_backend_info()["transport"]}
 
         def make(n):
             a = np.zeros(n, np.float32)
@@ -313,7 +317,9 @@ def start_groups(n, exe, tmp, with_torch, ddl_variants):
     store.mkdir()
     groups["gloo"] = Group("gloo", [([str(exe), str(r), str(n), str(store)], base_env)
                                     for r in range(n)], tmp)
-    kinds = [("ddl", "ddl", "")] + [(f"ddl[{label}]", "ddl", path) for label, path in ddl_variants]
+    # "ddl": the default transport (shared memory on one host); "ddl gloo": forced onto Gloo
+    kinds = [("ddl", "ddl", ""), ("ddl gloo", "ddl", "")]
+    kinds += [(f"ddl[{label}]", "ddl", path) for label, path in ddl_variants]
     if with_torch:
         kinds.append(("torch", "torch", ""))
     for name, kind, path in kinds:
@@ -324,6 +330,8 @@ def start_groups(n, exe, tmp, with_torch, ddl_variants):
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
             if kind == "torch":
                 env["GLOO_SOCKET_IFNAME"] = "lo"
+            if name == "ddl gloo":
+                env["DDL_COMM_TRANSPORT"] = "gloo"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind]
             if path:
                 cmd += ["--ddl-path", path]
@@ -350,6 +358,7 @@ def measure(args, exe, tmp, with_torch):
         if not args.quick:
             variants["gloo bcube"] = ("gloo", {s: "bcube" for s in sizes if s <= BCUBE_MAX})
         variants["ddl"] = ("ddl", {s: "sync" for s in sizes})
+        variants["ddl gloo"] = ("ddl gloo", {s: "sync" for s in sizes})
         for label, _ in args.ddl_variant:
             variants[f"ddl[{label}]"] = (f"ddl[{label}]", {s: "sync" for s in sizes})
         if with_torch:
@@ -389,6 +398,41 @@ def measure(args, exe, tmp, with_torch):
 
 
 # ---- analysis and report ---------------------------------------------------------------------
+
+
+def memcpy_gbs(nbytes=64 * MIB, reps=5):
+    """The physical reference: best of `reps` 64 MiB copies (NumPy copyto), GB/s."""
+    import numpy as np
+
+    a = np.ones(nbytes // 4, np.float32)
+    b = np.ones_like(a)  # touched: no page faults in the timing
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return nbytes / best / 1e9
+
+
+def shm_targets(summary, memcpy):
+    """Issue 10's targets for ddl (shared memory on one host): 2 ranks, time vs torch at 4 KiB
+    (<= 0.25) and 1 MiB (<= 0.3), 64 MiB bus bandwidth vs memcpy (>= 0.5); printed, returned."""
+    out = {}
+    t = summary.get(2, {}).get("table", {})
+    print(f"\nissue 10 targets (memcpy 64 MiB: {memcpy:.2f} GB/s in this run):")
+    for s, limit in ((4 * 1024, 0.25), (MIB, 0.3)):
+        if "torch" in t and s in t.get("ddl", {}) and s in t["torch"]:
+            r = paired(t, "ddl", "torch", s)
+            out[f"time_vs_torch_{s}"] = r
+            print(f"  2 ranks {size_name(s):>7}  ddl/torch time {r:.2f}  target <= {limit} "
+                  f"{'pass' if r <= limit else 'MISS'}")
+    e = t.get("ddl", {}).get(64 * MIB)
+    if e:
+        r = e["busbw_gbs"] / memcpy
+        out["busbw_vs_memcpy_64MiB"] = r
+        print(f"  2 ranks  64 MiB  ddl busbw / memcpy {r:.2f}  target >= 0.5 "
+              f"{'pass' if r >= 0.5 else 'MISS'}")
+    return out
 
 
 def summarize(results):
@@ -654,6 +698,7 @@ def main():
     if torch_note:
         print(f"note: torch skipped: {torch_note}", file=sys.stderr)
     t_start = time.monotonic()
+    memcpy_before = memcpy_gbs()
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     tmp = tempfile.mkdtemp(prefix="bench_allreduce.")
     try:
@@ -662,6 +707,7 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    memcpy_after = memcpy_gbs()
 
     ddl_info = next(iter(infos.values()))["ddl"]  # from a worker: the driver never imports ddl
     cpu = C.cpu_info().get("model_name") or platform.processor() or platform.machine()
@@ -679,10 +725,12 @@ def main():
         "baseline_cmd": baseline_cmd, "ddl_variants": args.ddl_variant,
         "load_before": load_before, "load_after": load_after, "notes": args.note,
         "wall_s": time.monotonic() - t_start, "workers": {str(k): v for k, v in infos.items()},
+        "memcpy_64mib_gbs": [memcpy_before, memcpy_after],
     }
     summary = summarize(results)
     rows = verdicts(summary)
     print_table(summary, rows)
+    meta["shm_targets"] = shm_targets(summary, max(memcpy_before, memcpy_after))
 
     body = markdown(meta, summary, rows)
     samples = {str(n): {"probes": r["probes"],

@@ -37,6 +37,10 @@ CNN 2-rank >= 1.0x; MLP 2-rank throughput >= 1.8x ddl's own 1-rank 1-thread thro
 plain, unwrapped model); DDP step <= 1.10x the step without communication (2 ranks); first step
 within 0.5 s of launch (2 ranks); RSS per rank <= 1/3 of PyTorch's (2 ranks).
 
+ddl's process group uses its default transport: shared memory when the ranks share a host
+(reported per rank under "threads"/"transport"); DDL_COMM_TRANSPORT=gloo in the environment
+measures the Gloo path instead. `--ranks 1 2 4` adds the 4-rank case.
+
 Internal: `--worker ddl|torch` is the per-rank entry point the launcher runs.
 """
 import argparse
@@ -139,8 +143,10 @@ class DDLLib(_Lib):
         return self.dist.get_rank(), self.dist.get_world_size()
 
     def threads(self):
+        # (with the group's transport: shared memory on one host unless DDL_COMM_TRANSPORT)
         return {"ddl.get_num_threads": self.lib.get_num_threads(),
-                "blas": self.lib.blas_info()["corename"]}
+                "blas": self.lib.blas_info()["corename"],
+                "transport": self.dist.get_backend_info()["transport"]}
 
     def allreduce_max(self, value):
         a = self.np.array([value], dtype=self.np.float64)

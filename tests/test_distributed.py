@@ -143,11 +143,13 @@ def _assert_ok(results, n_ok, dump):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["auto", "gloo"])
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
-def test_collectives_direct(world, n):
+def test_collectives_direct(world, n, transport):
+    # auto: shared memory (every rank on this host); gloo: TCP loopback
     port = _free_port()
     for r in range(n):
-        world.rank(r, n, port, COLLECTIVES, "--expect-world", n)
+        world.rank(r, n, port, COLLECTIVES, "--expect-world", n, DDL_COMM_TRANSPORT=transport)
     res = world.wait(45)
     _assert_ok(res, n, world.dump())
 
@@ -219,12 +221,14 @@ def _fields(out, tag="FIELDS", name=None):
 
 
 @pytest.mark.timeout(40)
+@pytest.mark.parametrize("transport", ["shm", "gloo"])
 @pytest.mark.parametrize("n,victim,how", [(3, 1, "exit"), (4, 2, "kill"), (3, 0, "kill")],
                          ids=["exit-rank1-of-3", "sigkill-rank2-of-4", "sigkill-rank0-of-3"])
-def test_rank_killed_mid_all_reduce(world, n, victim, how):
+def test_rank_killed_mid_all_reduce(world, n, victim, how, transport):
     port = _free_port()
     for r in range(n):
-        world.rank(r, n, port, FAULTS, "loop", "--victim", victim, "--how", how)
+        world.rank(r, n, port, FAULTS, "loop", "--victim", victim, "--how", how,
+                   DDL_COMM_TRANSPORT=transport)
     res = world.wait(30)
     dump = world.dump()
     rc, out, _ = res[f"rank{victim}"]
@@ -250,7 +254,9 @@ def test_rank_killed_mid_all_reduce(world, n, victim, how):
         assert f["errno"] is None or f["errno"] > 0, f
         if victim != 0:
             assert f["ranks"] == [victim], (f, dump)
-            assert re.fullmatch(r"127\.0\.0\.1:\d+", f["peer"]), f
+            # Gloo: the peer's end of the socket; shared memory: the peer's process
+            peer = r"shm:pid=\d+" if transport == "shm" else r"127\.0\.0\.1:\d+"
+            assert re.fullmatch(peer, f["peer"]), f
         else:
             assert all(0 <= q < n and q != r for q in f["ranks"]), f
         # later collectives fail at once, with the same error and fields

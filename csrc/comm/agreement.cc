@@ -19,12 +19,26 @@ const char* redop_name(int op) {
     return op >= 0 && op < DDL_COMM_NUM_OPS ? names[op] : "?";
 }
 
-bool same(const Descriptor& a, const Descriptor& b) {
+} // namespace
+
+bool same_descriptor(const Descriptor& a, const Descriptor& b) {
     return a.seq == b.seq && a.coll == b.coll && a.dtype == b.dtype && a.count == b.count &&
            a.root == b.root && a.redop == b.redop && a.count2 == b.count2;
 }
 
-} // namespace
+DdlError mismatch_error(int rank, const Descriptor& d, const std::set<int>& differ,
+                        const Descriptor& first) {
+    int r = *differ.begin();
+    std::string msg = "mismatched collectives at sequence number " + std::to_string(d.seq) +
+                      ": rank " + std::to_string(rank) + " called " + describe(d) + " but rank " +
+                      std::to_string(r) + " called " + describe(first);
+    if (first.seq != d.seq) msg += " (its sequence number " + std::to_string(first.seq) + ")";
+    return DdlError(Failure(DDL_E_COMM, msg)
+                        .op(coll_op_name(d.coll))
+                        .seq((int64_t)d.seq)
+                        .rank(rank)
+                        .ranks(differ));
+}
 
 const char* coll_name(int coll) {
     static const char* names[] = {
@@ -74,22 +88,11 @@ bool Agreement::agree(Transport& t, int rank, int size, const Descriptor& d, voi
     for (int r = 0; r < size; r++) {
         Descriptor other;
         memcpy(&other, xout_.data() + (size_t)r * block, sizeof other);
-        if (same(other, d)) continue;
+        if (same_descriptor(other, d)) continue;
         if (differ.empty()) first = other;
         differ.insert(r);
     }
-    if (!differ.empty()) {
-        int r = *differ.begin();
-        std::string msg = "mismatched collectives at sequence number " + std::to_string(d.seq) +
-                          ": rank " + std::to_string(rank) + " called " + describe(d) +
-                          " but rank " + std::to_string(r) + " called " + describe(first);
-        if (first.seq != d.seq) msg += " (its sequence number " + std::to_string(first.seq) + ")";
-        throw DdlError(Failure(DDL_E_COMM, msg)
-                           .op(coll_op_name(d.coll))
-                           .seq((int64_t)d.seq)
-                           .rank(rank)
-                           .ranks(differ));
-    }
+    if (!differ.empty()) throw mismatch_error(rank, d, differ, first);
     // agreed by all: the next exchange carries an all_reduce of this size whole
     eager_cap_ = d.coll == DDL_COLL_ALLREDUCE && bytes > kEagerMin && bytes <= kEagerMax
                      ? (bytes + 63) / 64 * 64

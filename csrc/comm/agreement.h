@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,14 @@ const char* coll_name(int coll);
 const char* coll_op_name(int coll);
 // "all_reduce(float32, 4 elements, SUM)", "broadcast(float64, 2 elements, root 1)", "barrier()"
 std::string describe(const Descriptor& d);
+
+struct DdlError;
+// Whether two ranks' descriptors name the same call (every field but the padding).
+bool same_descriptor(const Descriptor& a, const Descriptor& b);
+// The error every rank raises when the ranks in `differ` (first: the lowest one's
+// descriptor) called something else than d: DDL_E_COMM, fields op, seq, rank, ranks.
+DdlError mismatch_error(int rank, const Descriptor& d, const std::set<int>& differ,
+                        const Descriptor& first);
 
 // One per process group; used by one runner at a time (the group's comm thread or an inline
 // caller, never both). Every collective starts with one message from each rank to every

@@ -57,6 +57,12 @@ class GroupStore {
         return ddl_store_set(s_, k(key).c_str(), val.data(), val.size()) == DDL_OK;
     }
 
+    // The same store under "<prefix>/<name>": the keys of a transport inside the group (the
+    // hierarchical transport's per-host segments and its leaders' Gloo mesh).
+    GroupStore sub(const std::string& name) const {
+        return GroupStore(s_, prefix_ + "/" + name, timeout_ms_);
+    }
+
   private:
     std::string k(const std::string& key) const { return prefix_ + "/" + key; }
     ddl_store* s_;

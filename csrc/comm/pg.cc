@@ -4,10 +4,12 @@
 // No C++ exception crosses into C: each entry point catches and maps to a ddl_status.
 #include "comm/pg.h"
 
-#include "comm/gloo/gloo.h"
+#include "comm/select.h"
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <new>
 
 using namespace ddl_comm;
@@ -58,9 +60,13 @@ void ddl_pg::execute(ddl_work* w) {
         void* pb = w->b ? ddl_tensor_data(w->b) : nullptr;
         // a barrier is the exchange itself: every rank has heard from every other; one rank
         // needs no agreement (the transport handles it locally)
-        bool done =
-            size > 1 ? agreement.agree(*transport, rank, size, d, pa, w->timeout_ms) : false;
-        if (!done && d.coll != DDL_COLL_BARRIER) transport->run(d, pa, pb, w->timeout_ms);
+        if (transport->agrees_itself()) {
+            transport->run(d, pa, pb, w->timeout_ms); // the descriptor travels with the data
+        } else {
+            bool done =
+                size > 1 ? agreement.agree(*transport, rank, size, d, pa, w->timeout_ms) : false;
+            if (!done && d.coll != DDL_COLL_BARRIER) transport->run(d, pa, pb, w->timeout_ms);
+        }
         w->finish(Failure()); // (if the watchdog completed w already, its result stands)
     } catch (...) {
         fail(w);
@@ -227,7 +233,8 @@ ddl_status submit(ddl_pg* pg, int coll, ddl_tensor* a, const ddl_tensor* b, int 
         // wake-ups fewer per call (small ones only: a large transfer can be stuck in the
         // transport after a failure until the watchdog completes the work for its waiter)
         here = !work && !pg->busy && pg->queue.empty() &&
-               (size_t)count * ddl_dtype_size((ddl_dtype)w->desc.dtype) <= kEagerMax;
+               (pg->transport->runs_inline() ||
+                (size_t)count * ddl_dtype_size((ddl_dtype)w->desc.dtype) <= kEagerMax);
         if (here)
             pg->busy = true;
         else
@@ -278,6 +285,25 @@ extern "C" {
 
 ddl_status ddl_pg_new(ddl_pg** out, ddl_store* store, const char* prefix, int rank, int size,
                       const char* hostname, const char* iface, int64_t timeout_ms) {
+    const char* env = getenv("DDL_COMM_TRANSPORT");
+    ddl_transport mode = DDL_TRANSPORT_AUTO;
+    if (env && *env && strcmp(env, "auto") != 0) {
+        if (!strcmp(env, "gloo"))
+            mode = DDL_TRANSPORT_GLOO;
+        else if (!strcmp(env, "shm"))
+            mode = DDL_TRANSPORT_SHM;
+        else
+            return ddl_fail(DDL_E_VALUE,
+                            "process group: DDL_COMM_TRANSPORT=%s: use auto, gloo or shm", env);
+    }
+    return ddl_pg_new_transport(out, store, prefix, rank, size, hostname, iface, timeout_ms, mode);
+}
+
+ddl_status ddl_pg_new_transport(ddl_pg** out, ddl_store* store, const char* prefix, int rank,
+                                int size, const char* hostname, const char* iface,
+                                int64_t timeout_ms, ddl_transport transport) {
+    if ((unsigned)transport > DDL_TRANSPORT_SHM)
+        return ddl_fail(DDL_E_VALUE, "process group: unknown transport %d", (int)transport);
     if (size < 1 || rank < 0 || rank >= size)
         return ddl_fail(DDL_E_VALUE, "process group: rank %d is outside [0, %d)", rank, size);
     if (!store) return ddl_fail(DDL_E_VALUE, "process group: a store is required");
@@ -290,8 +316,8 @@ ddl_status ddl_pg_new(ddl_pg** out, ddl_store* store, const char* prefix, int ra
         pg->timeout_ms = timeout_ms;
         pg->store.reset(new GroupStore(store, prefix ? prefix : "ddl", timeout_ms));
         join(*pg->store, rank, size, timeout_ms);
-        pg->transport = gloo_transport_new(*pg->store, rank, size, hostname ? hostname : "",
-                                           iface ? iface : "", timeout_ms);
+        pg->transport = select_transport(*pg->store, rank, size, hostname ? hostname : "",
+                                         iface ? iface : "", timeout_ms, transport, &pg->n_hosts);
         pg->thread = std::thread([pg] { pg->run(); });
         if (size > 1) pg->watchdog = std::thread([pg] { pg->watch(); });
         *out = pg;
@@ -320,6 +346,8 @@ void ddl_pg_shutdown(ddl_pg* pg) {
 }
 
 int ddl_pg_rank(const ddl_pg* pg) { return pg->rank; }
+const char* ddl_pg_transport(const ddl_pg* pg) { return pg->transport->name(); }
+int ddl_pg_num_hosts(const ddl_pg* pg) { return pg->n_hosts; }
 int ddl_pg_size(const ddl_pg* pg) { return pg->size; }
 
 ddl_status ddl_pg_check(const ddl_pg* pg) {

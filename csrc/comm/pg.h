@@ -44,6 +44,7 @@ struct ddl_pg {
     std::atomic<int> refs{1};
     int rank = 0, size = 1;
     int64_t timeout_ms = 30000;
+    int n_hosts = 1;
     std::unique_ptr<ddl_comm::GroupStore> store;
     std::unique_ptr<ddl_comm::Transport> transport;
     ddl_comm::Agreement agreement; // used by the one runner at a time

@@ -1,6 +1,6 @@
-// transport.h: what a process group needs from a transport (Gloo over TCP in comm/gloo/; a
-// shared-memory one to come): connected to every rank, it moves the bytes of agreed
-// collectives, hangs up on request, and says which peers' connections are gone.
+// transport.h: what a process group needs from a transport (Gloo over TCP in comm/gloo/, shared
+// memory among the ranks of one host in comm/shm/): connected to every rank, it moves the
+// bytes of agreed collectives, hangs up on request, and says which peers' connections are gone.
 #ifndef DDL_COMM_TRANSPORT_H
 #define DDL_COMM_TRANSPORT_H
 
@@ -36,6 +36,16 @@ class Transport {
     // The address of this rank's connection with `rank` at its end ("host:port" or the
     // transport's own notation), "" when unknown.
     virtual std::string peer_address(int rank) const = 0;
+    // True when run() itself checks that every rank called the same collective (the
+    // descriptor travels with the data, as in the shared-memory segment's header): the group
+    // then skips the separate agreement exchange. run() throws the same DdlError as
+    // Agreement::agree on a mismatch, before any rank's data is used.
+    virtual bool agrees_itself() const { return false; }
+    // True when a collective of any size may run on the caller's thread: the transport never
+    // stays stuck in a transfer past a peer's failure (it notices and returns).
+    virtual bool runs_inline() const { return false; }
+    // "gloo", "shm", "hierarchical" (ddl_pg_transport).
+    virtual const char* name() const = 0;
 };
 
 } // namespace ddl_comm

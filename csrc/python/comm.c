@@ -25,20 +25,30 @@ static void work_destructor(PyObject *cap) {
     free_work(pyddl_capsule_pointer(cap, PYDDL_WORK_CAPSULE));
 }
 
-/* pg_new(store, prefix, rank, size, hostname or None, iface or None, timeout_ms) */
-PYDDL_DOC(pg_new, "(store, prefix, rank, size, hostname, iface, timeout_ms, /)",
-          "Join a process group of size ranks through store -> a group handle.");
+/* pg_new(store, prefix, rank, size, hostname or None, iface or None, timeout_ms,
+ *        transport="auto") */
+PYDDL_DOC(pg_new, "(store, prefix, rank, size, hostname, iface, timeout_ms, transport='auto', /)",
+          "Join a process group of size ranks through store -> a group handle (transport "
+          "'auto', 'gloo' or 'shm').");
 static PyObject *py_pg_new(PyObject *Py_UNUSED(self), PyObject *args) {
     ddl_store *store;
-    const char *prefix, *host = NULL, *iface = NULL;
+    const char *prefix, *host = NULL, *iface = NULL, *how = "auto";
     int rank, size;
     long long timeout_ms;
-    if (!PyArg_ParseTuple(args, "O&siizzL", pyddl_conv_store, &store, &prefix, &rank, &size, &host,
-                          &iface, &timeout_ms))
+    if (!PyArg_ParseTuple(args, "O&siizzL|s", pyddl_conv_store, &store, &prefix, &rank, &size,
+                          &host, &iface, &timeout_ms, &how))
         return NULL;
+    ddl_transport transport = DDL_TRANSPORT_AUTO;
+    if (!strcmp(how, "gloo"))
+        transport = DDL_TRANSPORT_GLOO;
+    else if (!strcmp(how, "shm"))
+        transport = DDL_TRANSPORT_SHM;
+    else if (strcmp(how, "auto"))
+        return pyddl_raise(ddl_fail(DDL_E_VALUE, "unknown transport '%s': auto, gloo or shm", how));
     ddl_pg *pg = NULL;
     ddl_status st;
-    PYDDL_NOGIL(st, ddl_pg_new(&pg, store, prefix, rank, size, host, iface, timeout_ms));
+    PYDDL_NOGIL(st, ddl_pg_new_transport(&pg, store, prefix, rank, size, host, iface, timeout_ms,
+                                         transport));
     if (st) return pyddl_raise(st);
     return pyddl_capsule_new(pg, PYDDL_PG_CAPSULE, pg_destructor, stop_pg);
 }
@@ -50,6 +60,13 @@ static PyObject *py_pg_free(PyObject *Py_UNUSED(self), PyObject *cap) {
     if (!pyddl_conv_pg(cap, &pg) || PyCapsule_SetDestructor(cap, NULL) < 0) return NULL;
     stop_pg(pg);
     Py_RETURN_NONE;
+}
+
+PYDDL_DOC(pg_transport, "(pg, /)", "(transport name, number of hosts) of a group.");
+static PyObject *py_pg_transport(PyObject *Py_UNUSED(self), PyObject *cap) {
+    ddl_pg *pg;
+    if (!pyddl_conv_pg(cap, &pg)) return NULL;
+    return Py_BuildValue("(si)", ddl_pg_transport(pg), ddl_pg_num_hosts(pg));
 }
 
 PYDDL_DOC(pg_check, "(pg, /)", "Raise the error that broke the group, if any.");
@@ -141,13 +158,9 @@ static PyObject *py_now_us(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(unused
 }
 
 PyMethodDef pyddl_comm_functions[] = {
-    PYDDL_FN(pg_new, METH_VARARGS),
-    PYDDL_FN(pg_free, METH_O),
-    PYDDL_FN(pg_check, METH_O),
-    PYDDL_FN(collective, METH_VARARGS),
-    PYDDL_FN(work_wait, METH_VARARGS),
-    PYDDL_FN(work_done, METH_O),
-    PYDDL_FN(work_times, METH_O),
-    PYDDL_FN(now_us, METH_NOARGS),
-    PYDDL_FN_END,
+    PYDDL_FN(pg_new, METH_VARARGS),     PYDDL_FN(pg_free, METH_O),
+    PYDDL_FN(pg_check, METH_O),         PYDDL_FN(pg_transport, METH_O),
+    PYDDL_FN(collective, METH_VARARGS), PYDDL_FN(work_wait, METH_VARARGS),
+    PYDDL_FN(work_done, METH_O),        PYDDL_FN(work_times, METH_O),
+    PYDDL_FN(now_us, METH_NOARGS),      PYDDL_FN_END,
 };

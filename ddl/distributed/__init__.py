@@ -13,6 +13,7 @@ peer is a DistributedError naming it. docs/distributed.md has the details.
 """
 import contextlib
 import hashlib
+import logging
 import os
 import time
 import weakref
@@ -123,6 +124,7 @@ class ProcessGroup:
         self._handle, self._rank, self._size = handle, rank, size
         self.ranks = list(ranks)  # global ranks, in group order
         self._store, self.timeout = store, timeout
+        self._requested = "auto"
 
     def rank(self):
         return self._rank
@@ -155,6 +157,7 @@ _world = None
 _world_store = None
 _group_count = 0
 _bind = (None, None)  # (address, interface) the world's Gloo device uses; subgroups reuse it
+_transport = "auto"  # the transport mode the world was made with; subgroups inherit it
 
 
 # ---- set-up --------------------------------------------------------------------------------
@@ -169,7 +172,7 @@ def _seconds(timeout):
 
 
 def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT,
-                       world_size=-1, rank=-1, store=None, group_name=""):
+                       world_size=-1, rank=-1, store=None, group_name="", transport=None):
     """Join the default process group.
 
     init_method: "env://" (default: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT),
@@ -178,8 +181,13 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
     (ddl/distributed/rendezvous.py reads the URL). Gloo binds to this machine's address on the
     route to the master; GLOO_SOCKET_IFNAME (or DDL_SOCKET_IFNAME) names a network interface
     instead.
+
+    transport: how the group moves data: "auto" (the default; also DDL_COMM_TRANSPORT) uses
+    shared memory when every rank runs on one host (same hostname, boot id and network
+    namespace, or the same DDL_HOST_ID) and Gloo over TCP otherwise; "gloo" or "shm" force one
+    ("shm" fails when the ranks span hosts). get_backend_info() says which one a group uses.
     """
-    global _world, _world_store, _group_count, _bind
+    global _world, _world_store, _group_count, _bind, _transport
     if _world is not None:
         raise RuntimeError("init_process_group: the default process group is already initialized;"
                            " call destroy_process_group() first")
@@ -192,6 +200,7 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
     if backend not in ("gloo", None, "GLOO"):
         raise ValueError(f"init_process_group: backend {backend!r} is not available: ddl "
                          "runs on Gloo (CPU)")
+    mode = _transport_mode(transport)
     secs = _seconds(timeout)
     ms = int(secs * 1000)
     if store is None:
@@ -205,16 +214,57 @@ def init_process_group(backend="gloo", init_method=None, timeout=DEFAULT_TIMEOUT
     prefix = f"pg/{group_name or 'default'}"
     _try_store(store.add, f"{prefix}/ddl/join_started", 1)
     try:
-        handle = _C.pg_new(store._h(), prefix, rank, world_size, host, iface, ms)
+        handle = _C.pg_new(store._h(), prefix, rank, world_size, host, iface, ms, mode)
     except Exception:
         _after_failed_join(store, prefix, secs)
         raise
     _world = ProcessGroup(handle, rank, world_size, range(world_size), store, secs)
+    _world._requested = mode
     _world_store = store
     _group_count = 0
     _bind = (host, iface)
+    _transport = mode
     GroupMember.WORLD = _world
     _set_num_threads_from_env()
+    _log_transport_once(_world)
+
+
+# ---- the transport ---------------------------------------------------------------------------
+
+_TRANSPORTS = ("auto", "gloo", "shm")
+_logged = False
+
+
+def _transport_mode(transport):
+    """The transport mode asked for: the argument, else DDL_COMM_TRANSPORT, else "auto"."""
+    where = "transport"
+    if transport is None:
+        transport, where = os.environ.get("DDL_COMM_TRANSPORT") or "auto", "DDL_COMM_TRANSPORT"
+    if not isinstance(transport, str) or transport.lower() not in _TRANSPORTS:
+        raise ValueError(f"{where}={transport!r}: use one of {', '.join(_TRANSPORTS)}")
+    return transport.lower()
+
+
+def _log_transport_once(g):
+    global _logged
+    if _logged:
+        return
+    _logged = True
+    info = get_backend_info(g)
+    logging.getLogger("ddl.distributed").info(
+        "rank %d of %d: transport %s (asked: %s), %d host(s)", g.rank(), g.size(),
+        info["transport"], info["requested"], info["hosts"])
+
+
+def get_backend_info(group=None):
+    """How a group moves its data: {"backend": "gloo", "transport": "shm" or "gloo",
+    "requested": the mode it was made with ("auto", "gloo", "shm"), "hosts": how many hosts
+    its ranks run on}."""
+    g = _group(group)
+    if g is None:
+        raise ValueError("get_backend_info: this rank is not a member of the group")
+    name, hosts = _C.pg_transport(g._handle)
+    return {"backend": "gloo", "transport": name, "requested": g._requested, "hosts": hosts}
 
 
 def _try_store(fn, *args):
@@ -306,11 +356,14 @@ def destroy_process_group(group=None):
         close()
 
 
-def new_group(ranks=None, timeout=None, backend=None):
+def new_group(ranks=None, timeout=None, backend=None, transport=None):
     """A group of the given global ranks. Every rank of the world must call it (in the same
-    order as the other new_group calls); ranks outside get GroupMember.NON_GROUP_MEMBER."""
+    order as the other new_group calls); ranks outside get GroupMember.NON_GROUP_MEMBER.
+    transport: as for init_process_group (None: the world's mode); the group chooses for
+    itself (shared memory when its own ranks share a host)."""
     global _group_count
     world = _require()
+    mode = _transport if transport is None else _transport_mode(transport)
     ranks = sorted(set(range(world.size()) if ranks is None else ranks))
     for r in ranks:
         if not 0 <= r < world.size():
@@ -333,9 +386,10 @@ def new_group(ranks=None, timeout=None, backend=None):
     group = ProcessGroup(None, ranks.index(me), len(ranks), ranks, _world_store, secs)
     with _global_ranks_in_errors(group):
         handle = _C.pg_new(_world_store._h(), f"pg/group{_group_count}/{members}",
-                           ranks.index(me), len(ranks), host, iface, int(secs * 1000))
+                           ranks.index(me), len(ranks), host, iface, int(secs * 1000), mode)
     group._handle = handle
     _subgroups.add(group)  # issue 13: destroy_process_group() frees them with the world
+    group._requested = mode
     return group
 
 
@@ -355,6 +409,8 @@ def _buf(t, who, writable=True):
     """A contiguous ddl tensor sharing memory with t (a Tensor or a NumPy array)."""
     if isinstance(t, Tensor):
         if not t.is_contiguous():
+            if not writable:  # an input only (all_gather's, reduce_scatter's): a copy does
+                return t.contiguous()
             raise ValueError(f"{who}: tensors must be contiguous (call .contiguous() first)")
         return t
     if isinstance(t, np.ndarray):
@@ -583,7 +639,8 @@ __all__ = [
     "DistributedError", "DistributedTimeoutError", "FileStore", "GroupMember", "PrefixStore",
     "ProcessGroup", "RedisStore", "ReduceOp", "Store", "TCPStore", "Work", "all_gather",
     "all_gather_into_tensor", "all_reduce", "all_to_all", "all_to_all_single", "barrier",
-    "broadcast", "destroy_process_group", "gather", "get_backend", "get_rank", "get_world_size",
+    "broadcast", "destroy_process_group", "gather", "get_backend", "get_backend_info",
+    "get_rank", "get_world_size",
     "init_process_group", "is_available", "is_initialized", "launch", "new_group", "reduce",
     "reduce_scatter", "reduce_scatter_tensor", "scatter",
 ]

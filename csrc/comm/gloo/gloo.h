@@ -49,6 +49,7 @@ class GlooTransport : public Transport {
     void close() noexcept override;
     std::set<int> dead_peers(int* sys_errno) noexcept override;
     std::string peer_address(int rank) const override;
+    const char* name() const override { return "gloo"; }
 
   private:
     int rank_, size_;

@@ -1,10 +1,16 @@
 /* comm.h: process groups and collectives, part of the C API. Implemented in csrc/comm/: pg.cc
  * (the group, its queue and thread, these entry points), agreement.cc (descriptors),
- * failure.cc (diagnosis, watchdog), over a transport (transport.h; Gloo over TCP in
- * csrc/comm/gloo/, the only code that calls Gloo besides csrc/store/redis.cc).
+ * failure.cc (diagnosis, watchdog), select.cc (the transport choice), over a transport
+ * (transport.h; Gloo over TCP in csrc/comm/gloo/, the only code that calls Gloo besides
+ * csrc/store/redis.cc; shared memory among the ranks of one host in csrc/comm/shm/).
  *
- * A process group (`ddl_pg`) is one Gloo context over TCP plus a communication thread with a
- * FIFO queue: every collective is queued there and runs in the order it was issued, so the
+ * On shared memory (the default when every rank runs on one host) the descriptor below
+ * travels in the segment with the data, a collective runs on the caller's thread whatever its
+ * size when nothing is queued, and a dead peer is found through its pidfd within ~20 ms.
+ *
+ * A process group (`ddl_pg`) is one transport (a shared-memory segment when every rank runs on
+ * one host, a Gloo context over TCP otherwise, both for a group spanning hosts with several
+ * ranks on some) plus a communication thread with a FIFO queue: every collective is queued there and runs in the order it was issued, so the
  * caller may wait for it (sync) or keep the work handle and wait later (async), for example
  * while backward computes the next gradients.
  *
@@ -74,6 +80,22 @@ typedef enum {
  * ranks started with a different `size` fail every rank at once with DDL_E_VALUE. */
 ddl_status ddl_pg_new(ddl_pg **out, ddl_store *store, const char *prefix, int rank, int size,
                       const char *hostname, const char *iface, int64_t timeout_ms);
+
+/* Which transport a group moves its data with. AUTO: shared memory (csrc/comm/shm/) when every
+ * rank of the group runs on one host (same hostname, boot id and network namespace, or the
+ * same DDL_HOST_ID) and the segment proved visible to all, else Gloo over TCP. GLOO: always
+ * Gloo. SHM: shared memory, or DDL_E_VALUE when the ranks span hosts. */
+typedef enum { DDL_TRANSPORT_AUTO = 0, DDL_TRANSPORT_GLOO, DDL_TRANSPORT_SHM } ddl_transport;
+/* ddl_pg_new with the transport chosen by `transport` (ddl_pg_new reads DDL_COMM_TRANSPORT:
+ * "auto" (or unset), "gloo", "shm"; any other value is DDL_E_VALUE). Every rank must pass the
+ * same mode. */
+ddl_status ddl_pg_new_transport(ddl_pg **out, ddl_store *store, const char *prefix, int rank,
+                                int size, const char *hostname, const char *iface,
+                                int64_t timeout_ms, ddl_transport transport);
+/* The transport the group uses ("shm", "gloo") and the number of distinct hosts its ranks
+ * run on. */
+const char *ddl_pg_transport(const ddl_pg *pg);
+int ddl_pg_num_hosts(const ddl_pg *pg);
 /* A group is refcounted: ddl_pg_new's reference and one per ddl_pg_retain (which returns pg),
  * each given back with ddl_pg_release; the last frees it (NULL is a no-op for both). Holders
  * that must not outlive the group's memory (the DDP reducer) take references. */
