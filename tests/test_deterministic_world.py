@@ -1,6 +1,8 @@
 """The deterministic mode on 1, 2 and 4 ranks: bitwise-identical parameters after 50 steps
 (MLP, CNN with batch norm and dropout, LSTM), elastic resume 2 -> 4 and 2 -> 1 ranks, and the
 default mode's run-to-run repeatability at 2 ranks."""
+import os
+
 import numpy as np
 import pytest
 from _deterministic_runs import STEPS, build, dataset, run
@@ -146,3 +148,19 @@ def test_trainer_deterministic_option_at_2_ranks(trainer_reference, rank, tmp_pa
     assert [h["train_loss"] for h in history] == pytest.approx(
         [h["train_loss"] for h in ref_history], rel=1e-6)
     assert history[-1]["eval_accuracy"] == ref_history[-1]["eval_accuracy"]
+
+
+@pytest.mark.timeout(240)
+def test_the_same_hashes_over_gloo(tmp_path):
+    """On one host the tests above run on the shared-memory transport (auto's choice); this
+    runs them again forced onto Gloo, whose reduction order differs: every hash must still
+    equal the one-process run's."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DDL_COMM_TRANSPORT": "gloo"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "-k", "not over_gloo", __file__], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=220, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-1000:]
