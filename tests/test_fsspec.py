@@ -98,9 +98,9 @@ def test_helpers_for_other_readers(files):
 
 # ---- ShardedDataset on URLs: memory:// and file://, only this rank's shards read ----
 
-from ddl.data import ShardedDataset, save_shards  # noqa: E402
-from ddl.data import shards as _shards  # noqa: E402
-from ddl.sparse import CSRMatrix  # noqa: E402
+from ddl.data import ShardedDataset, save_shards
+from ddl.data import shards as _shards
+from ddl.sparse import CSRMatrix
 
 
 def _upload(local_dir, root):
