@@ -57,14 +57,14 @@ def test_each_rank_reads_only_its_range(files, monkeypatch):
     local, _ = files
     size = os.path.getsize(local)
     reads = []
-    real = _fsspec.line_range
+    real = _fsspec.line_span
 
-    def spy(fs, path, start, end, total):
-        out = real(fs, path, start, end, total)
+    def spy(fs, path, start, end, total, cap=None):
+        first, out = real(fs, path, start, end, total, cap)
         reads.append((start, end, len(out)))
-        return out
+        return first, out
 
-    monkeypatch.setattr(_fsspec, "line_range", spy)
+    monkeypatch.setattr(_fsspec, "line_span", spy)
     load_libsvm("memory://ddltest/a.svm", rank=1, world_size=4, n_features=5)
     (start, end, n), = reads
     assert (start, end) == (size // 4, size // 2)
@@ -195,3 +195,59 @@ def test_sharded_url_errors(shard_dirs):
     mem.rm(first)
     with pytest.raises(FileNotFoundError, match="shard 0 is missing"):
         ShardedDataset("memory://ddlshards/csr", rank=0, world_size=4)
+
+
+# ---- a URL's share is parsed from memory, errors numbered in the whole file ----
+
+
+def test_url_share_parsed_in_memory_with_true_line_numbers(monkeypatch):
+    import tempfile
+
+    def no_temp(*a, **k):
+        raise AssertionError("a temporary file was made")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_temp)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_temp)
+    lines = [f"1 {i % 7 + 1}:1" for i in range(999)] + ["1 2:1 1:1"] + ["0 1:1"] * 20
+    mem = fsspec.filesystem("memory")
+    mem.pipe("/ddlnum/a.svm", ("\n".join(lines) + "\n").encode())
+    try:
+        for w in (1, 2, 3, 4):
+            raised = 0
+            for r in range(w):
+                try:
+                    load_libsvm("memory://ddlnum/a.svm", rank=r, world_size=w)
+                except ValueError as e:
+                    raised += 1
+                    assert str(e).startswith("memory://ddlnum/a.svm:1000: index 1 after index 2"), e
+            assert raised == 1
+        # the bytes before the share cannot be re-read: the message says where the line is
+        fs, path = _fsspec.filesystem("memory://ddlnum/a.svm")
+        first, data = _fsspec.line_span(fs, path, fs.size(path) // 2, fs.size(path),
+                                        fs.size(path))
+        n = data[:data.index(b"1 2:1 1:1")].count(b"\n") + 1
+
+        def broken(*a):
+            raise OSError("the store went away")
+
+        monkeypatch.setattr(_fsspec, "count_lines", broken)
+        with pytest.raises(ValueError, match=f"^memory://ddlnum/a.svm: line {n} of the byte "
+                                             f"range starting at offset {first}: index 1 after"):
+            load_libsvm("memory://ddlnum/a.svm", rank=1, world_size=2)
+        ok = load_libsvm("memory://ddlnum/a.svm", rank=0, world_size=2)[0]
+        assert ok.shape[0] == mem.cat_file("/ddlnum/a.svm")[:first].count(b"\n")
+    finally:
+        mem.rm("/ddlnum", recursive=True)
+
+
+def test_url_line_cap_bounds_the_fetch(monkeypatch):
+    monkeypatch.setenv("DDL_LIBSVM_MAX_LINE", str(1 << 20))
+    mem = fsspec.filesystem("memory")
+    mem.pipe("/ddlcap/a.svm", b"1 1:1\n" + b"9" * (3 << 20))  # no newline: one 3 MB line
+    try:
+        for r, w in ((0, 1), (0, 2), (1, 2)):
+            with pytest.raises(ValueError, match="memory://ddlcap/a.svm: a line longer than "
+                                                 "1048576 bytes.*DDL_LIBSVM_MAX_LINE"):
+                load_libsvm("memory://ddlcap/a.svm", rank=r, world_size=w)
+    finally:
+        mem.rm("/ddlcap", recursive=True)
