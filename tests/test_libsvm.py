@@ -435,3 +435,64 @@ def test_sharded_dataset_with_dataloader(tmp_path):
     batches = list(loader)
     assert len(batches) == 3
     np.testing.assert_array_equal(np.concatenate([np.asarray(b[0]) for b in batches]), X)
+
+
+# ---- the parser over bytes in memory (ddl._C.libsvm_parse: a URL's share, no temporary file) --
+
+
+def parse_buffer(data, name="mem.svm", offset=0, first_line=1, n_features=0, dtype=np.float32):
+    ip, ix, v, y, mc = ddl._C.libsvm_parse(data, name, offset, first_line, n_features,
+                                           int(np.dtype(dtype) == np.float64))
+    return ip.numpy(), ix.numpy(), v.numpy(), y.numpy(), mc
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_buffer_parse_equals_file_parse(tmp_path, rng, variant):
+    text = VARIANTS[variant](rng)
+    path = write(tmp_path, text)
+    for dt, code in ((np.float32, 0), (np.float64, 1)):
+        want = ddl._C.libsvm_load(path, 0, -1, 0, code)
+        got = ddl._C.libsvm_parse(text.encode(), "m", 0, 1, 0, code)
+        for a, b in zip(want[:4], got[:4]):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+            assert a.numpy().dtype == b.numpy().dtype
+        assert want[4] == got[4]
+    # any bytes-like object, borrowed
+    ip, ix, _v, _y, mc = parse_buffer(memoryview(bytearray(b"1 2:3\n0 1:1")))
+    assert ip.tolist() == [0, 1, 2] and ix.tolist() == [1, 0] and mc == 2
+
+
+@pytest.mark.parametrize("line,why", BAD)
+def test_buffer_malformed_line_numbers(line, why):
+    data = b"# comment\n1 1:1\n\n" + line + b"\n0 2:2\n"
+    with pytest.raises(ValueError, match=re.escape(why)) as e:
+        parse_buffer(data, "s3://b/k.svm", offset=0, first_line=1)
+    assert str(e.value).startswith("s3://b/k.svm:4: "), str(e.value)
+    with pytest.raises(ValueError) as e:  # the share starts at line 41 of its file
+        parse_buffer(data, "s3://b/k.svm", offset=900, first_line=41)
+    assert str(e.value).startswith("s3://b/k.svm:44: "), str(e.value)
+    with pytest.raises(ValueError) as e:  # its line number unknown: say where it is instead
+        parse_buffer(data, "s3://b/k.svm", offset=900, first_line=0)
+    assert str(e.value).startswith(
+        "s3://b/k.svm: line 4 of the byte range starting at offset 900: "), str(e.value)
+
+
+def test_buffer_bounds(monkeypatch):
+    with pytest.raises(ValueError, match="overflows float32"):
+        parse_buffer(b"1 1:1e39\n")
+    assert parse_buffer(b"1 1:1e39\n", dtype=np.float64)[2].tolist() == [1e39]
+    with pytest.raises(ValueError, match="m:2: a NUL byte at column 6"):
+        parse_buffer(b"1 1:1\n1 1:2\x00\x00\x00" + b"\x00" * 5000)
+    with pytest.raises(ValueError, match="above n_features=3"):
+        parse_buffer(b"1 4:1\n", n_features=3)
+    monkeypatch.setenv("DDL_LIBSVM_MAX_LINE", str(1 << 20))
+    long_line = b"1 " + b" ".join(b"%d:1" % i for i in range(1, 150_000))  # ~1.3 MB
+    with pytest.raises(ValueError, match=r"^m: a line longer than 1048576 bytes near byte 106.*"
+                                         "DDL_LIBSVM_MAX_LINE"):
+        parse_buffer(b"0 1:1\n" + long_line + b"\n", "m", offset=100)
+    monkeypatch.delenv("DDL_LIBSVM_MAX_LINE")
+    assert parse_buffer(b"0 1:1\n" + long_line + b"\n")[0].tolist()[-1] == 150_000
+    with pytest.raises(TypeError):
+        parse_buffer("text, not bytes")
+    with pytest.raises(ValueError, match="offset -1"):
+        parse_buffer(b"", offset=-1)

@@ -1,5 +1,6 @@
 /* libsvm.c: the libsvm/svmlight text format parsed into CSR arrays, over a byte range of a
- * file so that each rank of a job reads only its own part (see ml.h for the contract). */
+ * file so that each rank of a job reads only its own part, or over bytes already in memory (a
+ * share fetched from a URL); see data.h for the contract. */
 #include "core/internal.h"
 #include "core/vec.h"
 #include "ddl/data.h"
@@ -370,15 +371,93 @@ static int parse_line(csr_builder *b, const char *s, size_t n, char *msg) {
     return 0;
 }
 
-ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor **values,
-                           ddl_tensor **labels, int64_t *max_col, const char *path, int64_t start,
-                           int64_t end, int64_t n_features, ddl_dtype dt) {
+/* The shared loop: the lines of r from its current position whose offset is below `end`,
+ * into new tensors. fd >= 0: a file (an error's line number counted from the file's start);
+ * fd < 0: a buffer whose first line is line `first_line` of its file (0: unknown). */
+static ddl_status parse_lines(ddl_tensor *outs[4], int64_t *max_col, reader *r, int64_t end,
+                              int64_t range_start, int64_t first_line, int64_t n_features,
+                              ddl_dtype dt) {
+    ddl_status st = DDL_OK;
+    const char *name = r->path;
+    csr_builder b = {.indptr = ddl_vec_make(sizeof(int64_t)),
+                     .indices = ddl_vec_make(sizeof(int64_t)),
+                     .values = ddl_vec_make(dt == DDL_FLOAT32 ? sizeof(float) : sizeof(double)),
+                     .labels = ddl_vec_make(sizeof(double)),
+                     .dt = dt,
+                     .n_features = n_features};
+    if (ddl_vec_reserve(&b.indptr, 1)) {
+        st = ddl_fail(DDL_E_NOMEM, "%s: out of memory", name);
+        goto done;
+    }
+    ((int64_t *)b.indptr.p)[b.indptr.n++] = 0;
+    /* A range starting at `start` > 0 owns the lines beginning at or after it: read from
+     * start - 1 and drop everything up to the first '\n' (none when byte start-1 is one). */
+    if (r->fd >= 0 && range_start > 0) st = skip_partial_line(r);
+    int64_t rel_line = 0;
+    char msg[MSG];
+    while (!st) {
+        int got;
+        char *line;
+        size_t n;
+        int64_t off;
+        if ((st = next_line(r, &got, &line, &n, &off)) || !got || off >= end) break;
+        rel_line++;
+        if (r->fd < 0 && n >= r->max_line) { /* a file's reader stops at the cap by itself */
+            st = ddl_fail(DDL_E_VALUE,
+                          "%s: a line longer than %zu bytes near byte %lld (the cap: set "
+                          "DDL_LIBSVM_MAX_LINE to raise it)",
+                          name, r->max_line, (long long)off);
+            break;
+        }
+        int rc = parse_line(&b, line, n, msg);
+        if (rc < 0)
+            st = ddl_fail(DDL_E_NOMEM, "%s: out of memory", name);
+        else if (rc > 0) {
+            int64_t ln = -1;
+            if (r->fd >= 0)
+                ln = line_number_at(r->fd, off);
+            else if (first_line > 0)
+                ln = first_line + rel_line - 1;
+            if (ln > 0)
+                st = ddl_fail(DDL_E_VALUE, "%s:%lld: %s", name, (long long)ln, msg);
+            else /* the line number of the range's start is unknown: say where the line is */
+                st = ddl_fail(DDL_E_VALUE,
+                              "%s: line %lld of the byte range starting at offset %lld: %s", name,
+                              (long long)rel_line, (long long)range_start, msg);
+        }
+    }
+    if (!st) st = ddl_vec_to_tensor(&outs[0], &b.indptr, DDL_INT64);
+    if (!st) st = ddl_vec_to_tensor(&outs[1], &b.indices, DDL_INT64);
+    if (!st) st = ddl_vec_to_tensor(&outs[2], &b.values, dt);
+    if (!st) st = ddl_vec_to_tensor(&outs[3], &b.labels, DDL_FLOAT64);
+    if (!st) *max_col = b.max_col;
+done:
+    if (st)
+        for (int i = 0; i < 4; i++) {
+            ddl_tensor_release(outs[i]);
+            outs[i] = NULL;
+        }
+    ddl_vec_free(&b.indptr);
+    ddl_vec_free(&b.indices);
+    ddl_vec_free(&b.values);
+    ddl_vec_free(&b.labels);
+    return st;
+}
+
+static ddl_status check_args(int64_t n_features, ddl_dtype dt) {
     if (dt != DDL_FLOAT32 && dt != DDL_FLOAT64)
         DDL_FAIL(DDL_E_TYPE, "libsvm: values must be float32 or float64, not %s",
                  ddl_dtype_name(dt));
-    if (start < 0) DDL_FAIL(DDL_E_VALUE, "libsvm: byte range start %lld < 0", (long long)start);
     if (n_features < 0)
         DDL_FAIL(DDL_E_VALUE, "libsvm: n_features must be >= 0, got %lld", (long long)n_features);
+    return DDL_OK;
+}
+
+ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor **values,
+                           ddl_tensor **labels, int64_t *max_col, const char *path, int64_t start,
+                           int64_t end, int64_t n_features, ddl_dtype dt) {
+    DDL_TRY(check_args(n_features, dt));
+    if (start < 0) DDL_FAIL(DDL_E_VALUE, "libsvm: byte range start %lld < 0", (long long)start);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block the open */
     if (fd < 0) DDL_FAIL(DDL_E_VALUE, "%s: cannot open (%s)", path, strerror(errno));
     struct stat sb;
@@ -388,65 +467,46 @@ ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor
                  path);
     }
     if (end < 0) end = INT64_MAX;
-
-    ddl_status st = DDL_OK;
-    csr_builder b = {.indptr = ddl_vec_make(sizeof(int64_t)),
-                     .indices = ddl_vec_make(sizeof(int64_t)),
-                     .values = ddl_vec_make(dt == DDL_FLOAT32 ? sizeof(float) : sizeof(double)),
-                     .labels = ddl_vec_make(sizeof(double)),
-                     .dt = dt,
-                     .n_features = n_features};
     reader r = {fd, path, malloc(CHUNK), CHUNK, 0, 0, 0, start > 0 ? start - 1 : 0, 0, max_line()};
     ddl_tensor *outs[4] = {NULL, NULL, NULL, NULL};
-    if (!r.buf || ddl_vec_reserve(&b.indptr, 1)) {
+    ddl_status st;
+    if (!r.buf)
         st = ddl_fail(DDL_E_NOMEM, "%s: out of memory", path);
-        goto done;
+    else {
+        r.buf[0] = 0;
+        st = parse_lines(outs, max_col, &r, end, start, 0, n_features, dt);
     }
-    r.buf[0] = 0;
-    ((int64_t *)b.indptr.p)[b.indptr.n++] = 0;
-    /* A range starting at `start` > 0 owns the lines beginning at or after it: read from
-     * start - 1 and drop everything up to the first '\n' (none when byte start-1 is one). */
-    if (start > 0) st = skip_partial_line(&r);
-    int64_t rel_line = 0;
-    char msg[MSG];
-    while (!st) {
-        int got;
-        char *line;
-        size_t n;
-        int64_t off;
-        if ((st = next_line(&r, &got, &line, &n, &off)) || !got || off >= end) break;
-        rel_line++;
-        int rc = parse_line(&b, line, n, msg);
-        if (rc < 0)
-            st = ddl_fail(DDL_E_NOMEM, "%s: out of memory", path);
-        else if (rc > 0) {
-            int64_t ln = line_number_at(fd, off);
-            if (ln > 0)
-                st = ddl_fail(DDL_E_VALUE, "%s:%lld: %s", path, (long long)ln, msg);
-            else /* could not re-read the prefix: say where the line is instead */
-                st = ddl_fail(DDL_E_VALUE, "%s: line %lld of the range starting at byte %lld: %s",
-                              path, (long long)rel_line, (long long)start, msg);
-        }
-    }
-    if (!st) st = ddl_vec_to_tensor(&outs[0], &b.indptr, DDL_INT64);
-    if (!st) st = ddl_vec_to_tensor(&outs[1], &b.indices, DDL_INT64);
-    if (!st) st = ddl_vec_to_tensor(&outs[2], &b.values, dt);
-    if (!st) st = ddl_vec_to_tensor(&outs[3], &b.labels, DDL_FLOAT64);
     if (!st) {
         *indptr = outs[0];
         *indices = outs[1];
         *values = outs[2];
         *labels = outs[3];
-        *max_col = b.max_col;
     }
-done:
-    if (st)
-        for (int i = 0; i < 4; i++) ddl_tensor_release(outs[i]);
-    ddl_vec_free(&b.indptr);
-    ddl_vec_free(&b.indices);
-    ddl_vec_free(&b.values);
-    ddl_vec_free(&b.labels);
     free(r.buf);
     close(fd);
     return st;
+}
+
+ddl_status ddl_libsvm_parse(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor **values,
+                            ddl_tensor **labels, int64_t *max_col, const char *data, int64_t len,
+                            const char *name, int64_t offset, int64_t first_line,
+                            int64_t n_features, ddl_dtype dt) {
+    DDL_TRY(check_args(n_features, dt));
+    if (!name) name = "<buffer>";
+    if (len == 0) data = ""; /* memchr is never given NULL */
+    if (len < 0 || (len > 0 && !data))
+        DDL_FAIL(DDL_E_VALUE, "%s: bad buffer (length %lld)", name, (long long)len);
+    if (offset < 0 || first_line < 0)
+        DDL_FAIL(DDL_E_VALUE, "%s: offset %lld / first_line %lld must be >= 0", name,
+                 (long long)offset, (long long)first_line);
+    /* the whole buffer is in memory already: the reader only walks it (never reads, never
+     * frees; next_line does not need buf[len] == 0) */
+    reader r = {-1, name, (char *)data, (size_t)len + 1, (size_t)len, 0, 0, offset, 1, max_line()};
+    ddl_tensor *outs[4] = {NULL, NULL, NULL, NULL};
+    DDL_TRY(parse_lines(outs, max_col, &r, INT64_MAX, offset, first_line, n_features, dt));
+    *indptr = outs[0];
+    *indices = outs[1];
+    *values = outs[2];
+    *labels = outs[3];
+    return DDL_OK;
 }

@@ -28,6 +28,7 @@ import zlib
 
 import numpy as np
 
+from .. import _fsspec
 from ..serialization import _write_atomic, read_regular, safe_dtype
 from ..sparse import CSRMatrix, issparse, vstack
 
@@ -156,10 +157,31 @@ def save_shards(X, y, dir, n):
     return manifest
 
 
+def _join(dir, name):
+    if _fsspec.is_url(dir):
+        return dir.rstrip("/") + "/" + name
+    return os.path.join(dir, name)
+
+
+_MANIFEST_CAP = 64 << 20  # a manifest is ~100 bytes a shard: more is not a manifest
+
+
+def _read_url(url):
+    fs, p = _fsspec.filesystem(url)
+    if not fs.exists(p):
+        raise FileNotFoundError(url)
+    if fs.isdir(p):
+        raise ValueError(f"ShardedDataset: {url} is a folder, not a manifest")
+    if _fsspec.size(fs, p) > _MANIFEST_CAP:
+        raise ValueError(f"ShardedDataset: {url} is larger than {_MANIFEST_CAP} bytes: not a "
+                         "shard manifest")
+    return _fsspec.read_file(url)
+
+
 def _read_manifest(dir, missing_ok=False):
-    path = os.path.join(dir, MANIFEST)
+    path = _join(dir, MANIFEST)
     try:
-        raw = read_regular(path, "ShardedDataset")
+        raw = _read_url(path) if _fsspec.is_url(path) else read_regular(path, "ShardedDataset")
     except FileNotFoundError:
         if missing_ok:
             return None
@@ -221,15 +243,56 @@ def _manifest_problem(m):
     return None
 
 
+class _Mapped:
+    """A local shard: byte ranges are views of one read-only memory map."""
+
+    def __init__(self, path):
+        self.size = os.path.getsize(path)
+        self._mm = np.memmap(path, dtype=np.uint8, mode="r") if self.size else None
+
+    def read(self, a, b):
+        return self._mm[a:b]
+
+    def close(self):
+        pass
+
+
+class _Ranged:
+    """A shard behind an fsspec URL: each byte range is one seek + read of that range only."""
+
+    def __init__(self, url):
+        fs, p = _fsspec.filesystem(url)
+        self.size = _fsspec.size(fs, p)
+        self._f = fs.open(p, "rb")
+
+    def read(self, a, b):
+        self._f.seek(a)
+        raw = self._f.read(b - a)
+        if len(raw) != b - a:
+            raise ValueError(f"short read ({len(raw)} of {b - a} bytes at offset {a})")
+        return np.frombuffer(raw, dtype=np.uint8)
+
+    def close(self):
+        self._f.close()
+
+
 def _open_shard(path, entry, expect_cols, kind, verify, generation):
-    """(X, y or None) memory-mapped from one shard file, checked against its manifest entry
-    (rows, bytes, and for a version-2 manifest the header CRC-32 and the generation)."""
+    """(X, y or None) from one shard file (memory-mapped; read into memory for a URL), checked
+    against its manifest entry (rows, bytes, and for a version-2 manifest the header CRC-32 and
+    the generation)."""
+    src = _Ranged(path) if _fsspec.is_url(path) else _Mapped(path)
+    try:
+        return _check_shard(path, src, entry, expect_cols, kind, verify, generation)
+    finally:
+        src.close()
+
+
+def _check_shard(path, src, entry, expect_cols, kind, verify, generation):
     expect_rows, expect_bytes = entry["rows"], entry["bytes"]
-    size = os.path.getsize(path)
+    size = src.size
     if size < _PREAMBLE.size:
         raise ValueError(f"{path}: truncated shard ({size} bytes, not even a header)")
-    mm = np.memmap(path, dtype=np.uint8, mode="r")
-    magic, version, hlen, hcrc = _PREAMBLE.unpack(bytes(mm[:_PREAMBLE.size]))
+    magic, version, hlen, hcrc = _PREAMBLE.unpack(bytes(src.read(0, _PREAMBLE.size)))
     if magic != MAGIC:
         raise ValueError(f"{path}: not a ddl shard (bad magic {magic!r})")
     if version != SHARD_VERSION:
@@ -237,7 +300,7 @@ def _open_shard(path, entry, expect_cols, kind, verify, generation):
                          f"{SHARD_VERSION})")
     if _PREAMBLE.size + hlen > size:
         raise ValueError(f"{path}: truncated shard (header of {hlen} bytes in {size})")
-    raw = bytes(mm[_PREAMBLE.size:_PREAMBLE.size + hlen])
+    raw = bytes(src.read(_PREAMBLE.size, _PREAMBLE.size + hlen))
     if zlib.crc32(raw) != hcrc:
         raise ValueError(f"{path}: corrupted shard header (CRC-32 mismatch)")
     if "header_crc32" in entry and entry["header_crc32"] != hcrc:
@@ -275,7 +338,7 @@ def _open_shard(path, entry, expect_cols, kind, verify, generation):
         if off % _ALIGN or off < base or nbytes < 0 or off + nbytes > size or \
                 nbytes != dt.itemsize * int(np.prod(shape, dtype=object)):
             raise ValueError(f"{path}: array {name!r} does not fit the file (truncated?)")
-        view = mm[off:off + nbytes]
+        view = src.read(off, off + nbytes)
         if verify and zlib.crc32(view) != crc:
             raise ValueError(f"{path}: corrupted data in array {name!r} (CRC-32 mismatch)")
         arrays[name] = view.view(dt).reshape(shape)
@@ -295,12 +358,20 @@ def _open_shard(path, entry, expect_cols, kind, verify, generation):
     return X, y
 
 
+def _exists(path):
+    if _fsspec.is_url(path):
+        fs, p = _fsspec.filesystem(path)
+        return fs.exists(p)
+    return os.path.exists(path)
+
+
 def _my_shards(n_shards, rank, world_size):
     return range(n_shards * rank // world_size, n_shards * (rank + 1) // world_size)
 
 
 class ShardedDataset:
-    """This rank's shards of a save_shards directory, memory-mapped.
+    """This rank's shards of a save_shards directory, memory-mapped (or an fsspec URL of one:
+    only this rank's shards are fetched, with ranged reads).
 
     rank/world_size default to the process group (or 0/1): rank r opens shards
     [r*n/w, (r+1)*n/w) of the n, consecutive rows in file order, so the ranks together cover
@@ -343,8 +414,8 @@ class ShardedDataset:
         self.parts = []
         for i in self.shard_ids:
             s = m["shards"][i]
-            path = os.path.join(dir, s["file"])
-            if not os.path.exists(path):
+            path = _join(dir, s["file"])
+            if not _exists(path):
                 raise FileNotFoundError(f"{path}: shard {i} is missing")
             self.parts.append(_open_shard(path, s, self.n_features, self.kind, verify,
                                           m.get("generation")))

@@ -12,13 +12,14 @@ rank reads about 1/world_size of the bytes. With no rank/world_size, an initiali
 group supplies them (and the ranks agree on n_features). docs/ml.md has the format details.
 
 A URL (fsspec: hdfs://, s3://, file://, memory://, ...) is read the same way, each rank
-fetching only its byte range (and the rest of its last line); the lines are parsed by the same
-C parser (from a temporary local copy of the share). An error then names the URL and the
-line's number counted from the start of this rank's share.
+fetching only its byte range (and the rest of its last line); the bytes are parsed in memory
+by the same C parser (no temporary file). An error names the URL and the line's true number
+in the whole file: a share that does not start the file counts the newlines before it only
+when it reports an error (if that re-read fails, the message says "line N of the byte range
+starting at offset X" instead). The line cap (DDL_LIBSVM_MAX_LINE) bounds the fetch too.
 """
 import glob
 import os
-import tempfile
 
 import numpy as np
 
@@ -94,24 +95,35 @@ def byte_ranges(sizes, rank, world_size):
     return out
 
 
+_MAX_LINE = 1 << 30  # the C parser's default cap on a line (DDL_LIBSVM_MAX_LINE overrides)
+
+
+def _max_line():
+    v = os.environ.get("DDL_LIBSVM_MAX_LINE", "")
+    return int(v) if v.isdigit() and (1 << 20) <= int(v) <= (1 << 62) else _MAX_LINE
+
+
 def _parse(f, start, end, total, n_features, code):
     """One file's lines that start in [start, end) (end < 0: to the end) through the C parser;
-    a URL's share is fetched (only those bytes) into a temporary file first."""
+    a URL's share is fetched (only those bytes) and parsed from memory."""
     if not isinstance(f, tuple):
         return _C.libsvm_load(f, start, end, n_features, code)
     fs, path, url = f
-    data = _fsspec.line_range(fs, path, start, total if end < 0 else end, total)
-    fd, tmp = tempfile.mkstemp(prefix="ddl-libsvm-", suffix=".svm")
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        try:
-            return _C.libsvm_load(tmp, 0, -1, n_features, code)
-        except ValueError as e:
-            where = url if start <= 0 else f"{url}[from byte {start}]"
-            raise ValueError(str(e).replace(tmp, where)) from None
-    finally:
-        os.unlink(tmp)
+        first, data = _fsspec.line_span(fs, path, start, total if end < 0 else end, total,
+                                        cap=_max_line())
+    except _fsspec.LineTooLong as e:
+        raise ValueError(f"{url}: {e} (the cap: set DDL_LIBSVM_MAX_LINE to raise it)") from None
+    if first == 0:
+        return _C.libsvm_parse(data, url, 0, 1, n_features, code)
+    try:
+        return _C.libsvm_parse(data, url, first, 0, n_features, code)
+    except ValueError as e:
+        try:  # only now read the bytes before the share, to give the line's number in the file
+            line = _fsspec.count_lines(fs, path, first)
+        except (OSError, ValueError):
+            raise e from None
+    return _C.libsvm_parse(data, url, first, line, n_features, code)  # raises, numbered
 
 
 def load_libsvm(path, n_features=None, dtype=np.float32, rank=None, world_size=None):

@@ -51,6 +51,18 @@ ddl_status ddl_gather_rows(ddl_tensor **out, const ddl_tensor *src, const int64_
 ddl_status ddl_libsvm_load(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor **values,
                            ddl_tensor **labels, int64_t *max_col, const char *path, int64_t start,
                            int64_t end, int64_t n_features, ddl_dtype dt);
+/* The same parser over bytes already in memory (borrowed, not copied, only read): data[0, len)
+ * holds whole lines (a rank's share fetched from a URL), the first starting at byte `offset`
+ * of the file called `name` (used in messages; NULL: "<buffer>"). Outputs and checks are
+ * those of ddl_libsvm_load, the line cap included (a line of max-line bytes or more is a
+ * DDL_E_VALUE). An error reads "NAME:LINE: what is wrong" with LINE = first_line + the line's
+ * index in the buffer when first_line > 0 (the 1-based line number of the buffer's first line
+ * in the file), and "NAME: line N of the byte range starting at offset OFFSET: what is wrong"
+ * (N counted in the buffer from 1) when first_line is 0 (unknown). */
+ddl_status ddl_libsvm_parse(ddl_tensor **indptr, ddl_tensor **indices, ddl_tensor **values,
+                            ddl_tensor **labels, int64_t *max_col, const char *data, int64_t len,
+                            const char *name, int64_t offset, int64_t first_line,
+                            int64_t n_features, ddl_dtype dt);
 
 #ifdef __cplusplus
 }
