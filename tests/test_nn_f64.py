@@ -6,8 +6,8 @@ import pytest
 from _gradcheck import distinct, gradcheck
 
 import ddl
-import ddl.nn as nn
 import ddl.nn.functional as F
+from ddl import nn
 
 torch = pytest.importorskip("torch", reason="the PyTorch comparisons need torch")
 TF = torch.nn.functional
