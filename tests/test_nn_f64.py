@@ -129,3 +129,88 @@ def test_double_cnn_trains(rng):
         losses.append(loss.item())
     assert all(p.dtype is ddl.float64 and p.grad.dtype is ddl.float64 for p in model.parameters())
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+# ---- recurrent: float64 through core-op compositions (ddl/nn/_rnn_f64.py) ----------------------
+
+def _copy_rnn(ours, theirs):
+    """theirs (a torch module) gets ours' parameters (same names and layouts)."""
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            p.copy_(torch.tensor(getattr(ours, name).detach().numpy()))
+
+
+RNN_KINDS = [("RNN", {}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}), ("GRU", {})]
+
+
+@pytest.mark.parametrize("kind,extra", RNN_KINDS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_rnn_float64_two_layers_bidirectional_vs_torch(kind, extra, rng):
+    ddl.manual_seed(1)
+    kw = {"num_layers": 2, "bidirectional": True, "batch_first": True, **extra}
+    ours = getattr(nn, kind)(3, 4, **kw).double()
+    theirs = getattr(torch.nn, kind)(3, 4, **kw).double()
+    _copy_rnn(ours, theirs)
+    x = rng.standard_normal((2, 5, 3))
+    xd, xt = d64(x), torch.tensor(x, requires_grad=True)
+    (y, hs), (yt, hts) = ours(xd), theirs(xt)
+    hs = hs if isinstance(hs, tuple) else (hs,)
+    hts = hts if isinstance(hts, tuple) else (hts,)
+    close(y, yt)
+    for a, b in zip(hs, hts):
+        close(a, b)
+    r = rng.standard_normal(tuple(y.shape))
+    (y * ddl.tensor(r) + hs[0].sum()).sum().backward()
+    (yt * torch.tensor(r) + hts[0].sum()).sum().backward()
+    close(xd.grad, xt.grad)
+    for name, p in theirs.named_parameters():
+        close(getattr(ours, name).grad, p.grad)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_rnn_float64_gradcheck(kind, rng):
+    ddl.manual_seed(2)
+    m = getattr(nn, kind)(3, 2, num_layers=2, bidirectional=True).double()
+    x = d64(rng.standard_normal((3, 2, 3)))
+    params = list(m.parameters())
+    assert gradcheck(lambda: m(x), [x, params[0], params[1], params[-1]], **FD) > 0
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cells_float64_vs_torch_and_gradcheck(kind, rng):
+    ddl.manual_seed(3)
+    ours, theirs = getattr(nn, kind)(3, 4).double(), getattr(torch.nn, kind)(3, 4).double()
+    _copy_rnn(ours, theirs)
+    x, h = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
+    state = (d64(h), d64(h * 0.5)) if kind == "LSTMCell" else d64(h)
+    tstate = ((torch.tensor(h), torch.tensor(h * 0.5)) if kind == "LSTMCell"
+              else torch.tensor(h))
+    out, tout = ours(d64(x, grad=False), state), theirs(torch.tensor(x), tstate)
+    for a, b in zip(out if isinstance(out, tuple) else (out,),
+                    tout if isinstance(tout, tuple) else (tout,)):
+        close(a, b)
+    xd = d64(x)
+    assert gradcheck(lambda: ours(xd, state), [xd, ours.weight_ih, ours.bias_hh], **FD) > 0
+
+
+def test_rnn_mixing_dtypes_is_a_type_error(rng):
+    m = nn.LSTM(3, 4).double()
+    with pytest.raises(TypeError, match="do not mix"):
+        m(ddl.tensor(rng.standard_normal((2, 1, 3)).astype(np.float32)))
+
+
+def test_double_lstm_trains(rng):
+    ddl.manual_seed(4)
+    lstm, head = nn.LSTM(2, 8, batch_first=True).double(), nn.Linear(8, 1).double()
+    x = ddl.tensor(rng.standard_normal((8, 6, 2)))
+    target = ddl.tensor(rng.standard_normal((8, 1)))
+    opt = ddl.optim.Adam(list(lstm.parameters()) + list(head.parameters()), lr=3e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        y, _ = lstm(x)
+        loss = F.mse_loss(head(y[:, -1]), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(p.grad.dtype is ddl.float64 for p in lstm.parameters())
+    assert losses[-1] < 0.8 * losses[0], losses
