@@ -1,4 +1,5 @@
-/* nn_conv.h: float32 raw-pointer kernels for conv2d, 2-D pooling and linear (NCHW, contiguous).
+/* nn_conv.h: raw-pointer kernels for conv2d, 2-D pooling (float32, and float64 `_f64` twins)
+ * and linear (float32) (NCHW, contiguous).
  *
  * These are the kernels under the autograd layer: every buffer is a contiguous float32 (or
  * int64 for pooling indices) array whose shape is given in the comment next to it, and sizes
