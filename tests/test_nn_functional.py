@@ -688,16 +688,16 @@ def test_pair_loss_shape_errors(rng, fn):
     assert fn(x.double(), x.double()).dtype is ddl.float64  # float64 runs through the core ops
 
 
-def test_float64_inputs_rejected(rng):
+def test_float32_float64_mixing_rejected(rng):
+    # float64 runs everywhere (tests/test_nn_f64.py); mixing the two in one op is a TypeError
     x64 = ddl.tensor(rng.standard_normal((2, 3, 5, 5)))
     w32 = t32(rng.standard_normal((4, 3, 3, 3)))
     calls = [
         lambda: F.linear(ddl.tensor(rng.standard_normal((2, 3))), t32(np.ones((4, 3)))),
         lambda: F.linear(t32(np.ones((2, 3))), ddl.tensor(np.ones((4, 3)))),
         lambda: F.conv2d(x64, w32),
-        lambda: F.max_pool2d(x64, 2),
-        lambda: F.avg_pool2d(x64, 2),
-        lambda: F.adaptive_avg_pool2d(x64, 2),
+        lambda: F.conv2d(x64.float(), w32.double()),
+        lambda: F.conv2d(x64, w32.double(), t32(np.ones(4))),
     ]
     for call in calls:
         with pytest.raises(TypeError, match="float32"):

@@ -44,6 +44,35 @@ static inline ddl_status begin_backward(ddl_tensor **g, ddl_node *n, const ddl_t
     return zero_grads(n, dinp, need);
 }
 
+/* ---- float32 or float64: the ops with kernels in both (conv2d, pooling, the recurrent cells)
+ * ---- */
+
+#define D(t) ((double *)ddl_tensor_data(t))
+#define DOPT(t) ((t) ? D(t) : NULL)
+
+/* A contiguous tensor for argument `arg` of `who`, which must have dtype dt (the op's input
+ * dtype, float32 or float64; new ref); NULL stays NULL. Mixing is a TypeError, as PyTorch. */
+static inline ddl_status fdt(ddl_tensor **out, const ddl_tensor *t, ddl_dtype dt, const char *who,
+                             const char *arg) {
+    *out = NULL;
+    if (!t) return DDL_OK;
+    if (t->dtype != DDL_FLOAT32 && t->dtype != DDL_FLOAT64)
+        DDL_FAIL(DDL_E_TYPE, "%s: %s must be float32 or float64, got %s", who, arg,
+                 ddl_dtype_name(t->dtype));
+    if (t->dtype != dt)
+        DDL_FAIL(DDL_E_TYPE, "%s: %s is %s but the input is %s (float32 and float64 do not mix)",
+                 who, arg, ddl_dtype_name(t->dtype), ddl_dtype_name(dt));
+    return ddl_tensor_contiguous(out, t);
+}
+
+/* Zeroed gradients in each needed input's own dtype. */
+static inline ddl_status zero_grads_dt(ddl_node *n, ddl_tensor **dinp, const int *need) {
+    for (int i = 0; i < n->n_inputs; i++)
+        if (need[i])
+            DDL_TRY(ddl_tensor_zeros(&dinp[i], n->in[i].dtype, n->in[i].ndim, n->in[i].shape));
+    return DDL_OK;
+}
+
 /* t's shape as text in buf (DDL_SHAPE_BUF bytes), for error messages. */
 static inline const char *shp(char *buf, const ddl_tensor *t) {
     return ddl_shape_str(buf, DDL_SHAPE_BUF, t->ndim, t->shape);

@@ -1,5 +1,6 @@
 /* grad_nn.c: the differentiable layer ops (linear, conv2d, pooling, batch norm, activations,
- * embedding, dropout) on top of the float32 kernels of nn_conv.c, nn_norm.c and nn_act.c. Each
+ * embedding, dropout) on top of the kernels of nn_conv.c, nn_pool.c, nn_norm.c and nn_act.c
+ * (conv2d and pooling dispatch on float32 / float64). Each
  * forward records a node whose backward sits right below it; backward allocates zeroed
  * gradients and lets the kernel accumulate into them. Softmax and the losses are in
  * grad_loss.c, the recurrent cells in grad_rnn.c. */
@@ -85,12 +86,18 @@ static ddl_status conv2d_backward(ddl_node *n, const ddl_tensor *dout, ddl_tenso
     DDL_TRY(ddl_conv2d_scratch_floats(&ns, a[1], a[2], a[3], a[5], a[6], a[7], a[8], a[9], a[10],
                                       a[11], a[12]));
     ddl_tensor *g = NULL, *col = NULL;
+    int f64 = n->saved[0]->dtype == DDL_FLOAT64;
     ddl_status st = ddl_tensor_contiguous(&g, dout);
-    if (!st && ns) st = ddl_tensor_empty(&col, DDL_FLOAT32, 1, &ns);
-    if (!st) st = zero_grads(n, dinp, need);
+    if (!st && ns && !f64) st = ddl_tensor_empty(&col, DDL_FLOAT32, 1, &ns);
+    if (!st) st = zero_grads_dt(n, dinp, need);
     int prec = ddl_gemm_precision_override; /* the GEMM precision its forward ran in */
     ddl_gemm_precision_override = (int)a[13];
-    if (!st && a[0] > 0) /* an empty batch: the zeroed gradients are final */
+    if (!st && a[0] > 0 && f64) /* an empty batch: the zeroed gradients are final */
+        st = ddl_conv2d_backward_f64(need[0] ? D(dinp[0]) : NULL, need[1] ? D(dinp[1]) : NULL,
+                                     need[2] ? D(dinp[2]) : NULL, D(g), D(n->saved[0]),
+                                     D(n->saved[1]), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
+                                     a[8], a[9], a[10], a[11], a[12]);
+    else if (!st && a[0] > 0)
         st = ddl_conv2d_backward(need[0] ? F(dinp[0]) : NULL, need[1] ? F(dinp[1]) : NULL,
                                  need[2] ? F(dinp[2]) : NULL, FOPT(col), F(g), F(n->saved[0]),
                                  F(n->saved[1]), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
@@ -122,13 +129,17 @@ ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
     DDL_TRY(ddl_conv2d_scratch_floats(&ns, C, H, W, KH, KW, stride[0], stride[1], pad[0], pad[1],
                                       dil[0], dil[1]));
     ddl_tensor *t[3] = {0}, *o = NULL, *col = NULL;
-    ddl_status st = f32(&t[0], x, "conv2d", "input");
-    if (!st) st = f32(&t[1], w, "conv2d", "weight");
-    if (!st) st = f32(&t[2], b, "conv2d", "bias");
+    ddl_status st = fdt(&t[0], x, x->dtype, "conv2d", "input");
+    if (!st) st = fdt(&t[1], w, x->dtype, "conv2d", "weight");
+    if (!st) st = fdt(&t[2], b, x->dtype, "conv2d", "bias");
+    int f64 = x->dtype == DDL_FLOAT64;
     int64_t oshape[4] = {N, O, OH, OW};
-    if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, 4, oshape);
-    if (!st && ns) st = ddl_tensor_empty(&col, DDL_FLOAT32, 1, &ns);
-    if (!st && N > 0)
+    if (!st) st = ddl_tensor_empty(&o, x->dtype, 4, oshape);
+    if (!st && ns && !f64) st = ddl_tensor_empty(&col, DDL_FLOAT32, 1, &ns);
+    if (!st && N > 0 && f64)
+        st = ddl_conv2d_forward_f64(D(o), D(t[0]), D(t[1]), DOPT(t[2]), N, C, H, W, O, KH, KW,
+                                    stride[0], stride[1], pad[0], pad[1], dil[0], dil[1]);
+    else if (!st && N > 0)
         st = ddl_conv2d_forward(F(o), FOPT(col), F(t[0]), F(t[1]), FOPT(t[2]), N, C, H, W, O, KH,
                                 KW, stride[0], stride[1], pad[0], pad[1], dil[0], dil[1]);
     ddl_tensor_release(col);
@@ -150,19 +161,30 @@ ddl_status ddl_ag_conv2d(ddl_tensor **out, const ddl_tensor *x, const ddl_tensor
 static ddl_status pool_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                 const int *need) {
     const int64_t *a = n->iargs;
-    ddl_tensor *g;
-    ddl_status st = begin_backward(&g, n, dout, dinp, need);
+    ddl_tensor *g = NULL;
+    ddl_status st = ddl_tensor_contiguous(&g, dout);
+    if (!st) st = zero_grads_dt(n, dinp, need);
+    int f64 = n->in[0].dtype == DDL_FLOAT64;
     if (!st && a[1] * a[2] > 0) { /* N * C: nothing to pool when empty, gradients stay 0 */
-        float *d = F(dinp[0]);
-        if (a[0] == DDL_POOL_MAX)
-            st = ddl_max_pool2d_backward(d, F(g), (const int64_t *)ddl_tensor_data(n->saved[0]),
-                                         a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9],
-                                         a[10]);
+        const int64_t *ix = a[0] == DDL_POOL_MAX ? ddl_tensor_data(n->saved[0]) : NULL;
+        if (a[0] == DDL_POOL_MAX && f64)
+            st = ddl_max_pool2d_backward_f64(D(dinp[0]), D(g), ix, a[1], a[2], a[3], a[4], a[5],
+                                             a[6], a[7], a[8], a[9], a[10]);
+        else if (a[0] == DDL_POOL_MAX)
+            st = ddl_max_pool2d_backward(F(dinp[0]), F(g), ix, a[1], a[2], a[3], a[4], a[5], a[6],
+                                         a[7], a[8], a[9], a[10]);
+        else if (a[0] == DDL_POOL_AVG && f64)
+            st = ddl_avg_pool2d_backward_f64(D(dinp[0]), D(g), a[1], a[2], a[3], a[4], a[5], a[6],
+                                             a[7], a[8], a[9], a[10]);
         else if (a[0] == DDL_POOL_AVG)
-            st = ddl_avg_pool2d_backward(d, F(g), a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
-                                         a[9], a[10]);
+            st = ddl_avg_pool2d_backward(F(dinp[0]), F(g), a[1], a[2], a[3], a[4], a[5], a[6], a[7],
+                                         a[8], a[9], a[10]);
+        else if (f64)
+            st = ddl_adaptive_avg_pool2d_backward_f64(D(dinp[0]), D(g), a[1], a[2], a[3], a[4],
+                                                      a[11], a[12]);
         else
-            st = ddl_adaptive_avg_pool2d_backward(d, F(g), a[1], a[2], a[3], a[4], a[11], a[12]);
+            st = ddl_adaptive_avg_pool2d_backward(F(dinp[0]), F(g), a[1], a[2], a[3], a[4], a[11],
+                                                  a[12]);
     }
     ddl_tensor_release(g);
     return st;
@@ -190,17 +212,27 @@ ddl_status ddl_ag_pool2d(ddl_tensor **out, ddl_pool_kind kind, const ddl_tensor 
             ddl_pool2d_out_size(&OH, &OW, H, W, k[0], k[1], stride[0], stride[1], pad[0], pad[1]));
     }
     ddl_tensor *xc = NULL, *o = NULL, *idx = NULL;
-    ddl_status st = f32(&xc, x, who, "input");
+    ddl_status st = fdt(&xc, x, x->dtype, who, "input");
+    int f64 = x->dtype == DDL_FLOAT64;
     int64_t oshape[4] = {N, C, OH, OW};
-    if (!st) st = ddl_tensor_empty(&o, DDL_FLOAT32, 4, oshape);
+    if (!st) st = ddl_tensor_empty(&o, x->dtype, 4, oshape);
     if (!st && kind == DDL_POOL_MAX) st = ddl_tensor_empty(&idx, DDL_INT64, 4, oshape);
+    int64_t *ix = idx ? ddl_tensor_data(idx) : NULL;
     if (!st && N > 0 && C > 0) {
-        if (kind == DDL_POOL_MAX)
-            st = ddl_max_pool2d_forward(F(o), (int64_t *)ddl_tensor_data(idx), F(xc), N, C, H, W,
-                                        k[0], k[1], stride[0], stride[1], pad[0], pad[1]);
+        if (kind == DDL_POOL_MAX && f64)
+            st = ddl_max_pool2d_forward_f64(D(o), ix, D(xc), N, C, H, W, k[0], k[1], stride[0],
+                                            stride[1], pad[0], pad[1]);
+        else if (kind == DDL_POOL_MAX)
+            st = ddl_max_pool2d_forward(F(o), ix, F(xc), N, C, H, W, k[0], k[1], stride[0],
+                                        stride[1], pad[0], pad[1]);
+        else if (kind == DDL_POOL_AVG && f64)
+            st = ddl_avg_pool2d_forward_f64(D(o), D(xc), N, C, H, W, k[0], k[1], stride[0],
+                                            stride[1], pad[0], pad[1]);
         else if (kind == DDL_POOL_AVG)
             st = ddl_avg_pool2d_forward(F(o), F(xc), N, C, H, W, k[0], k[1], stride[0], stride[1],
                                         pad[0], pad[1]);
+        else if (f64)
+            st = ddl_adaptive_avg_pool2d_forward_f64(D(o), D(xc), N, C, H, W, OH, OW);
         else
             st = ddl_adaptive_avg_pool2d_forward(F(o), F(xc), N, C, H, W, OH, OW);
     }

@@ -1,5 +1,5 @@
-/* nn_conv.c: float32 kernels for the sgemm-backed layers: conv2d (batched im2col + sgemm, the
- * batch split over threads) and linear, each with its `_naive` twin for the tests; also the
+/* nn_conv.c: kernels for the sgemm-backed layers: conv2d (float32: batched im2col + sgemm, the
+ * batch split over threads; float64: per-sample im2col + dgemm) and float32 linear, each with its `_naive` twin for the tests; also the
  * sliding-window size check that pooling shares (kernels/common.h). */
 #include "ddl/nn_conv.h"
 
@@ -63,8 +63,8 @@ ddl_status ddl_window_out_size(const char *who, int64_t *OH, int64_t *OW, int64_
 }
 /* What a backward (conv2d or linear, fast or naive) needs: dout always, inp for dweight,
  * weight for dinp. */
-static ddl_status grad_inputs_check(const char *who, const float *dinp, const float *dweight,
-                                    const float *dout, const float *inp, const float *weight) {
+static ddl_status grad_inputs_check(const char *who, const void *dinp, const void *dweight,
+                                    const void *dout, const void *inp, const void *weight) {
     if (!dout) DDL_FAIL(DDL_E_VALUE, "%s: dout must not be NULL", who);
     if (dweight && !inp) DDL_FAIL(DDL_E_VALUE, "%s: dweight needs inp, which is NULL", who);
     if (dinp && !weight) DDL_FAIL(DDL_E_VALUE, "%s: dinp needs weight, which is NULL", who);
@@ -72,8 +72,8 @@ static ddl_status grad_inputs_check(const char *who, const float *dinp, const fl
 }
 
 /* A forward's buffers (conv2d or linear, fast or naive). */
-static ddl_status forward_bufs_check(const char *who, const float *out, const float *inp,
-                                     const float *weight) {
+static ddl_status forward_bufs_check(const char *who, const void *out, const void *inp,
+                                     const void *weight) {
     if (!out || !inp || !weight)
         DDL_FAIL(DDL_E_VALUE, "%s: out, inp and weight must not be NULL", who);
     return DDL_OK;
@@ -114,8 +114,8 @@ static ddl_status conv_geom_init(conv_geom *g, const char *who, int64_t N, int64
 }
 
 /* A conv2d forward's (fast or naive) geometry and buffers. */
-static ddl_status conv_forward_args(conv_geom *g, const float *out, const float *inp,
-                                    const float *weight, int64_t N, int64_t C, int64_t H, int64_t W,
+static ddl_status conv_forward_args(conv_geom *g, const void *out, const void *inp,
+                                    const void *weight, int64_t N, int64_t C, int64_t H, int64_t W,
                                     int64_t O, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
                                     int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
     DDL_TRY(conv_geom_init(g, "conv2d", N, C, H, W, O, KH, KW, sh, sw, ph, pw, dh, dw));
@@ -123,8 +123,8 @@ static ddl_status conv_forward_args(conv_geom *g, const float *out, const float 
 }
 
 /* A conv2d backward's (fast or naive) geometry and the inputs its gradients need. */
-static ddl_status conv_backward_args(conv_geom *g, const float *dinp, const float *dweight,
-                                     const float *dout, const float *inp, const float *weight,
+static ddl_status conv_backward_args(conv_geom *g, const void *dinp, const void *dweight,
+                                     const void *dout, const void *inp, const void *weight,
                                      int64_t N, int64_t C, int64_t H, int64_t W, int64_t O,
                                      int64_t KH, int64_t KW, int64_t sh, int64_t sw, int64_t ph,
                                      int64_t pw, int64_t dh, int64_t dw) {
@@ -174,66 +174,13 @@ static void valid_range(int64_t *lo, int64_t *hi, int64_t iw0, int64_t s, int64_
     *hi = max64(a, b);
 }
 
-/* One sample's im2col: col[(c, kh, kw), (oh, ow)] = inp[c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw],
- * zero in the padding; col's rows are `ld` floats apart (ld >= OH*OW: several samples side by
- * side). */
-static void im2col(float *col, int64_t ld, const float *inp, const conv_geom *g) {
-    // col (C*KH*KW, ld), inp (C, H, W)
-    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, sw = g->sw;
-    for (int64_t c = 0; c < g->C; c++) {
-        const float *plane = inp + c * H * W; // (H, W)
-        for (int64_t kh = 0; kh < g->KH; kh++) {
-            for (int64_t kw = 0; kw < g->KW; kw++) {
-                float *row = col + ((c * g->KH + kh) * g->KW + kw) * ld; // (OH, OW)
-                int64_t iw0 = kw * g->dw - g->pw, lo, hi;
-                valid_range(&lo, &hi, iw0, sw, W, OW);
-                for (int64_t oh = 0; oh < OH; oh++) {
-                    float *r = row + oh * OW;
-                    int64_t ih = oh * g->sh - g->ph + kh * g->dh;
-                    if (ih < 0 || ih >= H) {
-                        memset(r, 0, (size_t)OW * sizeof(float));
-                        continue;
-                    }
-                    for (int64_t ow = 0; ow < lo; ow++) r[ow] = 0.0f;
-                    if (hi > lo) {
-                        const float *src = plane + ih * W + iw0 + lo * sw; // first valid column
-                        if (sw == 1)
-                            memcpy(r + lo, src, (size_t)(hi - lo) * sizeof(float));
-                        else
-                            for (int64_t ow = lo; ow < hi; ow++) r[ow] = src[(ow - lo) * sw];
-                    }
-                    for (int64_t ow = hi; ow < OW; ow++) r[ow] = 0.0f;
-                }
-            }
-        }
-    }
-}
-
-/* The adjoint of im2col: inp[c, ih, iw] += col[...] over every window position that reads it. */
-static void col2im_add(float *inp, const float *col, int64_t ld, const conv_geom *g) {
-    // inp (C, H, W), col (C*KH*KW, ld)
-    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, sw = g->sw;
-    for (int64_t c = 0; c < g->C; c++) {
-        float *plane = inp + c * H * W; // (H, W)
-        for (int64_t kh = 0; kh < g->KH; kh++) {
-            for (int64_t kw = 0; kw < g->KW; kw++) {
-                const float *row = col + ((c * g->KH + kh) * g->KW + kw) * ld; // (OH, OW)
-                int64_t iw0 = kw * g->dw - g->pw, lo, hi;
-                valid_range(&lo, &hi, iw0, sw, W, OW);
-                for (int64_t oh = 0; oh < OH; oh++) {
-                    int64_t ih = oh * g->sh - g->ph + kh * g->dh;
-                    if (ih < 0 || ih >= H || hi == lo) continue;
-                    const float *r = row + oh * OW;
-                    float *dst = plane + ih * W + iw0 + lo * sw;
-                    if (sw == 1)
-                        for (int64_t ow = lo; ow < hi; ow++) dst[ow - lo] += r[ow];
-                    else
-                        for (int64_t ow = lo; ow < hi; ow++) dst[(ow - lo) * sw] += r[ow];
-                }
-            }
-        }
-    }
-}
+/* im2col / col2im_add for float32 (im2col, col2im_add) and float64 (im2col_f64, ...) */
+#define IM2COL_T float
+#define IM2COL_NAME(x) x
+#include "kernels/im2col_impl.h"
+#define IM2COL_T double
+#define IM2COL_NAME(x) x##_f64
+#include "kernels/im2col_impl.h"
 
 /* ---- batched im2col, the batch split across threads ------------------------------------- */
 
@@ -498,6 +445,93 @@ ddl_status ddl_conv2d_backward_naive(float *dinp, float *dweight, float *dbias, 
                                 }
                         dinp[((n * C + c) * H + ih) * W + iw] += (float)acc;
                     }
+    return DDL_OK;
+}
+/* ---- conv2d in float64: per-sample im2col + dgemm, one thread ---------------------------- */
+
+/* The float64 im2col scratch (NULL with *col_out NULL when pointwise needs none). */
+static ddl_status f64_scratch(double **col, const conv_geom *g, const char *who) {
+    *col = NULL;
+    if (g->pointwise) return DDL_OK;
+    *col = malloc(sizeof(double) * (size_t)(g->CKK * g->OHW));
+    if (!*col)
+        DDL_FAIL(DDL_E_NOMEM, "%s: no memory for the %lld-double im2col scratch", who,
+                 (ll)(g->CKK * g->OHW));
+    return DDL_OK;
+}
+
+static void dgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const double *A, int64_t lda,
+                  const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
+    ddl_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)M, (int)N, (int)K, 1.0, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+ddl_status ddl_conv2d_forward_f64(double *out, const double *inp, const double *weight,
+                                  const double *bias, int64_t N, int64_t C, int64_t H, int64_t W,
+                                  int64_t O, int64_t KH, int64_t KW, int64_t stride_h,
+                                  int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
+                                  int64_t dil_w) {
+    // out (N, O, OH, OW), inp (N, C, H, W), weight (O, C, KH, KW), bias (O,)
+    conv_geom g;
+    DDL_TRY(conv_forward_args(&g, out, inp, weight, N, C, H, W, O, KH, KW, stride_h, stride_w,
+                              pad_h, pad_w, dil_h, dil_w));
+    double *col;
+    DDL_TRY(f64_scratch(&col, &g, "conv2d"));
+    for (int64_t n = 0; n < N; n++) {
+        const double *x = inp + n * C * H * W; // (C, H, W)
+        double *y = out + n * O * g.OHW;       // (O, OH*OW)
+        const double *b = x;                   // (C*KH*KW, OH*OW)
+        if (col) {
+            im2col_f64(col, g.OHW, x, &g);
+            b = col;
+        }
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < g.OHW; i++) y[o * g.OHW + i] = bias ? bias[o] : 0.0;
+        dgemm(0, 0, O, g.OHW, g.CKK, weight, g.CKK, b, g.OHW, 1.0, y, g.OHW);
+    }
+    free(col);
+    return DDL_OK;
+}
+
+ddl_status ddl_conv2d_backward_f64(double *dinp, double *dweight, double *dbias, const double *dout,
+                                   const double *inp, const double *weight, int64_t N, int64_t C,
+                                   int64_t H, int64_t W, int64_t O, int64_t KH, int64_t KW,
+                                   int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                   int64_t dil_h, int64_t dil_w) {
+    // dinp (N, C, H, W), dweight (O, C, KH, KW), dbias (O,), dout (N, O, OH, OW),
+    // inp (N, C, H, W), weight (O, C, KH, KW)
+    conv_geom g;
+    DDL_TRY(conv_backward_args(&g, dinp, dweight, dout, inp, weight, N, C, H, W, O, KH, KW,
+                               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w));
+    const int64_t OHW = g.OHW, CKK = g.CKK;
+    if (dbias)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t i = 0; i < OHW; i++) dbias[o] += dout[(n * O + o) * OHW + i];
+    if (!dinp && !dweight) return DDL_OK;
+    double *col;
+    DDL_TRY(f64_scratch(&col, &g, "conv2d_backward"));
+    for (int64_t n = 0; n < N; n++) {
+        const double *dy = dout + n * O * OHW; // (O, OH*OW)
+        if (dweight) {
+            const double *b = inp + n * C * H * W; // (C*KH*KW, OH*OW)
+            if (col) {
+                im2col_f64(col, OHW, b, &g);
+                b = col;
+            }
+            dgemm(0, 1, O, CKK, OHW, dy, OHW, b, OHW, 1.0, dweight, CKK);
+        }
+        if (dinp) {
+            double *dx = dinp + n * C * H * W; // (C, H, W)
+            if (!col) {
+                dgemm(1, 0, CKK, OHW, O, weight, CKK, dy, OHW, 1.0, dx, OHW);
+            } else {
+                dgemm(1, 0, CKK, OHW, O, weight, CKK, dy, OHW, 0.0, col, OHW);
+                col2im_add_f64(dx, col, OHW, &g);
+            }
+        }
+    }
+    free(col);
     return DDL_OK;
 }
 /* ---- linear ------------------------------------------------------------------------------ */

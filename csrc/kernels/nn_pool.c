@@ -1,4 +1,5 @@
-/* nn_pool.c: float32 kernels for max, average and adaptive-average 2-d pooling, fwd + bwd. */
+/* nn_pool.c: float32 and float64 kernels for max, average and adaptive-average 2-d pooling,
+ * forward and backward (the loops in kernels/pool_impl.h, once per type). */
 #include "ddl/nn_conv.h"
 
 #include "core/internal.h"
@@ -101,100 +102,6 @@ static int pool_threads(int64_t planes, int64_t area) {
     return t < 1 ? 1 : (int)(t > 64 ? 64 : t);
 }
 
-static void max_forward_worker(void *p, int tid, int nt);
-
-static void max_backward_worker(void *p, int tid, int nt) {
-    const max_job *jb = p;
-    const int64_t HW = jb->H * jb->W, OHW = jb->OH * jb->OW;
-    for (int64_t p = jb->planes * tid / nt; p < jb->planes * (tid + 1) / nt; p++) {
-        float *dx = jb->dinp + p * HW;        // (H, W)
-        const float *dy = jb->dout + p * OHW; // (OH, OW)
-        const int64_t *ix = jb->cindices + p * OHW;
-        for (int64_t i = 0; i < OHW; i++) dx[ix[i]] += dy[i];
-    }
-}
-
-ddl_status ddl_max_pool2d_forward(float *out, int64_t *indices, const float *inp, int64_t N,
-                                  int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
-                                  int64_t stride_h, int64_t stride_w, int64_t pad_h,
-                                  int64_t pad_w) {
-    // out (N, C, OH, OW), indices (N, C, OH, OW), inp (N, C, H, W)
-    int64_t OH, OW;
-    DDL_TRY(pool_check("max_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
-                       out, "out", indices, "indices"));
-    DDL_TRY(check_buf("max_pool2d", "inp", inp, 1));
-    max_job jb = {out, indices, inp, NULL,     NULL,     NULL,  H,     W,    OH,
-                  OW,  KH,      KW,  stride_h, stride_w, pad_h, pad_w, N * C};
-    ddl_parallel_run(pool_threads(N * C, H * W), max_forward_worker, &jb);
-    return DDL_OK;
-}
-
-/* max pooling's forward over planes [p0, p1) of jb. */
-static void max_forward_planes(const max_job *jb, int64_t p0, int64_t p1) {
-    float *out = jb->out;
-    int64_t *indices = jb->indices;
-    const float *inp = jb->inp;
-    const int64_t H = jb->H, W = jb->W, OH = jb->OH, OW = jb->OW, KH = jb->KH, KW = jb->KW;
-    const int64_t stride_h = jb->sh, stride_w = jb->sw, pad_h = jb->ph, pad_w = jb->pw;
-    if (KH == 2 && KW == 2 && stride_h == 2 && stride_w == 2 && pad_h == 0 && pad_w == 0) {
-        for (int64_t p = p0; p < p1; p++)
-            maxpool22(out + p * OH * OW, indices + p * OH * OW, inp + p * H * W, W, OH, OW);
-        return;
-    }
-    for (int64_t p = p0; p < p1; p++) {
-        const float *x = inp + p * H * W; // (H, W)
-        float *y = out + p * OH * OW;     // (OH, OW)
-        int64_t *ix = indices + p * OH * OW;
-        for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t h0 = oh * stride_h - pad_h, h1 = min64(h0 + KH, H);
-            h0 = max64(h0, 0);
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = ow * stride_w - pad_w, w1 = min64(w0 + KW, W);
-                w0 = max64(w0, 0);
-                float best = -INFINITY;
-                int64_t arg = h0 * W + w0;
-                for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) {
-                        float v = x[ih * W + iw];
-                        if (v > best || isnan(v)) { /* PyTorch's rule: NaN wins */
-                            best = v;
-                            arg = ih * W + iw;
-                        }
-                    }
-                y[oh * OW + ow] = best;
-                ix[oh * OW + ow] = arg;
-            }
-        }
-    }
-}
-
-static void max_forward_worker(void *p, int tid, int nt) {
-    const max_job *jb = p;
-    max_forward_planes(jb, jb->planes * tid / nt, jb->planes * (tid + 1) / nt);
-}
-
-ddl_status ddl_max_pool2d_backward(float *dinp, const float *dout, const int64_t *indices,
-                                   int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
-                                   int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
-                                   int64_t pad_w) {
-    // dinp (N, C, H, W), dout (N, C, OH, OW), indices (N, C, OH, OW)
-    int64_t OH, OW;
-    DDL_TRY(pool_check("max_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w,
-                       pad_h, pad_w, dout, "dout", indices, "indices"));
-    if (!dinp) return DDL_OK;
-    const int64_t total = N * C * OH * OW;
-    for (int64_t i = 0; i < total; i++) /* checked before any write: nothing changes on error */
-        if (indices[i] < 0 || indices[i] >= H * W)
-            DDL_FAIL(DDL_E_INDEX,
-                     "max_pool2d_backward: index %lld at position %lld is outside the "
-                     "(%lld, %lld) input plane",
-                     (ll)indices[i], (ll)i, (ll)H, (ll)W);
-    max_job jb = {NULL, NULL, NULL, dinp,     dout,     indices, H,     W,    OH,
-                  OW,   KH,   KW,   stride_h, stride_w, pad_h,   pad_w, N * C};
-    ddl_parallel_run(pool_threads(N * C, H * W), max_backward_worker, &jb);
-    return DDL_OK;
-}
-
 /* Window [h0, h1) x [w0, w1) clipped to the input and PyTorch's count_include_pad divisor (the
  * window clipped to the padded input). */
 typedef struct {
@@ -211,52 +118,6 @@ static avg_window avg_window_at(int64_t oh, int64_t ow, int64_t H, int64_t W, in
     a.h0 = max64(h0, 0), a.w0 = max64(w0, 0);
     a.h1 = min64(h1, H), a.w1 = min64(w1, W);
     return a;
-}
-
-ddl_status ddl_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64_t C, int64_t H,
-                                  int64_t W, int64_t KH, int64_t KW, int64_t stride_h,
-                                  int64_t stride_w, int64_t pad_h, int64_t pad_w) {
-    // out (N, C, OH, OW), inp (N, C, H, W)
-    int64_t OH, OW;
-    DDL_TRY(pool_check("avg_pool2d", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w,
-                       out, "out", inp, "inp"));
-    for (int64_t p = 0; p < N * C; p++) {
-        const float *x = inp + p * H * W; // (H, W)
-        float *y = out + p * OH * OW;     // (OH, OW)
-        for (int64_t oh = 0; oh < OH; oh++)
-            for (int64_t ow = 0; ow < OW; ow++) {
-                avg_window a =
-                    avg_window_at(oh, ow, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-                double acc = 0.0;
-                for (int64_t ih = a.h0; ih < a.h1; ih++)
-                    for (int64_t iw = a.w0; iw < a.w1; iw++) acc += x[ih * W + iw];
-                y[oh * OW + ow] = (float)(acc / (double)a.count);
-            }
-    }
-    return DDL_OK;
-}
-
-ddl_status ddl_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C, int64_t H,
-                                   int64_t W, int64_t KH, int64_t KW, int64_t stride_h,
-                                   int64_t stride_w, int64_t pad_h, int64_t pad_w) {
-    // dinp (N, C, H, W), dout (N, C, OH, OW)
-    int64_t OH, OW;
-    DDL_TRY(pool_check("avg_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, stride_h, stride_w,
-                       pad_h, pad_w, dout, "dout", NULL, NULL));
-    if (!dinp) return DDL_OK;
-    for (int64_t p = 0; p < N * C; p++) {
-        float *dx = dinp + p * H * W;         // (H, W)
-        const float *dy = dout + p * OH * OW; // (OH, OW)
-        for (int64_t oh = 0; oh < OH; oh++)
-            for (int64_t ow = 0; ow < OW; ow++) {
-                avg_window a =
-                    avg_window_at(oh, ow, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
-                float g = dy[oh * OW + ow] / (float)a.count;
-                for (int64_t ih = a.h0; ih < a.h1; ih++)
-                    for (int64_t iw = a.w0; iw < a.w1; iw++) dx[ih * W + iw] += g;
-            }
-    }
-    return DDL_OK;
 }
 
 /* PyTorch's adaptive bins: [floor(i*in/out), ceil((i+1)*in/out)). */
@@ -281,45 +142,187 @@ static ddl_status adaptive_check(const char *who, int64_t N, int64_t C, int64_t 
     return DDL_OK;
 }
 
+/* the per-plane loops: max_planes, ... (float32) and max_planes_f64, ... (float64) */
+#define POOL_T float
+#define POOL_NAME(x) x
+#include "kernels/pool_impl.h"
+#define POOL_T double
+#define POOL_NAME(x) x##_f64
+#include "kernels/pool_impl.h"
+
+static void max_backward_worker(void *p, int tid, int nt) {
+    const max_job *jb = p;
+    max_back_planes(jb->dinp, jb->dout, jb->cindices, jb->planes * tid / nt,
+                    jb->planes * (tid + 1) / nt, jb->H * jb->W, jb->OH * jb->OW);
+}
+
+static void max_forward_worker(void *p, int tid, int nt) {
+    const max_job *jb = p;
+    int64_t p0 = jb->planes * tid / nt, p1 = jb->planes * (tid + 1) / nt;
+    const int64_t H = jb->H, W = jb->W, OH = jb->OH, OW = jb->OW;
+    if (jb->KH == 2 && jb->KW == 2 && jb->sh == 2 && jb->sw == 2 && jb->ph == 0 && jb->pw == 0) {
+        for (int64_t p = p0; p < p1; p++)
+            maxpool22(jb->out + p * OH * OW, jb->indices + p * OH * OW, jb->inp + p * H * W, W, OH,
+                      OW);
+        return;
+    }
+    max_planes(jb->out, jb->indices, jb->inp, p0, p1, H, W, OH, OW, jb->KH, jb->KW, jb->sh, jb->sw,
+               jb->ph, jb->pw);
+}
+
+/* max pooling forward, float32 (planes over threads) or float64 (one thread). */
+static ddl_status max_forward(int f64, void *out, int64_t *indices, const void *inp, int64_t N,
+                              int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh,
+                              int64_t sw, int64_t ph, int64_t pw) {
+    // out (N, C, OH, OW), indices (N, C, OH, OW), inp (N, C, H, W)
+    int64_t OH, OW;
+    DDL_TRY(pool_check("max_pool2d", &OH, &OW, N, C, H, W, KH, KW, sh, sw, ph, pw, out, "out",
+                       indices, "indices"));
+    DDL_TRY(check_buf("max_pool2d", "inp", inp, 1));
+    if (f64) {
+        max_planes_f64(out, indices, inp, 0, N * C, H, W, OH, OW, KH, KW, sh, sw, ph, pw);
+        return DDL_OK;
+    }
+    max_job jb = {out, indices, inp, NULL, NULL, NULL, H, W, OH, OW, KH, KW, sh, sw, ph, pw, N * C};
+    ddl_parallel_run(pool_threads(N * C, H * W), max_forward_worker, &jb);
+    return DDL_OK;
+}
+
+static ddl_status max_backward(int f64, void *dinp, const void *dout, const int64_t *indices,
+                               int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+                               int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+    // dinp (N, C, H, W), dout (N, C, OH, OW), indices (N, C, OH, OW)
+    int64_t OH, OW;
+    DDL_TRY(pool_check("max_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, sh, sw, ph, pw, dout,
+                       "dout", indices, "indices"));
+    if (!dinp) return DDL_OK;
+    const int64_t total = N * C * OH * OW;
+    for (int64_t i = 0; i < total; i++) /* checked before any write: nothing changes on error */
+        if (indices[i] < 0 || indices[i] >= H * W)
+            DDL_FAIL(DDL_E_INDEX,
+                     "max_pool2d_backward: index %lld at position %lld is outside the "
+                     "(%lld, %lld) input plane",
+                     (ll)indices[i], (ll)i, (ll)H, (ll)W);
+    if (f64) {
+        max_back_planes_f64(dinp, dout, indices, 0, N * C, H * W, OH * OW);
+        return DDL_OK;
+    }
+    max_job jb = {NULL, NULL, NULL, dinp, dout, indices, H,  W,    OH,
+                  OW,   KH,   KW,   sh,   sw,   ph,      pw, N * C};
+    ddl_parallel_run(pool_threads(N * C, H * W), max_backward_worker, &jb);
+    return DDL_OK;
+}
+
+/* average pooling, forward (back 0: out from x) or backward (back 1: dinp += from dout) */
+static ddl_status avg_pool(int f64, int back, void *y, const void *x, int64_t N, int64_t C,
+                           int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t sh, int64_t sw,
+                           int64_t ph, int64_t pw) {
+    int64_t OH, OW;
+    if (back)
+        DDL_TRY(pool_check("avg_pool2d_backward", &OH, &OW, N, C, H, W, KH, KW, sh, sw, ph, pw, x,
+                           "dout", NULL, NULL));
+    else
+        DDL_TRY(pool_check("avg_pool2d", &OH, &OW, N, C, H, W, KH, KW, sh, sw, ph, pw, y, "out", x,
+                           "inp"));
+    if (!y) return DDL_OK;
+    if (f64)
+        avg_planes_f64(back, y, y, x, x, N * C, H, W, OH, OW, KH, KW, sh, sw, ph, pw);
+    else
+        avg_planes(back, y, y, x, x, N * C, H, W, OH, OW, KH, KW, sh, sw, ph, pw);
+    return DDL_OK;
+}
+
+/* adaptive average pooling, forward or backward as avg_pool */
+static ddl_status adaptive_pool(int f64, int back, void *y, const void *x, int64_t N, int64_t C,
+                                int64_t H, int64_t W, int64_t OH, int64_t OW) {
+    if (back)
+        DDL_TRY(adaptive_check("adaptive_avg_pool2d_backward", N, C, H, W, OH, OW, x, "dout", NULL,
+                               NULL));
+    else
+        DDL_TRY(adaptive_check("adaptive_avg_pool2d", N, C, H, W, OH, OW, y, "out", x, "inp"));
+    if (!y) return DDL_OK;
+    if (f64)
+        adaptive_planes_f64(back, y, y, x, x, N * C, H, W, OH, OW);
+    else
+        adaptive_planes(back, y, y, x, x, N * C, H, W, OH, OW);
+    return DDL_OK;
+}
+
+/* ---- the public entry points, float32 then float64 --------------------------------------- */
+
+ddl_status ddl_max_pool2d_forward(float *out, int64_t *indices, const float *inp, int64_t N,
+                                  int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                  int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                  int64_t pad_w) {
+    return max_forward(0, out, indices, inp, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+}
+
+ddl_status ddl_max_pool2d_backward(float *dinp, const float *dout, const int64_t *indices,
+                                   int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
+                                   int64_t KW, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                   int64_t pad_w) {
+    return max_backward(0, dinp, dout, indices, N, C, H, W, KH, KW, stride_h, stride_w, pad_h,
+                        pad_w);
+}
+
+ddl_status ddl_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64_t C, int64_t H,
+                                  int64_t W, int64_t KH, int64_t KW, int64_t stride_h,
+                                  int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+    return avg_pool(0, 0, out, inp, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+}
+
+ddl_status ddl_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C, int64_t H,
+                                   int64_t W, int64_t KH, int64_t KW, int64_t stride_h,
+                                   int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+    return avg_pool(0, 1, dinp, dout, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+}
+
 ddl_status ddl_adaptive_avg_pool2d_forward(float *out, const float *inp, int64_t N, int64_t C,
                                            int64_t H, int64_t W, int64_t OH, int64_t OW) {
-    // out (N, C, OH, OW), inp (N, C, H, W)
-    DDL_TRY(adaptive_check("adaptive_avg_pool2d", N, C, H, W, OH, OW, out, "out", inp, "inp"));
-    for (int64_t p = 0; p < N * C; p++) {
-        const float *x = inp + p * H * W; // (H, W)
-        float *y = out + p * OH * OW;     // (OH, OW)
-        for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
-                double acc = 0.0;
-                for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) acc += x[ih * W + iw];
-                y[oh * OW + ow] = (float)(acc / (double)((h1 - h0) * (w1 - w0)));
-            }
-        }
-    }
-    return DDL_OK;
+    return adaptive_pool(0, 0, out, inp, N, C, H, W, OH, OW);
 }
 
 ddl_status ddl_adaptive_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C,
                                             int64_t H, int64_t W, int64_t OH, int64_t OW) {
-    // dinp (N, C, H, W), dout (N, C, OH, OW)
-    DDL_TRY(adaptive_check("adaptive_avg_pool2d_backward", N, C, H, W, OH, OW, dout, "dout", NULL,
-                           NULL));
-    if (!dinp) return DDL_OK;
-    for (int64_t p = 0; p < N * C; p++) {
-        float *dx = dinp + p * H * W;         // (H, W)
-        const float *dy = dout + p * OH * OW; // (OH, OW)
-        for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t h0 = bin_start(oh, H, OH), h1 = bin_end(oh, H, OH);
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t w0 = bin_start(ow, W, OW), w1 = bin_end(ow, W, OW);
-                float g = (float)(dy[oh * OW + ow] / (double)((h1 - h0) * (w1 - w0)));
-                for (int64_t ih = h0; ih < h1; ih++)
-                    for (int64_t iw = w0; iw < w1; iw++) dx[ih * W + iw] += g;
-            }
-        }
-    }
-    return DDL_OK;
+    return adaptive_pool(0, 1, dinp, dout, N, C, H, W, OH, OW);
+}
+
+ddl_status ddl_max_pool2d_forward_f64(double *out, int64_t *indices, const double *inp, int64_t N,
+                                      int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                      int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                      int64_t pad_w) {
+    return max_forward(1, out, indices, inp, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+}
+
+ddl_status ddl_max_pool2d_backward_f64(double *dinp, const double *dout, const int64_t *indices,
+                                       int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
+                                       int64_t KW, int64_t stride_h, int64_t stride_w,
+                                       int64_t pad_h, int64_t pad_w) {
+    return max_backward(1, dinp, dout, indices, N, C, H, W, KH, KW, stride_h, stride_w, pad_h,
+                        pad_w);
+}
+
+ddl_status ddl_avg_pool2d_forward_f64(double *out, const double *inp, int64_t N, int64_t C,
+                                      int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                      int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                      int64_t pad_w) {
+    return avg_pool(1, 0, out, inp, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+}
+
+ddl_status ddl_avg_pool2d_backward_f64(double *dinp, const double *dout, int64_t N, int64_t C,
+                                       int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                       int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                       int64_t pad_w) {
+    return avg_pool(1, 1, dinp, dout, N, C, H, W, KH, KW, stride_h, stride_w, pad_h, pad_w);
+}
+
+ddl_status ddl_adaptive_avg_pool2d_forward_f64(double *out, const double *inp, int64_t N, int64_t C,
+                                               int64_t H, int64_t W, int64_t OH, int64_t OW) {
+    return adaptive_pool(1, 0, out, inp, N, C, H, W, OH, OW);
+}
+
+ddl_status ddl_adaptive_avg_pool2d_backward_f64(double *dinp, const double *dout, int64_t N,
+                                                int64_t C, int64_t H, int64_t W, int64_t OH,
+                                                int64_t OW) {
+    return adaptive_pool(1, 1, dinp, dout, N, C, H, W, OH, OW);
 }

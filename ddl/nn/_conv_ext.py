@@ -1,5 +1,5 @@
-"""Convolution and pooling variants built on the float32 conv2d / pool2d kernels and the core
-ops: Conv1d, grouped (and depthwise) Conv2d, ConvTranspose2d, pooling with ceil_mode,
+"""Convolution and pooling variants built on the conv2d / pool2d kernels (float32 or float64)
+and the core ops: Conv1d, grouped (and depthwise) Conv2d, ConvTranspose2d, pooling with ceil_mode,
 AdaptiveMaxPool2d, and interpolate (nearest, bilinear) through interpolation matrices.
 
 Each is a composition of differentiable ops, so its gradient comes from autograd:

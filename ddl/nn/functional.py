@@ -4,6 +4,7 @@ The kernels (csrc/nn_*.c) run in float32 with the GIL released; these wrappers o
 arguments (ints or pairs, reductions, dims) and call one C function each.
 """
 from .. import _C
+from .. import _functions as T
 from . import _conv_ext as _X
 from . import _losses as _L
 
@@ -488,23 +489,33 @@ def l1_loss(input, target, reduction="mean"):
 # ---- recurrent cells (one time step over the batch) ---------------------------------------------
 
 
+def _cell(kind, input, hx, cx, w_ih, w_hh, b_ih, b_hh, nl):
+    """One C cell step (float32), or its core-op composition when any tensor is float64."""
+    if _f64(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+        from . import _rnn_f64
+
+        out = _rnn_f64.cell(kind, input, hx, cx, w_ih, w_hh, b_ih, b_hh, nl)
+        return T.cat(list(out), 1) if kind == _C.CELL_LSTM else out
+    return _C.rnn_cell(kind, input, hx, cx, w_ih, w_hh, b_ih, b_hh, nl)
+
+
 def rnn_tanh_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
-    return _C.rnn_cell(_C.CELL_RNN, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
+    return _cell(_C.CELL_RNN, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
 
 
 def rnn_relu_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
-    return _C.rnn_cell(_C.CELL_RNN, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_RELU)
+    return _cell(_C.CELL_RNN, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_RELU)
 
 
 def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step (PyTorch's gate order i, f, g, o); returns (h', c')."""
-    hc = _C.rnn_cell(_C.CELL_LSTM, input, hx, cx, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
+    hc = _cell(_C.CELL_LSTM, input, hx, cx, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
     h = hx.shape[1]
     return hc[:, :h], hc[:, h:]
 
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
-    return _C.rnn_cell(_C.CELL_GRU, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
+    return _cell(_C.CELL_GRU, input, hx, None, w_ih, w_hh, b_ih, b_hh, _C.RNN_TANH)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,

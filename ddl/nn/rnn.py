@@ -2,13 +2,14 @@
 batch_first) and the one-step RNNCell, LSTMCell and GRUCell, with PyTorch's parameter names,
 layouts and initialization. Each (layer, direction) of a layer module is one fused C op over
 the whole sequence (_C.rnn_seq: one input-projection GEMM, one recurrent GEMM per step, a
-fused backward through time); a cell module is one C cell call per step."""
+fused backward through time); a cell module is one C cell call per step. float64 runs as
+core-op compositions instead (ddl/nn/_rnn_f64.py)."""
 import math
 
 from .. import _C
 from .. import _functions as T
+from . import _rnn_f64, init
 from . import functional as F
-from . import init
 from .module import Module, Parameter
 
 _KIND = {"r": _C.CELL_RNN, "l": _C.CELL_LSTM, "g": _C.CELL_GRU}
@@ -82,7 +83,11 @@ class _RNNBase(Module):
                 k = layer * dirs + d
                 h = h0[k] if h0 is not None else None
                 c = c0[k] if c0 is not None else None
-                o = _C.rnn_seq(kind, layer_in, h, c, *self._params(layer, d == 1), nl, d == 1)
+                ps = self._params(layer, d == 1)
+                if F._f64(layer_in, h, c, *ps):  # float64: core ops (the C op is float32)
+                    o = _rnn_f64.seq(kind, layer_in, h, c, *ps, nl, d == 1)
+                else:
+                    o = _C.rnn_seq(kind, layer_in, h, c, *ps, nl, d == 1)
                 outs.append(o[:steps])
                 h_n.append(o[steps])
                 if lstm:

@@ -1,4 +1,5 @@
-/* nn_conv.h: float32 raw-pointer kernels for conv2d, 2-D pooling and linear (NCHW, contiguous).
+/* nn_conv.h: raw-pointer kernels for conv2d, 2-D pooling (float32, and float64 `_f64` twins)
+ * and linear (float32) (NCHW, contiguous).
  *
  * These are the kernels under the autograd layer: every buffer is a contiguous float32 (or
  * int64 for pooling indices) array whose shape is given in the comment next to it, and sizes
@@ -78,6 +79,20 @@ ddl_status ddl_conv2d_backward(float *dinp, float *dweight, float *dbias, float 
                                int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                                int64_t dil_h, int64_t dil_w);
 
+/* float64 conv2d: the same shapes and rules, per-sample im2col + dgemm on the calling thread;
+ * the im2col scratch is allocated inside (DDL_E_NOMEM when it cannot be). backward
+ * accumulates like the float32 one. */
+ddl_status ddl_conv2d_forward_f64(double *out, const double *inp, const double *weight,
+                                  const double *bias, int64_t N, int64_t C, int64_t H, int64_t W,
+                                  int64_t O, int64_t KH, int64_t KW, int64_t stride_h,
+                                  int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
+                                  int64_t dil_w);
+ddl_status ddl_conv2d_backward_f64(double *dinp, double *dweight, double *dbias, const double *dout,
+                                   const double *inp, const double *weight, int64_t N, int64_t C,
+                                   int64_t H, int64_t W, int64_t O, int64_t KH, int64_t KW,
+                                   int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                   int64_t dil_h, int64_t dil_w);
+
 /* Test references: direct loops, no BLAS, no scratch. Same shapes and rules as above. */
 ddl_status ddl_conv2d_forward_naive(float *out, const float *inp, const float *weight,
                                     const float *bias, int64_t N, int64_t C, int64_t H, int64_t W,
@@ -136,6 +151,29 @@ ddl_status ddl_adaptive_avg_pool2d_forward(float *out, const float *inp, int64_t
 /*   dinp (N, C, H, W), dout (N, C, OH, OW) */
 ddl_status ddl_adaptive_avg_pool2d_backward(float *dinp, const float *dout, int64_t N, int64_t C,
                                             int64_t H, int64_t W, int64_t OH, int64_t OW);
+
+/* float64 pooling: the same shapes and rules as the float32 kernels above, on one thread. */
+ddl_status ddl_max_pool2d_forward_f64(double *out, int64_t *indices, const double *inp, int64_t N,
+                                      int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                      int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                      int64_t pad_w);
+ddl_status ddl_max_pool2d_backward_f64(double *dinp, const double *dout, const int64_t *indices,
+                                       int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
+                                       int64_t KW, int64_t stride_h, int64_t stride_w,
+                                       int64_t pad_h, int64_t pad_w);
+ddl_status ddl_avg_pool2d_forward_f64(double *out, const double *inp, int64_t N, int64_t C,
+                                      int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                      int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                      int64_t pad_w);
+ddl_status ddl_avg_pool2d_backward_f64(double *dinp, const double *dout, int64_t N, int64_t C,
+                                       int64_t H, int64_t W, int64_t KH, int64_t KW,
+                                       int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                       int64_t pad_w);
+ddl_status ddl_adaptive_avg_pool2d_forward_f64(double *out, const double *inp, int64_t N, int64_t C,
+                                               int64_t H, int64_t W, int64_t OH, int64_t OW);
+ddl_status ddl_adaptive_avg_pool2d_backward_f64(double *dinp, const double *dout, int64_t N,
+                                                int64_t C, int64_t H, int64_t W, int64_t OH,
+                                                int64_t OW);
 
 /* ---- linear ------------------------------------------------------------------------------ */
 
