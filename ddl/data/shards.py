@@ -369,6 +369,9 @@ def _my_shards(n_shards, rank, world_size):
     return range(n_shards * rank // world_size, n_shards * (rank + 1) // world_size)
 
 
+_OPEN_ATTEMPTS = 20  # see ShardedDataset.__init__
+
+
 class ShardedDataset:
     """This rank's shards of a save_shards directory, memory-mapped (or an fsspec URL of one:
     only this rank's shards are fetched, with ranged reads).
@@ -394,15 +397,18 @@ class ShardedDataset:
                 dist.is_initialized() else (0, 1)
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"ShardedDataset: rank {rank} is outside [0, {world_size})")
-        for attempt in range(3):
+        for attempt in range(_OPEN_ATTEMPTS):
             m = _read_manifest(dir)
             try:
                 self._open(dir, m, rank, world_size, verify)
                 break
             except FileNotFoundError:
                 # a save committed a new generation (and removed the old files) between our
-                # reading the manifest and opening the shards: read the new one
-                if attempt == 2 or _read_manifest(dir).get("generation") == m.get("generation"):
+                # reading the manifest and opening the shards: read the new one. Only a moving
+                # generation retries (a writer making progress), so a damaged data set fails at
+                # once; a reader racing a tight loop of saves gets several tries.
+                if attempt == _OPEN_ATTEMPTS - 1 or \
+                        _read_manifest(dir).get("generation") == m.get("generation"):
                     raise
         sizes = [x.shape[0] for x, _ in self.parts]
         self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
