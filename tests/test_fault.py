@@ -18,8 +18,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RING = os.path.join(HERE, "fault_workers", "ring.py")
 T = 6.0  # the job's collective timeout (s)
 # under the sanitizers (LD_PRELOAD'ed ASan/TSan: every process several times slower) the
-# failure path's own store calls and grace periods take longer
-SLACK = 6.0 if "san" in os.environ.get("LD_PRELOAD", "") else 1.0
+# failure path's own store calls and grace periods take longer; 2 s otherwise, for a machine
+# busy with other work (1 s was exceeded under a load average of ~10 on 2 cores)
+SLACK = 6.0 if "san" in os.environ.get("LD_PRELOAD", "") else 2.0
 
 
 def _free_port():
