@@ -19,6 +19,7 @@ only when asked for). Workers die with the launcher (PR_SET_PDEATHSIG). See docs
 import collections
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -104,6 +105,23 @@ def _prctl():
             fn = None
         _PRCTL.append(fn)
     return _PRCTL[0]
+
+
+def _job_token(args):
+    """The store token of the job's workers. A DDL_STORE_TOKEN the user exported wins (set
+    but empty: no token, the store open to anyone who reaches its port). Otherwise a job that
+    runs on this one node gets a fresh random token, so that its store is authenticated by
+    default. A job of several nodes needs the same token on every node: it cannot be drawn
+    here, and it is not handed out through the c10d rendezvous store (that store would give it
+    to any stranger who asks); without one the launcher says so and the store stays open."""
+    if "DDL_STORE_TOKEN" in os.environ:
+        return None   # inherited by the workers as it is
+    if args.max_nodes == 1:
+        return secrets.token_hex(32)
+    _log("note: DDL_STORE_TOKEN is not set, so this job's stores accept any client that "
+         "reaches their ports; export the same token on every node, e.g. "
+         "DDL_STORE_TOKEN=$(openssl rand -hex 32) (docs/security.md)")
+    return None
 
 
 class _Output:
@@ -224,6 +242,7 @@ class _Launcher:
         self.nnodes = args.nnodes
         self.rdzv = None           # the NodeRendezvous under --rdzv-backend c10d
         self.monitor = None        # its monitor's state while workers run
+        self.token = _job_token(args)   # the workers' DDL_STORE_TOKEN, or None
         parent = os.getpid()
         self._preexec = lambda: die_with_parent(parent)
         _prctl()                   # load libc's prctl before any fork
@@ -272,6 +291,8 @@ class _Launcher:
         for var in _THREAD_VARS:
             if not os.environ.get(var):
                 env[var] = threads
+        if self.token is not None:
+            env["DDL_STORE_TOKEN"] = self.token
         # workers write into pipes; without this Python would hold output in 8 KiB blocks
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
