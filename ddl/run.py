@@ -91,6 +91,52 @@ def die_with_parent(parent_pid, sig=signal.SIGKILL):
     return True
 
 
+def tie_to_parent(parent_pid, pdeathsig=True, interval=0.1):
+    """Make this process (started by parent_pid) die with SIGKILL when that process dies; for
+    children started by ddl.multiprocessing and the DataLoader. pdeathsig=True: the kernel's
+    PR_SET_PDEATHSIG, which fires when the *thread* that started the child ends, so the parent
+    passes True only when it started the child from its main thread. Otherwise, without prctl,
+    or for a child of a fork server (the 'forkserver' start method: the server, our real
+    parent, lives on while its children do), a daemon thread checks parent_pid every interval
+    s. Exits at once when parent_pid is already gone."""
+    ppid = os.getppid()
+    if ppid == parent_pid:
+        if pdeathsig and die_with_parent(ppid):
+            return "pdeathsig"
+
+        def gone():
+            return os.getppid() != ppid
+    else:   # a fork server's child, or the parent died before we got here
+        if not _alive(parent_pid):
+            os._exit(1)
+
+        def gone():
+            return not _alive(parent_pid)
+
+    def watch():
+        while not gone():
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="ddl-parent-watch", daemon=True).start()
+    return "watch"
+
+
+def _alive(pid):
+    """Whether pid runs (a zombie, dead but not reaped yet, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 _PRCTL = []
 
 

@@ -15,6 +15,6 @@ for d in ddl/*/; do
 done
 rm -rf "$out/tests"
 cp -r tests "$out/tests"
-for f in csrc examples benchmarks scripts docs pyproject.toml README.md; do
+for f in csrc examples benchmarks scripts docs fuzz pyproject.toml README.md; do
     if [ -e "$f" ]; then ln -sfn "$repo/$f" "$out/$f"; fi
 done
