@@ -117,11 +117,13 @@ def test_a_job_under_ddl_run_has_a_token_and_its_store_refuses_strangers(tmp_pat
 @pytest.mark.parametrize("given, seen", [("user-token-1", "user-token-1"), ("", "")])
 def test_a_token_the_user_exported_wins(tmp_path, given, seen):
     e = _script(tmp_path, "env.py", ENV_ONLY)
-    r = subprocess.run(_cmd("--no-prefix", "--nproc-per-node", "2", e), cwd=tmp_path,
+    # (with prefixes: --no-prefix passes raw chunks, so two ranks' lines could merge)
+    r = subprocess.run(_cmd("--nproc-per-node", "2", e), cwd=tmp_path,
                        env=_env(DDL_STORE_TOKEN=given), capture_output=True, text=True,
                        timeout=45, check=False)
     assert r.returncode == 0, r.stderr
-    assert [json.loads(ln)["token"] for ln in r.stdout.splitlines()] == [seen, seen]
+    assert [json.loads(ln.partition("]: ")[2])["token"] for ln in r.stdout.splitlines()] == \
+        [seen, seen]
 
 
 @pytest.mark.timeout(60)
