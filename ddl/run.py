@@ -19,6 +19,7 @@ only when asked for). Workers die with the launcher (PR_SET_PDEATHSIG). See docs
 import collections
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -90,6 +91,52 @@ def die_with_parent(parent_pid, sig=signal.SIGKILL):
     return True
 
 
+def tie_to_parent(parent_pid, pdeathsig=True, interval=0.1):
+    """Make this process (started by parent_pid) die with SIGKILL when that process dies; for
+    children started by ddl.multiprocessing and the DataLoader. pdeathsig=True: the kernel's
+    PR_SET_PDEATHSIG, which fires when the *thread* that started the child ends, so the parent
+    passes True only when it started the child from its main thread. Otherwise, without prctl,
+    or for a child of a fork server (the 'forkserver' start method: the server, our real
+    parent, lives on while its children do), a daemon thread checks parent_pid every interval
+    s. Exits at once when parent_pid is already gone."""
+    ppid = os.getppid()
+    if ppid == parent_pid:
+        if pdeathsig and die_with_parent(ppid):
+            return "pdeathsig"
+
+        def gone():
+            return os.getppid() != ppid
+    else:   # a fork server's child, or the parent died before we got here
+        if not _alive(parent_pid):
+            os._exit(1)
+
+        def gone():
+            return not _alive(parent_pid)
+
+    def watch():
+        while not gone():
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="ddl-parent-watch", daemon=True).start()
+    return "watch"
+
+
+def _alive(pid):
+    """Whether pid runs (a zombie, dead but not reaped yet, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 _PRCTL = []
 
 
@@ -104,6 +151,23 @@ def _prctl():
             fn = None
         _PRCTL.append(fn)
     return _PRCTL[0]
+
+
+def _job_token(args):
+    """The store token of the job's workers. A DDL_STORE_TOKEN the user exported wins (set
+    but empty: no token, the store open to anyone who reaches its port). Otherwise a job that
+    runs on this one node gets a fresh random token, so that its store is authenticated by
+    default. A job of several nodes needs the same token on every node: it cannot be drawn
+    here, and it is not handed out through the c10d rendezvous store (that store would give it
+    to any stranger who asks); without one the launcher says so and the store stays open."""
+    if "DDL_STORE_TOKEN" in os.environ:
+        return None   # inherited by the workers as it is
+    if args.max_nodes == 1:
+        return secrets.token_hex(32)
+    _log("note: DDL_STORE_TOKEN is not set, so this job's stores accept any client that "
+         "reaches their ports; export the same token on every node, e.g. "
+         "DDL_STORE_TOKEN=$(openssl rand -hex 32) (docs/security.md)")
+    return None
 
 
 class _Output:
@@ -224,6 +288,7 @@ class _Launcher:
         self.nnodes = args.nnodes
         self.rdzv = None           # the NodeRendezvous under --rdzv-backend c10d
         self.monitor = None        # its monitor's state while workers run
+        self.token = _job_token(args)   # the workers' DDL_STORE_TOKEN, or None
         parent = os.getpid()
         self._preexec = lambda: die_with_parent(parent)
         _prctl()                   # load libc's prctl before any fork
@@ -272,6 +337,8 @@ class _Launcher:
         for var in _THREAD_VARS:
             if not os.environ.get(var):
                 env[var] = threads
+        if self.token is not None:
+            env["DDL_STORE_TOKEN"] = self.token
         # workers write into pipes; without this Python would hold output in 8 KiB blocks
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env

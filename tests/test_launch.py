@@ -57,3 +57,21 @@ def test_bad_arguments():
         dist.launch("not callable", 2)
     with pytest.raises(ValueError):
         dist.launch(_sum_ranks, 0)
+
+
+def _token():
+    import os
+
+    return os.environ.get("DDL_STORE_TOKEN")
+
+
+@pytest.mark.timeout(60)
+def test_the_ranks_store_gets_a_random_token_unless_one_is_exported(monkeypatch):
+    import os
+
+    monkeypatch.delenv("DDL_STORE_TOKEN", raising=False)
+    token = dist.launch(_token, nprocs=2, timeout=50)
+    assert token and len(token) == 64 and "DDL_STORE_TOKEN" not in os.environ
+    assert dist.launch(_token, nprocs=2, timeout=50) != token   # per job
+    monkeypatch.setenv("DDL_STORE_TOKEN", "mine")
+    assert dist.launch(_token, nprocs=2, timeout=50) == "mine"

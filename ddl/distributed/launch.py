@@ -13,10 +13,12 @@ MASTER_ADDR / MASTER_PORT, an initialized default process group and cores // npr
 threads; launch returns rank 0's result, or raises DistributedError naming the rank that
 failed with its traceback. A rank dies with the process that launched it (PR_SET_PDEATHSIG),
 so killing a notebook kernel leaves no rank behind, and an interrupt (KeyboardInterrupt in
-launch) stops the ranks at once (SIGTERM) before it propagates.
+launch) stops the ranks at once (SIGTERM) before it propagates. The ranks' store takes only
+them: a random per-job DDL_STORE_TOKEN unless one is exported (docs/security.md).
 """
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import time
@@ -29,10 +31,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _worker(rank, nprocs, port, fn, args, kwargs, conn, timeout, parent):
+def _worker(rank, nprocs, port, fn, args, kwargs, conn, timeout, parent, token):
     from ..run import die_with_parent
 
     die_with_parent(parent)   # the launching process dies: so does this rank
+    if token is not None:
+        os.environ["DDL_STORE_TOKEN"] = token   # read by rank 0's store and every client
     from .. import _C
     from . import DistributedError, destroy_process_group, init_process_group
 
@@ -80,12 +84,14 @@ def launch(fn, nprocs=2, args=(), kwargs=None, timeout=300.0):
                            "workers make their own)")
     ctx = multiprocessing.get_context("fork")
     port = _free_port()
+    # the job's store takes only the ranks: a random token unless the user exported one
+    token = None if "DDL_STORE_TOKEN" in os.environ else secrets.token_hex(32)
     pipes, procs = [], []
     for rank in range(nprocs):
         parent, child = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_worker, name=f"ddl-rank{rank}",
                         args=(rank, nprocs, port, fn, tuple(args), dict(kwargs or {}), child,
-                              timeout, os.getpid()))
+                              timeout, os.getpid(), token))
         p.start()
         child.close()
         pipes.append(parent)

@@ -6,11 +6,15 @@ picklable: a module-level function) each running fn(rank, *args). With join=True
 for all of them; the first failure terminates the others and raises in the parent: a
 ProcessRaisedException carrying the child's traceback and naming its rank, or a
 ProcessExitedException with its exit code (or signal). fn itself calls
-ddl.distributed.init_process_group, as in PyTorch's DDP tutorial.
+ddl.distributed.init_process_group, as in PyTorch's DDP tutorial. Unlike PyTorch, the
+children die with the parent (SIGKILL when it is killed: PR_SET_PDEATHSIG, or a watch thread
+when spawn is called from another thread than the main one), so none is ever orphaned.
 """
 import multiprocessing as _mp
 import multiprocessing.connection as _conn
+import os as _os
 import signal
+import threading as _threading
 import traceback
 from multiprocessing import *
 
@@ -40,7 +44,11 @@ class ProcessExitedException(ProcessException):
                             self.signal_name)
 
 
-def _wrap(fn, i, args, error_queue):
+def _wrap(fn, i, args, error_queue, parent=None, from_main_thread=True):
+    if parent is not None:
+        from ..run import tie_to_parent
+
+        tie_to_parent(parent, from_main_thread)   # the parent dies (kill -9): so do we
     try:
         fn(i, *args)
     except KeyboardInterrupt:
@@ -106,9 +114,10 @@ def start_processes(fn, args=(), nprocs=1, join=True, daemon=False, start_method
     ctx = _mp.get_context(start_method)
     error_queue = ctx.SimpleQueue()
     procs = []
+    main = _threading.current_thread() is _threading.main_thread()
     for i in range(nprocs):
-        p = ctx.Process(target=_wrap, args=(fn, i, tuple(args), error_queue), daemon=daemon,
-                        name=f"ddl-spawn-{i}")
+        p = ctx.Process(target=_wrap, args=(fn, i, tuple(args), error_queue, _os.getpid(), main),
+                        daemon=daemon, name=f"ddl-spawn-{i}")
         p.start()
         procs.append(p)
     pc = ProcessContext(procs, error_queue)

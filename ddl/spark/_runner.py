@@ -40,19 +40,13 @@ def _barrier_store(rank, world_size, timeout):
 
 
 def _die_with_parent():
-    """In a Spark task: SIGKILL when the task's worker dies (a killed stage), not an orphan."""
+    """In a Spark task: SIGKILL when the task's worker dies (a killed stage), not an orphan.
+    (Under local mode ddl.run already tied this rank to itself.)"""
     parent = os.environ.get("DDL_SPARK_PARENT")
-    if not parent:
-        return
-    try:
-        import ctypes
-        import signal
+    if parent:
+        from ..run import die_with_parent
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(parent):  # the parent died before prctl
-        os._exit(1)
+        die_with_parent(int(parent))   # exits at once if the parent died before prctl
 
 
 def main(argv):

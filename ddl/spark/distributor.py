@@ -206,8 +206,14 @@ class Distributor:
                 env["DDL_SPARK_DATA"] = os.path.join(tmp, "data.{rank}.npz")
             cmd = [self.python, "-m", "ddl.run", "--nproc-per-node", str(self.num_processes),
                    "--timeout", str(min(self.timeout, 30.0)), "-m", "ddl.spark._runner", path]
+            from ..run import _prctl, die_with_parent
+
+            _prctl()   # loaded before the fork: between fork and exec only prctl and getppid run
+            driver = os.getpid()
+            # the launcher (and so its ranks) dies with the driver, kill -9 included
             with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL) as proc:
+                                  stdin=subprocess.DEVNULL,
+                                  preexec_fn=lambda: die_with_parent(driver)) as proc:  # noqa: PLW1509
                 for raw in proc.stdout:
                     self.log(raw.decode("utf-8", "replace").rstrip("\n"))
                 rc = proc.wait()

@@ -83,11 +83,16 @@ class WorkerError:
 
 
 def worker_loop(fetch, dataset, index_q, result_q, done, worker_id, num_workers, seed,
-                worker_init_fn):
+                worker_init_fn, parent=None):
     global _info
     import random
 
     from ... import manual_seed
+
+    if parent is not None:   # (pid, started from its main thread): die with the loader's process
+        from ...run import tie_to_parent
+
+        tie_to_parent(*parent)
 
     try:
         manual_seed(seed)

@@ -5,12 +5,15 @@ i % num_workers, at most prefetch_factor * num_workers batches are outstanding, 
 come back in order. Workers are stopped and joined when the epoch ends, when the iterator is
 dropped or on an error -- or kept for the next epoch with persistent_workers=True (until the
 loader is garbage-collected). A worker that dies is reported with its exit code; `timeout`
-bounds each wait for a batch. pin_memory is accepted and does nothing (no GPU).
+bounds each wait for a batch. Workers die with the process that started them, kill -9
+included (run.tie_to_parent). pin_memory is accepted and does nothing (no GPU).
 """
 import contextlib
 import itertools
 import multiprocessing as mp
+import os
 import queue
+import threading
 import time
 
 from ... import _C
@@ -123,11 +126,14 @@ class _Pool:
         self.result_q = ctx.Queue()
         self.done = ctx.Event()
         self.index_qs, self.procs = [], []
+        # the workers die with this process (kill -9 included): see run.tie_to_parent
+        parent = (os.getpid(), threading.current_thread() is threading.main_thread())
         for w in range(self.n):
             iq = ctx.Queue()
             p = ctx.Process(target=_worker.worker_loop, name=f"ddl-dataloader-{w}",
                             args=(loader._fetch, loader.dataset, iq, self.result_q, self.done,
-                                  w, self.n, seed + w, loader.worker_init_fn), daemon=True)
+                                  w, self.n, seed + w, loader.worker_init_fn, parent),
+                            daemon=True)
             p.start()
             self.index_qs.append(iq)
             self.procs.append(p)
