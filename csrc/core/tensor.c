@@ -11,20 +11,42 @@
 /* ---- dtypes ---------------------------------------------------------------------------- */
 
 size_t ddl_dtype_size(ddl_dtype dt) {
-    static const size_t sizes[DDL_NUM_DTYPES] = {4, 8, 8, 1};
+    static const size_t sizes[DDL_NUM_DTYPES] = {4, 8, 8, 1, 4, 2, 1, 1, 2, 2};
     return (unsigned)dt < DDL_NUM_DTYPES ? sizes[dt] : 0;
 }
 
 const char *ddl_dtype_name(ddl_dtype dt) {
-    static const char *names[DDL_NUM_DTYPES] = {"float32", "float64", "int64", "bool"};
+    static const char *names[DDL_NUM_DTYPES] = {"float32", "float64", "int64", "bool",
+                                                "int32",   "int16",   "int8",  "uint8",
+                                                "float16", "bfloat16"};
     return (unsigned)dt < DDL_NUM_DTYPES ? names[dt] : "invalid";
 }
 
-int ddl_dtype_is_float(ddl_dtype dt) { return dt == DDL_FLOAT32 || dt == DDL_FLOAT64; }
+int ddl_dtype_is_float(ddl_dtype dt) {
+    return dt == DDL_FLOAT32 || dt == DDL_FLOAT64 || dt == DDL_FLOAT16 || dt == DDL_BFLOAT16;
+}
+
+ddl_dtype ddl_dtype_compute(ddl_dtype dt) {
+    switch (dt) {
+    case DDL_INT32:
+    case DDL_INT16:
+    case DDL_INT8:
+    case DDL_UINT8: return DDL_INT64;
+    case DDL_FLOAT16:
+    case DDL_BFLOAT16: return DDL_FLOAT32;
+    default: return dt;
+    }
+}
 
 ddl_dtype ddl_promote(ddl_dtype a, ddl_dtype b) {
-    /* rank: bool 0, int64 1, float32 2, float64 3 */
-    static const int rank[DDL_NUM_DTYPES] = {2, 3, 1, 0};
+    if (a == b) return a;
+    /* kind: 0 bool, 1 integer, 2 float; within a kind, rank by width */
+    static const int kind[DDL_NUM_DTYPES] = {2, 2, 1, 0, 1, 1, 1, 1, 2, 2};
+    static const int rank[DDL_NUM_DTYPES] = {2, 3, 4, 0, 3, 2, 1, 1, 1, 1};
+    if (kind[a] != kind[b]) return kind[a] > kind[b] ? a : b;
+    if ((a == DDL_UINT8 && b == DDL_INT8) || (a == DDL_INT8 && b == DDL_UINT8)) return DDL_INT16;
+    if ((a == DDL_FLOAT16 && b == DDL_BFLOAT16) || (a == DDL_BFLOAT16 && b == DDL_FLOAT16))
+        return DDL_FLOAT32;
     return rank[a] >= rank[b] ? a : b;
 }
 
