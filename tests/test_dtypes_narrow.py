@@ -270,3 +270,18 @@ def test_dtype_objects():
     assert ddl.float16.itemsize == 2 and ddl.bfloat16.is_floating_point
     import pickle
     assert pickle.loads(pickle.dumps(ddl.bfloat16)) is ddl.bfloat16
+
+
+def test_gradients_flow_through_half_precision_intermediates():
+    # a float32 leaf through float16 / bfloat16 ops: the gradient arrives in float32, computed
+    # from the 16-bit values (so rounded as they are)
+    for dt in (ddl.float16, ddl.bfloat16):
+        x = ddl.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        h = x.to(dt)
+        assert h.dtype is dt and h.requires_grad
+        (h * h).float().sum().backward()
+        assert x.grad.dtype is ddl.float32 and x.grad.tolist() == [2.0, 4.0, 6.0]
+        x.grad = None
+        x.to(dt).exp().float().sum().backward()
+        want = ddl.tensor([1.0, 2.0, 3.0]).to(dt).exp().float()
+        assert x.grad.tolist() == want.tolist()
