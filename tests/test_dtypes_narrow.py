@@ -134,6 +134,10 @@ def test_integer_arithmetic_stays_narrow_and_wraps():
     assert a.exp().dtype is ddl.float32  # float functions of integers give float32
     u = ddl.tensor(np.array([250, 3], np.uint8))
     assert (u + 10).tolist() == [4, 13]
+    # comparisons with a scalar take it exactly, not wrapped or rounded to the narrow type
+    assert (a > 200).tolist() == [False] * 3 and (a < 1000).tolist() == [True] * 3
+    h = ddl.tensor([float("inf"), 1.0]).half()
+    assert (h == 70000.0).tolist() == [False, False] and (h < 1e6).tolist() == [False, True]
 
 
 def test_reductions():

@@ -302,7 +302,10 @@ static ddl_dtype scalar_dtype(const ddl_tensor *a, double s, int is_float) {
 ddl_status ddl_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a, double s,
                              int scalar_is_float, int reverse) {
     stack_scalar sc;
-    ddl_tensor *t = stack_scalar_init(&sc, scalar_dtype(a, s, scalar_is_float), s);
+    ddl_dtype dt = scalar_dtype(a, s, scalar_is_float);
+    /* a comparison takes the scalar exactly (int8 > 200 is false, not a wrapped -56) */
+    if (is_compare(op)) dt = ddl_dtype_compute(dt);
+    ddl_tensor *t = stack_scalar_init(&sc, dt, s);
     return reverse ? ddl_binary(out, op, t, a) : ddl_binary(out, op, a, t);
 }
 
