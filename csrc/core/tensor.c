@@ -410,6 +410,49 @@ int ddl_coalesce(int ndim, int64_t *shape, int nops, int64_t (*strides)[DDL_MAX_
 
 static ddl_status copy_nonoverlapping(ddl_tensor *dst, const ddl_tensor *src);
 
+#define CONVERT_LOOP(DT, ST, EXPR)                                                                 \
+    do {                                                                                           \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            ST x = *(const ST *)(s + i * ss);                                                      \
+            *(DT *)(d + i * ds) = (EXPR);                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* The conversions between a narrow storage dtype and its compute dtype (every narrow op does
+ * two or three of them) without the per-element switch of load/store; 0 if not one of them. */
+static int copy_convert_fast(char *d, int64_t ds, ddl_dtype dt, const char *s, int64_t ss,
+                             ddl_dtype st, int64_t n) {
+    if (st == DDL_INT64) {
+        switch (dt) {
+        case DDL_INT32: CONVERT_LOOP(int32_t, int64_t, (int32_t)(uint32_t)(uint64_t)x); return 1;
+        case DDL_INT16: CONVERT_LOOP(int16_t, int64_t, (int16_t)(uint16_t)(uint64_t)x); return 1;
+        case DDL_INT8: CONVERT_LOOP(int8_t, int64_t, (int8_t)(uint8_t)(uint64_t)x); return 1;
+        case DDL_UINT8: CONVERT_LOOP(uint8_t, int64_t, (uint8_t)(uint64_t)x); return 1;
+        default: return 0;
+        }
+    }
+    if (dt == DDL_INT64) {
+        switch (st) {
+        case DDL_INT32: CONVERT_LOOP(int64_t, int32_t, x); return 1;
+        case DDL_INT16: CONVERT_LOOP(int64_t, int16_t, x); return 1;
+        case DDL_INT8: CONVERT_LOOP(int64_t, int8_t, x); return 1;
+        case DDL_UINT8: CONVERT_LOOP(int64_t, uint8_t, x); return 1;
+        default: return 0;
+        }
+    }
+    if (st == DDL_FLOAT32 && dt == DDL_FLOAT16)
+        CONVERT_LOOP(uint16_t, float, ddl_f32_to_f16(x));
+    else if (st == DDL_FLOAT32 && dt == DDL_BFLOAT16)
+        CONVERT_LOOP(uint16_t, float, ddl_f32_to_bf16(x));
+    else if (st == DDL_FLOAT16 && dt == DDL_FLOAT32)
+        CONVERT_LOOP(float, uint16_t, ddl_f16_to_f32(x));
+    else if (st == DDL_BFLOAT16 && dt == DDL_FLOAT32)
+        CONVERT_LOOP(float, uint16_t, ddl_bf16_to_f32(x));
+    else
+        return 0;
+    return 1;
+}
+
 ddl_status ddl_copy_(ddl_tensor *dst, const ddl_tensor *src) {
     if (!ddl_tensor_may_overlap(dst, src) || ddl_tensor_same_view(dst, src))
         return copy_nonoverlapping(dst, src);
@@ -463,7 +506,7 @@ static ddl_status copy_nonoverlapping(ddl_tensor *dst, const ddl_tensor *src) {
         } else if (dst->dtype == DDL_FLOAT64 && src->dtype == DDL_FLOAT32) {
             for (int64_t i = 0; i < inner; i++)
                 *(double *)(d + i * isd) = *(const float *)(s + i * iss);
-        } else {
+        } else if (!copy_convert_fast(d, isd, dst->dtype, s, iss, src->dtype, inner)) {
             for (int64_t i = 0; i < inner; i++)
                 ddl_store_elem(d + i * isd, dst->dtype, ddl_load_elem(s + i * iss, src->dtype));
         }
