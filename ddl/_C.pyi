@@ -45,6 +45,12 @@ FLOAT32: int
 FLOAT64: int
 INT64: int
 BOOL: int
+INT32: int
+INT16: int
+INT8: int
+UINT8: int
+FLOAT16: int
+BFLOAT16: int
 NUM_DTYPES: int
 MAX_DIMS: int
 ALL: int

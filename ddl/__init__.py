@@ -89,7 +89,7 @@ _LAZY_SUBPACKAGES = ("nn", "optim", "data", "datasets", "serialization", "amp", 
                      "ml", "features", "sparse", "utils", "vision", "multiprocessing",
                      "accelerator", "backends", "cuda")
 
-half = float16  # PyTorch's narrower dtypes are stored widened (ddl/_dtype.py)
+half = float16  # PyTorch's aliases (ddl/_dtype.py)
 short = int16
 
 
@@ -166,5 +166,5 @@ def gloo_version():
     return _C.gloo_version()
 
 
-# torch.int is int32 (stored as int64 here); bound last: the code above uses the builtin int
+# torch.int is int32; bound last: the code above uses the builtin int
 globals()["int"] = int32

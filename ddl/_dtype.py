@@ -1,9 +1,12 @@
-"""ddl's dtypes: float32, float64, int64 and bool, with their NumPy equivalents.
+"""ddl's dtypes, each a storage type of the C core, with their NumPy equivalents.
 
-PyTorch's narrower types (int32, int16, int8, uint8, float16, bfloat16) are accepted wherever
-a dtype is (`dtype=ddl.int32`, `t.to(ddl.float16)`) and stored widened: integers as int64,
-the 16-bit floats as float32 (the C core has no narrower storage). `t.dtype` then reports the
-stored type.
+float32, float64, int64, bool, and PyTorch's narrower int32, int16, int8, uint8, float16 and
+bfloat16: a tensor of a narrow dtype stores its elements in that many bytes. Ops compute the
+narrow types in int64 / float32 and cast the result back to the promoted dtype (PyTorch's
+promotion: int32 + int32 -> int32, int32 + float32 -> float32, uint8 + int8 -> int16,
+float16 + bfloat16 -> float32). NumPy has no bfloat16: `.numpy()` of a bfloat16 tensor is a
+float32 copy (exact; it does not share memory), a bfloat16 tensor has no buffer (memoryview
+raises BufferError), and `ddl.tensor(np_array)` makes bfloat16 only when asked (`dtype=`).
 """
 import builtins
 
@@ -38,44 +41,34 @@ bool_ = dtype("bool", _C.BOOL, 1, np.bool_, False)
 
 
 
-class _Widened(dtype):
-    """A PyTorch dtype ddl accepts and stores as a wider one (see the module docstring)."""
+int32 = dtype("int32", _C.INT32, 4, np.int32, False)
+int16 = dtype("int16", _C.INT16, 2, np.int16, False)
+int8 = dtype("int8", _C.INT8, 1, np.int8, False)
+uint8 = dtype("uint8", _C.UINT8, 1, np.uint8, False)
+float16 = dtype("float16", _C.FLOAT16, 2, np.float16, True)
+bfloat16 = dtype("bfloat16", _C.BFLOAT16, 2, np.float32, True)  # numpy(): a float32 copy
 
-    __slots__ = ("stored",)
-
-    def __init__(self, name, stored, numpy_dtype):
-        super().__init__(name, stored.code, stored.itemsize, numpy_dtype, stored.is_floating_point)
-        self.stored = stored
-
-    def __repr__(self):
-        return f"ddl.{self.name} (stored as {self.stored.name})"
-
-
-int32 = _Widened("int32", int64, np.int32)
-int16 = _Widened("int16", int64, np.int16)
-int8 = _Widened("int8", int64, np.int8)
-uint8 = _Widened("uint8", int64, np.uint8)
-float16 = _Widened("float16", float32, np.float16)
-bfloat16 = _Widened("bfloat16", float32, np.float32)  # NumPy has no bfloat16
-_WIDENED = {d.name: d for d in (int32, int16, int8, uint8, float16, bfloat16)}
-
-BY_CODE = tuple(sorted((float32, float64, int64, bool_), key=lambda d: d.code))
+BY_CODE = tuple(sorted((float32, float64, int64, bool_, int32, int16, int8, uint8, float16,
+                        bfloat16), key=lambda d: d.code))
 _NAMES = {
     "float32": float32, "float": float32, "float64": float64, "double": float64,
-    "int64": int64, "long": int64, "bool": bool_,
+    "int64": int64, "long": int64, "bool": bool_, "int32": int32, "int": int32,
+    "int16": int16, "short": int16, "int8": int8, "uint8": uint8, "float16": float16,
+    "half": float16, "bfloat16": bfloat16,
 }
 _NUMPY = {np.dtype(np.float32): float32, np.dtype(np.float64): float64,
-          np.dtype(np.int64): int64, np.dtype(np.bool_): bool_}
+          np.dtype(np.int64): int64, np.dtype(np.bool_): bool_, np.dtype(np.int32): int32,
+          np.dtype(np.int16): int16, np.dtype(np.int8): int8, np.dtype(np.uint8): uint8,
+          np.dtype(np.float16): float16}
+_SUPPORTED = "float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8 or bool"
 
 
 def _by_name(name):
-    return _NAMES.get(name) or _WIDENED[name]
+    return _NAMES[name]
 
 
 def to_dtype(d):
     """Accept a ddl dtype, a NumPy dtype or type, a name, or the Python types float/int/bool."""
-    if isinstance(d, _Widened):
-        return d.stored
     if d is None or isinstance(d, dtype):
         return d
     if d is builtins.float:
@@ -86,31 +79,26 @@ def to_dtype(d):
         return bool_
     if isinstance(d, str) and d in _NAMES:
         return _NAMES[d]
-    if isinstance(d, str) and d in _WIDENED:
-        return _WIDENED[d].stored
     try:
         nd = np.dtype(d)
     except TypeError:
         raise TypeError(f"not a dtype: {d!r}") from None
     if nd in _NUMPY:
         return _NUMPY[nd]
-    if nd.kind in "iuf" and nd.itemsize < 8:  # int32, uint8, float16, ...: stored widened
-        return from_numpy_dtype(nd)
-    raise TypeError(f"unsupported dtype {nd}: ddl tensors hold float32, float64, int64 or bool")
+    raise TypeError(f"unsupported dtype {nd}: ddl tensors hold {_SUPPORTED}")
 
 
 def from_numpy_dtype(nd):
-    """The ddl dtype a NumPy array converts to when copied (ints widen, float16 to float32)."""
+    """The ddl dtype of a NumPy array's copy: the same type where ddl has it (uint16/32/64
+    widen to int64, long double to float64)."""
     nd = np.dtype(nd)
     if nd in _NUMPY:
         return _NUMPY[nd]
     if nd.kind in "iu":
         return int64
     if nd.kind == "f":
-        return float32 if nd.itemsize < 8 else float64
+        return float64
     if nd.kind == "b":
         return bool_
-    raise TypeError(
-        f"cannot make a tensor from a NumPy array of dtype {nd}: ddl tensors hold float32, "
-        "float64, int64 or bool"
-    )
+    raise TypeError(f"cannot make a tensor from a NumPy array of dtype {nd}: ddl tensors hold "
+                    f"{_SUPPORTED}")

@@ -78,7 +78,8 @@ def _tensor_copy(data, dtype):
         raise TypeError(f"tensor(): unsupported data of dtype {a.dtype}")
     if a.dtype.kind == "u" and dt is int64 and a.size and a.max() > np.iinfo(np.int64).max:
         raise OverflowError("tensor(): a value does not fit in int64")  # not a silent wrap
-    return _from_array_copy(a.astype(dt.numpy, copy=False))
+    t = _from_array_copy(a.astype(dt.numpy, copy=False))
+    return t.to(dt) if t.dtype is not dt else t  # bfloat16: through float32
 
 
 def from_numpy(array):

@@ -38,8 +38,16 @@ def _dims(dim, axis):
     return tuple(dim)
 
 
+def _check_grad_dtype(t, flag):
+    if flag and t.dtype.code in (_C.FLOAT16, _C.BFLOAT16):
+        raise TypeError(
+            f"a {t.dtype.name} tensor can't require gradients: ddl's autograd runs in float32 "
+            f"and float64; keep the parameter in float32 (t.float()) and convert copies")
+
+
 class Tensor(_C.TensorBase):
-    """An n-dimensional array of float32, float64, int64 or bool, backed by ddl's C core.
+    """An n-dimensional array (float32/64, float16, bfloat16, int64/32/16/8, uint8 or bool),
+    backed by ddl's C core.
 
     Views (reshape, transpose, slicing) share memory with their base; `numpy()` and
     `ddl.from_numpy()` share memory with NumPy.
@@ -56,9 +64,11 @@ class Tensor(_C.TensorBase):
 
     @requires_grad.setter
     def requires_grad(self, flag):
+        _check_grad_dtype(self, flag)
         _C.requires_grad(self, bool(flag))
 
     def requires_grad_(self, requires_grad=True):
+        _check_grad_dtype(self, requires_grad)
         _C.requires_grad(self, bool(requires_grad))
         return self
 
@@ -128,11 +138,17 @@ class Tensor(_C.TensorBase):
 
     # ---- NumPy interop ---------------------------------------------------------------------
     def numpy(self):
-        """A NumPy array sharing this tensor's memory (it keeps the tensor alive)."""
+        """A NumPy array sharing this tensor's memory (it keeps the tensor alive).
+
+        NumPy has no bfloat16: a bfloat16 tensor gives a float32 copy (exact), which does not
+        share memory (and has no buffer: memoryview(t) raises BufferError).
+        """
+        if self.dtype.code == _C.BFLOAT16:
+            return np.asarray(memoryview(self.float()))
         return np.asarray(memoryview(self))
 
     def __array__(self, dtype=None, copy=None):
-        a = np.asarray(memoryview(self))
+        a = self.numpy()
         if dtype is not None and np.dtype(dtype) != a.dtype:
             if copy is False:
                 raise ValueError("a dtype conversion needs a copy")
@@ -141,6 +157,8 @@ class Tensor(_C.TensorBase):
 
     @property
     def __array_interface__(self):
+        if self.dtype.code == _C.BFLOAT16:  # no NumPy twin: NumPy then uses __array__'s copy
+            raise AttributeError("a bfloat16 tensor has no __array_interface__")
         return {
             "version": 3,
             "shape": self.shape,
@@ -237,7 +255,10 @@ class Tensor(_C.TensorBase):
     def type(self, dtype=None):
         if dtype is None:
             return {"float32": "ddl.FloatTensor", "float64": "ddl.DoubleTensor",
-                    "int64": "ddl.LongTensor", "bool": "ddl.BoolTensor"}.get(
+                    "int64": "ddl.LongTensor", "bool": "ddl.BoolTensor",
+                    "int32": "ddl.IntTensor", "int16": "ddl.ShortTensor",
+                    "int8": "ddl.CharTensor", "uint8": "ddl.ByteTensor",
+                    "float16": "ddl.HalfTensor", "bfloat16": "ddl.BFloat16Tensor"}.get(
                         self.dtype.name, f"ddl.{self.dtype.name}")
         return self.to(dtype)
 
@@ -252,6 +273,24 @@ class Tensor(_C.TensorBase):
 
     def bool(self):
         return self.to("bool")
+
+    def int(self):
+        return self.to("int32")
+
+    def short(self):
+        return self.to("int16")
+
+    def char(self):
+        return self.to("int8")
+
+    def byte(self):
+        return self.to("uint8")
+
+    def half(self):
+        return self.to("float16")
+
+    def bfloat16(self):
+        return self.to("bfloat16")
 
     def contiguous(self):
         return _C.copy("contiguous", self)
@@ -387,6 +426,11 @@ class Tensor(_C.TensorBase):
             return
         if isinstance(value, Tensor):
             value = value.numpy()
+        if self.dtype.code == _C.BFLOAT16:  # numpy() is a copy: write it back
+            a = self.numpy()
+            a[self._numpy_key(key)] = value
+            _C.copy_(self, _C.from_buffer(a))
+            return
         self.numpy()[self._numpy_key(key)] = value
 
     # ---- arithmetic ------------------------------------------------------------------------

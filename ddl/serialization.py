@@ -87,8 +87,12 @@ class _Writer:
                 return obj
             return {"__float__": repr(obj)}
         if isinstance(obj, Tensor):
+            # bfloat16 has no NumPy twin: saved as float32 (exact), tagged to load back
             i = self.blob(obj.detach().contiguous().numpy())
-            return {"__tensor__": i, "requires_grad": bool(obj.requires_grad)}
+            node = {"__tensor__": i, "requires_grad": bool(obj.requires_grad)}
+            if obj.dtype.name == "bfloat16":
+                node["dtype"] = "bfloat16"
+            return node
         if isinstance(obj, np.ndarray):
             if obj.dtype.kind not in _NUMPY_KINDS:
                 raise TypeError(f"ddl.save: {where}: arrays of dtype {obj.dtype} cannot be "
@@ -431,7 +435,7 @@ def _decode_file(data, path):
         if not isinstance(x, dict):
             return x
         if "__tensor__" in x:
-            t = _tensor_from(array(x["__tensor__"]))
+            t = _tensor_from(array(x["__tensor__"]), x.get("dtype"))
             return t.requires_grad_() if x.get("requires_grad") else t
         if "__ndarray__" in x:
             return array(x["__ndarray__"])
@@ -477,10 +481,20 @@ def _key(k):
     return tuple(k) if isinstance(k, list) else k
 
 
-def _tensor_from(a):
-    codes = {np.dtype(np.float32): _C.FLOAT32, np.dtype(np.float64): _C.FLOAT64,
-             np.dtype(np.int64): _C.INT64, np.dtype(np.bool_): _C.BOOL}
-    code = codes.get(a.dtype)
+# the dtype table: a blob's NumPy dtype -> the tensor's dtype code
+_CODES = {np.dtype(np.float32): _C.FLOAT32, np.dtype(np.float64): _C.FLOAT64,
+          np.dtype(np.int64): _C.INT64, np.dtype(np.bool_): _C.BOOL,
+          np.dtype(np.int32): _C.INT32, np.dtype(np.int16): _C.INT16,
+          np.dtype(np.int8): _C.INT8, np.dtype(np.uint8): _C.UINT8,
+          np.dtype(np.float16): _C.FLOAT16}
+
+
+def _tensor_from(a, tag=None):
+    if tag is not None:
+        if tag != "bfloat16" or a.dtype != np.float32:
+            raise ValueError(f"ddl.load: a tensor tagged {tag!r} has a blob of dtype {a.dtype}")
+        return _C.copy("to", _tensor_from(a), _C.BFLOAT16)
+    code = _CODES.get(a.dtype)
     if code is None:
         raise ValueError(f"ddl.load: a tensor of dtype {a.dtype} is not a ddl dtype")
     t = _C.full(a.shape, None, code)

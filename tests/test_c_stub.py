@@ -102,6 +102,9 @@ def test_constants_are_the_c_enums():
     assert [d.code for d in BY_CODE] == list(range(_C.NUM_DTYPES))
     assert (ddl.float32.code, ddl.float64.code, ddl.int64.code, ddl.bool.code) == (
         _C.FLOAT32, _C.FLOAT64, _C.INT64, _C.BOOL)
+    assert (ddl.int32.code, ddl.int16.code, ddl.int8.code, ddl.uint8.code, ddl.float16.code,
+            ddl.bfloat16.code) == (_C.INT32, _C.INT16, _C.INT8, _C.UINT8, _C.FLOAT16,
+                                   _C.BFLOAT16)
     groups = [
         (("OP_ADD OP_SUB OP_MUL OP_DIV OP_POW OP_MAXIMUM OP_MINIMUM OP_EQ OP_NE OP_LT OP_LE "
           "OP_GT OP_GE"), "NUM_BINARY_OPS"),

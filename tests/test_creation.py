@@ -36,12 +36,13 @@ def test_unsupported_dtype_raises_type_error(bad):
 
 
 @pytest.mark.parametrize(("narrow", "stored"), [
-    (np.int32, "int64"), (np.float16, "float32"), ("int8", "int64"), ("uint8", "int64"),
-    ("int32", "int64"), ("bfloat16", "float32")])
-def test_narrow_dtypes_are_stored_widened(narrow, stored):
+    (np.int32, "int32"), (np.float16, "float16"), ("int8", "int8"), ("uint8", "uint8"),
+    ("int32", "int32"), ("bfloat16", "bfloat16"), ("int16", "int16")])
+def test_narrow_dtypes_are_real_storage_dtypes(narrow, stored):
     assert ddl.zeros(2, dtype=narrow).dtype.name == stored
     t = ddl.tensor([1, 2]).to(getattr(ddl, narrow) if isinstance(narrow, str) else narrow)
     assert t.dtype.name == stored and t.tolist() == [1, 2]
+    assert t.element_size() == getattr(ddl, stored).itemsize
 
 
 # ---- tensor() ------------------------------------------------------------------------------
@@ -69,8 +70,9 @@ def test_tensor_infers_dtype_and_shape(data, dtype, shape):
 
 @pytest.mark.parametrize("np_dt, dtype", [
     (np.float64, ddl.float64), (np.float32, ddl.float32), (np.int64, ddl.int64),
-    (np.bool_, ddl.bool), (np.int32, ddl.int64), (np.uint8, ddl.int64), (np.int16, ddl.int64),
-    (np.float16, ddl.float32)])
+    (np.bool_, ddl.bool), (np.int32, ddl.int32), (np.uint8, ddl.uint8), (np.int16, ddl.int16),
+    (np.int8, ddl.int8), (np.float16, ddl.float16), (np.uint16, ddl.int64),
+    (np.uint32, ddl.int64)])
 def test_tensor_from_array_keeps_or_widens_dtype(np_dt, dtype):
     a = np.arange(6).reshape(2, 3).astype(np_dt)
     t = ddl.tensor(a)
@@ -160,7 +162,7 @@ def test_from_numpy_0d_and_empty():
 
 
 @pytest.mark.parametrize("arr", [
-    np.zeros(3, dtype=np.int32), np.zeros(3, dtype=np.float16), np.zeros(3, dtype=np.uint8),
+    np.zeros(3, dtype=np.uint16), np.zeros(3, dtype=np.uint32), np.zeros(3, dtype=np.uint64),
     np.zeros(3, dtype=np.complex128), np.array([1, "a"], dtype=object),
     np.zeros(3, dtype=">f8"), np.zeros(2, dtype=[("x", "f4")])])
 def test_from_numpy_unsupported_dtype_raises_type_error(arr):

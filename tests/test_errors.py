@@ -28,7 +28,7 @@ def test_shape_errors_are_value_errors_with_shapes(fn, msg):
 
 
 @pytest.mark.parametrize("fn", [
-    lambda: ddl.from_numpy(np.zeros(3, dtype=np.int32)),
+    lambda: ddl.from_numpy(np.zeros(3, dtype=np.uint32)),
     lambda: ddl.from_numpy(np.array([object(), 1], dtype=object)),
     lambda: ddl.from_numpy(np.zeros(2, dtype=np.complex64)),
     lambda: ddl.tensor([[1, 2], [3]]),

@@ -158,7 +158,7 @@ def _cycle(a, b, i):
 
 def _error_cycle(a):
     for fn in (lambda: ddl.ones(2, 3) @ ddl.ones(4, 2),
-               lambda: ddl.from_numpy(a.astype(np.int32)),
+               lambda: ddl.from_numpy(a.astype(np.uint32)),
                lambda: ddl.ones(3)[5],
                lambda: ddl.tensor([1]).add_(0.5),
                lambda: ddl.empty(2**40, 2**20),

@@ -173,7 +173,9 @@ ddl_status check_tensor(const ddl_tensor* t, const char* who, const char* arg) {
     if (!t) return ddl_fail(DDL_E_VALUE, "%s: %s is required", who, arg);
     if (!ddl_tensor_is_contiguous(t))
         return ddl_fail(DDL_E_VALUE, "%s: %s must be contiguous", who, arg);
-    if (t->dtype == DDL_BOOL)
+    // the collectives reduce float32, float64 and int64; the narrow storage dtypes (int32,
+    // float16, ...) would be read as one of those: refuse them (convert with .float()/.long())
+    if (t->dtype == DDL_BOOL || ddl_dtype_compute(t->dtype) != t->dtype)
         return ddl_fail(DDL_E_TYPE, "%s: %s of dtype %s is not supported", who, arg,
                         ddl_dtype_name(t->dtype));
     return DDL_OK;

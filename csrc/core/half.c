@@ -50,6 +50,11 @@ static uint16_t f32_to_bf16(float f) {
 
 static float bf16_to_f32(uint16_t h) { return float_of((uint32_t)h << 16); }
 
+uint16_t ddl_f32_to_f16(float f) { return f32_to_f16(f); }
+float ddl_f16_to_f32(uint16_t h) { return f16_to_f32(h); }
+uint16_t ddl_f32_to_bf16(float f) { return f32_to_bf16(f); }
+float ddl_bf16_to_f32(uint16_t h) { return bf16_to_f32(h); }
+
 static ddl_status check(int64_t n, ddl_half_kind kind, const char *who) {
     if (n < 0) return ddl_fail(DDL_E_VALUE, "%s: n must be >= 0, got %lld", who, (long long)n);
     if (kind != DDL_HALF_FP16 && kind != DDL_HALF_BF16)

@@ -47,20 +47,45 @@ void ddl_broadcast_strides(int64_t *strides, const ddl_tensor *t, int ndim, cons
 /* Contiguous row-major strides for a shape. */
 void ddl_contiguous_strides(int64_t *strides, int ndim, const int64_t *shape);
 
-/* Load element i (by byte pointer) of dtype dt as double, and store. */
+/* One float32 <-> fp16 / bfloat16 (half.c; round to nearest even, NaN kept). */
+uint16_t ddl_f32_to_f16(float f);
+float ddl_f16_to_f32(uint16_t h);
+uint16_t ddl_f32_to_bf16(float f);
+float ddl_bf16_to_f32(uint16_t h);
+
+/* Load element i (by byte pointer) of dtype dt as double, and store. Integers store with
+ * C's wrap-around of the int64 value (as PyTorch's casts do). */
 static inline double ddl_load_elem(const void *p, ddl_dtype dt) {
     switch (dt) {
     case DDL_FLOAT32: return *(const float *)p;
     case DDL_FLOAT64: return *(const double *)p;
     case DDL_INT64: return (double)*(const int64_t *)p;
+    case DDL_INT32: return *(const int32_t *)p;
+    case DDL_INT16: return *(const int16_t *)p;
+    case DDL_INT8: return *(const int8_t *)p;
+    case DDL_UINT8: return *(const uint8_t *)p;
+    case DDL_FLOAT16: return ddl_f16_to_f32(*(const uint16_t *)p);
+    case DDL_BFLOAT16: return ddl_bf16_to_f32(*(const uint16_t *)p);
     default: return *(const uint8_t *)p ? 1.0 : 0.0;
     }
+}
+static inline int64_t ddl_double_to_i64(double v) {
+    if (v != v) return 0;
+    if (v >= 9223372036854775807.0) return INT64_MAX;
+    if (v <= -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)v;
 }
 static inline void ddl_store_elem(void *p, ddl_dtype dt, double v) {
     switch (dt) {
     case DDL_FLOAT32: *(float *)p = (float)v; break;
     case DDL_FLOAT64: *(double *)p = v; break;
     case DDL_INT64: *(int64_t *)p = (int64_t)v; break;
+    case DDL_INT32: *(int32_t *)p = (int32_t)(uint32_t)(uint64_t)ddl_double_to_i64(v); break;
+    case DDL_INT16: *(int16_t *)p = (int16_t)(uint16_t)(uint64_t)ddl_double_to_i64(v); break;
+    case DDL_INT8: *(int8_t *)p = (int8_t)(uint8_t)(uint64_t)ddl_double_to_i64(v); break;
+    case DDL_UINT8: *(uint8_t *)p = (uint8_t)(uint64_t)ddl_double_to_i64(v); break;
+    case DDL_FLOAT16: *(uint16_t *)p = ddl_f32_to_f16((float)v); break;
+    case DDL_BFLOAT16: *(uint16_t *)p = ddl_f32_to_bf16((float)v); break;
     default: *(uint8_t *)p = v != 0.0; break;
     }
 }

@@ -133,7 +133,7 @@ static int kernel_slot(ddl_dtype dt) { return dt == DDL_FLOAT32 ? 0 : dt == DDL_
 static ddl_dtype compute_dtype(ddl_binary_op op, ddl_dtype a, ddl_dtype b) {
     ddl_dtype c = ddl_promote(a, b);
     if (c == DDL_BOOL) c = DDL_INT64;
-    if (op == DDL_OP_DIV && c == DDL_INT64) c = DDL_FLOAT32;
+    if (op == DDL_OP_DIV && !ddl_dtype_is_float(c)) c = DDL_FLOAT32;
     return c;
 }
 
@@ -197,17 +197,25 @@ ddl_status ddl_binary(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a,
     int64_t shape[DDL_MAX_DIMS];
     DDL_TRY(
         ddl_broadcast_shapes(&nd, shape, a->ndim, a->shape, b->ndim, b->shape, binary_names[op]));
-    ddl_dtype cdt = compute_dtype(op, a->dtype, b->dtype);
+    /* the result dtype follows promotion over the storage dtypes; the kernel runs in their
+     * compute dtypes (int64, float32) and a narrower result is cast back */
+    ddl_dtype rdt = compute_dtype(op, a->dtype, b->dtype);
+    ddl_dtype cdt = compute_dtype(op, ddl_dtype_compute(a->dtype), ddl_dtype_compute(b->dtype));
+    if (ddl_dtype_compute(rdt) != cdt) cdt = ddl_dtype_compute(rdt);
     binary_kernel k = binary_kernels[op][kernel_slot(cdt)];
     const ddl_tensor *ua, *ub;
     ddl_tensor *ca = NULL, *cb = NULL, *o = NULL;
     ddl_status st = with_dtype(&ua, &ca, a, cdt);
     if (!st) st = with_dtype(&ub, &cb, b, cdt);
     if (!st) st = ddl_tensor_empty(&o, is_compare(op) ? DDL_BOOL : cdt, nd, shape);
-    if (!st) {
-        run_binary(k, o, ua, ub);
-        *out = o;
+    if (!st) run_binary(k, o, ua, ub);
+    if (!st && !is_compare(op) && rdt != cdt) {
+        ddl_tensor *n = NULL;
+        st = ddl_tensor_to(&n, o, rdt);
+        ddl_tensor_release(o);
+        o = n;
     }
+    if (!st) *out = o;
     ddl_tensor_release(ca);
     ddl_tensor_release(cb);
     return st;
@@ -220,13 +228,24 @@ ddl_status ddl_binary_(ddl_tensor *a, ddl_binary_op op, const ddl_tensor *b) {
     /* PyTorch's rule: the result may narrow within floats (float32 += float64), but never
      * turn float into int or int into bool; the op then runs in a's dtype */
     ddl_dtype cdt = compute_dtype(op, a->dtype, b->dtype);
-    if (cdt != a->dtype && !(ddl_dtype_is_float(cdt) && ddl_dtype_is_float(a->dtype)))
+    if (cdt != a->dtype && (a->dtype == DDL_BOOL || ddl_dtype_is_float(cdt)) &&
+        !(ddl_dtype_is_float(cdt) && ddl_dtype_is_float(a->dtype)))
         DDL_FAIL(DDL_E_TYPE, "%s_: result type %s can't be cast to the %s tensor updated in place",
                  binary_names[op], ddl_dtype_name(cdt), ddl_dtype_name(a->dtype));
     int nd;
     int64_t shape[DDL_MAX_DIMS];
     DDL_TRY(
         ddl_broadcast_shapes(&nd, shape, a->ndim, a->shape, b->ndim, b->shape, binary_names[op]));
+    if (ddl_dtype_compute(a->dtype) != a->dtype && nd == a->ndim &&
+        !memcmp(shape, a->shape, sizeof(int64_t) * (size_t)nd) &&
+        !ddl_tensor_has_internal_overlap(a)) {
+        /* a narrow storage dtype: compute out of place, then cast into a */
+        ddl_tensor *r;
+        DDL_TRY(ddl_binary(&r, op, a, b));
+        ddl_status st = ddl_copy_(a, r);
+        ddl_tensor_release(r);
+        return st;
+    }
     if (nd != a->ndim || memcmp(shape, a->shape, sizeof(int64_t) * (size_t)nd)) {
         char b1[DDL_SHAPE_BUF], b2[DDL_SHAPE_BUF];
         DDL_FAIL(DDL_E_VALUE, "%s_: the result shape %s differs from the in-place target's %s",
@@ -283,7 +302,10 @@ static ddl_dtype scalar_dtype(const ddl_tensor *a, double s, int is_float) {
 ddl_status ddl_binary_scalar(ddl_tensor **out, ddl_binary_op op, const ddl_tensor *a, double s,
                              int scalar_is_float, int reverse) {
     stack_scalar sc;
-    ddl_tensor *t = stack_scalar_init(&sc, scalar_dtype(a, s, scalar_is_float), s);
+    ddl_dtype dt = scalar_dtype(a, s, scalar_is_float);
+    /* a comparison takes the scalar exactly (int8 > 200 is false, not a wrapped -56) */
+    if (is_compare(op)) dt = ddl_dtype_compute(dt);
+    ddl_tensor *t = stack_scalar_init(&sc, dt, s);
     return reverse ? ddl_binary(out, op, t, a) : ddl_binary(out, op, a, t);
 }
 
@@ -391,6 +413,22 @@ static ddl_dtype unary_dtype(ddl_unary_op op, ddl_dtype dt) {
 
 ddl_status ddl_unary(ddl_tensor **out, ddl_unary_op op, const ddl_tensor *a) {
     if ((unsigned)op >= DDL_NUM_UNARY_OPS) DDL_FAIL(DDL_E_VALUE, "unknown unary op %d", op);
+    if (ddl_dtype_compute(a->dtype) != a->dtype) {
+        /* a narrow storage dtype: compute in int64 / float32; cast back when the result kind
+         * (integer or float) is a's */
+        ddl_tensor *w, *r;
+        DDL_TRY(ddl_tensor_to(&w, a, ddl_dtype_compute(a->dtype)));
+        ddl_status st = ddl_unary(&r, op, w);
+        ddl_tensor_release(w);
+        if (st) return st;
+        if (ddl_dtype_is_float(r->dtype) != ddl_dtype_is_float(a->dtype)) {
+            *out = r;
+            return DDL_OK;
+        }
+        st = ddl_tensor_to(out, r, a->dtype);
+        ddl_tensor_release(r);
+        return st;
+    }
     ddl_dtype cdt = unary_dtype(op, a->dtype);
     const ddl_tensor *ua;
     ddl_tensor *ca, *o;
@@ -406,6 +444,23 @@ ddl_status ddl_unary(ddl_tensor **out, ddl_unary_op op, const ddl_tensor *a) {
 
 ddl_status ddl_unary_(ddl_tensor *a, ddl_unary_op op) {
     if ((unsigned)op >= DDL_NUM_UNARY_OPS) DDL_FAIL(DDL_E_VALUE, "unknown unary op %d", op);
+    if (ddl_dtype_compute(a->dtype) != a->dtype) {
+        if (unary_dtype(op, ddl_dtype_compute(a->dtype)) != ddl_dtype_compute(a->dtype))
+            DDL_FAIL(DDL_E_TYPE,
+                     "%s_: result type %s can't be cast to the %s tensor updated in place",
+                     unary_names[op], ddl_dtype_name(unary_dtype(op, a->dtype)),
+                     ddl_dtype_name(a->dtype));
+        if (ddl_tensor_has_internal_overlap(a))
+            DDL_FAIL(DDL_E_VALUE,
+                     "%s_: elements of the tensor updated in place share memory (an expanded "
+                     "view); clone() it first",
+                     unary_names[op]);
+        ddl_tensor *r;
+        DDL_TRY(ddl_unary(&r, op, a));
+        ddl_status st = ddl_copy_(a, r);
+        ddl_tensor_release(r);
+        return st;
+    }
     if (unary_dtype(op, a->dtype) != a->dtype)
         DDL_FAIL(DDL_E_TYPE, "%s_: result type %s can't be cast to the %s tensor updated in place",
                  unary_names[op], ddl_dtype_name(unary_dtype(op, a->dtype)),
@@ -436,7 +491,7 @@ ddl_status ddl_unary_(ddl_tensor *a, ddl_unary_op op) {
 ddl_status ddl_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double lo, int has_hi,
                      double hi) {
     if (!has_lo && !has_hi) DDL_FAIL(DDL_E_VALUE, "clamp: at least one of min or max is needed");
-    ddl_dtype dt = a->dtype == DDL_BOOL ? DDL_INT64 : a->dtype;
+    ddl_dtype rdt = a->dtype == DDL_BOOL ? DDL_INT64 : a->dtype, dt = ddl_dtype_compute(rdt);
     ddl_tensor *o;
     DDL_TRY(ddl_tensor_to(&o, a, dt));
     int64_t n = ddl_tensor_numel(o);
@@ -446,6 +501,13 @@ ddl_status ddl_clamp(ddl_tensor **out, const ddl_tensor *a, int has_lo, double l
         CLAMP_LOOP(double);
     else
         CLAMP_LOOP(int64_t);
+    if (rdt != dt) { /* a narrow storage dtype: cast back */
+        ddl_tensor *r;
+        ddl_status st = ddl_tensor_to(&r, o, rdt);
+        ddl_tensor_release(o);
+        DDL_TRY(st);
+        o = r;
+    }
     *out = o;
     return DDL_OK;
 }

@@ -55,6 +55,22 @@ ddl_status ddl_matmul(ddl_tensor **out, const ddl_tensor *a0, const ddl_tensor *
     DDL_TRY(ddl_broadcast_shapes(&bn, bshape, bna, a0->shape, bnb, b0->shape, "matmul"));
     ddl_dtype dt = ddl_promote(a0->dtype, b0->dtype);
     if (dt == DDL_BOOL) dt = DDL_INT64;
+    if (ddl_dtype_compute(dt) != dt) {
+        /* a narrow storage dtype: multiply in int64 / float32, cast the product back */
+        ddl_tensor *wa, *wb, *r = NULL;
+        DDL_TRY(ddl_tensor_to(&wa, a0, ddl_dtype_compute(dt)));
+        ddl_status st2 = ddl_tensor_to(&wb, b0, ddl_dtype_compute(dt));
+        if (!st2) {
+            st2 = ddl_matmul(&r, wa, wb);
+            ddl_tensor_release(wb);
+        }
+        ddl_tensor_release(wa);
+        if (!st2) {
+            st2 = ddl_tensor_to(out, r, dt);
+            ddl_tensor_release(r);
+        }
+        return st2;
+    }
 
     ddl_tensor *a = NULL, *b = NULL, *o = NULL;
     ddl_status st = a0->dtype == dt

@@ -383,6 +383,26 @@ ddl_status ddl_reduce(ddl_tensor **out, ddl_reduce_op op, const ddl_tensor *a, i
     const char *name = op_names[op];
     if ((unsigned)a->dtype >= DDL_NUM_DTYPES)
         DDL_FAIL(DDL_E_TYPE, "%s: invalid dtype %d", name, (int)a->dtype);
+    if (ddl_dtype_compute(a->dtype) != a->dtype) {
+        /* a narrow storage dtype: reduce in int64 / float32; max/min (and the float
+         * reductions of float16/bfloat16) cast back, integer sums stay int64 as in PyTorch */
+        ddl_tensor *w, *r;
+        DDL_TRY(ddl_tensor_to(&w, a, ddl_dtype_compute(a->dtype)));
+        ddl_status st = ddl_reduce(&r, op, w, ndims, dims, keepdim, correction);
+        ddl_tensor_release(w);
+        if (st) return st;
+        int back =
+            r->dtype == ddl_dtype_compute(a->dtype) && op != DDL_REDUCE_ARGMAX &&
+            op != DDL_REDUCE_ARGMIN &&
+            (ddl_dtype_is_float(a->dtype) || (op != DDL_REDUCE_SUM && op != DDL_REDUCE_PROD));
+        if (!back) {
+            *out = r;
+            return DDL_OK;
+        }
+        st = ddl_tensor_to(out, r, a->dtype);
+        ddl_tensor_release(r);
+        return st;
+    }
     if (ndims < 0 || (ndims > 0 && !dims))
         DDL_FAIL(DDL_E_VALUE, "%s: invalid dims (%d of them)", name, ndims);
     int is_arg = op == DDL_REDUCE_ARGMAX || op == DDL_REDUCE_ARGMIN;

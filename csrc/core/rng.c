@@ -194,8 +194,15 @@ static ddl_status make_float(ddl_tensor **out, ddl_dtype dt, int ndim, const int
         DDL_FAIL(DDL_E_TYPE, "%s: dtype must be float32 or float64, got %s", who,
                  ddl_dtype_name(dt));
     ddl_tensor *t;
-    DDL_TRY(ddl_tensor_empty(&t, dt, ndim, shape));
+    DDL_TRY(ddl_tensor_empty(&t, ddl_dtype_compute(dt), ndim, shape));
     fill_float(t, d);
+    if (t->dtype != dt) { /* float16 / bfloat16: drawn as float32, rounded */
+        ddl_tensor *r;
+        ddl_status st = ddl_tensor_to(&r, t, dt);
+        ddl_tensor_release(t);
+        DDL_TRY(st);
+        t = r;
+    }
     *out = t;
     return DDL_OK;
 }

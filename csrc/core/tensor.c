@@ -11,20 +11,42 @@
 /* ---- dtypes ---------------------------------------------------------------------------- */
 
 size_t ddl_dtype_size(ddl_dtype dt) {
-    static const size_t sizes[DDL_NUM_DTYPES] = {4, 8, 8, 1};
+    static const size_t sizes[DDL_NUM_DTYPES] = {4, 8, 8, 1, 4, 2, 1, 1, 2, 2};
     return (unsigned)dt < DDL_NUM_DTYPES ? sizes[dt] : 0;
 }
 
 const char *ddl_dtype_name(ddl_dtype dt) {
-    static const char *names[DDL_NUM_DTYPES] = {"float32", "float64", "int64", "bool"};
+    static const char *names[DDL_NUM_DTYPES] = {"float32", "float64", "int64", "bool",
+                                                "int32",   "int16",   "int8",  "uint8",
+                                                "float16", "bfloat16"};
     return (unsigned)dt < DDL_NUM_DTYPES ? names[dt] : "invalid";
 }
 
-int ddl_dtype_is_float(ddl_dtype dt) { return dt == DDL_FLOAT32 || dt == DDL_FLOAT64; }
+int ddl_dtype_is_float(ddl_dtype dt) {
+    return dt == DDL_FLOAT32 || dt == DDL_FLOAT64 || dt == DDL_FLOAT16 || dt == DDL_BFLOAT16;
+}
+
+ddl_dtype ddl_dtype_compute(ddl_dtype dt) {
+    switch (dt) {
+    case DDL_INT32:
+    case DDL_INT16:
+    case DDL_INT8:
+    case DDL_UINT8: return DDL_INT64;
+    case DDL_FLOAT16:
+    case DDL_BFLOAT16: return DDL_FLOAT32;
+    default: return dt;
+    }
+}
 
 ddl_dtype ddl_promote(ddl_dtype a, ddl_dtype b) {
-    /* rank: bool 0, int64 1, float32 2, float64 3 */
-    static const int rank[DDL_NUM_DTYPES] = {2, 3, 1, 0};
+    if (a == b) return a;
+    /* kind: 0 bool, 1 integer, 2 float; within a kind, rank by width */
+    static const int kind[DDL_NUM_DTYPES] = {2, 2, 1, 0, 1, 1, 1, 1, 2, 2};
+    static const int rank[DDL_NUM_DTYPES] = {2, 3, 4, 0, 3, 2, 1, 1, 1, 1};
+    if (kind[a] != kind[b]) return kind[a] > kind[b] ? a : b;
+    if ((a == DDL_UINT8 && b == DDL_INT8) || (a == DDL_INT8 && b == DDL_UINT8)) return DDL_INT16;
+    if ((a == DDL_FLOAT16 && b == DDL_BFLOAT16) || (a == DDL_BFLOAT16 && b == DDL_FLOAT16))
+        return DDL_FLOAT32;
     return rank[a] >= rank[b] ? a : b;
 }
 
@@ -388,6 +410,49 @@ int ddl_coalesce(int ndim, int64_t *shape, int nops, int64_t (*strides)[DDL_MAX_
 
 static ddl_status copy_nonoverlapping(ddl_tensor *dst, const ddl_tensor *src);
 
+#define CONVERT_LOOP(DT, ST, EXPR)                                                                 \
+    do {                                                                                           \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            ST x = *(const ST *)(s + i * ss);                                                      \
+            *(DT *)(d + i * ds) = (EXPR);                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* The conversions between a narrow storage dtype and its compute dtype (every narrow op does
+ * two or three of them) without the per-element switch of load/store; 0 if not one of them. */
+static int copy_convert_fast(char *d, int64_t ds, ddl_dtype dt, const char *s, int64_t ss,
+                             ddl_dtype st, int64_t n) {
+    if (st == DDL_INT64) {
+        switch (dt) {
+        case DDL_INT32: CONVERT_LOOP(int32_t, int64_t, (int32_t)(uint32_t)(uint64_t)x); return 1;
+        case DDL_INT16: CONVERT_LOOP(int16_t, int64_t, (int16_t)(uint16_t)(uint64_t)x); return 1;
+        case DDL_INT8: CONVERT_LOOP(int8_t, int64_t, (int8_t)(uint8_t)(uint64_t)x); return 1;
+        case DDL_UINT8: CONVERT_LOOP(uint8_t, int64_t, (uint8_t)(uint64_t)x); return 1;
+        default: return 0;
+        }
+    }
+    if (dt == DDL_INT64) {
+        switch (st) {
+        case DDL_INT32: CONVERT_LOOP(int64_t, int32_t, x); return 1;
+        case DDL_INT16: CONVERT_LOOP(int64_t, int16_t, x); return 1;
+        case DDL_INT8: CONVERT_LOOP(int64_t, int8_t, x); return 1;
+        case DDL_UINT8: CONVERT_LOOP(int64_t, uint8_t, x); return 1;
+        default: return 0;
+        }
+    }
+    if (st == DDL_FLOAT32 && dt == DDL_FLOAT16)
+        CONVERT_LOOP(uint16_t, float, ddl_f32_to_f16(x));
+    else if (st == DDL_FLOAT32 && dt == DDL_BFLOAT16)
+        CONVERT_LOOP(uint16_t, float, ddl_f32_to_bf16(x));
+    else if (st == DDL_FLOAT16 && dt == DDL_FLOAT32)
+        CONVERT_LOOP(float, uint16_t, ddl_f16_to_f32(x));
+    else if (st == DDL_BFLOAT16 && dt == DDL_FLOAT32)
+        CONVERT_LOOP(float, uint16_t, ddl_bf16_to_f32(x));
+    else
+        return 0;
+    return 1;
+}
+
 ddl_status ddl_copy_(ddl_tensor *dst, const ddl_tensor *src) {
     if (!ddl_tensor_may_overlap(dst, src) || ddl_tensor_same_view(dst, src))
         return copy_nonoverlapping(dst, src);
@@ -441,7 +506,7 @@ static ddl_status copy_nonoverlapping(ddl_tensor *dst, const ddl_tensor *src) {
         } else if (dst->dtype == DDL_FLOAT64 && src->dtype == DDL_FLOAT32) {
             for (int64_t i = 0; i < inner; i++)
                 *(double *)(d + i * isd) = *(const float *)(s + i * iss);
-        } else {
+        } else if (!copy_convert_fast(d, isd, dst->dtype, s, iss, src->dtype, inner)) {
             for (int64_t i = 0; i < inner; i++)
                 ddl_store_elem(d + i * isd, dst->dtype, ddl_load_elem(s + i * iss, src->dtype));
         }

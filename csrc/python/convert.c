@@ -29,6 +29,11 @@ static int dtype_of_format(const char *fmt, Py_ssize_t itemsize, ddl_dtype *dt) 
     case 'q':
     case 'l': *dt = DDL_INT64; return itemsize == 8 ? 0 : -1;
     case '?': *dt = DDL_BOOL; return itemsize == 1 ? 0 : -1;
+    case 'i': *dt = DDL_INT32; return itemsize == 4 ? 0 : -1;
+    case 'h': *dt = DDL_INT16; return itemsize == 2 ? 0 : -1;
+    case 'b': *dt = DDL_INT8; return itemsize == 1 ? 0 : -1;
+    case 'B': *dt = DDL_UINT8; return itemsize == 1 ? 0 : -1;
+    case 'e': *dt = DDL_FLOAT16; return itemsize == 2 ? 0 : -1;
     default: return -1;
     }
 }
@@ -54,7 +59,7 @@ int pyddl_from_buffer(PyObject *o, ddl_tensor **out, int writable_required) {
     if (dtype_of_format(view->format, view->itemsize, &dt) < 0) {
         PyErr_Format(PyExc_TypeError,
                      "unsupported element type '%s' (%zd bytes): ddl tensors hold float32, "
-                     "float64, int64 or bool",
+                     "float64, float16, int64, int32, int16, int8, uint8 or bool",
                      view->format ? view->format : "B", view->itemsize);
         goto fail;
     }

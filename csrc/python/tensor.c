@@ -308,6 +308,7 @@ static PyObject *py_item(PyObject *Py_UNUSED(self), PyObject *args) {
         return PyLong_FromLongLong(((int64_t *)ddl_tensor_data(t))[off]);
     }
     if (t->dtype == DDL_BOOL) return PyBool_FromLong(v != 0);
+    if (!ddl_dtype_is_float(t->dtype)) return PyLong_FromLongLong((long long)v); /* int8..int32 */
     return PyFloat_FromDouble(v);
 }
 

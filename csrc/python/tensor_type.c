@@ -93,6 +93,11 @@ static const char *format_of(ddl_dtype dt) {
     case DDL_FLOAT32: return "f";
     case DDL_FLOAT64: return "d";
     case DDL_INT64: return "q";
+    case DDL_INT32: return "i";
+    case DDL_INT16: return "h";
+    case DDL_INT8: return "b";
+    case DDL_UINT8: return "B";
+    case DDL_FLOAT16: return "e";
     default: return "?";
     }
 }
@@ -100,6 +105,12 @@ static const char *format_of(ddl_dtype dt) {
 static int tensor_getbuffer(PyTensor *self, Py_buffer *view, int flags) {
     if (pyddl_check_initialized(self)) return -1;
     ddl_tensor *t = self->t;
+    if (t->dtype == DDL_BFLOAT16) { /* no buffer format: NumPy then takes __array__'s copy */
+        PyErr_SetString(PyExc_BufferError,
+                        "a bfloat16 tensor has no buffer format (NumPy has no bfloat16): use "
+                        "t.numpy(), a float32 copy");
+        return -1;
+    }
     Py_ssize_t *dims = PyMem_Malloc(sizeof(Py_ssize_t) * 2 * (size_t)(t->ndim ? t->ndim : 1));
     if (!dims) {
         PyErr_NoMemory();

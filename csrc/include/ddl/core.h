@@ -85,15 +85,27 @@ typedef enum {
     DDL_FLOAT64 = 1,
     DDL_INT64 = 2,
     DDL_BOOL = 3, /* one byte, 0 or 1 */
+    /* storage dtypes: ops compute in int64 / float32 and cast the result back */
+    DDL_INT32 = 4,
+    DDL_INT16 = 5,
+    DDL_INT8 = 6,
+    DDL_UINT8 = 7,
+    DDL_FLOAT16 = 8,  /* IEEE binary16 */
+    DDL_BFLOAT16 = 9, /* the top 16 bits of a float32 */
 } ddl_dtype;
-#define DDL_NUM_DTYPES 4
+#define DDL_NUM_DTYPES 10
 #define DDL_MAX_DIMS 8
 
 size_t ddl_dtype_size(ddl_dtype dt);
 const char *ddl_dtype_name(ddl_dtype dt);
-/* The dtype of a binary op's result (bool < int64 < float32 < float64). */
+/* The dtype of a binary op's result, PyTorch's rule: bool < integers < floats; within integers
+ * the wider (uint8 with int8 -> int16), within floats the wider (float16 with bfloat16 ->
+ * float32); an integer with a float gives the float. */
 ddl_dtype ddl_promote(ddl_dtype a, ddl_dtype b);
+/* float32, float64, float16, bfloat16. */
 int ddl_dtype_is_float(ddl_dtype dt);
+/* The dtype ops compute a storage dtype in: the integers int64, float16/bfloat16 float32. */
+ddl_dtype ddl_dtype_compute(ddl_dtype dt);
 
 /* ---- storage ---------------------------------------------------------------------------- */
 
