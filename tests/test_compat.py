@@ -159,6 +159,25 @@ def test_word_language_model_lstm_matches_pytorch(tmp_path, corpus):
     assert np.isclose(a["val_loss"], b["val_loss"], rtol=1e-5)
 
 
+def test_word_language_model_transformer_trains(tmp_path, corpus):
+    # The example's dropout (0.2 in PositionalEncoding, nn.Transformer's 0.1 in the layers) on.
+    out, _ = run("word_language_model.py", "ddl", tmp_path, COMPAT_MODEL="Transformer",
+                 COMPAT_CORPUS=corpus, COMPAT_STEPS=40, COMPAT_LR=0.005)
+    rep = _report(out)
+    assert _falls(rep["losses"]) and rep["val_loss"] < rep["losses"][0]
+
+
+@needs_torch
+def test_word_language_model_transformer_matches_pytorch(tmp_path, corpus):
+    env = {"COMPAT_MODEL": "Transformer", "COMPAT_CORPUS": corpus, "COMPAT_STEPS": 20,
+           "COMPAT_DROPOUT": 0}
+    a = _report(run("word_language_model.py", "ddl", tmp_path, **env)[0])
+    b = _report(run("word_language_model.py", "torch", tmp_path, **env)[0])
+    assert len(a["losses"]) == 20 and a["losses"][-1] < a["losses"][0]
+    assert np.allclose(a["losses"], b["losses"], rtol=1e-5, atol=0)
+    assert np.isclose(a["val_loss"], b["val_loss"], rtol=1e-5)
+
+
 def test_ddp_tutorial_series_multigpu_under_cuda_as_cpu(tmp_path):
     e = {"DDL_CUDA_AS_CPU": 2, "COMPAT_PORT": _free_port()}
     shim = os.path.join(COMPAT, "shim")
