@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _C
 from ._dtype import to_dtype
+from ._return_types import ValuesIndices
 
 
 def _T():
@@ -175,33 +176,16 @@ def where_method(self, condition, other):
 # ---- sort, topk, cumsum ---------------------------------------------------------------------
 
 
-class SortResult(tuple):
-    """(values, indices), as sort / topk / cummax return them."""
-
-    __slots__ = ()
-
-    def __new__(cls, values, indices):
-        return super().__new__(cls, (values, indices))
-
-    @property
-    def values(self):
-        return self[0]
-
-    @property
-    def indices(self):
-        return self[1]
-
-
 def _sorted_by(self, order, dim):
     from ._tensor import _from_array_copy
 
     ids = np.take_along_axis(_flat_ids(self.shape), order, axis=dim)
-    return SortResult(take_flat(self, ids, ids.shape), _from_array_copy(order))
+    return ValuesIndices(take_flat(self, ids, ids.shape), _from_array_copy(order))
 
 
 def sort(self, dim=-1, descending=False, stable=False):
     if self.ndim == 0:
-        return SortResult(self.clone(), _C.full((), 0, _C.INT64))
+        return ValuesIndices(self.clone(), _C.full((), 0, _C.INT64))
     dim = _norm_dim(dim, self.ndim)
     a = self.detach().numpy()
     # NumPy sorts NaN last ascending, as PyTorch does; descending puts NaN first (as PyTorch)

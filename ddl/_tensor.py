@@ -3,8 +3,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import _C, _device, _surface, _surface_more
+from . import _C, _device, _indexing, _surface, _surface_more
 from ._dtype import BY_CODE, to_dtype
+from ._return_types import ValuesIndices
 
 # op codes: ddl_binary_op / ddl_unary_op / ddl_reduce_op (csrc/include/ddl/core.h), from C
 ADD, SUB, MUL, DIV, POW = _C.OP_ADD, _C.OP_SUB, _C.OP_MUL, _C.OP_DIV, _C.OP_POW
@@ -365,74 +366,6 @@ class Tensor(_C.TensorBase):
     def flatten(self, start_dim=0, end_dim=-1):
         return _C.dimop("flatten", self, start_dim, end_dim)
 
-    # ---- indexing --------------------------------------------------------------------------
-    def _basic_index(self, key):
-        """A view for int/slice/None/Ellipsis keys; None when the key needs advanced indexing."""
-        if not isinstance(key, tuple):
-            key = (key,)
-        n_real = 0
-        for k in key:
-            if k is None or k is Ellipsis:
-                continue
-            if isinstance(k, (slice, int, np.integer)) and not isinstance(k, bool):
-                n_real += 1
-            else:
-                return None
-        if n_real > self.ndim:
-            raise IndexError(
-                f"too many indices for a tensor of {self.ndim} dims: {n_real} were given"
-            )
-        if sum(k is Ellipsis for k in key) > 1:
-            raise IndexError("an index can only have a single ellipsis ('...')")
-        t, dim = self, 0
-        for k in key:
-            if k is Ellipsis:
-                dim += self.ndim - n_real
-            elif k is None:
-                t = _C.dimop("unsqueeze", t, dim)
-                dim += 1
-            elif isinstance(k, slice):
-                start, stop, step = k.indices(t.shape[dim])
-                if k.step is not None and k.step <= 0:
-                    raise ValueError("slice step must be positive (use flip on a copy)")
-                t = _C.slice(t, dim, start, stop, step)
-                dim += 1
-            else:
-                t = _C.dimop("select", t, dim, int(k))
-        return t
-
-    @staticmethod
-    def _numpy_key(key):
-        if isinstance(key, tuple):
-            return tuple(k.numpy() if isinstance(k, Tensor) else k for k in key)
-        return key.numpy() if isinstance(key, Tensor) else key
-
-    def __getitem__(self, key):
-        t = self._basic_index(key)
-        if t is not None:
-            return t
-        # advanced (integer-array or boolean-mask) indexing copies, as in NumPy and PyTorch;
-        # with a graph to record, through the differentiable gather of _surface.py
-        if self.requires_grad or _C.grad_fn_name(self) is not None:
-            return _surface.getitem_advanced(self, key)
-        return _from_array_copy(self.numpy()[self._numpy_key(key)])
-
-    def __setitem__(self, key, value):
-        t = self._basic_index(key)
-        if t is not None:
-            if isinstance(value, (list, tuple)):  # t[0] = [1, 2, 3], as NumPy and PyTorch allow
-                value = np.asarray(value, dtype=self.dtype.numpy)
-            _C.copy_(t, value)
-            return
-        if isinstance(value, Tensor):
-            value = value.numpy()
-        if self.dtype.code == _C.BFLOAT16:  # numpy() is a copy: write it back
-            a = self.numpy()
-            a[self._numpy_key(key)] = value
-            _C.copy_(self, _C.from_buffer(a))
-            return
-        self.numpy()[self._numpy_key(key)] = value
-
     # ---- arithmetic ------------------------------------------------------------------------
     def __add__(self, o):
         return _binary(ADD, self, o)
@@ -665,7 +598,7 @@ class Tensor(_C.TensorBase):
             return self._reduce(op, dim, keepdim, axis, keepdims, out=out)
         values = self._reduce(op, dim, keepdim, keepdims=keepdims, out=out)
         indices = self._reduce(argop, dim, keepdim, keepdims=keepdims)
-        return MinMax(values, indices)
+        return ValuesIndices(values, indices)
 
     def max(self, dim=None, keepdim=False, *, axis=None, keepdims=None, out=None):
         """max() -> 0-d tensor; max(dim) -> (values, indices), as in PyTorch."""
@@ -710,23 +643,6 @@ class Tensor(_C.TensorBase):
         return _binary(GT, _binary(NE, self, 0)._reduce(R_SUM, dim, keepdim), 0)
 
 
-class MinMax(tuple):
-    """(values, indices), as returned by max(dim) / min(dim)."""
-
-    __slots__ = ()
-
-    def __new__(cls, values, indices):
-        return super().__new__(cls, (values, indices))
-
-    @property
-    def values(self):
-        return self[0]
-
-    @property
-    def indices(self):
-        return self[1]
-
-
 def _correction(unbiased, correction, ddof):
     if correction is not None:
         return int(correction)
@@ -751,6 +667,7 @@ def _from_array_copy(a):
 
 _surface.install(Tensor)  # gather, sort, split, einsum's kin, .data, __format__, ...
 _surface_more.install(Tensor)  # tril, norm, roll, uniform_, cpu(), ...
+_indexing.install(Tensor)  # t[key] and t[key] = value
 _C._set_tensor_class(Tensor)
 # arrays of other dtypes (int32, float16, ...) mixed into ops are copied, converted
 _C._set_array_converter(_from_array_copy)
