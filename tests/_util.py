@@ -3,6 +3,7 @@ against a NumPy float64 reference."""
 import warnings
 
 import numpy as np
+import pytest
 
 import ddl
 
@@ -98,3 +99,10 @@ def rss_test(fn):
     import pytest
 
     return pytest.mark.skipif(_sanitized(), reason="RSS is meaningless under ASan")(fn)
+
+
+def torch_or_skip():
+    """PyTorch, the parity peer (CI installs it); elsewhere the test skips, saying so."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pytest.importorskip("torch", reason="the PyTorch parity tests need torch")

@@ -2,11 +2,11 @@
 dropout), MultiheadAttention and the Transformer modules against PyTorch from the same
 state_dict (float32 1e-5, float64 1e-10), finite differences in float64, a tiny causal
 language model that learns, and the errors."""
-import warnings
 
 import numpy as np
 import pytest
 from _gradcheck import gradcheck
+from _util import torch_or_skip
 
 import ddl
 from ddl import nn
@@ -17,10 +17,6 @@ DTYPES = [ddl.float32, ddl.float64]
 DT_IDS = ["f32", "f64"]
 
 
-def _torch():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pytest.importorskip("torch")
 
 
 def tol(dtype):
@@ -29,7 +25,7 @@ def tol(dtype):
 
 
 def _grads_match(ours, theirs, o, t, dtype, rng, tolerance=None):
-    torch = _torch()
+    torch = torch_or_skip()
     tolerance = tolerance or tol(dtype)
     np.testing.assert_allclose(o.detach().numpy(), t.detach().numpy(), **tolerance)
     R = rng.standard_normal(tuple(t.shape)).astype(dtype.numpy)
@@ -46,7 +42,7 @@ MASKS = ["none", "causal", "bool", "float", "padding"]
 @pytest.mark.parametrize("mask", MASKS)
 @pytest.mark.parametrize("L, S", [(7, 7), (70, 150), (130, 33)])
 def test_sdpa_matches_torch(L, S, mask, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     if mask == "causal" and L > S:
         L = S
     q = rng.standard_normal((2, 3, L, 8))
@@ -99,7 +95,7 @@ def test_fused_matches_the_naive_twin(mask, rng):
 
 
 def test_sdpa_three_dims_scale_and_dropout(rng):
-    torch = _torch()
+    torch = torch_or_skip()
     q, k, v = (rng.standard_normal((4, 9, 6)) for _ in range(3))
     ours = [ddl.tensor(a).requires_grad_() for a in (q, k, v)]
     theirs = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
@@ -127,7 +123,7 @@ def test_sdpa_gradcheck_float64(rng):
 
 def _load(ours, theirs, dtype):
     """theirs' state_dict (cast to dtype) into ours: the names must map one to one."""
-    torch = _torch()
+    torch = torch_or_skip()
     theirs.to(torch.float64 if dtype is ddl.float64 else torch.float32)
     sd = {k: ddl.tensor(v.detach().numpy().copy()) for k, v in theirs.state_dict().items()}
     assert set(sd) == set(ours.state_dict())
@@ -139,7 +135,7 @@ def _load(ours, theirs, dtype):
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("case", ["self", "cross-kdim", "masks", "weights-per-head"])
 def test_multihead_attention_matches_torch(case, batch_first, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     E, H, N, L, S = 12, 3, 2, 5, 7
     kw = {"kdim": 6, "vdim": 4} if case == "cross-kdim" else {}
     torch.manual_seed(0)
@@ -187,7 +183,7 @@ def test_multihead_attention_matches_torch(case, batch_first, dtype, rng):
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_transformer_matches_torch(activation, norm_first, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     kw = {"d_model": 8, "nhead": 2, "num_encoder_layers": 2, "num_decoder_layers": 2,
           "dim_feedforward": 16, "dropout": 0.0, "activation": activation,
           "norm_first": norm_first, "batch_first": True}
@@ -274,7 +270,7 @@ def test_attention_errors(rng):
 def test_transformer_language_model_tracks_torch_loss(rng):
     """A 2-layer causal Transformer LM on a small text, the same initial weights and batches
     in ddl and PyTorch, trained 40 Adam steps: the loss curves agree step by step."""
-    torch = _torch()
+    torch = torch_or_skip()
     text = ("it was the best of times, it was the worst of times, it was the age of wisdom, "
             "it was the age of foolishness, it was the epoch of belief. ") * 3
     vocab = sorted(set(text))

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 from _gradcheck import away_from_zero, distinct, gradcheck, leaf
+from _util import torch_or_skip
 
 import ddl
 import ddl.nn.functional as F
@@ -741,8 +742,6 @@ def test_conv_and_linear_shape_errors(rng):
 # ---- optional parity with PyTorch ----------------------------------------------------------------
 
 
-def _torch():
-    return pytest.importorskip("torch")
 
 
 def _tt(torch, t, requires_grad=False):
@@ -773,7 +772,7 @@ def _parity(torch, ddl_fn, torch_fn, inputs, rtol=1e-5, atol=1e-6):
 
 
 def test_torch_parity_functional(rng):
-    torch = _torch()
+    torch = torch_or_skip()
     TF = torch.nn.functional
     x4 = leaf(rng.standard_normal((2, 3, 7, 6)))
     w4, b4 = leaf(rng.standard_normal((4, 3, 3, 3))), leaf(rng.standard_normal(4))

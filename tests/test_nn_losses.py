@@ -3,11 +3,11 @@ cosine_embedding, binary_cross_entropy, cross_entropy with weights / label smoot
 ignore_index / probability targets / (N, C, d) inputs, nll_loss with weights, BCE-with-logits
 with weights, and float64 everywhere: forward and gradients against PyTorch (1e-5 float32,
 1e-10 float64) and finite differences in float64."""
-import warnings
 
 import numpy as np
 import pytest
 from _gradcheck import gradcheck
+from _util import torch_or_skip
 
 import ddl
 from ddl import nn
@@ -17,10 +17,6 @@ DTYPES = [ddl.float32, ddl.float64]
 DT_IDS = ["f32", "f64"]
 
 
-def _torch():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pytest.importorskip("torch")
 
 
 def tol(dtype):
@@ -30,7 +26,7 @@ def tol(dtype):
 
 def _pair(arrays, dtype, grad):
     """ddl and torch tensors of the same values (float arrays in dtype, int arrays as int64)."""
-    torch = _torch()
+    torch = torch_or_skip()
     ours, theirs = [], []
     for a, g in zip(arrays, grad):
         if a.dtype.kind == "f":
@@ -47,7 +43,7 @@ def _pair(arrays, dtype, grad):
 
 def _compare(fn_ours, fn_theirs, arrays, grad, dtype, rng):
     """fn(*tensors) on both sides: the outputs and the gradients of sum(out * R)."""
-    torch = _torch()
+    torch = torch_or_skip()
     ours, theirs = _pair(arrays, dtype, grad)
     o = fn_ours(*ours)
     t = fn_theirs(*theirs)
@@ -72,7 +68,7 @@ REDUCTIONS = ["none", "mean", "sum"]
     ("mse_loss", {}), ("l1_loss", {}),
 ])
 def test_regression_losses_match_torch(name, kw, reduction, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     x, y = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
     _compare(lambda a, b: getattr(F, name)(a, b, reduction=reduction, **kw),
              lambda a, b: getattr(torch.nn.functional, name)(a, b, reduction=reduction, **kw),
@@ -84,7 +80,7 @@ def test_regression_losses_match_torch(name, kw, reduction, dtype, rng):
 @pytest.mark.parametrize("reduction", REDUCTIONS + ["batchmean"])
 @pytest.mark.parametrize("log_target", [False, True])
 def test_kl_div_matches_torch(reduction, log_target, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     logp = np.log(rng.dirichlet(np.ones(5), size=4))
     target = rng.dirichlet(np.ones(5), size=4)
     target[0, 2] = 0.0  # xlogy: 0 log 0 = 0
@@ -99,7 +95,7 @@ def test_kl_div_matches_torch(reduction, log_target, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_margin_ranking_and_cosine_embedding_match_torch(reduction, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     x1, x2 = rng.standard_normal(6), rng.standard_normal(6)
     y = np.array([1.0, -1, 1, -1, -1, 1])
     _compare(lambda a, b, c: F.margin_ranking_loss(a, b, c, margin=0.3, reduction=reduction),
@@ -117,7 +113,7 @@ def test_margin_ranking_and_cosine_embedding_match_torch(reduction, dtype, rng):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_binary_cross_entropy_matches_torch(weighted, reduction, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     p = rng.uniform(0.05, 0.95, (4, 3))
     y = rng.uniform(0, 1, (4, 3))
     w = rng.uniform(0.5, 2, (4, 3))
@@ -157,7 +153,7 @@ CE_CASES = [
 @pytest.mark.parametrize("kw", CE_CASES, ids=[str(i) for i in range(len(CE_CASES))])
 @pytest.mark.parametrize("shape", [(6, 4), (3, 4, 5)], ids=["NC", "NCd"])
 def test_cross_entropy_and_nll_class_targets_match_torch(shape, kw, reduction, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     x = rng.standard_normal(shape) * 2
     t = rng.integers(0, shape[1], (shape[0],) + shape[2:]).astype(np.int64)
     t.reshape(-1)[:3] = [0, 1, 2]  # every case has some ignored targets
@@ -190,7 +186,7 @@ def test_cross_entropy_and_nll_class_targets_match_torch(shape, kw, reduction, d
 @pytest.mark.parametrize("kw", [{}, {"weight": True}, {"label_smoothing": 0.1},
                                 {"weight": True, "label_smoothing": 0.3}], ids=str)
 def test_cross_entropy_probability_targets_match_torch(kw, reduction, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     x = rng.standard_normal((5, 4))
     p = rng.dirichlet(np.ones(4), size=5)
     w = rng.uniform(0.3, 2.0, 4)
@@ -269,7 +265,7 @@ def test_loss_errors(rng):
                                       ("leaky_relu", {"negative_slope": 0.2}), ("silu", {}),
                                       ("mish", {}), ("softplus", {"beta": 2.0})])
 def test_activations_match_torch(name, kw, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     x = rng.standard_normal((4, 6)) * 3
     _compare(lambda a: getattr(F, name)(a, **kw),
              lambda a: getattr(torch.nn.functional, name)(a, **kw), [x], [True], dtype, rng)
@@ -285,7 +281,7 @@ def test_gelu_float64_gradcheck(rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("padding_idx", [None, 2, -1])
 def test_embedding_both_dtypes_match_torch(padding_idx, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     w = rng.standard_normal((6, 4))
     idx = np.array([[0, 2, 5], [2, 2, 1]])
     _compare(lambda i, a: F.embedding(i, a, padding_idx=padding_idx),

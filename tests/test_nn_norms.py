@@ -1,11 +1,11 @@
 """LayerNorm, RMSNorm, GroupNorm, InstanceNorm1d/2d and BatchNorm1d on (N, C, L): forward and
 gradients against PyTorch from the same weights (float32 1e-5, float64 1e-10), finite
 differences in float64, and the errors."""
-import warnings
 
 import numpy as np
 import pytest
 from _gradcheck import gradcheck
+from _util import torch_or_skip
 
 import ddl
 from ddl import nn
@@ -15,10 +15,6 @@ DTYPES = [ddl.float32, ddl.float64]
 DT_IDS = ["f32", "f64"]
 
 
-def _torch():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pytest.importorskip("torch")
 
 
 def tol(dtype):
@@ -28,7 +24,7 @@ def tol(dtype):
 
 def _both(ours, theirs, x_np, dtype, rng):
     """Copy theirs' parameters into ours, run both on x, compare outputs and all gradients."""
-    torch = _torch()
+    torch = torch_or_skip()
     theirs = theirs.to(torch.float64 if dtype is ddl.float64 else torch.float32)
     with torch.no_grad():
         for p in theirs.parameters():
@@ -66,13 +62,13 @@ def _both(ours, theirs, x_np, dtype, rng):
 ], ids=["ln", "ln2d", "ln-noaffine", "ln-nobias", "rms", "rms2d", "gn", "gn4d", "gn1",
         "in2d", "in2d-affine", "in1d-affine"])
 def test_norm_modules_match_torch(make, shape, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     _both(make(nn).to(dtype), make(torch.nn),
           rng.standard_normal(shape) * 2 + 0.5, dtype, rng)
 
 
 def test_batchnorm1d_on_ncl_matches_torch(rng):
-    torch = _torch()
+    torch = torch_or_skip()
     ours, theirs = nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
     _both(ours, theirs, rng.standard_normal((4, 3, 7)), ddl.float32, rng)
     np.testing.assert_allclose(ours.running_mean.numpy(), theirs.running_mean.numpy(), rtol=1e-5)
@@ -85,7 +81,7 @@ def test_batchnorm1d_on_ncl_matches_torch(rng):
                                          (lambda m: m.BatchNorm2d(2), (3, 2, 4, 5))],
                          ids=["bn1d-ncl", "bn1d-nc", "bn2d"])
 def test_batchnorm_both_dtypes_train_then_eval_match_torch(make, shape, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     ours, theirs = make(nn).to(dtype), make(torch.nn)
     _both(ours, theirs, rng.standard_normal(shape) * 2 + 1, dtype, rng)
     _both(ours, theirs, rng.standard_normal(shape), dtype, rng)  # a second step of the stats

@@ -4,11 +4,10 @@ schedulers against PyTorch's closed forms, and (when torch is installed) parity 
 import importlib.util
 import math
 import os
-import warnings
 
 import numpy as np
 import pytest
-from _util import rss_test
+from _util import rss_test, torch_or_skip
 
 import ddl
 from ddl import _C
@@ -627,10 +626,6 @@ def test_clip_grad_value(rng):
 
 # ---- optional parity with PyTorch ---------------------------------------------------------------
 
-def _torch():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pytest.importorskip("torch")
 
 
 PARITY = [
@@ -646,7 +641,7 @@ PARITY = [
 @pytest.mark.parametrize("dtype", [ddl.float32, ddl.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name, kw", PARITY, ids=[f"{n}-{i}" for i, (n, _) in enumerate(PARITY)])
 def test_parity_with_torch(name, kw, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     params = make_params(dtype, rng)
     tparams = [torch.tensor(p.numpy().copy(), requires_grad=True) for p in params]
     ours = make_opt(getattr(ddl.optim, name), params, kw)
@@ -668,8 +663,8 @@ def test_parity_with_torch(name, kw, dtype, rng):
     assert set(sd["param_groups"][0]) == set(tsd["param_groups"][0])
 
 
-def test_scheduler_parity_with_torch():
-    torch = _torch()
+def test_scheduler_parity_withtorch_or_skip():
+    torch = torch_or_skip()
     T = torch.optim.lr_scheduler
     pairs = [
         (lambda o, m: m.StepLR(o, step_size=3, gamma=0.5)),

@@ -2,10 +2,10 @@
 (float32 to 1e-5, float64 to 1e-10) over two parameter groups with a missing gradient,
 state_dict round trips with PyTorch's keys, LBFGS's iterates on float64 problems to 1e-8, and
 the error paths."""
-import warnings
 
 import numpy as np
 import pytest
+from _util import torch_or_skip
 
 import ddl
 from ddl import optim
@@ -13,10 +13,6 @@ from ddl import optim
 SHAPES = [(3, 4), (5,), (2, 3, 2), ()]
 
 
-def _torch():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pytest.importorskip("torch")
 
 
 def tol(dtype):
@@ -60,7 +56,7 @@ def _groups(params):
 @pytest.mark.parametrize("dtype", [ddl.float32, ddl.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name, kw", CASES, ids=IDS)
 def test_parity_with_torch(name, kw, dtype, rng):
-    torch = _torch()
+    torch = torch_or_skip()
     params = make_params(dtype, rng)
     tparams = [torch.tensor(p.numpy().copy(), requires_grad=True) for p in params]
     ours = getattr(optim, name)(_groups(params), lr=LRS[0], **kw)
@@ -176,7 +172,7 @@ LBFGS_CASES = [
 
 @pytest.mark.parametrize("kw, steps", LBFGS_CASES, ids=[str(i) for i in range(len(LBFGS_CASES))])
 def test_lbfgs_reproduces_torch_iterates_on_rosenbrock(kw, steps):
-    torch = _torch()
+    torch = torch_or_skip()
     start = np.array([-1.5, 2.0])
     ours_p = ddl.tensor(start.copy()).requires_grad_()
     theirs_p = torch.tensor(start.copy(), requires_grad=True)
@@ -210,7 +206,7 @@ def test_lbfgs_reproduces_torch_iterates_on_rosenbrock(kw, steps):
 
 
 def test_lbfgs_least_squares_two_parameters_matches_torch(rng):
-    torch = _torch()
+    torch = torch_or_skip()
     A = rng.standard_normal((20, 5))
     b = rng.standard_normal((20, 1))
     w0, c0 = rng.standard_normal((5, 1)), rng.standard_normal((1,))
@@ -241,7 +237,7 @@ def test_lbfgs_least_squares_two_parameters_matches_torch(rng):
         np.testing.assert_allclose(oc.numpy(), tc.detach().numpy(), rtol=1e-8, atol=1e-10)
 
 
-def test_lbfgs_converges_without_torch():
+def test_lbfgs_converges_withouttorch_or_skip():
     p = ddl.tensor(np.array([-1.2, 1.0])).requires_grad_()
     opt = optim.LBFGS([p], line_search_fn="strong_wolfe", max_iter=100)
 
