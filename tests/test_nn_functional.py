@@ -742,8 +742,6 @@ def test_conv_and_linear_shape_errors(rng):
 # ---- optional parity with PyTorch ----------------------------------------------------------------
 
 
-
-
 def _tt(torch, t, requires_grad=False):
     return torch.tensor(t.detach().numpy().copy(), requires_grad=requires_grad)
 

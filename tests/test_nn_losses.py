@@ -17,8 +17,6 @@ DTYPES = [ddl.float32, ddl.float64]
 DT_IDS = ["f32", "f64"]
 
 
-
-
 def tol(dtype):
     return {"rtol": 1e-5, "atol": 1e-6} if dtype is ddl.float32 else {"rtol": 1e-10,
                                                                        "atol": 1e-12}

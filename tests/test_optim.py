@@ -627,7 +627,6 @@ def test_clip_grad_value(rng):
 # ---- optional parity with PyTorch ---------------------------------------------------------------
 
 
-
 PARITY = [
     ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
     ("SGD", {"momentum": 0.7, "dampening": 0.2, "maximize": True}),

@@ -13,8 +13,6 @@ from ddl import optim
 SHAPES = [(3, 4), (5,), (2, 3, 2), ()]
 
 
-
-
 def tol(dtype):
     return {"rtol": 1e-5, "atol": 1e-6} if dtype is ddl.float32 else {"rtol": 1e-10,
                                                                        "atol": 1e-12}
