@@ -34,19 +34,6 @@ def _interface_address(name):
     return socket.inet_ntoa(raw[20:24])
 
 
-def _address_towards(host, port):
-    """This machine's address on the route to host (no packet is sent)."""
-    addr = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
-    if addr.startswith("127."):
-        return addr
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((addr, port or 9))
-            return s.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
-
-
 def _check_host(text, what):
     """text if it is an IPv4 address or a name that resolves; ValueError otherwise."""
     if not text or any(c.isspace() for c in text):
@@ -274,7 +261,9 @@ def _parse_c10d(p, args):
         if args.local_addr is not None:
             _check_host(args.local_addr, "--local-addr")
         else:
-            args.local_addr = _check_ifname() or _address_towards(args.rdzv_host,
-                                                                  args.rdzv_port)
+            from .distributed.rendezvous import local_address_towards
+
+            args.local_addr = _check_ifname() or local_address_towards(
+                args.rdzv_host, args.rdzv_port, "--rdzv-endpoint")
     except ValueError as e:
         p.error(str(e))

@@ -86,12 +86,7 @@ class Trainer:
                                           seed=self.seed)
         self.loader = DataLoader(self.train_data, batch_size=self.batch_size,
                                  sampler=self.sampler, num_workers=self.num_workers)
-        self.eval_loader = None
-        if self.eval_data is not None:
-            es = DistributedSampler(self.eval_data, self.world, self.rank, shuffle=False,
-                                    pad=False)
-            self.eval_loader = DataLoader(self.eval_data, batch_size=self.eval_batch_size,
-                                          sampler=es)
+        self.eval_loader = self._eval_loader()
 
     def _prepare_deterministic(self):
         from .distributed.deterministic import DeterministicDataParallel, GlobalBatchSampler
@@ -102,12 +97,14 @@ class Trainer:
         self.net = DeterministicDataParallel(self.model, self.sampler)
         self.loader = DataLoader(self.train_data, batch_size=self.sampler.local_batch_size,
                                  sampler=self.sampler, num_workers=self.num_workers)
-        self.eval_loader = None
-        if self.eval_data is not None:
-            es = DistributedSampler(self.eval_data, self.world, self.rank, shuffle=False,
-                                    pad=False)
-            self.eval_loader = DataLoader(self.eval_data, batch_size=self.eval_batch_size,
-                                          sampler=es)
+        self.eval_loader = self._eval_loader()
+
+    def _eval_loader(self):
+        """Every eval sample counted once over the ranks (no padding), in both modes."""
+        if self.eval_data is None:
+            return None
+        es = DistributedSampler(self.eval_data, self.world, self.rank, shuffle=False, pad=False)
+        return DataLoader(self.eval_data, batch_size=self.eval_batch_size, sampler=es)
 
     def _bare(self):
         return getattr(self.net, "module", self.net)

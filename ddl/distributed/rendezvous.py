@@ -232,12 +232,13 @@ def check_interface():
     return None
 
 
-def local_address_towards(host, port):
-    """The address of this machine's interface on the route to host (for Gloo's device)."""
+def local_address_towards(host, port, what="init_process_group: master address"):
+    """The address of this machine's interface on the route to host (for Gloo's device, and
+    the launcher's --local-addr default); ValueError naming `what` when host does not resolve."""
     try:
         infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
     except socket.gaierror as e:
-        raise ValueError(f"init_process_group: cannot resolve master address {host!r}: {e}") from None
+        raise ValueError(f"{what}: cannot resolve {host!r}: {e}") from None
     addr = infos[0][4][0]
     if addr.startswith("127."):
         return addr
