@@ -172,3 +172,53 @@ def test_iterable_dataset_and_unbatched():
                                                                            [6]]
     ds = TensorDataset(ddl.arange(3))
     assert [x[0].item() for x in DataLoader(ds, batch_size=None)] == [0, 1, 2]
+
+
+class _ShardedStream(IterableDataset):
+    """range(n), split over DataLoader workers by get_worker_info(), as PyTorch's docs show;
+    uneven: worker 0 streams range(n), the others two samples each."""
+
+    def __init__(self, n, uneven=False):
+        self.n, self.uneven = n, uneven
+
+    def __iter__(self):
+        info = get_worker_info()
+        if info is None:
+            return iter(range(self.n))
+        if self.uneven:
+            return iter(range(self.n) if info.id == 0 else range(100 * info.id, 100 * info.id + 2))
+        return iter(range(info.id, self.n, info.num_workers))
+
+
+# what PyTorch 2.13's DataLoader yields for the same streams (workers taken in turn, a worker
+# skipped once its stream ends, drop_last per worker)
+@pytest.mark.parametrize("n,uneven,kw,want", [
+    (10, False, {}, [[0, 2], [1, 3], [4, 6], [5, 7], [8], [9]]),
+    (9, True, {}, [[0, 1], [100, 101], [2, 3], [4, 5], [6, 7], [8]]),
+    (11, False, {"drop_last": True}, [[0, 2], [1, 3], [4, 6], [5, 7], [8, 10]]),
+    (7, False, {"persistent_workers": True}, [[0, 2], [1, 3], [4, 6], [5]]),
+], ids=["even", "uneven", "drop_last", "persistent"])
+def test_iterable_dataset_with_workers_matches_pytorch_order(n, uneven, kw, want):
+    dl = DataLoader(_ShardedStream(n, uneven), batch_size=2, num_workers=2, **kw)
+    for _ in range(2):  # a second epoch restarts every worker's stream
+        assert [b.tolist() for b in dl] == want
+
+
+def test_iterable_dataset_workers_unsharded_yield_everything_each():
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(range(3))
+
+    got = list(DataLoader(Stream(), batch_size=None, num_workers=2))
+    assert got == [0, 0, 1, 1, 2, 2]
+
+
+def test_iterable_dataset_worker_error_names_the_worker():
+    class Broken(IterableDataset):
+        def __iter__(self):
+            if get_worker_info().id == 1:
+                raise KeyError("no shard for this worker")
+            return iter(range(4))
+
+    with pytest.raises(KeyError, match="DataLoader worker process 1"):
+        list(DataLoader(Broken(), batch_size=2, num_workers=2))

@@ -64,6 +64,13 @@ def unpack(obj):
     return obj
 
 
+class StreamEnd:
+    """An IterableDataset worker's answer once its stream is exhausted for the epoch."""
+
+    def __init__(self, worker_id):
+        self.worker_id = worker_id
+
+
 class WorkerError:
     """An exception raised in a worker, carried to the parent as its type and traceback."""
 
@@ -113,6 +120,8 @@ def worker_loop(fetch, dataset, index_q, result_q, done, worker_id, num_workers,
         i, indices = job
         try:
             result_q.put((i, pack(fetch(indices))))
+        except StopIteration:
+            result_q.put((i, StreamEnd(worker_id)))
         except BaseException as e:  # noqa: BLE001
             result_q.put((i, WorkerError(worker_id, e)))
     result_q.cancel_join_thread()

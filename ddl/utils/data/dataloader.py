@@ -2,7 +2,10 @@
 
 num_workers > 0 forks that many worker processes (see _worker.py); batch i goes to worker
 i % num_workers, at most prefetch_factor * num_workers batches are outstanding, and batches
-come back in order. Workers are stopped and joined when the epoch ends, when the iterator is
+come back in order. With an IterableDataset, as in PyTorch, each worker iterates its own copy
+of the dataset (which shards itself by get_worker_info(), or every worker yields everything),
+batches it, and the loader takes batches from the workers in turn, skipping a worker once its
+stream ends. Workers are stopped and joined when the epoch ends, when the iterator is
 dropped or on an error -- or kept for the next epoch with persistent_workers=True (until the
 loader is garbage-collected). A worker that dies is reported with its exit code; `timeout`
 bounds each wait for a batch. Workers die with the process that started them, kill -9
@@ -76,6 +79,13 @@ class DataLoader(_BaseLoader):
             return sample if self.collate_fn is None else self.collate_fn(sample)
         return super()._fetch(indices)
 
+    def _fetch_stream(self, epoch):
+        """The next batch of this worker's stream (runs in the worker, on its copy of the
+        loader); StopIteration once the stream is done for this epoch."""
+        if getattr(self, "_stream_epoch", None) != epoch:
+            self._stream_epoch, self._stream = epoch, self._iter_stream()
+        return next(self._stream)
+
     def _iter_stream(self):
         collate = self.collate_fn or default_collate
         it = iter(self.dataset)
@@ -89,10 +99,7 @@ class DataLoader(_BaseLoader):
             yield collate(chunk)
 
     def __iter__(self):
-        if self._iterable:
-            if self.num_workers:
-                raise NotImplementedError("DataLoader: num_workers > 0 with an IterableDataset "
-                                          "is not supported; use num_workers=0")
+        if self._iterable and not self.num_workers:
             return self._iter_stream()
         if self.num_workers == 0:
             return (self._fetch(b) for b in self._batches())
@@ -102,7 +109,10 @@ class DataLoader(_BaseLoader):
         pool = self._pool
         if not self.persistent_workers:
             self._pool = None
-        return pool.epoch(list(self._batches()), close_after=not self.persistent_workers)
+        close_after = not self.persistent_workers
+        if self._iterable:
+            return pool.stream_epoch(close_after)
+        return pool.epoch(list(self._batches()), close_after)
 
     def __del__(self):
         pool = getattr(self, "_pool", None)
@@ -126,12 +136,14 @@ class _Pool:
         self.result_q = ctx.Queue()
         self.done = ctx.Event()
         self.index_qs, self.procs = [], []
+        self.epochs = 0  # stream epochs started: a worker restarts its stream on a new one
+        fetch = loader._fetch_stream if loader._iterable else loader._fetch
         # the workers die with this process (kill -9 included): see run.tie_to_parent
         parent = (os.getpid(), threading.current_thread() is threading.main_thread())
         for w in range(self.n):
             iq = ctx.Queue()
             p = ctx.Process(target=_worker.worker_loop, name=f"ddl-dataloader-{w}",
-                            args=(loader._fetch, loader.dataset, iq, self.result_q, self.done,
+                            args=(fetch, loader.dataset, iq, self.result_q, self.done,
                                   w, self.n, seed + w, loader.worker_init_fn, parent),
                             daemon=True)
             p.start()
@@ -170,6 +182,41 @@ class _Pool:
                         payload.reraise()
                     pending[i] = payload
                 yield _worker.unpack(pending.pop(nxt))
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if close_after:
+                self.close()
+
+    def stream_epoch(self, close_after):
+        """Batches of an IterableDataset: requests go to the live workers in turn, results
+        come back in request order; a worker whose stream ended is asked no more."""
+        self.epochs += 1
+        try:
+            live = list(range(self.n))
+            owner, pending, turn, sent, nxt = {}, {}, 0, 0, 0
+            while True:
+                while live and sent - nxt < self.depth:
+                    w = live[turn % len(live)]
+                    turn += 1
+                    self.index_qs[w].put((sent, self.epochs))
+                    owner[sent] = w
+                    sent += 1
+                if nxt == sent:
+                    return
+                while nxt not in pending:
+                    i, payload = self._get()
+                    if isinstance(payload, _worker.WorkerError):
+                        payload.reraise()
+                    pending[i] = payload
+                payload = pending.pop(nxt)
+                nxt += 1
+                if isinstance(payload, _worker.StreamEnd):
+                    if owner[nxt - 1] in live:
+                        live.remove(owner[nxt - 1])
+                    continue
+                yield _worker.unpack(payload)
         except BaseException:
             self.close()
             raise
