@@ -169,6 +169,14 @@ class _Pool:
                 raise RuntimeError(f"DataLoader timed out after {self.timeout} s waiting for a "
                                    "batch from its workers")
 
+    def _collect(self, nxt, pending):
+        """Results into pending until batch nxt is there; a worker's exception re-raised."""
+        while nxt not in pending:
+            i, payload = self._get()
+            if isinstance(payload, _worker.WorkerError):
+                payload.reraise()
+            pending[i] = payload
+
     def epoch(self, batches, close_after):
         try:
             sent, pending = 0, {}
@@ -176,11 +184,7 @@ class _Pool:
                 while sent < len(batches) and sent - nxt < self.depth:
                     self.index_qs[sent % self.n].put((sent, batches[sent]))
                     sent += 1
-                while nxt not in pending:
-                    i, payload = self._get()
-                    if isinstance(payload, _worker.WorkerError):
-                        payload.reraise()
-                    pending[i] = payload
+                self._collect(nxt, pending)
                 yield _worker.unpack(pending.pop(nxt))
         except BaseException:
             self.close()
@@ -205,11 +209,7 @@ class _Pool:
                     sent += 1
                 if nxt == sent:
                     return
-                while nxt not in pending:
-                    i, payload = self._get()
-                    if isinstance(payload, _worker.WorkerError):
-                        payload.reraise()
-                    pending[i] = payload
+                self._collect(nxt, pending)
                 payload = pending.pop(nxt)
                 nxt += 1
                 if isinstance(payload, _worker.StreamEnd):
