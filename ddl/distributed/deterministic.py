@@ -169,20 +169,35 @@ class ExactSum:
     def __call__(self, rows, out=None):
         """rows: (k, total) float32 C-contiguous (k may be 0). Returns (total,) float32 (in
         `out` when given)."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, self.total)
+        segs = [[r[a:a + n] for r in rows] for a, n in zip(self.starts.tolist(),
+                                                           self.lengths.tolist())]
+        return self.reduce_segments(segs, rows.shape[0], out)
+
+    def reduce_segments(self, segs, k, out=None):
+        """The same sum with the rows given per segment: segs[s] is a sequence of k float32
+        C-contiguous buffers (NumPy arrays or ddl tensors) of lengths[s] values each, segment
+        s of each local row, so a model's per-micro-batch gradients need no copy into a
+        matrix. Returns (total,) float32 (in `out` when given)."""
         nseg = self.lengths.size
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
         info = np.empty(2 * nseg, dtype=np.int64)
-        _C.fixed_exponents(rows, self.lengths, info[:nseg], info[nseg:])
+        for s, seg in enumerate(segs):
+            info[s], info[nseg + s] = _C.fixed_segment_exponent(seg)
         self._all_reduce(info, dist.ReduceOp.MAX)          # exact: integers
         exps, bad = info[:nseg], info[nseg:]
         shift = np.where((exps == _NO_EXP) | (bad != 0), 0, self.bits - exps)
         if self._q is None:
             self._q = np.empty(self.total, dtype=np.int64)  # reused: no page faults a step
+            self._q_segs = [self._q[a:a + n] for a, n in zip(self.starts.tolist(),
+                                                             self.lengths.tolist())]
         q = self._q
-        q.fill(0)
-        _C.fixed_accumulate(rows, self.lengths, shift, bad, q)  # exact: |q| < 2^62 / count
+        for seg, a, sh, b in zip(segs, self._q_segs, shift.tolist(), bad.tolist()):
+            if b:
+                a.fill(0)
+            else:
+                _C.fixed_quantize_sum(seg, sh, a)          # exact: |q| < 2^62 / count
         if self.compact:
-            q = self._lane_sum(q, rows.shape[0])
+            q = self._lane_sum(q, k)
         else:
             self._all_reduce(q, dist.ReduceOp.SUM)          # exact: int64 sum
         if out is None:
@@ -274,7 +289,8 @@ class DeterministicDataParallel:
         self._reduce = ExactSum(lengths, sampler.micro_batches,
                                 self.process_group if world > 1 else None, compact)
         self.last_outputs = []
-        self._rows = None  # (k, total) float32: this rank's micro-batch values, reused
+        self._zeros = [None] * len(self._params)  # the gradient of a parameter a micro-batch
+        # did not use
         self._total = None  # (total,) float32: the reduced values, reused
 
     # Module-like surface: the wrapper is used for training steps; calls, modes and state go
@@ -313,9 +329,9 @@ class DeterministicDataParallel:
         bns = [b for b in self._bns if b.training and b.track_running_stats]
         saved_bn = [(b.momentum, b.running_mean.numpy().copy(), b.running_var.numpy().copy(),
                      b.num_batches_tracked.numpy().copy()) for b in bns]
-        if self._rows is None:
-            self._rows = np.empty((k, self._reduce.total), dtype=np.float32)
-        rows = self._rows
+        # segs[s][j]: segment s (a parameter's gradient, a batch-norm statistic, the loss) of
+        # micro-batch j, kept as computed: the reduction reads them in place
+        segs = [[] for _ in range(self._reduce.lengths.size)]
         rng = _C.rng_state()
         self.last_outputs = []
         try:
@@ -332,46 +348,46 @@ class DeterministicDataParallel:
                 loss = loss_fn(out, target[j * m:(j + 1) * m])
                 loss.backward()
                 self.last_outputs.append(out.detach() if isinstance(out, Tensor) else out)
-                self._fill_row(rows[j], bns, loss)
+                self._collect(segs, bns, loss)
         finally:
             _C.rng_state(*rng)
             for b, (mom, _, _, nbt) in zip(bns, saved_bn):
                 b.momentum = mom
                 b.num_batches_tracked.numpy()[...] = nbt
         if self._total is None:
+            from .._functions import from_numpy
+
             self._total = np.empty(self._reduce.total, dtype=np.float32)
-        total = self._reduce(rows, self._total)
+            # the parameters' .grad: views of the reduced values (rewritten by each step)
+            self._grad_views = [from_numpy(self._total[a:a + p.numel()].reshape(p.shape))
+                                for p, a in zip(self._params, self._reduce.starts.tolist())]
+        total = self._reduce.reduce_segments(segs, k, self._total)
         self._write_back(total, bns, saved_bn)
         s.step += 1
         return float(total[-1])
 
-    def _fill_row(self, row, bns, loss):
-        off = 0
+    def _collect(self, segs, bns, loss):
+        """Append this micro-batch's gradients (the tensors themselves, no copy), batch-norm
+        statistics and loss to their segments."""
+        i = 0
         for p in self._params:
-            n = p.numel()
-            if p.grad is not None:
-                row[off:off + n] = p.grad.numpy().ravel()
-            else:
-                row[off:off + n] = 0
-            off += n
+            g = p.grad
+            if g is None:
+                if self._zeros[i] is None:
+                    self._zeros[i] = np.zeros(p.numel(), dtype=np.float32)
+                g = self._zeros[i]
+            segs[i].append(g)
+            i += 1
         for b in bns:
-            c = b.num_features
-            row[off:off + c] = b.running_mean.numpy()
-            row[off + c:off + 2 * c] = b.running_var.numpy()
-            off += 2 * c
-        row[off] = float(loss)
+            segs[i].append(b.running_mean.numpy().copy())
+            segs[i + 1].append(b.running_var.numpy().copy())
+            i += 2
+        segs[i].append(np.array([float(loss)], dtype=np.float32))
 
     def _write_back(self, total, bns, saved_bn):
-        from .._functions import zeros
-
-        off = 0
-        for p in self._params:
-            n = p.numel()
-            g = total[off:off + n].reshape(p.shape)
-            if p.grad is None:
-                p.grad = zeros(p.shape, dtype=p.dtype)
-            p.grad.numpy()[...] = g
-            off += n
+        for p, g in zip(self._params, self._grad_views):
+            p.grad = g
+        off = int(self._reduce.starts[len(self._params)])
         for b, (mom, mean0, var0, nbt) in zip(bns, saved_bn):
             c = b.num_features
             nbt = nbt + 1
