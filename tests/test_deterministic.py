@@ -55,6 +55,66 @@ def test_exact_sum_does_not_depend_on_partition_or_order():
     assert f1.tobytes() != f2.tobytes()
 
 
+def test_segment_kernels_equal_the_row_kernels():
+    """The kernels the mode runs (one segment as k separate rows, blocked, vectorized; the
+    compact wire fused) give the integers and floats of the row-matrix reference kernels,
+    across block boundaries (1024 values), odd lengths, ties (x.5 quanta) and k = 0."""
+    C = ddl._C
+    for n in (1, 7, 1024, 1025, 2049):
+        for k in (0, 1, 3):
+            rows = _wild_rows(k, n, n + k) * np.float32(2.0 ** -4)  # |x| < 2^20: shift 40 fits
+            if k:
+                rows[0, : n // 2] = np.float32(2.5) * np.float32(2.0 ** -40)  # ties at shift 40
+            lengths = np.array([n], np.int64)
+            e_ref, b_ref = np.empty(1, np.int64), np.empty(1, np.int64)
+            C.fixed_exponents(rows, lengths, e_ref, b_ref)
+            assert C.fixed_segment_exponent(list(rows)) == (e_ref[0], bool(b_ref[0]))
+            for sh in (40, 0, -3):
+                ref = np.zeros(n, np.int64)
+                shift, skip = np.array([sh], np.int64), np.zeros(1, np.int64)
+                if k:
+                    assert np.abs(rows).max() * 2.0 ** sh < 2.0 ** 60
+                    C.fixed_accumulate(rows, lengths, shift, skip, ref)
+                got = np.full(n, 7, np.int64)  # overwritten, not added to
+                C.fixed_quantize_sum(list(rows), sh, got)
+                assert got.tolist() == ref.tolist(), (n, k, sh)
+            # the fused compact path against quantize, pack, unpack, to_float
+            small = (rows * np.float32(2.0 ** -30)).astype(np.float32)  # |q| well inside a lane
+            q = np.empty(n, np.int64)
+            C.fixed_quantize_sum(list(small), 20, q)
+            words_ref = np.empty((n + 1) // 2, np.int64)
+            C.fixed_pack(q, 5 << 20, words_ref)
+            words = np.empty((n + 1) // 2, np.int64)
+            C.fixed_quantize_pack(list(small), n, 20, 5 << 20, words)
+            assert words.tolist() == words_ref.tolist(), (n, k)
+            back, ref_out = np.empty(n, np.int64), np.empty(n, np.float32)
+            C.fixed_unpack(words, 5 << 20, back)
+            assert back.tolist() == q.tolist()
+            C.fixed_to_float(back, lengths, np.array([20], np.int64), skip, 3.0, ref_out)
+            out = np.empty(n, np.float32)
+            C.fixed_unpack_to_float(words, 20, False, 5 << 20, 3.0, out)
+            assert out.tobytes() == ref_out.tobytes(), (n, k)
+            C.fixed_unpack_to_float(words, 20, True, 5 << 20, 3.0, out)
+            assert np.isnan(out).all()
+
+
+def test_segment_kernels_reject_bad_buffers():
+    C = ddl._C
+    a, b = np.zeros(4, np.float32), np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="row 1 has 5 values"):
+        C.fixed_segment_exponent([a, b])
+    with pytest.raises(TypeError):
+        C.fixed_segment_exponent([np.zeros(4, np.float64)])
+    with pytest.raises(TypeError):
+        C.fixed_quantize_sum(3, 0, np.zeros(4, np.int64))  # not a sequence of rows
+    with pytest.raises(ValueError):
+        C.fixed_quantize_sum([a], 0, np.zeros(3, np.int64))
+    with pytest.raises(ValueError):
+        C.fixed_quantize_pack([a], 4, 0, 1, np.zeros(3, np.int64))
+    with pytest.raises(ValueError):
+        C.fixed_unpack_to_float(np.zeros(2, np.int64), 0, False, -1, 1.0, a)
+
+
 def test_exact_sum_is_accurate():
     rows = _wild_rows(6, 200, 1)
     lengths = [200]

@@ -160,3 +160,42 @@ KERNEL void ddl_fixed_quantize_sum(int64_t *restrict acc, const float *const *xs
         }
     }
 }
+
+/* The compact wire format fused with the quantization: the block's sums go to a stack buffer,
+ * then straight into words (pairs never straddle a block: BLOCK is even). */
+KERNEL void ddl_fixed_quantize_pack(int64_t *restrict words, const float *const *xs, int64_t k,
+                                    int64_t n, int64_t shift, int64_t bias_value) {
+    double scale = ldexp(1.0, (int)shift);
+    uint64_t bias = (uint64_t)bias_value;
+    int64_t q[BLOCK];
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
+        int64_t m = n - i0 < BLOCK ? n - i0 : BLOCK;
+        for (int64_t i = 0; i < m; i++) q[i] = 0;
+        for (int64_t r = 0; r < k; r++) {
+            const float *restrict y = xs[r] + i0;
+            for (int64_t i = 0; i < m; i++) q[i] += (int64_t)nearbyint((double)y[i] * scale);
+        }
+        if (m % 2) q[m++] = 0; /* the last segment value's partner: a lane of just the bias */
+        int64_t *restrict w = words + i0 / 2;
+        for (int64_t j = 0; j < m / 2; j++)
+            w[j] = (int64_t)(((uint64_t)q[2 * j] + bias) | (((uint64_t)q[2 * j + 1] + bias) << 32));
+    }
+}
+
+KERNEL void ddl_fixed_unpack_to_float(float *restrict out, const int64_t *restrict words, int64_t n,
+                                      int64_t shift, int64_t bad, int64_t total_bias,
+                                      double divisor) {
+    if (bad) {
+        for (int64_t i = 0; i < n; i++) out[i] = NAN;
+        return;
+    }
+    double f = ldexp(1.0, (int)-shift) / divisor;
+    for (int64_t j = 0; j < n / 2; j++) {
+        uint64_t w = (uint64_t)words[j];
+        out[2 * j] = (float)((double)((int64_t)(w & 0xffffffffu) - total_bias) * f);
+        out[2 * j + 1] = (float)((double)((int64_t)(w >> 32) - total_bias) * f);
+    }
+    if (n % 2)
+        out[n - 1] =
+            (float)((double)((int64_t)((uint64_t)words[n / 2] & 0xffffffffu) - total_bias) * f);
+}

@@ -240,9 +240,63 @@ static PyObject *py_fixed_quantize_sum(PyObject *Py_UNUSED(self), PyObject *args
     Py_RETURN_NONE;
 }
 
+PYDDL_DOC(fixed_quantize_pack, "(rows, n, shift, bias, words, /)",
+          "fixed_quantize_sum then fixed_pack of one segment of n values, in one pass.");
+static PyObject *py_fixed_quantize_pack(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *rows, *o[1];
+    long long n, shift, bias;
+    if (!PyArg_ParseTuple(args, "OLLLO", &rows, &n, &shift, &bias, &o[0])) return NULL;
+    Py_buffer words;
+    if (get_buffers(o, "Q", &words, "fixed_quantize_pack") < 0) return NULL;
+    if (n < 0 || words.len / 8 != (n + 1) / 2 || shift < -1100 || shift > 1100 || bias < 0 ||
+        bias >= (1LL << 31)) {
+        PyBuffer_Release(&words);
+        PyErr_SetString(PyExc_ValueError, "fixed_quantize_pack: bad sizes, shift or bias");
+        return NULL;
+    }
+    Py_buffer *views;
+    const float **ptrs;
+    int64_t k, len = (int64_t)n;
+    if (get_rows(rows, &len, &views, &ptrs, &k, "fixed_quantize_pack") < 0) {
+        PyBuffer_Release(&words);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_quantize_pack(words.buf, ptrs, k, len, (int64_t)shift, (int64_t)bias);
+    Py_END_ALLOW_THREADS
+    release_rows(views, ptrs, k);
+    PyBuffer_Release(&words);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(fixed_unpack_to_float, "(words, shift, bad, total_bias, divisor, out, /)",
+          "fixed_unpack then fixed_to_float of one segment, in one pass.");
+static PyObject *py_fixed_unpack_to_float(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[2];
+    long long shift, bias;
+    int bad;
+    double divisor;
+    if (!PyArg_ParseTuple(args, "OLpLdO", &o[0], &shift, &bad, &bias, &divisor, &o[1])) return NULL;
+    Py_buffer v[2];
+    if (get_buffers(o, "qF", v, "fixed_unpack_to_float") < 0) return NULL;
+    int64_t n = (int64_t)(v[1].len / 4);
+    if (v[0].len / 8 != (n + 1) / 2 || shift < -1100 || shift > 1100 || bias < 0 ||
+        bias >= (1LL << 31)) {
+        release_all(v, 2);
+        PyErr_SetString(PyExc_ValueError, "fixed_unpack_to_float: bad sizes, shift or bias");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_unpack_to_float(v[1].buf, v[0].buf, n, (int64_t)shift, bad, (int64_t)bias, divisor);
+    Py_END_ALLOW_THREADS
+    release_all(v, 2);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef pyddl_fixed_point_functions[] = {
-    PYDDL_FN(fixed_segment_exponent, METH_O), PYDDL_FN(fixed_quantize_sum, METH_VARARGS),
-    PYDDL_FN(fixed_pack, METH_VARARGS),       PYDDL_FN(fixed_unpack, METH_VARARGS),
-    PYDDL_FN(fixed_exponents, METH_VARARGS),  PYDDL_FN(fixed_accumulate, METH_VARARGS),
-    PYDDL_FN(fixed_to_float, METH_VARARGS),   PYDDL_FN_END,
+    PYDDL_FN(fixed_quantize_pack, METH_VARARGS), PYDDL_FN(fixed_unpack_to_float, METH_VARARGS),
+    PYDDL_FN(fixed_segment_exponent, METH_O),    PYDDL_FN(fixed_quantize_sum, METH_VARARGS),
+    PYDDL_FN(fixed_pack, METH_VARARGS),          PYDDL_FN(fixed_unpack, METH_VARARGS),
+    PYDDL_FN(fixed_exponents, METH_VARARGS),     PYDDL_FN(fixed_accumulate, METH_VARARGS),
+    PYDDL_FN(fixed_to_float, METH_VARARGS),      PYDDL_FN_END,
 };

@@ -150,7 +150,7 @@ class ExactSum:
     exactly in int64 (locally, then an int64 all_reduce SUM); the sum becomes float once. The
     quantum is 2^(E - P), 2^-52 or finer of the segment's largest value for up to 1024 rows.
     A segment with a NaN or inf anywhere becomes all NaN. compact=True: P = 29 -
-    ceil(log2(count)) and the int64 words on the wire carry two 32-bit lanes (_lane_sum).
+    ceil(log2(count)) and the int64 words on the wire carry two 32-bit lanes (_compact_sum).
     """
 
     def __init__(self, lengths, count, group=None, compact=False):
@@ -160,7 +160,7 @@ class ExactSum:
         self.count, self.group = int(count), group
         self.compact = bool(compact)
         self.bits = _precision_bits(self.count, self.compact)
-        self._q = None
+        self._q = self._words = None
 
     def _all_reduce(self, a, op):
         if self.group is not None:
@@ -186,6 +186,10 @@ class ExactSum:
         self._all_reduce(info, dist.ReduceOp.MAX)          # exact: integers
         exps, bad = info[:nseg], info[nseg:]
         shift = np.where((exps == _NO_EXP) | (bad != 0), 0, self.bits - exps)
+        if out is None:
+            out = np.empty(self.total, dtype=np.float32)
+        if self.compact:
+            return self._compact_sum(segs, k, shift, bad, out)
         if self._q is None:
             self._q = np.empty(self.total, dtype=np.int64)  # reused: no page faults a step
             self._q_segs = [self._q[a:a + n] for a, n in zip(self.starts.tolist(),
@@ -196,24 +200,34 @@ class ExactSum:
                 a.fill(0)
             else:
                 _C.fixed_quantize_sum(seg, sh, a)          # exact: |q| < 2^62 / count
-        if self.compact:
-            q = self._lane_sum(q, k)
-        else:
-            self._all_reduce(q, dist.ReduceOp.SUM)          # exact: int64 sum
-        if out is None:
-            out = np.empty(self.total, dtype=np.float32)
+        self._all_reduce(q, dist.ReduceOp.SUM)              # exact: int64 sum
         _C.fixed_to_float(q, self.lengths, shift, bad, float(self.count), out)
         return out
 
-    def _lane_sum(self, q, k):
-        """The all-ranks sum of q (each |q| < k * 2^P) sent as two biased 32-bit lanes per
-        int64 word: half the bytes. Lane values are q + k * 2^P in [0, 2k * 2^P); their sum over
-        the ranks stays <= 2 * count * 2^P <= 2^30, so no carry crosses a lane."""
-        words = np.empty((q.size + 1) // 2, dtype=np.int64)
-        _C.fixed_pack(q, k << self.bits, words)
-        self._all_reduce(words, dist.ReduceOp.SUM)
-        _C.fixed_unpack(words, self.count << self.bits, q)
-        return q
+    def _compact_sum(self, segs, k, shift, bad, out):
+        """The compact wire: each segment quantized straight into its own run of (len + 1) // 2
+        int64 words of two biased 32-bit lanes (half the bytes), one int64 all_reduce, then
+        unpacked straight into out. A rank's lane values are q + k * 2^P in [0, 2k * 2^P)
+        (|q| < k * 2^P); their sum over the ranks stays <= 2 * count * 2^P <= 2^30, so no
+        carry crosses a lane."""
+        if self._words is None:
+            wl = (self.lengths + 1) // 2
+            ws = np.concatenate([[0], np.cumsum(wl)[:-1]]).astype(np.int64)
+            self._words = np.empty(int(wl.sum()), dtype=np.int64)
+            self._w_segs = [self._words[a:a + n] for a, n in zip(ws.tolist(), wl.tolist())]
+            self._o_segs = None
+        if self._o_segs is None or self._o_segs[0] is not out:
+            self._o_segs = [out] + [out[a:a + n] for a, n in zip(self.starts.tolist(),
+                                                               self.lengths.tolist())]
+        bias, total_bias = k << self.bits, self.count << self.bits
+        for seg, w, n, sh, b in zip(segs, self._w_segs, self.lengths.tolist(), shift.tolist(),
+                                    bad.tolist()):
+            _C.fixed_quantize_pack(() if b else seg, n, sh, bias, w)
+        self._all_reduce(self._words, dist.ReduceOp.SUM)
+        cnt = float(self.count)
+        for w, o, sh, b in zip(self._w_segs, self._o_segs[1:], shift.tolist(), bad.tolist()):
+            _C.fixed_unpack_to_float(w, sh, b, total_bias, cnt, o)
+        return out
 
 
 # ---- the wrapper ---------------------------------------------------------------------------

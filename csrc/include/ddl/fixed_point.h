@@ -53,6 +53,15 @@ void ddl_fixed_quantize_sum(int64_t *acc, const float *const *xs, int64_t k, int
 void ddl_fixed_pack(const int64_t *acc, int64_t n, int64_t bias, int64_t *words);
 /* The inverse after the words were summed over ranks whose biases total total_bias. */
 void ddl_fixed_unpack(const int64_t *words, int64_t n, int64_t total_bias, int64_t *acc);
+/* One segment's ddl_fixed_quantize_sum then ddl_fixed_pack in one pass: words
+ * ((n + 1) / 2 of them) get the biased lanes of the k rows' sums (k = 0: lanes of just the
+ * bias, the contribution of a rank with nothing to add). */
+void ddl_fixed_quantize_pack(int64_t *words, const float *const *xs, int64_t k, int64_t n,
+                             int64_t shift, int64_t bias);
+/* ddl_fixed_unpack then ddl_fixed_to_float of one segment (divisor and shift as there; NaN
+ * everywhere when bad). */
+void ddl_fixed_unpack_to_float(float *out, const int64_t *words, int64_t n, int64_t shift,
+                               int64_t bad, int64_t total_bias, double divisor);
 
 #ifdef __cplusplus
 }
