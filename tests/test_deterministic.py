@@ -293,3 +293,24 @@ def test_ddp_hands_off_to_the_deterministic_mode():
     assert isinstance(net, DeterministicDataParallel) and net.sampler is s
     with pytest.raises(TypeError, match="must be a GlobalBatchSampler"):
         DistributedDataParallel(_mlp(), deterministic="world")
+
+
+def test_non_float32_parameters_are_refused():
+    s = GlobalBatchSampler(16, 16, 4, 1, 0)
+    with pytest.raises(TypeError, match="parameter '0.weight' is .*float64"):
+        DeterministicDataParallel(_mlp().double(), s)
+
+
+def test_grads_are_views_of_the_reduced_values():
+    """After train_step every .grad holds the reduced mean; the next step rewrites them."""
+    ddl.manual_seed(0)
+    model = _mlp()
+    s = GlobalBatchSampler(64, 16, 4, 1, 0)
+    net = DeterministicDataParallel(model, s)
+    x = ddl.tensor(np.random.default_rng(1).standard_normal((16, 6)).astype(np.float32))
+    y = ddl.tensor(np.arange(16) % 3)
+    net.train_step(x, y, F.cross_entropy)
+    first = [p.grad.numpy().copy() for p in model.parameters()]
+    assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in first)
+    net.train_step(x * 2, y, F.cross_entropy)
+    assert any(not np.array_equal(p.grad.numpy(), g) for p, g in zip(model.parameters(), first))

@@ -288,6 +288,13 @@ class DeterministicDataParallel:
             raise ValueError(f"DeterministicDataParallel: the sampler was made for "
                              f"{sampler.num_replicas} ranks, the process group has {world}")
         self._params = [p for p in module.parameters() if p.requires_grad]
+        from .. import float32
+
+        for name, p in module.named_parameters():
+            if p.requires_grad and p.dtype != float32:
+                raise TypeError(f"DeterministicDataParallel: parameter '{name}' is {p.dtype}; "
+                                "this mode reduces float32 gradients (convert the model with "
+                                ".float())")
         self._bns = _batch_norms(module)
         if self.process_group is not None and world > 1:
             with no_grad():
