@@ -314,3 +314,31 @@ def test_grads_are_views_of_the_reduced_values():
     assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in first)
     net.train_step(x * 2, y, F.cross_entropy)
     assert any(not np.array_equal(p.grad.numpy(), g) for p, g in zip(model.parameters(), first))
+
+
+def test_a_batch_norm_in_eval_mode_is_left_alone():
+    """With the first of two batch norms in eval mode, the other's statistics and the loss
+    still land in their own segments (they once shifted into the frozen layer's)."""
+    ddl.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 4), nn.BatchNorm1d(4),
+                          nn.Linear(4, 3))
+    s = GlobalBatchSampler(64, 16, 4, 1, 0)
+    net = DeterministicDataParallel(model, s)
+    model[1].eval()
+    frozen = model[1].running_mean.numpy().copy(), model[1].running_var.numpy().copy()
+    rng = np.random.default_rng(2)
+    x = ddl.tensor(rng.standard_normal((16, 6)).astype(np.float32))
+    y = ddl.tensor(rng.integers(0, 3, 16))
+    loss = net.train_step(x, y, F.cross_entropy)
+    assert model[1].running_mean.numpy().tolist() == frozen[0].tolist()
+    assert model[1].running_var.numpy().tolist() == frozen[1].tolist()
+    assert np.abs(model[3].running_mean.numpy()).sum() > 0
+    ref = []
+    with ddl.no_grad():
+        for j in range(4):
+            # the same micro-batch forward (no dropout): its loss
+            model[3].train()
+            saved = model[3].running_mean.numpy().copy(), model[3].running_var.numpy().copy()
+            ref.append(float(F.cross_entropy(model(x[4 * j:4 * j + 4]), y[4 * j:4 * j + 4])))
+            model[3].running_mean.numpy()[...], model[3].running_var.numpy()[...] = saved
+    assert loss == pytest.approx(sum(ref) / 4, rel=1e-5)

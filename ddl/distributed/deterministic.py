@@ -303,8 +303,10 @@ class DeterministicDataParallel:
                         dist.broadcast(t, src=self.process_group.ranks[0],
                                        group=self.process_group)
         lengths = [p.numel() for p in self._params]
+        self._bn_seg = {}  # id(batch norm) -> its running mean's segment (the variance's next)
         for bn in self._bns:
             if bn.track_running_stats:
+                self._bn_seg[id(bn)] = len(lengths)
                 lengths += [bn.num_features, bn.num_features]
         lengths.append(1)  # the loss
         self._reduce = ExactSum(lengths, sampler.micro_batches,
@@ -389,27 +391,27 @@ class DeterministicDataParallel:
 
     def _collect(self, segs, bns, loss):
         """Append this micro-batch's gradients (the tensors themselves, no copy), batch-norm
-        statistics and loss to their segments."""
-        i = 0
-        for p in self._params:
+        statistics and loss to their segments. A batch norm in eval mode adds nothing (its
+        segments sum zeros and are not written back)."""
+        for i, p in enumerate(self._params):
             g = p.grad
             if g is None:
                 if self._zeros[i] is None:
                     self._zeros[i] = np.zeros(p.numel(), dtype=np.float32)
                 g = self._zeros[i]
             segs[i].append(g)
-            i += 1
         for b in bns:
-            segs[i].append(b.running_mean.numpy().copy())
-            segs[i + 1].append(b.running_var.numpy().copy())
-            i += 2
-        segs[i].append(np.array([float(loss)], dtype=np.float32))
+            i = self._bn_seg[id(b)]
+            mean, var = b.running_mean.numpy().copy(), b.running_var.numpy().copy()
+            segs[i].append(mean)
+            segs[i + 1].append(var)
+        segs[-1].append(np.array([float(loss)], dtype=np.float32))
 
     def _write_back(self, total, bns, saved_bn):
         for p, g in zip(self._params, self._grad_views):
             p.grad = g
-        off = int(self._reduce.starts[len(self._params)])
         for b, (mom, mean0, var0, nbt) in zip(bns, saved_bn):
+            off = int(self._reduce.starts[self._bn_seg[id(b)]])
             c = b.num_features
             nbt = nbt + 1
             b.num_batches_tracked.numpy()[...] = nbt
@@ -417,7 +419,6 @@ class DeterministicDataParallel:
             mean, var = total[off:off + c], total[off + c:off + 2 * c]
             b.running_mean.numpy()[...] = (np.float32(1) - w) * mean0 + w * mean
             b.running_var.numpy()[...] = (np.float32(1) - w) * var0 + w * var
-            off += 2 * c
 
 
 def parameter_digest(module, buffers=True):
