@@ -206,17 +206,21 @@ def main():
            "--worker", "--steps", str(args.steps), "--segments", str(args.segments),
            "--accuracy", args.accuracy, "--seeds", str(args.seeds)]
     env = dict(os.environ, PYTHONPATH=str(ROOT), DDL_NUM_THREADS="1")
+    load_before = os.getloadavg()[0]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"bench_deterministic: the ranks failed (exit {proc.returncode})")
     results = json.loads(line[len("RESULT "):])
+    results["load_average"] = [load_before, os.getloadavg()[0]]  # 1-minute, before and after
     print(f"{'model':6} {'default ms':>11} {'determ. ms':>11} {'ratio':>6} {'compact ms':>11} "
           f"{'ratio':>6}   (2 ranks, global batch {B}, micro-batch {M})")
     for r in results["timing"]:
         print(f"{r['model']:6} {r['default_step_ms']:11.2f} {r['deterministic_step_ms']:11.2f} "
               f"{r['ratio']:6.2f} {r['compact_step_ms']:11.2f} {r['compact_ratio']:6.2f}")
+    print("load average (1 min) before {:.2f}, after {:.2f} (a shared machine: compare ratios "
+          "from one run)".format(*results["load_average"]))
     for a in results["accuracy"]:
         d = " ".join(f"{v:.4f}" for v in a["default_accuracy"])
         x = " ".join(f"{v:.4f}" for v in a["deterministic_accuracy"])

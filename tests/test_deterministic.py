@@ -55,6 +55,66 @@ def test_exact_sum_does_not_depend_on_partition_or_order():
     assert f1.tobytes() != f2.tobytes()
 
 
+def test_segment_kernels_equal_the_row_kernels():
+    """The kernels the mode runs (one segment as k separate rows, blocked, vectorized; the
+    compact wire fused) give the integers and floats of the row-matrix reference kernels,
+    across block boundaries (1024 values), odd lengths, ties (x.5 quanta) and k = 0."""
+    C = ddl._C
+    for n in (1, 7, 1024, 1025, 2049):
+        for k in (0, 1, 3):
+            rows = _wild_rows(k, n, n + k) * np.float32(2.0 ** -4)  # |x| < 2^20: shift 40 fits
+            if k:
+                rows[0, : n // 2] = np.float32(2.5) * np.float32(2.0 ** -40)  # ties at shift 40
+            lengths = np.array([n], np.int64)
+            e_ref, b_ref = np.empty(1, np.int64), np.empty(1, np.int64)
+            C.fixed_exponents(rows, lengths, e_ref, b_ref)
+            assert C.fixed_segment_exponent(list(rows)) == (e_ref[0], bool(b_ref[0]))
+            for sh in (40, 0, -3):
+                ref = np.zeros(n, np.int64)
+                shift, skip = np.array([sh], np.int64), np.zeros(1, np.int64)
+                if k:
+                    assert np.abs(rows).max() * 2.0 ** sh < 2.0 ** 60
+                    C.fixed_accumulate(rows, lengths, shift, skip, ref)
+                got = np.full(n, 7, np.int64)  # overwritten, not added to
+                C.fixed_quantize_sum(list(rows), sh, got)
+                assert got.tolist() == ref.tolist(), (n, k, sh)
+            # the fused compact path against quantize, pack, unpack, to_float
+            small = (rows * np.float32(2.0 ** -30)).astype(np.float32)  # |q| well inside a lane
+            q = np.empty(n, np.int64)
+            C.fixed_quantize_sum(list(small), 20, q)
+            words_ref = np.empty((n + 1) // 2, np.int64)
+            C.fixed_pack(q, 5 << 20, words_ref)
+            words = np.empty((n + 1) // 2, np.int64)
+            C.fixed_quantize_pack(list(small), n, 20, 5 << 20, words)
+            assert words.tolist() == words_ref.tolist(), (n, k)
+            back, ref_out = np.empty(n, np.int64), np.empty(n, np.float32)
+            C.fixed_unpack(words, 5 << 20, back)
+            assert back.tolist() == q.tolist()
+            C.fixed_to_float(back, lengths, np.array([20], np.int64), skip, 3.0, ref_out)
+            out = np.empty(n, np.float32)
+            C.fixed_unpack_to_float(words, 20, False, 5 << 20, 3.0, out)
+            assert out.tobytes() == ref_out.tobytes(), (n, k)
+            C.fixed_unpack_to_float(words, 20, True, 5 << 20, 3.0, out)
+            assert np.isnan(out).all()
+
+
+def test_segment_kernels_reject_bad_buffers():
+    C = ddl._C
+    a, b = np.zeros(4, np.float32), np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="row 1 has 5 values"):
+        C.fixed_segment_exponent([a, b])
+    with pytest.raises(TypeError):
+        C.fixed_segment_exponent([np.zeros(4, np.float64)])
+    with pytest.raises(TypeError):
+        C.fixed_quantize_sum(3, 0, np.zeros(4, np.int64))  # not a sequence of rows
+    with pytest.raises(ValueError):
+        C.fixed_quantize_sum([a], 0, np.zeros(3, np.int64))
+    with pytest.raises(ValueError):
+        C.fixed_quantize_pack([a], 4, 0, 1, np.zeros(3, np.int64))
+    with pytest.raises(ValueError):
+        C.fixed_unpack_to_float(np.zeros(2, np.int64), 0, False, -1, 1.0, a)
+
+
 def test_exact_sum_is_accurate():
     rows = _wild_rows(6, 200, 1)
     lengths = [200]
@@ -233,3 +293,52 @@ def test_ddp_hands_off_to_the_deterministic_mode():
     assert isinstance(net, DeterministicDataParallel) and net.sampler is s
     with pytest.raises(TypeError, match="must be a GlobalBatchSampler"):
         DistributedDataParallel(_mlp(), deterministic="world")
+
+
+def test_non_float32_parameters_are_refused():
+    s = GlobalBatchSampler(16, 16, 4, 1, 0)
+    with pytest.raises(TypeError, match="parameter '0.weight' is .*float64"):
+        DeterministicDataParallel(_mlp().double(), s)
+
+
+def test_grads_are_views_of_the_reduced_values():
+    """After train_step every .grad holds the reduced mean; the next step rewrites them."""
+    ddl.manual_seed(0)
+    model = _mlp()
+    s = GlobalBatchSampler(64, 16, 4, 1, 0)
+    net = DeterministicDataParallel(model, s)
+    x = ddl.tensor(np.random.default_rng(1).standard_normal((16, 6)).astype(np.float32))
+    y = ddl.tensor(np.arange(16) % 3)
+    net.train_step(x, y, F.cross_entropy)
+    first = [p.grad.numpy().copy() for p in model.parameters()]
+    assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in first)
+    net.train_step(x * 2, y, F.cross_entropy)
+    assert any(not np.array_equal(p.grad.numpy(), g) for p, g in zip(model.parameters(), first))
+
+
+def test_a_batch_norm_in_eval_mode_is_left_alone():
+    """With the first of two batch norms in eval mode, the other's statistics and the loss
+    still land in their own segments (they once shifted into the frozen layer's)."""
+    ddl.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 4), nn.BatchNorm1d(4),
+                          nn.Linear(4, 3))
+    s = GlobalBatchSampler(64, 16, 4, 1, 0)
+    net = DeterministicDataParallel(model, s)
+    model[1].eval()
+    frozen = model[1].running_mean.numpy().copy(), model[1].running_var.numpy().copy()
+    rng = np.random.default_rng(2)
+    x = ddl.tensor(rng.standard_normal((16, 6)).astype(np.float32))
+    y = ddl.tensor(rng.integers(0, 3, 16))
+    loss = net.train_step(x, y, F.cross_entropy)
+    assert model[1].running_mean.numpy().tolist() == frozen[0].tolist()
+    assert model[1].running_var.numpy().tolist() == frozen[1].tolist()
+    assert np.abs(model[3].running_mean.numpy()).sum() > 0
+    ref = []
+    with ddl.no_grad():
+        for j in range(4):
+            # the same micro-batch forward (no dropout): its loss
+            model[3].train()
+            saved = model[3].running_mean.numpy().copy(), model[3].running_var.numpy().copy()
+            ref.append(float(F.cross_entropy(model(x[4 * j:4 * j + 4]), y[4 * j:4 * j + 4])))
+            model[3].running_mean.numpy()[...], model[3].running_var.numpy()[...] = saved
+    assert loss == pytest.approx(sum(ref) / 4, rel=1e-5)

@@ -150,8 +150,153 @@ static PyObject *py_fixed_unpack(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The k float32 rows of one segment, each C-contiguous with n items (n = -1: take the first
+ * row's); *ptrs and *views are malloc'ed (release with release_rows). -1 with an exception. */
+static int get_rows(PyObject *seq, int64_t *n, Py_buffer **views, const float ***ptrs, int64_t *k,
+                    const char *fn) {
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of float32 arrays");
+    if (!fast) return -1;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(fast);
+    *views = malloc((size_t)(m ? m : 1) * sizeof(Py_buffer));
+    *ptrs = malloc((size_t)(m ? m : 1) * sizeof(float *));
+    if (!*views || !*ptrs) {
+        free(*views);
+        free(*ptrs);
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t i = 0;
+    for (; i < m; i++) {
+        Py_buffer *v = &(*views)[i];
+        if (!get_buffer(PySequence_Fast_GET_ITEM(fast, i), v, 4, 0, fn)) break;
+        int64_t len = (int64_t)(v->len / 4);
+        if (*n < 0) *n = len;
+        if (len != *n) {
+            PyBuffer_Release(v);
+            PyErr_Format(PyExc_ValueError, "%s: row %zd has %lld values, expected %lld", fn, i,
+                         (long long)len, (long long)*n);
+            break;
+        }
+        (*ptrs)[i] = v->buf;
+    }
+    Py_DECREF(fast);
+    if (i < m) {
+        release_all(*views, (int)i);
+        free(*views);
+        free(*ptrs);
+        return -1;
+    }
+    *k = (int64_t)m;
+    return 0;
+}
+
+static void release_rows(Py_buffer *views, const float **ptrs, int64_t k) {
+    release_all(views, (int)k);
+    free(views);
+    free(ptrs);
+}
+
+PYDDL_DOC(fixed_segment_exponent, "(rows, /)",
+          "(E, bad) of one segment given as a sequence of equal-length float32 rows.");
+static PyObject *py_fixed_segment_exponent(PyObject *Py_UNUSED(self), PyObject *rows) {
+    Py_buffer *views;
+    const float **ptrs;
+    int64_t k, n = -1, e, bad;
+    if (get_rows(rows, &n, &views, &ptrs, &k, "fixed_segment_exponent") < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_segment_exponent(&e, &bad, ptrs, k, n < 0 ? 0 : n);
+    Py_END_ALLOW_THREADS
+    release_rows(views, ptrs, k);
+    return Py_BuildValue("LO", (long long)e, bad ? Py_True : Py_False);
+}
+
+PYDDL_DOC(fixed_quantize_sum, "(rows, shift, acc, /)",
+          "acc = the sum over the float32 rows of rint(row * 2**shift) (int64, overwritten).");
+static PyObject *py_fixed_quantize_sum(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *rows, *o[1];
+    long long shift;
+    if (!PyArg_ParseTuple(args, "OLO", &rows, &shift, &o[0])) return NULL;
+    Py_buffer acc;
+    if (get_buffers(o, "Q", &acc, "fixed_quantize_sum") < 0) return NULL;
+    Py_buffer *views;
+    const float **ptrs;
+    int64_t k, n = (int64_t)(acc.len / 8);
+    if (get_rows(rows, &n, &views, &ptrs, &k, "fixed_quantize_sum") < 0) {
+        PyBuffer_Release(&acc);
+        return NULL;
+    }
+    if (shift < -1100 || shift > 1100) {
+        release_rows(views, ptrs, k);
+        PyBuffer_Release(&acc);
+        PyErr_SetString(PyExc_ValueError, "fixed_quantize_sum: shift out of range");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_quantize_sum(acc.buf, ptrs, k, n, (int64_t)shift);
+    Py_END_ALLOW_THREADS
+    release_rows(views, ptrs, k);
+    PyBuffer_Release(&acc);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(fixed_quantize_pack, "(rows, n, shift, bias, words, /)",
+          "fixed_quantize_sum then fixed_pack of one segment of n values, in one pass.");
+static PyObject *py_fixed_quantize_pack(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *rows, *o[1];
+    long long n, shift, bias;
+    if (!PyArg_ParseTuple(args, "OLLLO", &rows, &n, &shift, &bias, &o[0])) return NULL;
+    Py_buffer words;
+    if (get_buffers(o, "Q", &words, "fixed_quantize_pack") < 0) return NULL;
+    if (n < 0 || words.len / 8 != (n + 1) / 2 || shift < -1100 || shift > 1100 || bias < 0 ||
+        bias >= (1LL << 31)) {
+        PyBuffer_Release(&words);
+        PyErr_SetString(PyExc_ValueError, "fixed_quantize_pack: bad sizes, shift or bias");
+        return NULL;
+    }
+    Py_buffer *views;
+    const float **ptrs;
+    int64_t k, len = (int64_t)n;
+    if (get_rows(rows, &len, &views, &ptrs, &k, "fixed_quantize_pack") < 0) {
+        PyBuffer_Release(&words);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_quantize_pack(words.buf, ptrs, k, len, (int64_t)shift, (int64_t)bias);
+    Py_END_ALLOW_THREADS
+    release_rows(views, ptrs, k);
+    PyBuffer_Release(&words);
+    Py_RETURN_NONE;
+}
+
+PYDDL_DOC(fixed_unpack_to_float, "(words, shift, bad, total_bias, divisor, out, /)",
+          "fixed_unpack then fixed_to_float of one segment, in one pass.");
+static PyObject *py_fixed_unpack_to_float(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *o[2];
+    long long shift, bias;
+    int bad;
+    double divisor;
+    if (!PyArg_ParseTuple(args, "OLpLdO", &o[0], &shift, &bad, &bias, &divisor, &o[1])) return NULL;
+    Py_buffer v[2];
+    if (get_buffers(o, "qF", v, "fixed_unpack_to_float") < 0) return NULL;
+    int64_t n = (int64_t)(v[1].len / 4);
+    if (v[0].len / 8 != (n + 1) / 2 || shift < -1100 || shift > 1100 || bias < 0 ||
+        bias >= (1LL << 31)) {
+        release_all(v, 2);
+        PyErr_SetString(PyExc_ValueError, "fixed_unpack_to_float: bad sizes, shift or bias");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ddl_fixed_unpack_to_float(v[1].buf, v[0].buf, n, (int64_t)shift, bad, (int64_t)bias, divisor);
+    Py_END_ALLOW_THREADS
+    release_all(v, 2);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef pyddl_fixed_point_functions[] = {
-    PYDDL_FN(fixed_pack, METH_VARARGS),      PYDDL_FN(fixed_unpack, METH_VARARGS),
-    PYDDL_FN(fixed_exponents, METH_VARARGS), PYDDL_FN(fixed_accumulate, METH_VARARGS),
-    PYDDL_FN(fixed_to_float, METH_VARARGS),  PYDDL_FN_END,
+    PYDDL_FN(fixed_quantize_pack, METH_VARARGS), PYDDL_FN(fixed_unpack_to_float, METH_VARARGS),
+    PYDDL_FN(fixed_segment_exponent, METH_O),    PYDDL_FN(fixed_quantize_sum, METH_VARARGS),
+    PYDDL_FN(fixed_pack, METH_VARARGS),          PYDDL_FN(fixed_unpack, METH_VARARGS),
+    PYDDL_FN(fixed_exponents, METH_VARARGS),     PYDDL_FN(fixed_accumulate, METH_VARARGS),
+    PYDDL_FN(fixed_to_float, METH_VARARGS),      PYDDL_FN_END,
 };

@@ -150,7 +150,7 @@ class ExactSum:
     exactly in int64 (locally, then an int64 all_reduce SUM); the sum becomes float once. The
     quantum is 2^(E - P), 2^-52 or finer of the segment's largest value for up to 1024 rows.
     A segment with a NaN or inf anywhere becomes all NaN. compact=True: P = 29 -
-    ceil(log2(count)) and the int64 words on the wire carry two 32-bit lanes (_lane_sum).
+    ceil(log2(count)) and the int64 words on the wire carry two 32-bit lanes (_compact_sum).
     """
 
     def __init__(self, lengths, count, group=None, compact=False):
@@ -160,7 +160,7 @@ class ExactSum:
         self.count, self.group = int(count), group
         self.compact = bool(compact)
         self.bits = _precision_bits(self.count, self.compact)
-        self._q = None
+        self._q = self._words = None
 
     def _all_reduce(self, a, op):
         if self.group is not None:
@@ -169,36 +169,65 @@ class ExactSum:
     def __call__(self, rows, out=None):
         """rows: (k, total) float32 C-contiguous (k may be 0). Returns (total,) float32 (in
         `out` when given)."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, self.total)
+        segs = [[r[a:a + n] for r in rows] for a, n in zip(self.starts.tolist(),
+                                                           self.lengths.tolist())]
+        return self.reduce_segments(segs, rows.shape[0], out)
+
+    def reduce_segments(self, segs, k, out=None):
+        """The same sum with the rows given per segment: segs[s] is a sequence of k float32
+        C-contiguous buffers (NumPy arrays or ddl tensors) of lengths[s] values each, segment
+        s of each local row, so a model's per-micro-batch gradients need no copy into a
+        matrix. Returns (total,) float32 (in `out` when given)."""
         nseg = self.lengths.size
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
         info = np.empty(2 * nseg, dtype=np.int64)
-        _C.fixed_exponents(rows, self.lengths, info[:nseg], info[nseg:])
+        for s, seg in enumerate(segs):
+            info[s], info[nseg + s] = _C.fixed_segment_exponent(seg)
         self._all_reduce(info, dist.ReduceOp.MAX)          # exact: integers
         exps, bad = info[:nseg], info[nseg:]
         shift = np.where((exps == _NO_EXP) | (bad != 0), 0, self.bits - exps)
-        if self._q is None:
-            self._q = np.empty(self.total, dtype=np.int64)  # reused: no page faults a step
-        q = self._q
-        q.fill(0)
-        _C.fixed_accumulate(rows, self.lengths, shift, bad, q)  # exact: |q| < 2^62 / count
-        if self.compact:
-            q = self._lane_sum(q, rows.shape[0])
-        else:
-            self._all_reduce(q, dist.ReduceOp.SUM)          # exact: int64 sum
         if out is None:
             out = np.empty(self.total, dtype=np.float32)
+        if self.compact:
+            return self._compact_sum(segs, k, shift, bad, out)
+        if self._q is None:
+            self._q = np.empty(self.total, dtype=np.int64)  # reused: no page faults a step
+            self._q_segs = [self._q[a:a + n] for a, n in zip(self.starts.tolist(),
+                                                             self.lengths.tolist())]
+        q = self._q
+        for seg, a, sh, b in zip(segs, self._q_segs, shift.tolist(), bad.tolist()):
+            if b:
+                a.fill(0)
+            else:
+                _C.fixed_quantize_sum(seg, sh, a)          # exact: |q| < 2^62 / count
+        self._all_reduce(q, dist.ReduceOp.SUM)              # exact: int64 sum
         _C.fixed_to_float(q, self.lengths, shift, bad, float(self.count), out)
         return out
 
-    def _lane_sum(self, q, k):
-        """The all-ranks sum of q (each |q| < k * 2^P) sent as two biased 32-bit lanes per
-        int64 word: half the bytes. Lane values are q + k * 2^P in [0, 2k * 2^P); their sum over
-        the ranks stays <= 2 * count * 2^P <= 2^30, so no carry crosses a lane."""
-        words = np.empty((q.size + 1) // 2, dtype=np.int64)
-        _C.fixed_pack(q, k << self.bits, words)
-        self._all_reduce(words, dist.ReduceOp.SUM)
-        _C.fixed_unpack(words, self.count << self.bits, q)
-        return q
+    def _compact_sum(self, segs, k, shift, bad, out):
+        """The compact wire: each segment quantized straight into its own run of (len + 1) // 2
+        int64 words of two biased 32-bit lanes (half the bytes), one int64 all_reduce, then
+        unpacked straight into out. A rank's lane values are q + k * 2^P in [0, 2k * 2^P)
+        (|q| < k * 2^P); their sum over the ranks stays <= 2 * count * 2^P <= 2^30, so no
+        carry crosses a lane."""
+        if self._words is None:
+            wl = (self.lengths + 1) // 2
+            ws = np.concatenate([[0], np.cumsum(wl)[:-1]]).astype(np.int64)
+            self._words = np.empty(int(wl.sum()), dtype=np.int64)
+            self._w_segs = [self._words[a:a + n] for a, n in zip(ws.tolist(), wl.tolist())]
+            self._o_segs = None
+        if self._o_segs is None or self._o_segs[0] is not out:
+            self._o_segs = [out] + [out[a:a + n] for a, n in zip(self.starts.tolist(),
+                                                               self.lengths.tolist())]
+        bias, total_bias = k << self.bits, self.count << self.bits
+        for seg, w, n, sh, b in zip(segs, self._w_segs, self.lengths.tolist(), shift.tolist(),
+                                    bad.tolist()):
+            _C.fixed_quantize_pack(() if b else seg, n, sh, bias, w)
+        self._all_reduce(self._words, dist.ReduceOp.SUM)
+        cnt = float(self.count)
+        for w, o, sh, b in zip(self._w_segs, self._o_segs[1:], shift.tolist(), bad.tolist()):
+            _C.fixed_unpack_to_float(w, sh, b, total_bias, cnt, o)
+        return out
 
 
 # ---- the wrapper ---------------------------------------------------------------------------
@@ -259,6 +288,13 @@ class DeterministicDataParallel:
             raise ValueError(f"DeterministicDataParallel: the sampler was made for "
                              f"{sampler.num_replicas} ranks, the process group has {world}")
         self._params = [p for p in module.parameters() if p.requires_grad]
+        from .. import float32
+
+        for name, p in module.named_parameters():
+            if p.requires_grad and p.dtype != float32:
+                raise TypeError(f"DeterministicDataParallel: parameter '{name}' is {p.dtype}; "
+                                "this mode reduces float32 gradients (convert the model with "
+                                ".float())")
         self._bns = _batch_norms(module)
         if self.process_group is not None and world > 1:
             with no_grad():
@@ -267,14 +303,17 @@ class DeterministicDataParallel:
                         dist.broadcast(t, src=self.process_group.ranks[0],
                                        group=self.process_group)
         lengths = [p.numel() for p in self._params]
+        self._bn_seg = {}  # id(batch norm) -> its running mean's segment (the variance's next)
         for bn in self._bns:
             if bn.track_running_stats:
+                self._bn_seg[id(bn)] = len(lengths)
                 lengths += [bn.num_features, bn.num_features]
         lengths.append(1)  # the loss
         self._reduce = ExactSum(lengths, sampler.micro_batches,
                                 self.process_group if world > 1 else None, compact)
         self.last_outputs = []
-        self._rows = None  # (k, total) float32: this rank's micro-batch values, reused
+        self._zeros = [None] * len(self._params)  # the gradient of a parameter a micro-batch
+        # did not use
         self._total = None  # (total,) float32: the reduced values, reused
 
     # Module-like surface: the wrapper is used for training steps; calls, modes and state go
@@ -313,9 +352,9 @@ class DeterministicDataParallel:
         bns = [b for b in self._bns if b.training and b.track_running_stats]
         saved_bn = [(b.momentum, b.running_mean.numpy().copy(), b.running_var.numpy().copy(),
                      b.num_batches_tracked.numpy().copy()) for b in bns]
-        if self._rows is None:
-            self._rows = np.empty((k, self._reduce.total), dtype=np.float32)
-        rows = self._rows
+        # segs[s][j]: segment s (a parameter's gradient, a batch-norm statistic, the loss) of
+        # micro-batch j, kept as computed: the reduction reads them in place
+        segs = [[] for _ in range(self._reduce.lengths.size)]
         rng = _C.rng_state()
         self.last_outputs = []
         try:
@@ -332,47 +371,47 @@ class DeterministicDataParallel:
                 loss = loss_fn(out, target[j * m:(j + 1) * m])
                 loss.backward()
                 self.last_outputs.append(out.detach() if isinstance(out, Tensor) else out)
-                self._fill_row(rows[j], bns, loss)
+                self._collect(segs, bns, loss)
         finally:
             _C.rng_state(*rng)
             for b, (mom, _, _, nbt) in zip(bns, saved_bn):
                 b.momentum = mom
                 b.num_batches_tracked.numpy()[...] = nbt
         if self._total is None:
+            from .._functions import from_numpy
+
             self._total = np.empty(self._reduce.total, dtype=np.float32)
-        total = self._reduce(rows, self._total)
+            # the parameters' .grad: views of the reduced values (rewritten by each step)
+            self._grad_views = [from_numpy(self._total[a:a + p.numel()].reshape(p.shape))
+                                for p, a in zip(self._params, self._reduce.starts.tolist())]
+        total = self._reduce.reduce_segments(segs, k, self._total)
         self._write_back(total, bns, saved_bn)
         s.step += 1
         return float(total[-1])
 
-    def _fill_row(self, row, bns, loss):
-        off = 0
-        for p in self._params:
-            n = p.numel()
-            if p.grad is not None:
-                row[off:off + n] = p.grad.numpy().ravel()
-            else:
-                row[off:off + n] = 0
-            off += n
+    def _collect(self, segs, bns, loss):
+        """Append this micro-batch's gradients (the tensors themselves, no copy), batch-norm
+        statistics and loss to their segments. A batch norm in eval mode adds nothing (its
+        segments sum zeros and are not written back)."""
+        for i, p in enumerate(self._params):
+            g = p.grad
+            if g is None:
+                if self._zeros[i] is None:
+                    self._zeros[i] = np.zeros(p.numel(), dtype=np.float32)
+                g = self._zeros[i]
+            segs[i].append(g)
         for b in bns:
-            c = b.num_features
-            row[off:off + c] = b.running_mean.numpy()
-            row[off + c:off + 2 * c] = b.running_var.numpy()
-            off += 2 * c
-        row[off] = float(loss)
+            i = self._bn_seg[id(b)]
+            mean, var = b.running_mean.numpy().copy(), b.running_var.numpy().copy()
+            segs[i].append(mean)
+            segs[i + 1].append(var)
+        segs[-1].append(np.array([float(loss)], dtype=np.float32))
 
     def _write_back(self, total, bns, saved_bn):
-        from .._functions import zeros
-
-        off = 0
-        for p in self._params:
-            n = p.numel()
-            g = total[off:off + n].reshape(p.shape)
-            if p.grad is None:
-                p.grad = zeros(p.shape, dtype=p.dtype)
-            p.grad.numpy()[...] = g
-            off += n
+        for p, g in zip(self._params, self._grad_views):
+            p.grad = g
         for b, (mom, mean0, var0, nbt) in zip(bns, saved_bn):
+            off = int(self._reduce.starts[self._bn_seg[id(b)]])
             c = b.num_features
             nbt = nbt + 1
             b.num_batches_tracked.numpy()[...] = nbt
@@ -380,7 +419,6 @@ class DeterministicDataParallel:
             mean, var = total[off:off + c], total[off + c:off + 2 * c]
             b.running_mean.numpy()[...] = (np.float32(1) - w) * mean0 + w * mean
             b.running_var.numpy()[...] = (np.float32(1) - w) * var0 + w * var
-            off += 2 * c
 
 
 def parameter_digest(module, buffers=True):
