@@ -30,21 +30,6 @@ static void gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A
     ddl_gemm_f32(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* db (n,) += column sums of m (rows, n), summed in double by blocks of columns. */
-static void colsum_acc(float *db, const float *m, int64_t rows, int64_t n) {
-    enum { BLK = 64 };
-    double acc[BLK];
-    for (int64_t j0 = 0; j0 < n; j0 += BLK) {
-        int64_t nb = n - j0 < BLK ? n - j0 : BLK;
-        for (int64_t j = 0; j < nb; j++) acc[j] = 0.0;
-        for (int64_t r = 0; r < rows; r++) {
-            const float *row = m + r * n + j0;
-            for (int64_t j = 0; j < nb; j++) acc[j] += row[j];
-        }
-        for (int64_t j = 0; j < nb; j++) db[j0 + j] += (float)acc[j];
-    }
-}
-
 static int64_t gates_of(ddl_rnn_mode m) {
     return m == DDL_RNN_MODE_LSTM ? 4 : m == DDL_RNN_MODE_GRU ? 3 : 1;
 }
@@ -106,18 +91,52 @@ static ddl_status check_seq(const char *who, const float *cache, const float *x,
     return check_buf(who, "w_hh", w_hh, G * H * H);
 }
 
-/* ---- forward rows --------------------------------------------------------------------------- */
+/* ---- float gate functions ------------------------------------------------------------------ */
+
+/* The gates' sigmoid and tanh in float arithmetic, twice as many lanes as vmath.h's double
+ * versions (which the gate math spent most of its time in). sigmoid = 1 / (1 + e^-x) with
+ * vm_exp_f32 (<= 1 ulp); tanh|x| = -m / (2 + m), m = e^(-2|x|) - 1 from the same reduction
+ * as vm_exp_f32 (no cancellation near 0), then x's sign. Both within 4 ulp of the exact value
+ * (tests/test_nn_rnn_seq.py checks the layers against float64); NaN in, NaN out; +-inf -> 0/1, -1/1. */
+static inline __attribute__((always_inline)) float gate_sigmoid(float x) {
+    return 1.0f / (1.0f + vm_exp_f32(-x));
+}
+
+static inline __attribute__((always_inline)) float gate_tanh(float x) {
+    float ax = fabsf(x);
+    ax = ax > 9.0f ? 9.0f : ax; /* tanh(9) rounds to 1 */
+    float c = -2.0f * ax;       /* in [-18, 0] */
+    const float shift = 0x1.8p23f;
+    float k = fmaf(c, 0x1.715476p+0f, shift);
+    float n = k - shift;
+    float r = fmaf(n, -0x1.62e430p-1f, c);
+    r = fmaf(n, 0x1.05c610p-29f, r);
+    float q = 0x1.6a1a72p-10f;
+    q = fmaf(q, r, 0x1.123fc6p-7f);
+    q = fmaf(q, r, 0x1.555916p-5f);
+    q = fmaf(q, r, 0x1.55548ap-3f);
+    q = fmaf(q, r, 0x1.fffffcp-2f);
+    float em = fmaf(q * r, r, r);                                /* e^r - 1 */
+    int32_t ni = (int32_t)(vm_bits_f32(k) - vm_bits_f32(shift)); /* n in [-26, 0] */
+    float s = vm_f32_bits((uint32_t)(ni + 127) << 23);           /* 2^n */
+    float m = fmaf(s, em, s - 1.0f);                             /* e^c - 1, in (-1, 0] */
+    float t = -m / (2.0f + m);
+    float y = vm_f32_bits((vm_bits_f32(t) & 0x7fffffffu) | (vm_bits_f32(x) & 0x80000000u));
+    return x != x ? x + x : y;
+}
+
+/* ---- forward rows: one pass over a row of the gate buffer ----------------------------------- */
 
 XKERNEL static void lstm_fwd_row(float *restrict g, float *restrict tcv, float *restrict cv,
                                  float *restrict hv, float *restrict yv, const float *restrict cp,
                                  const float *restrict bsum, int64_t H) {
     for (int64_t j = 0; j < H; j++) {
-        float i = vm_sigmoid_f32(g[j] + bsum[j]);
-        float f = vm_sigmoid_f32(g[H + j] + bsum[H + j]);
-        float gg = vm_tanh_f32(g[2 * H + j] + bsum[2 * H + j]);
-        float o = vm_sigmoid_f32(g[3 * H + j] + bsum[3 * H + j]);
+        float i = gate_sigmoid(g[j] + bsum[j]);
+        float f = gate_sigmoid(g[H + j] + bsum[H + j]);
+        float gg = gate_tanh(g[2 * H + j] + bsum[2 * H + j]);
+        float o = gate_sigmoid(g[3 * H + j] + bsum[3 * H + j]);
         float cc = f * cp[j] + i * gg;
-        float tc = vm_tanh_f32(cc);
+        float tc = gate_tanh(cc);
         g[j] = i;
         g[H + j] = f;
         g[2 * H + j] = gg;
@@ -134,10 +153,10 @@ XKERNEL static void gru_fwd_row(float *restrict g, float *restrict hhv, float *r
                                 const float *restrict hp, const float *restrict bi,
                                 const float *restrict bh, int64_t H) {
     for (int64_t j = 0; j < H; j++) {
-        float r = vm_sigmoid_f32(g[j] + bi[j] + gh[j] + bh[j]);
-        float z = vm_sigmoid_f32(g[H + j] + bi[H + j] + gh[H + j] + bh[H + j]);
+        float r = gate_sigmoid(g[j] + bi[j] + gh[j] + bh[j]);
+        float z = gate_sigmoid(g[H + j] + bi[H + j] + gh[H + j] + bh[H + j]);
         float hh = gh[2 * H + j] + bh[2 * H + j];
-        float n = vm_tanh_f32(g[2 * H + j] + bi[2 * H + j] + r * hh);
+        float n = gate_tanh(g[2 * H + j] + bi[2 * H + j] + r * hh);
         float hn = (1.0f - z) * n + z * hp[j];
         g[j] = r;
         g[H + j] = z;
@@ -159,11 +178,68 @@ XKERNEL static void rnn_fwd_row(float *restrict g, float *restrict yv, const flo
         }
     } else {
         for (int64_t j = 0; j < H; j++) {
-            float v = vm_tanh_f32(g[j] + bsum[j]);
+            float v = gate_tanh(g[j] + bsum[j]);
             g[j] = v;
             yv[j] = v;
         }
     }
+}
+
+/* Rows of a batch are independent through the recurrence: with several threads each one runs
+ * every step for its own slice of the batch (single-threaded sgemms, one fork/join per call)
+ * instead of OpenBLAS splitting each small per-step product. Below ROWS_PER_THREAD rows a
+ * thread, fewer threads. */
+#define ROWS_PER_THREAD 16
+
+static int seq_threads(int64_t B) {
+    int64_t n = B / ROWS_PER_THREAD;
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+typedef struct {
+    float *y, *gh;
+    const float *h0, *c0, *w_hh, *bsum, *bh, *zeros;
+    regions r;
+    int64_t T, B, H, ldy;
+    ddl_rnn_mode mode;
+    int relu, reverse;
+} fwd_job;
+
+/* Steps 0..T-1 for rows [b0, b1) of the batch. */
+static void fwd_rows(const fwd_job *j, int64_t b0, int64_t b1) {
+    const int64_t T = j->T, B = j->B, H = j->H, ldy = j->ldy, nb = b1 - b0;
+    const int64_t G = gates_of(j->mode) * H, BH = B * H;
+    const regions r = j->r;
+    for (int64_t s = 0; s < T; s++) {
+        int64_t t = j->reverse ? T - 1 - s : s, tp = j->reverse ? t + 1 : t - 1;
+        const float *hp = s == 0 ? (j->h0 ? j->h0 : j->zeros) : r.h + tp * BH; // (B, H)
+        float *gt = r.g + t * B * G;                                           // (B, G)
+        float *yt = j->y + t * B * ldy;                                        // (B, ldy)
+        if (j->mode == DDL_RNN_MODE_GRU) {
+            gemm(0, 1, nb, G, H, hp + b0 * H, H, j->w_hh, H, 0.0f, j->gh + b0 * G, G);
+            for (int64_t b = b0; b < b1; b++)
+                gru_fwd_row(gt + b * G, r.hh + t * BH + b * H, r.h + t * BH + b * H, yt + b * ldy,
+                            j->gh + b * G, hp + b * H, j->bsum, j->bh, H);
+            continue;
+        }
+        if (s > 0 || j->h0) gemm(0, 1, nb, G, H, hp + b0 * H, H, j->w_hh, H, 1.0f, gt + b0 * G, G);
+        if (j->mode == DDL_RNN_MODE_LSTM) {
+            const float *cp = s == 0 ? (j->c0 ? j->c0 : j->zeros) : r.c + tp * BH;
+            for (int64_t b = b0; b < b1; b++) {
+                int64_t o = t * BH + b * H;
+                lstm_fwd_row(gt + b * G, r.tc + o, r.c + o, r.h + o, yt + b * ldy, cp + b * H,
+                             j->bsum, H);
+            }
+        } else {
+            for (int64_t b = b0; b < b1; b++)
+                rnn_fwd_row(gt + b * G, yt + b * ldy, j->bsum, H, j->relu);
+        }
+    }
+}
+
+static void fwd_worker(void *ctx, int tid, int n) {
+    const fwd_job *j = ctx;
+    fwd_rows(j, j->B * tid / n, j->B * (tid + 1) / n);
 }
 
 ddl_status ddl_rnn_seq_forward(float *y, float *h_n, float *c_n, float *cache, const float *x,
@@ -188,31 +264,9 @@ ddl_status ddl_rnn_seq_forward(float *y, float *h_n, float *c_n, float *cache, c
     }
     // gates (T*B, G) = x @ W_ih^T: the input projection of every step in one sgemm
     gemm(0, 1, T * B, G, Din, x, Din, w_ih, Din, 0.0f, r.g, G);
-    for (int64_t s = 0; s < T; s++) {
-        int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;
-        const float *hp = s == 0 ? (h0 ? h0 : zeros) : r.h + tp * BH; // (B, H)
-        float *gt = r.g + t * B * G;                                  // (B, G)
-        float *yt = y + t * B * ldy;                                  // (B, ldy)
-        if (mode == DDL_RNN_MODE_GRU) {
-            gemm(0, 1, B, G, H, hp, H, w_hh, H, 0.0f, gh, G);
-            for (int64_t b = 0; b < B; b++)
-                gru_fwd_row(gt + b * G, r.hh + t * BH + b * H, r.h + t * BH + b * H, yt + b * ldy,
-                            gh + b * G, hp + b * H, bsum, bh, H);
-            continue;
-        }
-        if (s > 0 || h0) gemm(0, 1, B, G, H, hp, H, w_hh, H, 1.0f, gt, G);
-        if (mode == DDL_RNN_MODE_LSTM) {
-            const float *cp = s == 0 ? (c0 ? c0 : zeros) : r.c + tp * BH;
-            for (int64_t b = 0; b < B; b++) {
-                int64_t o = t * BH + b * H;
-                lstm_fwd_row(gt + b * G, r.tc + o, r.c + o, r.h + o, yt + b * ldy, cp + b * H, bsum,
-                             H);
-            }
-        } else {
-            for (int64_t b = 0; b < B; b++)
-                rnn_fwd_row(gt + b * G, yt + b * ldy, bsum, H, nl == DDL_RNN_RELU);
-        }
-    }
+    fwd_job j = {
+        y, gh, h0, c0, w_hh, bsum, bh, zeros, r, T, B, H, ldy, mode, nl == DDL_RNN_RELU, reverse};
+    ddl_parallel_run(seq_threads(B), fwd_worker, &j);
     int64_t tl = reverse ? 0 : T - 1; /* the last step run */
     for (int64_t b = 0; b < B && T > 0; b++) {
         if (h_n) memcpy(h_n + b * ldy, r.h + tl * BH + b * H, sizeof(float) * (size_t)H);
@@ -272,6 +326,79 @@ XKERNEL static void rnn_bwd_row(float *restrict dg, const float *restrict dhc,
     }
 }
 
+/* d1 (n,) += column sums of m (rows, n) and, when d2 is not NULL, d2 += the same sums: float
+ * partial sums of CH rows (vectorised), added into double accumulators by blocks of columns. */
+XKERNEL static void colsum_acc(float *d1, float *d2, const float *restrict m, int64_t rows,
+                               int64_t n) {
+    enum { BLK = 256, CH = 16 };
+    double acc[BLK];
+    float part[BLK];
+    for (int64_t j0 = 0; j0 < n; j0 += BLK) {
+        int64_t nb = n - j0 < BLK ? n - j0 : BLK;
+        for (int64_t j = 0; j < nb; j++) acc[j] = 0.0;
+        for (int64_t r0 = 0; r0 < rows; r0 += CH) {
+            int64_t r1 = rows - r0 < CH ? rows : r0 + CH;
+            for (int64_t j = 0; j < nb; j++) part[j] = 0.0f;
+            for (int64_t r = r0; r < r1; r++) {
+                const float *restrict row = m + r * n + j0;
+                for (int64_t j = 0; j < nb; j++) part[j] += row[j];
+            }
+            for (int64_t j = 0; j < nb; j++) acc[j] += part[j];
+        }
+        for (int64_t j = 0; j < nb; j++) d1[j0 + j] += (float)acc[j];
+        if (d2)
+            for (int64_t j = 0; j < nb; j++) d2[j0 + j] += (float)acc[j];
+    }
+}
+
+typedef struct {
+    float *dG, *dGh, *dhc, *dcc;
+    const float *dy, *h0, *c0, *w_hh, *zeros;
+    regions r;
+    int64_t T, B, H, ldy;
+    ddl_rnn_mode mode;
+    int relu, reverse, need_dh0;
+} bwd_job;
+
+/* Steps T-1..0 for rows [b0, b1): the pre-activation gradients dG (and the GRU's dGh) of every
+ * step, and the carries dh, dc back to step 0. */
+static void bwd_rows(const bwd_job *j, int64_t b0, int64_t b1) {
+    const int64_t T = j->T, B = j->B, H = j->H, ldy = j->ldy, nb = b1 - b0;
+    const int64_t G = gates_of(j->mode) * H, BH = B * H;
+    const int gru = j->mode == DDL_RNN_MODE_GRU;
+    const regions r = j->r;
+    for (int64_t s = T - 1; s >= 0; s--) {
+        int64_t t = j->reverse ? T - 1 - s : s, tp = j->reverse ? t + 1 : t - 1;
+        const float *hp = s == 0 ? (j->h0 ? j->h0 : j->zeros) : r.h + tp * BH;
+        const float *dyt = j->dy ? j->dy + t * B * ldy : NULL;
+        float *dgt = j->dG + t * B * G, *dght = j->dGh + t * B * G;
+        for (int64_t b = b0; b < b1; b++) {
+            int64_t o = t * BH + b * H;
+            const float *dyv = dyt ? dyt + b * ldy : NULL;
+            if (j->mode == DDL_RNN_MODE_LSTM) {
+                const float *cp = s == 0 ? (j->c0 ? j->c0 : j->zeros) : r.c + tp * BH;
+                lstm_bwd_row(dgt + b * G, j->dhc + b * H, j->dcc + b * H, r.g + t * B * G + b * G,
+                             r.tc + o, cp + b * H, dyv, H);
+            } else if (gru) {
+                gru_bwd_row(dgt + b * G, dght + b * G, j->dhc + b * H, r.g + t * B * G + b * G,
+                            r.hh + o, hp + b * H, dyv, H);
+            } else {
+                rnn_bwd_row(dgt + b * G, j->dhc + b * H, r.h + o, dyv, H, j->relu);
+            }
+        }
+        // dh_{t-1} (nb, H) = dGh_t @ W_hh (+ the GRU's direct z*dh, already in dhc); the
+        // carry out of step 0 only matters for dh0
+        if (s > 0 || j->need_dh0)
+            gemm(0, 0, nb, H, G, dght + b0 * G, G, j->w_hh, H, gru ? 1.0f : 0.0f, j->dhc + b0 * H,
+                 H);
+    }
+}
+
+static void bwd_worker(void *ctx, int tid, int n) {
+    const bwd_job *j = ctx;
+    bwd_rows(j, j->B * tid / n, j->B * (tid + 1) / n);
+}
+
 ddl_status ddl_rnn_seq_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh,
                                 float *db_ih, float *db_hh, const float *dy, const float *dh_n,
                                 const float *dc_n, const float *cache, const float *x,
@@ -284,40 +411,28 @@ ddl_status ddl_rnn_seq_backward(float *dx, float *dh0, float *dc0, float *dw_ih,
     const int64_t G = gates_of(mode) * H, BH = B * H, TB = T * B;
     const int gru = mode == DDL_RNN_MODE_GRU;
     regions r = split((float *)cache, mode, T, B, H);
-    // work: dG (T*B, G), GRU dGh (T*B, G), carries dh, dc (B, H), zeros (B, H), h_{t-1} (T*B, H)
-    int64_t nw = TB * G * (gru ? 2 : 1) + 3 * BH + TB * H;
-    float *work = calloc((size_t)(nw > 0 ? nw : 1), sizeof(float));
-    if (!work) DDL_FAIL(DDL_E_NOMEM, "%s: no memory for %lld floats of workspace", who, (ll)nw);
-    float *dG = work, *dGh = gru ? dG + TB * G : dG, *dhc = dG + TB * G * (gru ? 2 : 1);
-    float *dcc = dhc + BH, *zeros = dcc + BH, *hprev = zeros + BH;
+    // small: carries dh, dc (B, H), zeros (B, H); big (every element written): dG (T*B, G),
+    // GRU dGh (T*B, G)
+    float *small = calloc((size_t)(3 * BH > 0 ? 3 * BH : 1), sizeof(float));
+    int64_t nbig = TB * G * (gru ? 2 : 1);
+    float *big = malloc(sizeof(float) * (size_t)(nbig > 0 ? nbig : 1));
+    if (!small || !big) {
+        free(small);
+        free(big);
+        DDL_FAIL(DDL_E_NOMEM, "%s: no memory for %lld floats of workspace", who,
+                 (ll)(nbig + 3 * BH));
+    }
+    float *dG = big, *dGh = gru ? dG + TB * G : dG;
+    float *dhc = small, *dcc = dhc + BH, *zeros = dcc + BH;
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < H; j++) {
             if (dh_n) dhc[b * H + j] = dh_n[b * ldy + j];
             if (dc_n && mode == DDL_RNN_MODE_LSTM) dcc[b * H + j] = dc_n[b * ldy + j];
         }
-    for (int64_t s = T - 1; s >= 0; s--) {
-        int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;
-        const float *hp = s == 0 ? (h0 ? h0 : zeros) : r.h + tp * BH;
-        const float *dyt = dy ? dy + t * B * ldy : NULL;
-        float *dgt = dG + t * B * G, *dght = dGh + t * B * G;
-        for (int64_t b = 0; b < B; b++) {
-            int64_t o = t * BH + b * H;
-            const float *dyv = dyt ? dyt + b * ldy : NULL;
-            if (mode == DDL_RNN_MODE_LSTM) {
-                const float *cp = s == 0 ? (c0 ? c0 : zeros) : r.c + tp * BH;
-                lstm_bwd_row(dgt + b * G, dhc + b * H, dcc + b * H, r.g + t * B * G + b * G,
-                             r.tc + o, cp + b * H, dyv, H);
-            } else if (gru) {
-                gru_bwd_row(dgt + b * G, dght + b * G, dhc + b * H, r.g + t * B * G + b * G,
-                            r.hh + o, hp + b * H, dyv, H);
-            } else {
-                rnn_bwd_row(dgt + b * G, dhc + b * H, r.h + o, dyv, H, nl == DDL_RNN_RELU);
-            }
-        }
-        // dh_{t-1} (B, H) = dGh_t @ W_hh (+ the GRU's direct z*dh, already in dhc)
-        gemm(0, 0, B, H, G, dght, G, w_hh, H, gru ? 1.0f : 0.0f, dhc, H);
-        memcpy(hprev + t * BH, hp, sizeof(float) * (size_t)BH);
-    }
+    bwd_job j = {dG,      dGh,        dhc, dcc, dy, h0,  c0,   w_hh,
+                 zeros,   r,          T,   B,   H,  ldy, mode, nl == DDL_RNN_RELU,
+                 reverse, dh0 != NULL};
+    ddl_parallel_run(seq_threads(B), bwd_worker, &j);
     if (dh0)
         for (int64_t i = 0; i < BH; i++) dh0[i] += dhc[i];
     if (dc0 && mode == DDL_RNN_MODE_LSTM)
@@ -325,9 +440,22 @@ ddl_status ddl_rnn_seq_backward(float *dx, float *dh0, float *dc0, float *dw_ih,
     // the weight side over all steps at once
     if (dx) gemm(0, 0, TB, Din, G, dG, G, w_ih, Din, 1.0f, dx, Din);
     if (dw_ih) gemm(1, 0, G, Din, TB, dG, G, x, Din, 1.0f, dw_ih, Din);
-    if (dw_hh) gemm(1, 0, G, H, TB, dGh, G, hprev, H, 1.0f, dw_hh, H);
-    if (db_ih) colsum_acc(db_ih, dG, TB, G);
-    if (db_hh) colsum_acc(db_hh, dGh, TB, G);
-    free(work);
+    if (dw_hh && T > 0) {
+        /* sum_t dGh_t^T h_{t-1}: h_{t-1} of steps after the first is h of the step before, in
+         * the cache already (forward: rows 0..T-2 for steps 1..T-1; reverse: rows 1..T-1 for
+         * steps 0..T-2); the first step's h_{t-1} is h0 (nothing when it is zero) */
+        const float *dg1 = reverse ? dGh : dGh + B * G, *h1 = reverse ? r.h + BH : r.h;
+        gemm(1, 0, G, H, (T - 1) * B, dg1, G, h1, H, 1.0f, dw_hh, H);
+        if (h0)
+            gemm(1, 0, G, H, B, reverse ? dGh + (T - 1) * B * G : dGh, G, h0, H, 1.0f, dw_hh, H);
+    }
+    if (gru) {
+        if (db_ih) colsum_acc(db_ih, NULL, dG, TB, G);
+        if (db_hh) colsum_acc(db_hh, NULL, dGh, TB, G);
+    } else if (db_ih || db_hh) { /* dGh is dG: one pass for both biases */
+        colsum_acc(db_ih ? db_ih : db_hh, db_ih ? db_hh : NULL, dG, TB, G);
+    }
+    free(small);
+    free(big);
     return DDL_OK;
 }
