@@ -371,33 +371,20 @@ XKERNEL static void rnn_bwd_row(float *restrict dg, const float *restrict dhc,
     }
 }
 
-/* d1 (n,) += column sums of m (rows, n) and, when d2 is not NULL, d2 += the same sums: float
- * partial sums of CH rows (vectorised), added into double accumulators by blocks of columns. */
-XKERNEL static void colsum_acc(float *d1, float *d2, const float *restrict m, int64_t rows,
-                               int64_t n) {
-    enum { BLK = 256, CH = 16 };
-    double acc[BLK];
-    float part[BLK];
-    for (int64_t j0 = 0; j0 < n; j0 += BLK) {
-        int64_t nb = n - j0 < BLK ? n - j0 : BLK;
-        for (int64_t j = 0; j < nb; j++) acc[j] = 0.0;
-        for (int64_t r0 = 0; r0 < rows; r0 += CH) {
-            int64_t r1 = rows - r0 < CH ? rows : r0 + CH;
-            for (int64_t j = 0; j < nb; j++) part[j] = 0.0f;
-            for (int64_t r = r0; r < r1; r++) {
-                const float *restrict row = m + r * n + j0;
-                for (int64_t j = 0; j < nb; j++) part[j] += row[j];
-            }
-            for (int64_t j = 0; j < nb; j++) acc[j] += part[j];
-        }
-        for (int64_t j = 0; j < nb; j++) d1[j0 + j] += (float)acc[j];
-        if (d2)
-            for (int64_t j = 0; j < nb; j++) d2[j0 + j] += (float)acc[j];
-    }
+/* acc (n,) += column sums of m (rows, n): the rows summed in float into part (n,), then added
+ * into the double accumulators (one step's batch rows at a time: short float sums). */
+XKERNEL static void colsum_acc(double *restrict acc, float *restrict part, const float *restrict m,
+                               int64_t rows, int64_t n) {
+    for (int64_t k = 0; k < n; k++) part[k] = 0.0f;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < n; k++) part[k] += m[r * n + k];
+    for (int64_t k = 0; k < n; k++) acc[k] += part[k];
 }
 
 typedef struct {
     float *dG, *dGh, *dhc, *dcc;
+    double *bacc; // (threads, 2, G) per-thread bias sums of dG and (GRU) dGh, or NULL
+    float *bpart; // (threads, G) scratch
     const float *dy, *h0, *c0, *w_hh, *zeros;
     regions r;
     int64_t T, B, H, ldy;
@@ -407,7 +394,7 @@ typedef struct {
 
 /* Steps T-1..0 for rows [b0, b1): the pre-activation gradients dG (and the GRU's dGh) of every
  * step, and the carries dh, dc back to step 0. */
-static void bwd_rows(const bwd_job *j, int64_t b0, int64_t b1) {
+static void bwd_rows(const bwd_job *j, int tid, int64_t b0, int64_t b1) {
     const int64_t T = j->T, B = j->B, H = j->H, ldy = j->ldy, nb = b1 - b0;
     const int64_t G = gates_of(j->mode) * H, BH = B * H;
     const int gru = j->mode == DDL_RNN_MODE_GRU;
@@ -431,6 +418,11 @@ static void bwd_rows(const bwd_job *j, int64_t b0, int64_t b1) {
                 rnn_bwd_row(dgt + b * G, j->dhc + b * H, r.h + o, dyv, H, j->relu);
             }
         }
+        if (j->bacc) { /* the bias sums while this step's rows are in cache */
+            double *acc = j->bacc + tid * 2 * G;
+            colsum_acc(acc, j->bpart + tid * G, dgt + b0 * G, nb, G);
+            if (gru) colsum_acc(acc + G, j->bpart + tid * G, dght + b0 * G, nb, G);
+        }
         // dh_{t-1} (nb, H) = dGh_t @ W_hh (+ the GRU's direct z*dh, already in dhc); the
         // carry out of step 0 only matters for dh0
         if (s > 0 || j->need_dh0)
@@ -441,7 +433,7 @@ static void bwd_rows(const bwd_job *j, int64_t b0, int64_t b1) {
 
 static void bwd_worker(void *ctx, int tid, int n) {
     const bwd_job *j = ctx;
-    bwd_rows(j, j->B * tid / n, j->B * (tid + 1) / n);
+    bwd_rows(j, tid, j->B * tid / n, j->B * (tid + 1) / n);
 }
 
 ddl_status ddl_rnn_seq_backward(float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh,
@@ -467,6 +459,17 @@ ddl_status ddl_rnn_seq_backward(float *dx, float *dh0, float *dc0, float *dw_ih,
         DDL_FAIL(DDL_E_NOMEM, "%s: no memory for %lld floats of workspace", who,
                  (ll)(nbig + 3 * BH));
     }
+    int nt = seq_threads(B) < ddl_num_threads ? seq_threads(B) : ddl_num_threads;
+    nt = nt < 1 ? 1 : nt;
+    double *bacc = NULL; // (nt, 2, G), then (nt, G) floats of scratch after it
+    if (db_ih || db_hh) {
+        bacc = calloc((size_t)(nt * 2 * G) + (size_t)(nt * G + 1) / 2 + 1, sizeof(double));
+        if (!bacc) {
+            free(small);
+            free(big);
+            DDL_FAIL(DDL_E_NOMEM, "%s: no memory for the bias sums", who);
+        }
+    }
     float *dG = big, *dGh = gru ? dG + TB * G : dG;
     float *dhc = small, *dcc = dhc + BH, *zeros = dcc + BH;
     for (int64_t b = 0; b < B; b++)
@@ -474,8 +477,9 @@ ddl_status ddl_rnn_seq_backward(float *dx, float *dh0, float *dc0, float *dw_ih,
             if (dh_n) dhc[b * H + j] = dh_n[b * ldy + j];
             if (dc_n && mode == DDL_RNN_MODE_LSTM) dcc[b * H + j] = dc_n[b * ldy + j];
         }
-    bwd_job j = {dG,      dGh,        dhc, dcc, dy, h0,  c0,   w_hh,
-                 zeros,   r,          T,   B,   H,  ldy, mode, nl == DDL_RNN_RELU,
+    bwd_job j = {dG,      dGh,        dhc, dcc,  bacc,  bacc ? (float *)(bacc + nt * 2 * G) : NULL,
+                 dy,      h0,         c0,  w_hh, zeros, r,
+                 T,       B,          H,   ldy,  mode,  nl == DDL_RNN_RELU,
                  reverse, dh0 != NULL};
     ddl_parallel_run(seq_threads(B), bwd_worker, &j);
     if (dh0)
@@ -494,12 +498,16 @@ ddl_status ddl_rnn_seq_backward(float *dx, float *dh0, float *dc0, float *dw_ih,
         if (h0)
             gemm(1, 0, G, H, B, reverse ? dGh + (T - 1) * B * G : dGh, G, h0, H, 1.0f, dw_hh, H);
     }
-    if (gru) {
-        if (db_ih) colsum_acc(db_ih, NULL, dG, TB, G);
-        if (db_hh) colsum_acc(db_hh, NULL, dGh, TB, G);
-    } else if (db_ih || db_hh) { /* dGh is dG: one pass for both biases */
-        colsum_acc(db_ih ? db_ih : db_hh, db_ih ? db_hh : NULL, dG, TB, G);
+    for (int64_t k = 0; bacc && k < G; k++) { /* the threads' bias sums, in thread order */
+        double a = 0.0, ah = 0.0;
+        for (int i = 0; i < nt; i++) {
+            a += bacc[i * 2 * G + k];
+            ah += bacc[i * 2 * G + G + k];
+        }
+        if (db_ih) db_ih[k] += (float)a;
+        if (db_hh) db_hh[k] += (float)(gru ? ah : a); /* LSTM/RNN: dGh is dG */
     }
+    free(bacc);
     free(small);
     free(big);
     return DDL_OK;
