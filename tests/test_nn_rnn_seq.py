@@ -172,6 +172,120 @@ def test_threads_give_close_results(rng):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def lstm_ref(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """One LSTM direction in float64 NumPy: y (T, B, H), h_n, c_n."""
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    H, ys = h.shape[1], []
+    for t in range(x.shape[0]):
+        g = x[t] @ w_ih.T + h @ w_hh.T + b_ih + b_hh
+        i, f, gg, o = sig(g[:, :H]), sig(g[:, H:2 * H]), np.tanh(g[:, 2 * H:3 * H]), sig(g[:, 3 * H:])
+        c = f * c + i * gg
+        h = o * np.tanh(c)
+        ys.append(h)
+    return np.stack(ys), h, c
+
+
+@pytest.mark.parametrize("scale", [1e-4, 0.3, 3.0])
+def test_lstm_gate_math_against_float64(rng, scale):
+    """The fused op's float sigmoid/tanh over pre-activations from ~1e-4 (tanh near 0: no
+    cancellation) to ~+-25 (saturated): outputs within float32 rounding of a float64
+    reference. (Larger weights make the float32 GEMM's own rounding of the pre-activations
+    the larger error, with vmath's double gates as with these.)"""
+    T, B, I, H = 5, 4, 7, 8
+    x = rng.standard_normal((T, B, I))
+    h0, c0 = rng.standard_normal((B, H)) * 0.5, rng.standard_normal((B, H)) * 0.5
+    w = [rng.standard_normal(s) * scale for s in ((4 * H, I), (4 * H, H), (4 * H,), (4 * H,))]
+    w32 = [a.astype(F32).astype(np.float64) for a in w]  # the reference sees the same weights
+    x32, h32, c32 = (a.astype(F32).astype(np.float64) for a in (x, h0, c0))
+    o = _C.rnn_seq(_C.CELL_LSTM, t32(x), t32(h0), t32(c0), *map(t32, w), _C.RNN_TANH, False)
+    y, hn, cn = lstm_ref(x32, h32, c32, *w32)
+    np.testing.assert_allclose(o[:T].numpy(), y, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(o[T].numpy(), hn, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(o[T + 1].numpy(), cn, rtol=2e-5, atol=1e-6)
+
+
+def test_gate_math_special_values():
+    """NaN flows through the gates (never turns into a number); +-inf pre-activations give
+    the limits (i, f, o in {0, 1}, g in {-1, 1}) and finite states."""
+    T, B, I, H = 2, 3, 1, 2
+    x = np.zeros((T, B, I), F32)
+    x[0, 0, 0] = np.nan
+    x[:, 1, 0], x[:, 2, 0] = np.inf, -np.inf
+    w_ih = np.ones((4 * H, I), F32)
+    o = _C.rnn_seq(_C.CELL_LSTM, t32(x), None, None, t32(w_ih), t32(np.zeros((4 * H, H))),
+                   None, None, _C.RNN_TANH, False).numpy()
+    assert np.isnan(o[0, 0]).all() and np.isnan(o[1, 0]).all()
+    # x = +inf: all gates open, c = 1 then 2, h = tanh(c); x = -inf: all closed, h = c = 0
+    np.testing.assert_allclose(o[:T, 1], np.tanh([[1.0, 1.0], [2.0, 2.0]]), rtol=1e-6)
+    np.testing.assert_array_equal(o[:T, 2], np.zeros((T, H)))
+    assert np.isfinite(o[:, 1:]).all()
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_threads_split_batch_and_products(rng, name):
+    """With several threads the recurrence runs one batch slice a thread (B = 40: uneven
+    slices) and the all-step products are split by rows (T*B = 200, 4H = 160): the same
+    outputs and gradients at 1, 2 and 3 threads, and PyTorch's in float64."""
+    m = getattr(nn, name)(I_, 40, num_layers=2, bidirectional=True)
+    set_params(m, rng, 0.2)
+    xs = rng.standard_normal((5, 40, I_))
+    h0 = rng.standard_normal((4, 40, 40)) * 0.5
+    hx = (t32(h0), t32(h0 * 0.5)) if name == "LSTM" else t32(h0)
+    before = ddl.get_num_threads()
+    res = []
+    try:
+        for n in (1, 2, 3):
+            ddl.set_num_threads(n)
+            x = leaf(xs)
+            m.zero_grad()
+            y, _ = m(x, hx)
+            (y * y).sum().backward()
+            res.append([y.numpy().copy(), x.grad.numpy().copy()]
+                       + [p.grad.numpy().copy() for p in m.parameters()])
+    finally:
+        ddl.set_num_threads(before)
+    for other in res[1:]:
+        for a, b in zip(res[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    torch = pytest.importorskip("torch")
+    tm = getattr(torch.nn, name)(I_, 40, num_layers=2, bidirectional=True).double()
+    with torch.no_grad():
+        for v, tv in zip(m.state_dict().values(), tm.state_dict().values()):
+            tv.copy_(torch.tensor(v.numpy().astype(np.float64)))
+    tx = torch.tensor(xs.astype(F32).astype(np.float64), requires_grad=True)
+    th = torch.tensor(h0.astype(F32).astype(np.float64))
+    ty, _ = tm(tx, (th, th * 0.5) if name == "LSTM" else th)
+    (ty * ty).sum().backward()
+    np.testing.assert_allclose(res[1][0], ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(res[1][1], tx.grad.numpy(), rtol=1e-4, atol=1e-4)
+    for g, tp in zip(res[1][2:], tm.parameters()):
+        np.testing.assert_allclose(g, tp.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_modules_take_the_fused_op(rng, monkeypatch):
+    """LSTM with 2 layers, inter-layer dropout, batch_first and a given state runs one fused
+    op per (layer, direction) -- no per-step cell ops -- as the benchmark and the
+    word-language-model example use it."""
+    calls = {"seq": 0, "cell": 0}
+    seq, cell = _C.rnn_seq, _C.rnn_cell
+
+    def count_seq(*a):
+        calls["seq"] += 1
+        return seq(*a)
+
+    def count_cell(*a):
+        calls["cell"] += 1
+        return cell(*a)
+
+    monkeypatch.setattr(_C, "rnn_seq", count_seq)
+    monkeypatch.setattr(_C, "rnn_cell", count_cell)
+    m = nn.LSTM(I_, H_, num_layers=2, dropout=0.2, batch_first=True, bidirectional=True)
+    hx = (t32(np.zeros((4, B_, H_))), t32(np.zeros((4, B_, H_))))
+    y, _ = m(leaf(rng.standard_normal((B_, T_, I_))), hx)
+    y.sum().backward()
+    assert calls == {"seq": 4, "cell": 0}
+
+
 def test_dropout_between_bidirectional_layers(rng):
     m = nn.LSTM(I_, H_, num_layers=2, dropout=0.5, bidirectional=True)
     x = t32(rng.standard_normal((T_, B_, I_)))
