@@ -1,8 +1,7 @@
 """Two "hosts" in network namespaces (scripts/cluster.sh, tests/_cluster.py) on a 1 Gbit/s
 switch: PyTorch's DDP tutorial multinode script (its GPU original under DDL_CUDA_AS_CPU, and a
-CPU version) with torchrun's command line,
-a host's link going down mid-training, a host's launcher killed, --max-restarts across hosts,
-and mpirun across the hosts. Marked `cluster` (and `mpi`); skipped without root."""
+CPU version) with torchrun's command line, a host's link going down mid-training, a host's
+launcher killed, --max-restarts across hosts, and mpirun across the hosts. Marked `cluster` (and `mpi`); skipped without root."""
 import os
 import re
 import shutil
