@@ -1,12 +1,16 @@
-"""A real one-node Slurm for the tests (Debian's slurm-wlm + munge): `slurm_factory()` writes a
-munge key and a slurm.conf (one node, `localhost`, 2 CPUs, free ports, every state, spool, log
-and pid file in a temp dir), starts munged, slurmctld and slurmd in the foreground as children
-of the test (each also gets SIGTERM if the test process dies: PR_SET_PDEATHSIG), waits for the
-node to be idle, and always stops them and deletes the dir (a killed run's dir is deleted by the
-next run). Nothing under /etc, /run or /var is
-read or written (SLURM_CONF, AuthInfo=socket=, an empty PlugStackConfig). Needs root (slurmd
-starts tasks as the job's user); skips, saying why, without it or the programs."""
+"""A real Slurm for the tests (Debian's slurm-wlm + munge). `Slurm()`: one node `localhost`
+(2 CPUs, free ports); `Slurm(cluster)`: one node per host of a namespace cluster (tests/_cluster.py),
+slurmctld on host 0, a munged and a slurmd on every host. Either way a munge key and slurm.conf
+are written to a temp dir (every state, spool, log and pid file there too), munged, slurmctld
+and slurmd run in the foreground as children of the test (each also gets SIGTERM if the test
+process dies: setpriv --pdeathsig), the nodes must be idle before the test runs, and they are
+always stopped and the dir deleted after it (a killed run's dir is deleted by the next run).
+Nothing under /etc, /run or /var is read or written (SLURM_CONF, AuthInfo=socket=, an empty
+PlugStackConfig). Needs root (slurmd starts tasks as the job's user); skips, saying why,
+without it or the programs.
+"""
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -18,20 +22,20 @@ import pytest
 PROGRAMS = ("munged", "slurmctld", "slurmd", "srun", "sinfo", "scancel", "setpriv")
 CONF = """\
 ClusterName=ddltest
-SlurmctldHost=localhost(127.0.0.1)
+SlurmctldHost={ctld_host}
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={dir}/munge/sock
+AuthInfo=socket={dir}/munge{node}/sock
 StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool
+SlurmdSpoolDir={dir}/spool-%n
 SlurmctldPidFile={dir}/slurmctld.pid
-SlurmdPidFile={dir}/slurmd.pid
+SlurmdPidFile={dir}/slurmd-%n.pid
 SlurmctldLogFile={dir}/slurmctld.log
-SlurmdLogFile={dir}/slurmd.log
+SlurmdLogFile={dir}/slurmd-%n.log
 PlugStackConfig={dir}/plugstack.conf
 ProctrackType=proctrack/pgid
 TaskPlugin=task/none
@@ -44,9 +48,25 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 ReturnToService=2
 KillWait=5
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+{nodes}
 PartitionName=test Nodes=ALL Default=YES MaxTime=10 State=UP
 """
+
+
+
+
+def _cgroup_mounts():
+    """Shell commands that mount this machine's cgroup filesystems (v1, v2 or both, as here)
+    again under /sys/fs/cgroup: run in a host's private mount namespace (cluster.sh exec),
+    where `ip netns exec` left a bare /sys and slurmd would not start."""
+    cmds = []
+    with open("/proc/self/mounts") as f:
+        rows = [ln.split()[:4] for ln in f]
+    rows = [r for r in rows if r[1] == "/sys/fs/cgroup" or r[1].startswith("/sys/fs/cgroup/")]
+    for src, mp, fstype, opts in sorted(rows, key=lambda r: len(r[1])):
+        cmds.append(f"mkdir -p {shlex.quote(mp)} && mount -t {shlex.quote(fstype)} -o "
+                    f"{shlex.quote(opts)} {shlex.quote(src)} {shlex.quote(mp)}")
+    return " && ".join([*cmds, 'exec "$@"'])
 
 
 def unavailable():
@@ -90,15 +110,21 @@ def _daemon_env():
 
 
 class Slurm:
-    """One node: `srun(args, **popen_kw)` runs `srun args` against it; `log()` the daemons'
-    logs (for failure messages)."""
+    """Slurm on localhost (cluster None) or on every host of a namespace cluster:
+    `srun(args, env, **popen_kw)` runs `srun args` on node 0; `log()` the daemons' logs (for
+    failure messages); `names` the node names."""
 
-    def __init__(self, cpus=2):
+    def __init__(self, cluster=None, cpus=2):
         _sweep()
         # short (the munge socket's path), naming its owner for _sweep
         self.dir = tempfile.mkdtemp(prefix=f"ddl-slurm-{os.getpid()}-")
+        self.cluster = cluster
+        if cluster is None:
+            self.names, self.addrs = ["localhost"], ["127.0.0.1"]
+        else:
+            self.names = [cluster.hostname(i) for i in range(cluster.n)]
+            self.addrs = [cluster.addr(i) for i in range(cluster.n)]
         self.procs = []
-        self.conf = os.path.join(self.dir, "slurm.conf")
         try:
             self._start(cpus)
         except BaseException:
@@ -108,45 +134,64 @@ class Slurm:
     def _path(self, *p):
         return os.path.join(self.dir, *p)
 
-    def _spawn(self, argv, name):
+    def conf(self, node):
+        """Node `node`'s slurm.conf: they differ only in the munge socket (each host has its
+        own munged)."""
+        return self._path(f"slurm{node}.conf")
+
+    def _on(self, node, argv):
+        return argv if self.cluster is None else self.cluster.command(node, argv)
+
+    def _spawn(self, node, argv, name):
         log = open(self._path(f"{name}.out"), "w")  # noqa: SIM115 (closed in close())
-        env = dict(_daemon_env(), SLURM_CONF=self.conf)
+        env = dict(_daemon_env(), SLURM_CONF=self.conf(node))
         # util-linux's setpriv: SIGTERM when the test process dies (no preexec_fn: threads)
-        p = subprocess.Popen(["setpriv", "--pdeathsig", "TERM", *argv], stdout=log,
-                             stderr=subprocess.STDOUT, env=env, cwd=self.dir)
-        p.log_file = log
+        p = subprocess.Popen(self._on(node, ["setpriv", "--pdeathsig", "TERM", *argv]),
+                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+        p.log_file, p.name = log, name
         self.procs.append(p)
         return p
 
     def _start(self, cpus):
-        for d in ("munge", "state", "spool"):
-            os.mkdir(self._path(d), 0o700)
-        key = self._path("munge", "munge.key")
+        n = len(self.names)
+        os.mkdir(self._path("state"), 0o700)
+        key = self._path("munge.key")
         with open(os.open(key, os.O_WRONLY | os.O_CREAT, 0o400), "wb") as f:
             f.write(os.urandom(1024))
-        ctld_port, d_port = _free_ports(2)
-        with open(self.conf, "w") as f:
-            f.write(CONF.format(dir=self.dir, ctld_port=ctld_port, d_port=d_port, cpus=cpus))
+        # a namespace cluster's hosts have their own, empty port space
+        ports = _free_ports(2) if self.cluster is None else [6817, 6818]
+        nodes = "\n".join(f"NodeName={name} NodeAddr={addr} CPUs={cpus} State=UNKNOWN"
+                           for name, addr in zip(self.names, self.addrs))
+        for i in range(n):
+            with open(self.conf(i), "w") as f:
+                f.write(CONF.format(dir=self.dir, ctld_host=f"{self.names[0]}({self.addrs[0]})",
+                                    ctld_port=ports[0], d_port=ports[1], node=i, nodes=nodes))
         open(self._path("plugstack.conf"), "w").close()
-        m = self._path("munge")
-        self._spawn(["munged", "--foreground", "--force", f"--key-file={key}",
-                     f"--socket={m}/sock", f"--pid-file={m}/pid", f"--log-file={m}/log",
-                     f"--seed-file={m}/seed"], "munged")
-        self._wait(lambda: os.path.exists(f"{m}/sock"), 10, "munged's socket")
-        self._spawn(["slurmctld", "-D", "-f", self.conf], "slurmctld")
-        self._spawn(["slurmd", "-D", "-f", self.conf, "-N", "localhost"], "slurmd")
-        self._wait(lambda: self._node_state() == "idle", 30, "the node to be idle")
+        for i in range(n):
+            m = self._path(f"munge{i}")
+            os.mkdir(m, 0o700)
+            self._spawn(i, ["munged", "--foreground", "--force", f"--key-file={key}",
+                            f"--socket={m}/sock", f"--pid-file={m}/pid", f"--log-file={m}/log",
+                            f"--seed-file={m}/seed"], f"munged{i}")
+            self._wait(lambda m=m: os.path.exists(f"{m}/sock"), 10, f"munged {i}'s socket")
+        self._spawn(0, ["slurmctld", "-D", "-f", self.conf(0)], "slurmctld")
+        for i in range(n):
+            os.mkdir(self._path(f"spool-{self.names[i]}"), 0o700)
+            argv = ["slurmd", "-D", "-f", self.conf(i), "-N", self.names[i]]
+            if self.cluster is not None:   # `ip netns exec` gave the host a bare /sys: slurmd
+                argv = ["sh", "-c", _cgroup_mounts(), "sh", *argv]   # needs cgroups to start
+            self._spawn(i, argv, f"slurmd{i}")
+        self._wait(lambda: self._node_states() == ["idle"] * n, 30, "the nodes to be idle")
 
-    def _node_state(self):
-        r = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%T"],
-                           capture_output=True, text=True, timeout=10, check=False,
-                           env=self.client_env())
-        return r.stdout.strip()
+    def _node_states(self):
+        r = subprocess.run(self._on(0, ["sinfo", "-h", "-N", "-o", "%T"]), capture_output=True,
+                           text=True, timeout=20, check=False, env=self.client_env())
+        return r.stdout.split()
 
     def _wait(self, ready, timeout, what):
         deadline = time.monotonic() + timeout
         while not ready():
-            dead = [p.args[3] for p in self.procs if p.poll() is not None]
+            dead = [p.name for p in self.procs if p.poll() is not None]
             if dead or time.monotonic() > deadline:
                 why = f"{', '.join(dead)} exited" if dead else f"{timeout} s passed"
                 raise RuntimeError(f"test Slurm: waiting for {what}: {why}\n{self.log()}")
@@ -155,18 +200,20 @@ class Slurm:
     def client_env(self, base=None):
         env = {k: v for k, v in (os.environ if base is None else base).items()
                if not k.startswith("SLURM_")}
-        env["SLURM_CONF"] = self.conf
+        env["SLURM_CONF"] = self.conf(0)
         return env
 
     def srun(self, args, env=None, **kw):
         kw.setdefault("stdout", subprocess.PIPE)
         kw.setdefault("stderr", subprocess.PIPE)
         kw.setdefault("text", True)
-        return subprocess.Popen(["srun", *args], env=self.client_env(env), **kw)
+        return subprocess.Popen(self._on(0, ["srun", *args]), env=self.client_env(env), **kw)
 
     def log(self):
         out = []
-        for name in ("slurmctld.log", "slurmd.log", "munge/log"):
+        names = ["slurmctld.log", *(f"slurmd-{n}.log" for n in self.names),
+                 *(f"munge{i}/log" for i in range(len(self.names)))]
+        for name in names:
             try:
                 with open(self._path(name)) as f:
                     out.append(f"== {name}\n" + "".join(f.readlines()[-15:]))
@@ -177,8 +224,8 @@ class Slurm:
     def close(self):
         """Cancel what still runs, stop the daemons (SIGTERM, then SIGKILL), delete the dir."""
         if self.procs and all(p.poll() is None for p in self.procs):
-            subprocess.run(["scancel", "--full", "-u", "root"], env=self.client_env(),
-                           capture_output=True, timeout=10, check=False)
+            subprocess.run(self._on(0, ["scancel", "--full", "-u", "root"]),
+                           env=self.client_env(), capture_output=True, timeout=20, check=False)
         for p in reversed(self.procs):   # slurmd, slurmctld, then munged
             if p.poll() is None:
                 p.terminate()
@@ -191,13 +238,13 @@ class Slurm:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def slurm_factory():
-    """The body of a `slurm` fixture (yield from it): a running one-node Slurm, always stopped
-    after the test."""
+def slurm_factory(cluster=None):
+    """The body of a `slurm` fixture (yield from it): a running Slurm (on localhost, or on the
+    hosts of `cluster`), always stopped after the test."""
     reason = unavailable()
     if reason:
         pytest.skip(reason)
-    s = Slurm()
+    s = Slurm(cluster)
     try:
         yield s
     finally:

@@ -5,6 +5,7 @@ weights checked equal on every rank, and an all_reduce. Writes OUTDIR/out<rank> 
 record) and prints 'ok <rank>'."""
 import json
 import os
+import socket
 import sys
 
 import numpy as np
@@ -59,7 +60,7 @@ def main(outdir):
     t = ddl.ones(4) * (rank + 1)
     dist.all_reduce(t)
 
-    rec = {"rank": rank, "world": world, "local_rank": int(os.environ["LOCAL_RANK"]),
+    rec = {"rank": rank, "world": world, "host": socket.gethostname(), "local_rank": int(os.environ["LOCAL_RANK"]),
            "master": f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
            "slurm_procid": int(os.environ["SLURM_PROCID"]), "launch_vars_before": launch_vars,
            "grad_err": grad_err, "weights_equal": weights_equal, "allreduce": t.tolist()}
