@@ -1,7 +1,7 @@
 """Two "hosts" in network namespaces (scripts/cluster.sh, tests/_cluster.py) on a 1 Gbit/s
-switch: PyTorch's DDP tutorial multinode script (CPU version) with torchrun's command line,
-a host's link going down mid-training, a host's launcher killed, --max-restarts across hosts,
-and mpirun across the hosts. Marked `cluster` (and `mpi`); skipped without root."""
+switch: PyTorch's DDP tutorial multinode script (its GPU original under DDL_CUDA_AS_CPU, and a
+CPU version) with torchrun's command line, a host's link going down mid-training, a host's
+launcher killed, --max-restarts across hosts, and mpirun across the hosts. Marked `cluster` (and `mpi`); skipped without root."""
 import os
 import re
 import shutil
@@ -67,6 +67,46 @@ def test_tutorial_multinode_script_with_torchruns_command_line(make_cluster, tmp
     assert f"master {c.addr(0)}:" in err0 or f"master {c.addr(1)}:" in err0
 
 
+COMPAT = os.path.join(ROOT, "tests", "compat")
+
+
+@pytest.mark.timeout(240)
+def test_tutorial_gpu_multinode_script_unchanged_under_cuda_as_cpu(make_cluster, tmp_path):
+    """pytorch/examples' multinode.py as written for GPUs (tests/compat/ddp_series_multinode.py,
+    `torch` -> ddl by the compat shim), torchrun's command line, DDL_CUDA_AS_CPU=1."""
+    c = make_cluster(2)
+    env = _env(DDL_CUDA_AS_CPU="1")
+    env["PYTHONPATH"] = os.pathsep.join((os.path.join(COMPAT, "shim"), ROOT))
+    procs = []
+    for i in range(2):
+        d = tmp_path / f"h{i}"   # each host's working directory: its own snapshot.pt
+        d.mkdir()
+        for f in ("ddp_series_multinode.py", "datautils.py"):
+            shutil.copy(os.path.join(COMPAT, f), d)
+        procs.append(c.popen(i, _torchrun_args(c) + ["ddp_series_multinode.py", "3", "1"],
+                             cwd=d, env=env))
+    results = _communicate(procs, timeout=200)
+    for rc, out, err in results:
+        assert rc == 0, out + err
+    out = "".join(o for _, o, _ in results)
+    for rank in (0, 1):   # both ranks trained every epoch on their half of the 2048 samples
+        for epoch in range(3):
+            assert f"[GPU{rank}] Epoch {epoch} | Batchsize: 32 | Steps: 32" in out, out
+    assert out.count("Training snapshot saved at snapshot.pt") == 3, out   # global rank 0
+    snaps = [d / "snapshot.pt" for d in (tmp_path / "h0", tmp_path / "h1")
+             if (d / "snapshot.pt").exists()]
+    assert len(snaps) == 1, snaps   # written on the host that got global rank 0
+    import ddl
+
+    snap = ddl.load(str(snaps[0]))
+    assert snap["EPOCHS_RUN"] == 2
+    model = ddl.nn.Linear(20, 1)
+    model.load_state_dict(snap["MODEL_STATE"])
+    assert model.weight.shape == (1, 20) and bool(ddl.isfinite(model.weight).all())
+    err = results[0][2] + results[1][2]
+    assert "rendezvous '456' round 0: node 0 of 2" in err and "node 1 of 2" in err, err
+
+
 def _start_steps(c, tmp_path, extra=(), **env):
     return [c.popen(i, _torchrun_args(c, 1, *extra) + ["steps.py"], cwd=WORKERS,
                     env=_env(**env)) for i in range(2)]
@@ -95,8 +135,12 @@ def test_link_down_mid_training_is_named_and_every_launcher_fails(make_cluster, 
                            _env(TIMEOUT="6", STEPS="100000")) for i in range(2)]
     try:
         _wait_for_step(logs, procs, 5)
+        # node ranks are handed out on arrival: cut the host that is not rank 0's (rank 0
+        # prints the steps), so that the survivor keeps the workers' store
+        survivor = 0 if "step 5 " in logs[0].read_text() else 1
+        victim = 1 - survivor
         t0 = time.monotonic()
-        c.link(1, "down")
+        c.link(victim, "down")
         errs = []
         for p in procs:
             _, e = p.communicate(timeout=120)
@@ -109,10 +153,10 @@ def test_link_down_mid_training_is_named_and_every_launcher_fails(make_cluster, 
     assert elapsed < 6 * 3 + 30, elapsed   # the collective timeout, the report, the stops
     both = "\n".join(errs)
     # the survivor names the peer it lost, and its launcher the host that rank was on
-    assert re.search(r"rank\(s\) 1 never arrived|rank\(s\) 1 died", errs[0]), both
-    assert f"node 1: ranks 1-1 on {c.hostname(1)} ({c.addr(1)})" in errs[0], both
-    assert "rank 1 (node 1" in errs[1] and "timed out" in errs[1], both
-    c.link(1, "up")
+    assert re.search(r"rank\(s\) 1 never arrived|rank\(s\) 1 died", errs[survivor]), both
+    assert f"node 1: ranks 1-1 on {c.hostname(victim)} ({c.addr(victim)})" in errs[survivor], both
+    assert "rank 1 (node 1" in errs[victim] and "timed out" in errs[victim], both
+    c.link(victim, "up")
     assert c.wait_empty(10), c.pids()
 
 

@@ -302,12 +302,19 @@ def test_negative_step_raises():
 # ---- advanced indexing (copies) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("key_fn", [
-    lambda: [0, 2], lambda: np.array([2, 0, 2]), lambda: ddl.tensor([1, -1]),
-    lambda: np.array([[0, 1], [2, 2]]), lambda: (slice(None), [0, 3]),
-    lambda: ([0, 2], [1, 3]), lambda: (Ellipsis, np.array([4, 0])),
-    lambda: np.array([True, False, True]), lambda: ddl.tensor([False, True, True]),
-    lambda: (np.arange(3) > 0, slice(1, 3)), lambda: (1, [0, 0, 3])], ids=str)
+ADVANCED_KEYS = {   # id -> key factory (ids spelled out: str() of a lambda names its address,
+    # which differs between pytest-xdist workers and breaks their collection)
+    "list": lambda: [0, 2], "array": lambda: np.array([2, 0, 2]),
+    "tensor": lambda: ddl.tensor([1, -1]), "array2d": lambda: np.array([[0, 1], [2, 2]]),
+    "slice,list": lambda: (slice(None), [0, 3]), "list,list": lambda: ([0, 2], [1, 3]),
+    "ellipsis,array": lambda: (Ellipsis, np.array([4, 0])),
+    "bool_array": lambda: np.array([True, False, True]),
+    "bool_tensor": lambda: ddl.tensor([False, True, True]),
+    "bool_array,slice": lambda: (np.arange(3) > 0, slice(1, 3)),
+    "int,list": lambda: (1, [0, 0, 3])}
+
+
+@pytest.mark.parametrize("key_fn", list(ADVANCED_KEYS.values()), ids=list(ADVANCED_KEYS))
 def test_advanced_indexing_copies(key_fn):
     ref = np.arange(60.0).reshape(3, 4, 5)
     t = ddl.tensor(ref)
