@@ -64,8 +64,8 @@ class autocast:
         global _warned
         if self.enabled and not _warned and not _C.autocast_bf16_supported():
             _warned = True
-            warnings.warn("ddl.autocast: this CPU (or kernel) has no AMX-BF16; the products "
-                          "run in float32", UserWarning, stacklevel=2)
+            warnings.warn("ddl.autocast: this CPU (or kernel) has neither AMX-BF16 nor "
+                          "AVX512-BF16; the products run in float32", UserWarning, stacklevel=2)
         self._prev.append(_C.get_autocast_bf16())
         _C.set_autocast_bf16(self.enabled)
         return self

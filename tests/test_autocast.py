@@ -118,7 +118,7 @@ def test_without_amx_float32_and_one_warning():
         "            y = F.linear(x, w).numpy()\n"
         "print(len(rec), 'AMX-BF16' in str(rec[0].message), np.array_equal(y, y32))\n"
     )
-    env = dict(os.environ, DDL_NO_AMX="1", PYTHONPATH=ROOT)
+    env = dict(os.environ, DDL_NO_BF16="1", PYTHONPATH=ROOT)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
