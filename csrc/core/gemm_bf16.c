@@ -221,11 +221,11 @@ ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const 
 
 /* Whether a product of this shape gains from bf16 on the path this CPU has: packing touches
  * M*K + K*N values for M*N*K products, so it pays where MN/(M+N) is large. */
-static int bf16_pays(int path, int64_t M, int64_t N, int64_t K) {
+static int bf16_pays(int path, int ta, int tb, int64_t M, int64_t N, int64_t K) {
     if (path == DDL_BF16_AMX)
         return K >= 32 && (double)M * N * K >= (double)BF16_MIN_MACS &&
                (double)M * N >= BF16_MIN_REUSE * (double)(M + N);
-    return ddl_bf16_avx512_pays(M, N, K);
+    return ddl_bf16_avx512_pays(ta, tb, M, N, K);
 }
 
 void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
@@ -233,7 +233,7 @@ void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *
     if (M == 0 || N == 0) return;
     int path;
     if (ddl_gemm_precision() == 1 && (path = ddl_bf16_gemm_available()) != 0 &&
-        bf16_pays(path, M, N, K) &&
+        bf16_pays(path, ta, tb, M, N, K) &&
         ddl_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc) == DDL_OK)
         return;
     ddl_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,

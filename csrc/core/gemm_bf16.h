@@ -16,7 +16,7 @@ enum { DDL_BF16_AMX = 1, DDL_BF16_AVX512 = 2 };
 int ddl_bf16_avx512_available(void);
 /* Whether the AVX512-BF16 product of this shape beats float32 sgemm on ddl's threads (the
  * dispatch rule ddl_gemm_f32 follows; measured, see the function). */
-int ddl_bf16_avx512_pays(int64_t M, int64_t N, int64_t K);
+int ddl_bf16_avx512_pays(int ta, int tb, int64_t M, int64_t N, int64_t K);
 ddl_status ddl_gemm_bf16_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
                                 int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                                 int64_t ldc);

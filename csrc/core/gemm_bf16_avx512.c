@@ -58,9 +58,8 @@ static inline __mmask32 mask32(int64_t n) {
 
 /* Words [e0..e15, o0..o15] (VCVTNE2PS2BF16 of two rows of 16) -> dwords (e_j, o_j). */
 TARGET static inline __m512i interleave_rows(__m512 even, __m512 odd) {
-    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
-                                         24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
-                                         16, 0);
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24,
+                                         8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
 }
 
@@ -107,8 +106,8 @@ static inline int64_t b_off(int64_t p, int64_t q, int64_t np, int64_t Kp2) {
 
 /* Rows [r0, r1) of packed A: row i holds op(A)[i, 0..K) and zeros up to 2 Kp2 (and rows past
  * M are zeros). ta: A is stored (K, M), element (i, k) at A[k*lda + i]. */
-TARGET static void pack_a(uint32_t *ap, int ta, const float *A, int64_t lda, int64_t M,
-                          int64_t K, int64_t Mp, int64_t Kp2, int64_t r0, int64_t r1) {
+TARGET static void pack_a(uint32_t *ap, int ta, const float *A, int64_t lda, int64_t M, int64_t K,
+                          int64_t Mp, int64_t Kp2, int64_t r0, int64_t r1) {
     if (!ta) {
         for (int64_t i = r0; i < r1; i++)
             for (int64_t k0 = 0; k0 < 2 * Kp2; k0 += 32) {
@@ -150,8 +149,8 @@ TARGET static inline void store_line(uint32_t *dst, __m512i v, int stream) {
 
 /* Panels [p0, p1) of packed B: panel p, pair q holds dwords (op(B)[2q, n], op(B)[2q+1, n]) for
  * the 64 columns n = 64p.., zeros past N and K. tb: B is stored (N, K), (k, n) at B[n*ldb + k]. */
-TARGET static void pack_b(uint32_t *bp, int tb, const float *B, int64_t ldb, int64_t N,
-                          int64_t K, int64_t np, int64_t Kp2, int64_t p0, int64_t p1) {
+TARGET static void pack_b(uint32_t *bp, int tb, const float *B, int64_t ldb, int64_t N, int64_t K,
+                          int64_t np, int64_t Kp2, int64_t p0, int64_t p1) {
     /* a packed B larger than L2 is written around the cache (no reads of the lines first) */
     const int stream = np * Kp2 * NR * 4 > ((int64_t)2 << 20);
     for (int64_t p = p0; p < p1; p++) {
@@ -197,13 +196,15 @@ TARGET static void kernel_6x64(int64_t kc2, const uint32_t *a, int64_t lda2, con
                                float *c, int64_t ldc, int accumulate, int mr, int nr) {
 #define ROW_DECL(i)                                                                                \
     __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = c##i##0, c##i##2 = c##i##0, c##i##3 = c##i##0;
-    ROW_DECL(0) ROW_DECL(1) ROW_DECL(2) ROW_DECL(3) ROW_DECL(4) ROW_DECL(5)
-    for (int i = 0; i < MR; i++) /* C's lines arrive while the products run */
+    ROW_DECL(0)
+    ROW_DECL(1) ROW_DECL(2) ROW_DECL(3) ROW_DECL(4)
+        ROW_DECL(5) for (int i = 0; i < MR; i++) /* C's lines arrive while the products run */
         for (int n = 0; n < NR; n += 16) _mm_prefetch((const char *)(c + i * ldc + n), _MM_HINT_T0);
     const uint32_t *a0 = a, *a1 = a + lda2, *a2 = a + 2 * lda2, *a3 = a + 3 * lda2,
                    *a4 = a + 4 * lda2, *a5 = a + 5 * lda2;
     for (int64_t q = 0; q < kc2; q++) {
-        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 16),
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b),
+                       b1 = (__m512bh)_mm512_loadu_si512(b + 16),
                        b2 = (__m512bh)_mm512_loadu_si512(b + 32),
                        b3 = (__m512bh)_mm512_loadu_si512(b + 48);
         b += NR;
@@ -220,7 +221,7 @@ TARGET static void kernel_6x64(int64_t kc2, const uint32_t *a, int64_t lda2, con
     if (mr == MR && nr == NR) {
 #define ROW_STORE(i)                                                                               \
     {                                                                                              \
-        float *cr = c + (i) * ldc;                                                                 \
+        float *cr = c + (i)*ldc;                                                                   \
         if (accumulate) {                                                                          \
             c##i##0 = _mm512_add_ps(c##i##0, _mm512_loadu_ps(cr));                                 \
             c##i##1 = _mm512_add_ps(c##i##1, _mm512_loadu_ps(cr + 16));                            \
@@ -232,18 +233,17 @@ TARGET static void kernel_6x64(int64_t kc2, const uint32_t *a, int64_t lda2, con
         _mm512_storeu_ps(cr + 32, c##i##2);                                                        \
         _mm512_storeu_ps(cr + 48, c##i##3);                                                        \
     }
-        ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)
-        return;
+        ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5) return;
     }
     /* an edge block: through a buffer, writing only the valid rows and columns */
     float buf[MR * NR];
 #define ROW_SPILL(i)                                                                               \
-    _mm512_storeu_ps(buf + (i) * NR, c##i##0);                                                     \
-    _mm512_storeu_ps(buf + (i) * NR + 16, c##i##1);                                                \
-    _mm512_storeu_ps(buf + (i) * NR + 32, c##i##2);                                                \
-    _mm512_storeu_ps(buf + (i) * NR + 48, c##i##3);
-    ROW_SPILL(0) ROW_SPILL(1) ROW_SPILL(2) ROW_SPILL(3) ROW_SPILL(4) ROW_SPILL(5)
-    for (int i = 0; i < mr; i++) {
+    _mm512_storeu_ps(buf + (i)*NR, c##i##0);                                                       \
+    _mm512_storeu_ps(buf + (i)*NR + 16, c##i##1);                                                  \
+    _mm512_storeu_ps(buf + (i)*NR + 32, c##i##2);                                                  \
+    _mm512_storeu_ps(buf + (i)*NR + 48, c##i##3);
+    ROW_SPILL(0)
+    ROW_SPILL(1) ROW_SPILL(2) ROW_SPILL(3) ROW_SPILL(4) ROW_SPILL(5) for (int i = 0; i < mr; i++) {
         float *cr = c + i * ldc;
         const float *br = buf + i * NR;
         for (int n0 = 0; n0 < nr; n0 += 16) {
@@ -301,8 +301,9 @@ static void product(const job *j, int64_t i0, int64_t i1, int64_t p0, int64_t p1
                 for (int64_t pn = pc0; pn < pc1; pn++) {
                     const int64_t n = pn * NR;
                     const int nr = j->N - n < NR ? (int)(j->N - n) : NR;
-                    kernel_6x64(kc2, j->ap + a_off(i, q0, Mp, Kp2), kc2, j->bp + b_off(pn, q0, np, Kp2),
-                                j->c + i * j->ldc + n, j->ldc, accumulate, mr, nr);
+                    kernel_6x64(kc2, j->ap + a_off(i, q0, Mp, Kp2), kc2,
+                                j->bp + b_off(pn, q0, np, Kp2), j->c + i * j->ldc + n, j->ldc,
+                                accumulate, mr, nr);
                 }
             }
         }
@@ -363,8 +364,18 @@ ddl_status ddl_gemm_bf16_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K,
     if (!ddl_bf16_avx512_available())
         DDL_FAIL(DDL_E_INTERNAL, "gemm_bf16: this CPU or OS has no AVX512-BF16");
     if (M <= 0 || N <= 0) return DDL_OK;
-    job j = {.ta = ta, .tb = tb, .A = A, .B = B, .lda = lda, .ldb = ldb, .c = C, .M = M,
-             .N = N, .K = K, .ldc = ldc, .beta = beta};
+    job j = {.ta = ta,
+             .tb = tb,
+             .A = A,
+             .B = B,
+             .lda = lda,
+             .ldb = ldb,
+             .c = C,
+             .M = M,
+             .N = N,
+             .K = K,
+             .ldc = ldc,
+             .beta = beta};
     j.Mp = (M + MR - 1) / MR * MR;
     j.Kp2 = (K + 1) / 2;
     j.npanels = (N + NR - 1) / NR;
@@ -381,7 +392,8 @@ ddl_status ddl_gemm_bf16_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K,
                  (long long)N, (long long)K);
     j.ap = mem;
     j.bp = (uint32_t *)((char *)mem + abytes);
-    int want = (M * N * K >= ((int64_t)1 << 22)) ? 64 : 1;
+    /* threads start per call (twice): worth it from ~150 us of work on one core */
+    int want = (double)M * N * K >= (double)((int64_t)1 << 25) ? 64 : 1;
     ddl_parallel_run(want, pack_worker, &j);
     int nt = ddl_num_threads < 1 ? 1 : ddl_num_threads;
     j.split_n = j.npanels >= 2 * nt || j.npanels >= j.Mp / MR;
@@ -390,7 +402,13 @@ ddl_status ddl_gemm_bf16_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K,
     return DDL_OK;
 }
 
-int ddl_bf16_avx512_pays(int64_t M, int64_t N, int64_t K) {
-    return K >= 32 && (double)M * N * K >= (double)((int64_t)1 << 21) &&
-           (double)M * N >= 48.0 * (double)(M + N);
+/* Measured against scipy-openblas32's sgemm on one Zen 4 core (benchmarks/bench_autocast.py
+ * --grid; thread CPU time, M, N in 8..512 x 32..1024, K 32..1024): bf16 is 1.1-1.3x faster
+ * from M >= 32, N >= 64 (the 6 x 64 kernel wastes most of its block below that) and 1.5-2.4x
+ * from M, N >= 128; with A transposed (a weight gradient) the packing's transposes cost more,
+ * and it gains only from M*N >= 8192. */
+int ddl_bf16_avx512_pays(int ta, int tb, int64_t M, int64_t N, int64_t K) {
+    (void)tb;
+    if (K < 32 || M < 32 || N < 64) return 0;
+    return !ta || M * N >= 8192;
 }
