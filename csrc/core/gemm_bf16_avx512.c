@@ -195,10 +195,14 @@ TARGET static void pack_b(uint32_t *bp, int tb, const float *B, int64_t ldb, int
 TARGET static void kernel_6x64(int64_t kc2, const uint32_t *a, int64_t lda2, const uint32_t *b,
                                float *c, int64_t ldc, int accumulate, int mr, int nr) {
 #define ROW_DECL(i)                                                                                \
-    __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = c##i##0, c##i##2 = c##i##0, c##i##3 = c##i##0;
-    ROW_DECL(0)
-    ROW_DECL(1) ROW_DECL(2) ROW_DECL(3) ROW_DECL(4)
-        ROW_DECL(5) for (int i = 0; i < MR; i++) /* C's lines arrive while the products run */
+    __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = c##i##0, c##i##2 = c##i##0, c##i##3 = c##i##0
+    ROW_DECL(0);
+    ROW_DECL(1);
+    ROW_DECL(2);
+    ROW_DECL(3);
+    ROW_DECL(4);
+    ROW_DECL(5);
+    for (int i = 0; i < MR; i++) /* C's lines arrive while the products run */
         for (int n = 0; n < NR; n += 16) _mm_prefetch((const char *)(c + i * ldc + n), _MM_HINT_T0);
     const uint32_t *a0 = a, *a1 = a + lda2, *a2 = a + 2 * lda2, *a3 = a + 3 * lda2,
                    *a4 = a + 4 * lda2, *a5 = a + 5 * lda2;
@@ -209,18 +213,23 @@ TARGET static void kernel_6x64(int64_t kc2, const uint32_t *a, int64_t lda2, con
                        b3 = (__m512bh)_mm512_loadu_si512(b + 48);
         b += NR;
 #define ROW_STEP(i)                                                                                \
-    {                                                                                              \
+    do {                                                                                           \
         const __m512bh x = (__m512bh)_mm512_set1_epi32((int)a##i[q]);                              \
         c##i##0 = _mm512_dpbf16_ps(c##i##0, x, b0);                                                \
         c##i##1 = _mm512_dpbf16_ps(c##i##1, x, b1);                                                \
         c##i##2 = _mm512_dpbf16_ps(c##i##2, x, b2);                                                \
         c##i##3 = _mm512_dpbf16_ps(c##i##3, x, b3);                                                \
-    }
-        ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)
+    } while (0)
+        ROW_STEP(0);
+        ROW_STEP(1);
+        ROW_STEP(2);
+        ROW_STEP(3);
+        ROW_STEP(4);
+        ROW_STEP(5);
     }
     if (mr == MR && nr == NR) {
 #define ROW_STORE(i)                                                                               \
-    {                                                                                              \
+    do {                                                                                           \
         float *cr = c + (i)*ldc;                                                                   \
         if (accumulate) {                                                                          \
             c##i##0 = _mm512_add_ps(c##i##0, _mm512_loadu_ps(cr));                                 \
@@ -232,18 +241,31 @@ TARGET static void kernel_6x64(int64_t kc2, const uint32_t *a, int64_t lda2, con
         _mm512_storeu_ps(cr + 16, c##i##1);                                                        \
         _mm512_storeu_ps(cr + 32, c##i##2);                                                        \
         _mm512_storeu_ps(cr + 48, c##i##3);                                                        \
-    }
-        ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5) return;
+    } while (0)
+        ROW_STORE(0);
+        ROW_STORE(1);
+        ROW_STORE(2);
+        ROW_STORE(3);
+        ROW_STORE(4);
+        ROW_STORE(5);
+        return;
     }
     /* an edge block: through a buffer, writing only the valid rows and columns */
     float buf[MR * NR];
 #define ROW_SPILL(i)                                                                               \
-    _mm512_storeu_ps(buf + (i)*NR, c##i##0);                                                       \
-    _mm512_storeu_ps(buf + (i)*NR + 16, c##i##1);                                                  \
-    _mm512_storeu_ps(buf + (i)*NR + 32, c##i##2);                                                  \
-    _mm512_storeu_ps(buf + (i)*NR + 48, c##i##3);
-    ROW_SPILL(0)
-    ROW_SPILL(1) ROW_SPILL(2) ROW_SPILL(3) ROW_SPILL(4) ROW_SPILL(5) for (int i = 0; i < mr; i++) {
+    do {                                                                                           \
+        _mm512_storeu_ps(buf + (i)*NR, c##i##0);                                                   \
+        _mm512_storeu_ps(buf + (i)*NR + 16, c##i##1);                                              \
+        _mm512_storeu_ps(buf + (i)*NR + 32, c##i##2);                                              \
+        _mm512_storeu_ps(buf + (i)*NR + 48, c##i##3);                                              \
+    } while (0)
+    ROW_SPILL(0);
+    ROW_SPILL(1);
+    ROW_SPILL(2);
+    ROW_SPILL(3);
+    ROW_SPILL(4);
+    ROW_SPILL(5);
+    for (int i = 0; i < mr; i++) {
         float *cr = c + i * ldc;
         const float *br = buf + i * NR;
         for (int n0 = 0; n0 < nr; n0 += 16) {
