@@ -33,12 +33,12 @@ import _common as C
 C.use_source_tree()
 C.use_examples()
 
-import fashion_models  # noqa: E402  (after use_examples)
-import numpy as np  # noqa: E402
+import fashion_models  # after use_examples: this checkout's
+import numpy as np
 
-import ddl  # noqa: E402
-import ddl.nn.functional as DF  # noqa: E402
-import ddl.optim  # noqa: E402
+import ddl
+import ddl.nn.functional as DF
+import ddl.optim
 
 try:
     import torch
@@ -247,10 +247,13 @@ def main():
     args = p.parse_args()
     args.reps = args.reps or (3 if args.quick else 5)
     args.min_time = args.min_time or (0.05 if args.quick else 0.2)
-    path = {1: "AMX", 2: "AVX512-BF16"}.get(int(ddl._C.autocast_bf16_supported()), "none")
+    cpu = C.cpu_info()
+    path = "none"
+    if ddl.amp.is_autocast_available():  # AMX unless hidden (DDL_NO_AMX) or absent
+        amx = "amx_tile" in cpu.get("simd", []) and not os.environ.get("DDL_NO_AMX")
+        path = "AMX" if amx else "AVX512-BF16"
     if path == "none":
         print("ddl: no bf16 path on this CPU: its autocast rows measure float32 twice")
-    cpu = C.cpu_info()
     meta = {"date": C.now(), "cpu": cpu, "cpu_name": C.cpu_name(cpu),
             "loadavg_before": os.getloadavg(), "ddl_bf16_path": path,
             "torch": torch.__version__,

@@ -70,19 +70,29 @@ TARGET static inline __m512i row_bf16(const float *row, int64_t left) {
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
-/* In-register 16 x 16 transpose of 32-bit lanes: four stages, stage d swapping bit d of the
- * row index with bit d of the lane index. */
-TARGET static inline void transpose16(__m512i r[16]) {
-    for (int d = 8; d >= 1; d >>= 1) {
-        int lo[16], hi[16];
-        for (int j = 0; j < 16; j++) {
-            lo[j] = (j & d) ? 16 + j - d : j;
-            hi[j] = (j & d) ? 16 + j : j + d;
-        }
-        const __m512i ilo = _mm512_loadu_si512(lo), ihi = _mm512_loadu_si512(hi);
+/* In-register 16 x 16 transpose of 32-bit lanes: four stages, stage s (d = 8 >> s) swapping
+ * bit d of the row index with bit d of the lane index: rows i and i + d (bit d of i clear)
+ * exchange their lanes with bit d set and clear, by two two-source permutes. */
+static const int32_t T_LO[4][16]
+    __attribute__((aligned(64))) = {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                                    {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                                    {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                                    {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}};
+static const int32_t T_HI[4][16]
+    __attribute__((aligned(64))) = {{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31},
+                                    {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
+                                    {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
+                                    {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}};
+
+TARGET static inline __attribute__((always_inline)) void transpose16(__m512i r[16]) {
+#pragma GCC unroll 4
+    for (int s = 0; s < 4; s++) {
+        const int d = 8 >> s;
+        const __m512i ilo = _mm512_load_si512(T_LO[s]), ihi = _mm512_load_si512(T_HI[s]);
+#pragma GCC unroll 16
         for (int i = 0; i < 16; i++) {
             if (i & d) continue;
-            __m512i x = r[i], y = r[i + d];
+            const __m512i x = r[i], y = r[i + d];
             r[i] = _mm512_permutex2var_epi32(x, ilo, y);
             r[i + d] = _mm512_permutex2var_epi32(x, ihi, y);
         }
@@ -119,10 +129,10 @@ TARGET static void pack_a(uint32_t *ap, int ta, const float *A, int64_t lda, int
     }
     /* 16 rows of op(A) x 32 k at a time: interleave pairs of stored rows (k, k+1) into dwords
      * over i, then transpose to dwords over k-pairs, one op(A) row per register */
-    for (int64_t i0 = r0; i0 < r1; i0 += 16) {
-        const __mmask16 mi = mask16(M - i0);
-        int64_t rows = r1 - i0 < 16 ? r1 - i0 : 16;
-        for (int64_t k0 = 0; k0 < 2 * Kp2; k0 += 32) {
+    for (int64_t k0 = 0; k0 < 2 * Kp2; k0 += 32) /* 32 stored rows at a time, along them */
+        for (int64_t i0 = r0; i0 < r1; i0 += 16) {
+            const __mmask16 mi = mask16(M - i0);
+            int64_t rows = r1 - i0 < 16 ? r1 - i0 : 16;
             __m512i v[16];
             for (int q = 0; q < 16; q++) {
                 int64_t k = k0 + 2 * q;
@@ -136,7 +146,6 @@ TARGET static void pack_a(uint32_t *ap, int ta, const float *A, int64_t lda, int
             for (int64_t r = 0; r < rows; r++)
                 _mm512_mask_storeu_epi32(ap + a_off(i0 + r, k0 / 2, Mp, Kp2), mq, v[r]);
         }
-    }
 }
 
 /* One 64-byte line of packed B (64-byte aligned). */
@@ -153,11 +162,11 @@ TARGET static void pack_b(uint32_t *bp, int tb, const float *B, int64_t ldb, int
                           int64_t np, int64_t Kp2, int64_t p0, int64_t p1) {
     /* a packed B larger than L2 is written around the cache (no reads of the lines first) */
     const int stream = np * Kp2 * NR * 4 > ((int64_t)2 << 20);
-    for (int64_t p = p0; p < p1; p++) {
-        if (!tb) {
-            for (int64_t q = 0; q < Kp2; q++) {
+    if (!tb) { /* pairs of stored rows (k, k+1) along their length, into each panel */
+        for (int64_t q = 0; q < Kp2; q++) {
+            const float *e = B + 2 * q * ldb, *o = e + ldb;
+            for (int64_t p = p0; p < p1; p++) {
                 uint32_t *dst = bp + b_off(p, q, np, Kp2);
-                const float *e = B + 2 * q * ldb, *o = e + ldb;
                 for (int64_t c = 0; c < NR; c += 16) {
                     const int64_t n0 = p * NR + c;
                     const __mmask16 mn = mask16(N - n0);
@@ -166,8 +175,11 @@ TARGET static void pack_b(uint32_t *bp, int tb, const float *B, int64_t ldb, int
                     store_line(dst + c, interleave_rows(ve, vo), stream);
                 }
             }
-            continue;
         }
+        if (stream) _mm_sfence();
+        return;
+    }
+    for (int64_t p = p0; p < p1; p++) {
         /* 16 stored rows (columns n of op(B)) x 32 k: each row's 16 pairs as one register,
          * transposed to one register per pair over the 16 columns; 16 rows read along K */
         for (int64_t c = 0; c < NR; c += 16) {
