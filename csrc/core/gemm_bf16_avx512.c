@@ -436,11 +436,11 @@ ddl_status ddl_gemm_bf16_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K,
     return DDL_OK;
 }
 
-/* Measured against scipy-openblas32's sgemm on one Zen 4 core (benchmarks/bench_autocast.py
- * --grid; thread CPU time, M, N in 8..512 x 32..1024, K 32..1024): bf16 is 1.1-1.3x faster
- * from M >= 32, N >= 64 (the 6 x 64 kernel wastes most of its block below that) and 1.5-2.4x
- * from M, N >= 128; with A transposed (a weight gradient) the packing's transposes cost more,
- * and it gains only from M*N >= 8192. */
+/* Measured against scipy-openblas32's sgemm on one Zen 4 core (benchmarks/gemm_bf16_grid.c:
+ * thread CPU time; M 8..512, N 32..1024, K 32..1024): bf16 is 1.1-1.3x faster from M >= 32,
+ * N >= 64 (below that the 6 x 64 block is mostly empty) and 1.5-2.4x from M, N >= 128; with A
+ * transposed (weight gradients) the packing's transposes cost more, and it gains only from
+ * M*N >= 8192. */
 int ddl_bf16_avx512_pays(int ta, int tb, int64_t M, int64_t N, int64_t K) {
     (void)tb;
     if (K < 32 || M < 32 || N < 64) return 0;
