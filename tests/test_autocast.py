@@ -106,9 +106,12 @@ def test_linear_bf16_forward_and_backward():
     np.testing.assert_allclose(b16[3], f32[3], rtol=1e-5)  # the bias sum is not a product
 
 
-LINEAR_SHAPES = [  # (batch, in, out, threads): tails in every dim, K past one cache block,
-    (131, 301, 197, 1),  # N past one 1024-column block, one panel of B (rows split over threads)
-    (40, 600, 1100, 2),
+# (batch, in, out, threads): tails in every dim, K past one cache block, N past one 1024-column
+# block, one panel of B (rows split over threads); each product large enough for the bf16 path
+# on AMX and on AVX512-BF16 (gemm_bf16.c's bf16_pays)
+LINEAR_SHAPES = [
+    (131, 301, 197, 1),
+    (64, 600, 1100, 2),
     (2048, 256, 64, 2),
     (96, 513, 320, 2),
 ]
@@ -179,8 +182,8 @@ def conv_reference(x, w, r, pad):
 def test_conv_products_match_the_bf16_reference(threads):
     rng = np.random.default_rng(threads)
     xa = rng.standard_normal((3, 24, 13, 11)).astype(np.float32)
-    wa = (rng.standard_normal((70, 24, 5, 5)) * 0.05).astype(np.float32)
-    ra = rng.standard_normal((3, 70, 13, 11)).astype(np.float32)
+    wa = (rng.standard_normal((96, 24, 5, 5)) * 0.05).astype(np.float32)
+    ra = rng.standard_normal((3, 96, 13, 11)).astype(np.float32)
     old = ddl.get_num_threads()
     ddl.set_num_threads(threads)
     try:
@@ -192,7 +195,7 @@ def test_conv_products_match_the_bf16_reference(threads):
     finally:
         ddl.set_num_threads(old)
     ref = conv_reference(bf16(xa), bf16(wa), bf16(ra), 2)
-    for g, r, k in zip(got, ref, (24 * 25, 3 * 13 * 11, 70 * 25)):
+    for g, r, k in zip(got, ref, (24 * 25, 3 * 13 * 11, 96 * 25)):
         close_to(g, r, k)
 
 

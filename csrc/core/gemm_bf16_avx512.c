@@ -2,11 +2,12 @@
  * CPUs that have it but no AMX (AMD Zen 4 and later; Intel Cooper Lake).
  *
  * Both operands are rounded to bf16 (round to nearest even, VCVTNE2PS2BF16) into packed,
- * zero-padded copies: A as row-major bf16 rows (M_p, K_p), B as panels of NR = 64 columns in
- * the pair-interleaved layout VDPBF16PS reads, (N_p/64, K_p/2, 64, 2). The micro-kernel keeps
- * an MR x NR = 6 x 64 block of C in 24 zmm float32 accumulators: for each pair of k it loads
- * 4 zmm of B and broadcasts each row's pair of A (a 32-bit embedded broadcast), 24 VDPBF16PS
- * of 32 multiply-adds each. Cache blocking: a KC x NC block of packed B (256 x 1024 bf16,
+ * zero-padded copies, both cut along K into blocks of KC = 256 (so that what the product reads
+ * together is contiguous): A as bf16 rows, B as panels of NR = 64 columns in the
+ * pair-interleaved layout VDPBF16PS reads (a_off, b_off). Transposed operands are turned in
+ * registers, 16 x 16 pairs at a time. The micro-kernel keeps an MR x NR = 6 x 64 block of C
+ * in 24 zmm float32 accumulators: for each pair of k it loads 4 zmm of B and broadcasts each
+ * row's pair of A (a 32-bit embedded broadcast), 24 VDPBF16PS of 32 multiply-adds each. Cache blocking: a KC x NC block of packed B (256 x 1024 bf16,
  * 512 KiB) stays in L2 while all rows of A pass over it; each 6 x KC sliver of A (3 KiB)
  * stays in L1 while the kernel walks the block's 16 panels. Partial sums over K blocks go
  * through C in float32. Packing and the product are split over ddl's threads (by panels of B
