@@ -215,12 +215,13 @@ ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const 
                              "AVX512-BF16");
 }
 
-/* Below this many multiply-adds the packing into bf16 costs more than the tiles gain. */
+/* AMX: below this many multiply-adds the packing into bf16 costs more than the tiles gain. */
 #define BF16_MIN_MACS ((int64_t)1 << 21)
 #define BF16_MIN_REUSE 48.0
 
-/* Whether a product of this shape gains from bf16 on the path this CPU has: packing touches
- * M*K + K*N values for M*N*K products, so it pays where MN/(M+N) is large. */
+/* Whether a product of this shape gains from bf16 on the path this CPU has. AMX: packing
+ * touches M*K + K*N values for M*N*K products, so it pays where MN/(M+N) is large;
+ * AVX512-BF16: the rule measured for its 6 x 64 kernel (gemm_bf16_avx512.c). */
 static int bf16_pays(int path, int ta, int tb, int64_t M, int64_t N, int64_t K) {
     if (path == DDL_BF16_AMX)
         return K >= 32 && (double)M * N * K >= (double)BF16_MIN_MACS &&
