@@ -5,14 +5,14 @@
     loss.backward()          # each layer's backward runs in the mode its forward ran in
 
 Inside the block the matrix products of Linear, conv2d and the recurrent layers (cells and
-fused sequences) round both operands to bf16 and accumulate in float32 on the CPU's AMX tiles
-(ddl's own kernel, csrc/core/gemm_bf16.c: the linked OpenBLAS has no sbgemm). Unlike PyTorch,
-every tensor stays float32 -- outputs, activations, gradients, parameters and optimizer state
--- so only the products lose precision (to bf16's 8-bit mantissa), nothing is cast back and
+fused sequences) round both operands to bf16 and accumulate in float32 on the CPU's AMX tiles,
+or with AVX512-BF16 (VDPBF16PS) where there is no AMX (ddl's own kernels,
+csrc/core/gemm_bf16*.c: the linked OpenBLAS has no sbgemm). Unlike PyTorch, every tensor
+stays float32 -- outputs, activations, gradients, parameters and optimizer state -- so only the products lose precision (to bf16's 8-bit mantissa), nothing is cast back and
 forth, and no op list decides what runs in which dtype. The setting is process-wide, where
-PyTorch's is per thread. Without AMX-BF16 (the CPU or the kernel lacks it) the block computes
-in float32 and says so once with a warning. Products too small to gain from the tiles
-(under ~2M multiply-adds, or K < 32) stay in float32 sgemm.
+PyTorch's is per thread. Without either (the CPU or the kernel lacks them) the block computes
+in float32 and says so once with a warning. Products too small to gain (docs/nn.md has the
+rule for each path) stay in float32 sgemm.
 """
 import functools
 import warnings
@@ -39,7 +39,7 @@ def _is_bf16(dtype):
 
 
 def is_autocast_available():
-    """Whether bf16 products run here (AMX-BF16 on this CPU and kernel)."""
+    """Whether bf16 products run here (AMX-BF16 or AVX512-BF16 on this CPU and kernel)."""
     return _C.autocast_bf16_supported()
 
 
@@ -64,8 +64,8 @@ class autocast:
         global _warned
         if self.enabled and not _warned and not _C.autocast_bf16_supported():
             _warned = True
-            warnings.warn("ddl.autocast: this CPU (or kernel) has no AMX-BF16; the products "
-                          "run in float32", UserWarning, stacklevel=2)
+            warnings.warn("ddl.autocast: this CPU (or kernel) has neither AMX-BF16 nor "
+                          "AVX512-BF16; the products run in float32", UserWarning, stacklevel=2)
         self._prev.append(_C.get_autocast_bf16())
         _C.set_autocast_bf16(self.enabled)
         return self

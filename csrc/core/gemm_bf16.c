@@ -1,5 +1,6 @@
-/* gemm_bf16.c: the layer kernels' GEMM dispatch (float32 sgemm, or bf16 on AMX tiles with
- * float32 accumulation under autocast) and the AMX product itself.
+/* gemm_bf16.c: the layer kernels' GEMM dispatch (float32 sgemm, or under autocast bf16 with
+ * float32 accumulation: on AMX tiles, else on AVX512-BF16, gemm_bf16_avx512.c) and the AMX
+ * product itself.
  *
  * The linked OpenBLAS (scipy-openblas32) is built without its bf16 kernels (no sbgemm), so
  * this file carries its own: both operands are rounded to bf16 (round to nearest even) into
@@ -10,6 +11,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* syscall() */
 #endif
+#include "core/gemm_bf16.h"
 #include "core/blas.h"
 #include "core/internal.h"
 
@@ -43,10 +45,30 @@ static void amx_probe(void) {
     amx_ok = (mask >> XFEATURE_XTILEDATA) & 1;
 }
 
-int ddl_bf16_gemm_available(void) {
-    if (getenv("DDL_NO_AMX")) return 0; /* tests of the fallback */
+/* DDL_NO_AMX hides AMX (the AVX512-BF16 path runs where the CPU has it); DDL_NO_BF16 hides
+ * both (autocast computes in float32): for tests of each path. Read once. */
+static int hide_amx = 0, hide_bf16 = 0;
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static void env_read(void) {
+    hide_amx = getenv("DDL_NO_AMX") != NULL;
+    hide_bf16 = getenv("DDL_NO_BF16") != NULL;
+}
+
+static int amx_available(void) {
+    pthread_once(&env_once, env_read);
+    if (hide_amx || hide_bf16) return 0;
     pthread_once(&amx_once, amx_probe);
     return amx_ok;
+}
+
+static int avx512_available(void) {
+    pthread_once(&env_once, env_read);
+    return !hide_bf16 && ddl_bf16_avx512_available();
+}
+
+int ddl_bf16_gemm_available(void) {
+    if (amx_available()) return DDL_BF16_AMX;
+    return avx512_available() ? DDL_BF16_AVX512 : 0;
 }
 
 /* float32 -> bf16, round to nearest even; NaN stays a (quiet) NaN. */
@@ -155,11 +177,9 @@ pack_rows(uint16_t *dst, const float *src, int64_t ld, int64_t R, int64_t K, int
     }
 }
 
-ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
-                         int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                         int64_t ldc) {
-    if (!ddl_bf16_gemm_available())
-        DDL_FAIL(DDL_E_INTERNAL, "gemm_bf16: this CPU or kernel has no AMX-BF16");
+static ddl_status gemm_amx(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
+                           int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc) {
     if (M <= 0 || N <= 0) return DDL_OK;
     const int64_t Mp = (M + 31) / 32 * 32, Np = (N + 31) / 32 * 32, Kp = (K + 31) / 32 * 32;
     const int64_t KB = Kp / 32;
@@ -185,16 +205,36 @@ ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const 
     return DDL_OK;
 }
 
-/* Below this many multiply-adds the packing into bf16 costs more than the tiles gain. */
+ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
+                         int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                         int64_t ldc) {
+    if (amx_available()) return gemm_amx(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    if (avx512_available())
+        return ddl_gemm_bf16_avx512(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    DDL_FAIL(DDL_E_INTERNAL, "gemm_bf16: this CPU or kernel has neither AMX-BF16 nor "
+                             "AVX512-BF16");
+}
+
+/* AMX: below this many multiply-adds the packing into bf16 costs more than the tiles gain. */
 #define BF16_MIN_MACS ((int64_t)1 << 21)
 #define BF16_MIN_REUSE 48.0
+
+/* Whether a product of this shape gains from bf16 on the path this CPU has. AMX: packing
+ * touches M*K + K*N values for M*N*K products, so it pays where MN/(M+N) is large;
+ * AVX512-BF16: the rule measured for its 6 x 64 kernel (gemm_bf16_avx512.c). */
+static int bf16_pays(int path, int ta, int tb, int64_t M, int64_t N, int64_t K) {
+    if (path == DDL_BF16_AMX)
+        return K >= 32 && (double)M * N * K >= (double)BF16_MIN_MACS &&
+               (double)M * N >= BF16_MIN_REUSE * (double)(M + N);
+    return ddl_bf16_avx512_pays(ta, tb, M, N, K);
+}
 
 void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M == 0 || N == 0) return;
-    /* packing touches M*K + K*N values for M*N*K products: worth it when MN/(M+N) is large */
-    if (ddl_gemm_precision() == 1 && K >= 32 && (double)M * N * K >= (double)BF16_MIN_MACS &&
-        (double)M * N >= BF16_MIN_REUSE * (double)(M + N) && ddl_bf16_gemm_available() &&
+    int path;
+    if (ddl_gemm_precision() == 1 && (path = ddl_bf16_gemm_available()) != 0 &&
+        bf16_pays(path, ta, tb, M, N, K) &&
         ddl_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc) == DDL_OK)
         return;
     ddl_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,

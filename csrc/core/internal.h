@@ -178,11 +178,13 @@ extern _Thread_local int ddl_gemm_precision_override;
 int ddl_gemm_precision(void);
 
 /* C (M, N) = op(A) @ op(B) + beta * C (row-major, beta 0 or 1, like cblas_sgemm with alpha 1)
- * for the layer kernels: bf16 on AMX when ddl_gemm_precision() asks for it, it is available
- * and the product is large enough to gain (else, or without memory to pack, OpenBLAS sgemm). */
+ * for the layer kernels: bf16 (AMX, else AVX512-BF16) when ddl_gemm_precision() asks for it,
+ * a path is available and the product is large enough to gain (else, or without memory to
+ * pack, OpenBLAS sgemm). */
 void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-/* gemm_bf16.c: the AMX bf16 product itself (DDL_E_INTERNAL without AMX, DDL_E_NOMEM). */
+/* gemm_bf16.c: which bf16 path runs (0: none; gemm_bf16.h names them) and the bf16 product
+ * on it (DDL_E_INTERNAL without one, DDL_E_NOMEM). */
 int ddl_bf16_gemm_available(void);
 ddl_status ddl_gemm_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
                          int64_t lda, const float *B, int64_t ldb, float beta, float *C,

@@ -136,7 +136,8 @@ static PyObject *py_get_autocast_bf16(PyObject *Py_UNUSED(self), PyObject *Py_UN
     return PyBool_FromLong(ddl_get_autocast_bf16());
 }
 
-PYDDL_DOC(autocast_bf16_supported, "()", "Whether this CPU and kernel offer AMX-BF16.");
+PYDDL_DOC(autocast_bf16_supported, "()",
+          "Whether this CPU and kernel offer AMX-BF16 or AVX512-BF16.");
 static PyObject *py_autocast_bf16_supported(PyObject *Py_UNUSED(self),
                                             PyObject *Py_UNUSED(unused)) {
     int r;

@@ -315,10 +315,10 @@ void ddl_tune_allocator(void);
 void ddl_set_num_threads(int n);
 int ddl_get_num_threads(void);
 /* bf16 autocast of the layer GEMMs (Linear, conv2d, the recurrent ops): with `on`, their
- * matrix products round both operands to bf16 and accumulate in float32 on AMX tiles, where
- * the CPU and kernel offer AMX-BF16 (ddl_autocast_bf16_supported); tensors stay float32.
- * Process-wide (PyTorch's autocast is per thread). Backward follows the mode its forward ran
- * in. Without AMX-BF16 the products stay float32 whatever the setting. */
+ * matrix products round both operands to bf16 and accumulate in float32, on AMX tiles or else
+ * with AVX512-BF16, where the CPU and kernel offer one (ddl_autocast_bf16_supported); tensors
+ * stay float32. Process-wide (PyTorch's autocast is per thread). Backward follows the mode its
+ * forward ran in. Without either the products stay float32 whatever the setting. */
 void ddl_set_autocast_bf16(int on);
 int ddl_get_autocast_bf16(void);
 int ddl_autocast_bf16_supported(void);
