@@ -570,6 +570,12 @@ int main(void) {
         {2, 1, 28, 28, 8, 3, 3, 1, 1, 1, 1, 1, 1}, /* Fashion-MNIST-like */
         {1, 3, 4, 4, 2, 3, 3, 3, 3, 2, 2, 1, 1},   /* stride > kernel coverage, heavy padding */
         {1, 2, 1, 9, 3, 1, 3, 1, 2, 0, 1, 1, 3},   /* H = 1 */
+        /* stride 1 with OW == W: the plane-contiguous im2col / col2im path */
+        {2, 3, 6, 7, 4, 3, 3, 1, 1, 0, 1, 1, 1}, /* rows "valid", columns "same" */
+        {1, 2, 5, 6, 3, 5, 3, 1, 1, 2, 2, 1, 2}, /* column dilation 2 */
+        {2, 2, 4, 1, 3, 3, 1, 1, 1, 1, 0, 1, 1}, /* W = 1 */
+        {3, 4, 2, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1}, /* 2x2 plane, 3x3 kernel */
+        {2, 2, 3, 4, 3, 5, 5, 1, 1, 2, 2, 1, 1}, /* 5x5 taps past the plane */
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) test_conv(fixed[i]);
     int nrand = 0;
