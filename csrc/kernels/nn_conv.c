@@ -565,14 +565,64 @@ static ddl_status linear_backward_args(const float *dinp, const float *dweight, 
     return grad_inputs_check("linear_backward", dinp, dweight, dout, inp, weight);
 }
 
+/* Linear at several threads: the products split over ddl's own threads (ddl_parallel_run,
+ * single-threaded sgemm in each share) by output columns (forward), input columns (dinp) and
+ * weight rows (dweight), so no share sums across another's and OpenBLAS's own pool is never
+ * woken in a layer (its idle workers would spin against ddl's). Below LINEAR_SPLIT_MACS the
+ * call stays on the calling thread. */
+#define LINEAR_SPLIT_MACS ((int64_t)1 << 22)
+
+typedef struct {
+    float *out, *dinp, *dweight;
+    const float *inp, *weight, *bias, *dout;
+    int64_t B, IN, OUT;
+} linear_job;
+
+/* Boundary t of nt shares of n columns (multiples of 16 inside). */
+static int64_t share_edge(int64_t n, int t, int nt) {
+    return t >= nt ? n : (n * t / nt) & ~(int64_t)15;
+}
+
+/* Threads for a linear call of B*IN*OUT multiply-adds. */
+static int linear_threads(int64_t B, int64_t IN, int64_t OUT) {
+    return (double)B * IN * OUT >= (double)LINEAR_SPLIT_MACS ? ddl_num_threads : 1;
+}
+
+static void linear_forward_share(void *p, int tid, int nt) {
+    const linear_job *j = p;
+    int64_t lo = share_edge(j->OUT, tid, nt), hi = share_edge(j->OUT, tid + 1, nt);
+    if (hi <= lo) return;
+    if (j->bias)
+        for (int64_t b = 0; b < j->B; b++)
+            memcpy(j->out + b * j->OUT + lo, j->bias + lo, (size_t)(hi - lo) * sizeof(float));
+    ddl_gemm_f32(0, 1, j->B, hi - lo, j->IN, j->inp, j->IN, j->weight + lo * j->IN, j->IN,
+                 j->bias ? 1.0f : 0.0f, j->out + lo, j->OUT);
+}
+
 ddl_status ddl_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                               int64_t B, int64_t IN, int64_t OUT) {
     // out (B, OUT), inp (B, IN), weight (OUT, IN), bias (OUT,)
     DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
-    if (bias)
-        for (int64_t b = 0; b < B; b++) memcpy(out + b * OUT, bias, (size_t)OUT * sizeof(float));
-    ddl_gemm_f32(0, 1, B, OUT, IN, inp, IN, weight, IN, bias ? 1.0f : 0.0f, out, OUT);
+    linear_job j = {
+        .out = out, .inp = inp, .weight = weight, .bias = bias, .B = B, .IN = IN, .OUT = OUT};
+    ddl_parallel_run(linear_threads(B, IN, OUT), linear_forward_share, &j);
     return DDL_OK;
+}
+
+static void linear_backward_share(void *p, int tid, int nt) {
+    const linear_job *j = p;
+    if (j->dinp) { /* dinp[:, lo:hi] (B, IN) += dout (B, OUT) @ weight[:, lo:hi] (OUT, IN) */
+        int64_t lo = share_edge(j->IN, tid, nt), hi = share_edge(j->IN, tid + 1, nt);
+        if (hi > lo)
+            ddl_gemm_f32(0, 0, j->B, hi - lo, j->OUT, j->dout, j->OUT, j->weight + lo, j->IN, 1.0f,
+                         j->dinp + lo, j->IN);
+    }
+    if (j->dweight) { /* dweight[lo:hi] (OUT, IN) += dout[:, lo:hi]^T (OUT, B) @ inp (B, IN) */
+        int64_t lo = share_edge(j->OUT, tid, nt), hi = share_edge(j->OUT, tid + 1, nt);
+        if (hi > lo)
+            ddl_gemm_f32(1, 0, hi - lo, j->IN, j->B, j->dout + lo, j->OUT, j->inp, j->IN, 1.0f,
+                         j->dweight + lo * j->IN, j->IN);
+    }
 }
 
 ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -581,10 +631,17 @@ ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const 
     // dinp (B, IN), dweight (OUT, IN), dbias (OUT,), dout (B, OUT), inp (B, IN),
     // weight (OUT, IN)
     DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
-    if (dinp) /* dinp (B, IN) += dout (B, OUT) @ weight (OUT, IN) */
-        ddl_gemm_f32(0, 0, B, IN, OUT, dout, OUT, weight, IN, 1.0f, dinp, IN);
-    if (dweight) /* dweight (OUT, IN) += dout^T (OUT, B) @ inp (B, IN) */
-        ddl_gemm_f32(1, 0, OUT, IN, B, dout, OUT, inp, IN, 1.0f, dweight, IN);
+    if (dinp || dweight) {
+        linear_job j = {.dinp = dinp,
+                        .dweight = dweight,
+                        .inp = inp,
+                        .weight = weight,
+                        .dout = dout,
+                        .B = B,
+                        .IN = IN,
+                        .OUT = OUT};
+        ddl_parallel_run(linear_threads(B, IN, OUT), linear_backward_share, &j);
+    }
     if (dbias) {
         /* Row by row keeps the reads contiguous; a float partial per column would lose bits
          * over large B, so sum in blocks of 256 columns into doubles. */
