@@ -14,6 +14,7 @@ CASES = [  # (N, C, H, W, O, k, stride, pad)
     (5, 4, 6, 6, 6, 1, 1, 0),
     (6, 2, 11, 10, 3, 3, 2, 0),
     (5, 64, 40, 40, 72, 3, 1, 1),  # chunks of 2 samples: several per thread
+    (9, 1, 28, 28, 8, 3, 1, 1),  # 9 taps: the direct small-K forward and weight gradient
 ]
 
 
@@ -49,7 +50,7 @@ def test_conv2d_threads_agree(case, threads):
     np.testing.assert_array_equal(res[0][1], res[1][1])
 
 
-@pytest.mark.parametrize("case", CASES[:3])
+@pytest.mark.parametrize("case", CASES[:3] + CASES[4:])
 def test_conv2d_two_threads_vs_torch(case, threads):
     torch = pytest.importorskip("torch")
     threads(2)

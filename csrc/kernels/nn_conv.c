@@ -199,14 +199,89 @@ typedef struct {
     int64_t nb, ws_floats;
 } conv_job;
 
+/* Where a workspace's (O, CKK) doubles start (after col and mat; an even float offset). */
+static int64_t acc_offset(const conv_geom *g, int64_t nb) {
+    return ((g->CKK + g->O) * nb * g->OHW + 1) & ~(int64_t)1;
+}
+
 /* Threads and samples per chunk for g; the workspace floats per thread in *ws_floats. */
 static int conv_plan(const conv_geom *g, int64_t *nb, int64_t *ws_floats) {
     int64_t nt = min64(min64(g->N, ddl_num_threads), 64);
     if (nt < 1) nt = 1;
     int64_t per = max64(g->CKK, g->O) * g->OHW;
     *nb = max64(1, min64((g->N + nt - 1) / nt, CHUNK_FLOATS / per));
-    *ws_floats = (g->CKK + g->O) * *nb * g->OHW;
+    *ws_floats = acc_offset(g, *nb) + 2 * g->O * g->CKK; /* + small_k's doubles; even */
     return (int)nt;
+}
+
+/* ---- few taps (C*KH*KW <= SMALL_K, e.g. a first layer on 1-3 channels): direct loops ------ */
+
+/* With so short a reduction, sgemm spends its time packing; the forward and the weight
+ * gradient run as plain loops over one sample's im2col (in L1) instead, writing the output in
+ * place (no copy out of a batched product). dinp keeps the sgemm path. */
+#define SMALL_K 16
+
+static int small_k(const conv_geom *g) { return g->CKK <= SMALL_K; }
+
+/* y (n,) = sum_k w[k] * col[k*n .. k*n + n) (+ b afterwards) */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) static void
+taps_combine(float *restrict y, const float *restrict w, const float *restrict col, int64_t K,
+             int64_t n, float b) {
+    for (int64_t i = 0; i < n; i++) y[i] = 0.0f;
+    for (int64_t k = 0; k < K; k++) {
+        const float wk = w[k], *c = col + k * n;
+        for (int64_t i = 0; i < n; i++) y[i] += wk * c[i];
+    }
+    for (int64_t i = 0; i < n; i++) y[i] += b;
+}
+
+/* dot(a, b) over n values in 16 float lanes (a fixed order), summed in double */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) static double
+dot_lanes(const float *restrict a, const float *restrict b, int64_t n) {
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
+    double s = 0.0;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    return s;
+}
+
+/* out (n, O, OH, OW) = weight (O, CKK) @ im2col(x_n) + bias, samples [lo, hi), one at a time */
+static void small_k_forward(const conv_job *jb, float *col, int64_t lo, int64_t hi) {
+    const conv_geom *g = jb->g;
+    const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK;
+    for (int64_t n = lo; n < hi; n++) {
+        const float *c = jb->inp + n * CHW; // (CKK, OHW) when pointwise
+        if (!g->pointwise) {
+            im2col(col, OHW, c, g);
+            c = col;
+        }
+        for (int64_t o = 0; o < O; o++)
+            taps_combine(jb->out + (n * O + o) * OHW, jb->weight + o * CKK, c, CKK, OHW,
+                         jb->bias ? jb->bias[o] : 0.0f);
+    }
+}
+
+/* dweight (O, CKK) += sum_n dy_n (O, OHW) @ im2col(x_n)^T, samples [lo, hi), in doubles (acc) */
+static void small_k_dweight(const conv_job *jb, float *col, double *acc, float *dweight, int64_t lo,
+                            int64_t hi) {
+    const conv_geom *g = jb->g;
+    const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK;
+    for (int64_t i = 0; i < O * CKK; i++) acc[i] = 0.0;
+    for (int64_t n = lo; n < hi; n++) {
+        const float *c = jb->inp + n * CHW;
+        if (!g->pointwise) {
+            im2col(col, OHW, c, g);
+            c = col;
+        }
+        for (int64_t o = 0; o < O; o++) {
+            const float *dy = jb->dout + (n * O + o) * OHW; // (OHW,)
+            for (int64_t k = 0; k < CKK; k++) acc[o * CKK + k] += dot_lanes(dy, c + k * OHW, OHW);
+        }
+    }
+    for (int64_t i = 0; i < O * CKK; i++) dweight[i] += (float)acc[i];
 }
 
 /* out (n, O, OH, OW) = weight (O, CKK) @ im2col(chunk) + bias for samples [lo, hi). */
@@ -214,6 +289,10 @@ static void conv_forward_range(const conv_job *jb, float *ws, int64_t lo, int64_
     const conv_geom *g = jb->g;
     const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK, nb = jb->nb;
     float *col = ws, *mat = ws + CKK * nb * OHW; // (CKK, nb*OHW), (O, nb*OHW)
+    if (small_k(g)) {
+        small_k_forward(jb, col, lo, hi);
+        return;
+    }
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
         int64_t m = min64(nb, hi - n0), ld = m * OHW;
         for (int64_t j = 0; j < m; j++) im2col(col + j * OHW, ld, jb->inp + (n0 + j) * CHW, g);
@@ -236,6 +315,12 @@ static void conv_backward_range(const conv_job *jb, float *ws, float *dweight, i
     const conv_geom *g = jb->g;
     const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK, nb = jb->nb;
     float *col = ws, *dy = ws + CKK * nb * OHW; // (CKK, nb*OHW), (O, nb*OHW)
+    if (small_k(g) && dweight) {
+        double *acc = (double *)(ws + acc_offset(g, nb)); // (O, CKK), 8-byte aligned
+        small_k_dweight(jb, col, acc, dweight, lo, hi);
+        dweight = NULL; /* done; the loop below does dinp only */
+        if (!jb->dinp) return;
+    }
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
         int64_t m = min64(nb, hi - n0), ld = m * OHW;
         for (int64_t j = 0; j < m; j++)
