@@ -21,9 +21,9 @@ HARNESSES = {
     "test_nn_kernels.c": ["kernels/nn_loss.c", "kernels/nn_act.c", "kernels/nn_rnn.c",
                           "core/error.c", "core/runtime.c", "core/gemm_bf16.c",
                           "core/gemm_bf16_avx512.c"],
-    "test_conv_kernels.c": ["kernels/nn_conv.c", "kernels/nn_pool.c", "kernels/nn_norm.c",
-                            "core/error.c", "core/runtime.c", "core/gemm_bf16.c",
-                            "core/gemm_bf16_avx512.c"],
+    "test_conv_kernels.c": ["kernels/nn_conv.c", "kernels/nn_linear.c", "kernels/nn_pool.c",
+                            "kernels/nn_norm.c", "core/error.c", "core/runtime.c",
+                            "core/gemm_bf16.c", "core/gemm_bf16_avx512.c"],
     "test_vmath.c": [],
 }
 

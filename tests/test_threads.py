@@ -14,6 +14,7 @@ CASES = [  # (N, C, H, W, O, k, stride, pad)
     (5, 4, 6, 6, 6, 1, 1, 0),
     (6, 2, 11, 10, 3, 3, 2, 0),
     (5, 64, 40, 40, 72, 3, 1, 1),  # chunks of 2 samples: several per thread
+    (9, 1, 28, 28, 8, 3, 1, 1),  # 9 taps: the direct small-K forward and weight gradient
 ]
 
 
@@ -49,7 +50,7 @@ def test_conv2d_threads_agree(case, threads):
     np.testing.assert_array_equal(res[0][1], res[1][1])
 
 
-@pytest.mark.parametrize("case", CASES[:3])
+@pytest.mark.parametrize("case", CASES[:3] + CASES[4:])
 def test_conv2d_two_threads_vs_torch(case, threads):
     torch = pytest.importorskip("torch")
     threads(2)
@@ -91,3 +92,26 @@ def test_batch_norm_and_pooling_threads_bit_identical(training, threads):
         res.append(norm_pool_run(np.random.default_rng(5), training))
     for a, b in zip(*res):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("B,IN,OUT", [(64, 300, 257), (33, 1000, 130), (64, 256, 10)])
+def test_linear_threads_agree_and_match_float64(B, IN, OUT, threads):
+    """Large Linear calls split their three products over ddl's threads (output columns, input
+    columns, weight rows); the small head stays on one thread. Same results at 1 and 2 threads
+    and against a float64 NumPy reference."""
+    rng = np.random.default_rng(7)
+    xs, ws, bs = (rng.standard_normal(s).astype(np.float32) for s in ((B, IN), (OUT, IN), OUT))
+    R = rng.standard_normal((B, OUT)).astype(np.float32)
+    res = []
+    for n in (1, 2):
+        threads(n)
+        x, w, b = (ddl.tensor(a.copy(), requires_grad=True) for a in (xs, ws, bs))
+        y = F.linear(x, w, b)
+        (y * ddl.tensor(R)).sum().backward()
+        res.append([t.numpy().copy() for t in (y, x.grad, w.grad, b.grad)])
+    for a, b in zip(*res):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    x64, w64, R64 = xs.astype(np.float64), ws.astype(np.float64), R.astype(np.float64)
+    ref = (x64 @ w64.T + bs, R64 @ w64, R64.T @ x64, R64.sum(0))
+    for a, r in zip(res[1], ref):
+        np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-3)

@@ -1,5 +1,5 @@
 /* kernels/common.h: what the nn_* kernel files share privately: size limits, the NULL-buffer
- * check, the sliding-window geometry check, an 8-partial double sum, a stable sigmoid, and the
+ * check, the layer buffer checks (conv2d, linear), the sliding-window geometry check, an 8-partial double sum, a stable sigmoid, and the
  * test-only backward error plant. */
 #ifndef DDL_KERNELS_COMMON_H
 #define DDL_KERNELS_COMMON_H
@@ -65,6 +65,24 @@ static inline float sigmoidf_(float x) {
     if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
     float e = expf(x);
     return e / (1.0f + e);
+}
+
+/* What a backward (conv2d or linear, fast or naive) needs: dout always, inp for dweight,
+ * weight for dinp. */
+static inline ddl_status grad_inputs_check(const char *who, const void *dinp, const void *dweight,
+                                           const void *dout, const void *inp, const void *weight) {
+    if (!dout) DDL_FAIL(DDL_E_VALUE, "%s: dout must not be NULL", who);
+    if (dweight && !inp) DDL_FAIL(DDL_E_VALUE, "%s: dweight needs inp, which is NULL", who);
+    if (dinp && !weight) DDL_FAIL(DDL_E_VALUE, "%s: dinp needs weight, which is NULL", who);
+    return DDL_OK;
+}
+
+/* A forward's buffers (conv2d or linear, fast or naive). */
+static inline ddl_status forward_bufs_check(const char *who, const void *out, const void *inp,
+                                            const void *weight) {
+    if (!out || !inp || !weight)
+        DDL_FAIL(DDL_E_VALUE, "%s: out, inp and weight must not be NULL", who);
+    return DDL_OK;
 }
 
 /* Output size (OH, OW) of a window of (KH, KW) with stride, padding and dilation sliding over

@@ -1,6 +1,7 @@
-/* nn_conv.c: kernels for the sgemm-backed layers: conv2d (float32: batched im2col + sgemm, the
- * batch split over threads; float64: per-sample im2col + dgemm) and float32 linear, each with its `_naive` twin for the tests; also the
- * sliding-window size check that pooling shares (kernels/common.h). */
+/* nn_conv.c: conv2d kernels (float32: batched im2col + sgemm with the batch split over ddl's
+ * threads, direct loops for few taps; float64: per-sample im2col + dgemm) with their `_naive`
+ * twin for the tests; also the sliding-window size check that pooling shares
+ * (kernels/common.h). Linear is in nn_linear.c. */
 #include "ddl/nn_conv.h"
 
 #include "core/internal.h"
@@ -61,24 +62,6 @@ ddl_status ddl_window_out_size(const char *who, int64_t *OH, int64_t *OW, int64_
     *OW = (PW - ew) / sw + 1;
     return DDL_OK;
 }
-/* What a backward (conv2d or linear, fast or naive) needs: dout always, inp for dweight,
- * weight for dinp. */
-static ddl_status grad_inputs_check(const char *who, const void *dinp, const void *dweight,
-                                    const void *dout, const void *inp, const void *weight) {
-    if (!dout) DDL_FAIL(DDL_E_VALUE, "%s: dout must not be NULL", who);
-    if (dweight && !inp) DDL_FAIL(DDL_E_VALUE, "%s: dweight needs inp, which is NULL", who);
-    if (dinp && !weight) DDL_FAIL(DDL_E_VALUE, "%s: dinp needs weight, which is NULL", who);
-    return DDL_OK;
-}
-
-/* A forward's buffers (conv2d or linear, fast or naive). */
-static ddl_status forward_bufs_check(const char *who, const void *out, const void *inp,
-                                     const void *weight) {
-    if (!out || !inp || !weight)
-        DDL_FAIL(DDL_E_VALUE, "%s: out, inp and weight must not be NULL", who);
-    return DDL_OK;
-}
-
 /* ---- conv2d ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -182,22 +165,28 @@ static void valid_range(int64_t *lo, int64_t *hi, int64_t iw0, int64_t s, int64_
 #define IM2COL_NAME(x) x##_f64
 #include "kernels/im2col_impl.h"
 
-/* ---- batched im2col, the batch split across threads ------------------------------------- */
+/* ---- im2col + sgemm, the batch split across threads ------------------------------------- */
 
-/* A chunk's im2col matrix (C*KH*KW, nb*OH*OW) and its output/gradient matrix (O, nb*OH*OW)
+/* A backward chunk's im2col matrix (C*KH*KW, nb*OH*OW) and its gradient matrix (O, nb*OH*OW)
  * stay under this many floats each (8 MiB): several samples per sgemm, and near the caches. */
 #define CHUNK_FLOATS ((int64_t)1 << 21)
 
-/* One conv2d call split over threads: thread tid takes samples [N*tid/n, N*(tid+1)/n) and
- * runs them in chunks of nb through its own workspace (ws + tid*ws_floats) with
- * single-threaded sgemm (ddl_parallel_run); dweight of thread tid > 0 goes to its private
- * dw + (tid-1)*O*CKK, summed by the caller. */
+/* One conv2d call split over threads: thread tid takes samples [N*tid/n, N*(tid+1)/n) with
+ * single-threaded sgemm (ddl_parallel_run). Forward: one sample at a time, thread 0's im2col in
+ * the caller's col0, thread tid > 0's at ws + (tid-1)*ws_floats. Backward: chunks of nb samples
+ * through the thread's own workspace (ws + tid*ws_floats); dweight of thread tid > 0 goes to
+ * its private dw + (tid-1)*O*CKK, summed by the caller. */
 typedef struct {
     const conv_geom *g;
-    float *out, *dinp, *dweight, *ws, *dw;
+    float *out, *dinp, *dweight, *ws, *dw, *col0;
     const float *inp, *weight, *bias, *dout;
     int64_t nb, ws_floats;
 } conv_job;
+
+/* Where a workspace's (O, CKK) doubles start (after col and mat; an even float offset). */
+static int64_t acc_offset(const conv_geom *g, int64_t nb) {
+    return ((g->CKK + g->O) * nb * g->OHW + 1) & ~(int64_t)1;
+}
 
 /* Threads and samples per chunk for g; the workspace floats per thread in *ws_floats. */
 static int conv_plan(const conv_geom *g, int64_t *nb, int64_t *ws_floats) {
@@ -205,28 +194,102 @@ static int conv_plan(const conv_geom *g, int64_t *nb, int64_t *ws_floats) {
     if (nt < 1) nt = 1;
     int64_t per = max64(g->CKK, g->O) * g->OHW;
     *nb = max64(1, min64((g->N + nt - 1) / nt, CHUNK_FLOATS / per));
-    *ws_floats = (g->CKK + g->O) * *nb * g->OHW;
+    *ws_floats = acc_offset(g, *nb) + 2 * g->O * g->CKK; /* + small_k's doubles; even */
     return (int)nt;
 }
 
-/* out (n, O, OH, OW) = weight (O, CKK) @ im2col(chunk) + bias for samples [lo, hi). */
-static void conv_forward_range(const conv_job *jb, float *ws, int64_t lo, int64_t hi) {
+/* ---- few taps (C*KH*KW <= SMALL_K, e.g. a first layer on 1-3 channels): direct loops ------ */
+
+/* With so short a reduction, sgemm spends its time packing; the forward and the weight
+ * gradient run as plain loops over one sample's im2col (in L1) instead, writing the output in
+ * place (no copy out of a batched product). dinp keeps the sgemm path. */
+#define SMALL_K 16
+
+static int small_k(const conv_geom *g) { return g->CKK <= SMALL_K; }
+
+/* y (n,) = sum_k w[k] * col[k*n .. k*n + n) (+ b afterwards) */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) static void
+taps_combine(float *restrict y, const float *restrict w, const float *restrict col, int64_t K,
+             int64_t n, float b) {
+    for (int64_t i = 0; i < n; i++) y[i] = 0.0f;
+    for (int64_t k = 0; k < K; k++) {
+        const float wk = w[k], *c = col + k * n;
+        for (int64_t i = 0; i < n; i++) y[i] += wk * c[i];
+    }
+    for (int64_t i = 0; i < n; i++) y[i] += b;
+}
+
+/* dot(a, b) over n values in 16 float lanes (a fixed order), summed in double */
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) static double
+dot_lanes(const float *restrict a, const float *restrict b, int64_t n) {
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += a[i] * b[i];
+    double s = 0.0;
+    for (int l = 0; l < 16; l++) s += acc[l];
+    return s;
+}
+
+/* out (n, O, OH, OW) = weight (O, CKK) @ im2col(x_n) + bias, samples [lo, hi), one at a time */
+static void small_k_forward(const conv_job *jb, float *col, int64_t lo, int64_t hi) {
     const conv_geom *g = jb->g;
-    const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK, nb = jb->nb;
-    float *col = ws, *mat = ws + CKK * nb * OHW; // (CKK, nb*OHW), (O, nb*OHW)
-    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
-        int64_t m = min64(nb, hi - n0), ld = m * OHW;
-        for (int64_t j = 0; j < m; j++) im2col(col + j * OHW, ld, jb->inp + (n0 + j) * CHW, g);
-        ddl_gemm_f32(0, 0, O, ld, CKK, jb->weight, CKK, col, ld, 0.0f, mat, ld);
-        for (int64_t j = 0; j < m; j++)
-            for (int64_t o = 0; o < O; o++) {
-                float *y = jb->out + ((n0 + j) * O + o) * OHW; // (OHW,)
-                const float *src = mat + o * ld + j * OHW;     // (OHW,)
-                if (jb->bias)
-                    for (int64_t i = 0; i < OHW; i++) y[i] = src[i] + jb->bias[o];
-                else
-                    memcpy(y, src, sizeof(float) * (size_t)OHW);
-            }
+    const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK;
+    for (int64_t n = lo; n < hi; n++) {
+        const float *c = jb->inp + n * CHW; // (CKK, OHW) when pointwise
+        if (!g->pointwise) {
+            im2col(col, OHW, c, g);
+            c = col;
+        }
+        for (int64_t o = 0; o < O; o++)
+            taps_combine(jb->out + (n * O + o) * OHW, jb->weight + o * CKK, c, CKK, OHW,
+                         jb->bias ? jb->bias[o] : 0.0f);
+    }
+}
+
+/* dweight (O, CKK) += sum_n dy_n (O, OHW) @ im2col(x_n)^T, samples [lo, hi), in doubles (acc) */
+static void small_k_dweight(const conv_job *jb, float *col, double *acc, float *dweight, int64_t lo,
+                            int64_t hi) {
+    const conv_geom *g = jb->g;
+    const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK;
+    for (int64_t i = 0; i < O * CKK; i++) acc[i] = 0.0;
+    for (int64_t n = lo; n < hi; n++) {
+        const float *c = jb->inp + n * CHW;
+        if (!g->pointwise) {
+            im2col(col, OHW, c, g);
+            c = col;
+        }
+        for (int64_t o = 0; o < O; o++) {
+            const float *dy = jb->dout + (n * O + o) * OHW; // (OHW,)
+            for (int64_t k = 0; k < CKK; k++) acc[o * CKK + k] += dot_lanes(dy, c + k * OHW, OHW);
+        }
+    }
+    for (int64_t i = 0; i < O * CKK; i++) dweight[i] += (float)acc[i];
+}
+
+/* out (n, O, OH, OW) = weight (O, CKK) @ im2col(x_n) + bias for samples [lo, hi), one sgemm
+ * per sample straight into out: the sample's im2col (col, CKK*OHW floats) stays in L2 and
+ * nothing is copied out of a batched product (measured faster than batching the forward; with
+ * OpenBLAS at one thread inside ddl_parallel_run there is no pool to wake per sample). */
+static void conv_forward_range(const conv_job *jb, float *col, int64_t lo, int64_t hi) {
+    const conv_geom *g = jb->g;
+    const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK;
+    if (small_k(g)) {
+        small_k_forward(jb, col, lo, hi);
+        return;
+    }
+    for (int64_t n = lo; n < hi; n++) {
+        const float *x = jb->inp + n * CHW; // (C, H, W); pointwise: already (CKK, OHW)
+        float *y = jb->out + n * O * OHW;   // (O, OH*OW)
+        if (!g->pointwise) {
+            im2col(col, OHW, x, g);
+            x = col;
+        }
+        if (jb->bias)
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t i = 0; i < OHW; i++) y[o * OHW + i] = jb->bias[o];
+        ddl_gemm_f32(0, 0, O, OHW, CKK, jb->weight, CKK, x, OHW, jb->bias ? 1.0f : 0.0f, y, OHW);
     }
 }
 
@@ -236,6 +299,12 @@ static void conv_backward_range(const conv_job *jb, float *ws, float *dweight, i
     const conv_geom *g = jb->g;
     const int64_t CHW = g->C * g->H * g->W, OHW = g->OHW, O = g->O, CKK = g->CKK, nb = jb->nb;
     float *col = ws, *dy = ws + CKK * nb * OHW; // (CKK, nb*OHW), (O, nb*OHW)
+    if (small_k(g) && dweight) {
+        double *acc = (double *)(ws + acc_offset(g, nb)); // (O, CKK), 8-byte aligned
+        small_k_dweight(jb, col, acc, dweight, lo, hi);
+        dweight = NULL; /* done; the loop below does dinp only */
+        if (!jb->dinp) return;
+    }
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
         int64_t m = min64(nb, hi - n0), ld = m * OHW;
         for (int64_t j = 0; j < m; j++)
@@ -257,7 +326,8 @@ static void conv_backward_range(const conv_job *jb, float *ws, float *dweight, i
 static void conv_forward_worker(void *p, int tid, int n) {
     const conv_job *jb = p;
     int64_t N = jb->g->N;
-    conv_forward_range(jb, jb->ws + tid * jb->ws_floats, N * tid / n, N * (tid + 1) / n);
+    float *col = tid == 0 ? jb->col0 : jb->ws + (tid - 1) * jb->ws_floats;
+    conv_forward_range(jb, col, N * tid / n, N * (tid + 1) / n);
 }
 
 static void conv_backward_worker(void *p, int tid, int n) {
@@ -277,28 +347,22 @@ ddl_status ddl_conv2d_forward(float *out, float *col_scratch, const float *inp, 
     DDL_TRY(conv_forward_args(&g, out, inp, weight, N, C, H, W, O, KH, KW, stride_h, stride_w,
                               pad_h, pad_w, dil_h, dil_w));
     DDL_TRY(col_scratch_check(&g, "conv2d", col_scratch));
-    conv_job jb = {.g = &g, .out = out, .inp = inp, .weight = weight, .bias = bias};
-    int nt = conv_plan(&g, &jb.nb, &jb.ws_floats);
-    jb.ws = malloc(sizeof(float) * (size_t)(nt * jb.ws_floats));
-    if (jb.ws) {
-        ddl_parallel_run(nt, conv_forward_worker, &jb);
-        free(jb.ws);
-        return DDL_OK;
+    /* thread 0 im2cols into the caller's col_scratch, threads 1.. into one block of their own;
+     * without memory for it, one thread does all */
+    conv_job jb = {.g = &g,
+                   .out = out,
+                   .inp = inp,
+                   .weight = weight,
+                   .bias = bias,
+                   .col0 = col_scratch,
+                   .ws_floats = g.pointwise ? 0 : g.CKK * g.OHW};
+    int nt = (int)min64(min64(N, ddl_num_threads), 64);
+    if (nt > 1 && jb.ws_floats) {
+        jb.ws = malloc(sizeof(float) * (size_t)((nt - 1) * jb.ws_floats));
+        if (!jb.ws) nt = 1;
     }
-    /* no memory for the batched workspace: one sample at a time in the caller's scratch */
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = inp + n * C * H * W; // (C, H, W)
-        float *y = out + n * O * g.OHW;       // (O, OH*OW)
-        const float *b = x;                   // (C*KH*KW, OH*OW)
-        if (!g.pointwise) {
-            im2col(col_scratch, g.OHW, x, &g);
-            b = col_scratch;
-        }
-        if (bias)
-            for (int64_t o = 0; o < O; o++)
-                for (int64_t i = 0; i < g.OHW; i++) y[o * g.OHW + i] = bias[o];
-        ddl_gemm_f32(0, 0, O, g.OHW, g.CKK, weight, g.CKK, b, g.OHW, bias ? 1.0f : 0.0f, y, g.OHW);
-    }
+    ddl_parallel_run(nt, conv_forward_worker, &jb);
+    free(jb.ws);
     return DDL_OK;
 }
 
@@ -532,115 +596,5 @@ ddl_status ddl_conv2d_backward_f64(double *dinp, double *dweight, double *dbias,
         }
     }
     free(col);
-    return DDL_OK;
-}
-/* ---- linear ------------------------------------------------------------------------------ */
-
-static ddl_status linear_check(const char *who, int64_t B, int64_t IN, int64_t OUT) {
-    if (B < 1 || IN < 1 || OUT < 1)
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: input (B, IN) = (%lld, %lld) and weight (OUT, IN) = (%lld, %lld) must "
-                 "have positive sizes",
-                 who, (ll)B, (ll)IN, (ll)OUT, (ll)IN);
-    int64_t t;
-    if (B > MAX_DIM || IN > MAX_DIM || OUT > MAX_DIM || !prod4(&t, B, IN, 1, 1) ||
-        !prod4(&t, B, OUT, 1, 1) || !prod4(&t, OUT, IN, 1, 1))
-        DDL_FAIL(DDL_E_VALUE,
-                 "%s: input (%lld, %lld) with weight (%lld, %lld) is too large (BLAS "
-                 "dimensions are limited to 2^31 - 1)",
-                 who, (ll)B, (ll)IN, (ll)OUT, (ll)IN);
-    return DDL_OK;
-}
-
-static ddl_status linear_forward_args(const float *out, const float *inp, const float *weight,
-                                      int64_t B, int64_t IN, int64_t OUT) {
-    DDL_TRY(linear_check("linear", B, IN, OUT));
-    return forward_bufs_check("linear", out, inp, weight);
-}
-
-static ddl_status linear_backward_args(const float *dinp, const float *dweight, const float *dout,
-                                       const float *inp, const float *weight, int64_t B, int64_t IN,
-                                       int64_t OUT) {
-    DDL_TRY(linear_check("linear_backward", B, IN, OUT));
-    return grad_inputs_check("linear_backward", dinp, dweight, dout, inp, weight);
-}
-
-ddl_status ddl_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
-                              int64_t B, int64_t IN, int64_t OUT) {
-    // out (B, OUT), inp (B, IN), weight (OUT, IN), bias (OUT,)
-    DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
-    if (bias)
-        for (int64_t b = 0; b < B; b++) memcpy(out + b * OUT, bias, (size_t)OUT * sizeof(float));
-    ddl_gemm_f32(0, 1, B, OUT, IN, inp, IN, weight, IN, bias ? 1.0f : 0.0f, out, OUT);
-    return DDL_OK;
-}
-
-ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                               const float *inp, const float *weight, int64_t B, int64_t IN,
-                               int64_t OUT) {
-    // dinp (B, IN), dweight (OUT, IN), dbias (OUT,), dout (B, OUT), inp (B, IN),
-    // weight (OUT, IN)
-    DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
-    if (dinp) /* dinp (B, IN) += dout (B, OUT) @ weight (OUT, IN) */
-        ddl_gemm_f32(0, 0, B, IN, OUT, dout, OUT, weight, IN, 1.0f, dinp, IN);
-    if (dweight) /* dweight (OUT, IN) += dout^T (OUT, B) @ inp (B, IN) */
-        ddl_gemm_f32(1, 0, OUT, IN, B, dout, OUT, inp, IN, 1.0f, dweight, IN);
-    if (dbias) {
-        /* Row by row keeps the reads contiguous; a float partial per column would lose bits
-         * over large B, so sum in blocks of 256 columns into doubles. */
-        double acc[256];
-        for (int64_t j0 = 0; j0 < OUT; j0 += 256) {
-            int64_t nj = min64(256, OUT - j0);
-            for (int64_t j = 0; j < nj; j++) acc[j] = 0.0;
-            for (int64_t b = 0; b < B; b++) {
-                const float *r = dout + b * OUT + j0;
-                for (int64_t j = 0; j < nj; j++) acc[j] += r[j];
-            }
-            for (int64_t j = 0; j < nj; j++) dbias[j0 + j] += (float)acc[j];
-        }
-    }
-    return DDL_OK;
-}
-
-ddl_status ddl_linear_forward_naive(float *out, const float *inp, const float *weight,
-                                    const float *bias, int64_t B, int64_t IN, int64_t OUT) {
-    // out (B, OUT), inp (B, IN), weight (OUT, IN), bias (OUT,)
-    DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t j = 0; j < OUT; j++) {
-            double acc = bias ? bias[j] : 0.0;
-            for (int64_t i = 0; i < IN; i++) acc += (double)inp[b * IN + i] * weight[j * IN + i];
-            out[b * OUT + j] = (float)acc;
-        }
-    return DDL_OK;
-}
-
-ddl_status ddl_linear_backward_naive(float *dinp, float *dweight, float *dbias, const float *dout,
-                                     const float *inp, const float *weight, int64_t B, int64_t IN,
-                                     int64_t OUT) {
-    // dinp (B, IN), dweight (OUT, IN), dbias (OUT,), dout (B, OUT), inp (B, IN),
-    // weight (OUT, IN)
-    DDL_TRY(linear_backward_args(dinp, dweight, dout, inp, weight, B, IN, OUT));
-    if (dinp)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t i = 0; i < IN; i++) {
-                double acc = 0.0;
-                for (int64_t j = 0; j < OUT; j++)
-                    acc += (double)dout[b * OUT + j] * weight[j * IN + i];
-                dinp[b * IN + i] += (float)acc;
-            }
-    if (dweight)
-        for (int64_t j = 0; j < OUT; j++)
-            for (int64_t i = 0; i < IN; i++) {
-                double acc = 0.0;
-                for (int64_t b = 0; b < B; b++) acc += (double)dout[b * OUT + j] * inp[b * IN + i];
-                dweight[j * IN + i] += (float)acc;
-            }
-    if (dbias)
-        for (int64_t j = 0; j < OUT; j++) {
-            double acc = 0.0;
-            for (int64_t b = 0; b < B; b++) acc += dout[b * OUT + j];
-            dbias[j] += (float)acc;
-        }
     return DDL_OK;
 }

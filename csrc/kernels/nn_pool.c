@@ -6,6 +6,7 @@
 
 #include "kernels/common.h"
 
+#include <immintrin.h>
 #include <math.h>
 
 /* ---- pooling ----------------------------------------------------------------------------- */
@@ -84,6 +85,55 @@ maxpool22(float *restrict y, int64_t *restrict ix, const float *restrict x, int6
     }
 }
 
+/* The same 2x2 stride-2 pooling with AVX-512, one output row (up to 16 outputs) per step: two
+ * masked loads per input row, even/odd lanes split by permutes, and the same comparisons as
+ * maxpool22 (a later value wins when it is greater or NaN), so values and indices are equal. For
+ * planes under 2^31 values (the indices are built in 32-bit lanes). */
+__attribute__((target("avx512f"))) static void maxpool22_avx512(float *restrict y,
+                                                                int64_t *restrict ix,
+                                                                const float *restrict x, int64_t W,
+                                                                int64_t OH, int64_t OW) {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512i one = _mm512_set1_epi32(1), down = _mm512_set1_epi32((int)W);
+    const __m512i diag = _mm512_set1_epi32((int)W + 1);
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const float *r0 = x + 2 * oh * W, *r1 = r0 + W; // two input rows (2*OW used)
+        for (int64_t ow = 0; ow < OW; ow += 16) {
+            unsigned n = (unsigned)(OW - ow < 16 ? OW - ow : 16); /* outputs in this step */
+            __mmask16 mo = (__mmask16)((1u << n) - 1);
+            __mmask16 ml = (__mmask16)(n >= 8 ? 0xFFFFu : (1u << (2 * n)) - 1);
+            __mmask16 mh = (__mmask16)(n > 8 ? (1u << (2 * n - 16)) - 1 : 0);
+            __m512 l0 = _mm512_maskz_loadu_ps(ml, r0 + 2 * ow);
+            __m512 h0 = _mm512_maskz_loadu_ps(mh, r0 + 2 * ow + 16);
+            __m512 l1 = _mm512_maskz_loadu_ps(ml, r1 + 2 * ow);
+            __m512 h1 = _mm512_maskz_loadu_ps(mh, r1 + 2 * ow + 16);
+            __m512 a = _mm512_permutex2var_ps(l0, ev, h0), b = _mm512_permutex2var_ps(l0, od, h0);
+            __m512 c = _mm512_permutex2var_ps(l1, ev, h1), d = _mm512_permutex2var_ps(l1, od, h1);
+            __m512i base = _mm512_add_epi32(_mm512_set1_epi32((int)(2 * oh * W + 2 * ow)), ev);
+            __m512 best = a;
+            __m512i arg = base;
+            __mmask16 m =
+                _mm512_cmp_ps_mask(b, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+            best = _mm512_mask_mov_ps(best, m, b);
+            arg = _mm512_mask_add_epi32(arg, m, base, one);
+            m = _mm512_cmp_ps_mask(c, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+            best = _mm512_mask_mov_ps(best, m, c);
+            arg = _mm512_mask_add_epi32(arg, m, base, down);
+            m = _mm512_cmp_ps_mask(d, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q);
+            best = _mm512_mask_mov_ps(best, m, d);
+            arg = _mm512_mask_add_epi32(arg, m, base, diag);
+            _mm512_mask_storeu_ps(y + oh * OW + ow, mo, best);
+            _mm512_mask_storeu_epi64(ix + oh * OW + ow, (__mmask8)mo,
+                                     _mm512_cvtepi32_epi64(_mm512_castsi512_si256(arg)));
+            _mm512_mask_storeu_epi64(ix + oh * OW + ow + 8, (__mmask8)(mo >> 8),
+                                     _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(arg, 1)));
+        }
+    }
+}
+
+static int have_avx512f(void) { return __builtin_cpu_supports("avx512f"); }
+
 /* One max-pooling call, its planes (n, c) split over ddl's threads (each plane is its own). */
 typedef struct {
     float *out;
@@ -161,9 +211,15 @@ static void max_forward_worker(void *p, int tid, int nt) {
     int64_t p0 = jb->planes * tid / nt, p1 = jb->planes * (tid + 1) / nt;
     const int64_t H = jb->H, W = jb->W, OH = jb->OH, OW = jb->OW;
     if (jb->KH == 2 && jb->KW == 2 && jb->sh == 2 && jb->sw == 2 && jb->ph == 0 && jb->pw == 0) {
-        for (int64_t p = p0; p < p1; p++)
-            maxpool22(jb->out + p * OH * OW, jb->indices + p * OH * OW, jb->inp + p * H * W, W, OH,
-                      OW);
+        int vec = have_avx512f() && H * W < ((int64_t)1 << 31);
+        for (int64_t p = p0; p < p1; p++) {
+            float *y = jb->out + p * OH * OW;
+            int64_t *ix = jb->indices + p * OH * OW;
+            if (vec)
+                maxpool22_avx512(y, ix, jb->inp + p * H * W, W, OH, OW);
+            else
+                maxpool22(y, ix, jb->inp + p * H * W, W, OH, OW);
+        }
         return;
     }
     max_planes(jb->out, jb->indices, jb->inp, p0, p1, H, W, OH, OW, jb->KH, jb->KW, jb->sh, jb->sw,

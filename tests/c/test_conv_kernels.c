@@ -555,6 +555,20 @@ static void test_nan(void) {
     int64_t i[1];
     ddl_max_pool2d_forward(y, i, x, 1, 1, 2, 2, 2, 2, 2, 2, 0, 0);
     CHECK(isnan(y[0]) && i[0] == 1, "max pool NaN: %g %lld", y[0], (long long)i[0]);
+    /* 2x2 over rows of 17 outputs (the vector path's full and masked steps): a NaN that comes
+     * first stays (a later larger value does not replace it), a later NaN wins, ties keep the
+     * first */
+    float x2[2 * 34], y2[17];
+    int64_t i2[17];
+    for (int k = 0; k < 68; k++) x2[k] = 1.0f;
+    x2[0] = NAN, x2[1] = 5, x2[34] = 7;   /* output 0: NaN at index 0 */
+    x2[2] = 1, x2[3] = 2, x2[37] = NAN;   /* output 1: NaN at 37 */
+    x2[32] = 4, x2[33] = 9, x2[66] = NAN; /* output 16 (masked step): NaN at 66 */
+    ddl_max_pool2d_forward(y2, i2, x2, 1, 1, 2, 34, 2, 2, 2, 2, 0, 0);
+    CHECK(isnan(y2[0]) && i2[0] == 0, "max pool NaN first: %g %lld", y2[0], (long long)i2[0]);
+    CHECK(isnan(y2[1]) && i2[1] == 37, "max pool NaN later: %g %lld", y2[1], (long long)i2[1]);
+    CHECK(isnan(y2[16]) && i2[16] == 66, "max pool NaN tail: %g %lld", y2[16], (long long)i2[16]);
+    CHECK(y2[5] == 1.0f && i2[5] == 10, "max pool ties: %g %lld", y2[5], (long long)i2[5]);
 }
 
 int main(void) {
@@ -570,6 +584,12 @@ int main(void) {
         {2, 1, 28, 28, 8, 3, 3, 1, 1, 1, 1, 1, 1}, /* Fashion-MNIST-like */
         {1, 3, 4, 4, 2, 3, 3, 3, 3, 2, 2, 1, 1},   /* stride > kernel coverage, heavy padding */
         {1, 2, 1, 9, 3, 1, 3, 1, 2, 0, 1, 1, 3},   /* H = 1 */
+        /* stride 1 with OW == W: the plane-contiguous im2col / col2im path */
+        {2, 3, 6, 7, 4, 3, 3, 1, 1, 0, 1, 1, 1}, /* rows "valid", columns "same" */
+        {1, 2, 5, 6, 3, 5, 3, 1, 1, 2, 2, 1, 2}, /* column dilation 2 */
+        {2, 2, 4, 1, 3, 3, 1, 1, 1, 1, 0, 1, 1}, /* W = 1 */
+        {3, 4, 2, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1}, /* 2x2 plane, 3x3 kernel */
+        {2, 2, 3, 4, 3, 5, 5, 1, 1, 2, 2, 1, 1}, /* 5x5 taps past the plane */
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) test_conv(fixed[i]);
     int nrand = 0;
@@ -596,6 +616,9 @@ int main(void) {
         test_pool(kind, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0);
         test_pool(kind, 1, 2, 9, 7, 4, 5, 3, 2, 2, 2, 0, 0);
         test_pool(kind, 3, 2, 11, 4, 3, 1, 3, 1, 0, 0, 0, 0);
+        test_pool(kind, 2, 3, 9, 40, 2, 2, 2, 2, 0, 0, 0, 0); /* 2x2: 20 outputs per row, odd H */
+        test_pool(kind, 1, 2, 28, 7, 2, 2, 2, 2, 0, 0, 0, 0); /* 2x2: 3 outputs per row, odd W */
+        test_pool(kind, 1, 1, 4, 66, 2, 2, 2, 2, 0, 0, 0, 0); /* 2x2: 33 per row */
     }
     int64_t ad[][4] = {{7, 9, 3, 4}, {5, 5, 1, 1}, {4, 6, 4, 6}, {3, 2, 5, 7}, {10, 7, 3, 2}};
     for (size_t i = 0; i < sizeof ad / sizeof *ad; i++)
