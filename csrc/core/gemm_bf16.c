@@ -229,12 +229,16 @@ static int bf16_pays(int path, int ta, int tb, int64_t M, int64_t N, int64_t K) 
     return ddl_bf16_avx512_pays(ta, tb, M, N, K);
 }
 
+int ddl_gemm_takes_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K) {
+    int path;
+    return ddl_gemm_precision() == 1 && (path = ddl_bf16_gemm_available()) != 0 &&
+           bf16_pays(path, ta, tb, M, N, K);
+}
+
 void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M == 0 || N == 0) return;
-    int path;
-    if (ddl_gemm_precision() == 1 && (path = ddl_bf16_gemm_available()) != 0 &&
-        bf16_pays(path, ta, tb, M, N, K) &&
+    if (ddl_gemm_takes_bf16(ta, tb, M, N, K) &&
         ddl_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc) == DDL_OK)
         return;
     ddl_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,

@@ -183,6 +183,9 @@ int ddl_gemm_precision(void);
  * pack, OpenBLAS sgemm). */
 void ddl_gemm_f32(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Whether ddl_gemm_f32 would take the bf16 path for this shape now (a caller that splits a
+ * product over threads keeps such a product whole: the bf16 kernels thread themselves). */
+int ddl_gemm_takes_bf16(int ta, int tb, int64_t M, int64_t N, int64_t K);
 /* gemm_bf16.c: which bf16 path runs (0: none; gemm_bf16.h names them) and the bf16 product
  * on it (DDL_E_INTERNAL without one, DDL_E_NOMEM). */
 int ddl_bf16_gemm_available(void);

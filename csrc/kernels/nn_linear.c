@@ -57,9 +57,14 @@ static int64_t share_edge(int64_t n, int t, int nt) {
     return t >= nt ? n : (n * t / nt) & ~(int64_t)15;
 }
 
-/* Threads for a linear call of B*IN*OUT multiply-adds. */
-static int linear_threads(int64_t B, int64_t IN, int64_t OUT) {
-    return (double)B * IN * OUT >= (double)LINEAR_SPLIT_MACS ? ddl_num_threads : 1;
+/* Threads for a linear call of B*IN*OUT multiply-adds; one (the calling thread) where a
+ * product goes to bf16 under autocast, whose kernels split the work themselves. */
+static int linear_threads(int64_t B, int64_t IN, int64_t OUT, int backward) {
+    if ((double)B * IN * OUT < (double)LINEAR_SPLIT_MACS) return 1;
+    if (backward ? ddl_gemm_takes_bf16(0, 0, B, IN, OUT) || ddl_gemm_takes_bf16(1, 0, OUT, IN, B)
+                 : ddl_gemm_takes_bf16(0, 1, B, OUT, IN))
+        return 1;
+    return ddl_num_threads;
 }
 
 static void linear_forward_share(void *p, int tid, int nt) {
@@ -79,7 +84,7 @@ ddl_status ddl_linear_forward(float *out, const float *inp, const float *weight,
     DDL_TRY(linear_forward_args(out, inp, weight, B, IN, OUT));
     linear_job j = {
         .out = out, .inp = inp, .weight = weight, .bias = bias, .B = B, .IN = IN, .OUT = OUT};
-    ddl_parallel_run(linear_threads(B, IN, OUT), linear_forward_share, &j);
+    ddl_parallel_run(linear_threads(B, IN, OUT, 0), linear_forward_share, &j);
     return DDL_OK;
 }
 
@@ -114,7 +119,7 @@ ddl_status ddl_linear_backward(float *dinp, float *dweight, float *dbias, const 
                         .B = B,
                         .IN = IN,
                         .OUT = OUT};
-        ddl_parallel_run(linear_threads(B, IN, OUT), linear_backward_share, &j);
+        ddl_parallel_run(linear_threads(B, IN, OUT, 1), linear_backward_share, &j);
     }
     if (dbias) {
         /* Row by row keeps the reads contiguous; a float partial per column would lose bits
