@@ -24,15 +24,14 @@ static inline ddl_status sdpa_layout(const char *who, const char *name, ddl_sdpa
     }
     if (s->b < 0 || s->h < 0 || s->r < (feat > 0 ? feat : 1) || s->r > MAX_DIM)
         DDL_FAIL(DDL_E_VALUE,
-                 "%s: %s strides (%lld, %lld, %lld) are not a layout of rows of %lld features",
-                 who, name, (ll)s->b, (ll)s->h, (ll)s->r, (ll)feat);
+                 "%s: %s strides (%lld, %lld, %lld) are not a layout of rows of %lld features", who,
+                 name, (ll)s->b, (ll)s->h, (ll)s->r, (ll)feat);
     return DDL_OK;
 }
 
 /* Checks the sizes, fills *d from *dims with every layout resolved, checks q, k and v. */
-static inline ddl_status sdpa_check_io(const char *who, ddl_sdpa_dims *d,
-                                       const ddl_sdpa_dims *dims, const void *q, const void *k,
-                                       const void *v) {
+static inline ddl_status sdpa_check_io(const char *who, ddl_sdpa_dims *d, const ddl_sdpa_dims *dims,
+                                       const void *q, const void *k, const void *v) {
     if (dims == NULL) DDL_FAIL(DDL_E_VALUE, "%s: dims is NULL", who);
     *d = *dims;
     const int64_t x[6] = {d->B, d->H, d->L, d->S, d->D, d->E};
@@ -57,8 +56,8 @@ static inline ddl_status sdpa_check_io(const char *who, ddl_sdpa_dims *d,
     return check_buf(who, "v", v, d->B * H * S * E);
 }
 
-static inline ddl_status sdpa_check_grads(const char *who, const ddl_sdpa_dims *d,
-                                          const void *dout, const void *out, const void *lse) {
+static inline ddl_status sdpa_check_grads(const char *who, const ddl_sdpa_dims *d, const void *dout,
+                                          const void *out, const void *lse) {
     DDL_TRY(check_buf(who, "dout", dout, d->B * d->H * d->L * d->E));
     DDL_TRY(check_buf(who, "out", out, d->B * d->H * d->L * d->E));
     return check_buf(who, "lse", lse, d->B * d->H * d->L);

@@ -10,14 +10,16 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* Tile sizes. Forward: (FBQ, FBK) scores, 64 KiB in float32, sit in L2 with the K and V
- * blocks they touch (2 x FBK x D); each sgemm is large enough that OpenBLAS's small-matrix
- * kernels run near peak, and the output rows are rescaled once per FBK keys. Backward: tiles
- * of (BBK keys, BBQ queries) so every product is NN or NT (OpenBLAS's TN path packs and is
- * ~3x slower at these sizes); three such tiles (p^T, dp^T, ds) are 96 KiB in float32. */
+/* Tile sizes and product shapes. Every product is NN with M N K <= 10^6 (head dims up to
+ * 64): OpenBLAS's small-matrix kernel without packing, ~110 GFLOP/s at one thread on this
+ * Zen 4, where NT runs ~87 and TN (which packs) ~3x slower. The operand that would need a
+ * transpose (K for q k^T; q and dout for the backward's k q^T and v dout^T) is copied once per
+ * (b, h) into tiles of (features, block) in the thread's scratch: O(L D), against O(L^2 D)
+ * products. Forward: (FBQ, FBK) scores (32 KiB in float32, L1/L2), the output rescaled once
+ * per FBK keys. Backward: tiles of (BBK keys, BBQ queries), three of them (p^T, dp^T, ds). */
 #ifndef FBQ
 #define FBQ 64
-#define FBK 256
+#define FBK 128
 #define BBK 128
 #define BBQ 64
 #endif
@@ -34,7 +36,6 @@
 #define LOG_f64 log
 #define GEMM_f32 ddl_cblas_sgemm
 #define GEMM_f64 ddl_cblas_dgemm
-#define NT CblasRowMajor, CblasNoTrans, CblasTrans
 #define NN CblasRowMajor, CblasNoTrans, CblasNoTrans
 
 /* The threads of one call: each runs whole (b, h) pairs, with its own block of scratch. */
@@ -97,13 +98,26 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
+    /* t = x^T in tiles: rows [i0, i0 + bt) of x (n rows of F, row stride rx) become tile    \
+     * i0 / bt of t, (F, bt) row-major. */     \
+    static void transpose_tiles_##SFX(T *t, const T *x, int64_t n, int64_t F, int64_t rx,          \
+                                      int64_t bt) {                                                \
+        for (int64_t i0 = 0; i0 < n; i0 += bt) {                                                   \
+            T *tile = t + i0 * F;                                                                  \
+            const int64_t m = min64(bt, n - i0);                                                   \
+            for (int64_t r = 0; r < m; r++)                                                        \
+                for (int64_t f = 0; f < F; f++) tile[f * bt + r] = x[(i0 + r) * rx + f];           \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
     /* One (b, h) pair: out (L, E) and lse (L,) from q (L, D), k (S, D), v (S, E). */              \
     static void forward_one_##SFX(T *ob, T *lb, const T *qb, const T *kb, const T *vb,             \
                                   const T *mask, const ddl_sdpa_dims *d, int64_t b, int64_t h,     \
                                   T *s) {                                                          \
         const int64_t L = d->L, S = d->S, D = d->D, E = d->E;                                      \
         const int64_t rq = d->q.r, rk = d->k.r, rv = d->v.r, ro = d->out.r;                        \
-        T *mx = s + FBQ * FBK, *l = mx + FBQ, *alpha = l + FBQ;                                    \
+        T *mx = s + FBQ * FBK, *l = mx + FBQ, *alpha = l + FBQ, *kt = alpha + FBQ; /* k^T tiles */ \
+        transpose_tiles_##SFX(kt, kb, S, D, rk, FBK);                                              \
         for (int64_t i0 = 0; i0 < L; i0 += FBQ) {                                                  \
             const int64_t bq = min64(FBQ, L - i0);                                                 \
             T *o = ob + i0 * ro; /* (bq, E), row stride ro */                                      \
@@ -115,8 +129,8 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
             for (int64_t j0 = 0; j0 < jend; j0 += FBK) {                                           \
                 const int64_t bk = min64(FBK, jend - j0);                                          \
                 if (D > 0)                                                                         \
-                    GEMM_##SFX(NT, (int)bq, (int)bk, (int)D, (T)d->scale, qb + i0 * rq, (int)rq,   \
-                               kb + j0 * rk, (int)rk, 0, s, FBK);                                  \
+                    GEMM_##SFX(NN, (int)bq, (int)bk, (int)D, (T)d->scale, qb + i0 * rq, (int)rq,   \
+                               kt + j0 * D, FBK, 0, s, FBK);                                       \
                 else                                                                               \
                     for (int64_t i = 0; i < bq * FBK; i++) s[i] = 0;                               \
                 mask_tile_##SFX(s, FBK, 1, mask, d, b, h, i0, bq, j0, bk);                         \
@@ -163,7 +177,8 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         DDL_TRY(check_buf(who, "lse", lse, d.B *d.H *d.L));                                        \
         if (d.B * d.H * d.L == 0) return DDL_OK;                                                   \
         const int nt = sdpa_threads(&d);                                                           \
-        const int64_t per = FBQ * FBK + 3 * FBQ; /* (FBQ, FBK) scores; m, l, alpha (FBQ,) */       \
+        /* (FBQ, FBK) scores; m, l, alpha (FBQ,); k^T tiles (D, S rounded up to FBK) */            \
+        const int64_t per = FBQ * FBK + 3 * FBQ + d.D * ((d.S + FBK - 1) / FBK * FBK);             \
         job_##SFX j = {.out = out,                                                                 \
                        .lse = lse,                                                                 \
                        .q = q,                                                                     \
@@ -220,6 +235,10 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         T *dkb = j->dk ? j->dk + at(&d->dk, b, h) : NULL;                                          \
         T *dvb = j->dv ? j->dv + at(&d->dv, b, h) : NULL;                                          \
         T *dpt = pt + BBK * BBQ, *ds = dpt + BBK * BBQ, *di = ds + BBK * BBQ; /* di (L,) */        \
+        const int64_t Lp = (L + BBQ - 1) / BBQ * BBQ;                                              \
+        T *qt = di + L, *gt = qt + D * Lp; /* q^T (D, Lp), dout^T (E, Lp) in BBQ tiles */          \
+        transpose_tiles_##SFX(qt, qb, L, D, rq, BBQ);                                              \
+        transpose_tiles_##SFX(gt, gb, L, E, rg, BBQ);                                              \
         const T sc = (T)d->scale;                                                                  \
         for (int64_t i = 0; i < L; i++) { /* di = rowsum(dout * out) */                            \
             double acc = 0;                                                                        \
@@ -232,8 +251,8 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
             for (int64_t i0 = d->causal ? j0 / BBQ * BBQ : 0; i0 < L; i0 += BBQ) {                 \
                 const int64_t bq = min64(BBQ, L - i0);                                             \
                 if (D > 0)                                                                         \
-                    GEMM_##SFX(NT, (int)bk, (int)bq, (int)D, sc, kb + j0 * rk, (int)rk,            \
-                               qb + i0 * rq, (int)rq, 0, pt, BBQ);                                 \
+                    GEMM_##SFX(NN, (int)bk, (int)bq, (int)D, sc, kb + j0 * rk, (int)rk,            \
+                               qt + i0 * D, BBQ, 0, pt, BBQ);                                      \
                 else                                                                               \
                     for (int64_t i = 0; i < bk * BBQ; i++) pt[i] = 0;                              \
                 mask_tile_##SFX(pt, 1, BBQ, j->mask, d, b, h, i0, bq, j0, bk);                     \
@@ -243,8 +262,8 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
                                dvb + j0 * rdv, (int)rdv);                                          \
                 if (!dqb && !dkb) continue;                                                        \
                 if (E > 0)                                                                         \
-                    GEMM_##SFX(NT, (int)bk, (int)bq, (int)E, 1, vb + j0 * rv, (int)rv,             \
-                               gb + i0 * rg, (int)rg, 0, dpt, BBQ);                                \
+                    GEMM_##SFX(NN, (int)bk, (int)bq, (int)E, 1, vb + j0 * rv, (int)rv,             \
+                               gt + i0 * E, BBQ, 0, dpt, BBQ);                                     \
                 else                                                                               \
                     for (int64_t i = 0; i < bk * BBQ; i++) dpt[i] = 0;                             \
                 dscores_t_##SFX(dpt, dqb &&D > 0 ? ds : NULL, pt, bk, bq, di + i0);                \
@@ -275,7 +294,8 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         DDL_TRY(sdpa_check_grads(who, &d, dout, out, lse));                                        \
         if (d.B * d.H * d.L * d.S == 0) return DDL_OK;                                             \
         const int nt = sdpa_threads(&d);                                                           \
-        const int64_t per = 3 * BBK * BBQ + d.L; /* p^T, dp^T, ds tiles; di (L,) */                \
+        /* p^T, dp^T, ds tiles; di (L,); q^T, dout^T tiles ((D + E), L rounded up to BBQ) */       \
+        const int64_t per = 3 * BBK * BBQ + d.L + (d.D + d.E) * ((d.L + BBQ - 1) / BBQ * BBQ);     \
         job_##SFX j = {.dq = dq,                                                                   \
                        .dk = dk,                                                                   \
                        .dv = dv,                                                                   \

@@ -16,7 +16,8 @@ static double naive_score(const float *qi, const float *kj, const float *mask,
 }
 
 ddl_status ddl_sdpa_forward_naive_f32(float *out, float *lse, const float *q, const float *k,
-                                      const float *v, const float *mask, const ddl_sdpa_dims *dims) {
+                                      const float *v, const float *mask,
+                                      const ddl_sdpa_dims *dims) {
     const char *who = "sdpa_forward_naive";
     ddl_sdpa_dims d;
     DDL_TRY(sdpa_check_io(who, &d, dims, q, k, v));
