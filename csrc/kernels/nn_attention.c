@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Tile sizes and product shapes. Every product is NN with M N K <= 10^6 (head dims up to
  * 64): OpenBLAS's small-matrix kernel without packing, ~110 GFLOP/s at one thread on this
@@ -30,13 +31,44 @@
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                   \
                    optimize("no-trapping-math")))
 #define VEC_f64
-#define EXP_f32 vm_exp_f32
+#define EXP_f32 exp_nonpos_f32
 #define EXP_f64 exp
 #define LOG_f32 logf
 #define LOG_f64 log
 #define GEMM_f32 ddl_cblas_sgemm
 #define GEMM_f64 ddl_cblas_dgemm
 #define NN CblasRowMajor, CblasNoTrans, CblasNoTrans
+
+/* e^x for the x <= 0 (or NaN) of a softmax, the exponent of the max being 0: vm_exp_f32
+ * without its overflow clamp and NaN select (a NaN stays NaN through the arithmetic). */
+static inline __attribute__((always_inline)) float exp_nonpos_f32(float x) {
+    return vm_exp_core_f32(x < -104.0f ? -104.0f : x);
+}
+
+/* max(m0, row[0 .. n)) by `>` (a NaN is passed over, as the scalar loop): in 16-wide vectors,
+ * which gcc does not form from the scalar loop by itself. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+VEC_f32 static float rowmax_f32(const float *row, int64_t n, float m0) {
+    v16f acc = m0 - (v16f){0};
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        v16f x;
+        memcpy(&x, row + c, sizeof x);
+        v16i gt = x > acc;
+        acc = (v16f)(((v16i)x & gt) | ((v16i)acc & ~gt));
+    }
+    float m = m0;
+    for (int j = 0; j < 16; j++) m = acc[j] > m ? acc[j] : m;
+    for (; c < n; c++) m = row[c] > m ? row[c] : m;
+    return m;
+}
+
+static double rowmax_f64(const double *row, int64_t n, double m0) {
+    double m = m0;
+    for (int64_t c = 0; c < n; c++) m = row[c] > m ? row[c] : m;
+    return m;
+}
 
 /* The threads of one call: each runs whole (b, h) pairs, with its own block of scratch. */
 static int sdpa_threads(const ddl_sdpa_dims *d) {
@@ -54,20 +86,15 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
                                              T *l, T *alpha) {                                     \
         for (int64_t r = 0; r < bq; r++) {                                                         \
             T *row = s + r * lds, acc[16];                                                         \
-            for (int j = 0; j < 16; j++) acc[j] = mx[r];                                           \
-            int64_t c = 0;                                                                         \
-            for (; c + 16 <= bk; c += 16)                                                          \
-                for (int j = 0; j < 16; j++) acc[j] = row[c + j] > acc[j] ? row[c + j] : acc[j];   \
-            T m = mx[r];                                                                           \
-            for (int j = 0; j < 16; j++) m = acc[j] > m ? acc[j] : m;                              \
-            for (; c < bk; c++) m = row[c] > m ? row[c] : m;                                       \
+            T m = rowmax_##SFX(row, bk, mx[r]);                                                    \
             if (m == -INFINITY) {                                                                  \
-                for (c = 0; c < bk; c++) row[c] = 0;                                               \
+                for (int64_t c = 0; c < bk; c++) row[c] = 0;                                       \
                 alpha[r] = 1;                                                                      \
                 continue;                                                                          \
             }                                                                                      \
             for (int j = 0; j < 16; j++) acc[j] = 0;                                               \
-            for (c = 0; c + 16 <= bk; c += 16)                                                     \
+            int64_t c = 0;                                                                         \
+            for (; c + 16 <= bk; c += 16)                                                          \
                 for (int j = 0; j < 16; j++) {                                                     \
                     T p = EXP_##SFX(row[c + j] - m);                                               \
                     row[c + j] = p;                                                                \
