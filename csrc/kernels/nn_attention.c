@@ -17,7 +17,8 @@
  * transpose (K for q k^T; q and dout for the backward's k q^T and v dout^T) is copied once per
  * (b, h) into tiles of (features, block) in the thread's scratch: O(L D), against O(L^2 D)
  * products. Forward: (FBQ, FBK) scores (32 KiB in float32, L1/L2), the output rescaled once
- * per FBK keys. Backward: tiles of (BBK keys, BBQ queries), three of them (p^T, dp^T, ds). */
+ * per FBK keys. Backward: tiles of (BBK keys, BBQ queries), two of them (p^T, dp^T); dq
+ * accumulates transposed (dq^T += k^T ds^T) and is added to dq once per (b, h). */
 #ifndef FBQ
 #define FBQ 64
 #define FBK 128
@@ -233,20 +234,14 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    /* ds^T = p^T * (dp^T - di) in place of dp^T, and ds (bq, bk) its transpose (row stride  \
-     * BBK) for the dq product. */     \
-    VEC_##SFX static void dscores_t_##SFX(T *dpt, T *ds, const T *pt, int64_t bk, int64_t bq,      \
+    /* ds^T = p^T * (dp^T - di) in place of dp^T, a (bk, bq) tile with row stride BBQ. */          \
+    VEC_##SFX static void dscores_t_##SFX(T *dpt, const T *pt, int64_t bk, int64_t bq,             \
                                           const T *di) {                                           \
         for (int64_t c = 0; c < bk; c++) {                                                         \
             T *g = dpt + c * BBQ;                                                                  \
             const T *p = pt + c * BBQ;                                                             \
             for (int64_t r = 0; r < bq; r++) g[r] = PLANT(p[r] * (g[r] - di[r]));                  \
         }                                                                                          \
-        if (ds)                                                                                    \
-            for (int64_t r0 = 0; r0 < bq; r0 += 16)                                                \
-                for (int64_t c = 0; c < bk; c++)                                                   \
-                    for (int64_t r = r0; r < min64(r0 + 16, bq); r++)                              \
-                        ds[r * BBK + c] = dpt[c * BBQ + r];                                        \
     }                                                                                              \
                                                                                                    \
     /* One (b, h) pair's gradients, over tiles of (BBK keys, BBQ queries). */                      \
@@ -261,11 +256,16 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         T *dqb = j->dq ? j->dq + at(&d->dq, b, h) : NULL;                                          \
         T *dkb = j->dk ? j->dk + at(&d->dk, b, h) : NULL;                                          \
         T *dvb = j->dv ? j->dv + at(&d->dv, b, h) : NULL;                                          \
-        T *dpt = pt + BBK * BBQ, *ds = dpt + BBK * BBQ, *di = ds + BBK * BBQ; /* di (L,) */        \
         const int64_t Lp = (L + BBQ - 1) / BBQ * BBQ;                                              \
-        T *qt = di + L, *gt = qt + D * Lp; /* q^T (D, Lp), dout^T (E, Lp) in BBQ tiles */          \
+        T *dpt = pt + BBK * BBQ, *di = dpt + BBK * BBQ; /* di (L,) */                              \
+        /* q^T (D, Lp), dout^T (E, Lp), dq^T (D, Lp) in BBQ tiles; k^T (D, S) in BBK tiles */      \
+        T *qt = di + L, *gt = qt + D * Lp, *dqt = gt + E * Lp, *kt = dqt + D * Lp;                 \
         transpose_tiles_##SFX(qt, qb, L, D, rq, BBQ);                                              \
         transpose_tiles_##SFX(gt, gb, L, E, rg, BBQ);                                              \
+        if (dqb) {                                                                                 \
+            transpose_tiles_##SFX(kt, kb, S, D, rk, BBK);                                          \
+            for (int64_t i = 0; i < D * Lp; i++) dqt[i] = 0;                                       \
+        }                                                                                          \
         const T sc = (T)d->scale;                                                                  \
         for (int64_t i = 0; i < L; i++) { /* di = rowsum(dout * out) */                            \
             double acc = 0;                                                                        \
@@ -293,15 +293,20 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
                                gt + i0 * E, BBQ, 0, dpt, BBQ);                                     \
                 else                                                                               \
                     for (int64_t i = 0; i < bk * BBQ; i++) dpt[i] = 0;                             \
-                dscores_t_##SFX(dpt, dqb &&D > 0 ? ds : NULL, pt, bk, bq, di + i0);                \
+                dscores_t_##SFX(dpt, pt, bk, bq, di + i0);                                         \
                 if (dkb && D > 0)                                                                  \
                     GEMM_##SFX(NN, (int)bk, (int)D, (int)bq, sc, dpt, BBQ, qb + i0 * rq, (int)rq,  \
                                1, dkb + j0 * rdk, (int)rdk);                                       \
-                if (dqb && D > 0)                                                                  \
-                    GEMM_##SFX(NN, (int)bq, (int)D, (int)bk, sc, ds, BBK, kb + j0 * rk, (int)rk,   \
-                               1, dqb + i0 * rdq, (int)rdq);                                       \
+                if (dqb && D > 0) /* dq^T += k^T ds^T */                                           \
+                    GEMM_##SFX(NN, (int)D, (int)bq, (int)bk, sc, kt + j0 * D, BBK, dpt, BBQ, 1,    \
+                               dqt + i0 * D, BBQ);                                                 \
             }                                                                                      \
         }                                                                                          \
+        if (dqb)                                                                                   \
+            for (int64_t i = 0; i < L; i++) {                                                      \
+                const T *t = dqt + i / BBQ * BBQ * D + i % BBQ;                                    \
+                for (int64_t x = 0; x < D; x++) dqb[i * rdq + x] += t[x * BBQ];                    \
+            }                                                                                      \
     }                                                                                              \
                                                                                                    \
     static void backward_worker_##SFX(void *p, int tid, int nt) {                                  \
@@ -321,8 +326,10 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         DDL_TRY(sdpa_check_grads(who, &d, dout, out, lse));                                        \
         if (d.B * d.H * d.L * d.S == 0) return DDL_OK;                                             \
         const int nt = sdpa_threads(&d);                                                           \
-        /* p^T, dp^T, ds tiles; di (L,); q^T, dout^T tiles ((D + E), L rounded up to BBQ) */       \
-        const int64_t per = 3 * BBK * BBQ + d.L + (d.D + d.E) * ((d.L + BBQ - 1) / BBQ * BBQ);     \
+        /* p^T, dp^T tiles; di (L,); q^T, dout^T, dq^T ((2 D + E), L rounded up to BBQ); k^T */    \
+        const int64_t per = 2 * BBK * BBQ + d.L +                                                  \
+                            (2 * d.D + d.E) * ((d.L + BBQ - 1) / BBQ * BBQ) +                      \
+                            d.D * ((d.S + BBK - 1) / BBK * BBK);                                   \
         job_##SFX j = {.dq = dq,                                                                   \
                        .dk = dk,                                                                   \
                        .dv = dv,                                                                   \
