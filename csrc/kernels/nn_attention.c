@@ -183,6 +183,16 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         int64_t per; /* scratch elements per thread */                                             \
     } job_##SFX;                                                                                   \
                                                                                                    \
+    /* fn over the (b, h) pairs on ddl's threads, each with j->per elements of scratch. */         \
+    static ddl_status run_##SFX(job_##SFX *j, ddl_parallel_fn fn, const char *who) {               \
+        const int nt = sdpa_threads(j->d);                                                         \
+        j->scratch = malloc(sizeof(T) * (size_t)(j->per * nt));                                    \
+        if (!j->scratch) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for the score tiles", who);      \
+        ddl_parallel_run(nt, fn, j);                                                               \
+        free(j->scratch);                                                                          \
+        return DDL_OK;                                                                             \
+    }                                                                                              \
+                                                                                                   \
     static void forward_worker_##SFX(void *p, int tid, int nt) {                                   \
         const job_##SFX *j = p;                                                                    \
         const ddl_sdpa_dims *d = j->d;                                                             \
@@ -204,22 +214,11 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         DDL_TRY(check_buf(who, "out", out, d.B *d.H *d.L *d.E));                                   \
         DDL_TRY(check_buf(who, "lse", lse, d.B *d.H *d.L));                                        \
         if (d.B * d.H * d.L == 0) return DDL_OK;                                                   \
-        const int nt = sdpa_threads(&d);                                                           \
+        job_##SFX j = {.q = q, .k = k, .v = v, .mask = mask, .d = &d};                             \
+        j.out = out, j.lse = lse;                                                                  \
         /* (FBQ, FBK) scores; m, l, alpha (FBQ,); k^T tiles (D, S rounded up to FBK) */            \
-        const int64_t per = FBQ * FBK + 3 * FBQ + d.D * ((d.S + FBK - 1) / FBK * FBK);             \
-        job_##SFX j = {.out = out,                                                                 \
-                       .lse = lse,                                                                 \
-                       .q = q,                                                                     \
-                       .k = k,                                                                     \
-                       .v = v,                                                                     \
-                       .mask = mask,                                                               \
-                       .d = &d,                                                                    \
-                       .per = per,                                                                 \
-                       .scratch = malloc(sizeof(T) * (size_t)(per * nt))};                         \
-        if (!j.scratch) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for the score tiles", who);       \
-        ddl_parallel_run(nt, forward_worker_##SFX, &j);                                            \
-        free(j.scratch);                                                                           \
-        return DDL_OK;                                                                             \
+        j.per = FBQ * FBK + 3 * FBQ + d.D * ((d.S + FBK - 1) / FBK * FBK);                         \
+        return run_##SFX(&j, forward_worker_##SFX, who);                                           \
     }                                                                                              \
                                                                                                    \
     /* pt[c, r] = exp(pt[c, r] - lse[r]) (0 where lse is -inf: a query with no visible key),    \
@@ -325,28 +324,12 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         if (!dq && !dk && !dv) return DDL_OK;                                                      \
         DDL_TRY(sdpa_check_grads(who, &d, dout, out, lse));                                        \
         if (d.B * d.H * d.L * d.S == 0) return DDL_OK;                                             \
-        const int nt = sdpa_threads(&d);                                                           \
+        job_##SFX j = {.q = q, .k = k, .v = v, .mask = mask, .d = &d};                             \
+        j.dq = dq, j.dk = dk, j.dv = dv, j.dout = dout, j.saved_out = out, j.saved_lse = lse;      \
         /* p^T, dp^T tiles; di (L,); q^T, dout^T, dq^T ((2 D + E), L rounded up to BBQ); k^T */    \
-        const int64_t per = 2 * BBK * BBQ + d.L +                                                  \
-                            (2 * d.D + d.E) * ((d.L + BBQ - 1) / BBQ * BBQ) +                      \
-                            d.D * ((d.S + BBK - 1) / BBK * BBK);                                   \
-        job_##SFX j = {.dq = dq,                                                                   \
-                       .dk = dk,                                                                   \
-                       .dv = dv,                                                                   \
-                       .dout = dout,                                                               \
-                       .saved_out = out,                                                           \
-                       .saved_lse = lse,                                                           \
-                       .q = q,                                                                     \
-                       .k = k,                                                                     \
-                       .v = v,                                                                     \
-                       .mask = mask,                                                               \
-                       .d = &d,                                                                    \
-                       .per = per,                                                                 \
-                       .scratch = malloc(sizeof(T) * (size_t)(per * nt))};                         \
-        if (!j.scratch) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for the score tiles", who);       \
-        ddl_parallel_run(nt, backward_worker_##SFX, &j);                                           \
-        free(j.scratch);                                                                           \
-        return DDL_OK;                                                                             \
+        j.per = 2 * BBK * BBQ + d.L + (2 * d.D + d.E) * ((d.L + BBQ - 1) / BBQ * BBQ) +            \
+                d.D * ((d.S + BBK - 1) / BBK * BBK);                                               \
+        return run_##SFX(&j, backward_worker_##SFX, who);                                          \
     }
 
 DEFINE_SDPA(float, f32)
