@@ -126,16 +126,40 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
+    /* dst[c * ldd + r] = (or += when add) src[r * lds + c] for a (rows, cols) block of src,  \
+     * in 16 x 16 sub-blocks so both sides stay in L1. */    \
+    VEC_##SFX static void transpose_##SFX(T *dst, int64_t ldd, const T *src, int64_t lds,          \
+                                          int64_t rows, int64_t cols, int add) {                   \
+        for (int64_t r0 = 0; r0 < rows; r0 += 16)                                                  \
+            for (int64_t c0 = 0; c0 < cols; c0 += 16) {                                            \
+                const int64_t re = min64(r0 + 16, rows), ce = min64(c0 + 16, cols);                \
+                for (int64_t c = c0; c < ce; c++) {                                                \
+                    T *d = dst + c * ldd;                                                          \
+                    if (add)                                                                       \
+                        for (int64_t r = r0; r < re; r++) d[r] += src[r * lds + c];                \
+                    else                                                                           \
+                        for (int64_t r = r0; r < re; r++) d[r] = src[r * lds + c];                 \
+                }                                                                                  \
+            }                                                                                      \
+    }                                                                                              \
+                                                                                                   \
     /* t = x^T in tiles: rows [i0, i0 + bt) of x (n rows of F, row stride rx) become tile    \
      * i0 / bt of t, (F, bt) row-major. */     \
     static void transpose_tiles_##SFX(T *t, const T *x, int64_t n, int64_t F, int64_t rx,          \
                                       int64_t bt) {                                                \
-        for (int64_t i0 = 0; i0 < n; i0 += bt) {                                                   \
-            T *tile = t + i0 * F;                                                                  \
-            const int64_t m = min64(bt, n - i0);                                                   \
-            for (int64_t r = 0; r < m; r++)                                                        \
-                for (int64_t f = 0; f < F; f++) tile[f * bt + r] = x[(i0 + r) * rx + f];           \
-        }                                                                                          \
+        for (int64_t i0 = 0; i0 < n; i0 += bt)                                                     \
+            transpose_##SFX(t + i0 * F, bt, x + i0 * rx, rx, min64(bt, n - i0), F, 0);             \
+    }                                                                                              \
+                                                                                                   \
+    /* sum of a[e] * b[e] in double, 8 partials */                                                 \
+    VEC_##SFX static T dot_##SFX(const T *a, const T *b, int64_t n) {                              \
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t = 0;                                           \
+        int64_t e = 0;                                                                             \
+        for (; e + 8 <= n; e += 8)                                                                 \
+            for (int j = 0; j < 8; j++) acc[j] += (double)a[e + j] * b[e + j];                     \
+        for (; e < n; e++) t += (double)a[e] * b[e];                                               \
+        return (T)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +                                       \
+                   ((acc[4] + acc[5]) + (acc[6] + acc[7])) + t);                                   \
     }                                                                                              \
                                                                                                    \
     /* One (b, h) pair: out (L, E) and lse (L,) from q (L, D), k (S, D), v (S, E). */              \
@@ -266,11 +290,7 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
             for (int64_t i = 0; i < D * Lp; i++) dqt[i] = 0;                                       \
         }                                                                                          \
         const T sc = (T)d->scale;                                                                  \
-        for (int64_t i = 0; i < L; i++) { /* di = rowsum(dout * out) */                            \
-            double acc = 0;                                                                        \
-            for (int64_t e = 0; e < E; e++) acc += (double)gb[i * rg + e] * ob[i * ro + e];        \
-            di[i] = (T)acc;                                                                        \
-        }                                                                                          \
+        for (int64_t i = 0; i < L; i++) di[i] = dot_##SFX(gb + i * rg, ob + i * ro, E);            \
         for (int64_t j0 = 0; j0 < S; j0 += BBK) {                                                  \
             const int64_t bk = min64(BBK, S - j0);                                                 \
             /* causal: key j0 is visible to queries i >= j0 only */                                \
@@ -301,11 +321,9 @@ static int sdpa_threads(const ddl_sdpa_dims *d) {
                                dqt + i0 * D, BBQ);                                                 \
             }                                                                                      \
         }                                                                                          \
-        if (dqb)                                                                                   \
-            for (int64_t i = 0; i < L; i++) {                                                      \
-                const T *t = dqt + i / BBQ * BBQ * D + i % BBQ;                                    \
-                for (int64_t x = 0; x < D; x++) dqb[i * rdq + x] += t[x * BBQ];                    \
-            }                                                                                      \
+        if (dqb) /* dq += (dq^T tiles)^T */                                                        \
+            for (int64_t i0 = 0; i0 < L; i0 += BBQ)                                                \
+                transpose_##SFX(dqb + i0 * rdq, rdq, dqt + i0 * D, BBQ, D, min64(BBQ, L - i0), 1); \
     }                                                                                              \
                                                                                                    \
     static void backward_worker_##SFX(void *p, int tid, int nt) {                                  \
