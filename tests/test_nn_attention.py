@@ -92,6 +92,67 @@ def test_fused_matches_the_naive_twin(mask, rng):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("layout", ["blhd", "packed", "strided-features", "expanded"])
+def test_sdpa_reads_strided_layouts(layout, dtype, rng):
+    """Views the kernels read in place ((B, L, H, D) transposed, slices of a packed (B, L, 3HD)
+    projection) and ones they must copy (features not unit-stride, an expanded batch): values
+    and gradients as PyTorch's, the output and gradients shaped as the inputs."""
+    torch = torch_or_skip()
+    B, L, H, D = 2, 70, 3, 8
+    if layout == "packed":
+        base = rng.standard_normal((B, L, 3 * H * D)).astype(dtype.numpy)
+    elif layout == "expanded":
+        base = rng.standard_normal((1, H, L, 3 * D)).astype(dtype.numpy)
+    else:
+        base = rng.standard_normal((B, L, H, 3 * D)).astype(dtype.numpy)
+
+    def split(x, lib):
+        if layout == "packed":
+            parts = [x[..., i * H * D:(i + 1) * H * D].reshape(B, L, H, D) for i in range(3)]
+            return [p.transpose(1, 2) for p in parts]
+        if layout == "expanded":
+            return [x[..., i * D:(i + 1) * D].expand(B, H, L, D) for i in range(3)]
+        parts = [x[..., i * D:(i + 1) * D] for i in range(3)]
+        if layout == "strided-features":
+            x2 = x.transpose(2, 3)  # (B, L, 3D, H): features at stride H
+            return [x2[:, :, i * D:(i + 1) * D, :].permute(0, 3, 1, 2) for i in range(3)]
+        return [p.transpose(1, 2) for p in parts]
+
+    ob = ddl.tensor(base).requires_grad_()
+    tb = torch.tensor(base, requires_grad=True)
+    o = F.scaled_dot_product_attention(*split(ob, ddl))
+    t = torch.nn.functional.scaled_dot_product_attention(*split(tb, torch))
+    assert tuple(o.shape) == tuple(t.shape) == (B, H, L, D)
+    if layout in ("blhd", "packed"):  # written as (B, L, H, D), as PyTorch's flash kernel
+        assert o.transpose(1, 2).is_contiguous()
+    _grads_match([ob], [tb], o, t, dtype, rng)
+    if layout in ("blhd", "packed") and dtype is ddl.float32:  # and the naive twin agrees
+        nb = ddl.tensor(base).requires_grad_()
+        n = A._sdpa_naive(*split(nb, ddl))
+        np.testing.assert_allclose(n.detach().numpy(), o.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sdpa_same_bits_on_any_thread_count(rng):
+    """(b, h) pairs are split over ddl's threads, each computed by one thread in a fixed
+    order: the results do not depend on the thread count."""
+    arrays = [rng.standard_normal((3, 2, 90, 16)).astype(np.float32) for _ in range(3)]
+    before = ddl.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 5):
+            ddl.set_num_threads(n)
+            ts = [ddl.tensor(a).requires_grad_() for a in arrays]
+            o = F.scaled_dot_product_attention(*ts, is_causal=True)
+            (o * o).sum().backward()
+            results.append([o.detach().numpy()] + [t.grad.numpy() for t in ts])
+    finally:
+        ddl.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_sdpa_three_dims_scale_and_dropout(rng):
     torch = torch_or_skip()
     q, k, v = (rng.standard_normal((4, 9, 6)) for _ in range(3))

@@ -1,5 +1,9 @@
 /* grad_attention.c: differentiable scaled dot-product attention over the fused (or, for
- * tests and benchmarks, the naive) kernels of nn_attention.c; the mask is a constant. */
+ * tests and benchmarks, the naive) kernels of nn_attention.c; the mask is a constant.
+ * Inputs are read in their own layout when the feature dim is unit-stride (a (B, L, H, D)
+ * projection viewed as (B, H, L, D) needs no copy); the output and the gradients then take
+ * that (B, L, H, .) layout too, viewed as (B, H, L, .), as PyTorch's CPU flash kernel does, so
+ * the head merge after it (transpose + reshape) is a view. */
 #include "autograd/grad_layer.h"
 #include "ddl/autograd.h"
 #include "ddl/nn_attention.h"
@@ -21,15 +25,61 @@ static void dims_of(ddl_sdpa_dims *d, const ddl_node *n) {
     for (int i = 0; i < 4; i++) d->mstride[i] = a[8 + i];
 }
 
+/* The (b, h, row) strides of a 4-d tensor whose last dim is unit-stride, or 0 if it is
+ * not such a layout (then the caller makes it contiguous). Dims of size 1 may carry any
+ * stride: they are given harmless ones. */
+static int layout_of(ddl_sdpa_strides *s, const ddl_tensor *t) {
+    const int64_t *n = t->shape, *st = t->strides;
+    if (n[3] > 1 && st[3] != 1) return 0;
+    *s = (ddl_sdpa_strides){.b = n[0] > 1 ? st[0] : 0,
+                            .h = n[1] > 1 ? st[1] : 0,
+                            .r = n[2] > 1 ? st[2] : (n[3] > 0 ? n[3] : 1)};
+    if (s->b < 0 || s->h < 0 || s->r < (n[3] > 0 ? n[3] : 1) || s->r > 2147483647) return 0;
+    if (s->b == 0 && s->h == 0 && s->r == 0) s->r = 1; /* never the "contiguous" marker */
+    return 1;
+}
+
+/* t itself (retained) when the kernels can read its layout, else a contiguous copy. */
+static ddl_status readable(ddl_tensor **out, ddl_sdpa_strides *s, const ddl_tensor *t) {
+    if (layout_of(s, t)) {
+        *out = ddl_tensor_retain((ddl_tensor *)t);
+        return DDL_OK;
+    }
+    DDL_TRY(ddl_tensor_contiguous(out, t));
+    layout_of(s, *out);
+    return DDL_OK;
+}
+
+/* heads inner to rows (b, l, h, .) in memory: the layout new buffers of this call take */
+static int heads_inner(const ddl_sdpa_strides *s, const ddl_tensor *t) {
+    return t->shape[1] > 1 && t->shape[2] > 1 && s->h < s->r;
+}
+
+/* A new (B, H, rows, F) tensor (zeroed or not): stored as (B, rows, H, F) when blhf. */
+static ddl_status new_bhrf(ddl_tensor **out, ddl_dtype dt, const int64_t *shape, int blhf,
+                           int zero) {
+    if (!blhf) return (zero ? ddl_tensor_zeros : ddl_tensor_empty)(out, dt, 4, shape);
+    const int64_t mem[4] = {shape[0], shape[2], shape[1], shape[3]};
+    ddl_tensor *m = NULL;
+    DDL_TRY((zero ? ddl_tensor_zeros : ddl_tensor_empty)(&m, dt, 4, mem));
+    ddl_status st = ddl_tensor_transpose(out, m, 1, 2);
+    ddl_tensor_release(m);
+    return st;
+}
+
 static ddl_status sdpa_backward(ddl_node *n, const ddl_tensor *dout, ddl_tensor **dinp,
                                 const int *need) {
     ddl_sdpa_dims d;
     dims_of(&d, n);
-    ddl_tensor *g = NULL;
-    ddl_status st = ddl_tensor_contiguous(&g, dout);
+    ddl_tensor *g = NULL, *const *s = n->saved;
+    ddl_status st = readable(&g, &d.dout, dout);
+    layout_of(&d.q, s[0]), layout_of(&d.k, s[1]), layout_of(&d.v, s[2]), layout_of(&d.out, s[3]);
+    ddl_sdpa_strides *gl[3] = {&d.dq, &d.dk, &d.dv}, *il[3] = {&d.q, &d.k, &d.v};
     for (int i = 0; i < 3 && !st; i++)
-        if (need[i]) st = ddl_tensor_zeros(&dinp[i], n->in[i].dtype, n->in[i].ndim, n->in[i].shape);
-    ddl_tensor *const *s = n->saved;
+        if (need[i]) {
+            st = new_bhrf(&dinp[i], n->in[i].dtype, n->in[i].shape, heads_inner(il[i], s[i]), 1);
+            if (!st) layout_of(gl[i], dinp[i]);
+        }
     const void *mask = s[5] ? ddl_tensor_data(s[5]) : NULL;
     if (!st) {
         if (s[0]->dtype == DDL_FLOAT64)
@@ -96,9 +146,11 @@ ddl_status ddl_ag_sdpa(ddl_tensor **out, const ddl_tensor *q, const ddl_tensor *
     ddl_tensor *t[3] = {NULL, NULL, NULL}, *lse = NULL, *o = NULL;
     ddl_status st = DDL_OK;
     const ddl_tensor *src[3] = {q, k, v};
-    for (int i = 0; i < 3 && !st; i++) st = ddl_tensor_contiguous(&t[i], src[i]);
+    ddl_sdpa_strides *lay[3] = {&d.q, &d.k, &d.v};
+    for (int i = 0; i < 3 && !st; i++) st = readable(&t[i], lay[i], src[i]);
     if (!st) st = ddl_tensor_empty(&lse, dt, 3, lshape);
-    if (!st) st = ddl_tensor_empty(&o, dt, 4, oshape);
+    if (!st) st = new_bhrf(&o, dt, oshape, heads_inner(&d.q, t[0]), 0);
+    if (!st) layout_of(&d.out, o);
     const void *m = mask ? ddl_tensor_data(mask) : NULL;
     if (!st) {
         if (dt == DDL_FLOAT64)

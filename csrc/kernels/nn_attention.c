@@ -1,286 +1,354 @@
-/* nn_attention.c: scaled dot-product attention, fused (blocked online softmax over BLAS
- * tiles, float32 and float64) with its naive twin that materializes the score matrix. */
-#include "ddl/nn_attention.h"
+/* nn_attention.c: scaled dot-product attention, fused (flash-style: tiles of scores through
+ * sgemm/dgemm, a vectorized online softmax, the backward recomputing tiles from the saved
+ * logsumexp; (b, h) pairs over ddl's threads; float32 and float64). Its naive twin, which
+ * materializes the score matrix, is in nn_attention_naive.c; shared checks in attention.h. */
+#include "kernels/attention.h"
 
 #include "core/blas.h"
-#include "core/internal.h"
-
-#include "kernels/common.h"
+#include "core/vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
-/* Query and key block sizes: a (BQ, BK) tile of scores is all the fused kernels hold. */
-#define BQ 64
-#define BK 128
+/* Tile sizes and product shapes. Every product is NN with M N K <= 10^6 (head dims up to
+ * 64): OpenBLAS's small-matrix kernel without packing, ~110 GFLOP/s at one thread on this
+ * Zen 4, where NT runs ~87 and TN (which packs) ~3x slower. The operand that would need a
+ * transpose (K for q k^T; q and dout for the backward's k q^T and v dout^T) is copied once per
+ * (b, h) into tiles of (features, block) in the thread's scratch: O(L D), against O(L^2 D)
+ * products. Forward: (FBQ, FBK) scores (32 KiB in float32, L1/L2), the output rescaled once
+ * per FBK keys. Backward: tiles of (BBK keys, BBQ queries), two of them (p^T, dp^T); dq
+ * accumulates transposed (dq^T += k^T ds^T) and is added to dq once per (b, h). */
+#ifndef FBQ
+#define FBQ 64
+#define FBK 128
+#define BBK 128
+#define BBQ 64
+#endif
 
-static ddl_status check_dims(const char *who, const ddl_sdpa_dims *d) {
-    if (d == NULL) DDL_FAIL(DDL_E_VALUE, "%s: dims is NULL", who);
-    const int64_t v[6] = {d->B, d->H, d->L, d->S, d->D, d->E};
-    for (int i = 0; i < 6; i++)
-        if (v[i] < 0 || v[i] > MAX_DIM)
-            DDL_FAIL(DDL_E_VALUE, "%s: sizes must be in [0, 2^31), got %lld", who, (ll)v[i]);
-    int64_t n;
-    if (!prod4(&n, d->B, d->H, d->L,
-               d->S > d->D ? (d->S > d->E ? d->S : d->E) : (d->D > d->E ? d->D : d->E)))
-        DDL_FAIL(DDL_E_VALUE, "%s: sizes overflow", who);
-    if (!(d->scale == d->scale)) DDL_FAIL(DDL_E_VALUE, "%s: scale is NaN", who);
-    return DDL_OK;
+/* Float32 loops over a tile row: compiled for AVX-512, AVX2 and baseline x86-64 (vm_exp_f32
+ * inlines into them); no-trapping-math lets gcc if-convert the max selects. */
+#define VEC_f32                                                                                    \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),                   \
+                   optimize("no-trapping-math")))
+#define VEC_f64
+#define EXP_f32 exp_nonpos_f32
+#define EXP_f64 exp
+#define LOG_f32 logf
+#define LOG_f64 log
+#define GEMM_f32 ddl_cblas_sgemm
+#define GEMM_f64 ddl_cblas_dgemm
+#define NN CblasRowMajor, CblasNoTrans, CblasNoTrans
+
+/* e^x for the x <= 0 (or NaN) of a softmax, the exponent of the max being 0: vm_exp_f32
+ * without its overflow clamp and NaN select (a NaN stays NaN through the arithmetic). */
+static inline __attribute__((always_inline)) float exp_nonpos_f32(float x) {
+    return vm_exp_core_f32(x < -104.0f ? -104.0f : x);
 }
 
-static ddl_status check_io(const char *who, const void *q, const void *k, const void *v,
-                           const ddl_sdpa_dims *d) {
-    DDL_TRY(check_dims(who, d));
-    DDL_TRY(check_buf(who, "q", q, d->B * d->H * d->L * d->D));
-    DDL_TRY(check_buf(who, "k", k, d->B * d->H * d->S * d->D));
-    return check_buf(who, "v", v, d->B * d->H * d->S * d->E);
-}
-
-/* scores[r, c] += mask + causal (-inf) for the tile of queries i0.. and keys j0.. */
-#define DEFINE_TILE_MASK(T)                                                                        \
-    static void tile_mask_##T(T *s, const T *mask, const ddl_sdpa_dims *d, int64_t b, int64_t h,   \
-                              int64_t i0, int64_t bq, int64_t j0, int64_t bk, int64_t lds) {       \
-        for (int64_t r = 0; r < bq; r++) {                                                         \
-            T *row = s + r * lds;                                                                  \
-            if (mask) {                                                                            \
-                const T *m = mask + b * d->mstride[0] + h * d->mstride[1] +                        \
-                             (i0 + r) * d->mstride[2] + j0 * d->mstride[3];                        \
-                for (int64_t c = 0; c < bk; c++) row[c] += m[c * d->mstride[3]];                   \
-            }                                                                                      \
-            if (d->causal)                                                                         \
-                for (int64_t c = (i0 + r) - j0 + 1; c < bk; c++)                                   \
-                    if (c >= 0) row[c] = -INFINITY;                                                \
-        }                                                                                          \
+/* max(m0, row[0 .. n)) by `>` (a NaN is passed over, as the scalar loop): in 16-wide vectors,
+ * which gcc does not form from the scalar loop by itself. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+VEC_f32 static float rowmax_f32(const float *row, int64_t n, float m0) {
+    v16f acc = m0 - (v16f){0};
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        v16f x;
+        memcpy(&x, row + c, sizeof x);
+        v16i gt = x > acc;
+        acc = (v16f)(((v16i)x & gt) | ((v16i)acc & ~gt));
     }
-DEFINE_TILE_MASK(float)
-DEFINE_TILE_MASK(double)
+    float m = m0;
+    for (int j = 0; j < 16; j++) m = acc[j] > m ? acc[j] : m;
+    for (; c < n; c++) m = row[c] > m ? row[c] : m;
+    return m;
+}
 
-#define GEMM_float ddl_cblas_sgemm
-#define GEMM_double ddl_cblas_dgemm
+static double rowmax_f64(const double *row, int64_t n, double m0) {
+    double m = m0;
+    for (int64_t c = 0; c < n; c++) m = row[c] > m ? row[c] : m;
+    return m;
+}
 
-#define DEFINE_SDPA(T, SFX, EXP, LOG)                                                              \
-    ddl_status ddl_sdpa_forward_##SFX(T *out, T *lse, const T *q, const T *k, const T *v,          \
-                                      const T *mask, const ddl_sdpa_dims *d) {                     \
-        const char *who = "sdpa_forward";                                                          \
-        DDL_TRY(check_io(who, q, k, v, d));                                                        \
-        const int64_t B = d->B, H = d->H, L = d->L, S = d->S, D = d->D, E = d->E;                  \
-        DDL_TRY(check_buf(who, "out", out, B *H *L *E));                                           \
-        DDL_TRY(check_buf(who, "lse", lse, B *H *L));                                              \
-        if (B * H * L == 0) return DDL_OK;                                                         \
-        T *s = malloc(sizeof(T) * (BQ * BK + 2 * BQ)); /* (BQ, BK) scores, m (BQ,), l (BQ,) */     \
-        if (!s) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for the score tile", who);                \
-        T *mx = s + BQ * BK, *l = mx + BQ;                                                         \
-        for (int64_t b = 0; b < B; b++)                                                            \
-            for (int64_t h = 0; h < H; h++) {                                                      \
-                const int64_t bh = b * H + h;                                                      \
-                const T *qb = q + bh * L * D, *kb = k + bh * S * D, *vb = v + bh * S * E;          \
-                T *ob = out + bh * L * E, *lb = lse + bh * L;                                      \
-                for (int64_t i0 = 0; i0 < L; i0 += BQ) {                                           \
-                    const int64_t bq = min64(BQ, L - i0);                                          \
-                    T *o = ob + i0 * E; /* (bq, E) */                                              \
-                    for (int64_t i = 0; i < bq * E; i++) o[i] = 0;                                 \
-                    for (int64_t r = 0; r < bq; r++) mx[r] = -INFINITY, l[r] = 0;                  \
-                    int64_t jend = d->causal ? min64(S, i0 + bq) : S;                              \
-                    for (int64_t j0 = 0; j0 < jend; j0 += BK) {                                    \
-                        const int64_t bk = min64(BK, jend - j0);                                   \
-                        if (D > 0)                                                                 \
-                            GEMM_##T(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)bk,    \
-                                     (int)D, (T)d->scale, qb + i0 * D, (int)D, kb + j0 * D,        \
-                                     (int)D, 0, s, BK);                                            \
-                        else                                                                       \
-                            for (int64_t i = 0; i < bq * BK; i++) s[i] = 0;                        \
-                        tile_mask_##T(s, mask, d, b, h, i0, bq, j0, bk, BK);                       \
-                        for (int64_t r = 0; r < bq; r++) {                                         \
-                            T *row = s + r * BK, m = mx[r];                                        \
-                            for (int64_t c = 0; c < bk; c++) m = row[c] > m ? row[c] : m;          \
-                            if (m == -INFINITY) { /* every key so far hidden */                    \
-                                for (int64_t c = 0; c < bk; c++) row[c] = 0;                       \
-                                continue;                                                          \
-                            }                                                                      \
-                            T alpha = EXP(mx[r] - m);                                              \
-                            double sum = 0;                                                        \
-                            for (int64_t c = 0; c < bk; c++) {                                     \
-                                T p = EXP(row[c] - m);                                             \
-                                row[c] = p;                                                        \
-                                sum += p;                                                          \
-                            }                                                                      \
-                            l[r] = (T)(l[r] * alpha + sum);                                        \
-                            mx[r] = m;                                                             \
-                            if (alpha != 1)                                                        \
-                                for (int64_t e = 0; e < E; e++) o[r * E + e] *= alpha;             \
-                        }                                                                          \
-                        if (E > 0)                                                                 \
-                            GEMM_##T(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)E,   \
-                                     (int)bk, 1, s, BK, vb + j0 * E, (int)E, 1, o, (int)E);        \
-                    }                                                                              \
-                    for (int64_t r = 0; r < bq; r++) {                                             \
-                        T inv = l[r] > 0 ? 1 / l[r] : 0;                                           \
-                        for (int64_t e = 0; e < E; e++) o[r * E + e] *= inv;                       \
-                        lb[i0 + r] = l[r] > 0 ? mx[r] + LOG(l[r]) : -INFINITY;                     \
-                    }                                                                              \
+/* The threads of one call: each runs whole (b, h) pairs, with its own block of scratch. */
+static int sdpa_threads(const ddl_sdpa_dims *d) {
+    int64_t n = d->B * d->H, t = ddl_num_threads;
+    if (t > 64) t = 64;
+    return (int)(n < t ? (n < 1 ? 1 : n) : t);
+}
+
+#define DEFINE_SDPA(T, SFX)                                                                        \
+    /* Online softmax over a (bq, bk) tile of scores s (row stride lds), in place: s becomes   \
+     * exp(s - m) with m each row's running max (mx, updated); l the running sums; alpha[r]    \
+     * the factor the row's accumulated output must be scaled by (1 when unchanged). A row     \
+     * whose keys are all hidden so far stays at m = -inf with p = 0. */   \
+    VEC_##SFX static void softmax_tile_##SFX(T *s, int64_t lds, int64_t bq, int64_t bk, T *mx,     \
+                                             T *l, T *alpha) {                                     \
+        for (int64_t r = 0; r < bq; r++) {                                                         \
+            T *row = s + r * lds, acc[16];                                                         \
+            T m = rowmax_##SFX(row, bk, mx[r]);                                                    \
+            if (m == -INFINITY) {                                                                  \
+                for (int64_t c = 0; c < bk; c++) row[c] = 0;                                       \
+                alpha[r] = 1;                                                                      \
+                continue;                                                                          \
+            }                                                                                      \
+            for (int j = 0; j < 16; j++) acc[j] = 0;                                               \
+            int64_t c = 0;                                                                         \
+            for (; c + 16 <= bk; c += 16)                                                          \
+                for (int j = 0; j < 16; j++) {                                                     \
+                    T p = EXP_##SFX(row[c + j] - m);                                               \
+                    row[c + j] = p;                                                                \
+                    acc[j] += p;                                                                   \
+                }                                                                                  \
+            T sum = 0;                                                                             \
+            for (; c < bk; c++) {                                                                  \
+                T p = EXP_##SFX(row[c] - m);                                                       \
+                row[c] = p;                                                                        \
+                sum += p;                                                                          \
+            }                                                                                      \
+            for (int j = 0; j < 8; j++) acc[j] += acc[j + 8];                                      \
+            for (int j = 0; j < 4; j++) acc[j] += acc[j + 4];                                      \
+            sum += (acc[0] + acc[2]) + (acc[1] + acc[3]);                                          \
+            T a = EXP_##SFX(mx[r] - m); /* 0 when mx was -inf */                                   \
+            l[r] = l[r] * a + sum;                                                                 \
+            mx[r] = m;                                                                             \
+            alpha[r] = a;                                                                          \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* o[r, :] *= f[r] for bq rows of E (row stride ldo), skipping factors of 1. */                \
+    VEC_##SFX static void scale_rows_##SFX(T *o, int64_t ldo, int64_t bq, int64_t E, const T *f) { \
+        for (int64_t r = 0; r < bq; r++) {                                                         \
+            if (f[r] == 1) continue;                                                               \
+            T a = f[r], *x = o + r * ldo;                                                          \
+            for (int64_t e = 0; e < E; e++) x[e] *= a;                                             \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* dst[c * ldd + r] = (or += when add) src[r * lds + c] for a (rows, cols) block of src,  \
+     * in 16 x 16 sub-blocks so both sides stay in L1. */    \
+    VEC_##SFX static void transpose_##SFX(T *dst, int64_t ldd, const T *src, int64_t lds,          \
+                                          int64_t rows, int64_t cols, int add) {                   \
+        for (int64_t r0 = 0; r0 < rows; r0 += 16)                                                  \
+            for (int64_t c0 = 0; c0 < cols; c0 += 16) {                                            \
+                const int64_t re = min64(r0 + 16, rows), ce = min64(c0 + 16, cols);                \
+                for (int64_t c = c0; c < ce; c++) {                                                \
+                    T *d = dst + c * ldd;                                                          \
+                    if (add)                                                                       \
+                        for (int64_t r = r0; r < re; r++) d[r] += src[r * lds + c];                \
+                    else                                                                           \
+                        for (int64_t r = r0; r < re; r++) d[r] = src[r * lds + c];                 \
                 }                                                                                  \
             }                                                                                      \
-        free(s);                                                                                   \
+    }                                                                                              \
+                                                                                                   \
+    /* t = x^T in tiles: rows [i0, i0 + bt) of x (n rows of F, row stride rx) become tile    \
+     * i0 / bt of t, (F, bt) row-major. */     \
+    static void transpose_tiles_##SFX(T *t, const T *x, int64_t n, int64_t F, int64_t rx,          \
+                                      int64_t bt) {                                                \
+        for (int64_t i0 = 0; i0 < n; i0 += bt)                                                     \
+            transpose_##SFX(t + i0 * F, bt, x + i0 * rx, rx, min64(bt, n - i0), F, 0);             \
+    }                                                                                              \
+                                                                                                   \
+    /* sum of a[e] * b[e] in double, 8 partials */                                                 \
+    VEC_##SFX static T dot_##SFX(const T *a, const T *b, int64_t n) {                              \
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, t = 0;                                           \
+        int64_t e = 0;                                                                             \
+        for (; e + 8 <= n; e += 8)                                                                 \
+            for (int j = 0; j < 8; j++) acc[j] += (double)a[e + j] * b[e + j];                     \
+        for (; e < n; e++) t += (double)a[e] * b[e];                                               \
+        return (T)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +                                       \
+                   ((acc[4] + acc[5]) + (acc[6] + acc[7])) + t);                                   \
+    }                                                                                              \
+                                                                                                   \
+    /* One (b, h) pair: out (L, E) and lse (L,) from q (L, D), k (S, D), v (S, E). */              \
+    static void forward_one_##SFX(T *ob, T *lb, const T *qb, const T *kb, const T *vb,             \
+                                  const T *mask, const ddl_sdpa_dims *d, int64_t b, int64_t h,     \
+                                  T *s) {                                                          \
+        const int64_t L = d->L, S = d->S, D = d->D, E = d->E;                                      \
+        const int64_t rq = d->q.r, rk = d->k.r, rv = d->v.r, ro = d->out.r;                        \
+        T *mx = s + FBQ * FBK, *l = mx + FBQ, *alpha = l + FBQ, *kt = alpha + FBQ; /* k^T tiles */ \
+        transpose_tiles_##SFX(kt, kb, S, D, rk, FBK);                                              \
+        for (int64_t i0 = 0; i0 < L; i0 += FBQ) {                                                  \
+            const int64_t bq = min64(FBQ, L - i0);                                                 \
+            T *o = ob + i0 * ro; /* (bq, E), row stride ro */                                      \
+            for (int64_t r = 0; r < bq; r++) mx[r] = -INFINITY, l[r] = 0;                          \
+            const int64_t jend = d->causal ? min64(S, i0 + bq) : S;                                \
+            if (jend == 0)                                                                         \
+                for (int64_t r = 0; r < bq; r++)                                                   \
+                    for (int64_t e = 0; e < E; e++) o[r * ro + e] = 0;                             \
+            for (int64_t j0 = 0; j0 < jend; j0 += FBK) {                                           \
+                const int64_t bk = min64(FBK, jend - j0);                                          \
+                if (D > 0)                                                                         \
+                    GEMM_##SFX(NN, (int)bq, (int)bk, (int)D, (T)d->scale, qb + i0 * rq, (int)rq,   \
+                               kt + j0 * D, FBK, 0, s, FBK);                                       \
+                else                                                                               \
+                    for (int64_t i = 0; i < bq * FBK; i++) s[i] = 0;                               \
+                mask_tile_##SFX(s, FBK, 1, mask, d, b, h, i0, bq, j0, bk);                         \
+                softmax_tile_##SFX(s, FBK, bq, bk, mx, l, alpha);                                  \
+                if (j0 > 0) scale_rows_##SFX(o, ro, bq, E, alpha);                                 \
+                if (E > 0)                                                                         \
+                    GEMM_##SFX(NN, (int)bq, (int)E, (int)bk, 1, s, FBK, vb + j0 * rv, (int)rv,     \
+                               j0 > 0 ? 1 : 0, o, (int)ro);                                        \
+            }                                                                                      \
+            for (int64_t r = 0; r < bq; r++) {                                                     \
+                lb[i0 + r] = l[r] > 0 ? mx[r] + LOG_##SFX(l[r]) : -INFINITY;                       \
+                l[r] = l[r] > 0 ? 1 / l[r] : 0;                                                    \
+            }                                                                                      \
+            if (jend > 0) scale_rows_##SFX(o, ro, bq, E, l);                                       \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    typedef struct {                                                                               \
+        T *out, *lse, *dq, *dk, *dv, *scratch; /* out, lse: forward's outputs */                   \
+        const T *q, *k, *v, *mask, *dout, *saved_out, *saved_lse; /* the last three: backward */   \
+        const ddl_sdpa_dims *d;                                                                    \
+        int64_t per; /* scratch elements per thread */                                             \
+    } job_##SFX;                                                                                   \
+                                                                                                   \
+    /* fn over the (b, h) pairs on ddl's threads, each with j->per elements of scratch. */         \
+    static ddl_status run_##SFX(job_##SFX *j, ddl_parallel_fn fn, const char *who) {               \
+        const int nt = sdpa_threads(j->d);                                                         \
+        j->scratch = malloc(sizeof(T) * (size_t)(j->per * nt));                                    \
+        if (!j->scratch) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for the score tiles", who);      \
+        ddl_parallel_run(nt, fn, j);                                                               \
+        free(j->scratch);                                                                          \
         return DDL_OK;                                                                             \
+    }                                                                                              \
+                                                                                                   \
+    static void forward_worker_##SFX(void *p, int tid, int nt) {                                   \
+        const job_##SFX *j = p;                                                                    \
+        const ddl_sdpa_dims *d = j->d;                                                             \
+        const int64_t n = d->B * d->H;                                                             \
+        for (int64_t bh = n * tid / nt; bh < n * (tid + 1) / nt; bh++) {                           \
+            const int64_t b = bh / d->H, h = bh % d->H;                                            \
+            forward_one_##SFX(j->out + at(&d->out, b, h), j->lse + bh * d->L,                      \
+                              j->q + at(&d->q, b, h), j->k + at(&d->k, b, h),                      \
+                              j->v + at(&d->v, b, h), j->mask, d, b, h,                            \
+                              j->scratch + tid * j->per);                                          \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    ddl_status ddl_sdpa_forward_##SFX(T *out, T *lse, const T *q, const T *k, const T *v,          \
+                                      const T *mask, const ddl_sdpa_dims *dims) {                  \
+        const char *who = "sdpa_forward";                                                          \
+        ddl_sdpa_dims d;                                                                           \
+        DDL_TRY(sdpa_check_io(who, &d, dims, q, k, v));                                            \
+        DDL_TRY(check_buf(who, "out", out, d.B *d.H *d.L *d.E));                                   \
+        DDL_TRY(check_buf(who, "lse", lse, d.B *d.H *d.L));                                        \
+        if (d.B * d.H * d.L == 0) return DDL_OK;                                                   \
+        job_##SFX j = {.q = q, .k = k, .v = v, .mask = mask, .d = &d};                             \
+        j.out = out, j.lse = lse;                                                                  \
+        /* (FBQ, FBK) scores; m, l, alpha (FBQ,); k^T tiles (D, S rounded up to FBK) */            \
+        j.per = FBQ * FBK + 3 * FBQ + d.D * ((d.S + FBK - 1) / FBK * FBK);                         \
+        return run_##SFX(&j, forward_worker_##SFX, who);                                           \
+    }                                                                                              \
+                                                                                                   \
+    /* pt[c, r] = exp(pt[c, r] - lse[r]) (0 where lse is -inf: a query with no visible key),    \
+     * a (bk, bq) tile with row stride BBQ. */  \
+    VEC_##SFX static void probs_t_##SFX(T *pt, int64_t bk, int64_t bq, const T *lse) {             \
+        for (int64_t c = 0; c < bk; c++) {                                                         \
+            T *row = pt + c * BBQ;                                                                 \
+            for (int64_t r = 0; r < bq; r++) {                                                     \
+                T p = EXP_##SFX(row[r] - lse[r]);                                                  \
+                row[r] = lse[r] == -INFINITY ? 0 : p;                                              \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* ds^T = p^T * (dp^T - di) in place of dp^T, a (bk, bq) tile with row stride BBQ. */          \
+    VEC_##SFX static void dscores_t_##SFX(T *dpt, const T *pt, int64_t bk, int64_t bq,             \
+                                          const T *di) {                                           \
+        for (int64_t c = 0; c < bk; c++) {                                                         \
+            T *g = dpt + c * BBQ;                                                                  \
+            const T *p = pt + c * BBQ;                                                             \
+            for (int64_t r = 0; r < bq; r++) g[r] = PLANT(p[r] * (g[r] - di[r]));                  \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* One (b, h) pair's gradients, over tiles of (BBK keys, BBQ queries). */                      \
+    static void backward_one_##SFX(const job_##SFX *j, int64_t b, int64_t h, T *pt) {              \
+        const ddl_sdpa_dims *d = j->d;                                                             \
+        const int64_t L = d->L, S = d->S, D = d->D, E = d->E, bh = b * d->H + h;                   \
+        const int64_t rq = d->q.r, rk = d->k.r, rv = d->v.r, ro = d->out.r, rg = d->dout.r;        \
+        const int64_t rdq = d->dq.r, rdk = d->dk.r, rdv = d->dv.r;                                 \
+        const T *qb = j->q + at(&d->q, b, h), *kb = j->k + at(&d->k, b, h);                        \
+        const T *vb = j->v + at(&d->v, b, h), *gb = j->dout + at(&d->dout, b, h);                  \
+        const T *ob = j->saved_out + at(&d->out, b, h), *lb = j->saved_lse + bh * L;               \
+        T *dqb = j->dq ? j->dq + at(&d->dq, b, h) : NULL;                                          \
+        T *dkb = j->dk ? j->dk + at(&d->dk, b, h) : NULL;                                          \
+        T *dvb = j->dv ? j->dv + at(&d->dv, b, h) : NULL;                                          \
+        const int64_t Lp = (L + BBQ - 1) / BBQ * BBQ;                                              \
+        T *dpt = pt + BBK * BBQ, *di = dpt + BBK * BBQ; /* di (L,) */                              \
+        /* q^T (D, Lp), dout^T (E, Lp), dq^T (D, Lp) in BBQ tiles; k^T (D, S) in BBK tiles */      \
+        T *qt = di + L, *gt = qt + D * Lp, *dqt = gt + E * Lp, *kt = dqt + D * Lp;                 \
+        transpose_tiles_##SFX(qt, qb, L, D, rq, BBQ);                                              \
+        transpose_tiles_##SFX(gt, gb, L, E, rg, BBQ);                                              \
+        if (dqb) {                                                                                 \
+            transpose_tiles_##SFX(kt, kb, S, D, rk, BBK);                                          \
+            for (int64_t i = 0; i < D * Lp; i++) dqt[i] = 0;                                       \
+        }                                                                                          \
+        const T sc = (T)d->scale;                                                                  \
+        for (int64_t i = 0; i < L; i++) di[i] = dot_##SFX(gb + i * rg, ob + i * ro, E);            \
+        for (int64_t j0 = 0; j0 < S; j0 += BBK) {                                                  \
+            const int64_t bk = min64(BBK, S - j0);                                                 \
+            /* causal: key j0 is visible to queries i >= j0 only */                                \
+            for (int64_t i0 = d->causal ? j0 / BBQ * BBQ : 0; i0 < L; i0 += BBQ) {                 \
+                const int64_t bq = min64(BBQ, L - i0);                                             \
+                if (D > 0)                                                                         \
+                    GEMM_##SFX(NN, (int)bk, (int)bq, (int)D, sc, kb + j0 * rk, (int)rk,            \
+                               qt + i0 * D, BBQ, 0, pt, BBQ);                                      \
+                else                                                                               \
+                    for (int64_t i = 0; i < bk * BBQ; i++) pt[i] = 0;                              \
+                mask_tile_##SFX(pt, 1, BBQ, j->mask, d, b, h, i0, bq, j0, bk);                     \
+                probs_t_##SFX(pt, bk, bq, lb + i0);                                                \
+                if (dvb && E > 0)                                                                  \
+                    GEMM_##SFX(NN, (int)bk, (int)E, (int)bq, 1, pt, BBQ, gb + i0 * rg, (int)rg, 1, \
+                               dvb + j0 * rdv, (int)rdv);                                          \
+                if (!dqb && !dkb) continue;                                                        \
+                if (E > 0)                                                                         \
+                    GEMM_##SFX(NN, (int)bk, (int)bq, (int)E, 1, vb + j0 * rv, (int)rv,             \
+                               gt + i0 * E, BBQ, 0, dpt, BBQ);                                     \
+                else                                                                               \
+                    for (int64_t i = 0; i < bk * BBQ; i++) dpt[i] = 0;                             \
+                dscores_t_##SFX(dpt, pt, bk, bq, di + i0);                                         \
+                if (dkb && D > 0)                                                                  \
+                    GEMM_##SFX(NN, (int)bk, (int)D, (int)bq, sc, dpt, BBQ, qb + i0 * rq, (int)rq,  \
+                               1, dkb + j0 * rdk, (int)rdk);                                       \
+                if (dqb && D > 0) /* dq^T += k^T ds^T */                                           \
+                    GEMM_##SFX(NN, (int)D, (int)bq, (int)bk, sc, kt + j0 * D, BBK, dpt, BBQ, 1,    \
+                               dqt + i0 * D, BBQ);                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        if (dqb) /* dq += (dq^T tiles)^T */                                                        \
+            for (int64_t i0 = 0; i0 < L; i0 += BBQ)                                                \
+                transpose_##SFX(dqb + i0 * rdq, rdq, dqt + i0 * D, BBQ, D, min64(BBQ, L - i0), 1); \
+    }                                                                                              \
+                                                                                                   \
+    static void backward_worker_##SFX(void *p, int tid, int nt) {                                  \
+        const job_##SFX *j = p;                                                                    \
+        const int64_t n = j->d->B * j->d->H;                                                       \
+        for (int64_t bh = n * tid / nt; bh < n * (tid + 1) / nt; bh++)                             \
+            backward_one_##SFX(j, bh / j->d->H, bh % j->d->H, j->scratch + tid * j->per);          \
     }                                                                                              \
                                                                                                    \
     ddl_status ddl_sdpa_backward_##SFX(T *dq, T *dk, T *dv, const T *dout, const T *out,           \
                                        const T *lse, const T *q, const T *k, const T *v,           \
-                                       const T *mask, const ddl_sdpa_dims *d) {                    \
+                                       const T *mask, const ddl_sdpa_dims *dims) {                 \
         const char *who = "sdpa_backward";                                                         \
-        DDL_TRY(check_io(who, q, k, v, d));                                                        \
-        const int64_t B = d->B, H = d->H, L = d->L, S = d->S, D = d->D, E = d->E;                  \
+        ddl_sdpa_dims d;                                                                           \
+        DDL_TRY(sdpa_check_io(who, &d, dims, q, k, v));                                            \
         if (!dq && !dk && !dv) return DDL_OK;                                                      \
-        DDL_TRY(check_buf(who, "dout", dout, B *H *L *E));                                         \
-        DDL_TRY(check_buf(who, "out", out, B *H *L *E));                                           \
-        DDL_TRY(check_buf(who, "lse", lse, B *H *L));                                              \
-        if (B * H * L * S == 0) return DDL_OK;                                                     \
-        /* (BQ, BK) p, (BQ, BK) dp, (BQ,) rowsum(dout * out) */                                    \
-        T *p = malloc(sizeof(T) * (2 * BQ * BK + BQ));                                             \
-        if (!p) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for the score tiles", who);               \
-        T *dp = p + BQ * BK, *di = dp + BQ * BK;                                                   \
-        const T sc = (T)d->scale;                                                                  \
-        for (int64_t b = 0; b < B; b++)                                                            \
-            for (int64_t h = 0; h < H; h++) {                                                      \
-                const int64_t bh = b * H + h;                                                      \
-                const T *qb = q + bh * L * D, *kb = k + bh * S * D, *vb = v + bh * S * E;          \
-                const T *gb = dout + bh * L * E, *ob = out + bh * L * E, *lb = lse + bh * L;       \
-                for (int64_t i0 = 0; i0 < L; i0 += BQ) {                                           \
-                    const int64_t bq = min64(BQ, L - i0);                                          \
-                    for (int64_t r = 0; r < bq; r++) {                                             \
-                        double acc = 0;                                                            \
-                        for (int64_t e = 0; e < E; e++)                                            \
-                            acc += (double)gb[(i0 + r) * E + e] * ob[(i0 + r) * E + e];            \
-                        di[r] = (T)acc;                                                            \
-                    }                                                                              \
-                    int64_t jend = d->causal ? min64(S, i0 + bq) : S;                              \
-                    for (int64_t j0 = 0; j0 < jend; j0 += BK) {                                    \
-                        const int64_t bk = min64(BK, jend - j0);                                   \
-                        if (D > 0)                                                                 \
-                            GEMM_##T(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)bk,    \
-                                     (int)D, sc, qb + i0 * D, (int)D, kb + j0 * D, (int)D, 0, p,   \
-                                     BK);                                                          \
-                        else                                                                       \
-                            for (int64_t i = 0; i < bq * BK; i++) p[i] = 0;                        \
-                        tile_mask_##T(p, mask, d, b, h, i0, bq, j0, bk, BK);                       \
-                        for (int64_t r = 0; r < bq; r++) {                                         \
-                            T lr = lb[i0 + r];                                                     \
-                            for (int64_t c = 0; c < bk; c++)                                       \
-                                p[r * BK + c] = lr == -INFINITY ? 0 : EXP(p[r * BK + c] - lr);     \
-                        }                                                                          \
-                        if (dv && E > 0)                                                           \
-                            GEMM_##T(CblasRowMajor, CblasTrans, CblasNoTrans, (int)bk, (int)E,     \
-                                     (int)bq, 1, p, BK, gb + i0 * E, (int)E, 1,                    \
-                                     dv + (bh * S + j0) * E, (int)E);                              \
-                        if (!dq && !dk) continue;                                                  \
-                        if (E > 0)                                                                 \
-                            GEMM_##T(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bq, (int)bk,    \
-                                     (int)E, 1, gb + i0 * E, (int)E, vb + j0 * E, (int)E, 0, dp,   \
-                                     BK);                                                          \
-                        else                                                                       \
-                            for (int64_t i = 0; i < bq * BK; i++) dp[i] = 0;                       \
-                        for (int64_t r = 0; r < bq; r++)                                           \
-                            for (int64_t c = 0; c < bk; c++)                                       \
-                                dp[r * BK + c] = PLANT(p[r * BK + c] * (dp[r * BK + c] - di[r]));  \
-                        if (dq && D > 0)                                                           \
-                            GEMM_##T(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bq, (int)D,   \
-                                     (int)bk, sc, dp, BK, kb + j0 * D, (int)D, 1,                  \
-                                     dq + (bh * L + i0) * D, (int)D);                              \
-                        if (dk && D > 0)                                                           \
-                            GEMM_##T(CblasRowMajor, CblasTrans, CblasNoTrans, (int)bk, (int)D,     \
-                                     (int)bq, sc, dp, BK, qb + i0 * D, (int)D, 1,                  \
-                                     dk + (bh * S + j0) * D, (int)D);                              \
-                    }                                                                              \
-                }                                                                                  \
-            }                                                                                      \
-        free(p);                                                                                   \
-        return DDL_OK;                                                                             \
+        DDL_TRY(sdpa_check_grads(who, &d, dout, out, lse));                                        \
+        if (d.B * d.H * d.L * d.S == 0) return DDL_OK;                                             \
+        job_##SFX j = {.q = q, .k = k, .v = v, .mask = mask, .d = &d};                             \
+        j.dq = dq, j.dk = dk, j.dv = dv, j.dout = dout, j.saved_out = out, j.saved_lse = lse;      \
+        /* p^T, dp^T tiles; di (L,); q^T, dout^T, dq^T ((2 D + E), L rounded up to BBQ); k^T */    \
+        j.per = 2 * BBK * BBQ + d.L + (2 * d.D + d.E) * ((d.L + BBQ - 1) / BBQ * BBQ) +            \
+                d.D * ((d.S + BBK - 1) / BBK * BBK);                                               \
+        return run_##SFX(&j, backward_worker_##SFX, who);                                          \
     }
 
-DEFINE_SDPA(float, f32, expf, logf)
-DEFINE_SDPA(double, f64, exp, log)
-
-/* ---- the naive twin (float32): the whole (L, S) matrix, plain loops in double ------------- */
-
-static double naive_score(const float *qi, const float *kj, const float *mask,
-                          const ddl_sdpa_dims *d, int64_t b, int64_t h, int64_t i, int64_t j) {
-    if (d->causal && j > i) return -INFINITY;
-    double s = 0;
-    for (int64_t x = 0; x < d->D; x++) s += (double)qi[x] * kj[x];
-    s *= d->scale;
-    if (mask)
-        s += mask[b * d->mstride[0] + h * d->mstride[1] + i * d->mstride[2] + j * d->mstride[3]];
-    return s;
-}
-
-ddl_status ddl_sdpa_forward_naive_f32(float *out, float *lse, const float *q, const float *k,
-                                      const float *v, const float *mask, const ddl_sdpa_dims *d) {
-    const char *who = "sdpa_forward_naive";
-    DDL_TRY(check_io(who, q, k, v, d));
-    const int64_t B = d->B, H = d->H, L = d->L, S = d->S, D = d->D, E = d->E;
-    DDL_TRY(check_buf(who, "out", out, B * H * L * E));
-    DDL_TRY(check_buf(who, "lse", lse, B * H * L));
-    double *sc = malloc(sizeof(double) * (size_t)(L * S > 0 ? L * S : 1)); /* (L, S) */
-    if (!sc) DDL_FAIL(DDL_E_NOMEM, "%s: out of memory for the (L, S) scores", who);
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            const int64_t bh = b * H + h;
-            for (int64_t i = 0; i < L; i++) {
-                double m = -INFINITY, sum = 0;
-                for (int64_t j = 0; j < S; j++) {
-                    double s = naive_score(q + (bh * L + i) * D, k + (bh * S + j) * D, mask, d, b,
-                                           h, i, j);
-                    sc[i * S + j] = s;
-                    m = s > m ? s : m;
-                }
-                for (int64_t j = 0; j < S; j++) sum += m == -INFINITY ? 0 : exp(sc[i * S + j] - m);
-                for (int64_t e = 0; e < E; e++) {
-                    double acc = 0;
-                    for (int64_t j = 0; j < S && sum > 0; j++)
-                        acc += exp(sc[i * S + j] - m) / sum * v[(bh * S + j) * E + e];
-                    out[(bh * L + i) * E + e] = (float)acc;
-                }
-                lse[bh * L + i] = sum > 0 ? (float)(m + log(sum)) : -INFINITY;
-            }
-        }
-    free(sc);
-    return DDL_OK;
-}
-
-ddl_status ddl_sdpa_backward_naive_f32(float *dq, float *dk, float *dv, const float *dout,
-                                       const float *out, const float *lse, const float *q,
-                                       const float *k, const float *v, const float *mask,
-                                       const ddl_sdpa_dims *d) {
-    const char *who = "sdpa_backward_naive";
-    DDL_TRY(check_io(who, q, k, v, d));
-    const int64_t B = d->B, H = d->H, L = d->L, S = d->S, D = d->D, E = d->E;
-    if (!dq && !dk && !dv) return DDL_OK;
-    DDL_TRY(check_buf(who, "dout", dout, B * H * L * E));
-    DDL_TRY(check_buf(who, "out", out, B * H * L * E));
-    DDL_TRY(check_buf(who, "lse", lse, B * H * L));
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            const int64_t bh = b * H + h;
-            for (int64_t i = 0; i < L; i++) {
-                const float *gi = dout + (bh * L + i) * E, *oi = out + (bh * L + i) * E;
-                double di = 0, lr = lse[bh * L + i];
-                for (int64_t e = 0; e < E; e++) di += (double)gi[e] * oi[e];
-                if (lr == -INFINITY) continue;
-                for (int64_t j = 0; j < S; j++) {
-                    const float *kj = k + (bh * S + j) * D, *vj = v + (bh * S + j) * E;
-                    const float *qi = q + (bh * L + i) * D;
-                    double p = exp(naive_score(qi, kj, mask, d, b, h, i, j) - lr), dpij = 0;
-                    for (int64_t e = 0; e < E; e++) {
-                        dpij += (double)gi[e] * vj[e];
-                        if (dv) dv[(bh * S + j) * E + e] += (float)(p * gi[e]);
-                    }
-                    double ds = p * (dpij - di) * d->scale;
-                    for (int64_t x = 0; x < D; x++) {
-                        if (dq) dq[(bh * L + i) * D + x] += (float)(ds * kj[x]);
-                        if (dk) dk[(bh * S + j) * D + x] += (float)(ds * qi[x]);
-                    }
-                }
-            }
-        }
-    return DDL_OK;
-}
+DEFINE_SDPA(float, f32)
+DEFINE_SDPA(double, f64)

@@ -18,6 +18,13 @@
  *     dv += p^T dout.
  * The mask gets no gradient. Conventions as nn_loss.h (outputs first, DDL_E_VALUE on bad
  * sizes, nothing written on error); scratch is allocated once per call (DDL_E_NOMEM).
+ *
+ * Layouts: each buffer's feature dim is unit-stride; its (batch, head, row) element strides
+ * are given in dims (ddl_sdpa_strides, all zero = contiguous (B, H, rows, features)), so a
+ * (B, L, H, D) buffer (a projection's output viewed per head, MultiheadAttention's case) is
+ * read and written in place, with no head-split copy. The (b, h) pairs are split over ddl's
+ * threads (ddl_parallel_run, single-threaded sgemm inside); each (b, h) is computed by one
+ * thread in a fixed order, so results do not depend on the thread count.
  */
 #ifndef DDL_NN_ATTENTION_H
 #define DDL_NN_ATTENTION_H
@@ -28,12 +35,19 @@
 extern "C" {
 #endif
 
+/* Element strides of one buffer over (batch, head, row); all zero means contiguous. */
+typedef struct {
+    int64_t b, h, r;
+} ddl_sdpa_strides;
+
 /* The sizes of one attention call. */
 typedef struct {
     int64_t B, H, L, S, D, E; /* batch, heads, queries, keys, q/k features, v features */
     double scale;             /* usually 1 / sqrt(D) */
     int causal;
     int64_t mstride[4]; /* mask element strides over (B, H, L, S); unused without a mask */
+    /* layouts of q, k, v, out, dout and of the gradients dq, dk, dv (zero: contiguous) */
+    ddl_sdpa_strides q, k, v, out, dout, dq, dk, dv;
 } ddl_sdpa_dims;
 
 ddl_status ddl_sdpa_forward_f32(float *out,        // (B, H, L, E)
