@@ -171,6 +171,7 @@ void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int
     size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
     Shape s = shape_of(d, rank_, size_, a, b);
     int64_t per = (int64_t)(seg_->big_bytes() / ((size_t)s.blocks * es));
+    big_free_ = false;
     for (int64_t off = 0; off < s.block; off += per) {
         int64_t len = s.block - off < per ? s.block - off : per;
         size_t piece = (size_t)len * es;
