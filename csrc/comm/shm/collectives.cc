@@ -5,8 +5,8 @@
 // needs from every rank's buffer: one synchronisation in all, double-buffered by call parity,
 // so no barrier between calls. A larger call moves in rounds through the large buffers
 // (round parity), one step each, the first one carrying the descriptor: write this rank's
-// piece, wait for every rank, read. A large all_reduce does each round as
-// a reduce-scatter (each rank reduces one slice, in rank order) plus an allgather: two steps.
+// piece, wait for every rank, read. A large all_reduce is a pipelined reduce-scatter plus
+// allgather of its own (allreduce.cc).
 // Reductions always combine ranks in rank order ((r0 op r1) op r2 ...): the same bits on every
 // rank, run to run, for every size.
 #include "comm/reduce.h"
@@ -171,6 +171,7 @@ void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int
     size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
     Shape s = shape_of(d, rank_, size_, a, b);
     int64_t per = (int64_t)(seg_->big_bytes() / ((size_t)s.blocks * es));
+    big_free_ = false;
     for (int64_t off = 0; off < s.block; off += per) {
         int64_t len = s.block - off < per ? s.block - off : per;
         size_t piece = (size_t)len * es;
@@ -183,37 +184,6 @@ void ShmTransport::rounds(const Descriptor& d, uint8_t* a, const uint8_t* b, int
         int par = (int)bigpar_;
         read_round(
             d, rank_, size_, s, a, [&](int q) { return seg_->big(q, par); }, off, len);
-        bigpar_ ^= 1;
-    }
-}
-
-void ShmTransport::allreduce_large(const Descriptor& d, uint8_t* a, int64_t deadline, int par0) {
-    size_t es = ddl_dtype_size((ddl_dtype)d.dtype);
-    int64_t per = (int64_t)(seg_->big_bytes() / es);
-    std::vector<const uint8_t*> in(size_);
-    for (int64_t off = 0; off < d.count; off += per) {
-        int64_t len = d.count - off < per ? d.count - off : per;
-        uint8_t* mine = seg_->big(rank_, bigpar_);
-        auto lo = [&](int q) { return len * q / size_; };
-        // the slices the other ranks reduce (this rank's own slice it reads in place)
-        for (int q = 0; q < size_; q++)
-            if (q != rank_)
-                memcpy(mine + lo(q) * es, a + (off + lo(q)) * es, (size_t)(lo(q + 1) - lo(q)) * es);
-        publish();
-        wait_all(deadline);
-        if (off == 0) check_descriptors(d, par0);
-        // reduce-scatter: this rank's slice of the round, from every rank in rank order, into
-        // its own piece, where every rank (itself included) fetches it
-        for (int q = 0; q < size_; q++)
-            in[q] =
-                q == rank_ ? a + (off + lo(rank_)) * es : seg_->big(q, bigpar_) + lo(rank_) * es;
-        reduce_into(mine + lo(rank_) * es, in, lo(rank_ + 1) - lo(rank_), d.dtype, d.redop);
-        publish();
-        wait_all(deadline);
-        // allgather: every rank's reduced slice
-        for (int q = 0; q < size_; q++)
-            memcpy(a + (off + lo(q)) * es, seg_->big(q, bigpar_) + lo(q) * es,
-                   (size_t)(lo(q + 1) - lo(q)) * es);
         bigpar_ ^= 1;
     }
 }

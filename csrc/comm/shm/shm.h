@@ -123,6 +123,9 @@ class ShmTransport : public Transport {
     uint32_t step_ = 0;   // the last step this rank published (the same on every rank)
     uint64_t calls_ = 0;  // collectives run: the small buffers' parity
     uint32_t bigpar_ = 0; // the large buffers' parity, per round
+    // no peer still reads this rank's large buffers (false after a round-based call, whose
+    // last round's buffer the peers read after its step; allreduce_large ends with a barrier)
+    bool big_free_ = true;
     std::vector<int> pidfd_;
     std::vector<int> pid_;
     int64_t timeout_ms_ = 0;

@@ -137,6 +137,7 @@ void ShmTransport::exchange(void* out, const void* in, size_t block, int64_t tim
     const uint8_t* src = static_cast<const uint8_t*>(in);
     uint8_t* dst = static_cast<uint8_t*>(out);
     size_t per = seg_->big_bytes() / (size_t)size_;
+    big_free_ = false;
     for (size_t off = 0; off < block || off == 0; off += per) {
         size_t len = block - off < per ? block - off : per;
         uint8_t* mine = seg_->big(rank_, bigpar_);
