@@ -12,6 +12,12 @@
  *                          is queued the hook waits for all of them, so backward returns with
  *                          averaged gradients.
  *   no_sync                ddl_reducer_set_sync(r, 0): hooks only accumulate.
+ *
+ * A gradient unset at the hook is the engine's own result: copied into its slot, or, for a
+ * parameter alone in its bucket (any parameter larger than the bucket cap), reduced where it
+ * is. The last bucket always runs on the thread that finishes backward; the others go to the
+ * group's comm thread (overlap on) or run there too (overlap off: better when every core
+ * already runs a rank). A group of one rank communicates nothing.
  */
 #ifndef DDL_REDUCER_H
 #define DDL_REDUCER_H
@@ -36,6 +42,13 @@ void ddl_reducer_free(ddl_reducer *r);
  * the previous iteration's reduction did not finish because some parameters got no gradient. */
 ddl_status ddl_reducer_prepare(ddl_reducer *r, const uint8_t *unused);
 void ddl_reducer_set_sync(ddl_reducer *r, int sync);
+/* overlap != 0 (the default): buckets before the last are all-reduced on the comm thread while
+ * backward goes on; 0: on the thread running backward, in place, as each becomes ready. */
+void ddl_reducer_set_overlap(ddl_reducer *r, int overlap);
+/* Broadcast the n buffers (module buffers: running statistics, counters; contiguous, any
+ * dtype) from the group's rank 0, packed byte for byte into one message (a scratch kept by the
+ * reducer): one collective per forward however many buffers. */
+ddl_status ddl_reducer_sync_buffers(ddl_reducer *r, int n, ddl_tensor *const *bufs);
 /* Parameters (by index) still waiting for a gradient in the current iteration; returns the
  * count written to idx (at most cap). */
 int ddl_reducer_pending(const ddl_reducer *r, int *idx, int cap);
