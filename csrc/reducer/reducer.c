@@ -65,18 +65,22 @@ static void free_buckets(ddl_reducer *r) {
 static ddl_status build_buckets(ddl_reducer *r, const int *order) {
     bucket *b = calloc((size_t)r->n + 1, sizeof *b);
     if (!b) DDL_FAIL(DDL_E_NOMEM, "DistributedDataParallel: out of memory building buckets");
-    int nb = 0;
+    int nb = 0, alone = 0;
     int64_t bytes = 0;
     for (int k = 0; k < r->n; k++) {
         ddl_tensor *p = r->params[order[k]];
         int64_t pb = ddl_tensor_numel(p) * (int64_t)ddl_dtype_size(p->dtype);
         /* the first bucket is small, so communication starts early in backward */
         int64_t cap = nb <= 1 ? r->first_cap : r->cap;
-        if (nb == 0 || b[nb - 1].dtype != p->dtype || bytes + pb > cap) {
+        /* a parameter of first_cap bytes or more gets a bucket of its own: reduced in its
+         * .grad (no copy) as soon as it is ready, not held back by the parameters after it */
+        int big = pb >= r->first_cap;
+        if (nb == 0 || b[nb - 1].dtype != p->dtype || bytes + pb > cap || big || alone) {
             nb++;
             b[nb - 1].dtype = p->dtype;
             bytes = 0;
         }
+        alone = big;
         b[nb - 1].n++;
         b[nb - 1].numel += ddl_tensor_numel(p);
         bytes += pb;

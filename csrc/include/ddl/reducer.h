@@ -32,7 +32,8 @@ typedef struct ddl_reducer ddl_reducer;
 
 /* params: the n parameters that require grad, in registration order (float32/float64,
  * contiguous, retained by the reducer). Buckets are filled in reverse order, the first capped
- * at first_bucket_bytes and the rest at bucket_cap_bytes, never mixing dtypes. */
+ * at first_bucket_bytes and the rest at bucket_cap_bytes, never mixing dtypes; a parameter of
+ * first_bucket_bytes or more is alone in its bucket. */
 ddl_status ddl_reducer_new(ddl_reducer **out, ddl_pg *pg, int n, ddl_tensor *const *params,
                            int64_t bucket_cap_bytes, int64_t first_bucket_bytes);
 void ddl_reducer_free(ddl_reducer *r);
