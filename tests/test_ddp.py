@@ -233,6 +233,91 @@ def test_allreduce_overlaps_backward(tmp_path):
         assert any(early), (local, runs)
 
 
+def _local_average(base, xs, ys, world_size):
+    """The gradients of base (a plain copy) on this rank's shard, averaged over the ranks."""
+    F.cross_entropy(base(xs), ys).backward()
+    out = {}
+    for n, p in base.named_parameters():
+        g = p.grad.numpy().astype(np.float64)
+        dist.all_reduce(g)
+        out[n] = g / world_size
+    return out
+
+
+@pytest.mark.ddl_world(2, timeout=60)
+def test_overlap_on_and_off_give_the_same_gradients(rank, world_size):
+    """Buckets reduced on the comm thread (overlap) or on backward's own thread give the same
+    gradients bit for bit, the average of the ranks' local gradients, also when gradients
+    accumulate into the buckets (a second backward under no_sync then a synced one). A
+    parameter of first-bucket size or more is alone in its bucket (reduced in its .grad)."""
+    xs, ys = W.shard(*W.batch("mlp", 0, 16 * world_size), rank, world_size)
+    want = _local_average(W.build("mlp"), xs, ys, world_size)
+    got = {}
+    for overlap in (True, False):
+        model = DDP(W.build("mlp"), bucket_cap_mb=0.001)   # first bucket 1 KiB
+        ddl._C.reducer_set_overlap(model._reducer, overlap)
+        buckets = [names for names, _, _ in model.bucket_info()]
+        assert ["0.weight"] in buckets and ["2.weight"] in buckets, buckets  # 2.5 / 4 KiB
+        assert any(len(b) > 1 for b in buckets), buckets
+        F.cross_entropy(model(xs), ys).backward()
+        got[overlap] = {n: p.grad.numpy().copy() for n, p in model.module.named_parameters()}
+        with model.no_sync():
+            F.cross_entropy(model(xs), ys).backward()
+        F.cross_entropy(model(xs), ys).backward()  # local + local + this one, averaged
+        for n, p in model.module.named_parameters():
+            np.testing.assert_allclose(p.grad.numpy(), 2 * want[n] + got[overlap][n],
+                                       rtol=1e-5, atol=1e-7, err_msg=n)
+    for n in want:
+        np.testing.assert_array_equal(got[True][n], got[False][n], err_msg=n)
+        np.testing.assert_allclose(got[True][n], want[n], rtol=1e-5, atol=1e-7, err_msg=n)
+
+
+@pytest.mark.ddl_world(1, timeout=60)
+def test_one_rank_ddp_is_the_plain_model(rank, world_size):
+    """On a group of one rank there is nothing to send: the gradients are the local ones, bit
+    for bit, and still land in .grad (set_to_none or zeroed in place)."""
+    xs, ys = W.shard(*W.batch("cnn", 0, 16), rank, world_size)
+    plain, model = W.build("cnn"), DDP(W.build("cnn"), bucket_cap_mb=0.001)
+    for step in range(2):
+        for m in (plain, model):
+            for p in m.parameters():
+                p.grad = None if step == 0 else p.grad.zero_()
+            F.cross_entropy(m(xs), ys).backward()
+        for (n, p), q in zip(plain.named_parameters(), model.module.parameters()):
+            np.testing.assert_array_equal(q.grad.numpy(), p.grad.numpy(), err_msg=n)
+
+
+class _Buffers(ddl.nn.Module):
+    """Buffers of several dtypes and odd sizes (packing pads each to 8 bytes)."""
+
+    def __init__(self, rank):
+        super().__init__()
+        self.lin = ddl.nn.Linear(3, 2)
+        self.register_buffer("a", ddl.tensor(np.full(3, 1.5 + rank, np.float32)))
+        self.register_buffer("b", ddl.tensor(np.arange(5, dtype=np.float64) * (rank + 1)))
+        self.register_buffer("c", ddl.tensor(np.array([2**60 + 7 + 7 * rank], np.int64)))
+        self.register_buffer("d", ddl.tensor(np.full((2, 2), -rank, np.float32)))
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+@pytest.mark.ddl_world(2, timeout=60)
+def test_buffers_of_every_dtype_broadcast_bit_for_bit(rank, world_size):
+    """Every forward packs the buffers into one message from rank 0: float32, float64 and
+    int64 (a value beyond float64's exact range) arrive bit for bit on every rank."""
+    model = DDP(_Buffers(rank))
+    want = {n: b.numpy().copy() for n, b in _Buffers(0).named_buffers()}
+    for n, b in model.module.named_buffers():   # construction broadcast
+        np.testing.assert_array_equal(b.numpy(), want[n], err_msg=n)
+    for n, b in model.module.named_buffers():   # diverge, then one forward
+        b.numpy()[...] = np.asarray(want[n]) * 3 + rank
+    model(ddl.ones(2, 3))
+    for n, b in model.module.named_buffers():
+        np.testing.assert_array_equal(b.numpy(), np.asarray(want[n]) * 3, err_msg=n)
+    assert int(model.module.c.numpy()[0]) == 3 * 2**60 + 21  # not a float64: exact int64
+
+
 # ---- no_sync ---------------------------------------------------------------------------------
 
 

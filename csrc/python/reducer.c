@@ -63,6 +63,33 @@ static PyObject *py_reducer_set_sync(PyObject *Py_UNUSED(self), PyObject *args) 
     Py_RETURN_NONE;
 }
 
+PYDDL_DOC(reducer_set_overlap, "(r, flag, /)",
+          "Whether buckets before the last are reduced on the comm thread (else in backward's).");
+static PyObject *py_reducer_set_overlap(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_reducer *r;
+    int overlap;
+    if (!PyArg_ParseTuple(args, "O&p", pyddl_conv_reducer, &r, &overlap)) return NULL;
+    ddl_reducer_set_overlap(r, overlap);
+    Py_RETURN_NONE;
+}
+
+/* reducer_sync_buffers(r, buffers: list of Tensors) */
+PYDDL_DOC(reducer_sync_buffers, "(r, buffers, /)",
+          "Broadcast the buffers from rank 0 of the group as one packed message.");
+static PyObject *py_reducer_sync_buffers(PyObject *Py_UNUSED(self), PyObject *args) {
+    ddl_reducer *r;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O&O", pyddl_conv_reducer, &r, &list)) return NULL;
+    pyddl_tensor_list bs;
+    if (pyddl_tensor_list_get(&bs, list, -1, PYDDL_LIST_TENSORS, "reducer_sync_buffers",
+                              "buffers") < 0)
+        return NULL;
+    ddl_status st;
+    PYDDL_NOGIL(st, ddl_reducer_sync_buffers(r, bs.n, bs.t));
+    pyddl_tensor_list_release(&bs, 1);
+    return pyddl_return_none(st);
+}
+
 /* A list of the ints a C query writes: query(NULL, 0) gives the count, query(buf, n) fills. */
 static PyObject *int_list(const ddl_reducer *r, int b,
                           int (*query)(const ddl_reducer *, int, int *, int)) {
@@ -147,6 +174,8 @@ PyMethodDef pyddl_reducer_functions[] = {
     PYDDL_FN(reducer_new, METH_VARARGS),
     PYDDL_FN(reducer_prepare, METH_VARARGS),
     PYDDL_FN(reducer_set_sync, METH_VARARGS),
+    PYDDL_FN(reducer_set_overlap, METH_VARARGS),
+    PYDDL_FN(reducer_sync_buffers, METH_VARARGS),
     PYDDL_FN(reducer_pending, METH_O),
     PYDDL_FN(reducer_rebuild, METH_O),
     PYDDL_FN(reducer_shadow, METH_O),

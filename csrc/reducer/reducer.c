@@ -10,8 +10,9 @@ typedef struct {
     ddl_dtype dtype;
     int n;           /* parameters in this bucket */
     int *params;     /* their indices */
-    int64_t numel;   /* elements of the flat buffer */
-    ddl_tensor *buf; /* (numel,) the gradients, back to back */
+    int64_t numel;   /* elements of all its gradients */
+    ddl_tensor *buf; /* (numel,) the gradients back to back; NULL in a one-parameter bucket,
+                      * whose allreduce runs on that parameter's .grad itself (no copy) */
     int pending;     /* parameters not yet ready this iteration */
     ddl_work *work;  /* the allreduce in flight */
     int64_t t_start, t_end;
@@ -26,7 +27,8 @@ struct ddl_reducer {
     ddl_pg *pg;
     int n;
     ddl_tensor **params;
-    ddl_tensor **views; /* views[i]: param i's slot in its bucket buffer, shaped like it */
+    ddl_tensor **views; /* views[i]: param i's slot in its bucket buffer, shaped like it (NULL
+                         * when param i is alone in its bucket) */
     hook_ctx *hooks;
     int *bucket_of;
     int nb;
@@ -40,6 +42,11 @@ struct ddl_reducer {
     int *ready_order;
     int ready_count;
     int rebuilt;
+    int local;       /* a group of one rank: the average is the gradient itself, nothing to send */
+    int overlap;     /* buckets before the last go to the comm thread (else: the caller's thread) */
+    int64_t *packed; /* (packed_cap,) scratch of ddl_reducer_sync_buffers, kept across steps */
+    int64_t packed_cap;
+    ddl_tensor *packed_t; /* a tensor over packed (or NULL) */
 };
 
 static void free_buckets(ddl_reducer *r) {
@@ -58,18 +65,22 @@ static void free_buckets(ddl_reducer *r) {
 static ddl_status build_buckets(ddl_reducer *r, const int *order) {
     bucket *b = calloc((size_t)r->n + 1, sizeof *b);
     if (!b) DDL_FAIL(DDL_E_NOMEM, "DistributedDataParallel: out of memory building buckets");
-    int nb = 0;
+    int nb = 0, alone = 0;
     int64_t bytes = 0;
     for (int k = 0; k < r->n; k++) {
         ddl_tensor *p = r->params[order[k]];
         int64_t pb = ddl_tensor_numel(p) * (int64_t)ddl_dtype_size(p->dtype);
         /* the first bucket is small, so communication starts early in backward */
         int64_t cap = nb <= 1 ? r->first_cap : r->cap;
-        if (nb == 0 || b[nb - 1].dtype != p->dtype || bytes + pb > cap) {
+        /* a parameter of first_cap bytes or more gets a bucket of its own: reduced in its
+         * .grad (no copy) as soon as it is ready, not held back by the parameters after it */
+        int big = pb >= r->first_cap;
+        if (nb == 0 || b[nb - 1].dtype != p->dtype || bytes + pb > cap || big || alone) {
             nb++;
             b[nb - 1].dtype = p->dtype;
             bytes = 0;
         }
+        alone = big;
         b[nb - 1].n++;
         b[nb - 1].numel += ddl_tensor_numel(p);
         bytes += pb;
@@ -81,14 +92,15 @@ static ddl_status build_buckets(ddl_reducer *r, const int *order) {
         b[k].params = malloc(sizeof(int) * (size_t)b[k].n);
         if (!b[k].params) st = ddl_fail(DDL_E_NOMEM, "DistributedDataParallel: out of memory");
         for (int j = 0; !st && j < b[k].n; j++) b[k].params[j] = order[at++];
-        if (!st) st = ddl_tensor_zeros(&b[k].buf, b[k].dtype, 1, &b[k].numel);
+        if (!st && b[k].n > 1) st = ddl_tensor_zeros(&b[k].buf, b[k].dtype, 1, &b[k].numel);
     }
     /* views, and the current gradients moved into them */
     ddl_tensor **views = calloc((size_t)r->n + 1, sizeof *views);
     if (!views && !st) st = ddl_fail(DDL_E_NOMEM, "DistributedDataParallel: out of memory");
     for (int k = 0; k < nb && !st; k++) {
         int64_t off = 0;
-        for (int j = 0; j < b[k].n && !st; j++) {
+        if (b[k].n == 1) r->bucket_of[b[k].params[0]] = k;
+        for (int j = 0; j < b[k].n && b[k].n > 1 && !st; j++) {
             int i = b[k].params[j];
             ddl_tensor *p = r->params[i];
             int64_t strides[DDL_MAX_DIMS];
@@ -151,13 +163,36 @@ static ddl_status wait_all(ddl_reducer *r) {
     return first;
 }
 
-/* Queue every bucket that is complete and whose predecessors are queued: the same order on
- * every rank, whatever order gradients arrive in. After the last one, wait for all. */
+/* The tensor bucket k all-reduces: its flat buffer, or its one parameter's gradient. */
+static ddl_tensor *bucket_tensor(const ddl_reducer *r, const bucket *bk) {
+    return bk->buf ? bk->buf : r->params[bk->params[0]]->grad;
+}
+
+/* Start every bucket that is complete and whose predecessors are started: the same order on
+ * every rank, whatever order gradients arrive in. The last bucket (and every bucket when
+ * overlap is off) runs on this thread, once those before it are done: no hand-off to the comm
+ * thread and no wake-up on the way back, which on a busy machine can cost a scheduler tick.
+ * After the last one every bucket is reduced. */
 static ddl_status launch_ready(ddl_reducer *r) {
     while (r->next_launch < r->nb && r->b[r->next_launch].pending == 0) {
         bucket *bk = &r->b[r->next_launch];
-        DDL_TRY(ddl_pg_allreduce(r->pg, bk->buf, DDL_COMM_AVG, 0, &bk->work));
+        int last = r->next_launch == r->nb - 1;
         r->next_launch++;
+        if (r->local) continue;
+        ddl_status st;
+        if (r->overlap && !last) {
+            st = ddl_pg_allreduce(r->pg, bucket_tensor(r, bk), DDL_COMM_AVG, 0, &bk->work);
+        } else {
+            st = wait_all(r);
+            bk->t_start = ddl_now_us();
+            if (!st) st = ddl_pg_allreduce(r->pg, bucket_tensor(r, bk), DDL_COMM_AVG, 0, NULL);
+            bk->t_end = ddl_now_us();
+        }
+        if (st) {
+            r->in_iteration = 0; /* the group reports its failure again on the next call */
+            wait_all(r);
+            return st;
+        }
     }
     if (r->next_launch == r->nb) {
         r->in_iteration = 0;
@@ -166,10 +201,36 @@ static ddl_status launch_ready(ddl_reducer *r) {
     return DDL_OK;
 }
 
+/* Make p's .grad the tensor its bucket reduces: its slot of the flat buffer (copying the
+ * gradient there unless it already is that slot), or, alone in its bucket, a contiguous
+ * gradient of p's dtype (the engine's own result normally is one: kept as it is). */
+static ddl_status attach_grad(ddl_reducer *r, int i) {
+    ddl_tensor *p = r->params[i];
+    if (r->views[i]) {
+        if (p->grad == r->views[i]) return DDL_OK;
+        DDL_TRY(p->grad ? ddl_copy_(r->views[i], p->grad) : ddl_zero_(r->views[i]));
+        ddl_tensor_release(p->grad);
+        p->grad = ddl_tensor_retain(r->views[i]);
+        return DDL_OK;
+    }
+    ddl_tensor *g = p->grad, *own;
+    if (!g) {
+        DDL_TRY(ddl_tensor_zeros(&own, p->dtype, p->ndim, p->shape));
+    } else if (g->dtype != p->dtype || !ddl_tensor_is_contiguous(g)) {
+        DDL_TRY(ddl_tensor_to(&own, g, p->dtype));
+    } else {
+        return DDL_OK;
+    }
+    ddl_tensor_release(p->grad);
+    p->grad = own;
+    return DDL_OK;
+}
+
 static ddl_status on_grad_ready(ddl_tensor *leaf, void *vctx) {
     hook_ctx *hc = vctx;
     ddl_reducer *r = hc->r;
     int i = hc->index;
+    (void)leaf;                          /* == r->params[i] */
     if (!r->in_iteration) return DDL_OK; /* backward without a DDP forward: plain accumulation */
     if (r->ready[i])
         DDL_FAIL(DDL_E_VALUE,
@@ -178,12 +239,7 @@ static ddl_status on_grad_ready(ddl_tensor *leaf, void *vctx) {
                  i);
     r->ready[i] = 1;
     if (!r->rebuilt && r->ready_count < r->n) r->ready_order[r->ready_count++] = i;
-    if (leaf->grad != r->views[i]) { /* someone replaced .grad: move it into the bucket */
-        DDL_TRY(ddl_copy_(r->views[i], leaf->grad));
-        ddl_tensor_release(leaf->grad);
-        ddl_tensor_retain(r->views[i]);
-        leaf->grad = r->views[i];
-    }
+    DDL_TRY(attach_grad(r, i));
     if (!r->iter_sync) return DDL_OK;
     r->b[r->bucket_of[i]].pending--;
     return launch_ready(r);
@@ -213,6 +269,8 @@ ddl_status ddl_reducer_new(ddl_reducer **out, ddl_pg *pg, int n, ddl_tensor *con
     r->cap = bucket_cap_bytes > 0 ? bucket_cap_bytes : 25 << 20;
     r->first_cap = first_bucket_bytes > 0 ? first_bucket_bytes : 1 << 20;
     r->sync = 1;
+    r->local = ddl_pg_size(pg) == 1;
+    r->overlap = 1;
     r->params = calloc((size_t)n, sizeof *r->params);
     r->hooks = calloc((size_t)n, sizeof *r->hooks);
     r->bucket_of = calloc((size_t)n, sizeof *r->bucket_of);
@@ -264,6 +322,7 @@ void ddl_reducer_free(ddl_reducer *r) {
     free(r->bucket_of);
     free(r->ready);
     free(r->ready_order);
+    ddl_tensor_release(r->packed_t);
     ddl_pg_release(r->pg);
     free(r);
 }
@@ -298,16 +357,13 @@ ddl_status ddl_reducer_prepare(ddl_reducer *r, const uint8_t *unused) {
     }
     ddl_status st = wait_all(r); /* nothing should be in flight; be safe */
     if (st) return st;
+    /* A gradient left unset stays unset until the engine's hook: its result is then copied
+     * into the bucket (or, alone in its bucket, reduced where it is), which costs less than
+     * zeroing the slot here for the engine to add into. A gradient accumulating (no_sync, or
+     * zeroed in place) is already where it belongs. */
     for (int i = 0; i < r->n; i++) {
         ddl_tensor *p = r->params[i];
-        if (p->grad == r->views[i]) continue; /* accumulating (no_sync, or zeroed in place) */
-        if (p->grad)
-            DDL_TRY(ddl_copy_(r->views[i], p->grad));
-        else
-            DDL_TRY(ddl_zero_(r->views[i]));
-        ddl_tensor_release(p->grad);
-        ddl_tensor_retain(r->views[i]);
-        p->grad = r->views[i];
+        if (p->grad && p->grad != r->views[i] && r->views[i]) DDL_TRY(attach_grad(r, i));
     }
     memset(r->ready, 0, (size_t)r->n);
     for (int k = 0; k < r->nb; k++) r->b[k].pending = r->b[k].n;
@@ -315,17 +371,60 @@ ddl_status ddl_reducer_prepare(ddl_reducer *r, const uint8_t *unused) {
     r->in_iteration = 1;
     r->iter_sync = r->sync;
     if (!r->rebuilt) r->ready_count = 0;
-    if (unused)
+    if (unused) {
         for (int i = 0; i < r->n; i++)
-            if (unused[i]) {
+            if (unused[i]) { /* no gradient this pass: reduce zeros (or what accumulated) */
+                DDL_TRY(attach_grad(r, i));
                 r->ready[i] = 1;
                 if (r->iter_sync) r->b[r->bucket_of[i]].pending--;
             }
-    if (unused && r->iter_sync) return launch_ready(r);
+        if (r->iter_sync) return launch_ready(r);
+    }
     return DDL_OK;
 }
 
 void ddl_reducer_set_sync(ddl_reducer *r, int sync) { r->sync = sync != 0; }
+
+void ddl_reducer_set_overlap(ddl_reducer *r, int overlap) { r->overlap = overlap != 0; }
+
+/* Bytes of t, rounded up to whole int64 words (the packing unit). */
+static int64_t packed_words(const ddl_tensor *t) {
+    int64_t bytes = ddl_tensor_numel(t) * (int64_t)ddl_dtype_size(t->dtype);
+    return (bytes + 7) / 8;
+}
+
+ddl_status ddl_reducer_sync_buffers(ddl_reducer *r, int n, ddl_tensor *const *bufs) {
+    int64_t words = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ddl_tensor_is_contiguous(bufs[i]))
+            DDL_FAIL(DDL_E_VALUE, "DistributedDataParallel: buffer %d is not contiguous", i);
+        words += packed_words(bufs[i]);
+    }
+    if (r->local || words == 0) return DDL_OK;
+    if (!r->packed_t || r->packed_cap != words) { /* the first step, or the buffers changed */
+        ddl_tensor_release(r->packed_t);
+        r->packed_t = NULL;
+        DDL_TRY(ddl_tensor_empty(&r->packed_t, DDL_INT64, 1, &words));
+        r->packed = ddl_tensor_data(r->packed_t);
+        r->packed_cap = words;
+    }
+    int root = ddl_pg_rank(r->pg) == 0;
+    int64_t at = 0;
+    if (root)
+        for (int i = 0; i < n; i++) { /* a byte copy: any dtype travels bit for bit */
+            size_t bytes = (size_t)ddl_tensor_numel(bufs[i]) * ddl_dtype_size(bufs[i]->dtype);
+            memcpy(r->packed + at, ddl_tensor_data(bufs[i]), bytes);
+            at += packed_words(bufs[i]);
+        }
+    DDL_TRY(ddl_pg_broadcast(r->pg, r->packed_t, 0, 0, NULL));
+    if (!root)
+        for (int i = 0; i < n; i++) {
+            size_t bytes = (size_t)ddl_tensor_numel(bufs[i]) * ddl_dtype_size(bufs[i]->dtype);
+            memcpy(ddl_tensor_data(bufs[i]), r->packed + at, bytes);
+            at += packed_words(bufs[i]);
+        }
+    return DDL_OK;
+}
 
 ddl_status ddl_reducer_rebuild(ddl_reducer *r) {
     if (r->rebuilt) return DDL_OK;

@@ -7,6 +7,7 @@ returns with averaged gradients in every parameter's .grad.
 """
 import contextlib
 import json
+import os
 
 import numpy as np
 
@@ -81,6 +82,9 @@ class DistributedDataParallel(Module):
         cap = int(bucket_cap_mb * 1024 * 1024)
         self._reducer = _C.reducer_new(self.process_group._handle, self._params, cap,
                                        min(cap, 1024 * 1024))
+        _C.reducer_set_overlap(self._reducer, _overlap_default(self.process_group))
+        # the buffers broadcast at each forward, found once (as PyTorch's DDP does)
+        self._buffers_to_sync = [b for b in module.buffers() if b.numel()]
         self._sync = True
         self._iterations = 0
         self._joined_ranks_possible = False
@@ -129,11 +133,8 @@ class DistributedDataParallel(Module):
             dist.all_reduce(flag, group=g)
         if self._iterations == 1 and self._sync and self._comm_hook is None:
             _C.reducer_rebuild(self._reducer)  # bucket by the order grads became ready
-        if self.broadcast_buffers:
-            with no_grad():
-                for b in self.module.buffers():
-                    if b.numel():
-                        dist.broadcast(b, src=g.ranks[0], group=g)
+        if self.broadcast_buffers and self._buffers_to_sync:
+            self._sync_buffers()
         out = self.module(*inputs, **kwargs)
         if is_grad_enabled() and self._comm_hook is not None:   # register_comm_hook
             self._comm_hook.prepare(self._sync)
@@ -147,6 +148,17 @@ class DistributedDataParallel(Module):
                 raise ValueError(self._name_params(str(e))) from None
             self._iterations += 1
         return out
+
+    def _sync_buffers(self):
+        """Rank 0's buffers to every rank: one packed broadcast (the reducer's), or one per
+        buffer once a communication hook replaced the reducer."""
+        if self._reducer is not None:
+            _C.reducer_sync_buffers(self._reducer, self._buffers_to_sync)
+            return
+        g = self.process_group
+        with no_grad():
+            for b in self._buffers_to_sync:
+                dist.broadcast(b, src=g.ranks[0], group=g)
 
     def _unused_flags(self, out):
         reachable = set()
@@ -191,11 +203,8 @@ class DistributedDataParallel(Module):
             last = False
             if self._iterations == 1 and self._sync:
                 _C.reducer_rebuild(self._reducer)
-            if self.broadcast_buffers:
-                with no_grad():
-                    for b in self.module.buffers():
-                        if b.numel():
-                            dist.broadcast(b, src=g.ranks[0], group=g)
+            if self.broadcast_buffers and self._buffers_to_sync:
+                self._sync_buffers()
             _C.reducer_shadow(self._reducer)
             self._iterations += 1
         self._sync_final_model(last)
@@ -242,6 +251,23 @@ class DistributedDataParallel(Module):
 
     def state_dict(self, *args, **kwargs):
         return super().state_dict(*args, **kwargs)
+
+
+def _overlap_default(group):
+    """Whether buckets before the last are reduced on the comm thread, overlapping backward:
+    only when this host has a core to spare beyond one per rank (with every core running a
+    rank, the comm thread only preempts one, and each hand-off can cost a scheduler tick).
+    DDL_DDP_OVERLAP=1 or 0 forces it."""
+    env = os.environ.get("DDL_DDP_OVERLAP", "")
+    if env in ("0", "1"):
+        return env == "1"
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    hosts = max(1, dist.get_backend_info(group)["hosts"])
+    local_ranks = -(-group.size() // hosts)
+    return cpus > local_ranks
 
 
 def _fmt(entry):

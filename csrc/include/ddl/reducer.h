@@ -12,6 +12,12 @@
  *                          is queued the hook waits for all of them, so backward returns with
  *                          averaged gradients.
  *   no_sync                ddl_reducer_set_sync(r, 0): hooks only accumulate.
+ *
+ * A gradient unset at the hook is the engine's own result: copied into its slot, or, for a
+ * parameter alone in its bucket (any parameter larger than the bucket cap), reduced where it
+ * is. The last bucket always runs on the thread that finishes backward; the others go to the
+ * group's comm thread (overlap on) or run there too (overlap off: better when every core
+ * already runs a rank). A group of one rank communicates nothing.
  */
 #ifndef DDL_REDUCER_H
 #define DDL_REDUCER_H
@@ -26,7 +32,8 @@ typedef struct ddl_reducer ddl_reducer;
 
 /* params: the n parameters that require grad, in registration order (float32/float64,
  * contiguous, retained by the reducer). Buckets are filled in reverse order, the first capped
- * at first_bucket_bytes and the rest at bucket_cap_bytes, never mixing dtypes. */
+ * at first_bucket_bytes and the rest at bucket_cap_bytes, never mixing dtypes; a parameter of
+ * first_bucket_bytes or more is alone in its bucket. */
 ddl_status ddl_reducer_new(ddl_reducer **out, ddl_pg *pg, int n, ddl_tensor *const *params,
                            int64_t bucket_cap_bytes, int64_t first_bucket_bytes);
 void ddl_reducer_free(ddl_reducer *r);
@@ -36,6 +43,13 @@ void ddl_reducer_free(ddl_reducer *r);
  * the previous iteration's reduction did not finish because some parameters got no gradient. */
 ddl_status ddl_reducer_prepare(ddl_reducer *r, const uint8_t *unused);
 void ddl_reducer_set_sync(ddl_reducer *r, int sync);
+/* overlap != 0 (the default): buckets before the last are all-reduced on the comm thread while
+ * backward goes on; 0: on the thread running backward, in place, as each becomes ready. */
+void ddl_reducer_set_overlap(ddl_reducer *r, int overlap);
+/* Broadcast the n buffers (module buffers: running statistics, counters; contiguous, any
+ * dtype) from the group's rank 0, packed byte for byte into one message (a scratch kept by the
+ * reducer): one collective per forward however many buffers. */
+ddl_status ddl_reducer_sync_buffers(ddl_reducer *r, int n, ddl_tensor *const *bufs);
 /* Parameters (by index) still waiting for a gradient in the current iteration; returns the
  * count written to idx (at most cap). */
 int ddl_reducer_pending(const ddl_reducer *r, int *idx, int cap);
