@@ -115,3 +115,47 @@ def test_linear_threads_agree_and_match_float64(B, IN, OUT, threads):
     ref = (x64 @ w64.T + bs, R64 @ w64, R64.T @ x64, R64.sum(0))
     for a, r in zip(res[1], ref):
         np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-3)
+
+
+def test_pool_survives_fork_and_concurrent_callers(threads):
+    """The persistent pool: a forked child (a DataLoader worker, say) starts with no workers
+    of its parent's and still runs 2-thread kernels; two Python threads calling kernels at once
+    (GIL released) get the pool and the per-call fallback, with identical results."""
+    import os
+    import threading
+
+    threads(2)
+    rng = np.random.default_rng(3)
+    case = CASES[3]
+    want = conv_run(case, rng)
+    pid = os.fork()
+    if pid == 0:  # child: same computation on a fresh pool, exit code says whether it agreed
+        try:
+            got = conv_run(case, np.random.default_rng(3))
+            ok = all(np.array_equal(a, b) for a, b in zip(got, want))
+            os._exit(0 if ok else 1)
+        except BaseException:  # noqa: BLE001 (the child must never return into pytest)
+            os._exit(2)
+    done_pid, status = 0, 0
+    for _ in range(600):  # a hang in the child fails here, within 60 s
+        done_pid, status = os.waitpid(pid, os.WNOHANG)
+        if done_pid:
+            break
+        threading.Event().wait(0.1)
+    if not done_pid:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done_pid and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+    results = [None] * 4
+
+    def work(i):
+        results[i] = conv_run(case, np.random.default_rng(3))
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    for r in results:
+        assert r is not None and all(np.array_equal(a, b) for a, b in zip(r, want))

@@ -162,7 +162,8 @@ ddl_status ddl_stack_with(ddl_tensor **out, int n, const ddl_tensor *const *ts, 
 extern int ddl_num_threads;
 
 /* Run fn(ctx, tid, nthreads) on tid = 0 .. nthreads-1 concurrently (tid 0 on the calling
- * thread, the others on threads started for this call) and wait for all of them; nthreads is
+ * thread, the others on the persistent pool's workers, or, while another thread uses the
+ * pool, on threads started for this call) and wait for all of them; nthreads is
  * min(want, ddl_num_threads), and at most 1 runs inline. While several run, OpenBLAS is set to
  * one thread, so each worker's sgemm is single-threaded (no pool fork/join per product) and
  * restored afterwards. If a thread cannot start, its share runs on the calling thread. Returns
