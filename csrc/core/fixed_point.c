@@ -74,9 +74,9 @@ void ddl_fixed_accumulate(const float *rows, int64_t k, int64_t n, int64_t nseg,
     }
 }
 
-KERNEL void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, const int64_t *lengths,
-                               const int64_t *shift, const int64_t *bad, double divisor,
-                               float *out) {
+KERNEL static void fixed_to_float_kernel(const int64_t *acc, int64_t n, int64_t nseg,
+                                         const int64_t *lengths, const int64_t *shift,
+                                         const int64_t *bad, double divisor, float *out) {
     int64_t start = 0;
     (void)n;
     for (int64_t s = 0; s < nseg; s++) {
@@ -95,7 +95,8 @@ KERNEL void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, cons
     }
 }
 
-KERNEL void ddl_fixed_pack(const int64_t *acc, int64_t n, int64_t bias_value, int64_t *words) {
+KERNEL static void fixed_pack_kernel(const int64_t *acc, int64_t n, int64_t bias_value,
+                                     int64_t *words) {
     uint64_t bias = (uint64_t)bias_value;
     for (int64_t j = 0; j < n / 2; j++)
         words[j] =
@@ -103,7 +104,8 @@ KERNEL void ddl_fixed_pack(const int64_t *acc, int64_t n, int64_t bias_value, in
     if (n % 2) words[n / 2] = (int64_t)(((uint64_t)acc[n - 1] + bias) | (bias << 32));
 }
 
-KERNEL void ddl_fixed_unpack(const int64_t *words, int64_t n, int64_t total_bias, int64_t *acc) {
+KERNEL static void fixed_unpack_kernel(const int64_t *words, int64_t n, int64_t total_bias,
+                                       int64_t *acc) {
     int64_t bias = total_bias;
     for (int64_t j = 0; j < n / 2; j++) {
         uint64_t w = (uint64_t)words[j];
@@ -117,8 +119,8 @@ KERNEL void ddl_fixed_unpack(const int64_t *words, int64_t n, int64_t total_bias
 /* The KERNEL functions call no static helper: a clone cannot inline a function compiled for
  * another target, and a call per element would undo the vectorization. */
 
-KERNEL void ddl_fixed_segment_exponent(int64_t *exp, int64_t *bad, const float *const *xs,
-                                       int64_t k, int64_t n) {
+KERNEL static void fixed_segment_exponent_kernel(int64_t *exp, int64_t *bad, const float *const *xs,
+                                                 int64_t k, int64_t n) {
     uint32_t top = 0;
     for (int64_t r = 0; r < k; r++) {
         const uint32_t *u = (const uint32_t *)(const void *)xs[r];
@@ -142,8 +144,8 @@ KERNEL void ddl_fixed_segment_exponent(int64_t *exp, int64_t *bad, const float *
 /* (int64_t)nearbyint(v) is llrint(v) (the current rounding mode, nearest even; nearbyint only
  * leaves the inexact flag alone) for |v| < 2^63, and vectorizes (vrndscalepd and vcvttpd2qq on
  * AVX-512) where llrint and rint do not. */
-KERNEL void ddl_fixed_quantize_sum(int64_t *restrict acc, const float *const *xs, int64_t k,
-                                   int64_t n, int64_t shift) {
+KERNEL static void fixed_quantize_sum_kernel(int64_t *restrict acc, const float *const *xs,
+                                             int64_t k, int64_t n, int64_t shift) {
     double scale = ldexp(1.0, (int)shift);
     if (k == 0) {
         memset(acc, 0, (size_t)n * sizeof *acc);
@@ -163,8 +165,9 @@ KERNEL void ddl_fixed_quantize_sum(int64_t *restrict acc, const float *const *xs
 
 /* The compact wire format fused with the quantization: the block's sums go to a stack buffer,
  * then straight into words (pairs never straddle a block: BLOCK is even). */
-KERNEL void ddl_fixed_quantize_pack(int64_t *restrict words, const float *const *xs, int64_t k,
-                                    int64_t n, int64_t shift, int64_t bias_value) {
+KERNEL static void fixed_quantize_pack_kernel(int64_t *restrict words, const float *const *xs,
+                                              int64_t k, int64_t n, int64_t shift,
+                                              int64_t bias_value) {
     double scale = ldexp(1.0, (int)shift);
     uint64_t bias = (uint64_t)bias_value;
     int64_t q[BLOCK];
@@ -182,9 +185,9 @@ KERNEL void ddl_fixed_quantize_pack(int64_t *restrict words, const float *const 
     }
 }
 
-KERNEL void ddl_fixed_unpack_to_float(float *restrict out, const int64_t *restrict words, int64_t n,
-                                      int64_t shift, int64_t bad, int64_t total_bias,
-                                      double divisor) {
+KERNEL static void fixed_unpack_to_float_kernel(float *restrict out, const int64_t *restrict words,
+                                                int64_t n, int64_t shift, int64_t bad,
+                                                int64_t total_bias, double divisor) {
     if (bad) {
         for (int64_t i = 0; i < n; i++) out[i] = NAN;
         return;
@@ -198,4 +201,42 @@ KERNEL void ddl_fixed_unpack_to_float(float *restrict out, const int64_t *restri
     if (n % 2)
         out[n - 1] =
             (float)((double)((int64_t)((uint64_t)words[n / 2] & 0xffffffffu) - total_bias) * f);
+}
+
+/* The public entry points: plain functions over the cloned kernels. An exported
+ * target_clones function is an IFUNC symbol whose resolver the loader runs while it is still
+ * relocating _C (GLOB_DAT against an IFUNC), before the sanitizer runtime's calls inside the
+ * resolver are bound: a TSan build died at import. Static clones resolve through IRELATIVE,
+ * after everything else. */
+void ddl_fixed_to_float(const int64_t *acc, int64_t n, int64_t nseg, const int64_t *lengths,
+                        const int64_t *shift, const int64_t *bad, double divisor, float *out) {
+    fixed_to_float_kernel(acc, n, nseg, lengths, shift, bad, divisor, out);
+}
+
+void ddl_fixed_pack(const int64_t *acc, int64_t n, int64_t bias_value, int64_t *words) {
+    fixed_pack_kernel(acc, n, bias_value, words);
+}
+
+void ddl_fixed_unpack(const int64_t *words, int64_t n, int64_t total_bias, int64_t *acc) {
+    fixed_unpack_kernel(words, n, total_bias, acc);
+}
+
+void ddl_fixed_segment_exponent(int64_t *exp, int64_t *bad, const float *const *xs, int64_t k,
+                                int64_t n) {
+    fixed_segment_exponent_kernel(exp, bad, xs, k, n);
+}
+
+void ddl_fixed_quantize_sum(int64_t *restrict acc, const float *const *xs, int64_t k, int64_t n,
+                            int64_t shift) {
+    fixed_quantize_sum_kernel(acc, xs, k, n, shift);
+}
+
+void ddl_fixed_quantize_pack(int64_t *restrict words, const float *const *xs, int64_t k, int64_t n,
+                             int64_t shift, int64_t bias_value) {
+    fixed_quantize_pack_kernel(words, xs, k, n, shift, bias_value);
+}
+
+void ddl_fixed_unpack_to_float(float *restrict out, const int64_t *restrict words, int64_t n,
+                               int64_t shift, int64_t bad, int64_t total_bias, double divisor) {
+    fixed_unpack_to_float_kernel(out, words, n, shift, bad, total_bias, divisor);
 }
