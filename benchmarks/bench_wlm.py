@@ -13,14 +13,13 @@ library's figure is the median of its runs; the ratio is PyTorch time / ddl time
 faster). Prints the 1-minute load average with the figures.
 """
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPAT = ROOT / "tests" / "compat"
@@ -30,18 +29,11 @@ CLOCK = ("losses = []\nimport time as _t\n_c0, _w0 = _t.process_time(), _t.perf_
 
 
 def corpus(folder):
-    """tests/test_compat.py's corpus fixture: each word has three possible successors."""
-    rng = np.random.default_rng(0)
-    succ = rng.integers(0, 60, (60, 3))
-    for name, n, seed in (("train", 1500, 1), ("valid", 60, 2), ("test", 60, 3)):
-        r, w, lines = np.random.default_rng(seed), 0, []
-        for _ in range(n):
-            line = []
-            for _ in range(12):
-                line.append(f"w{w}")
-                w = succ[w, r.integers(0, 3)]
-            lines.append(" ".join(line))
-        (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    """The corpus tests/test_compat.py trains on (tests/compat/common.py writes it)."""
+    spec = importlib.util.spec_from_file_location("compat_common", COMPAT / "common.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.write_markov_corpus(folder)
 
 
 def run(framework, script_dir, corpus_dir, steps):

@@ -124,22 +124,19 @@ def test_ddp_tutorial_without_the_mode_names_the_way_out(tmp_path, monkeypatch):
     assert r.returncode != 0 and "DDL_CUDA_AS_CPU" in r.stderr
 
 
+def _compat_common():
+    spec = importlib.util.spec_from_file_location("compat_common", os.path.join(COMPAT, "common.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture
 def corpus(tmp_path):
     """A small Markov-chain text (each word has three possible successors): learnable."""
-    rng = np.random.default_rng(0)
-    succ = rng.integers(0, 60, (60, 3))
     folder = tmp_path / "corpus"
     folder.mkdir()
-    for name, n, seed in (("train", 1500, 1), ("valid", 60, 2), ("test", 60, 3)):
-        r, w, lines = np.random.default_rng(seed), 0, []
-        for _ in range(n):
-            line = []
-            for _ in range(12):
-                line.append(f"w{w}")
-                w = succ[w, r.integers(0, 3)]
-            lines.append(" ".join(line))
-        (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    _compat_common().write_markov_corpus(folder)
     return folder
 
 

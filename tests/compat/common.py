@@ -30,3 +30,20 @@ def report(**fields):
     if out:
         with open(out, "w") as f:
             json.dump(fields, f)
+
+
+def write_markov_corpus(folder):
+    """train/valid/test.txt in folder: a small Markov-chain text (60 words, each with three
+    possible successors), learnable, for the word-language-model runs (test and benchmark)."""
+    rng = np.random.default_rng(0)
+    succ = rng.integers(0, 60, (60, 3))
+    for name, n, seed in (("train", 1500, 1), ("valid", 60, 2), ("test", 60, 3)):
+        r, w, lines = np.random.default_rng(seed), 0, []
+        for _ in range(n):
+            line = []
+            for _ in range(12):
+                line.append(f"w{w}")
+                w = succ[w, r.integers(0, 3)]
+            lines.append(" ".join(line))
+        with open(os.path.join(folder, f"{name}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
