@@ -177,15 +177,11 @@ class _Pool:
                 payload.reraise()
             pending[i] = payload
 
-    def epoch(self, batches, close_after):
+    def _guarded(self, batches, close_after):
+        """The batches of one epoch; an error (or the consumer dropping the iterator) stops
+        the workers, and so does the epoch's end unless they persist."""
         try:
-            sent, pending = 0, {}
-            for nxt in range(len(batches)):
-                while sent < len(batches) and sent - nxt < self.depth:
-                    self.index_qs[sent % self.n].put((sent, batches[sent]))
-                    sent += 1
-                self._collect(nxt, pending)
-                yield _worker.unpack(pending.pop(nxt))
+            yield from batches
         except BaseException:
             self.close()
             raise
@@ -193,36 +189,43 @@ class _Pool:
             if close_after:
                 self.close()
 
+    def epoch(self, batches, close_after):
+        return self._guarded(self._map_batches(batches), close_after)
+
     def stream_epoch(self, close_after):
+        self.epochs += 1
+        return self._guarded(self._stream_batches(self.epochs), close_after)
+
+    def _map_batches(self, batches):
+        sent, pending = 0, {}
+        for nxt in range(len(batches)):
+            while sent < len(batches) and sent - nxt < self.depth:
+                self.index_qs[sent % self.n].put((sent, batches[sent]))
+                sent += 1
+            self._collect(nxt, pending)
+            yield _worker.unpack(pending.pop(nxt))
+
+    def _stream_batches(self, epoch):
         """Batches of an IterableDataset: requests go to the live workers in turn, results
         come back in request order; a worker whose stream ended is asked no more."""
-        self.epochs += 1
-        try:
-            live = list(range(self.n))
-            owner, pending, turn, sent, nxt = {}, {}, 0, 0, 0
-            while True:
-                while live and sent - nxt < self.depth:
-                    w = live[turn % len(live)]
-                    turn += 1
-                    self.index_qs[w].put((sent, self.epochs))
-                    owner[sent] = w
-                    sent += 1
-                if nxt == sent:
-                    return
-                self._collect(nxt, pending)
-                payload = pending.pop(nxt)
-                nxt += 1
-                if isinstance(payload, _worker.StreamEnd):
-                    if owner[nxt - 1] in live:
-                        live.remove(owner[nxt - 1])
-                    continue
+        live = list(range(self.n))
+        owner, pending, turn, sent, nxt = {}, {}, 0, 0, 0
+        while True:
+            while live and sent - nxt < self.depth:
+                w = live[turn % len(live)]
+                turn += 1
+                self.index_qs[w].put((sent, epoch))
+                owner[sent] = w
+                sent += 1
+            if nxt == sent:
+                return
+            self._collect(nxt, pending)
+            payload, w = pending.pop(nxt), owner.pop(nxt)
+            nxt += 1
+            if not isinstance(payload, _worker.StreamEnd):
                 yield _worker.unpack(payload)
-        except BaseException:
-            self.close()
-            raise
-        finally:
-            if close_after:
-                self.close()
+            elif w in live:
+                live.remove(w)
 
     def close(self):
         if self.closed:
