@@ -2,8 +2,10 @@
 for CPUs: `torch` replaced by `ddl` (torch.utils.data -> ddl.data), and the GPU lines made CPU
 lines: no torch.cuda.set_device, backend "gloo", no .to(local_rank), no device_ids, no
 pin_memory (ddl.data.DataLoader has none), map_location "cpu". One more change: the loss is
-F.mse_loss, as the tutorial's F.cross_entropy of a 1-column output against float targets (a
-zero loss in PyTorch: one class) is refused by ddl, which has no probability targets.
+F.mse_loss: the tutorial's F.cross_entropy of a 1-column output against float targets is a
+zero loss (one class, in PyTorch and ddl alike), so its weights never move and the ranks could
+not be told apart from ranks that never synchronised (tests/compat/ddp_series_multinode.py is
+the tutorial's GPU script unchanged).
 Everything else, the launch included, is the tutorial's. Prints one 'final <rank> <sum of the
 weights>' line per rank so that a test can compare the ranks."""
 import os
